@@ -1,0 +1,484 @@
+//! `proxy.toml`: the one place a deployment describes its repositories, store and server (SPEC §7).
+//!
+//! The file is parsed once, at start-up or on reload, into [`Config`]: plain, typed, validated
+//! data that the rest of wheelgate reads without re-checking anything. All the ways a file can be
+//! wrong are found here, before a port is bound, and each error names the file, the line, the key
+//! and what to write instead, because `wheelgate check` and a failed reload show nothing else.
+//!
+//! This file holds the typed result and the entry points. The work is split below it: `raw`
+//! mirrors the TOML shape with serde (unknown keys, nesting), `values` holds the small value
+//! languages (repository names, durations, sizes, `${VAR}`), `parse` turns the raw shape into
+//! [`Config`], resolving paths against the configuration file's directory and checking what
+//! involves several keys, and `error` words what can go wrong.
+
+mod error;
+mod parse;
+mod raw;
+mod values;
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use error::{ConfigError, Problem};
+pub use values::{
+    format_duration, format_size, parse_duration, parse_size, EnvError, RepoName, RepoNameError,
+};
+
+use parse::Parser;
+
+/// A whole, validated configuration.
+///
+/// Plain data (`Clone`, comparable) so that a reload can build a new one, compare it with the one
+/// in force and swap it in atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub access: AccessConfig,
+    /// In file order.
+    pub repositories: Vec<RepositoryConfig>,
+    /// The absolute path of the file, set by [`load`]; `None` when parsed from a string.
+    pub source_path: Option<PathBuf>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Port 0 is allowed (tests bind an ephemeral port).
+    pub listen: SocketAddr,
+    /// Served at `/simple/`; always names one of [`Config::repositories`].
+    pub default_repository: RepoName,
+    /// Absolute http(s) URL whose path ends with `/`; `None` means links relative to each page.
+    pub public_url: Option<Url>,
+    pub tls: Option<TlsConfig>,
+    pub shutdown_grace: Duration,
+    pub max_upload_size: u64,
+    /// At least 1.
+    pub max_concurrent_fetches: usize,
+}
+
+/// `[server.tls]`: PEM files, resolved against the configuration file's directory and present
+/// when the configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Resolved against the configuration file's directory.
+    pub path: PathBuf,
+    /// Bytes; at least 1.
+    pub max_size: u64,
+    /// Bytes; 0 disables the in-memory cache.
+    pub memory_cache: u64,
+}
+
+/// `[access]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// Always true in this version: without `[[user]]` support, refusing anonymous reads would
+    /// refuse everyone.
+    pub anonymous_read: bool,
+}
+
+/// One `[[repository]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryConfig {
+    pub name: RepoName,
+    /// The line of its `[[repository]]` header, for messages about it at run time.
+    pub line: usize,
+    pub kind: RepositoryKind,
+}
+
+/// What a repository is; `hosted` and `group` come in later versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryKind {
+    Remote(RemoteConfig),
+}
+
+impl RepositoryKind {
+    /// The `type` value as written in `proxy.toml`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RepositoryKind::Remote(_) => "remote",
+        }
+    }
+}
+
+/// A `type = "remote"` repository: an upstream simple index, fetched on demand and cached (§3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// The upstream's simple-index root, path ending with `/`; `None` when configured as `""`.
+    pub url: Option<Url>,
+    pub index_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// At most 10.
+    pub retries: u32,
+    /// PEM roots added to the trust store; the file existed when the configuration was loaded.
+    pub ca_file: Option<PathBuf>,
+    /// `true`: the operating system's trust store (corporate CAs) instead of the built-in web PKI
+    /// roots.
+    pub native_roots: bool,
+    /// Serve only what the store holds. Always true when [`RemoteConfig::url`] is `None`, so
+    /// callers need to look at one flag.
+    pub offline: bool,
+    pub auth: Option<RemoteAuth>,
+}
+
+/// `[repository.auth]`: credentials wheelgate sends upstream.
+///
+/// Holds only the path of the secret, which the upstream module reads per request (so a rotated
+/// Kubernetes secret is picked up); nothing here is secret, so `Debug` is safe to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAuth {
+    pub username: String,
+    /// Resolved against the configuration file's directory; not read or checked at load.
+    pub password_file: PathBuf,
+    /// Extra hosts (lowercase `host` or `host:port`) that may receive the credentials, such as a
+    /// separate files host.
+    pub auth_hosts: Vec<String>,
+}
+
+impl Config {
+    /// The repository called `name`, if the configuration defines one.
+    pub fn repository(&self, name: &RepoName) -> Option<&RepositoryConfig> {
+        self.repositories.iter().find(|repo| &repo.name == name)
+    }
+
+    /// Which settings that only take effect at restart (`listen`, `tls`, `store`) differ in
+    /// `newer`, so that a reload can say it did not apply them.
+    pub fn restart_only_changes(&self, newer: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.server.listen != newer.server.listen {
+            changed.push("listen");
+        }
+        if self.server.tls != newer.server.tls {
+            changed.push("tls");
+        }
+        if self.store != newer.store {
+            changed.push("store");
+        }
+        changed
+    }
+
+    /// The human summary printed by `wheelgate check`: what the file defines, with defaults filled
+    /// in, and never a secret (only the path of the password file). Ends with a newline.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_description(&mut out);
+        out
+    }
+
+    fn write_description(&self, out: &mut String) -> fmt::Result {
+        let server = &self.server;
+        if let Some(path) = &self.source_path {
+            writeln!(out, "file: {}", path.display())?;
+        }
+        match &server.tls {
+            None => writeln!(out, "listen: {} (plain HTTP)", server.listen)?,
+            Some(tls) => writeln!(
+                out,
+                "listen: {} (HTTPS, certificate {}, key {})",
+                server.listen,
+                tls.cert_file.display(),
+                tls.key_file.display()
+            )?,
+        }
+        match &server.public_url {
+            None => writeln!(out, "links: relative to each page")?,
+            Some(url) => writeln!(out, "links: absolute, under {url}")?,
+        }
+        writeln!(
+            out,
+            "default repository: {} (served at /simple/)",
+            server.default_repository
+        )?;
+        writeln!(
+            out,
+            "limits: shutdown grace {}, max upload size {}, max concurrent upstream fetches {}",
+            format_duration(server.shutdown_grace),
+            format_size(server.max_upload_size),
+            server.max_concurrent_fetches
+        )?;
+        writeln!(
+            out,
+            "store: {} (max size {}, memory cache {})",
+            self.store.path.display(),
+            format_size(self.store.max_size),
+            format_size(self.store.memory_cache)
+        )?;
+        let anonymous = if self.access.anonymous_read {
+            "allowed"
+        } else {
+            "refused"
+        };
+        writeln!(out, "anonymous read: {anonymous}")?;
+        writeln!(out, "repositories:")?;
+        for repo in &self.repositories {
+            writeln!(
+                out,
+                "  {} ({}, line {}), served at /{}/simple/",
+                repo.name,
+                repo.kind.type_name(),
+                repo.line,
+                repo.name
+            )?;
+            match &repo.kind {
+                RepositoryKind::Remote(remote) => describe_remote(out, remote)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_remote(out: &mut String, remote: &RemoteConfig) -> fmt::Result {
+    match (&remote.url, remote.offline) {
+        (None, _) => writeln!(out, "    url: offline (no url)")?,
+        (Some(url), true) => writeln!(out, "    url: {url} (offline: serving only the store)")?,
+        (Some(url), false) => writeln!(out, "    url: {url}")?,
+    }
+    writeln!(
+        out,
+        "    index ttl {}, negative ttl {}",
+        format_duration(remote.index_ttl),
+        format_duration(remote.negative_ttl)
+    )?;
+    writeln!(
+        out,
+        "    timeouts: connect {}, first byte {}, idle {}; retries {}",
+        format_duration(remote.connect_timeout),
+        format_duration(remote.first_byte_timeout),
+        format_duration(remote.idle_timeout),
+        remote.retries
+    )?;
+    let roots = if remote.native_roots {
+        "the OS trust store"
+    } else {
+        "built-in web PKI roots"
+    };
+    match &remote.ca_file {
+        None => writeln!(out, "    trust: {roots}")?,
+        Some(ca) => writeln!(out, "    trust: {roots} plus {}", ca.display())?,
+    }
+    match &remote.auth {
+        None => writeln!(out, "    auth: none")?,
+        Some(auth) => {
+            write!(
+                out,
+                "    auth: username {}, password read from {} on each request",
+                auth.username,
+                auth.password_file.display()
+            )?;
+            if !auth.auth_hosts.is_empty() {
+                write!(out, "; also sent to {}", auth.auth_hosts.join(", "))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates the configuration file at `path`.
+///
+/// Relative paths in the file are resolved against the file's own directory (made absolute), so
+/// the result does not depend on where wheelgate was started from. `${VAR}` references read the
+/// process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let base_dir = absolute.parent().unwrap_or_else(|| Path::new(""));
+    let origin = path.display().to_string();
+    let env = |name: &str| std::env::var(name).ok();
+    let mut config = Parser {
+        source: &source,
+        origin: &origin,
+        base_dir,
+        env: &env,
+    }
+    .parse()?;
+    config.source_path = Some(absolute);
+    Ok(config)
+}
+
+/// Parses and validates configuration text.
+///
+/// `origin` is the file name used in messages; relative paths in the text are resolved against
+/// its directory (so `"proxy.toml"` leaves them relative to the working directory). `env` looks up
+/// the environment variables named by `${VAR}`, so tests need not touch the process environment.
+/// Files that must exist at load (`ca_file`, TLS certificate and key) are checked on disk.
+pub fn parse(
+    source: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let base_dir = Path::new(origin).parent().unwrap_or_else(|| Path::new(""));
+    Parser {
+        source,
+        origin,
+        base_dir,
+        env,
+    }
+    .parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../proxy.toml");
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_text(source: &str) -> Result<Config, ConfigError> {
+        parse(source, "/etc/wheelgate/proxy.toml", &no_env)
+    }
+
+    fn remote_of(config: &Config, index: usize) -> &RemoteConfig {
+        match &config.repositories[index].kind {
+            RepositoryKind::Remote(remote) => remote,
+        }
+    }
+
+    const MINIMAL: &str = "[[repository]]\nname = \"pypi\"\ntype = \"remote\"\nurl = \"https://example.invalid/simple/\"\n";
+
+    #[test]
+    fn shipped_proxy_toml_loads_offline_with_an_empty_environment() {
+        let config = parse(SHIPPED, "proxy.toml", &no_env).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:3141".parse().unwrap());
+        assert_eq!(config.server.default_repository.as_str(), "pypi");
+        assert_eq!(config.server.public_url, None);
+        assert_eq!(config.server.tls, None);
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.server.max_upload_size, 1 << 30);
+        assert_eq!(config.server.max_concurrent_fetches, 64);
+        assert_eq!(config.store.path, PathBuf::from("wheelgate-data"));
+        assert_eq!(config.store.max_size, 20 << 30);
+        assert_eq!(config.store.memory_cache, 256 << 20);
+        assert!(config.access.anonymous_read);
+        assert_eq!(config.repositories.len(), 1);
+        let remote = remote_of(&config, 0);
+        assert_eq!(remote.url, None);
+        assert!(remote.offline);
+        assert_eq!(remote.auth, None);
+        assert_eq!(remote.index_ttl, Duration::from_secs(600));
+        assert_eq!(remote.negative_ttl, Duration::from_secs(60));
+        assert_eq!(remote.retries, 3);
+        assert!(!remote.native_roots);
+        assert!(config.describe().contains("offline (no url)"));
+    }
+
+    #[test]
+    fn shipped_proxy_toml_documents_a_working_auth_block() {
+        let uncommented: String = SHIPPED
+            .lines()
+            .map(|line| {
+                let auth_line = [
+                    "# [repository.auth]",
+                    "# username",
+                    "# password_file",
+                    "# auth_hosts",
+                ]
+                .iter()
+                .any(|prefix| line.starts_with(prefix));
+                if auth_line {
+                    &line[2..]
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&uncommented, "proxy.toml", &no_env).unwrap();
+        let auth = remote_of(&config, 0).auth.clone().unwrap();
+        assert_eq!(auth.username, "__token__");
+        assert_eq!(auth.password_file, PathBuf::from("/run/secrets/pypi-token"));
+        assert_eq!(auth.auth_hosts, ["files.example.internal"]);
+    }
+
+    #[test]
+    fn shipped_proxy_toml_takes_its_upstream_from_the_environment() {
+        let env = |name: &str| {
+            (name == "WHEELGATE_UPSTREAM_URL").then(|| "https://example.invalid/simple".to_owned())
+        };
+        let config = parse(SHIPPED, "proxy.toml", &env).unwrap();
+        let remote = remote_of(&config, 0);
+        assert_eq!(
+            remote.url.as_ref().map(Url::as_str),
+            Some("https://example.invalid/simple/")
+        );
+        assert!(!remote.offline);
+    }
+
+    #[test]
+    fn describe_shows_settings_but_no_secret_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "pypi-SECRET").unwrap();
+        let source = format!("{MINIMAL}[repository.auth]\npassword_file = \"token\"\n");
+        let config = parse(
+            &source,
+            &dir.path().join("proxy.toml").display().to_string(),
+            &no_env,
+        )
+        .unwrap();
+        let text = config.describe();
+        assert!(text.contains("listen: 127.0.0.1:3141"), "{text}");
+        assert!(text.contains("default repository: pypi"), "{text}");
+        assert!(text.contains("pypi (remote, line 1)"), "{text}");
+        assert!(
+            text.contains("url: https://example.invalid/simple/"),
+            "{text}"
+        );
+        assert!(text.contains("index ttl 10m"), "{text}");
+        assert!(
+            text.contains("username __token__") && text.contains(&token.display().to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains("max size 20GiB, memory cache 256MiB"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn restart_only_changes_are_detected() {
+        let before = parse_text(MINIMAL).unwrap();
+        let after = parse_text(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{MINIMAL}index_ttl = \"1m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(before.restart_only_changes(&after), ["listen"]);
+        assert!(before.restart_only_changes(&before.clone()).is_empty());
+    }
+
+    #[test]
+    fn load_reads_the_file_and_records_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.source_path.as_deref(), Some(path.as_path()));
+        assert_eq!(config.store.path, dir.path().join("wheelgate-data"));
+        let error = load(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }));
+        assert!(error.to_string().contains("absent.toml"), "{error}");
+    }
+}

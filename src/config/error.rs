@@ -1,0 +1,155 @@
+//! Errors of configuration loading, shaped so that every message names the file, the line, the key
+//! and what to do about it.
+//!
+//! `wheelgate check` prints them as they are and a failed reload logs them, so the text is the
+//! whole user interface of a configuration mistake.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::PathBuf;
+
+use super::values::{EnvError, RepoNameError};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file itself could not be read.
+    #[error("cannot read configuration file {}: {source}; check the path given with --config", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The text is not TOML, or does not have the shape of a `proxy.toml` (unknown key, a table
+    /// where a value belongs, …). The message comes from the TOML parser, reworded.
+    #[error("{origin}{}: {message}", position(*.line, *.column))]
+    Syntax {
+        origin: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// A value, or a combination of values, is not acceptable.
+    #[error("{origin}{}: {}{problem}", position(*.line, None), key_prefix(.key))]
+    Invalid {
+        origin: String,
+        line: Option<usize>,
+        key: String,
+        /// Boxed to keep `Result<_, ConfigError>` small on the happy path.
+        problem: Box<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The 1-based line the error points at, when there is one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// What was wrong with a value, when the error is about one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ConfigError::Invalid { problem, .. } => Some(problem),
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+        }
+    }
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    let mut out = String::new();
+    if let Some(line) = line {
+        let _ = write!(out, " line {line}");
+        if let Some(column) = column {
+            let _ = write!(out, ", column {column}");
+        }
+    }
+    out
+}
+
+/// What is wrong with one value or one combination of values. Each message says what is
+/// expected; the enclosing [`ConfigError`] adds the file, line and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("{0}")]
+    Env(EnvError),
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{0}")]
+    RepoName(RepoNameError),
+    #[error("{0}")]
+    Duration(String),
+    #[error("a duration is written as a string with a unit, e.g. \"{value}s\"; {value} alone could mean seconds or minutes")]
+    BareDuration { value: i64 },
+    #[error("{0}")]
+    Size(String),
+    #[error("must not be zero{hint}")]
+    Zero { hint: &'static str },
+    #[error("{value} is out of range: expected a whole number from {min} to {max}")]
+    OutOfRange { value: i64, min: i64, max: i64 },
+    #[error("\"{value}\" is not a whole number")]
+    NotAnInteger { value: String },
+    #[error("\"{value}\" is not a boolean; write true or false")]
+    NotABoolean { value: String },
+    #[error("must not be empty{hint}")]
+    Empty { hint: &'static str },
+    #[error("\"{value}\" is not an IP address and port ({reason}); write e.g. \"127.0.0.1:3141\" or \"[::]:3141\" (host names are not resolved here)")]
+    ListenAddress { value: String, reason: String },
+    #[error("\"{value}\" is not a usable URL: {reason}")]
+    Url { value: String, reason: String },
+    #[error("{} does not exist or is not a file ({reason}); {hint}", .path.display())]
+    FileMissing {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error("\"{value}\" is not a host name or host:port ({reason})")]
+    AuthHost { value: String, reason: String },
+    #[error(
+        "a user name cannot contain ':' (HTTP basic auth separates it from the password with one)"
+    )]
+    UsernameWithColon,
+    #[error("missing; {hint}")]
+    MissingKey { hint: &'static str },
+    #[error("repository type `{found}` is not one of remote, hosted, group")]
+    UnknownRepositoryType { found: String },
+    #[error("repository type `{kind}` is not supported yet by this version of wheelgate; remove this [[repository]] or use type = \"remote\"")]
+    UnsupportedRepositoryType { kind: &'static str },
+    #[error("`{key}` only applies to repositories of type `{applies_to}`; remove it from this remote repository")]
+    NotForRemote {
+        key: &'static str,
+        applies_to: &'static str,
+    },
+    #[error("`[[{section}]]` ({what}) is not supported yet by this version of wheelgate; remove it or comment it out")]
+    UnsupportedSection {
+        section: &'static str,
+        what: &'static str,
+    },
+    #[error("anonymous_read = false would refuse every client, because `[[user]]` entries are not supported yet by this version of wheelgate; leave it true")]
+    AnonymousReadRequired,
+    #[error("repository \"{name}\" is defined twice, at line {first_line} and at line {second_line}; rename one of them")]
+    DuplicateRepository {
+        name: String,
+        first_line: usize,
+        second_line: usize,
+    },
+    #[error("no repository is named \"{name}\"; the defined repositories are {}", .defined.join(", "))]
+    UnknownDefaultRepository { name: String, defined: Vec<String> },
+    #[error("missing: with several repositories, say which one is served at /simple/, one of {}", .defined.join(", "))]
+    AmbiguousDefaultRepository { defined: Vec<String> },
+    #[error("no repository is defined; add a [[repository]] table (see the shipped proxy.toml)")]
+    NoRepositories,
+}

@@ -1,0 +1,329 @@
+//! Request paths parsed into typed routes.
+//!
+//! Every path a client sends is untrusted. It is checked and decoded here, once, into the values
+//! the rest of wheelgate works with (`RepoName`, `ProjectName`, `FileKey`, `DistFilename`), so no
+//! handler ever sees a raw segment. Anything that could smuggle a separator or climb the tree
+//! (`..`, `%2F`, `%5C`, NUL, control characters) is refused with a 400 before it can reach the
+//! upstream URL we build or, later, a path in the store.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+
+use crate::config::RepoName;
+use crate::simple::digest::FileKey;
+use crate::simple::filename::DistFilename;
+use crate::simple::name::{is_normalized, ProjectName};
+
+/// Longest request path accepted. Real paths are well under 400 bytes (a wheel filename is at most
+/// 255, a digest 64); anything longer is an attack or a broken client.
+pub const MAX_PATH_LEN: usize = 2048;
+
+/// Which repository a simple-API request addresses: the default one (`/simple/…`) or a named one
+/// (`/<repo>/simple/…`). The distinction matters for redirects and for relative links, which
+/// climb a different number of segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoRef {
+    Default,
+    Named(RepoName),
+}
+
+impl RepoRef {
+    /// The URL prefix of this repository's simple index, e.g. `/simple/` or `/pypi/simple/`.
+    pub fn simple_prefix(&self) -> String {
+        match self {
+            RepoRef::Default => "/simple/".to_owned(),
+            RepoRef::Named(name) => format!("/{name}/simple/"),
+        }
+    }
+
+    /// How many segments a page `<prefix><project>/` sits below the server root.
+    pub fn project_page_depth(&self) -> usize {
+        match self {
+            RepoRef::Default => 2,
+            RepoRef::Named(_) => 3,
+        }
+    }
+}
+
+/// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRoute {
+    pub repo: RepoName,
+    pub project: ProjectName,
+    pub key: FileKey,
+    pub filename: DistFilename,
+    /// The PEP 658 core metadata of `filename` rather than the file itself.
+    pub metadata: bool,
+}
+
+/// What a request path asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Home,
+    Health,
+    Ready,
+    Index(RepoRef),
+    Project(RepoRef, ProjectName),
+    File(FileRoute),
+    /// The path names the right thing in the wrong spelling (missing trailing slash, a project name
+    /// that is not PEP 503-normalised): answer 301 to this location.
+    Redirect(String),
+    /// `/<x>/<project>/json`: the legacy JSON API, which wheelgate does not offer.
+    LegacyJson,
+}
+
+/// Why a path was refused. `BadRequest` is for paths no honest client sends; `NotFound` for
+/// well-formed paths that name nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    BadRequest(String),
+    NotFound(String),
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::BadRequest(reason) | RouteError::NotFound(reason) => f.write_str(reason),
+        }
+    }
+}
+
+fn bad(reason: impl Into<String>) -> RouteError {
+    RouteError::BadRequest(reason.into())
+}
+
+/// Parses a request path (without the query string).
+pub fn parse(path: &str) -> Result<Route, RouteError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(bad(format!(
+            "request path is {} bytes long; wheelgate accepts at most {MAX_PATH_LEN}",
+            path.len()
+        )));
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(bad("request path must start with '/'"));
+    };
+    let raw: Vec<&str> = rest.split('/').collect();
+    let mut segments = Vec::with_capacity(raw.len());
+    for (index, segment) in raw.iter().enumerate() {
+        segments.push(decode_segment(segment, index)?);
+    }
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // An empty segment is only meaningful as the last one (the trailing slash).
+    if segs.len() > 1 && segs[..segs.len() - 1].iter().any(|s| s.is_empty()) {
+        return Err(RouteError::NotFound(format!(
+            "no such page: {path} (empty path segment)"
+        )));
+    }
+
+    match segs.as_slice() {
+        [""] => Ok(Route::Home),
+        ["-", "health"] => Ok(Route::Health),
+        ["-", "ready"] => Ok(Route::Ready),
+        ["simple"] => Ok(Route::Redirect("/simple/".to_owned())),
+        ["simple", ""] => Ok(Route::Index(RepoRef::Default)),
+        ["simple", project] => project_redirect(RepoRef::Default, project),
+        ["simple", project, ""] => project_route(RepoRef::Default, project),
+        [_, _, "json"] | [_, _, "json", ""] | [_, _, _, "json"] | [_, _, _, "json", ""]
+            if is_legacy_json(&segs) =>
+        {
+            Ok(Route::LegacyJson)
+        }
+        [repo, "simple"] => Ok(Route::Redirect(format!("/{}/simple/", repo_name(repo)?))),
+        [repo, "simple", ""] => Ok(Route::Index(RepoRef::Named(repo_name(repo)?))),
+        [repo, "simple", project] => project_redirect(RepoRef::Named(repo_name(repo)?), project),
+        [repo, "simple", project, ""] => project_route(RepoRef::Named(repo_name(repo)?), project),
+        [repo, "files", project, key, filename] => file_route(repo, project, key, filename),
+        _ => Err(RouteError::NotFound(format!(
+            "no such page: {path}. Index pages are under /simple/ or /<repository>/simple/"
+        ))),
+    }
+}
+
+/// Decodes one percent-encoded segment and refuses everything that could change the shape of a
+/// path once decoded.
+fn decode_segment(segment: &str, index: usize) -> Result<String, RouteError> {
+    let lower = segment.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(bad(format!(
+            "path segment {} contains an encoded '/' or '\\'; names and filenames never do",
+            index + 1
+        )));
+    }
+    let decoded = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| bad(format!("path segment {} is not valid UTF-8 once decoded", index + 1)))?;
+    if decoded.chars().any(|c| c.is_control()) {
+        return Err(bad(format!(
+            "path segment {} contains a NUL or control character",
+            index + 1
+        )));
+    }
+    if decoded.contains('\\') {
+        return Err(bad(format!("path segment {} contains '\\'", index + 1)));
+    }
+    if decoded == "." || decoded == ".." {
+        return Err(bad("path contains a '.' or '..' segment"));
+    }
+    Ok(decoded.into_owned())
+}
+
+fn is_legacy_json(segs: &[&str]) -> bool {
+    // `/pypi/<project>/json` and `/pypi/<project>/<version>/json`: neither `simple` nor `files`
+    // in first or second position, which is where the simple API puts them.
+    segs.first().is_some_and(|s| *s != "simple")
+        && segs.get(1).is_some_and(|s| *s != "simple" && *s != "files")
+}
+
+fn repo_name(raw: &str) -> Result<RepoName, RouteError> {
+    RepoName::parse(raw).map_err(|_| {
+        RouteError::NotFound(format!(
+            "no repository named {raw:?}: repository names are [a-z0-9][a-z0-9._-]{{0,63}}"
+        ))
+    })
+}
+
+fn project_name(raw: &str) -> Result<ProjectName, RouteError> {
+    ProjectName::parse(raw).map_err(|e| bad(format!("invalid project name {raw:?}: {e}")))
+}
+
+fn project_redirect(repo: RepoRef, raw: &str) -> Result<Route, RouteError> {
+    let name = project_name(raw)?;
+    Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
+}
+
+fn project_route(repo: RepoRef, raw: &str) -> Result<Route, RouteError> {
+    let name = project_name(raw)?;
+    if is_normalized(raw) {
+        Ok(Route::Project(repo, name))
+    } else {
+        Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
+    }
+}
+
+fn file_route(repo: &str, project: &str, key: &str, filename: &str) -> Result<Route, RouteError> {
+    let repo = repo_name(repo)?;
+    let project = project_name(project)?;
+    let key = FileKey::parse(key)
+        .map_err(|e| bad(format!("invalid file key {key:?} in the file URL: {e}")))?;
+    let (name, metadata) = match filename.strip_suffix(".metadata") {
+        Some(stem) => (stem, true),
+        None => (filename, false),
+    };
+    let filename = DistFilename::parse(name)
+        .map_err(|e| bad(format!("invalid filename {name:?}: {e}")))?;
+    Ok(Route::File(FileRoute {
+        repo,
+        project,
+        key,
+        filename,
+        metadata,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn named(name: &str) -> RepoRef {
+        RepoRef::Named(RepoName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn index_and_project_pages() {
+        assert_eq!(parse("/simple/"), Ok(Route::Index(RepoRef::Default)));
+        assert_eq!(parse("/pypi/simple/"), Ok(Route::Index(named("pypi"))));
+        assert_eq!(
+            parse("/simple/foo-bar/"),
+            Ok(Route::Project(RepoRef::Default, ProjectName::parse("foo-bar").unwrap()))
+        );
+        assert_eq!(
+            parse("/pypi/simple/foo/"),
+            Ok(Route::Project(named("pypi"), ProjectName::parse("foo").unwrap()))
+        );
+    }
+
+    #[test]
+    fn redirects_to_normalised_names_and_trailing_slashes() {
+        assert_eq!(parse("/simple"), Ok(Route::Redirect("/simple/".into())));
+        assert_eq!(parse("/pypi/simple"), Ok(Route::Redirect("/pypi/simple/".into())));
+        assert_eq!(parse("/simple/Foo_Bar/"), Ok(Route::Redirect("/simple/foo-bar/".into())));
+        assert_eq!(parse("/simple/foo.bar"), Ok(Route::Redirect("/simple/foo-bar/".into())));
+        assert_eq!(parse("/simple/foo"), Ok(Route::Redirect("/simple/foo/".into())));
+        assert_eq!(
+            parse("/pypi/simple/FOO-bar/"),
+            Ok(Route::Redirect("/pypi/simple/foo-bar/".into()))
+        );
+        assert_eq!(parse("/simple/Foo%5FBar/"), Ok(Route::Redirect("/simple/foo-bar/".into())));
+    }
+
+    #[test]
+    fn file_routes() {
+        let route = parse(&format!("/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl")).unwrap();
+        let Route::File(file) = route else { panic!("not a file route: {route:?}") };
+        assert_eq!(file.repo.as_str(), "pypi");
+        assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
+        assert!(!file.metadata);
+        let route =
+            parse(&format!("/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl.metadata")).unwrap();
+        let Route::File(file) = route else { panic!("not a file route: {route:?}") };
+        assert!(file.metadata);
+        assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
+    }
+
+    #[test]
+    fn refuses_traversal_and_smuggling() {
+        for path in [
+            "/simple/../etc/passwd/",
+            "/simple/%2e%2e/",
+            "/pypi/files/foo/abc/..",
+            "/simple/foo%2Fbar/",
+            "/simple/foo%2fbar/",
+            "/simple/foo%5cbar/",
+            "/simple/foo%00/",
+            "/simple/foo%0a/",
+            "/simple/foo%ff/",
+            "no-leading-slash",
+        ] {
+            assert!(
+                matches!(parse(path), Err(RouteError::BadRequest(_))),
+                "{path} was not refused with 400: {:?}",
+                parse(path)
+            );
+        }
+        let long = format!("/simple/{}/", "a".repeat(MAX_PATH_LEN));
+        assert!(matches!(parse(&long), Err(RouteError::BadRequest(_))));
+    }
+
+    #[test]
+    fn bad_names_keys_and_filenames_are_400() {
+        for path in [
+            "/simple/-foo-/",
+            "/simple/foo bar/",
+            "/pypi/files/foo/nothex/foo-1.0.tar.gz",
+            &format!("/pypi/files/foo/{DIGEST}/.hidden"),
+        ] {
+            assert!(matches!(parse(path), Err(RouteError::BadRequest(_))), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_shapes_are_404() {
+        for path in ["/nope", "/Bad Repo/simple/", "/a/b/c/d/e/f/g", "/simple//foo/", "/-/nothing"] {
+            assert!(matches!(parse(path), Err(RouteError::NotFound(_))), "{path}: {:?}", parse(path));
+        }
+        assert_eq!(parse("/pypi/foo/json"), Ok(Route::LegacyJson));
+        assert_eq!(parse("/pypi/foo/1.0/json"), Ok(Route::LegacyJson));
+        assert!(matches!(parse("/simple/foo/json"), Err(RouteError::NotFound(_))));
+    }
+
+    #[test]
+    fn operational_routes() {
+        assert_eq!(parse("/"), Ok(Route::Home));
+        assert_eq!(parse("/-/health"), Ok(Route::Health));
+        assert_eq!(parse("/-/ready"), Ok(Route::Ready));
+    }
+}

@@ -1,0 +1,104 @@
+//! The command line and the process (SPEC §7, §9): `wheelgate check` accepts the shipped
+//! `proxy.toml` and refuses an unknown key naming it and its line; SIGTERM stops `serve` with exit
+//! code 0; and the shipped `proxy.toml` serves with no upstream configured and no network.
+
+use std::path::{Path, PathBuf};
+
+use ::http::StatusCode;
+
+use crate::harness::http;
+use crate::harness::upstream::Mode;
+use crate::harness::wheelgate::{self, toml_string, Wheelgate};
+use crate::harness::{write_file, TestBed};
+
+/// The `proxy.toml` shipped at the root of the repository.
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml")
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let dir = temp_dir();
+    let config = shipped_config();
+    let run = wheelgate::run(&["check", "--config", &config.to_string_lossy()], dir.path());
+    assert_eq!(run.exit_code, Some(0), "`wheelgate check` on {}:\n{}", config.display(), run.output());
+    assert!(!run.stdout.trim().is_empty(), "`wheelgate check` must print what the config defines");
+}
+
+#[test]
+fn check_refuses_an_unknown_key_naming_it_and_its_line() {
+    let dir = temp_dir();
+    let config = dir.path().join("proxy.toml");
+    let store = toml_string(&dir.path().join("store").to_string_lossy());
+    // The unknown key sits on line 9.
+    write_file(
+        &config,
+        &format!(
+            "[server]\n\
+             listen = \"127.0.0.1:0\"\n\
+             default_repository = \"pypi\"\n\
+             \n\
+             [store]\n\
+             path = {store}\n\
+             \n\
+             [[repository]]\n\
+             frobnicate_level = 3\n\
+             name = \"pypi\"\n\
+             type = \"remote\"\n\
+             url = \"\"\n"
+        ),
+    );
+    let run = wheelgate::run(&["check", "--config", &config.to_string_lossy()], dir.path());
+    assert_eq!(run.exit_code, Some(2), "an unknown key must be a usage error (exit 2):\n{}", run.output());
+    assert!(run.stderr.contains("frobnicate_level"), "the error must name the unknown key:\n{}", run.stderr);
+    assert!(run.stderr.contains("line 9") || run.stderr.contains(":9:"), "the error must name line 9:\n{}", run.stderr);
+}
+
+#[test]
+fn sigterm_stops_serve_with_exit_code_zero() {
+    let bed = TestBed::start(Mode::Json);
+    let page = http::get(&bed.url("/simple/wgfx-app/"), &[]);
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let TestBed { wheelgate, upstream, dir, .. } = bed;
+    let output = wheelgate.output();
+    let status = wheelgate.terminate();
+    assert_eq!(status.code(), Some(0), "wheelgate must exit 0 on SIGTERM; its output:\n{output}");
+    upstream.stop();
+    drop(dir);
+}
+
+#[test]
+fn the_shipped_config_serves_without_an_upstream() {
+    let dir = temp_dir();
+    let shipped = std::fs::read_to_string(shipped_config())
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", shipped_config().display()));
+    let mut replaced = false;
+    let config: String = shipped
+        .lines()
+        .map(|line| {
+            if !replaced && line.trim_start().starts_with("listen") && line.contains('=') {
+                replaced = true;
+                "listen = \"127.0.0.1:0\"".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(replaced, "the shipped proxy.toml has no `listen` line to replace");
+    let config_path = dir.path().join("proxy.toml");
+    write_file(&config_path, &config);
+    // The environment is empty: WHEELGATE_UPSTREAM_URL is unset, so the remote is offline; the
+    // working directory is the temp dir, so a relative store path lands there.
+    let wheelgate = Wheelgate::start(&config_path, dir.path(), "info");
+    let ready = http::get(&wheelgate.url("/-/ready"), &[]);
+    assert_eq!(ready.status, StatusCode::OK, "/-/ready with the shipped config: {}\n{}", ready.text(), wheelgate.output());
+    let health = http::get(&wheelgate.url("/-/health"), &[]);
+    assert_eq!(health.status, StatusCode::OK, "/-/health with the shipped config");
+    let status = wheelgate.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM after serving the shipped config");
+}

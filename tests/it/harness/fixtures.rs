@@ -1,0 +1,434 @@
+//! The fixture packages: real, installable wheels and sdists generated in memory from
+//! `fixtures/projects.toml`.
+//!
+//! The tests must prove that pip and uv install *through the index under test*, so the packages have
+//! to be real (valid `RECORD`, `METADATA`, `WHEEL`) yet belong to this project only. They are built
+//! deterministically (fixed timestamps, fixed gzip header) so that a file's sha256 is the same in
+//! every run and a hash mismatch always means something changed the bytes in transit.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The description of the fixture projects, compiled into the test binary.
+const PROJECTS_TOML: &str = include_str!("../../../fixtures/projects.toml");
+
+/// Where the upstream serves a project's files from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOrigin {
+    /// The upstream's own origin, which requires the token.
+    Main,
+    /// A second origin with absolute links and no auth.
+    Second,
+    /// An origin listed in `auth_hosts`, which requires the token.
+    Third,
+    /// A main-origin link answering 302 to the second origin.
+    Redirect,
+}
+
+/// How main-origin links are written in upstream pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStyle {
+    #[default]
+    Relative,
+    Absolute,
+}
+
+/// The kind of a distribution file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Wheel,
+    Sdist,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectsFile {
+    project: Vec<ProjectSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectSpec {
+    name: String,
+    origin: FileOrigin,
+    #[serde(default)]
+    links: LinkStyle,
+    #[serde(default)]
+    corrupt: bool,
+    release: Vec<ReleaseSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseSpec {
+    version: String,
+    files: Vec<FileKind>,
+    #[serde(default)]
+    requires_dist: Vec<String>,
+    requires_python: Option<String>,
+    yanked: Option<String>,
+}
+
+/// Every fixture project, in the order of `projects.toml`.
+#[derive(Debug)]
+pub struct Catalog {
+    pub projects: Vec<Project>,
+}
+
+/// One fixture project and its generated files.
+#[derive(Debug)]
+pub struct Project {
+    /// The name as the upstream displays it (possibly not normalised).
+    pub name: String,
+    /// The PEP 503 normalised name, used in URLs.
+    pub normalized: String,
+    pub origin: FileOrigin,
+    pub links: LinkStyle,
+    /// Versions in release order.
+    pub versions: Vec<String>,
+    pub files: Vec<DistFile>,
+}
+
+/// One generated distribution file with everything an index page says about it.
+#[derive(Debug)]
+pub struct DistFile {
+    pub filename: String,
+    pub version: String,
+    pub kind: FileKind,
+    /// The true bytes; their sha256 is what pages declare.
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    /// The wheel's `METADATA` (served as `<file>.metadata`, PEP 658); sdists have none.
+    pub metadata: Option<Vec<u8>>,
+    pub metadata_sha256: Option<String>,
+    pub requires_python: Option<String>,
+    pub yanked: Option<String>,
+    /// PEP 700 upload time, RFC 3339 in UTC.
+    pub upload_time: String,
+    /// Served with altered bytes while the upstream is in "corrupt" state.
+    pub corrupt: bool,
+}
+
+impl DistFile {
+    /// The bytes the upstream serves while corruption is on: same length, one byte flipped in the
+    /// middle, so only a digest check (not a length check) can notice.
+    pub fn corrupted_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        let middle = bytes.len() / 2;
+        if let Some(byte) = bytes.get_mut(middle) {
+            *byte ^= 0x5a;
+        }
+        bytes
+    }
+}
+
+impl Catalog {
+    /// The project with this normalised name, if any.
+    pub fn project(&self, normalized: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.normalized == normalized)
+    }
+
+    /// The project with this normalised name; panics with the list of known names otherwise.
+    pub fn expect_project(&self, normalized: &str) -> &Project {
+        self.project(normalized).unwrap_or_else(|| {
+            let known: Vec<&str> = self.projects.iter().map(|p| p.normalized.as_str()).collect();
+            panic!("no fixture project {normalized:?}; fixtures/projects.toml defines {known:?}")
+        })
+    }
+
+    /// The file with this filename in any project.
+    pub fn file(&self, filename: &str) -> Option<(&Project, &DistFile)> {
+        self.projects
+            .iter()
+            .find_map(|p| p.files.iter().find(|f| f.filename == filename).map(|f| (p, f)))
+    }
+}
+
+impl Project {
+    /// The file with this filename; panics naming the project's files otherwise.
+    pub fn expect_file(&self, filename: &str) -> &DistFile {
+        self.files.iter().find(|f| f.filename == filename).unwrap_or_else(|| {
+            let known: Vec<&str> = self.files.iter().map(|f| f.filename.as_str()).collect();
+            panic!("fixture project {} has no file {filename:?}; it has {known:?}", self.normalized)
+        })
+    }
+
+    /// The wheel of this version; panics if the fixtures define none.
+    pub fn wheel(&self, version: &str) -> &DistFile {
+        self.files
+            .iter()
+            .find(|f| f.version == version && f.kind == FileKind::Wheel)
+            .unwrap_or_else(|| panic!("fixture project {} has no wheel for {version}", self.normalized))
+    }
+}
+
+/// The catalog, generated once per test process.
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| match build_catalog(PROJECTS_TOML) {
+        Ok(catalog) => catalog,
+        Err(e) => panic!("fixtures/projects.toml: {e}"),
+    })
+}
+
+/// PEP 503 normalisation: lowercase, runs of `-`, `_` and `.` become one `-`.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_separator_run = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_separator_run {
+                out.push('-');
+            }
+            in_separator_run = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_separator_run = false;
+        }
+    }
+    out
+}
+
+/// The sha256 of some bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn build_catalog(text: &str) -> Result<Catalog, String> {
+    let parsed: ProjectsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut seen = BTreeSet::new();
+    let mut projects = Vec::new();
+    for (project_index, spec) in parsed.project.iter().enumerate() {
+        let normalized = normalize(&spec.name);
+        if !seen.insert(normalized.clone()) {
+            return Err(format!("project {:?} is defined twice (normalised {normalized})", spec.name));
+        }
+        let mut files = Vec::new();
+        for (release_index, release) in spec.release.iter().enumerate() {
+            for (file_index, kind) in release.files.iter().enumerate() {
+                let upload_time = format!(
+                    "2024-{:02}-{:02}T{:02}:{:02}:00.000000Z",
+                    project_index % 12 + 1,
+                    release_index + 1,
+                    file_index + 8,
+                    (project_index * 7) % 60
+                );
+                files.push(build_file(spec, release, *kind, upload_time)?);
+            }
+        }
+        projects.push(Project {
+            name: spec.name.clone(),
+            normalized,
+            origin: spec.origin,
+            links: spec.links,
+            versions: spec.release.iter().map(|r| r.version.clone()).collect(),
+            files,
+        });
+    }
+    Ok(Catalog { projects })
+}
+
+/// The name as it appears in wheel and sdist filenames (binary distribution format: normalised,
+/// with `_` as the separator).
+fn filename_stem(name: &str) -> String {
+    normalize(name).replace('-', "_")
+}
+
+fn build_file(
+    project: &ProjectSpec,
+    release: &ReleaseSpec,
+    kind: FileKind,
+    upload_time: String,
+) -> Result<DistFile, String> {
+    let stem = filename_stem(&project.name);
+    let metadata = core_metadata(&project.name, release);
+    let init_py = format!(
+        "\"\"\"wheelgate test fixture {name}.\"\"\"\n__version__ = \"{version}\"\n",
+        name = project.name,
+        version = release.version
+    );
+    let (filename, bytes, metadata) = match kind {
+        FileKind::Wheel => {
+            let filename = format!("{stem}-{}-py3-none-any.whl", release.version);
+            let bytes = build_wheel(&stem, &release.version, &init_py, &metadata)
+                .map_err(|e| format!("building {filename}: {e}"))?;
+            (filename, bytes, Some(metadata.into_bytes()))
+        }
+        FileKind::Sdist => {
+            let filename = format!("{stem}-{}.tar.gz", release.version);
+            let bytes = build_sdist(&stem, &project.name, &release.version, &init_py, &metadata)
+                .map_err(|e| format!("building {filename}: {e}"))?;
+            (filename, bytes, None)
+        }
+    };
+    Ok(DistFile {
+        sha256: sha256_hex(&bytes),
+        metadata_sha256: metadata.as_deref().map(sha256_hex),
+        filename,
+        version: release.version.clone(),
+        kind,
+        bytes,
+        metadata,
+        requires_python: release.requires_python.clone(),
+        yanked: release.yanked.clone(),
+        upload_time,
+        corrupt: project.corrupt && kind == FileKind::Wheel,
+    })
+}
+
+fn core_metadata(name: &str, release: &ReleaseSpec) -> String {
+    let mut text = format!(
+        "Metadata-Version: 2.1\nName: {name}\nVersion: {}\nSummary: wheelgate test fixture\n",
+        release.version
+    );
+    if let Some(requires_python) = &release.requires_python {
+        text.push_str(&format!("Requires-Python: {requires_python}\n"));
+    }
+    for requirement in &release.requires_dist {
+        text.push_str(&format!("Requires-Dist: {requirement}\n"));
+    }
+    text
+}
+
+/// A fixed timestamp for archive members, so that the archives' bytes are reproducible.
+fn fixed_zip_time() -> Result<zip::DateTime, String> {
+    zip::DateTime::from_date_and_time(2024, 1, 1, 0, 0, 0).map_err(|e| e.to_string())
+}
+
+const FIXED_MTIME: u64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+
+fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str) -> Result<Vec<u8>, String> {
+    let dist_info = format!("{stem}-{version}.dist-info");
+    let wheel_file = "Wheel-Version: 1.0\nGenerator: wheelgate-test-harness\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+    let members: Vec<(String, Vec<u8>)> = vec![
+        (format!("{stem}/__init__.py"), init_py.as_bytes().to_vec()),
+        (format!("{dist_info}/METADATA"), metadata.as_bytes().to_vec()),
+        (format!("{dist_info}/WHEEL"), wheel_file.as_bytes().to_vec()),
+    ];
+    let mut record = String::new();
+    for (path, content) in &members {
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(content));
+        record.push_str(&format!("{path},sha256={digest},{}\n", content.len()));
+    }
+    record.push_str(&format!("{dist_info}/RECORD,,\n"));
+
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(fixed_zip_time()?)
+        .unix_permissions(0o644);
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let record_member = (format!("{dist_info}/RECORD"), record.into_bytes());
+    for (path, content) in members.iter().chain(std::iter::once(&record_member)) {
+        writer.start_file(path.as_str(), options).map_err(|e| format!("{path}: {e}"))?;
+        writer.write_all(content).map_err(|e| format!("{path}: {e}"))?;
+    }
+    let cursor = writer.finish().map_err(|e| e.to_string())?;
+    Ok(cursor.into_inner())
+}
+
+fn build_sdist(stem: &str, name: &str, version: &str, init_py: &str, metadata: &str) -> Result<Vec<u8>, String> {
+    let root = format!("{stem}-{version}");
+    let pyproject = format!(
+        "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n\
+         [project]\nname = \"{name}\"\nversion = \"{version}\"\n"
+    );
+    let members: Vec<(String, &[u8])> = vec![
+        (format!("{root}/PKG-INFO"), metadata.as_bytes()),
+        (format!("{root}/pyproject.toml"), pyproject.as_bytes()),
+        (format!("{root}/{stem}/__init__.py"), init_py.as_bytes()),
+    ];
+    let gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, content) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(FIXED_MTIME);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, &path, content)
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    let gz = builder.into_inner().map_err(|e| e.to_string())?;
+    gz.finish().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn normalize_follows_pep_503() {
+        assert_eq!(normalize("wgfx_Gamma.Util"), "wgfx-gamma-util");
+        assert_eq!(normalize("A--B__c..D"), "a-b-c-d");
+        assert_eq!(normalize("plain"), "plain");
+    }
+
+    #[test]
+    fn catalog_is_deterministic_and_large_enough() {
+        let first = build_catalog(PROJECTS_TOML).expect("fixtures build");
+        let second = build_catalog(PROJECTS_TOML).expect("fixtures build");
+        assert!(first.projects.len() >= 10, "issue 2 asks for at least ten projects");
+        for (a, b) in first.projects.iter().zip(&second.projects) {
+            for (fa, fb) in a.files.iter().zip(&b.files) {
+                assert_eq!(fa.sha256, fb.sha256, "{} is not reproducible", fa.filename);
+            }
+        }
+    }
+
+    #[test]
+    fn wheels_have_a_consistent_record() {
+        let catalog = catalog();
+        let (_, wheel) = catalog
+            .file("wgfx_gamma_util-0.2.0-py3-none-any.whl")
+            .expect("gamma wheel exists");
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
+        let mut record = String::new();
+        archive
+            .by_name("wgfx_gamma_util-0.2.0.dist-info/RECORD")
+            .expect("RECORD")
+            .read_to_string(&mut record)
+            .expect("utf-8");
+        let mut checked = 0;
+        for line in record.lines() {
+            let fields: Vec<&str> = line.split(',').collect();
+            let [path, hash, size] = fields.as_slice() else { panic!("bad RECORD line {line:?}") };
+            if hash.is_empty() {
+                continue;
+            }
+            let mut content = Vec::new();
+            archive.by_name(path).expect("member").read_to_end(&mut content).expect("read");
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&content));
+            assert_eq!(*hash, format!("sha256={digest}"), "{path}");
+            assert_eq!(*size, content.len().to_string(), "{path}");
+            checked += 1;
+        }
+        assert_eq!(checked, 3);
+        let mut metadata = Vec::new();
+        archive
+            .by_name("wgfx_gamma_util-0.2.0.dist-info/METADATA")
+            .expect("METADATA")
+            .read_to_end(&mut metadata)
+            .expect("read");
+        assert_eq!(Some(metadata), wheel.metadata, "the .metadata file must equal the wheel's METADATA");
+    }
+
+    #[test]
+    fn corruption_keeps_the_length_and_changes_the_digest() {
+        let (_, file) = catalog().file("wgfx_corrupt-1.0.0-py3-none-any.whl").expect("corrupt wheel");
+        assert!(file.corrupt);
+        let bad = file.corrupted_bytes();
+        assert_eq!(bad.len(), file.bytes.len());
+        assert_ne!(sha256_hex(&bad), file.sha256);
+    }
+}

@@ -1,0 +1,234 @@
+//! Small, bounded HTTP clients for the tests.
+//!
+//! `request` is a hyper client that never follows redirects and reports a body that broke off
+//! separately from the bytes received, because the integrity test must tell "the transfer failed"
+//! apart from "a complete body arrived". `raw_get` writes the request line by hand over TCP so that
+//! malformed paths reach wheelgate exactly as written, with nothing normalising them on the way.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Upper bound for one request, headers and body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a request produced.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body bytes received (all of them, or those before the transfer broke off).
+    pub body: Vec<u8>,
+    /// Set when the body did not arrive completely (connection aborted, length not reached, timeout).
+    pub body_error: Option<String>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text, or None when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every header, `name: value` per line, for leak checks and failure messages.
+    pub fn headers_text(&self) -> String {
+        self.headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect()
+    }
+
+    /// The body parsed as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("expected a JSON body ({e}), got:\n{}", self.text()))
+    }
+
+    /// The body, asserting it arrived whole with a 200.
+    pub fn expect_ok(&self, what: &str) -> &[u8] {
+        assert_eq!(self.status, StatusCode::OK, "{what}: unexpected status; body:\n{}", self.text());
+        assert!(self.body_error.is_none(), "{what}: body broke off: {:?}", self.body_error);
+        &self.body
+    }
+}
+
+/// `GET url` with the given headers.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    request(Method::GET, url, headers)
+}
+
+/// `HEAD url` with the given headers.
+pub fn head(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    request(Method::HEAD, url, headers)
+}
+
+/// One request, bounded by `REQUEST_TIMEOUT`; a failure before the response head panics with the URL.
+pub fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    try_request(method.clone(), url, headers)
+        .unwrap_or_else(|e| panic!("{method} {url} failed before a response arrived: {e}"))
+}
+
+/// `GET url`, reporting a connection that ends before the response head as an error instead of
+/// panicking (a server that aborts a transfer before its first byte does exactly that).
+pub fn try_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+    try_request(Method::GET, url, headers)
+}
+
+fn try_request(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build a runtime for the HTTP client: {e}"));
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(REQUEST_TIMEOUT, send(method.clone(), url, headers)).await
+    });
+    match outcome {
+        Ok(result) => result,
+        Err(_) => panic!("{method} {url}: no response head within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+async fn send(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Empty::new()).map_err(|e| format!("invalid request: {e}"))?;
+    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let (parts, mut body) = response.into_parts();
+    let mut received = Vec::new();
+    let mut body_error = None;
+    loop {
+        match tokio::time::timeout(REQUEST_TIMEOUT, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    received.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(e))) => {
+                body_error = Some(format!("{e:?}"));
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                body_error = Some(format!("body stalled for {REQUEST_TIMEOUT:?}"));
+                break;
+            }
+        }
+    }
+    Ok(HttpResponse { status: parts.status, headers: parts.headers, body: received, body_error })
+}
+
+/// What a hand-written request produced.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub reason_phrase: String,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked when the response was chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `GET <target> HTTP/1.1` byte for byte with `Connection: close` and reads the whole answer.
+pub fn raw_get(addr: SocketAddr, target: &[u8]) -> Result<RawResponse, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(target);
+    request.extend_from_slice(format!(" HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wheelgate-tests\r\nConnection: close\r\n\r\n").as_bytes());
+    stream.write_all(&request).map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| format!("read from {addr}: {e}"))?;
+    parse_raw_response(&answer)
+}
+
+fn parse_raw_response(answer: &[u8]) -> Result<RawResponse, String> {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {:?}", String::from_utf8_lossy(answer)))?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let rest = &answer[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut fields = status_line.splitn(3, ' ');
+    let _version = fields.next();
+    let status = fields
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let reason_phrase = fields.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    Ok(RawResponse { status, reason_phrase, headers, body })
+}
+
+/// Decodes a chunked body leniently: whatever complete chunks arrived.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else { break };
+        data = &data[line_end + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_responses_are_parsed_and_dechunked() {
+        let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let parsed = parse_raw_response(answer).expect("parses");
+        assert_eq!(parsed.status, 400);
+        assert_eq!(parsed.reason_phrase, "Bad Request");
+        assert_eq!(parsed.header("content-type"), Some("text/plain"));
+        assert_eq!(parsed.text(), "hello world");
+    }
+
+    #[test]
+    fn plain_bodies_are_kept() {
+        let parsed = parse_raw_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop").expect("parses");
+        assert_eq!((parsed.status, parsed.text().as_str()), (404, "nop"));
+        assert!(parse_raw_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! wheelgate's integration tests: one test binary (`it`) that runs the real wheelgate binary
+//! against an in-process fixture upstream and drives it with pip, uv and raw HTTP.
+//!
+//! The harness lives in `harness/`; each other module covers one part of the behaviour (see its
+//! own doc comment). Run them with `cargo test --test it`.
+
+mod harness;
+
+mod cli;
+mod install;
+mod integrity;
+mod malformed;
+mod simple_api;
+mod upstream_auth;
