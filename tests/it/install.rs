@@ -61,7 +61,7 @@ fn install_app_through_wheelgate(client: Client, mode: Mode) {
         "the redirected file was not fetched through the redirect"
     );
     let token = bed.upstream.token();
-    assert_no_secret(&run.output(), &[token.clone()], &format!("{client:?}'s output"));
+    assert_no_secret(&run.output(), std::slice::from_ref(&token), &format!("{client:?}'s output"));
     assert_no_secret(&bed.wheelgate.output(), &[token], "wheelgate's output");
 }
 
