@@ -11,8 +11,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, RepoName, RepositoryKind};
-use crate::remote::Remote;
-use crate::upstream::{RedactedUrl, UpstreamError};
+use crate::remote::{upstream_settings, Remote};
+use crate::store::flight::Flights;
+use crate::store::Store;
+use crate::upstream::{RedactedUrl, Upstream, UpstreamError};
 
 /// A repository as served.
 pub enum Repository {
@@ -37,19 +39,43 @@ pub struct App {
     repositories: HashMap<RepoName, Repository>,
     /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`).
     pub fetch_slots: Arc<Semaphore>,
+    pub store: Store,
 }
 
-impl App {
-    pub fn build(config: Config) -> Result<App, AppError> {
-        let mut repositories = HashMap::new();
-        for repo in &config.repositories {
-            let built = match &repo.kind {
-                RepositoryKind::Remote(remote) => Repository::Remote(
-                    Remote::new(repo.name.clone(), remote).map_err(|source| AppError::Upstream {
+/// Checks what `App::build` would build, without a store: the upstream clients (TLS roots, CA
+/// files). For `wheelgate check`, which must not lock the store of a running server.
+pub fn validate(config: &Config) -> Result<(), AppError> {
+    for repo in &config.repositories {
+        match &repo.kind {
+            RepositoryKind::Remote(remote) => {
+                if let Some(settings) = upstream_settings(&repo.name, remote) {
+                    Upstream::new(settings).map_err(|source| AppError::Upstream {
                         repo: repo.name.clone(),
                         line: repo.line,
                         source,
-                    })?,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl App {
+    /// Builds the repositories of `config` over the process's one store and its flights (both
+    /// outlive configuration reloads).
+    pub fn build(config: Config, store: Store, flights: Arc<Flights>) -> Result<App, AppError> {
+        let mut repositories = HashMap::new();
+        let memory = config.store.memory_cache;
+        for repo in &config.repositories {
+            let built = match &repo.kind {
+                RepositoryKind::Remote(remote) => Repository::Remote(
+                    Remote::new(repo.name.clone(), remote, store.clone(), flights.clone(), memory)
+                        .map_err(|source| AppError::Upstream {
+                            repo: repo.name.clone(),
+                            line: repo.line,
+                            source,
+                        })?,
                 ),
             };
             repositories.insert(repo.name.clone(), built);
@@ -59,6 +85,7 @@ impl App {
             config,
             repositories,
             fetch_slots,
+            store,
         })
     }
 

@@ -7,13 +7,15 @@
 //!
 //! This file holds the typed result and the entry points. The work is split below it: `raw`
 //! mirrors the TOML shape with serde (unknown keys, nesting), `values` holds the small value
-//! languages (repository names, durations, sizes, `${VAR}`), `parse` turns the raw shape into
+//! languages (repository names, durations, sizes, `${VAR}`), `rule` the values of `[[rule]]`
+//! (rule names, actions), `parse` turns the raw shape into
 //! [`Config`], resolving paths against the configuration file's directory and checking what
 //! involves several keys, and `error` words what can go wrong.
 
 mod error;
 mod parse;
 mod raw;
+mod rule;
 mod values;
 
 use std::fmt::{self, Write as _};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use error::{ConfigError, Problem};
+pub use rule::{Action, Operation, RuleConfig, RuleName, RuleNameError, MAX_RULE_NAME_LEN};
 pub use values::{
     format_duration, format_size, parse_duration, parse_size, EnvError, RepoName, RepoNameError,
 };
@@ -41,6 +44,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// In file order.
     pub repositories: Vec<RepositoryConfig>,
+    /// `[[rule]]` download rules (SPEC §5), in file order; compiled by `crate::policy`.
+    pub rules: Vec<RuleConfig>,
     /// The absolute path of the file, set by [`load`]; `None` when parsed from a string.
     pub source_path: Option<PathBuf>,
 }
@@ -236,6 +241,26 @@ impl Config {
             )?;
             match &repo.kind {
                 RepositoryKind::Remote(remote) => describe_remote(out, remote)?,
+            }
+        }
+        if self.rules.is_empty() {
+            writeln!(out, "download rules: none")?;
+        } else {
+            writeln!(out, "download rules:")?;
+        }
+        for rule in &self.rules {
+            let scope = match &rule.package {
+                Some(package) => format!("package {package}"),
+                None => "repository-wide".to_owned(),
+            };
+            write!(
+                out,
+                "  {} in repository {} (line {}): {} {}, {scope}",
+                rule.name, rule.repository, rule.line, rule.action, rule.operation
+            )?;
+            match &rule.condition {
+                Some(condition) => writeln!(out, ", when {condition}")?,
+                None => writeln!(out, ", always")?,
             }
         }
         Ok(())

@@ -7,6 +7,8 @@
 pub mod app;
 pub mod config;
 pub mod front;
+pub mod policy;
 pub mod remote;
 pub mod simple;
+pub mod store;
 pub mod upstream;

@@ -6,12 +6,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use wheelgate::app::App;
 use wheelgate::config;
 use wheelgate::front::{shutdown_signal, Server};
+use wheelgate::store::flight::Flights;
+use wheelgate::store::{Store, StoreOptions};
 
 #[derive(Parser)]
 #[command(name = "wheelgate", version, about = "A caching pull-through proxy for Python package indexes")]
@@ -76,8 +79,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     let summary = config.describe();
-    // Building the repositories also checks what loading cannot: CA files parse, TLS builds.
-    if let Err(error) = App::build(config) {
+    // Building the upstream clients also checks what loading cannot: CA files parse, TLS builds.
+    // The store is not opened: a running server holds its lock.
+    if let Err(error) = wheelgate::app::validate(&config) {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -102,13 +106,25 @@ fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let app = match App::build(config) {
+        let store = match Store::open(StoreOptions {
+            path: config.store.path.clone(),
+            max_size: config.store.max_size,
+        }) {
+            Ok(store) => store,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let flights = Arc::new(Flights::new(store.tmp_dir()));
+        let app = match App::build(config, store.clone(), flights) {
             Ok(app) => Arc::new(app),
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        let recency = tokio::spawn(persist_recency(store.clone()));
         app.log_summary();
         let listen = app.config.server.listen;
         let server = match Server::bind(app).await {
@@ -123,7 +139,43 @@ fn serve(path: &std::path::Path) -> ExitCode {
             Err(error) => tracing::warn!(%error, "listening, but the bound address is unknown"),
         }
         server.run(shutdown_signal()).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        recency.abort();
+        let closing = tokio::task::spawn_blocking(move || {
+            store.persist_recency()?;
+            store.flush()
+        })
+        .await;
+        match closing {
+            Ok(Ok(())) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not flush the store at shutdown");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not flush the store at shutdown");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
     })
+}
+
+/// How often last-use times reach the catalog. Hits only touch memory (SPEC §4); a crash loses
+/// at most this much recency, which only makes eviction slightly less exact.
+const RECENCY_PERIOD: Duration = Duration::from_secs(30);
+
+async fn persist_recency(store: Store) {
+    let mut ticker = tokio::time::interval(RECENCY_PERIOD);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.persist_recency()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not persist last-use times"),
+            Err(error) => tracing::warn!(%error, "could not persist last-use times"),
+        }
+    }
 }

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
 
+use super::rule::RuleNameError;
 use super::values::{EnvError, RepoNameError};
+use crate::simple::NameError;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -152,4 +154,38 @@ pub enum Problem {
     AmbiguousDefaultRepository { defined: Vec<String> },
     #[error("no repository is defined; add a [[repository]] table (see the shipped proxy.toml)")]
     NoRepositories,
+    #[error("{0}")]
+    RuleName(RuleNameError),
+    #[error("{0}")]
+    ProjectName(NameError),
+    #[error("\"{found}\" is not an action; write \"ALLOW\" or \"DENY\" (in capitals)")]
+    UnknownAction { found: String },
+    #[error("\"{found}\" is not an operation; the only one is \"DOWNLOAD\", the default, so the key can be left out")]
+    UnknownOperation { found: String },
+    #[error("no repository is named \"{name}\"; a rule belongs to one of the defined repositories: {}", .defined.join(", "))]
+    UnknownRuleRepository { name: String, defined: Vec<String> },
+    #[error("repository \"{repository}\" has two rules named \"{name}\", at line {first_line} and at line {second_line}; rule names are unique per repository, rename one of them")]
+    DuplicateRuleName {
+        repository: String,
+        name: String,
+        first_line: usize,
+        second_line: usize,
+    },
+    #[error("repository \"{repository}\" can have only one repository-wide rule (a rule without `package`), but rule \"{first}\" (line {first_line}) and rule \"{second}\" (line {second_line}) both are; merge their conditions into one rule, or give one of them a package")]
+    SecondRepositoryWideRule {
+        repository: String,
+        first: String,
+        first_line: usize,
+        second: String,
+        second_line: usize,
+    },
+    #[error("repository \"{repository}\" can have only one rule per package, but rule \"{first}\" (line {first_line}) and rule \"{second}\" (line {second_line}) both cover package \"{package}\"; merge their conditions into one rule")]
+    SecondPackageRule {
+        repository: String,
+        package: String,
+        first: String,
+        first_line: usize,
+        second: String,
+        second_line: usize,
+    },
 }

@@ -8,8 +8,8 @@
 //!
 //! Tables are deliberately not wrapped in `Spanned`: toml 0.8 cannot give a span to a table that
 //! is only created implicitly (`[server.tls]` with no `[server]`, or `auth.password_file = …`),
-//! and fails with a confusing "expected a borrowed string". Only `[[repository]]` entries, which
-//! are always explicit, and leaf values carry spans.
+//! and fails with a confusing "expected a borrowed string". Only `[[repository]]` and `[[rule]]`
+//! entries, which are always explicit, and leaf values carry spans.
 
 use std::fmt;
 
@@ -28,10 +28,11 @@ pub(super) struct RawConfig {
     pub access: Option<RawAccess>,
     #[serde(default)]
     pub repository: Vec<Spanned<RawRepository>>,
+    #[serde(default)]
+    pub rule: Vec<Spanned<RawRule>>,
     // Sections of the SPEC §7 shape that later versions implement. They are accepted by the
     // parser only so that their presence can be refused with a message naming what is missing,
     // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds their line.
-    pub rule: Option<IgnoredAny>,
     pub package_group: Option<IgnoredAny>,
     pub package_origin: Option<IgnoredAny>,
     pub user: Option<IgnoredAny>,
@@ -91,6 +92,18 @@ pub(super) struct RawRepository {
     pub auth: Option<RawAuth>,
     /// Only meaningful for `type = "group"`.
     pub members: Option<Spanned<IgnoredAny>>,
+}
+
+/// One `[[rule]]` table (SPEC §5).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub repository: Field,
+    pub name: Field,
+    pub action: Field,
+    pub operation: Field,
+    pub package: Field,
+    pub condition: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,22 +3,29 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
+use http::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING,
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE, VARY,
+};
 use http::{Method, Request, Response, StatusCode};
 
-use super::response::{self, Body};
+use super::range::{self, ByteRange};
+use super::response::{self, Body, X_WHEELGATE_CACHE};
 use super::route::{self, FileRoute, RepoRef, Route, RouteError};
 use crate::app::{App, Repository};
 use crate::config::RepoName;
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered};
+use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
+use crate::store::serve::file_stream;
+use crate::store::{Artifact, ArtifactBody};
 use crate::simple::negotiate::{format_from_query, negotiate, Format};
 use crate::simple::render::{
     render_index_html, render_index_json, render_project_html, render_project_json, Links,
 };
 
 /// Files are immutable once their digest is known: clients may keep them forever.
-const IMMUTABLE: HeaderValue = HeaderValue::from_static("max-age=31536000, immutable");
+const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 /// Serves one request and writes its access-log line.
 pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
@@ -77,7 +84,7 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
         )),
         Route::Index(repo) => index_page(app, &repo, request).await,
         Route::Project(repo, project) => project_page(app, &repo, &project, request).await,
-        Route::File(file) => serve_file(app, &file, head).await,
+        Route::File(file) => serve_file(app, &file, head, request).await,
     };
     result.unwrap_or_else(|failure| failure.into_response())
 }
@@ -137,21 +144,85 @@ fn format_for<B>(request: &Request<B>) -> Format {
     })
 }
 
-fn page_response(format: Format, body: Vec<u8>) -> Response<Body> {
-    let mut response = response::with_body(StatusCode::OK, format.content_type(), body);
-    response.headers_mut().insert(VARY, HeaderValue::from_static("Accept"));
+/// True when the client takes gzip (`Accept-Encoding: gzip`, not `gzip;q=0`).
+fn accepts_gzip<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// True when `If-None-Match` names `etag` (or is `*`).
+fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
+    let Some(etag) = etag.to_str().ok() else { return false };
+    request
+        .headers()
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
+}
+
+/// Sends a rendered page: 304 when the client has it, gzip when it takes it. The gzip variant
+/// is its own representation, so it gets its own ETag.
+fn page_response<B>(
+    request: &Request<B>,
+    format: Format,
+    rendered: &Rendered,
+    status: CacheStatus,
+) -> Response<Body> {
+    let gzip = accepts_gzip(request);
+    let etag = if gzip {
+        let tag = rendered.etag.to_str().unwrap_or("\"0\"").trim_end_matches('"');
+        HeaderValue::from_str(&format!("{tag}-gzip\"")).unwrap_or_else(|_| rendered.etag.clone())
+    } else {
+        rendered.etag.clone()
+    };
+    let mut response = if not_modified(request, &etag) {
+        let mut response = Response::new(response::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else if gzip {
+        let mut response = response::with_body(StatusCode::OK, format.content_type(), rendered.gzip().clone());
+        response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        response::with_body(StatusCode::OK, format.content_type(), rendered.body.clone())
+    };
+    let headers = response.headers_mut();
+    headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    headers.insert(ETAG, etag);
+    headers.insert(X_WHEELGATE_CACHE, status.header_value());
     response
 }
 
 async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Result<Response<Body>, Failure> {
-    let (_, remote) = resolve(app, repo)?;
-    let index = remote.index().await?;
+    let (name, remote) = resolve(app, repo)?;
+    let view = remote.index().await?;
     let format = format_for(request);
-    let body = match format {
-        Format::Json => render_index_json(&index),
-        Format::HtmlV1 | Format::Html => render_index_html(&index, "").into_bytes(),
+    let key = RenderKey {
+        format,
+        repository: name.to_string(),
+        depth: 0,
     };
-    Ok(page_response(format, body))
+    let rendered = view.cached.rendered(key, |index| match format {
+        Format::Json => render_index_json(index),
+        Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
+    });
+    Ok(page_response(request, format, &rendered, view.status))
 }
 
 async fn project_page<B>(
@@ -161,50 +232,127 @@ async fn project_page<B>(
     request: &Request<B>,
 ) -> Result<Response<Body>, Failure> {
     let (name, remote) = resolve(app, repo)?;
-    let page = remote.project_page(project).await?;
-    let links = match &app.config.server.public_url {
-        Some(base) => Links::absolute(base, name.as_str()),
-        None => Links::relative(repo.project_page_depth(), name.as_str()),
-    };
+    let view = remote.project_page(project).await?;
     let format = format_for(request);
-    let body = match format {
-        Format::Json => render_project_json(&page, &links),
-        Format::HtmlV1 | Format::Html => render_project_html(&page, &links).into_bytes(),
+    let depth = repo.project_page_depth();
+    let key = RenderKey {
+        format,
+        repository: name.to_string(),
+        depth,
     };
-    Ok(page_response(format, body))
+    let public_url = app.config.server.public_url.as_ref();
+    let rendered = view.cached.rendered(key, |page| {
+        let links = match public_url {
+            Some(base) => Links::absolute(base, name.as_str()),
+            None => Links::relative(depth, name.as_str()),
+        };
+        match format {
+            Format::Json => render_project_json(page, &links),
+            Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
+        }
+    });
+    Ok(page_response(request, format, &rendered, view.status))
 }
 
-async fn serve_file(app: &App, file: &FileRoute, head: bool) -> Result<Response<Body>, Failure> {
+async fn serve_file<B>(
+    app: &App,
+    file: &FileRoute,
+    head: bool,
+    request: &Request<B>,
+) -> Result<Response<Body>, Failure> {
     let remote = find_remote(app, &file.repo)?;
     let content_type = if file.metadata {
         "text/plain; charset=utf-8"
     } else {
         "application/octet-stream"
     };
-    let (mut response, length, digest) = if head {
+    let mut response = if head {
         let info = remote
             .file_info(&file.project, &file.key, &file.filename, file.metadata)
             .await?;
-        (Response::new(response::empty()), info.content_length, info.sha256)
+        let mut response = Response::new(response::empty());
+        let headers = response.headers_mut();
+        if let Some(size) = info.size {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        file_headers(headers, info.sha256, info.stored);
+        headers.insert(
+            X_WHEELGATE_CACHE,
+            if info.stored { CacheStatus::Hit } else { CacheStatus::Miss }.header_value(),
+        );
+        response
     } else {
-        let open = remote
-            .open_file(&file.project, &file.key, &file.filename, file.metadata, &app.fetch_slots)
+        let served = remote
+            .file(&file.project, &file.key, &file.filename, file.metadata, &app.fetch_slots)
             .await?;
-        let (length, digest) = (open.content_length, open.sha256);
-        (Response::new(response::stream(open.body)), length, digest)
+        let mut response = match served.source {
+            FileSource::Stored(artifact) => stored_response(request, artifact),
+            FileSource::Download(download) => {
+                let mut response = Response::new(response::stream(download.body));
+                if let Some(length) = download.content_length {
+                    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(length));
+                }
+                file_headers(response.headers_mut(), served.sha256, false);
+                response
+            }
+        };
+        response.headers_mut().insert(X_WHEELGATE_CACHE, served.status.header_value());
+        response
     };
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(length) = length {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    }
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// ETag and caching headers of a file; ranges are offered for stored files only.
+fn file_headers(headers: &mut http::HeaderMap, digest: Option<Sha256Digest>, ranges: bool) {
     if let Some(digest) = digest {
         if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
             headers.insert(ETAG, etag);
         }
-        headers.insert(CACHE_CONTROL, IMMUTABLE);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     }
-    Ok(response)
+    if ranges {
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+}
+
+/// A stored file, whole or the one range asked for.
+fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body> {
+    let size = artifact.size;
+    let header = request.headers().get(RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range::parse(header, size) {
+        ByteRange::Full => (StatusCode::OK, 0, size),
+        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            let mut response = response::error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &format!("the requested range is outside the file ({size} bytes)"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&range::unsatisfied_range(size)) {
+                response.headers_mut().insert(CONTENT_RANGE, value);
+            }
+            return response;
+        }
+    };
+    let body = match artifact.body {
+        ArtifactBody::Inline(bytes) => {
+            let start = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
+            let end = usize::try_from(start as u64 + len).unwrap_or(usize::MAX).min(bytes.len());
+            response::full(bytes.slice(start..end))
+        }
+        ArtifactBody::File(file) => response::stream(file_stream(file, start, len)),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(value) = HeaderValue::from_str(&range::content_range(start, start + len - 1, size)) {
+            headers.insert(CONTENT_RANGE, value);
+        }
+    }
+    file_headers(headers, Some(artifact.sha256), true);
+    response
 }
 
 /// The small page a person sees at `/`.

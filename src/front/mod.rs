@@ -6,6 +6,7 @@
 //! then the process exits 0, which is what Kubernetes and CI runners expect of a sidecar.
 
 pub mod handler;
+pub mod range;
 pub mod response;
 pub mod route;
 

@@ -16,8 +16,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type every handler returns: whole buffers for pages and errors, streams for files.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The header naming the rule or control that refused a request (SPEC §2).
-pub const X_WHEELGATE_DENIED: &str = "x-wheelgate-denied";
+/// The header saying how a cache was involved: `hit`, `miss`, `stale` or `revalidated` (SPEC §2).
+pub const X_WHEELGATE_CACHE: &str = "x-wheelgate-cache";
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()

@@ -1,23 +1,28 @@
-//! A remote repository: the pages and files of one upstream index, pulled through on demand.
+//! A remote repository: the pages and files of one upstream index, pulled through and kept.
 //!
 //! This is where an upstream's untrusted bytes become a typed [`ProjectPage`], and where a file
 //! request is matched against the page that advertised it, so that wheelgate only ever fetches
 //! URLs an upstream page listed, and checks each file against the digest that page declared.
 //!
-//! Parsed pages are kept in memory for `index_ttl` (and "no such project" for `negative_ttl`), so
-//! that pip's page request and the file requests that follow it cost one upstream round trip.
-//! Concurrent requests for one page share one upstream fetch; the fetch runs in its own task so
-//! a client hanging up does not cancel it for the others.
+//! Pages: the upstream's body is kept in the store with its validators; the parsed page (and its
+//! renderings) in memory. A page is fresh for `index_ttl`, then revalidated with the upstream's
+//! validators; when the upstream fails, the stored copy is served (stale-if-error); an offline
+//! repository serves only the store. Concurrent requests for one page share one load, which runs
+//! in its own task so that a client hanging up does not cancel it for the others.
+//!
+//! Files: content-addressed in the store; a file not yet stored is downloaded once however many
+//! clients ask (the flights of `store::flight`), streamed to all of them as it arrives, and
+//! committed only once its sha256 matches.
 
-pub mod verify;
+pub mod cached;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::StatusCode;
 use moka::future::Cache;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
 use crate::simple::digest::{FileKey, Sha256Digest};
@@ -27,9 +32,13 @@ use crate::simple::page::{
     parse_index_html, parse_index_json, parse_project_html, parse_project_json, CoreMetadata,
     FileEntry, PageError, ProjectIndex, ProjectPage,
 };
-use crate::upstream::{AuthSettings, PageFetch, Upstream, UpstreamError, UpstreamSettings};
+use crate::store::flight::{Completed, Download, DownloadError, Flights};
+use crate::store::{Artifact, ArtifactRecord, PageKey, Store, StoreError, StoredPage};
+use crate::upstream::{
+    AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
+};
 
-pub use verify::{TransferError, Verified};
+pub use cached::{CacheStatus, Cached, RenderKey, Rendered};
 
 /// What wheelgate asks an upstream for: PEP 691 JSON first, HTML as a fallback.
 const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
@@ -42,15 +51,18 @@ const PROJECT_PAGE_LIMIT: usize = 64 << 20;
 /// The largest root index accepted. A public index lists hundreds of thousands of projects.
 const INDEX_PAGE_LIMIT: usize = 256 << 20;
 
-/// How many project pages are kept parsed in memory.
-const PAGE_CACHE_ENTRIES: u64 = 10_000;
+/// How soon a page served stale (the upstream failing) is tried upstream again.
+const STALE_RETRY: Duration = Duration::from_secs(30);
+
+/// How long an offline repository keeps a page in memory: its store cannot change under it.
+const OFFLINE_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a remote repository could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error(
-        "repository {repo} is offline (it has no upstream url) and holds no copy of {what}; \
-         set its `url` in proxy.toml to fetch from an upstream"
+        "repository {repo} is offline and its store holds no copy of {what}; \
+         give it an upstream `url` (and remove `offline = true`) in proxy.toml to fetch it"
     )]
     Offline { repo: RepoName, what: String },
     #[error("project {project} was not found in repository {repo} (its upstream has no such project)")]
@@ -78,16 +90,30 @@ pub enum RemoteError {
         source: UpstreamError,
     },
     #[error("repository {repo}: {source}")]
+    Download {
+        repo: RepoName,
+        #[source]
+        source: DownloadError,
+    },
+    #[error("repository {repo}: {source}")]
     BadPage {
         repo: RepoName,
         #[source]
         source: PageError,
     },
+    #[error("repository {repo}: the store failed: {source}")]
+    Store {
+        repo: RepoName,
+        #[source]
+        source: StoreError,
+    },
+    #[error("repository {repo}: the upstream has no project index at its root url (it answered 404)")]
+    NoIndex { repo: RepoName },
     #[error("repository {repo}: the upstream answered 304 Not Modified to {url}, which was not a conditional request")]
     UnexpectedNotModified { repo: RepoName, url: String },
     #[error("repository {repo}: the upstream fetch task failed: {reason}")]
     Task { repo: RepoName, reason: String },
-    /// One failed fetch, reported to every request that waited on it.
+    /// One failed load, reported to every request that waited on it.
     #[error(transparent)]
     Shared(Arc<RemoteError>),
 }
@@ -99,170 +125,227 @@ impl RemoteError {
             RemoteError::Offline { .. }
             | RemoteError::ProjectNotFound { .. }
             | RemoteError::FileNotFound { .. }
-            | RemoteError::NoMetadata { .. } => StatusCode::NOT_FOUND,
+            | RemoteError::NoMetadata { .. }
+            | RemoteError::NoIndex { .. } => StatusCode::NOT_FOUND,
             RemoteError::Upstream { source, .. } => source.status(),
+            RemoteError::Download { source, .. } => source.status(),
             RemoteError::BadPage { .. } | RemoteError::UnexpectedNotModified { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            RemoteError::Task { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            RemoteError::Store { .. } | RemoteError::Task { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             RemoteError::Shared(inner) => inner.status(),
         }
     }
 }
 
-/// A project page as last fetched, or the fact that the upstream has no such project.
-#[derive(Debug)]
-enum PageState {
-    Found(Arc<ProjectPage>),
+/// A page load's outcome as kept in memory: the page, or the fact that the upstream has no such
+/// project (remembered for `negative_ttl`).
+enum Loaded<T> {
+    Found(Arc<Cached<T>>),
     Missing,
 }
 
-/// Pages expire after `index_ttl`; "missing" answers after the shorter `negative_ttl`, so a
-/// project published upstream a minute ago becomes visible soon.
-struct PageExpiry {
-    found: Duration,
-    missing: Duration,
+/// How long a loaded page stays in memory before the next request loads it again.
+#[derive(Clone, Copy)]
+struct Freshness {
+    ttl: Duration,
+    negative_ttl: Duration,
+    offline: bool,
 }
 
-impl moka::Expiry<ProjectName, Arc<PageState>> for PageExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &ProjectName,
-        value: &Arc<PageState>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(match **value {
-            PageState::Found(_) => self.found,
-            PageState::Missing => self.missing,
-        })
+impl Freshness {
+    fn keep<T>(&self, loaded: &Loaded<T>) -> Duration {
+        match loaded {
+            Loaded::Missing => self.negative_ttl,
+            Loaded::Found(_) if self.offline => OFFLINE_KEEP,
+            Loaded::Found(cached) if cached.status == CacheStatus::Stale => STALE_RETRY.min(self.ttl),
+            Loaded::Found(cached) => {
+                let age = cached.fetched_at.elapsed().unwrap_or(Duration::ZERO);
+                self.ttl.saturating_sub(age)
+            }
+        }
     }
 }
 
-/// A file that an upstream is sending, checked as it passes.
-pub struct OpenFile {
-    pub content_length: Option<u64>,
-    /// The digest the bytes are verified against, when the page declared one.
+impl<K, T> moka::Expiry<K, Arc<Loaded<T>>> for Freshness {
+    fn expire_after_create(&self, _key: &K, value: &Arc<Loaded<T>>, _created_at: Instant) -> Option<Duration> {
+        Some(self.keep(value))
+    }
+}
+
+fn weigh<K, T>(_key: &K, value: &Arc<Loaded<T>>) -> u32 {
+    match &**value {
+        Loaded::Found(cached) => cached.weight,
+        Loaded::Missing => 64,
+    }
+}
+
+/// A page as a request sees it: the shared entry and how this request obtained it.
+pub struct PageView<T> {
+    pub cached: Arc<Cached<T>>,
+    pub status: CacheStatus,
+}
+
+/// A file ready to be sent: from the store, or downloading.
+pub enum FileSource {
+    Stored(Artifact),
+    Download(Download),
+}
+
+/// A file request's answer.
+pub struct ServedFile {
+    pub status: CacheStatus,
+    /// The content digest, when known before the transfer ends.
     pub sha256: Option<Sha256Digest>,
-    pub body: Verified<crate::upstream::FileBody>,
+    pub source: FileSource,
 }
 
 /// What is known about a file without fetching it (for HEAD).
 pub struct FileInfo {
-    pub content_length: Option<u64>,
+    pub size: Option<u64>,
     pub sha256: Option<Sha256Digest>,
+    pub stored: bool,
+}
+
+/// Everything a page load needs, cloned into its task.
+#[derive(Clone)]
+struct Loader {
+    repo: RepoName,
+    upstream: Option<Upstream>,
+    store: Store,
+    ttl: Duration,
 }
 
 /// One remote repository.
 pub struct Remote {
-    name: RepoName,
-    upstream: Option<Upstream>,
-    pages: Cache<ProjectName, Arc<PageState>>,
-    index: Cache<(), Arc<ProjectIndex>>,
+    loader: Loader,
+    flights: Arc<Flights>,
+    pages: Cache<ProjectName, Arc<Loaded<ProjectPage>>>,
+    index: Cache<(), Arc<Loaded<ProjectIndex>>>,
+}
+
+/// The upstream client settings of a remote repository, or `None` when it is offline.
+pub fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamSettings> {
+    let url = config.url.as_ref().filter(|_| !config.offline)?;
+    Some(UpstreamSettings {
+        repository: name.to_string(),
+        url: url.clone(),
+        connect_timeout: config.connect_timeout,
+        first_byte_timeout: config.first_byte_timeout,
+        idle_timeout: config.idle_timeout,
+        retries: config.retries,
+        ca_file: config.ca_file.clone(),
+        native_roots: config.native_roots,
+        auth: config.auth.as_ref().map(|auth| AuthSettings {
+            username: auth.username.clone(),
+            password_file: auth.password_file.clone(),
+            auth_hosts: auth.auth_hosts.clone(),
+        }),
+    })
 }
 
 impl Remote {
-    /// Builds the repository and its upstream client. Nothing is fetched yet.
-    pub fn new(name: RepoName, config: &RemoteConfig) -> Result<Remote, UpstreamError> {
-        let upstream = match &config.url {
-            Some(url) if !config.offline => Some(Upstream::new(UpstreamSettings {
-                repository: name.to_string(),
-                url: url.clone(),
-                connect_timeout: config.connect_timeout,
-                first_byte_timeout: config.first_byte_timeout,
-                idle_timeout: config.idle_timeout,
-                retries: config.retries,
-                ca_file: config.ca_file.clone(),
-                native_roots: config.native_roots,
-                auth: config.auth.as_ref().map(|auth| AuthSettings {
-                    username: auth.username.clone(),
-                    password_file: auth.password_file.clone(),
-                    auth_hosts: auth.auth_hosts.clone(),
-                }),
-            })?),
-            _ => None,
+    /// Builds the repository and its upstream client. Nothing is fetched yet. `memory` bounds the
+    /// bytes of parsed and rendered pages kept in memory.
+    pub fn new(
+        name: RepoName,
+        config: &RemoteConfig,
+        store: Store,
+        flights: Arc<Flights>,
+        memory: u64,
+    ) -> Result<Remote, UpstreamError> {
+        let upstream = upstream_settings(&name, config).map(Upstream::new).transpose()?;
+        let freshness = Freshness {
+            ttl: config.index_ttl,
+            negative_ttl: config.negative_ttl,
+            offline: upstream.is_none(),
         };
         let pages = Cache::builder()
-            .max_capacity(PAGE_CACHE_ENTRIES)
-            .expire_after(PageExpiry {
-                found: config.index_ttl,
-                missing: config.negative_ttl,
-            })
+            .max_capacity(memory)
+            .weigher(weigh)
+            .expire_after(freshness)
             .build();
-        let index = Cache::builder().max_capacity(1).time_to_live(config.index_ttl).build();
+        let index = Cache::builder().max_capacity(1).expire_after(freshness).build();
         Ok(Remote {
-            name,
-            upstream,
+            loader: Loader {
+                repo: name,
+                upstream,
+                store,
+                ttl: config.index_ttl,
+            },
+            flights,
             pages,
             index,
         })
     }
 
     pub fn name(&self) -> &RepoName {
-        &self.name
+        &self.loader.repo
     }
 
-    /// True when the repository has no upstream to fetch from.
-    pub fn is_offline(&self) -> bool {
-        self.upstream.is_none()
-    }
-
-    /// The upstream root, for the start-up log and `wheelgate check`.
+    /// The upstream root, for the start-up log and the home page; `None` when offline.
     pub fn upstream_root(&self) -> Option<&url::Url> {
-        self.upstream.as_ref().map(Upstream::root)
+        self.loader.upstream.as_ref().map(Upstream::root)
     }
 
-    /// The project page, from memory or from the upstream.
-    pub async fn project_page(&self, project: &ProjectName) -> Result<Arc<ProjectPage>, RemoteError> {
-        let Some(upstream) = self.upstream.clone() else {
-            return Err(RemoteError::Offline {
-                repo: self.name.clone(),
-                what: format!("the page of {project}"),
-            });
-        };
-        let repo = self.name.clone();
+    /// The project page, from memory, the store or the upstream.
+    pub async fn project_page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
+        let loader = self.loader.clone();
         let name = project.clone();
-        let state = self
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_here = ran.clone();
+        let loaded = self
             .pages
             .try_get_with(project.clone(), async move {
-                // A spawned task, so that the fetch survives the client that started it.
-                tokio::spawn(fetch_project(upstream, repo.clone(), name))
+                ran_here.store(true, Ordering::Relaxed);
+                let repo = loader.repo.clone();
+                // A spawned task, so that the load survives the client that started it.
+                tokio::spawn(async move { loader.project(name).await })
                     .await
                     .map_err(|e| RemoteError::Task {
                         repo,
                         reason: e.to_string(),
                     })?
+                    .map(Arc::new)
             })
             .await
             .map_err(RemoteError::Shared)?;
-        match &*state {
-            PageState::Found(page) => Ok(page.clone()),
-            PageState::Missing => Err(RemoteError::ProjectNotFound {
-                repo: self.name.clone(),
-                project: project.clone(),
-            }),
-        }
+        view(&loaded, ran.load(Ordering::Relaxed)).ok_or_else(|| RemoteError::ProjectNotFound {
+            repo: self.name().clone(),
+            project: project.clone(),
+        })
     }
 
     /// The list of projects the upstream offers.
-    pub async fn index(&self) -> Result<Arc<ProjectIndex>, RemoteError> {
-        let Some(upstream) = self.upstream.clone() else {
-            return Err(RemoteError::Offline {
-                repo: self.name.clone(),
-                what: "the project index".to_owned(),
-            });
-        };
-        let repo = self.name.clone();
-        self.index
+    pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
+        let loader = self.loader.clone();
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_here = ran.clone();
+        let loaded = self
+            .index
             .try_get_with((), async move {
-                tokio::spawn(fetch_index(upstream, repo.clone()))
+                ran_here.store(true, Ordering::Relaxed);
+                let repo = loader.repo.clone();
+                tokio::spawn(async move { loader.index().await })
                     .await
                     .map_err(|e| RemoteError::Task {
                         repo,
                         reason: e.to_string(),
                     })?
+                    .map(Arc::new)
             })
             .await
-            .map_err(RemoteError::Shared)
+            .map_err(RemoteError::Shared)?;
+        view(&loaded, ran.load(Ordering::Relaxed)).ok_or_else(|| RemoteError::NoIndex {
+            repo: self.name().clone(),
+        })
+    }
+
+    /// Forgets what memory holds of a project's page, so the next request loads it again.
+    pub async fn forget(&self, project: &ProjectName) {
+        self.pages.invalidate(project).await;
     }
 
     /// Finds the entry a file URL refers to on the current page of its project.
@@ -271,19 +354,41 @@ impl Remote {
         project: &ProjectName,
         key: &FileKey,
         filename: &DistFilename,
-    ) -> Result<(Arc<ProjectPage>, usize), RemoteError> {
-        let page = self.project_page(project).await?;
-        let position = page
+    ) -> Result<(Arc<Cached<ProjectPage>>, usize), RemoteError> {
+        let view = self.project_page(project).await?;
+        let position = view
+            .cached
+            .value
             .files
             .iter()
             .position(|f| f.filename.as_str() == filename.as_str() && f.key() == *key)
             .ok_or_else(|| RemoteError::FileNotFound {
-                repo: self.name.clone(),
+                repo: self.name().clone(),
                 project: project.clone(),
                 filename: filename.as_str().to_owned(),
                 key: key.to_string(),
             })?;
-        Ok((page, position))
+        Ok((view.cached, position))
+    }
+
+    /// Where a file (or its metadata) is upstream, and the digest its page declared.
+    fn target(
+        &self,
+        project: &ProjectName,
+        entry: &FileEntry,
+        metadata: bool,
+    ) -> Result<(url::Url, Option<Sha256Digest>), RemoteError> {
+        if !metadata {
+            return Ok((entry.url.clone(), entry.sha256));
+        }
+        match &entry.core_metadata {
+            CoreMetadata::Present { sha256 } => Ok((metadata_url(&entry.url), *sha256)),
+            CoreMetadata::Absent => Err(RemoteError::NoMetadata {
+                repo: self.name().clone(),
+                project: project.clone(),
+                filename: entry.filename.as_str().to_owned(),
+            }),
+        }
     }
 
     /// What a client would receive for a file, without fetching it.
@@ -295,76 +400,128 @@ impl Remote {
         metadata: bool,
     ) -> Result<FileInfo, RemoteError> {
         let (page, position) = self.entry(project, key, filename).await?;
-        let entry = &page.files[position];
-        if metadata {
-            let sha256 = self.metadata_digest(project, entry)?;
+        let entry = &page.value.files[position];
+        let (url, declared) = self.target(project, entry, metadata)?;
+        let digest = declared.or_else(|| self.loader.store.pinned(&url_key(&url)));
+        if let Some(artifact) = digest.and_then(|d| self.loader.store.artifact(&d)) {
             return Ok(FileInfo {
-                content_length: None,
-                sha256,
+                size: Some(artifact.size),
+                sha256: Some(artifact.sha256),
+                stored: true,
             });
         }
         Ok(FileInfo {
-            content_length: entry.size,
-            sha256: entry.sha256,
+            size: if metadata { None } else { entry.size },
+            sha256: declared,
+            stored: false,
         })
     }
 
-    fn metadata_digest(
-        &self,
-        project: &ProjectName,
-        entry: &FileEntry,
-    ) -> Result<Option<Sha256Digest>, RemoteError> {
-        match &entry.core_metadata {
-            CoreMetadata::Present { sha256 } => Ok(*sha256),
-            CoreMetadata::Absent => Err(RemoteError::NoMetadata {
-                repo: self.name.clone(),
-                project: project.clone(),
-                filename: entry.filename.as_str().to_owned(),
-            }),
-        }
-    }
-
-    /// Starts streaming a file (or its PEP 658 metadata) from the upstream.
-    ///
-    /// `fetch_slots` bounds how many upstream transfers run at once; the permit is held by the
-    /// returned body until the transfer ends.
-    pub async fn open_file(
+    /// A file (or its PEP 658 metadata): from the store, or downloaded once for every client
+    /// asking. `fetch_slots` bounds concurrent upstream transfers; a slot is held until the
+    /// transfer ends.
+    pub async fn file(
         &self,
         project: &ProjectName,
         key: &FileKey,
         filename: &DistFilename,
         metadata: bool,
         fetch_slots: &Arc<Semaphore>,
-    ) -> Result<OpenFile, RemoteError> {
+    ) -> Result<ServedFile, RemoteError> {
         let (page, position) = self.entry(project, key, filename).await?;
-        let entry = &page.files[position];
-        let Some(upstream) = &self.upstream else {
+        let entry = &page.value.files[position];
+        let (url, declared) = self.target(project, entry, metadata)?;
+        let url_key = url_key(&url);
+        let store = &self.loader.store;
+        if let Some(artifact) = declared.or_else(|| store.pinned(&url_key)).and_then(|d| store.artifact(&d)) {
+            return Ok(ServedFile {
+                status: CacheStatus::Hit,
+                sha256: Some(artifact.sha256),
+                source: FileSource::Stored(artifact),
+            });
+        }
+        let Some(upstream) = self.loader.upstream.clone() else {
             return Err(RemoteError::Offline {
-                repo: self.name.clone(),
+                repo: self.name().clone(),
                 what: entry.filename.as_str().to_owned(),
             });
         };
-        let (url, expected) = if metadata {
-            let digest = self.metadata_digest(project, entry)?;
-            (metadata_url(&entry.url), digest)
-        } else {
-            (entry.url.clone(), entry.sha256)
-        };
-        let permit = fetch_slots.clone().acquire_owned().await.ok();
-        let fetch = upstream.fetch_file(&url).await.map_err(|source| RemoteError::Upstream {
-            repo: self.name.clone(),
-            source,
-        })?;
         let what = if metadata {
             format!("{}.metadata", entry.filename.as_str())
         } else {
             entry.filename.as_str().to_owned()
         };
-        Ok(OpenFile {
-            content_length: fetch.content_length,
-            sha256: expected,
-            body: Verified::new(fetch.body, expected, what, permit),
+        // The transfer's slot: taken by whichever request leads the download, released when
+        // both the request phase and the flight (which owns `commit`) are over.
+        let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
+        let slots = fetch_slots.clone();
+        let held = slot.clone();
+        let source = async move {
+            let permit = slots.acquire_owned().await.ok();
+            if let Ok(mut guard) = held.lock() {
+                *guard = permit;
+            }
+            upstream.fetch_file(&url).await
+        };
+        let record = ArtifactRecord {
+            sha256: declared.unwrap_or(url_key),
+            size: 0,
+            repository: self.name().to_string(),
+            filename: what.clone(),
+            url_key: declared.is_none().then_some(url_key),
+            evictable: true,
+        };
+        let committer = store.clone();
+        let commit = move |completed: Completed| {
+            let _slot = slot;
+            committer
+                .commit_artifact(
+                    &completed.temp_path,
+                    ArtifactRecord {
+                        sha256: completed.sha256,
+                        size: completed.size,
+                        ..record
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let flight_key = match declared {
+            Some(digest) => FileKey::Sha256(digest),
+            None => FileKey::Url(url_key),
+        };
+        let download = self
+            .flights
+            .join(flight_key, declared, what, source, commit)
+            .await
+            .map_err(|source| RemoteError::Download {
+                repo: self.name().clone(),
+                source,
+            })?;
+        Ok(ServedFile {
+            status: if download.leader { CacheStatus::Miss } else { CacheStatus::Hit },
+            sha256: declared,
+            source: FileSource::Download(download),
         })
+    }
+}
+
+/// A request's view of a loaded entry: the load's own status for the request that ran it,
+/// `hit` (or `stale`) for everyone else; `None` when the upstream has no such page.
+fn view<T>(loaded: &Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
+    match loaded {
+        Loaded::Missing => None,
+        Loaded::Found(cached) => {
+            let status = match cached.status {
+                status if ran_here => status,
+                CacheStatus::Stale => CacheStatus::Stale,
+                _ => CacheStatus::Hit,
+            };
+            Some(PageView {
+                cached: cached.clone(),
+                status,
+            })
+        }
     }
 }
 
@@ -377,97 +534,185 @@ fn metadata_url(file: &url::Url) -> url::Url {
     url
 }
 
-/// The upstream URL of a project page: `<root><project>/`. A normalised project name is
-/// `[a-z0-9-]+`, so appending it to the root (which ends with '/') is always a valid URL.
-fn project_url(upstream: &Upstream, project: &ProjectName) -> url::Url {
-    let mut url = upstream.root().clone();
-    let path = format!("{}{project}/", url.path());
-    url.set_path(&path);
-    url
+/// The key of a file whose upstream gave no digest (SPEC §4).
+fn url_key(url: &url::Url) -> Sha256Digest {
+    Sha256Digest::of(url.as_str().as_bytes())
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))
 }
 
-async fn fetch_project(
-    upstream: Upstream,
-    repo: RepoName,
-    project: ProjectName,
-) -> Result<Arc<PageState>, RemoteError> {
-    let url = project_url(&upstream, &project);
-    let fetch = match upstream.fetch_page(&url, UPSTREAM_ACCEPT, None, PROJECT_PAGE_LIMIT).await {
-        Ok(fetch) => fetch,
-        Err(e) if e.is_not_found() => return Ok(Arc::new(PageState::Missing)),
-        Err(source) => return Err(RemoteError::Upstream { repo, source }),
-    };
-    let PageFetch::Fresh {
-        final_url,
-        content_type,
-        body,
-        elapsed,
-        ..
-    } = fetch
-    else {
-        // We sent no validators, so a 304 is the upstream's mistake.
-        return Err(RemoteError::UnexpectedNotModified {
-            repo,
-            url: crate::upstream::RedactedUrl::new(&url).to_string(),
-        });
-    };
-    let page = parse_project(&body, content_type.as_deref(), &final_url, &project).map_err(
-        |source| RemoteError::BadPage {
-            repo: repo.clone(),
-            source,
-        },
-    )?;
-    tracing::debug!(
-        repository = %repo,
-        project = %project,
-        files = page.files.len(),
-        upstream_ms = elapsed.as_millis() as u64,
-        "fetched project page"
-    );
-    Ok(Arc::new(PageState::Found(Arc::new(page))))
-}
-
-fn parse_project(
-    body: &Bytes,
-    content_type: Option<&str>,
-    url: &url::Url,
-    project: &ProjectName,
-) -> Result<ProjectPage, PageError> {
-    if is_json(content_type) {
-        parse_project_json(body, url, project)
-    } else {
-        parse_project_html(body, url, project)
-    }
-}
-
-async fn fetch_index(upstream: Upstream, repo: RepoName) -> Result<Arc<ProjectIndex>, RemoteError> {
-    let url = upstream.root().clone();
-    let fetch = upstream
-        .fetch_page(&url, UPSTREAM_ACCEPT, None, INDEX_PAGE_LIMIT)
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    repo: &RepoName,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RemoteError> {
+    tokio::task::spawn_blocking(call)
         .await
-        .map_err(|source| RemoteError::Upstream {
+        .map_err(|e| RemoteError::Task {
+            repo: repo.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| RemoteError::Store {
             repo: repo.clone(),
             source,
-        })?;
-    let PageFetch::Fresh {
-        content_type, body, ..
-    } = fetch
-    else {
-        return Err(RemoteError::UnexpectedNotModified {
-            repo,
-            url: crate::upstream::RedactedUrl::new(&url).to_string(),
+        })
+}
+
+impl Loader {
+    async fn project(self, project: ProjectName) -> Result<Loaded<ProjectPage>, RemoteError> {
+        let key = PageKey {
+            repository: self.repo.to_string(),
+            project: Some(project.to_string()),
+        };
+        let url = self.upstream.as_ref().map(|u| {
+            // A normalised name is [a-z0-9-]+, so appending it to the root (which ends with '/')
+            // always gives a valid URL.
+            let mut url = u.root().clone();
+            let path = format!("{}{project}/", url.path());
+            url.set_path(&path);
+            url
         });
-    };
-    let index = if is_json(content_type.as_deref()) {
-        parse_index_json(&body)
-    } else {
-        parse_index_html(&body)
-    };
-    index.map(Arc::new).map_err(|source| RemoteError::BadPage { repo, source })
+        let what = format!("the page of {project}");
+        self.load(key, url, PROJECT_PAGE_LIMIT, what, move |stored, url| {
+            let page = if is_json(stored.content_type.as_deref()) {
+                parse_project_json(&stored.body, url, &project)?
+            } else {
+                parse_project_html(&stored.body, url, &project)?
+            };
+            // Parsed entries and up to a few renderings of about the upstream's size each.
+            Ok((page, stored.body.len().saturating_mul(4) + 1024))
+        })
+        .await
+    }
+
+    async fn index(self) -> Result<Loaded<ProjectIndex>, RemoteError> {
+        let key = PageKey {
+            repository: self.repo.to_string(),
+            project: None,
+        };
+        let url = self.upstream.as_ref().map(|u| u.root().clone());
+        self.load(key, url, INDEX_PAGE_LIMIT, "the project index".to_owned(), |stored, _| {
+            let index = if is_json(stored.content_type.as_deref()) {
+                parse_index_json(&stored.body)?
+            } else {
+                parse_index_html(&stored.body)?
+            };
+            Ok((index, stored.body.len().saturating_mul(4) + 1024))
+        })
+        .await
+    }
+
+    /// The one page-loading policy, for project pages and the index alike: fresh store copy,
+    /// else the upstream (conditionally when a copy exists), else the stale copy.
+    async fn load<T>(
+        self,
+        key: PageKey,
+        url: Option<url::Url>,
+        limit: usize,
+        what: String,
+        parse: impl Fn(&StoredPage, &url::Url) -> Result<(T, usize), PageError> + Send + 'static,
+    ) -> Result<Loaded<T>, RemoteError> {
+        let repo = self.repo.clone();
+        let store = self.store.clone();
+        let stored_key = key.clone();
+        let stored = blocking(&repo, move || store.page(&stored_key)).await?;
+        let found = |stored: &StoredPage, fetched_at: SystemTime, status: CacheStatus| {
+            let final_url = url::Url::parse(&stored.final_url).map_err(|e| RemoteError::Task {
+                repo: repo.clone(),
+                reason: format!("the stored copy of {what} has an invalid url: {e}"),
+            })?;
+            let (value, weight) = parse(stored, &final_url).map_err(|source| RemoteError::BadPage {
+                repo: repo.clone(),
+                source,
+            })?;
+            Ok(Loaded::Found(Arc::new(Cached::new(Arc::new(value), fetched_at, status, weight))))
+        };
+
+        let (Some(upstream), Some(url)) = (self.upstream.as_ref(), url) else {
+            return match &stored {
+                Some(page) => found(page, page.fetched_at, CacheStatus::Hit),
+                None => Err(RemoteError::Offline { repo, what }),
+            };
+        };
+        if let Some(page) = &stored {
+            let age = page.fetched_at.elapsed().unwrap_or(Duration::ZERO);
+            if age < self.ttl {
+                return found(page, page.fetched_at, CacheStatus::Hit);
+            }
+        }
+        let validators = stored.as_ref().map(|page| Validators {
+            etag: page.etag.clone(),
+            last_modified: page.last_modified.clone(),
+        });
+        let conditional = validators.as_ref().filter(|v| !v.is_empty());
+        let now = SystemTime::now();
+        match upstream.fetch_page(&url, UPSTREAM_ACCEPT, conditional, limit).await {
+            Ok(PageFetch::NotModified { validators, .. }) => {
+                let Some(page) = stored else {
+                    return Err(RemoteError::UnexpectedNotModified {
+                        repo,
+                        url: RedactedUrl::new(&url).to_string(),
+                    });
+                };
+                let store = self.store.clone();
+                let result = blocking(&repo, move || {
+                    store.refresh_page(
+                        &key,
+                        now,
+                        validators.etag.as_deref(),
+                        validators.last_modified.as_deref(),
+                    )
+                })
+                .await;
+                if let Err(error) = result {
+                    tracing::warn!(repository = %repo, %error, "could not record a page revalidation");
+                }
+                found(&page, now, CacheStatus::Revalidated)
+            }
+            Ok(PageFetch::Fresh {
+                final_url,
+                content_type,
+                body,
+                validators,
+                elapsed,
+            }) => {
+                let page = StoredPage {
+                    body,
+                    content_type,
+                    final_url: final_url.to_string(),
+                    etag: validators.etag,
+                    last_modified: validators.last_modified,
+                    fetched_at: now,
+                };
+                // Parse before storing: a page we cannot read must not replace one we can.
+                let loaded = found(&page, now, CacheStatus::Miss)?;
+                tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
+                let store = self.store.clone();
+                if let Err(error) = blocking(&repo, move || store.put_page(&key, &page)).await {
+                    tracing::warn!(repository = %repo, %error, "could not store {what}; serving it anyway");
+                }
+                Ok(loaded)
+            }
+            Err(error) if error.is_not_found() => {
+                let store = self.store.clone();
+                let _ = blocking(&repo, move || store.forget_page(&key)).await;
+                Ok(Loaded::Missing)
+            }
+            Err(error) => match &stored {
+                Some(page) => {
+                    tracing::warn!(
+                        repository = %repo,
+                        %error,
+                        "upstream failed; serving the stored copy of {what} (stale-if-error)"
+                    );
+                    found(page, page.fetched_at, CacheStatus::Stale)
+                }
+                None => Err(RemoteError::Upstream { repo, source: error }),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     let bed = TestBed::start(Mode::Json);
     let page = http::get(&bed.url("/simple/wgfx-app/"), &[]);
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
-    let TestBed { wheelgate, upstream, dir, .. } = bed;
+    let TestBed { wheelgate, mut upstream, dir, .. } = bed;
     let output = wheelgate.output();
     let status = wheelgate.terminate();
     assert_eq!(status.code(), Some(0), "wheelgate must exit 0 on SIGTERM; its output:\n{output}");

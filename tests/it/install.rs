@@ -13,7 +13,7 @@ use crate::harness::{assert_no_secret, new_token, TestBed};
 
 /// What `install wgfx-app` must produce, whichever client and upstream mode:
 /// app 2.0.0 requires Python >=3.99, alpha 1.2.0 is yanked, beta 2.0.0 caps delta below 2.
-fn expected_app_install() -> BTreeSet<(String, String)> {
+pub(crate) fn expected_app_install() -> BTreeSet<(String, String)> {
     dists(&[
         ("wgfx-app", "1.1.0"),
         ("wgfx-alpha", "1.0.0"),

@@ -6,9 +6,11 @@
 
 mod harness;
 
+mod cache;
 mod cli;
 mod install;
 mod integrity;
 mod malformed;
 mod simple_api;
+mod store;
 mod upstream_auth;

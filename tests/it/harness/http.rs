@@ -2,7 +2,9 @@
 //!
 //! `request` is a hyper client that never follows redirects and reports a body that broke off
 //! separately from the bytes received, because the integrity test must tell "the transfer failed"
-//! apart from "a complete body arrived". `raw_get` writes the request line by hand over TCP so that
+//! apart from "a complete body arrived". `get_streaming` hands the body to a callback as it
+//! arrives, so that a test can watch a transfer in progress (first bytes before the upstream is
+//! done, a kill at 40 MiB) and hash 200 MiB without keeping it. `raw_get` writes the request line by hand over TCP so that
 //! malformed paths reach wheelgate exactly as written, with nothing normalising them on the way.
 
 use std::io::{Read, Write};
@@ -15,8 +17,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Upper bound for one request, headers and body included.
+/// Upper bound for the response head, and for any pause in the body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The header in which wheelgate says how it obtained a page or a file.
+pub const CACHE_HEADER: &str = "x-wheelgate-cache";
 
 /// What a request produced.
 #[derive(Debug)]
@@ -37,6 +42,11 @@ impl HttpResponse {
     /// A header as text, or None when absent or not visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// What `X-Wheelgate-Cache` says (hit, miss, stale, revalidated), or None.
+    pub fn cache(&self) -> Option<&str> {
+        self.header(CACHE_HEADER)
     }
 
     /// Every header, `name: value` per line, for leak checks and failure messages.
@@ -84,37 +94,83 @@ pub fn try_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, Stri
 }
 
 fn try_request(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+    let mut body = Vec::new();
+    let streamed = streaming_request(method, url, headers, &mut |data: &[u8]| body.extend_from_slice(data))?;
+    Ok(HttpResponse { status: streamed.status, headers: streamed.headers, body, body_error: streamed.body_error })
+}
+
+/// What a streamed request produced; the body went to the callback.
+#[derive(Debug)]
+pub struct StreamedResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// How many body bytes arrived.
+    pub received: u64,
+    /// Set when the body did not arrive completely (connection aborted, length not reached, stall).
+    pub body_error: Option<String>,
+}
+
+impl StreamedResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn cache(&self) -> Option<&str> {
+        self.header(CACHE_HEADER)
+    }
+}
+
+/// `GET url`, handing every body chunk to `on_data` as it arrives. Err when the connection ends
+/// before the response head; the head is awaited at most `REQUEST_TIMEOUT`, and so is each pause
+/// in the body.
+pub fn get_streaming(
+    url: &str,
+    headers: &[(&str, &str)],
+    on_data: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<StreamedResponse, String> {
+    streaming_request(Method::GET, url, headers, on_data)
+}
+
+fn streaming_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    on_data: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<StreamedResponse, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("cannot build a runtime for the HTTP client: {e}"));
-    let outcome = runtime.block_on(async {
-        tokio::time::timeout(REQUEST_TIMEOUT, send(method.clone(), url, headers)).await
-    });
-    match outcome {
-        Ok(result) => result,
-        Err(_) => panic!("{method} {url}: no response head within {REQUEST_TIMEOUT:?}"),
-    }
+    runtime.block_on(send(method, url, headers, on_data))
 }
 
-async fn send(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    on_data: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<StreamedResponse, String> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
-    let mut builder = Request::builder().method(method).uri(url);
+    let mut builder = Request::builder().method(method.clone()).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let request = builder.body(Empty::new()).map_err(|e| format!("invalid request: {e}"))?;
-    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.request(request)).await {
+        Ok(response) => response.map_err(|e| format!("{e:?}"))?,
+        Err(_) => panic!("{method} {url}: no response head within {REQUEST_TIMEOUT:?}"),
+    };
     let (parts, mut body) = response.into_parts();
-    let mut received = Vec::new();
+    let mut received = 0u64;
     let mut body_error = None;
     loop {
         match tokio::time::timeout(REQUEST_TIMEOUT, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    received.extend_from_slice(&data);
+                    received += data.len() as u64;
+                    on_data(&data);
                 }
             }
             Ok(Some(Err(e))) => {
@@ -128,7 +184,7 @@ async fn send(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<Htt
             }
         }
     }
-    Ok(HttpResponse { status: parts.status, headers: parts.headers, body: received, body_error })
+    Ok(StreamedResponse { status: parts.status, headers: parts.headers, received, body_error })
 }
 
 /// What a hand-written request produced.

@@ -6,11 +6,13 @@
 
 pub mod clients;
 pub mod fixtures;
+pub mod generated;
 pub mod http;
 pub mod upstream;
 pub mod wheelgate;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use self::upstream::{Mode, Upstream};
 use self::wheelgate::{RemoteConfig, Wheelgate};
@@ -89,6 +91,7 @@ pub struct TestBed {
     pub wheelgate: Wheelgate,
     pub dir: tempfile::TempDir,
     secret: SecretFile,
+    config: RemoteConfig,
 }
 
 impl TestBed {
@@ -98,20 +101,75 @@ impl TestBed {
     }
 
     pub fn start_with(mode: Mode, layout: TokenLayout, log_level: &str) -> TestBed {
+        Self::start_configured(mode, layout, log_level, |_| {})
+    }
+
+    /// As `start_with`, with the configuration adjusted by `adjust` before wheelgate starts.
+    pub fn start_configured(
+        mode: Mode,
+        layout: TokenLayout,
+        log_level: &str,
+        adjust: impl FnOnce(&mut RemoteConfig),
+    ) -> TestBed {
         let token = new_token();
         let upstream = Upstream::start(mode, &token);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
         let secret = SecretFile::create(dir.path(), layout, &token);
-        let config = RemoteConfig {
-            store: dir.path().join("store"),
-            upstream_url: upstream.index_url(),
-            password_file: secret.path(),
-            auth_hosts: vec![upstream.third_addr().to_string()],
-        };
+        let mut config = RemoteConfig::new(
+            dir.path().join("store"),
+            upstream.index_url(),
+            secret.path(),
+            vec![upstream.third_addr().to_string()],
+        );
+        adjust(&mut config);
         let config_path = dir.path().join("proxy.toml");
         write_file(&config_path, &config.to_toml());
         let wheelgate = Wheelgate::start(&config_path, dir.path(), log_level);
-        TestBed { upstream, wheelgate, dir, secret }
+        TestBed { upstream, wheelgate, dir, secret, config }
+    }
+
+    /// Stops wheelgate gracefully, rewrites its configuration with `adjust`, and starts it again
+    /// on the same store. The file is only rewritten while wheelgate is down, so the change is a
+    /// restart, never a live reload.
+    pub fn restart_with(&mut self, adjust: impl FnOnce(&mut RemoteConfig)) {
+        self.wheelgate.stop();
+        adjust(&mut self.config);
+        write_file(&self.dir.path().join("proxy.toml"), &self.config.to_toml());
+        self.wheelgate.start_again();
+    }
+
+    /// The wheelgate URL of `filename`, as its project's JSON page links it (the page is fetched,
+    /// which is also what lets wheelgate know where the file lives upstream).
+    pub fn file_url(&self, project: &str, filename: &str) -> String {
+        let page_url = self.url(&format!("/simple/{project}/"));
+        let page = http::get(&page_url, &[("accept", upstream::JSON_MEDIA_TYPE)]);
+        page.expect_ok(&page_url);
+        let json = page.json();
+        let href = json["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["filename"] == filename)
+            .and_then(|f| f["url"].as_str())
+            .unwrap_or_else(|| panic!("{page_url} does not list {filename}: {json}"))
+            .to_owned();
+        resolve(&page_url, &href).to_string()
+    }
+
+    /// The store directory (`[store] path`).
+    pub fn store(&self) -> PathBuf {
+        self.config.store.clone()
+    }
+
+    /// Where the store keeps the body whose sha256 is `sha256`:
+    /// `<store>/blobs/sha256/<first two hex>/<all hex>`.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.store().join("blobs").join("sha256").join(sha256.get(..2).unwrap_or(sha256)).join(sha256)
+    }
+
+    /// The regular files under `<store>/<sub>` (none when the directory does not exist).
+    pub fn store_files(&self, sub: &str) -> Vec<PathBuf> {
+        files_under(&self.store().join(sub))
     }
 
     /// `http://<wheelgate><path>`.
@@ -133,6 +191,38 @@ impl TestBed {
         self.secret.rotate(&token);
         self.upstream.set_token(&token);
         token
+    }
+}
+
+/// Every regular file below `dir`, recursively; an absent directory holds none.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => found.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -170,6 +260,19 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], place: &str) {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn files_are_listed_recursively() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(files_under(&dir.path().join("absent")).is_empty());
+        create_dir(&dir.path().join("a/b"));
+        write_file(&dir.path().join("a/b/one"), "1");
+        write_file(&dir.path().join("two"), "2");
+        let found: Vec<_> = files_under(dir.path()).iter().map(|p| p.strip_prefix(dir.path()).expect("below").to_owned()).collect();
+        assert_eq!(found, [PathBuf::from("a/b/one"), PathBuf::from("two")]);
+        assert!(wait_until(Duration::from_secs(1), || true));
+        assert!(!wait_until(Duration::from_millis(100), || false));
+    }
 
     #[test]
     fn secrets_rotate_in_both_layouts() {

@@ -6,27 +6,41 @@
 //! keeps some files on other origins (one of them behind a cross-origin 302) and can serve a file
 //! whose bytes betray its declared sha256. Every request on every origin is recorded so that tests
 //! can check who was sent the credentials.
+//!
+//! For the store tests it also behaves like an index worth caching: pages carry an `ETag` and a
+//! `Last-Modified` and answer a matching conditional request with 304 (the log records the
+//! validators sent and the status given, so a revalidation is visible); the main origin can be put
+//! "down" (503 to everything); and it serves the generated files of `generated.rs` as streams of
+//! 64 KiB chunks, optionally throttled, one of them held behind a gate the test opens.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use super::fixtures::{catalog, normalize, Catalog, DistFile, FileKind, FileOrigin, LinkStyle, Project};
+use super::fixtures::{catalog, normalize, sha256_hex, Catalog, DistFile, FileKind, FileOrigin, LinkStyle, Project};
+use super::generated::{self, Delivery, Generated, CHUNK};
 
 /// The PEP 691 JSON media type.
 pub const JSON_MEDIA_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 /// The PEP 691 HTML media type.
 pub const HTML_MEDIA_TYPE: &str = "application/vnd.pypi.simple.v1+html";
+/// The `Last-Modified` of every page: the fixtures never change while a test runs.
+pub const PAGES_LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+
+/// Every response body: whole (pages, small files) or streamed (generated files).
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Which page formats the upstream offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +63,7 @@ pub enum Origin {
 }
 
 /// What the upstream saw of one request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecordedRequest {
     pub origin: Origin,
     pub method: String,
@@ -57,6 +71,34 @@ pub struct RecordedRequest {
     pub path: String,
     pub authorization: Option<String>,
     pub accept: Option<String>,
+    /// The validators of a conditional request.
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    /// The status the upstream answered with.
+    pub status: u16,
+}
+
+/// Failure messages print the log: the credentials are shown only as present or absent.
+impl std::fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedRequest")
+            .field("origin", &self.origin)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("accept", &self.accept)
+            .field("if_none_match", &self.if_none_match)
+            .field("if_modified_since", &self.if_modified_since)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl RecordedRequest {
+    /// Whether the request carried a validator (a revalidation).
+    pub fn is_conditional(&self) -> bool {
+        self.if_none_match.is_some() || self.if_modified_since.is_some()
+    }
 }
 
 struct Shared {
@@ -64,6 +106,12 @@ struct Shared {
     catalog: &'static Catalog,
     token: Mutex<String>,
     corrupt: AtomicBool,
+    /// When set, the main origin answers 503 to everything.
+    down: AtomicBool,
+    /// Microseconds to sleep before each chunk of a generated file (0: full speed).
+    throttle_micros: Arc<AtomicU64>,
+    /// Holds gated generated files after their first part until it becomes true.
+    gate: tokio::sync::watch::Sender<bool>,
     log: Mutex<Vec<RecordedRequest>>,
     main_base: String,
     second_base: String,
@@ -118,6 +166,9 @@ impl Upstream {
             catalog: catalog(),
             token: Mutex::new(token.to_owned()),
             corrupt: AtomicBool::new(true),
+            down: AtomicBool::new(false),
+            throttle_micros: Arc::new(AtomicU64::new(0)),
+            gate: tokio::sync::watch::Sender::new(false),
             log: Mutex::new(Vec::new()),
             main_base: format!("http://{main_addr}"),
             second_base: format!("http://{second_addr}"),
@@ -169,7 +220,24 @@ impl Upstream {
         self.shared.corrupt.store(corrupt, Ordering::SeqCst);
     }
 
-    /// Every request recorded so far, in arrival order.
+    /// Puts the main origin down (503 to every request) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Sleeps `pause` before each 64 KiB chunk of every generated file (None: full speed). It
+    /// applies to transfers already running, so a test can slow one down and let a later one run.
+    pub fn set_throttle(&self, pause: Option<Duration>) {
+        let micros = pause.map_or(0, |p| u64::try_from(p.as_micros()).unwrap_or(u64::MAX));
+        self.shared.throttle_micros.store(micros, Ordering::SeqCst);
+    }
+
+    /// Lets gated transfers (and later ones) send the rest of their file.
+    pub fn release_gate(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
+    /// Every request recorded so far, in the order they were answered.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.log).clone()
     }
@@ -187,8 +255,9 @@ impl Upstream {
             .collect()
     }
 
-    /// Stops accepting and tears the listeners down (also done on drop).
-    pub fn stop(mut self) {
+    /// Stops accepting and tears the listeners down (also done on drop). The request log stays
+    /// readable, so a test can show that nothing reached the upstream afterwards.
+    pub fn stop(&mut self) {
         self.shutdown_now();
     }
 
@@ -237,51 +306,78 @@ fn header_string(request: &Request<Incoming>, name: header::HeaderName) -> Optio
     request.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn handle(shared: &Shared, origin: Origin, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The request headers the page handlers look at.
+struct Asked {
+    accept: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+}
+
+fn handle(shared: &Shared, origin: Origin, request: &Request<Incoming>) -> Response<Body> {
     let path = request
         .uri()
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| request.uri().path().to_owned());
     let authorization = header_string(request, header::AUTHORIZATION);
-    let accept = header_string(request, header::ACCEPT);
+    let asked = Asked {
+        accept: header_string(request, header::ACCEPT),
+        if_none_match: header_string(request, header::IF_NONE_MATCH),
+        if_modified_since: header_string(request, header::IF_MODIFIED_SINCE),
+    };
+    let response = respond_to(shared, origin, request, authorization.as_deref(), &asked);
     lock(&shared.log).push(RecordedRequest {
         origin,
         method: request.method().to_string(),
-        path: path.clone(),
-        authorization: authorization.clone(),
-        accept: accept.clone(),
+        path,
+        authorization,
+        accept: asked.accept,
+        if_none_match: asked.if_none_match,
+        if_modified_since: asked.if_modified_since,
+        status: response.status().as_u16(),
     });
-
-    let response = if origin != Origin::Second
-        && authorization.as_deref() != Some(basic_auth_value(&lock(&shared.token)).as_str())
-    {
-        let mut response = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: a valid __token__ is required\n");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"wgfx fixture index\""));
-        response
-    } else {
-        let path = request.uri().path();
-        match origin {
-            Origin::Main => route_main(shared, path, accept.as_deref()),
-            Origin::Second => route_files(shared, path, "/far/", &[FileOrigin::Second, FileOrigin::Redirect]),
-            Origin::Third => route_files(shared, path, "/tok/", &[FileOrigin::Third]),
-        }
-    };
     if request.method() == Method::HEAD {
         let (parts, _) = response.into_parts();
-        return Response::from_parts(parts, Full::new(Bytes::new()));
+        return Response::from_parts(parts, empty_body());
     }
     response
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn respond_to(
+    shared: &Shared,
+    origin: Origin,
+    request: &Request<Incoming>,
+    authorization: Option<&str>,
+    asked: &Asked,
+) -> Response<Body> {
+    if origin == Origin::Main && shared.down.load(Ordering::SeqCst) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable: the fixture upstream is down\n");
+    }
+    if origin != Origin::Second && authorization != Some(basic_auth_value(&lock(&shared.token)).as_str()) {
+        let mut response = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: a valid __token__ is required\n");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"wgfx fixture index\""));
+        return response;
+    }
+    let path = request.uri().path();
+    match origin {
+        Origin::Main => route_main(shared, path, asked),
+        Origin::Second => route_files(shared, path, "/far/", &[FileOrigin::Second, FileOrigin::Redirect]),
+        Origin::Third => route_files(shared, path, "/tok/", &[FileOrigin::Third]),
+    }
+}
+
+fn empty_body() -> Body {
+    Empty::new().boxed_unsync()
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
     respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
 }
 
-fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -289,7 +385,7 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Fu
     response
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Full<Bytes>> {
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut response = text(status, "redirecting\n");
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -297,12 +393,12 @@ fn redirect(status: StatusCode, location: &str) -> Response<Full<Bytes>> {
     response
 }
 
-fn route_main(shared: &Shared, path: &str, accept: Option<&str>) -> Response<Full<Bytes>> {
+fn route_main(shared: &Shared, path: &str, asked: &Asked) -> Response<Body> {
     if path == "/simple" {
         return redirect(StatusCode::MOVED_PERMANENTLY, "/simple/");
     }
     if path == "/simple/" {
-        return index_page(shared, accept);
+        return index_page(shared, asked);
     }
     if let Some(rest) = path.strip_prefix("/simple/") {
         let name = rest.strip_suffix('/').unwrap_or(rest);
@@ -313,8 +409,11 @@ fn route_main(shared: &Shared, path: &str, accept: Option<&str>) -> Response<Ful
         if normalized != name || !rest.ends_with('/') {
             return redirect(StatusCode::MOVED_PERMANENTLY, &format!("/simple/{normalized}/"));
         }
+        if let Some(file) = generated::find(&normalized) {
+            return generated_page(shared, file, asked);
+        }
         return match shared.catalog.project(&normalized) {
-            Some(project) => project_page(shared, project, accept),
+            Some(project) => project_page(shared, project, asked),
             None => text(StatusCode::NOT_FOUND, "404 Not Found: no such project\n"),
         };
     }
@@ -324,7 +423,58 @@ fn route_main(shared: &Shared, path: &str, accept: Option<&str>) -> Response<Ful
         }
         return text(StatusCode::NOT_FOUND, "404 Not Found\n");
     }
+    if let Some(file) = generated::all().iter().find(|g| g.path() == path) {
+        return stream_generated(shared, file);
+    }
     route_files(shared, path, "/files/", &[FileOrigin::Main])
+}
+
+/// A generated file as a stream of 64 KiB chunks with a Content-Length, produced as it is sent
+/// (the 200 MiB one is never in memory), throttled and gated as the test asks.
+fn stream_generated(shared: &Shared, file: &'static Generated) -> Response<Body> {
+    struct State {
+        file: &'static Generated,
+        offset: u64,
+        corrupt: bool,
+        throttle_micros: Arc<AtomicU64>,
+        gate: tokio::sync::watch::Receiver<bool>,
+    }
+    let state = State {
+        file,
+        offset: 0,
+        // Decided once per transfer, as a real upstream serving a bad file would.
+        corrupt: shared.corrupt.load(Ordering::SeqCst),
+        throttle_micros: Arc::clone(&shared.throttle_micros),
+        gate: shared.gate.subscribe(),
+    };
+    let chunks = futures_util::stream::unfold(state, |mut state| async move {
+        if state.offset >= state.file.size {
+            return None;
+        }
+        if let Delivery::Gated { after } = state.file.delivery {
+            if state.offset >= after {
+                // A dropped sender means the upstream is shutting down: end the body short.
+                state.gate.wait_for(|open| *open).await.ok()?;
+            }
+        }
+        let pause = state.throttle_micros.load(Ordering::SeqCst);
+        if pause > 0 {
+            tokio::time::sleep(Duration::from_micros(pause)).await;
+        }
+        let mut end = (state.offset + CHUNK as u64).min(state.file.size);
+        if let Delivery::Gated { after } = state.file.delivery {
+            if state.offset < after {
+                end = end.min(after);
+            }
+        }
+        let bytes = state.file.served_bytes(state.offset, end, state.corrupt);
+        state.offset = end;
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(bytes))), state))
+    });
+    let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    response
 }
 
 /// Looks up `<project>/<filename>[.metadata]`; the bool says whether the metadata was asked for.
@@ -343,7 +493,7 @@ fn find_file<'a>(
     Some((project, file, wants_metadata))
 }
 
-fn route_files(shared: &Shared, path: &str, prefix: &str, origins: &[FileOrigin]) -> Response<Full<Bytes>> {
+fn route_files(shared: &Shared, path: &str, prefix: &str, origins: &[FileOrigin]) -> Response<Body> {
     let Some(rest) = path.strip_prefix(prefix) else {
         return text(StatusCode::NOT_FOUND, "404 Not Found\n");
     };
@@ -389,29 +539,63 @@ fn wants_json(accept: Option<&str>) -> bool {
     json_q > 0.0 && json_q >= html_q
 }
 
-fn page(shared: &Shared, accept: Option<&str>, json: impl FnOnce() -> String, html: impl FnOnce() -> String) -> Response<Full<Bytes>> {
-    let mut response = if shared.mode == Mode::Json && wants_json(accept) {
-        respond(StatusCode::OK, JSON_MEDIA_TYPE, json().into_bytes())
+/// Whether an `If-None-Match` list names `etag` (weak comparison, `*` matches anything).
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let strip = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    if_none_match.split(',').any(|candidate| candidate.trim() == "*" || strip(candidate) == strip(etag))
+}
+
+/// A page in the negotiated format, with validators; 304 when the client's validators match
+/// (`If-None-Match` wins over `If-Modified-Since`, as RFC 9110 says). The ETag is derived from the
+/// body, so the JSON and HTML representations have different ones.
+fn page(shared: &Shared, asked: &Asked, json: impl FnOnce() -> String, html: impl FnOnce() -> String) -> Response<Body> {
+    let accept = asked.accept.as_deref();
+    let (content_type, body) = if shared.mode == Mode::Json && wants_json(accept) {
+        (JSON_MEDIA_TYPE, json().into_bytes())
     } else {
         let content_type = match accept {
             Some(a) if shared.mode == Mode::Json && a.contains(HTML_MEDIA_TYPE) => HTML_MEDIA_TYPE,
             _ => "text/html; charset=utf-8",
         };
-        respond(StatusCode::OK, content_type, html().into_bytes())
+        (content_type, html().into_bytes())
     };
+    let etag = format!("\"{}\"", sha256_hex(&body).get(..32).unwrap_or_default());
+    let not_modified = match (&asked.if_none_match, &asked.if_modified_since) {
+        (Some(if_none_match), _) => etag_matches(if_none_match, &etag),
+        (None, Some(since)) => since.trim() == PAGES_LAST_MODIFIED,
+        (None, None) => false,
+    };
+    let mut response = if not_modified {
+        let mut response = Response::new(empty_body());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        respond(StatusCode::OK, content_type, body)
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::LAST_MODIFIED, HeaderValue::from_static(PAGES_LAST_MODIFIED));
     if shared.mode == Mode::Json {
-        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
     response
 }
 
-fn index_page(shared: &Shared, accept: Option<&str>) -> Response<Full<Bytes>> {
+fn index_page(shared: &Shared, asked: &Asked) -> Response<Body> {
     let projects = &shared.catalog.projects;
+    let generated = generated::all();
     page(
         shared,
-        accept,
+        asked,
         || {
-            let names: Vec<_> = projects.iter().map(|p| serde_json::json!({ "name": p.name })).collect();
+            let names: Vec<_> = projects
+                .iter()
+                .map(|p| p.name.as_str())
+                .chain(generated.iter().map(|g| g.project))
+                .map(|name| serde_json::json!({ "name": name }))
+                .collect();
             serde_json::json!({ "meta": { "api-version": "1.1" }, "projects": names }).to_string()
         },
         || {
@@ -425,6 +609,9 @@ fn index_page(shared: &Shared, accept: Option<&str>) -> Response<Full<Bytes>> {
                     p.normalized,
                     html_escape::encode_text(&p.name)
                 ));
+            }
+            for g in generated {
+                html.push_str(&format!("<a href=\"/simple/{0}/\">{0}</a><br/>\n", g.project));
             }
             html.push_str("</body></html>\n");
             html
@@ -444,10 +631,10 @@ fn file_href(shared: &Shared, project: &Project, file: &DistFile) -> String {
     }
 }
 
-fn project_page(shared: &Shared, project: &Project, accept: Option<&str>) -> Response<Full<Bytes>> {
+fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<Body> {
     page(
         shared,
-        accept,
+        asked,
         || {
             let files: Vec<_> = project
                 .files
@@ -508,9 +695,75 @@ fn project_page(shared: &Shared, project: &Project, accept: Option<&str>) -> Res
     )
 }
 
+/// The page of a generated project: one file, relative link, declared sha256 and size, no
+/// metadata file (it is not a real wheel). Its sha256 is computed on first use: a test that wants
+/// the page quickly computes `Generated::sha256` first, outside the upstream's runtime.
+fn generated_page(shared: &Shared, file: &'static Generated, asked: &Asked) -> Response<Body> {
+    let href = format!("../../files/{}/{}", file.project, file.filename);
+    page(
+        shared,
+        asked,
+        || {
+            serde_json::json!({
+                "meta": { "api-version": "1.1" },
+                "name": file.project,
+                "versions": [file.version],
+                "files": [{
+                    "filename": file.filename,
+                    "url": href,
+                    "hashes": { "sha256": file.sha256() },
+                    "yanked": false,
+                    "core-metadata": false,
+                    "dist-info-metadata": false,
+                    "size": file.size,
+                    "upload-time": "2024-06-01T00:00:00.000000Z",
+                }],
+            })
+            .to_string()
+        },
+        || {
+            format!(
+                "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">\
+                 <title>Links for {0}</title></head><body><h1>Links for {0}</h1>\n\
+                 <a href=\"{href}#sha256={sha}\">{name}</a><br/>\n</body></html>\n",
+                file.project,
+                sha = file.sha256(),
+                name = file.filename,
+            )
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn recorded_requests_never_print_the_credentials() {
+        let request = RecordedRequest {
+            origin: Origin::Main,
+            method: "GET".into(),
+            path: "/simple/".into(),
+            authorization: Some(basic_auth_value("wgfx-secret-shown")),
+            accept: None,
+            if_none_match: None,
+            if_modified_since: None,
+            status: 200,
+        };
+        let printed = format!("{request:?}");
+        assert!(!printed.contains(&basic_auth_value("wgfx-secret-shown")), "{printed}");
+        assert!(printed.contains("<redacted>") && printed.contains("/simple/"), "{printed}");
+    }
+
+    #[test]
+    fn etags_compare_weakly() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+    }
 
     #[test]
     fn accept_negotiation_honours_q_values() {
@@ -527,7 +780,7 @@ mod tests {
     fn the_fixture_upstream_behaves_like_a_private_index() {
         use crate::harness::http;
         let token = crate::harness::new_token();
-        let upstream = Upstream::start(Mode::Json, &token);
+        let mut upstream = Upstream::start(Mode::Json, &token);
         let auth = basic_auth_value(&token);
         let authed = [("authorization", auth.as_str())];
         let main = |path: &str| format!("http://{}{path}", upstream.main_addr);
@@ -577,6 +830,91 @@ mod tests {
         assert!(log.iter().any(|r| r.method == "HEAD"));
         assert_eq!(upstream.requests_for("/simple/wgfx-alpha/")[0].accept.as_deref(), Some(JSON_MEDIA_TYPE));
         upstream.stop();
+    }
+
+    #[test]
+    fn pages_revalidate_and_the_main_origin_can_go_down() {
+        use crate::harness::http;
+        let token = crate::harness::new_token();
+        let upstream = Upstream::start(Mode::Json, &token);
+        let auth = basic_auth_value(&token);
+        let url = format!("http://{}/simple/wgfx-app/", upstream.main_addr);
+        let json = [("authorization", auth.as_str()), ("accept", JSON_MEDIA_TYPE)];
+        let first = http::get(&url, &json);
+        let etag = first.header("etag").expect("pages carry an ETag").to_owned();
+        assert_eq!(first.header("last-modified"), Some(PAGES_LAST_MODIFIED));
+        let html_etag = http::get(&url, &json[..1]).header("etag").map(str::to_owned);
+        assert_ne!(html_etag.as_deref(), Some(etag.as_str()), "each representation has its own ETag");
+
+        let revalidated = http::get(&url, &[json[0], json[1], ("if-none-match", &format!("W/{etag}"))]);
+        assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+        assert!(revalidated.body.is_empty());
+        assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+        let changed = http::get(&url, &[json[0], json[1], ("if-none-match", "\"other\"")]);
+        assert_eq!(changed.status, StatusCode::OK, "a stale validator gets the page");
+        let since = http::get(&url, &[json[0], json[1], ("if-modified-since", PAGES_LAST_MODIFIED)]);
+        assert_eq!(since.status, StatusCode::NOT_MODIFIED);
+
+        upstream.set_down(true);
+        assert_eq!(http::get(&url, &json).status, StatusCode::SERVICE_UNAVAILABLE);
+        upstream.set_down(false);
+        assert_eq!(http::get(&url, &json).status, StatusCode::OK);
+
+        let log = upstream.requests_for("/simple/wgfx-app/");
+        let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200, 304, 200, 304, 503, 200]);
+        assert_eq!(log.iter().filter(|r| r.is_conditional()).count(), 3);
+        assert_eq!(log[2].if_none_match.as_deref(), Some(format!("W/{etag}").as_str()));
+    }
+
+    #[test]
+    fn generated_files_stream_and_wait_at_the_gate() {
+        use crate::harness::http;
+        let token = crate::harness::new_token();
+        let upstream = Upstream::start(Mode::Json, &token);
+        let auth = basic_auth_value(&token);
+        let authed = [("authorization", auth.as_str())];
+        let main = |path: &str| format!("http://{}{path}", upstream.main_addr);
+
+        let page = http::get(&main("/simple/wgfx-badhash/"), &[authed[0], ("accept", JSON_MEDIA_TYPE)]).json();
+        let bad = generated::expect("wgfx-badhash");
+        assert_eq!(page["files"][0]["hashes"]["sha256"].as_str(), Some(bad.sha256()));
+        assert_eq!(page["files"][0]["size"].as_u64(), Some(bad.size));
+        let href = page["files"][0]["url"].as_str().expect("a url");
+        let url = crate::harness::resolve(&main("/simple/wgfx-badhash/"), href).to_string();
+        let corrupt = http::get(&url, &authed);
+        assert_eq!(corrupt.header("content-length"), Some(bad.size.to_string().as_str()));
+        assert_eq!(sha256_hex(corrupt.expect_ok(&url)), bad.corrupted_sha256());
+        upstream.set_corrupt(false);
+        assert_eq!(sha256_hex(http::get(&url, &authed).expect_ok(&url)), bad.sha256());
+
+        // The gated file: the first part arrives, the rest only after the release.
+        let slow = generated::expect("wgfx-slow");
+        let Delivery::Gated { after } = slow.delivery else { panic!("wgfx-slow must be gated") };
+        let received = Arc::new(AtomicU64::new(0));
+        let url = main(&slow.path());
+        let client = {
+            let (received, auth) = (Arc::clone(&received), auth.clone());
+            std::thread::spawn(move || {
+                let mut hasher = Sha256::new();
+                let response = http::get_streaming(&url, &[("authorization", auth.as_str())], &mut |data: &[u8]| {
+                    received.fetch_add(data.len() as u64, Ordering::SeqCst);
+                    hasher.update(data);
+                });
+                (response, hex::encode(hasher.finalize()))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while received.load(Ordering::SeqCst) < after && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(received.load(Ordering::SeqCst), after, "exactly the first part arrives before the release");
+        upstream.release_gate();
+        let (response, digest) = client.join().expect("the client thread");
+        let response = response.expect("a response");
+        assert!(response.body_error.is_none(), "{:?}", response.body_error);
+        assert_eq!((response.received, digest.as_str()), (slow.size, slow.sha256()));
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Tests talk to wheelgate the way a deployment does: a config file, `serve`, the address it logs
 //! once listening, SIGTERM to stop. Its stdout and stderr are drained into a buffer for the whole
 //! run, so that tests can assert what it logged (and that it never logged the upstream token).
+//!
+//! The store tests also need the process itself: its pid, its memory (`/proc/<pid>/status`), a
+//! SIGKILL at a chosen moment, and a restart with the same configuration and store.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -37,6 +40,14 @@ pub struct RemoteConfig {
     pub upstream_url: String,
     pub password_file: PathBuf,
     pub auth_hosts: Vec<String>,
+    /// How long a page stays fresh, as the configuration writes durations (`10m`, `1s`).
+    pub index_ttl: String,
+    /// Serve only the store, never contacting the upstream.
+    pub offline: bool,
+    /// `[store] max_size` (`20GiB`); the binary's default when None.
+    pub max_size: Option<String>,
+    /// How long an upstream 404 is remembered; the binary's default when None.
+    pub negative_ttl: Option<String>,
 }
 
 /// A TOML basic string holding `value`, escaped.
@@ -45,8 +56,25 @@ pub fn toml_string(value: &str) -> String {
 }
 
 impl RemoteConfig {
+    /// A remote with the defaults the tests rely on: pages fresh for ten minutes, online.
+    pub fn new(store: PathBuf, upstream_url: String, password_file: PathBuf, auth_hosts: Vec<String>) -> RemoteConfig {
+        RemoteConfig {
+            store,
+            upstream_url,
+            password_file,
+            auth_hosts,
+            index_ttl: "10m".to_owned(),
+            offline: false,
+            max_size: None,
+            negative_ttl: None,
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         let auth_hosts: Vec<String> = self.auth_hosts.iter().map(|h| toml_string(h)).collect();
+        let max_size = self.max_size.as_deref().map(|size| format!("max_size = {}\n", toml_string(size))).unwrap_or_default();
+        let negative_ttl =
+            self.negative_ttl.as_deref().map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl))).unwrap_or_default();
         format!(
             "[server]\n\
              listen = \"127.0.0.1:0\"\n\
@@ -54,12 +82,15 @@ impl RemoteConfig {
              \n\
              [store]\n\
              path = {store}\n\
+             {max_size}\
              \n\
              [[repository]]\n\
              name = \"pypi\"\n\
              type = \"remote\"\n\
              url = {url}\n\
-             index_ttl = \"10m\"\n\
+             index_ttl = {index_ttl}\n\
+             {negative_ttl}\
+             offline = {offline}\n\
              retries = 1\n\
              [repository.auth]\n\
              username = \"__token__\"\n\
@@ -69,15 +100,37 @@ impl RemoteConfig {
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
             auth_hosts = auth_hosts.join(", "),
+            index_ttl = toml_string(&self.index_ttl),
+            offline = self.offline,
         )
     }
 }
 
-/// A running `wheelgate serve`. Dropping it kills the process.
+/// A `wheelgate serve` process (running unless stopped or killed). Dropping it kills the process.
 pub struct Wheelgate {
     child: Option<Child>,
     addr: SocketAddr,
     output: Arc<Mutex<String>>,
+    /// The output of the earlier processes of this handle (before restarts).
+    earlier_output: String,
+    launch: Launch,
+}
+
+/// How the process was started, to start it again the same way.
+#[derive(Debug, Clone)]
+struct Launch {
+    config: PathBuf,
+    cwd: PathBuf,
+    log_level: String,
+    env: Vec<(String, String)>,
+}
+
+/// A memory figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
 }
 
 fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
@@ -112,47 +165,67 @@ impl Wheelgate {
 
     /// As `start`, with extra environment variables (the environment is otherwise empty but PATH).
     pub fn start_with_env(config: &Path, cwd: &Path, log_level: &str, env: &[(&str, &str)]) -> Wheelgate {
-        let mut command = Command::new(binary());
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .current_dir(cwd)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
-            .env("WHEELGATE_LOG", log_level)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
-        let output = Arc::new(Mutex::new(String::new()));
-        if let Some(stdout) = child.stdout.take() {
-            drain_into(stdout, Arc::clone(&output));
+        let launch = Launch {
+            config: config.to_owned(),
+            cwd: cwd.to_owned(),
+            log_level: log_level.to_owned(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        let (child, addr, output) = spawn(&launch);
+        Wheelgate { child: Some(child), addr, output, earlier_output: String::new(), launch }
+    }
+
+    /// Starts the process again with the same configuration file, working directory and
+    /// environment (so on the same store), after a `stop` or a `kill`. The port is a new one.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "wheelgate is still running: stop or kill it before starting it again");
+        let (child, addr, output) = spawn(&self.launch);
+        let previous = std::mem::replace(&mut self.output, output);
+        self.earlier_output.push_str(&previous.lock().unwrap_or_else(|p| p.into_inner()));
+        self.earlier_output.push_str("\n--- wheelgate restarted ---\n");
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// A graceful stop (SIGTERM, then the exit) followed by `start_again`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// The running process's id; panics when it is not running.
+    pub fn pid(&self) -> u32 {
+        match &self.child {
+            Some(child) => child.id(),
+            None => panic!("wheelgate is not running, it has no pid"),
         }
-        if let Some(stderr) = child.stderr.take() {
-            drain_into(stderr, Arc::clone(&output));
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            panic!("wheelgate was already stopped");
+        };
+        if let Err(e) = child.kill() {
+            panic!("cannot SIGKILL wheelgate ({}): {e}", child.id());
         }
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let log = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(addr) = parse_listening_addr(&log) {
-                return Wheelgate { child: Some(child), addr, output };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200)); // let the drains catch the last lines
-                let log = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                panic!("wheelgate exited with {status} before listening; its output:\n{log}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wheelgate did not log `listening on http://…` within {START_TIMEOUT:?}; its output:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = child.wait();
+    }
+
+    /// The resident set size now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// The peak resident set size since the process started (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        parse_status_kib(&status, field).unwrap_or_else(|| panic!("{path} has no {field} line in kB:\n{status}"))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -169,13 +242,19 @@ impl Wheelgate {
         self.url("/simple/")
     }
 
-    /// Everything wheelgate wrote to stdout and stderr so far.
+    /// Everything wheelgate wrote to stdout and stderr so far (every process of this handle).
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let current = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        format!("{}{current}", self.earlier_output)
     }
 
     /// Sends SIGTERM and waits for the exit; panics with the output if it does not come in time.
     pub fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// As `terminate`, keeping the handle for `start_again`.
+    pub fn stop(&mut self) -> ExitStatus {
         let Some(mut child) = self.child.take() else {
             panic!("wheelgate was already stopped");
         };
@@ -194,6 +273,51 @@ impl Wheelgate {
                 }
             }
         }
+    }
+}
+
+/// `wheelgate serve --config <config>`, waiting until it logs its address.
+fn spawn(launch: &Launch) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut command = Command::new(binary());
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&launch.config)
+        .current_dir(&launch.cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env("WHEELGATE_LOG", &launch.log_level)
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+    let output = Arc::new(Mutex::new(String::new()));
+    if let Some(stdout) = child.stdout.take() {
+        drain_into(stdout, Arc::clone(&output));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        drain_into(stderr, Arc::clone(&output));
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let log = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(addr) = parse_listening_addr(&log) {
+            return (child, addr, output);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200)); // let the drains catch the last lines
+            let log = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            panic!("wheelgate exited with {status} before listening; its output:\n{log}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wheelgate did not log `listening on http://…` within {START_TIMEOUT:?}; its output:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -233,14 +357,38 @@ mod tests {
 
     #[test]
     fn config_paths_are_escaped() {
-        let config = RemoteConfig {
-            store: PathBuf::from("/tmp/a \"b\"/store"),
-            upstream_url: "http://127.0.0.1:1/simple/".into(),
-            password_file: PathBuf::from("/tmp/t"),
-            auth_hosts: vec!["127.0.0.1:2".into()],
-        };
+        let mut config = RemoteConfig::new(
+            PathBuf::from("/tmp/a \"b\"/store"),
+            "http://127.0.0.1:1/simple/".into(),
+            PathBuf::from("/tmp/t"),
+            vec!["127.0.0.1:2".into()],
+        );
         let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
         assert_eq!(parsed["store"]["path"].as_str(), Some("/tmp/a \"b\"/store"));
         assert_eq!(parsed["repository"][0]["auth"]["auth_hosts"][0].as_str(), Some("127.0.0.1:2"));
+        assert_eq!(parsed["repository"][0]["index_ttl"].as_str(), Some("10m"));
+        assert_eq!(parsed["repository"][0]["offline"].as_bool(), Some(false));
+        assert!(parsed["store"].get("max_size").is_none() && parsed["repository"][0].get("negative_ttl").is_none());
+
+        config.index_ttl = "1s".into();
+        config.offline = true;
+        config.max_size = Some("1GiB".into());
+        config.negative_ttl = Some("5s".into());
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        assert_eq!(parsed["repository"][0]["index_ttl"].as_str(), Some("1s"));
+        assert_eq!(parsed["repository"][0]["offline"].as_bool(), Some(true));
+        assert_eq!(parsed["store"]["max_size"].as_str(), Some("1GiB"));
+        assert_eq!(parsed["repository"][0]["negative_ttl"].as_str(), Some("5s"));
+    }
+
+    #[test]
+    fn memory_figures_are_read_from_proc_status() {
+        let status = "Name:\twheelgate\nVmPeak:\t  123456 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(40960));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(30720));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        assert_eq!(parse_status_kib("VmRSS:\t12 MB\n", "VmRSS"), None, "only kB is understood");
+        let own = std::fs::read_to_string("/proc/self/status").expect("procfs");
+        assert!(parse_status_kib(&own, "VmHWM").is_some_and(|peak| peak > 0));
     }
 }

@@ -1,0 +1,171 @@
+//! A page as held in memory: parsed once, rendered once per variant, compressed once.
+//!
+//! A hot project page is asked for many times per second by a busy CI fleet. Parsing the
+//! upstream's bytes, rendering our HTML or JSON and gzipping it are each done once per upstream
+//! revision and kept here, so a warm page request is a hash lookup and a copy of `Bytes`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http::HeaderValue;
+use sha2::{Digest as _, Sha256};
+
+use crate::simple::negotiate::Format;
+
+/// How a response was obtained, as the `X-Wheelgate-Cache` header says it (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from memory or the store without asking the upstream.
+    Hit,
+    /// Fetched from the upstream for this request.
+    Miss,
+    /// Stale, and the upstream could not be reached or failed: the stored copy was served.
+    Stale,
+    /// Stale, and the upstream confirmed with a 304 that it is still current.
+    Revalidated,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Revalidated => "revalidated",
+        }
+    }
+
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+/// One rendering of a page: the bytes a client receives, their validator, and (on first demand)
+/// their gzip form.
+pub struct Rendered {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    gzip: OnceLock<Bytes>,
+}
+
+impl Rendered {
+    pub fn new(body: Bytes) -> Rendered {
+        let digest = Sha256::digest(&body);
+        // 128 bits of the body's digest: collisions are not a concern for a cache validator.
+        let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+        let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+        Rendered {
+            body,
+            etag,
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// The gzip-compressed body, computed once.
+    pub fn gzip(&self) -> &Bytes {
+        self.gzip.get_or_init(|| {
+            let mut encoder = GzEncoder::new(Vec::with_capacity(self.body.len() / 4), Compression::new(6));
+            // Writing to a Vec cannot fail.
+            match encoder.write_all(&self.body).and_then(|()| encoder.finish()) {
+                Ok(compressed) => Bytes::from(compressed),
+                Err(_) => self.body.clone(),
+            }
+        })
+    }
+}
+
+/// Which rendering: the format, the repository the page is served from (file links name it)
+/// and how deep the page sits (relative links climb that many segments).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RenderKey {
+    pub format: Format,
+    pub repository: String,
+    pub depth: usize,
+}
+
+/// A parsed upstream page with what is known of its freshness, and its renderings.
+pub struct Cached<T> {
+    pub value: Arc<T>,
+    /// When the upstream last confirmed this content (a 200 or a 304).
+    pub fetched_at: SystemTime,
+    /// How the entry was obtained when it was loaded.
+    pub status: CacheStatus,
+    /// Rough bytes of memory this entry holds, for the cache's weigher.
+    pub weight: u32,
+    renders: Mutex<HashMap<RenderKey, Arc<Rendered>>>,
+}
+
+impl<T> Cached<T> {
+    pub fn new(value: Arc<T>, fetched_at: SystemTime, status: CacheStatus, weight: usize) -> Cached<T> {
+        Cached {
+            value,
+            fetched_at,
+            status,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            renders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The rendering for `key`, made by `render` the first time it is asked for.
+    pub fn rendered(&self, key: RenderKey, render: impl FnOnce(&T) -> Vec<u8>) -> Arc<Rendered> {
+        let mut renders = match self.renders.lock() {
+            Ok(guard) => guard,
+            // A panic while rendering leaves nothing half-written in the map: keep using it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        renders
+            .entry(key)
+            .or_insert_with(|| Arc::new(Rendered::new(Bytes::from(render(&self.value)))))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn renders_once_per_key() {
+        let cached = Cached::new(Arc::new(5u32), SystemTime::now(), CacheStatus::Miss, 10);
+        let key = RenderKey {
+            format: Format::Json,
+            repository: "pypi".into(),
+            depth: 2,
+        };
+        let mut calls = 0;
+        let first = cached.rendered(key.clone(), |v| {
+            calls += 1;
+            v.to_string().into_bytes()
+        });
+        let second = cached.rendered(key, |_| unreachable!("rendered twice"));
+        assert_eq!(calls, 1);
+        assert!(Arc::ptr_eq(&first, &second));
+        let other = cached.rendered(
+            RenderKey {
+                format: Format::Html,
+                repository: "pypi".into(),
+                depth: 2,
+            },
+            |_| b"html".to_vec(),
+        );
+        assert_eq!(other.body, Bytes::from_static(b"html"));
+        assert_ne!(other.etag, first.etag);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let rendered = Rendered::new(Bytes::from("hello ".repeat(100)));
+        let mut decoded = String::new();
+        flate2::read::GzDecoder::new(&rendered.gzip()[..])
+            .read_to_string(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, "hello ".repeat(100));
+        assert!(rendered.gzip().len() < rendered.body.len());
+    }
+}

@@ -1,0 +1,626 @@
+//! The sled catalog: typed records over a handful of trees.
+//!
+//! sled is only the catalog (see the `store` module doc for the measurements behind that): it
+//! holds small records and bodies under 64 KiB. Every multi-record change is one sled transaction
+//! across the trees it touches, so a record and its inline body, or an artifact and its URL pin,
+//! appear and disappear together. Records are JSON (small, debuggable with any sled dump, and
+//! tolerant of added fields); artifact keys are the raw 32 digest bytes.
+//!
+//! | tree              | key                           | value                              |
+//! |-------------------|-------------------------------|------------------------------------|
+//! | `meta`            | `format`                      | format version, u32 big-endian     |
+//! | `artifacts`       | sha256 (32 bytes)             | [`ArtifactEntry`] as JSON          |
+//! | `artifact_bodies` | sha256 (32 bytes)             | the body, for artifacts < 64 KiB   |
+//! | `url_pins`        | sha256 of the upstream URL    | content sha256 (32 bytes)          |
+//! | `pages`           | [`page_key`] bytes            | [`PageEntry`] as JSON              |
+//! | `page_bodies`     | [`page_key`] bytes            | the body, for pages < 64 KiB       |
+
+use std::convert::Infallible;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sled::transaction::{ConflictableTransactionResult, TransactionError};
+use sled::{IVec, Transactional};
+
+use super::error::StoreError;
+use super::PageKey;
+use crate::simple::Sha256Digest;
+
+/// The store layout this binary writes and understands. Bump it when a record's meaning
+/// changes incompatibly; an older binary then refuses the store instead of misreading it.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// sled's page cache. Records are small and the hot pages live in moka in front of the store,
+/// so a small cache is enough, and sled's memory grows with bytes written regardless.
+const CACHE_CAPACITY: u64 = 8 << 20;
+
+const FORMAT_KEY: &[u8] = b"format";
+
+/// The catalog record of one stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ArtifactEntry {
+    pub size: u64,
+    pub repository: String,
+    pub filename: String,
+    /// `false` for hosted uploads, which eviction must never remove.
+    pub evictable: bool,
+    /// The body is in `artifact_bodies` rather than a blob file.
+    pub inline: bool,
+    /// Last use in milliseconds since the Unix epoch, as of the last recency persist.
+    pub last_use: u64,
+    /// URL keys pinned to this digest, so that removing the artifact removes its pins.
+    #[serde(default)]
+    pub url_keys: Vec<HexDigest>,
+}
+
+/// The catalog record of one stored page: its validators and where its body is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PageEntry {
+    pub content_type: Option<String>,
+    pub final_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub fetched_at: u64,
+    pub body: PageBody,
+}
+
+/// Where a page's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum PageBody {
+    Inline { size: u64 },
+    Blob { sha256: HexDigest, size: u64 },
+}
+
+impl PageBody {
+    pub(crate) fn blob(&self) -> Option<Sha256Digest> {
+        match self {
+            PageBody::Inline { .. } => None,
+            PageBody::Blob { sha256, .. } => Some(sha256.0),
+        }
+    }
+}
+
+/// A digest stored as lowercase hex inside JSON records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HexDigest(pub Sha256Digest);
+
+impl Serialize for HexDigest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for HexDigest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Sha256Digest::parse_hex(&text)
+            .map(HexDigest)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The catalog key of a page: the repository's length (so that no repository name can be
+/// a prefix trick), the repository, then `i` for the root index or `p` and the project.
+pub(crate) fn page_key(key: &PageKey) -> Vec<u8> {
+    let repository = key.repository.as_bytes();
+    let project = key.project.as_deref().map(str::as_bytes);
+    let mut out = Vec::with_capacity(9 + repository.len() + project.map_or(0, <[u8]>::len));
+    out.extend_from_slice(&(repository.len() as u64).to_be_bytes());
+    out.extend_from_slice(repository);
+    match project {
+        None => out.push(b'i'),
+        Some(project) => {
+            out.push(b'p');
+            out.extend_from_slice(project);
+        }
+    }
+    out
+}
+
+/// Records read in one pass at open: the decodable ones, and the keys of those that are not
+/// (dropped by recovery, since nothing can use them).
+#[derive(Debug)]
+pub(crate) struct Scan<K, V> {
+    pub good: Vec<(K, V)>,
+    pub bad: Vec<(IVec, String)>,
+}
+
+impl<K, V> Default for Scan<K, V> {
+    fn default() -> Self {
+        Scan {
+            good: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+}
+
+/// The opened catalog of one store.
+pub(crate) struct Catalog {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    artifacts: sled::Tree,
+    artifact_bodies: sled::Tree,
+    url_pins: sled::Tree,
+    pages: sled::Tree,
+    page_bodies: sled::Tree,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// Opens (creating if absent) the sled database at `path`. `store` names the store
+    /// directory in the lock error, since that is what the operator configured.
+    pub(crate) fn open(path: &Path, store: &Path) -> Result<Catalog, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(io) if is_lock_error(io) => StoreError::Locked {
+                    path: store.to_path_buf(),
+                },
+                _ => StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Ok(Catalog {
+            meta: tree("meta")?,
+            artifacts: tree("artifacts")?,
+            artifact_bodies: tree("artifact_bodies")?,
+            url_pins: tree("url_pins")?,
+            pages: tree("pages")?,
+            page_bodies: tree("page_bodies")?,
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
+    fn failed(&self, action: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Catalog {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+
+    fn tx_failed(
+        &self,
+        action: &'static str,
+    ) -> impl Fn(TransactionError<Infallible>) -> StoreError + '_ {
+        move |error| match error {
+            TransactionError::Storage(source) => StoreError::Catalog {
+                path: self.path.clone(),
+                action,
+                source,
+            },
+            TransactionError::Abort(never) => match never {},
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>, reason: impl fmt::Display) -> StoreError {
+        StoreError::CorruptRecord {
+            path: self.path.clone(),
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Records [`FORMAT_VERSION`] in a new catalog; refuses a catalog of a newer format.
+    pub(crate) fn check_format(&self, store: &Path) -> Result<(), StoreError> {
+        let stored = self
+            .meta
+            .get(FORMAT_KEY)
+            .map_err(self.failed("read the format version"))?;
+        let Some(stored) = stored else {
+            // A catalog without a version is one we are creating: the version goes in before
+            // any record, so an older catalog never lacks it.
+            self.meta
+                .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(self.failed("record the format version"))?;
+            return self.flush();
+        };
+        let bytes: [u8; 4] = stored
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::UnknownFormat {
+                path: self.path.clone(),
+                reason: format!("{} bytes where 4 were expected", stored.len()),
+            })?;
+        let found = u32::from_be_bytes(bytes);
+        if found > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: store.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if found == 0 {
+            return Err(StoreError::UnknownFormat {
+                path: self.path.clone(),
+                reason: "format 0 was never written by any wheelgate".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_format_for_test(&self, version: u32) {
+        self.meta.insert(FORMAT_KEY, &version.to_be_bytes()).ok();
+        self.db.flush().ok();
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map_err(self.failed("flush to disk"))
+            .map(drop)
+    }
+
+    // ---- artifacts
+
+    /// Every artifact record. Reads records only, never inline bodies, so open stays quick.
+    pub(crate) fn artifact_records(&self) -> Result<Scan<Sha256Digest, ArtifactEntry>, StoreError> {
+        let mut scan = Scan::default();
+        for item in self.artifacts.iter() {
+            let (key, value) = item.map_err(self.failed("read the artifact records"))?;
+            match decode_artifact(&key, &value) {
+                Ok(decoded) => scan.good.push(decoded),
+                Err(reason) => scan.bad.push((key, reason)),
+            }
+        }
+        Ok(scan)
+    }
+
+    pub(crate) fn artifact(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<ArtifactEntry>, StoreError> {
+        let Some(value) = self
+            .artifacts
+            .get(digest.as_bytes())
+            .map_err(self.failed("read an artifact record"))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| self.corrupt(format!("artifact {digest}"), e))
+    }
+
+    pub(crate) fn artifact_body(&self, digest: &Sha256Digest) -> Result<Option<IVec>, StoreError> {
+        self.artifact_bodies
+            .get(digest.as_bytes())
+            .map_err(self.failed("read an artifact body"))
+    }
+
+    /// Inserts or replaces an artifact record in one transaction with its inline body (when
+    /// given; `None` leaves the body tree alone) and a new URL pin (when given).
+    pub(crate) fn put_artifact(
+        &self,
+        digest: &Sha256Digest,
+        entry: &ArtifactEntry,
+        inline: Option<&[u8]>,
+        pin: Option<&Sha256Digest>,
+    ) -> Result<(), StoreError> {
+        let record = encode(entry);
+        (&self.artifacts, &self.artifact_bodies, &self.url_pins)
+            .transaction(
+                |(artifacts, bodies, pins)| -> ConflictableTransactionResult<(), Infallible> {
+                    artifacts.insert(digest.as_bytes(), record.as_slice())?;
+                    if let Some(body) = inline {
+                        bodies.insert(digest.as_bytes(), body)?;
+                    }
+                    if let Some(url_key) = pin {
+                        pins.insert(url_key.as_bytes(), digest.as_bytes())?;
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(self.tx_failed("record an artifact"))
+    }
+
+    /// Removes an artifact record, its inline body and the URL pins still pointing at it, in
+    /// one transaction. Returns the removed pins' URL keys, or `None` if there was no record.
+    pub(crate) fn remove_artifact(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<Vec<Sha256Digest>>, StoreError> {
+        (&self.artifacts, &self.artifact_bodies, &self.url_pins)
+            .transaction(
+                |(artifacts, bodies, pins)| -> ConflictableTransactionResult<_, Infallible> {
+                    let Some(old) = artifacts.remove(digest.as_bytes())? else {
+                        return Ok(None);
+                    };
+                    bodies.remove(digest.as_bytes())?;
+                    // An undecodable record cannot name its pins; they then point at a digest that
+                    // is not stored, which only costs a refetch.
+                    let url_keys = serde_json::from_slice::<ArtifactEntry>(&old)
+                        .map(|e| e.url_keys)
+                        .unwrap_or_default();
+                    let mut removed = Vec::new();
+                    for HexDigest(url_key) in url_keys {
+                        let points_here = pins
+                            .get(url_key.as_bytes())?
+                            .is_some_and(|d| d.as_ref() == digest.as_bytes());
+                        if points_here {
+                            pins.remove(url_key.as_bytes())?;
+                            removed.push(url_key);
+                        }
+                    }
+                    Ok(Some(removed))
+                },
+            )
+            .map_err(self.tx_failed("remove an artifact"))
+    }
+
+    /// Drops an artifact record found undecodable at open, with whatever body it had.
+    pub(crate) fn drop_artifact_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        (&self.artifacts, &self.artifact_bodies)
+            .transaction(
+                |(artifacts, bodies)| -> ConflictableTransactionResult<(), Infallible> {
+                    artifacts.remove(key)?;
+                    bodies.remove(key)?;
+                    Ok(())
+                },
+            )
+            .map_err(self.tx_failed("drop an unreadable artifact record"))
+    }
+
+    /// Writes new last-use stamps into the records that still exist, in one batch. Returns how
+    /// many records were updated.
+    pub(crate) fn set_last_use(&self, stamps: &[(Sha256Digest, u64)]) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut updated = 0;
+        for (digest, stamp) in stamps {
+            // A record removed since the use needs no stamp; an undecodable one is left for
+            // recovery rather than overwritten with guesses.
+            let Ok(Some(mut entry)) = self.artifact(digest) else {
+                continue;
+            };
+            entry.last_use = *stamp;
+            batch.insert(digest.as_bytes().as_slice(), encode(&entry));
+            updated += 1;
+        }
+        self.artifacts
+            .apply_batch(batch)
+            .map_err(self.failed("record last-use times"))?;
+        Ok(updated)
+    }
+
+    /// Every URL pin.
+    pub(crate) fn pins(&self) -> Result<Scan<Sha256Digest, Sha256Digest>, StoreError> {
+        let mut scan = Scan::default();
+        for item in self.url_pins.iter() {
+            let (key, value) = item.map_err(self.failed("read the url pins"))?;
+            match (digest_of(&key), digest_of(&value)) {
+                (Some(url_key), Some(digest)) => scan.good.push((url_key, digest)),
+                _ => scan
+                    .bad
+                    .push((key, "a url pin is not two 32-byte digests".to_owned())),
+            }
+        }
+        Ok(scan)
+    }
+
+    pub(crate) fn drop_pin_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.url_pins
+            .remove(key)
+            .map_err(self.failed("drop an unreadable url pin"))
+            .map(drop)
+    }
+
+    // ---- pages
+
+    /// Every page record, by raw key.
+    pub(crate) fn page_records(&self) -> Result<Scan<IVec, PageEntry>, StoreError> {
+        let mut scan = Scan::default();
+        for item in self.pages.iter() {
+            let (key, value) = item.map_err(self.failed("read the page records"))?;
+            match serde_json::from_slice(&value) {
+                Ok(entry) => scan.good.push((key, entry)),
+                Err(e) => scan.bad.push((key, e.to_string())),
+            }
+        }
+        Ok(scan)
+    }
+
+    pub(crate) fn page(&self, key: &PageKey) -> Result<Option<PageEntry>, StoreError> {
+        let Some(value) = self
+            .pages
+            .get(page_key(key))
+            .map_err(self.failed("read a page record"))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| self.corrupt(key.to_string(), e))
+    }
+
+    pub(crate) fn page_body(&self, key: &PageKey) -> Result<Option<IVec>, StoreError> {
+        self.page_bodies
+            .get(page_key(key))
+            .map_err(self.failed("read a page body"))
+    }
+
+    /// Inserts or replaces a page record with its inline body (or removes the inline body when
+    /// the page's body is a blob), in one transaction. Returns the record it replaced, if any
+    /// (`Some(None)` for an unreadable one).
+    pub(crate) fn put_page(
+        &self,
+        key: &PageKey,
+        entry: &PageEntry,
+        inline: Option<&[u8]>,
+    ) -> Result<Option<Option<PageEntry>>, StoreError> {
+        let raw = page_key(key);
+        let record = encode(entry);
+        let old = (&self.pages, &self.page_bodies)
+            .transaction(
+                |(pages, bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                    let old = pages.insert(raw.as_slice(), record.as_slice())?;
+                    match inline {
+                        Some(body) => bodies.insert(raw.as_slice(), body)?,
+                        None => bodies.remove(raw.as_slice())?,
+                    };
+                    Ok(old)
+                },
+            )
+            .map_err(self.tx_failed("record a page"))?;
+        Ok(old.map(|old| serde_json::from_slice(&old).ok()))
+    }
+
+    /// Replaces a page record's fields, leaving its body alone.
+    pub(crate) fn update_page(&self, key: &PageKey, entry: &PageEntry) -> Result<(), StoreError> {
+        self.pages
+            .insert(page_key(key), encode(entry))
+            .map_err(self.failed("update a page record"))
+            .map(drop)
+    }
+
+    /// Removes a page record and its inline body. Returns the removed record, if any and
+    /// readable (`Some(None)` for an unreadable one).
+    pub(crate) fn remove_page(
+        &self,
+        key: &PageKey,
+    ) -> Result<Option<Option<PageEntry>>, StoreError> {
+        self.remove_page_key(&page_key(key))
+    }
+
+    pub(crate) fn remove_page_key(
+        &self,
+        raw: &[u8],
+    ) -> Result<Option<Option<PageEntry>>, StoreError> {
+        let old = (&self.pages, &self.page_bodies)
+            .transaction(
+                |(pages, bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                    let old = pages.remove(raw)?;
+                    bodies.remove(raw)?;
+                    Ok(old)
+                },
+            )
+            .map_err(self.tx_failed("remove a page"))?;
+        Ok(old.map(|old| serde_json::from_slice(&old).ok()))
+    }
+}
+
+/// Whether sled failed to open because another process holds the catalog's lock. sled 0.34
+/// reports this only as an `io::ErrorKind::Other` with this text (src/config.rs, `try_lock`).
+fn is_lock_error(error: &std::io::Error) -> bool {
+    error.to_string().contains("could not acquire lock")
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain structs of strings, integers and options: serialising them to JSON
+    // cannot fail, and an empty record would be rejected on the next read rather than trusted.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn digest_of(bytes: &[u8]) -> Option<Sha256Digest> {
+    <[u8; 32]>::try_from(bytes)
+        .ok()
+        .map(Sha256Digest::from_bytes)
+}
+
+fn decode_artifact(key: &[u8], value: &[u8]) -> Result<(Sha256Digest, ArtifactEntry), String> {
+    let digest =
+        digest_of(key).ok_or_else(|| format!("a key of {} bytes is not a sha256", key.len()))?;
+    let entry = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    Ok((digest, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(repository: &str, project: Option<&str>) -> PageKey {
+        PageKey {
+            repository: repository.to_owned(),
+            project: project.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn page_keys_are_unambiguous() {
+        let keys = [
+            page_key(&key("pypi", None)),
+            page_key(&key("pypi", Some(""))),
+            page_key(&key("pypi", Some("i"))),
+            page_key(&key("pypip", None)),
+            page_key(&key("pyp", Some("ip"))),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in keys.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let entry = ArtifactEntry {
+            size: 5,
+            repository: "pypi".to_owned(),
+            filename: "a-1.0-py3-none-any.whl".to_owned(),
+            evictable: true,
+            inline: true,
+            last_use: 42,
+            url_keys: vec![HexDigest(Sha256Digest::of(b"u"))],
+        };
+        let bytes = encode(&entry);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(&Sha256Digest::of(b"u").to_hex()), "{text}");
+        assert_eq!(
+            serde_json::from_slice::<ArtifactEntry>(&bytes).unwrap(),
+            entry
+        );
+
+        let page = PageEntry {
+            content_type: Some("text/html".to_owned()),
+            final_url: "https://example.invalid/simple/a/".to_owned(),
+            etag: None,
+            last_modified: Some("Mon, 01 Jan 2024 00:00:00 GMT".to_owned()),
+            fetched_at: 7,
+            body: PageBody::Blob {
+                sha256: HexDigest(Sha256Digest::of(b"p")),
+                size: 70_000,
+            },
+        };
+        let decoded: PageEntry = serde_json::from_slice(&encode(&page)).unwrap();
+        assert_eq!(decoded, page);
+        assert_eq!(decoded.body.blob(), Some(Sha256Digest::of(b"p")));
+    }
+
+    #[test]
+    fn bad_records_are_reported_not_trusted() {
+        assert!(decode_artifact(&[1, 2, 3], b"{}").is_err());
+        assert!(decode_artifact(&[0; 32], b"not json").is_err());
+        let bad_digest = br#"{"kind":"blob","sha256":"zz","size":1}"#;
+        assert!(serde_json::from_slice::<PageBody>(bad_digest).is_err());
+    }
+
+    #[test]
+    fn lock_error_is_recognised_by_sled_text() {
+        let sled_text = std::io::Error::other(
+            "could not acquire lock on \"/s/catalog/db\": Os { code: 11, kind: WouldBlock }",
+        );
+        assert!(is_lock_error(&sled_text));
+        assert!(!is_lock_error(&std::io::Error::other("permission denied")));
+    }
+}

@@ -1,0 +1,1331 @@
+//! [`Store`]: the catalog, the blob files and the in-memory index kept consistent.
+//!
+//! Two locks: `write` serialises every change to the catalog and the blob directory (commits,
+//! removals, eviction, pages, recency), so that no eviction can unlink a blob between another
+//! writer's rename and its record; `index` guards the in-memory index and is held only for
+//! memory operations (plus the `open` of a blob on a hit, see [`Store::artifact`]), so the warm
+//! path never waits for a commit's fsync or a sled flush. Lock order: `write`, then `index`.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::blobs::{remove_if_present, Blobs, Found};
+use super::catalog::{ArtifactEntry, Catalog, HexDigest, PageBody, PageEntry};
+use super::error::StoreError;
+use super::index::{millis, Entry, Index};
+use crate::simple::Sha256Digest;
+
+/// Bodies smaller than this sit inline in the catalog; larger ones are blob files. sled keeps
+/// values whole in memory, so only small ones belong in it.
+pub const INLINE_LIMIT: u64 = 64 * 1024;
+
+/// Where the store lives and how large it may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// The cap on the total size of stored artifacts, in bytes; least recently used evictable
+    /// artifacts go first when a commit exceeds it. Pages are not counted: there is one per
+    /// project visited and they are small next to the files.
+    pub max_size: u64,
+}
+
+/// What a caller knows about an artifact it is committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    /// The content digest, verified by the caller while writing the temporary file.
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub repository: String,
+    pub filename: String,
+    /// For a file whose upstream gave no sha256: the sha256 of its URL, pinned to `sha256`.
+    pub url_key: Option<Sha256Digest>,
+    /// `false` for hosted uploads, which are never evicted.
+    pub evictable: bool,
+}
+
+/// A stored artifact, ready to serve.
+#[derive(Debug)]
+pub struct Artifact {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub body: ArtifactBody,
+}
+
+/// The bytes of a stored artifact.
+#[derive(Debug)]
+pub enum ArtifactBody {
+    /// A body under [`INLINE_LIMIT`], read from the catalog.
+    Inline(Bytes),
+    /// An open blob file. Holding it open keeps the bytes readable even if the artifact is
+    /// evicted while the transfer runs.
+    File(File),
+}
+
+/// Which page: a repository's root index (`project: None`) or one project's page.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PageKey {
+    pub repository: String,
+    /// The normalised project name.
+    pub project: Option<String>,
+}
+
+impl fmt::Display for PageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.project {
+            Some(project) => write!(f, "the page of {project} in repository {}", self.repository),
+            None => write!(f, "the project index of repository {}", self.repository),
+        }
+    }
+}
+
+/// An upstream page body as received, with what is needed to revalidate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPage {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// The URL the body came from after redirects: relative links resolve against it.
+    pub final_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub fetched_at: SystemTime,
+}
+
+/// Sizes for `cache stats` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub artifacts: u64,
+    pub artifact_bytes: u64,
+    pub pages: u64,
+    pub max_size: u64,
+}
+
+/// The store: cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    max_size: u64,
+    catalog: Catalog,
+    blobs: Blobs,
+    write: Mutex<()>,
+    index: Mutex<Index>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("max_size", &self.inner.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What recovery at open had to repair; logged when anything was.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Repairs {
+    temp_files: usize,
+    stray_files: usize,
+    unreadable_records: usize,
+    records_without_blob: usize,
+    blobs_without_record: usize,
+}
+
+impl Store {
+    /// Opens the store at `options.path`, creating its layout if absent, and recovers from
+    /// whatever a crash left behind (see the `store` module doc for the invariants).
+    pub fn open(options: StoreOptions) -> Result<Store, StoreError> {
+        let path = options.path;
+        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        // The catalog first: its lock proves no other process uses the store, and only then
+        // may tmp/ and unrecorded blobs be treated as garbage.
+        let catalog = Catalog::open(&path.join("catalog"), &path)?;
+        catalog.check_format(&path)?;
+        let blobs = Blobs::new(&path);
+        blobs.create_layout()?;
+        let (index, repairs) = recover(&catalog, &blobs)?;
+        if repairs != Repairs::default() {
+            tracing::warn!(
+                store = %path.display(),
+                temp_files = repairs.temp_files,
+                stray_files = repairs.stray_files,
+                unreadable_records = repairs.unreadable_records,
+                records_without_blob = repairs.records_without_blob,
+                blobs_without_record = repairs.blobs_without_record,
+                "the store was not closed cleanly; removed what could not be used"
+            );
+        }
+        tracing::debug!(
+            store = %path.display(),
+            artifacts = index.artifacts(),
+            bytes = index.total(),
+            pages = index.pages(),
+            "store opened"
+        );
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                max_size: options.max_size,
+                catalog,
+                blobs,
+                write: Mutex::new(()),
+                index: Mutex::new(index),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// `<path>/tmp`: where downloads are written before they are committed.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.inner.blobs.tmp_dir().to_path_buf()
+    }
+
+    /// A new temporary file in `tmp/` with a unique name, opened for reading and writing.
+    pub fn create_temp(&self) -> Result<(PathBuf, File), StoreError> {
+        self.inner.blobs.create_temp()
+    }
+
+    // A poisoned lock means a panic elsewhere mid-update; the index is still a usable
+    // approximation (and the catalog is the truth at the next open), so carry on.
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.inner
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- artifacts
+
+    /// The stored artifact of `digest`, or `None`. Records the use in memory only. A blob is
+    /// opened under the index lock, so an eviction (which leaves the index before it unlinks)
+    /// can never remove it between the lookup and the open.
+    pub fn artifact(&self, digest: &Sha256Digest) -> Option<Artifact> {
+        let mut index = self.index();
+        let entry = index.touch(digest)?;
+        if !entry.inline {
+            return match self.inner.blobs.open(digest) {
+                Ok(file) => Some(Artifact {
+                    sha256: *digest,
+                    size: entry.size,
+                    body: ArtifactBody::File(file),
+                }),
+                Err(error) => {
+                    if error.kind() == io::ErrorKind::NotFound {
+                        // Deleted behind our back: forget it so the next request fetches it
+                        // again; the orphaned record is dropped at the next open.
+                        index.remove(digest);
+                    }
+                    drop(index);
+                    tracing::warn!(
+                        file = %self.inner.blobs.path_of(digest).display(),
+                        %error,
+                        "cannot open a stored file; it will be fetched again"
+                    );
+                    None
+                }
+            };
+        }
+        drop(index);
+        match self.inner.catalog.artifact_body(digest) {
+            Ok(Some(body)) => Some(Artifact {
+                sha256: *digest,
+                size: entry.size,
+                body: ArtifactBody::Inline(Bytes::copy_from_slice(&body)),
+            }),
+            // Evicted between the lookup and the read.
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(sha256 = %digest, %error, "cannot read a stored file; it will be fetched again");
+                None
+            }
+        }
+    }
+
+    /// Whether `digest` is stored (memory only; records no use).
+    pub fn contains(&self, digest: &Sha256Digest) -> bool {
+        self.index().get(digest).is_some()
+    }
+
+    /// For a file whose upstream gave no sha256 (SPEC §4): the content digest pinned to its
+    /// URL key when it was first fetched.
+    pub fn pinned(&self, url_key: &Sha256Digest) -> Option<Sha256Digest> {
+        self.index().pinned(url_key)
+    }
+
+    /// Moves a verified, fully written temporary file into the store and returns the stored
+    /// artifact. The store owns `temp` from here on: it is moved or deleted, also on error.
+    /// Committing a digest that is already stored only adds the URL pin (and makes it
+    /// non-evictable when `record` says so). Afterwards, least recently used evictable
+    /// artifacts other than this one are evicted while the total exceeds `max_size`.
+    pub fn commit_artifact(
+        &self,
+        temp: &Path,
+        record: ArtifactRecord,
+    ) -> Result<Artifact, StoreError> {
+        let inline = match prepare(temp, &record) {
+            Ok(inline) => inline,
+            Err(error) => {
+                let _ = remove_if_present(temp);
+                return Err(error);
+            }
+        };
+        let digest = record.sha256;
+        let _write = self.write_lock();
+        let existing = self.index().get(&digest);
+        let existing = existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
+        let committed = match existing {
+            Some(existing) => {
+                let _ = remove_if_present(temp);
+                self.index().touch(&digest);
+                self.amend_locked(&digest, existing, &record)
+            }
+            None => self.insert_locked(temp, &record, inline.as_deref()),
+        };
+        if let Err(error) = committed {
+            let _ = remove_if_present(temp);
+            return Err(error);
+        }
+        if let Err(error) = self.evict_locked(Some(&digest)) {
+            // The commit itself succeeded; the next commit retries the eviction.
+            tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+        }
+        let body = match inline {
+            Some(bytes) => ArtifactBody::Inline(Bytes::from(bytes)),
+            None => {
+                let path = self.inner.blobs.path_of(&digest);
+                ArtifactBody::File(
+                    File::open(&path)
+                        .map_err(|e| StoreError::io("open the stored file", path, e))?,
+                )
+            }
+        };
+        Ok(Artifact {
+            sha256: digest,
+            size: record.size,
+            body,
+        })
+    }
+
+    /// The fresh-commit path: blob rename (or inline body), record, pin, index.
+    fn insert_locked(
+        &self,
+        temp: &Path,
+        record: &ArtifactRecord,
+        inline: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let digest = record.sha256;
+        if inline.is_none() {
+            self.inner.blobs.install(temp, &digest)?;
+        }
+        let stamp = self.index().stamp();
+        let entry = ArtifactEntry {
+            size: record.size,
+            repository: record.repository.clone(),
+            filename: record.filename.clone(),
+            evictable: record.evictable,
+            inline: inline.is_some(),
+            last_use: stamp,
+            url_keys: record.url_key.map(HexDigest).into_iter().collect(),
+        };
+        let recorded = self
+            .inner
+            .catalog
+            .put_artifact(&digest, &entry, inline, record.url_key.as_ref())
+            .and_then(|()| self.inner.catalog.flush());
+        if let Err(error) = recorded {
+            if inline.is_none() && !self.index().blob_in_use(&digest) {
+                // Unrecorded blobs are garbage; remove it now rather than at the next open.
+                let _ = self.inner.blobs.remove(&digest);
+            }
+            return Err(error);
+        }
+        if inline.is_some() {
+            // The bytes are in the catalog now; a leftover temp is cleared at the next open.
+            let _ = remove_if_present(temp);
+        }
+        let mut index = self.index();
+        index.insert(
+            digest,
+            Entry {
+                size: record.size,
+                last_use: stamp,
+                evictable: record.evictable,
+                inline: inline.is_some(),
+            },
+        );
+        if let Some(url_key) = record.url_key {
+            index.pin(url_key, digest);
+        }
+        Ok(())
+    }
+
+    /// The already-stored path: add a new URL pin, and pin hosted uploads against eviction.
+    fn amend_locked(
+        &self,
+        digest: &Sha256Digest,
+        existing: Entry,
+        record: &ArtifactRecord,
+    ) -> Result<(), StoreError> {
+        let new_pin = record
+            .url_key
+            .filter(|k| self.index().pinned(k) != Some(*digest));
+        let protect = existing.evictable && !record.evictable;
+        if new_pin.is_none() && !protect {
+            return Ok(());
+        }
+        let mut entry = match self.inner.catalog.artifact(digest)? {
+            Some(entry) => entry,
+            None => ArtifactEntry {
+                size: existing.size,
+                repository: record.repository.clone(),
+                filename: record.filename.clone(),
+                evictable: existing.evictable,
+                inline: existing.inline,
+                last_use: existing.last_use,
+                url_keys: Vec::new(),
+            },
+        };
+        if let Some(url_key) = new_pin {
+            if !entry.url_keys.contains(&HexDigest(url_key)) {
+                entry.url_keys.push(HexDigest(url_key));
+            }
+        }
+        entry.evictable &= record.evictable;
+        self.inner
+            .catalog
+            .put_artifact(digest, &entry, None, new_pin.as_ref())?;
+        self.inner.catalog.flush()?;
+        let mut index = self.index();
+        if let Some(url_key) = new_pin {
+            index.pin(url_key, *digest);
+        }
+        if protect {
+            index.protect(digest);
+        }
+        Ok(())
+    }
+
+    /// Removes an artifact (record, body, pins, and its blob unless a page uses it). Returns
+    /// whether it was stored.
+    pub fn remove_artifact(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        let _write = self.write_lock();
+        let removed = self.unrecord_locked(digest)?;
+        self.inner.catalog.flush()?;
+        self.delete_blob_if_unused(digest);
+        Ok(removed)
+    }
+
+    /// Takes an artifact out of the index, then the catalog. The blob stays until the caller
+    /// has flushed the catalog, so a record never outlives its body on disk.
+    fn unrecord_locked(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        let in_index = self.index().remove(digest).is_some();
+        let pins = self.inner.catalog.remove_artifact(digest)?;
+        let in_catalog = pins.is_some();
+        let mut index = self.index();
+        for url_key in pins.unwrap_or_default() {
+            index.unpin(&url_key);
+        }
+        Ok(in_index || in_catalog)
+    }
+
+    /// Evicts least recently used evictable artifacts (never `keep`) while over `max_size`.
+    fn evict_locked(&self, keep: Option<&Sha256Digest>) -> Result<usize, StoreError> {
+        let mut evicted = Vec::new();
+        let max_size = self.inner.max_size;
+        // Each round removes one artifact, so there can be no more rounds than artifacts; the
+        // bound keeps an index bug from turning into an endless loop under the write lock.
+        let mut rounds = self.index().artifacts();
+        loop {
+            let victim = self.index().victim(max_size, keep);
+            let Some(victim) = victim.filter(|_| rounds > 0) else {
+                break;
+            };
+            rounds -= 1;
+            self.unrecord_locked(&victim)?;
+            evicted.push(victim);
+        }
+        if evicted.is_empty() {
+            return Ok(0);
+        }
+        self.inner.catalog.flush()?;
+        for digest in &evicted {
+            self.delete_blob_if_unused(digest);
+        }
+        let index = self.index();
+        tracing::debug!(
+            evicted = evicted.len(),
+            total = index.total(),
+            max_size,
+            "evicted least recently used files"
+        );
+        Ok(evicted.len())
+    }
+
+    /// Deletes the blob of `digest` unless a record still needs it. A failure only leaves
+    /// garbage that the next open removes, so it is logged rather than returned.
+    fn delete_blob_if_unused(&self, digest: &Sha256Digest) {
+        if self.index().blob_in_use(digest) {
+            return;
+        }
+        if let Err(error) = self.inner.blobs.remove(digest) {
+            tracing::warn!(%error, "could not delete a file no longer in the store");
+        }
+    }
+
+    // ---- pages
+
+    /// The stored page for `key`, or `None`.
+    pub fn page(&self, key: &PageKey) -> Result<Option<StoredPage>, StoreError> {
+        // A concurrent put_page may replace the body between reading the record and the body;
+        // reading the record again then finds the new one.
+        for _ in 0..3 {
+            let Some(entry) = self.inner.catalog.page(key)? else {
+                return Ok(None);
+            };
+            let body = match entry.body {
+                PageBody::Inline { .. } => match self.inner.catalog.page_body(key)? {
+                    Some(body) => Bytes::copy_from_slice(&body),
+                    None => continue,
+                },
+                PageBody::Blob { sha256, .. } => {
+                    let path = self.inner.blobs.path_of(&sha256.0);
+                    match fs::read(&path) {
+                        Ok(body) => Bytes::from(body),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(StoreError::io("read the stored page", path, e)),
+                    }
+                }
+            };
+            return Ok(Some(StoredPage {
+                body,
+                content_type: entry.content_type,
+                final_url: entry.final_url,
+                etag: entry.etag,
+                last_modified: entry.last_modified,
+                fetched_at: from_millis(entry.fetched_at),
+            }));
+        }
+        tracing::warn!(page = %key, "the stored body of a page is missing; it will be fetched again");
+        Ok(None)
+    }
+
+    /// Stores (or replaces) a page: inline under [`INLINE_LIMIT`], else as a blob. A replaced
+    /// blob body is deleted unless another record uses it.
+    pub fn put_page(&self, key: &PageKey, page: &StoredPage) -> Result<(), StoreError> {
+        let size = page.body.len() as u64;
+        let blob = (size >= INLINE_LIMIT).then(|| Sha256Digest::of(&page.body));
+        let entry = PageEntry {
+            content_type: page.content_type.clone(),
+            final_url: page.final_url.clone(),
+            etag: page.etag.clone(),
+            last_modified: page.last_modified.clone(),
+            fetched_at: millis(page.fetched_at),
+            body: match blob {
+                Some(sha256) => PageBody::Blob {
+                    sha256: HexDigest(sha256),
+                    size,
+                },
+                None => PageBody::Inline { size },
+            },
+        };
+        // Writing and fsyncing is the slow part and an unrenamed temp is harmless, so only the
+        // rename and the record happen under the write lock.
+        let temp = match blob {
+            Some(_) => Some(self.inner.blobs.write_temp(&page.body)?),
+            None => None,
+        };
+        let _write = self.write_lock();
+        if let (Some(temp), Some(digest)) = (&temp, &blob) {
+            if let Err(error) = self.inner.blobs.install(temp, digest) {
+                let _ = remove_if_present(temp);
+                return Err(error);
+            }
+        }
+        let inline = blob.is_none().then_some(page.body.as_ref());
+        let replaced = match self.inner.catalog.put_page(key, &entry, inline) {
+            Ok(replaced) => replaced,
+            Err(error) => {
+                if let Some(digest) = &blob {
+                    self.delete_blob_if_unused(digest);
+                }
+                return Err(error);
+            }
+        };
+        self.inner.catalog.flush()?;
+        let old_blob = {
+            let mut index = self.index();
+            let old_blob = replaced.map(|old| {
+                let old_blob = old.and_then(|o| o.body.blob());
+                index.remove_page(old_blob);
+                old_blob
+            });
+            index.add_page(blob);
+            old_blob.flatten()
+        };
+        if let Some(old) = old_blob.filter(|old| Some(*old) != blob) {
+            self.delete_blob_if_unused(&old);
+        }
+        Ok(())
+    }
+
+    /// After an upstream 304: a new `fetched_at`, and the validators the upstream sent (the
+    /// others are kept); the body is untouched. A page forgotten meanwhile stays forgotten.
+    pub fn refresh_page(
+        &self,
+        key: &PageKey,
+        fetched_at: SystemTime,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _write = self.write_lock();
+        let Some(mut entry) = self.inner.catalog.page(key)? else {
+            return Ok(());
+        };
+        entry.fetched_at = millis(fetched_at);
+        if let Some(etag) = etag {
+            entry.etag = Some(etag.to_owned());
+        }
+        if let Some(last_modified) = last_modified {
+            entry.last_modified = Some(last_modified.to_owned());
+        }
+        self.inner.catalog.update_page(key, &entry)?;
+        self.inner.catalog.flush()
+    }
+
+    /// Forgets a page (so the next request fetches it). Returns whether it was stored.
+    pub fn forget_page(&self, key: &PageKey) -> Result<bool, StoreError> {
+        let _write = self.write_lock();
+        let Some(old) = self.inner.catalog.remove_page(key)? else {
+            return Ok(false);
+        };
+        self.inner.catalog.flush()?;
+        let old_blob = old.and_then(|o| o.body.blob());
+        self.index().remove_page(old_blob);
+        if let Some(digest) = old_blob {
+            self.delete_blob_if_unused(&digest);
+        }
+        Ok(true)
+    }
+
+    /// Forgets the page of `project` (normalised) in `repository`, for `cache purge`.
+    /// Returns how many pages were forgotten.
+    pub fn forget_project(&self, repository: &str, project: &str) -> Result<usize, StoreError> {
+        let key = PageKey {
+            repository: repository.to_owned(),
+            project: Some(project.to_owned()),
+        };
+        Ok(usize::from(self.forget_page(&key)?))
+    }
+
+    // ---- housekeeping
+
+    /// Writes the last-use times changed since the last call to the catalog in one batch and
+    /// flushes; returns how many records were updated. Hits only touch memory (SPEC §4), so a
+    /// crash loses at most the uses since the last call, which only blurs eviction order.
+    pub fn persist_recency(&self) -> Result<usize, StoreError> {
+        let _write = self.write_lock();
+        let dirty = self.index().take_dirty();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        let persisted = self
+            .inner
+            .catalog
+            .set_last_use(&dirty)
+            .and_then(|n| self.inner.catalog.flush().map(|()| n));
+        if persisted.is_err() {
+            self.index().restore_dirty(dirty.iter().map(|(d, _)| *d));
+        }
+        persisted
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.catalog.flush()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let index = self.index();
+        StoreStats {
+            artifacts: index.artifacts(),
+            artifact_bytes: index.total(),
+            pages: index.pages(),
+            max_size: self.inner.max_size,
+        }
+    }
+}
+
+/// Checks the temporary file against the record and makes its bytes durable. Returns the
+/// bytes when the body is small enough to go inline.
+fn prepare(temp: &Path, record: &ArtifactRecord) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut file =
+        File::open(temp).map_err(|e| StoreError::io("open the finished download", temp, e))?;
+    let actual = file
+        .metadata()
+        .map_err(|e| StoreError::io("inspect the finished download", temp, e))?
+        .len();
+    if actual != record.size {
+        return Err(StoreError::SizeMismatch {
+            path: temp.to_path_buf(),
+            filename: record.filename.clone(),
+            expected: record.size,
+            actual,
+        });
+    }
+    file.sync_all()
+        .map_err(|e| StoreError::io("sync the finished download", temp, e))?;
+    if actual >= INLINE_LIMIT {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(actual).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io("read the finished download", temp, e))?;
+    if bytes.len() as u64 != actual {
+        // The file changed under us: whoever wrote it has not finished.
+        return Err(StoreError::SizeMismatch {
+            path: temp.to_path_buf(),
+            filename: record.filename.clone(),
+            expected: record.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// Brings the catalog and the files back to the invariants after whatever stopped the last
+/// process, and loads the index. Inline bodies are not checked: they share a transaction with
+/// their record, so they cannot be missing, and reading them all would make open slow.
+fn recover(catalog: &Catalog, blobs: &Blobs) -> Result<(Index, Repairs), StoreError> {
+    let mut repairs = Repairs {
+        temp_files: blobs.clear_tmp()?,
+        ..Repairs::default()
+    };
+    let mut on_disk = std::collections::HashSet::new();
+    for found in blobs.list()? {
+        match found {
+            Found::Blob(digest) => {
+                on_disk.insert(digest);
+            }
+            Found::Stray(path) => {
+                blobs.remove_stray(&path)?;
+                repairs.stray_files += 1;
+            }
+        }
+    }
+
+    let mut index = Index::default();
+    let artifacts = catalog.artifact_records()?;
+    for (key, reason) in &artifacts.bad {
+        tracing::warn!(%reason, "dropping an unreadable artifact record");
+        catalog.drop_artifact_key(key)?;
+        repairs.unreadable_records += 1;
+    }
+    for (digest, entry) in artifacts.good {
+        if !entry.inline && !on_disk.contains(&digest) {
+            catalog.remove_artifact(&digest)?;
+            repairs.records_without_blob += 1;
+            continue;
+        }
+        index.insert(
+            digest,
+            Entry {
+                size: entry.size,
+                last_use: entry.last_use,
+                evictable: entry.evictable,
+                inline: entry.inline,
+            },
+        );
+    }
+
+    let pins = catalog.pins()?;
+    for (key, reason) in &pins.bad {
+        tracing::warn!(%reason, "dropping an unreadable url pin");
+        catalog.drop_pin_key(key)?;
+        repairs.unreadable_records += 1;
+    }
+    for (url_key, digest) in pins.good {
+        index.pin(url_key, digest);
+    }
+
+    let pages = catalog.page_records()?;
+    for (key, reason) in &pages.bad {
+        tracing::warn!(%reason, "dropping an unreadable page record");
+        catalog.remove_page_key(key)?;
+        repairs.unreadable_records += 1;
+    }
+    for (key, entry) in pages.good {
+        let blob = entry.body.blob();
+        if blob.is_some_and(|d| !on_disk.contains(&d)) {
+            catalog.remove_page_key(&key)?;
+            repairs.records_without_blob += 1;
+            continue;
+        }
+        index.add_page(blob);
+    }
+
+    for digest in on_disk {
+        if !index.blob_in_use(&digest) {
+            blobs.remove(&digest)?;
+            repairs.blobs_without_record += 1;
+        }
+    }
+    if repairs.unreadable_records + repairs.records_without_blob > 0 {
+        catalog.flush()?;
+    }
+    Ok((index, repairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    const BIG: usize = INLINE_LIMIT as usize;
+
+    fn open(dir: &Path, max_size: u64) -> Store {
+        Store::open(StoreOptions {
+            path: dir.to_path_buf(),
+            max_size,
+        })
+        .unwrap()
+    }
+
+    /// Writes `body` into a fresh temp of `store` and commits it as `name`.
+    fn commit(store: &Store, body: &[u8], name: &str) -> Artifact {
+        commit_with(store, body, name, None, true)
+    }
+
+    fn commit_with(
+        store: &Store,
+        body: &[u8],
+        name: &str,
+        url_key: Option<Sha256Digest>,
+        evictable: bool,
+    ) -> Artifact {
+        let (path, mut file) = store.create_temp().unwrap();
+        file.write_all(body).unwrap();
+        drop(file);
+        store
+            .commit_artifact(
+                &path,
+                ArtifactRecord {
+                    sha256: Sha256Digest::of(body),
+                    size: body.len() as u64,
+                    repository: "pypi".to_owned(),
+                    filename: name.to_owned(),
+                    url_key,
+                    evictable,
+                },
+            )
+            .unwrap()
+    }
+
+    fn read(artifact: Artifact) -> Vec<u8> {
+        match artifact.body {
+            ArtifactBody::Inline(bytes) => bytes.to_vec(),
+            ArtifactBody::File(mut file) => {
+                let mut out = Vec::new();
+                file.seek(SeekFrom::Start(0)).unwrap();
+                file.read_to_end(&mut out).unwrap();
+                out
+            }
+        }
+    }
+
+    fn blob_path(dir: &Path, digest: &Sha256Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        dir.join("blobs/sha256").join(&hex[..2]).join(&hex)
+    }
+
+    fn tmp_entries(dir: &Path) -> usize {
+        fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    fn key(project: Option<&str>) -> PageKey {
+        PageKey {
+            repository: "pypi".to_owned(),
+            project: project.map(str::to_owned),
+        }
+    }
+
+    fn page(body: Vec<u8>, etag: Option<&str>) -> StoredPage {
+        StoredPage {
+            body: Bytes::from(body),
+            content_type: Some("text/html".to_owned()),
+            final_url: "https://example.invalid/simple/demo/".to_owned(),
+            etag: etag.map(str::to_owned),
+            last_modified: None,
+            fetched_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn open_creates_layout_and_reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = b"small metadata".to_vec();
+        {
+            let store = open(dir.path(), u64::MAX);
+            for sub in ["catalog", "blobs/sha256", "tmp"] {
+                assert!(dir.path().join(sub).is_dir(), "{sub}");
+            }
+            assert_eq!(store.path(), dir.path());
+            assert_eq!(store.tmp_dir(), dir.path().join("tmp"));
+            commit(&store, &small, "a-1.0.tar.gz.metadata");
+            store
+                .put_page(&key(None), &page(b"<html/>".to_vec(), None))
+                .unwrap();
+        }
+        let store = open(dir.path(), u64::MAX);
+        let digest = Sha256Digest::of(&small);
+        assert!(store.contains(&digest));
+        assert_eq!(read(store.artifact(&digest).unwrap()), small);
+        assert_eq!(
+            store.page(&key(None)).unwrap().unwrap().body.as_ref(),
+            b"<html/>"
+        );
+        assert_eq!(
+            store.stats(),
+            StoreStats {
+                artifacts: 1,
+                artifact_bytes: small.len() as u64,
+                pages: 1,
+                max_size: u64::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), u64::MAX));
+        {
+            let catalog = Catalog::open(&dir.path().join("catalog"), dir.path()).unwrap();
+            catalog.set_format_for_test(2);
+        }
+        let error = Store::open(StoreOptions {
+            path: dir.path().to_path_buf(),
+            max_size: 1,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::NewerFormat {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("format 2") && message.contains("format 1"),
+            "{message}"
+        );
+        assert!(
+            message.contains("upgrade wheelgate or point store.path elsewhere"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), u64::MAX);
+        let error = Store::open(StoreOptions {
+            path: dir.path().to_path_buf(),
+            max_size: 1,
+        })
+        .unwrap_err();
+        assert!(matches!(error, StoreError::Locked { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains("two wheelgate processes cannot share one store"),
+            "{message}"
+        );
+        // The refused open did not touch the running store's temporary files.
+        assert!(first.create_temp().is_ok());
+    }
+
+    #[test]
+    fn big_artifacts_are_blobs_and_small_ones_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+        let small = vec![1u8; BIG - 1];
+        let big_digest = Sha256Digest::of(&big);
+        let small_digest = Sha256Digest::of(&small);
+
+        let committed = commit(&store, &big, "big-1.0-py3-none-any.whl");
+        assert!(matches!(committed.body, ArtifactBody::File(_)));
+        assert_eq!(fs::read(blob_path(dir.path(), &big_digest)).unwrap(), big);
+        let committed = commit(&store, &small, "small-1.0-py3-none-any.whl");
+        assert!(matches!(committed.body, ArtifactBody::Inline(_)));
+        assert!(!blob_path(dir.path(), &small_digest).exists());
+        assert_eq!(tmp_entries(dir.path()), 0, "temps are moved or deleted");
+
+        let artifact = store.artifact(&big_digest).unwrap();
+        assert_eq!((artifact.sha256, artifact.size), (big_digest, BIG as u64));
+        assert_eq!(read(artifact), big);
+        assert_eq!(read(store.artifact(&small_digest).unwrap()), small);
+        assert!(store.artifact(&Sha256Digest::of(b"absent")).is_none());
+        assert_eq!(store.stats().artifact_bytes, (2 * BIG - 1) as u64);
+    }
+
+    #[test]
+    fn commit_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let big = vec![9u8; BIG * 2];
+        commit(&store, &big, "a.whl");
+        let again = commit(&store, &big, "a.whl");
+        assert_eq!(read(again), big);
+        assert_eq!(store.stats().artifacts, 1);
+        assert_eq!(store.stats().artifact_bytes, big.len() as u64);
+        assert_eq!(tmp_entries(dir.path()), 0);
+    }
+
+    #[test]
+    fn wrong_size_is_refused_and_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let (path, mut file) = store.create_temp().unwrap();
+        file.write_all(b"half").unwrap();
+        let error = store
+            .commit_artifact(
+                &path,
+                ArtifactRecord {
+                    sha256: Sha256Digest::of(b"half of it"),
+                    size: 10,
+                    repository: "pypi".to_owned(),
+                    filename: "a.whl".to_owned(),
+                    url_key: None,
+                    evictable: true,
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::SizeMismatch {
+                    expected: 10,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("a.whl"));
+        assert!(!path.exists());
+        assert_eq!(store.stats().artifacts, 0);
+    }
+
+    #[test]
+    fn crash_leftovers_are_cleaned_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = vec![3u8; BIG];
+        let lost = vec![4u8; BIG];
+        let orphan = vec![5u8; BIG];
+        let (kept_d, lost_d, orphan_d) = (
+            Sha256Digest::of(&kept),
+            Sha256Digest::of(&lost),
+            Sha256Digest::of(&orphan),
+        );
+        {
+            let store = open(dir.path(), u64::MAX);
+            commit(&store, &kept, "kept.whl");
+            commit_with(
+                &store,
+                &lost,
+                "lost.whl",
+                Some(Sha256Digest::of(b"url")),
+                true,
+            );
+            store
+                .put_page(&key(Some("big")), &page(vec![b'x'; BIG], None))
+                .unwrap();
+            store.persist_recency().unwrap();
+        }
+        // A download in progress, a blob renamed but never recorded, a recorded blob deleted,
+        // a big page's blob deleted, and a file that is not a blob at all.
+        fs::write(dir.path().join("tmp/partial.part"), b"partial").unwrap();
+        let orphan_path = blob_path(dir.path(), &orphan_d);
+        fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+        fs::write(&orphan_path, &orphan).unwrap();
+        fs::remove_file(blob_path(dir.path(), &lost_d)).unwrap();
+        fs::remove_file(blob_path(dir.path(), &Sha256Digest::of(&vec![b'x'; BIG]))).unwrap();
+        fs::write(dir.path().join("blobs/sha256/junk"), b"?").unwrap();
+
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(tmp_entries(dir.path()), 0);
+        assert!(!orphan_path.exists());
+        assert!(!dir.path().join("blobs/sha256/junk").exists());
+        assert!(!store.contains(&orphan_d));
+        assert!(!store.contains(&lost_d));
+        assert!(store.artifact(&lost_d).is_none());
+        assert_eq!(
+            store.pinned(&Sha256Digest::of(b"url")),
+            None,
+            "the pin went with its record"
+        );
+        assert!(store.page(&key(Some("big"))).unwrap().is_none());
+        assert_eq!(read(store.artifact(&kept_d).unwrap()), kept);
+        assert_eq!(
+            store.stats(),
+            StoreStats {
+                artifacts: 1,
+                artifact_bytes: BIG as u64,
+                pages: 0,
+                max_size: u64::MAX
+            }
+        );
+        // The lost file can be committed again.
+        assert_eq!(read(commit(&store, &lost, "lost.whl")), lost);
+    }
+
+    #[test]
+    fn a_blob_deleted_while_running_is_forgotten_and_recommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let body = vec![6u8; BIG];
+        let digest = Sha256Digest::of(&body);
+        commit(&store, &body, "a.whl");
+        fs::remove_file(blob_path(dir.path(), &digest)).unwrap();
+        assert!(store.artifact(&digest).is_none());
+        assert!(!store.contains(&digest));
+        assert_eq!(read(commit(&store, &body, "a.whl")), body);
+        assert!(blob_path(dir.path(), &digest).exists());
+    }
+
+    #[test]
+    fn eviction_follows_last_use_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies: Vec<Vec<u8>> = (0..4u8).map(|n| vec![n; BIG]).collect();
+        let digests: Vec<Sha256Digest> = bodies.iter().map(|b| Sha256Digest::of(b)).collect();
+        let limit = 3 * BIG as u64;
+        {
+            let store = open(dir.path(), limit);
+            commit(&store, &bodies[0], "0.whl");
+            commit(&store, &bodies[1], "1.whl");
+            commit(&store, &bodies[2], "2.whl");
+            // 0 becomes the most recent; 1 is now the oldest.
+            assert!(store.artifact(&digests[0]).is_some());
+            assert_eq!(store.persist_recency().unwrap(), 1);
+            assert_eq!(store.persist_recency().unwrap(), 0, "nothing changed since");
+        }
+        let store = open(dir.path(), limit);
+        commit(&store, &bodies[3], "3.whl");
+        assert!(!store.contains(&digests[1]), "the least recently used went");
+        assert!(!blob_path(dir.path(), &digests[1]).exists());
+        for kept in [0, 2, 3] {
+            assert!(store.contains(&digests[kept]), "{kept}");
+        }
+        assert_eq!(store.stats().artifact_bytes, limit);
+    }
+
+    #[test]
+    fn an_open_file_survives_its_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), BIG as u64);
+        let first = vec![1u8; BIG];
+        commit(&store, &first, "1.whl");
+        let held = store.artifact(&Sha256Digest::of(&first)).unwrap();
+        commit(&store, &vec![2u8; BIG], "2.whl");
+        assert!(!store.contains(&Sha256Digest::of(&first)));
+        assert_eq!(read(held), first);
+    }
+
+    #[test]
+    fn non_evictable_artifacts_stay_and_the_new_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), BIG as u64);
+        let hosted = vec![1u8; BIG];
+        commit_with(&store, &hosted, "hosted.whl", None, false);
+        let remote = vec![2u8; BIG];
+        commit(&store, &remote, "remote.whl");
+        // Over the limit, but the hosted file may not go and the new one was just committed.
+        assert!(store.contains(&Sha256Digest::of(&hosted)));
+        assert!(store.contains(&Sha256Digest::of(&remote)));
+        commit(&store, &vec![3u8; BIG], "next.whl");
+        assert!(store.contains(&Sha256Digest::of(&hosted)));
+        assert!(!store.contains(&Sha256Digest::of(&remote)));
+
+        // Uploading content already cached as a remote file protects it.
+        let shared = vec![3u8; BIG];
+        commit_with(&store, &shared, "upload.whl", None, false);
+        commit(&store, &vec![4u8; BIG], "other.whl");
+        assert!(store.contains(&Sha256Digest::of(&shared)));
+        drop(store);
+        let store = open(dir.path(), BIG as u64);
+        commit(&store, &vec![5u8; BIG], "after-reopen.whl");
+        assert!(
+            store.contains(&Sha256Digest::of(&shared)),
+            "protection was persisted"
+        );
+    }
+
+    #[test]
+    fn url_pins_follow_commits_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_a = Sha256Digest::of(b"https://files.example.invalid/a.whl");
+        let url_b = Sha256Digest::of(b"https://mirror.example.invalid/a.whl");
+        let body = b"wheel".to_vec();
+        let digest = Sha256Digest::of(&body);
+        {
+            let store = open(dir.path(), u64::MAX);
+            assert_eq!(store.pinned(&url_a), None);
+            commit_with(&store, &body, "a.whl", Some(url_a), true);
+            commit_with(&store, &body, "a.whl", Some(url_b), true);
+            assert_eq!(store.pinned(&url_a), Some(digest));
+            assert_eq!(store.pinned(&url_b), Some(digest));
+        }
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(store.pinned(&url_a), Some(digest));
+        assert!(store.remove_artifact(&digest).unwrap());
+        assert!(!store.remove_artifact(&digest).unwrap());
+        assert_eq!(store.pinned(&url_a), None);
+        assert_eq!(store.pinned(&url_b), None);
+        drop(store);
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(store.pinned(&url_b), None, "removal reached the catalog");
+    }
+
+    #[test]
+    fn pages_inline_and_blob_replace_refresh_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let project = key(Some("demo"));
+        assert!(store.page(&project).unwrap().is_none());
+
+        let small = page(b"<a href=x>".to_vec(), Some("\"v1\""));
+        store.put_page(&project, &small).unwrap();
+        assert_eq!(store.page(&project).unwrap().unwrap(), small);
+
+        let big_body = vec![b'y'; BIG + 10];
+        let big_digest = Sha256Digest::of(&big_body);
+        let big = page(big_body, Some("\"v2\""));
+        store.put_page(&project, &big).unwrap();
+        assert_eq!(store.page(&project).unwrap().unwrap(), big);
+        assert!(blob_path(dir.path(), &big_digest).exists());
+
+        let later = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        store
+            .refresh_page(&project, later, None, Some("Tue, 01 Jan 2030 00:00:00 GMT"))
+            .unwrap();
+        let refreshed = store.page(&project).unwrap().unwrap();
+        assert_eq!(refreshed.fetched_at, later);
+        assert_eq!(
+            refreshed.etag.as_deref(),
+            Some("\"v2\""),
+            "kept when none was sent"
+        );
+        assert_eq!(
+            refreshed.last_modified.as_deref(),
+            Some("Tue, 01 Jan 2030 00:00:00 GMT")
+        );
+        assert_eq!(refreshed.body, big.body);
+
+        // Replacing the blob page by a small one deletes the blob.
+        store.put_page(&project, &small).unwrap();
+        assert!(!blob_path(dir.path(), &big_digest).exists());
+        assert_eq!(store.stats().pages, 1);
+
+        store.put_page(&key(None), &small).unwrap();
+        assert_eq!(store.stats().pages, 2);
+        assert!(store.forget_page(&key(None)).unwrap());
+        assert!(!store.forget_page(&key(None)).unwrap());
+        assert_eq!(store.forget_project("pypi", "demo").unwrap(), 1);
+        assert_eq!(store.forget_project("pypi", "demo").unwrap(), 0);
+        assert!(store.page(&project).unwrap().is_none());
+        assert_eq!(store.stats().pages, 0);
+        // Refreshing a forgotten page does not bring it back.
+        store
+            .refresh_page(&project, later, Some("\"v3\""), None)
+            .unwrap();
+        assert!(store.page(&project).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_blob_shared_by_two_records_outlives_one_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let body = vec![b'z'; BIG];
+        let digest = Sha256Digest::of(&body);
+        let other = PageKey {
+            repository: "mirror".to_owned(),
+            project: Some("demo".to_owned()),
+        };
+        store
+            .put_page(&key(Some("demo")), &page(body.clone(), None))
+            .unwrap();
+        store.put_page(&other, &page(body.clone(), None)).unwrap();
+        commit(&store, &body, "same-bytes.whl");
+        assert!(store.forget_page(&other).unwrap());
+        assert!(store.remove_artifact(&digest).unwrap());
+        assert_eq!(
+            store
+                .page(&key(Some("demo")))
+                .unwrap()
+                .unwrap()
+                .body
+                .as_ref(),
+            body.as_slice()
+        );
+        assert!(store.forget_page(&key(Some("demo"))).unwrap());
+        assert!(
+            !blob_path(dir.path(), &digest).exists(),
+            "the last user deleted it"
+        );
+    }
+
+    #[test]
+    fn concurrent_commits_of_one_digest_store_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let body = vec![8u8; BIG * 3];
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let body = body.clone();
+                std::thread::spawn(move || read(commit(&store, &body, "a.whl")))
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), body);
+        }
+        assert_eq!(store.stats().artifacts, 1);
+        assert_eq!(tmp_entries(dir.path()), 0);
+    }
+}

@@ -1,0 +1,106 @@
+//! The store's one error type.
+//!
+//! Every failure names the file or catalog it concerns and says what an operator can do about it,
+//! because store errors surface in logs and at start-up, far from the code that caused them.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot create the store directory {}: {source}; check that store.path points to a \
+         writable location for the wheelgate user",
+        path.display()
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+
+    #[error(
+        "store directory {} is in use by another process: two wheelgate processes cannot share \
+         one store; stop the other process or point store.path elsewhere",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+
+    #[error(
+        "cannot open the store catalog {}: {source}; if the directory was damaged, move it aside \
+         and let wheelgate start with an empty store",
+        path.display()
+    )]
+    Open { path: PathBuf, source: sled::Error },
+
+    #[error(
+        "this store was written by a newer wheelgate (format {found}); this binary understands \
+         format {supported}: upgrade wheelgate or point store.path elsewhere (store: {})",
+        path.display()
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error(
+        "the store catalog {} records an unreadable format version ({reason}); it was not \
+         written by wheelgate: point store.path at a directory of its own",
+        path.display()
+    )]
+    UnknownFormat { path: PathBuf, reason: String },
+
+    #[error(
+        "the store catalog {} could not {action}: {source}; check free disk space and the \
+         permissions of the store directory",
+        path.display()
+    )]
+    Catalog {
+        path: PathBuf,
+        action: &'static str,
+        source: sled::Error,
+    },
+
+    #[error(
+        "the store catalog {} holds an unreadable record for {what}: {reason}; run `wheelgate \
+         cache purge` for it, or move the store aside to start empty",
+        path.display()
+    )]
+    CorruptRecord {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
+
+    #[error(
+        "could not {action} {}: {source}; check free disk space and the permissions of the store \
+         directory",
+        path.display()
+    )]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+
+    #[error(
+        "the temporary file {} holds {actual} bytes but {filename} should have {expected}: the \
+         download is incomplete and was discarded; request the file again",
+        path.display()
+    )]
+    SizeMismatch {
+        path: PathBuf,
+        filename: String,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+impl StoreError {
+    /// Wraps an I/O failure with the action and the path it concerns.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+}

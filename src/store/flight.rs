@@ -1,0 +1,1536 @@
+//! Single-flight downloads: one upstream fetch per file, however many clients ask (SPEC §4).
+//!
+//! When fifty clients ask for the same uncached wheel at once, the upstream must be asked once and
+//! all fifty must start receiving bytes as they arrive. moka's `try_get_with` cannot do that (it
+//! returns only when the loader ends), so a download is a *flight*: the first caller (the leader)
+//! spawns a task that writes the upstream's body to a temporary file, and every caller, leader
+//! included, reads that growing file through its own cursor. Progress is published on a
+//! `tokio::sync::watch` channel, which never blocks the writer, so a slow client slows nobody, and
+//! since the fetch runs in its own task a client hanging up neither cancels nor restarts it.
+//!
+//! The body is hashed as it is written and the last block written is withheld from every reader
+//! until the sha256 is known to match the one the index declared. On a mismatch the readers get an
+//! error instead of that block (so no client ever holds the complete wrong file), the temporary
+//! file is deleted, nothing is committed, and the mismatch is logged and counted.
+//!
+//! This module knows nothing about the catalog: what to do with a verified file is the `commit`
+//! callback's business. The flight stays in the map until `commit` has returned, so a request that
+//! finds no flight is sure to find the committed entry instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt};
+use http::StatusCode;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+
+use super::serve::{read_block, BLOCK};
+use crate::simple::digest::{FileKey, Sha256Digest};
+use crate::upstream::{FileFetch, UpstreamError};
+
+/// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps
+/// the number of blocking tasks and syscalls low; it is also the size of what is withheld from
+/// readers until the digest is verified.
+const WRITE_BLOCK: usize = BLOCK;
+
+/// Why a download failed. Cloneable because one failure is reported to every reader of a flight.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    /// The upstream failed: before the response headers (returned by [`Flights::join`]) or while
+    /// sending the body (returned by the stream after the bytes already readable).
+    #[error(transparent)]
+    Upstream(Arc<UpstreamError>),
+    /// The bytes do not have the sha256 the index declared.
+    #[error(
+        "sha256 mismatch for {what}: the index declared {expected} but the upstream sent \
+         {actual}; the transfer was aborted and nothing was stored; the upstream serves a file \
+         that differs from its index, so retry later or tell the index's operators"
+    )]
+    Mismatch {
+        /// The file.
+        what: String,
+        /// The digest from the index.
+        expected: Sha256Digest,
+        /// The digest of what the upstream sent.
+        actual: Sha256Digest,
+    },
+    /// The upstream sent more bytes than its `Content-Length` announced.
+    #[error(
+        "the upstream sent more than the {declared} bytes its Content-Length announced for \
+         {what}; the transfer was aborted and nothing was stored; retry the request"
+    )]
+    TooLong {
+        /// The file.
+        what: String,
+        /// The announced length.
+        declared: u64,
+    },
+    /// The upstream's body ended before its `Content-Length`.
+    #[error(
+        "the upstream's body for {what} ended after {received} of the {declared} bytes its \
+         Content-Length announced; the transfer was aborted and nothing was stored; retry the \
+         request"
+    )]
+    ShortBody {
+        /// The file.
+        what: String,
+        /// The announced length.
+        declared: u64,
+        /// What arrived.
+        received: u64,
+    },
+    /// The temporary file could not be created, written or read.
+    #[error(
+        "cannot {action} {} for {what}: {source}; check that the store's tmp directory is \
+         writable and the disk has free space",
+        path.display()
+    )]
+    Io {
+        /// The file being downloaded.
+        what: String,
+        /// What was being done, as a verb phrase.
+        action: &'static str,
+        /// The temporary file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: Arc<io::Error>,
+    },
+    /// The download task ended without saying how (it panicked, or the runtime is shutting down).
+    #[error(
+        "the download of {what} stopped before it finished (the server may be shutting down); \
+         retry the request"
+    )]
+    Abandoned {
+        /// The file.
+        what: String,
+    },
+}
+
+impl DownloadError {
+    /// The status a client should see when the download fails before its response started: the
+    /// upstream error's own status (404, 504, 502), 502 for everything else.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            DownloadError::Upstream(error) => error.status(),
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// A verified download, handed to the `commit` callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// The temporary file holding the whole body, fsynced. `commit` moves it (rename) or copies
+    /// it; whatever is left at this path after `commit` returns is deleted.
+    pub temp_path: PathBuf,
+    /// The body's sha256: the declared one, verified, or the computed one when none was declared.
+    pub sha256: Sha256Digest,
+    /// The body's length in bytes.
+    pub size: u64,
+}
+
+/// One caller's view of a flight.
+#[derive(Debug)]
+pub struct Download {
+    /// The upstream's `Content-Length`, when it sent one.
+    pub content_length: Option<u64>,
+    /// True for the caller whose request started the fetch.
+    pub leader: bool,
+    /// The bytes, as they become readable.
+    pub body: DownloadBody,
+}
+
+/// The bytes of a download, read from the growing temporary file. Ends after the last byte once
+/// the digest is verified, or with the flight's error after the bytes that were already readable.
+pub struct DownloadBody {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, DownloadError>> + Send>>,
+}
+
+impl Stream for DownloadBody {
+    type Item = Result<Bytes, DownloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for DownloadBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DownloadBody").finish_non_exhaustive()
+    }
+}
+
+/// The in-flight map. Shared by every remote repository of the process, through an `Arc`.
+pub struct Flights {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Flights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flights")
+            .field("tmp_dir", &self.shared.tmp_dir)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    tmp_dir: PathBuf,
+    flights: Mutex<HashMap<FileKey, Flight>>,
+    next_id: AtomicU64,
+    joins: AtomicU64,
+    mismatches: AtomicU64,
+}
+
+impl Shared {
+    /// The map. Nothing panics while holding the lock, so a poisoned lock still holds a
+    /// consistent map and is used as is.
+    fn flights(&self) -> MutexGuard<'_, HashMap<FileKey, Flight>> {
+        self.flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A map entry. `id` tells flights of the same key apart, so a flight only ever removes itself.
+struct Flight {
+    id: u64,
+    progress: watch::Receiver<Progress>,
+}
+
+/// What the download task publishes to its readers.
+struct Progress {
+    /// Set once the upstream answered and the temporary file exists.
+    opened: Option<Opened>,
+    /// Bytes `0..readable` of the temporary file may be sent to clients.
+    readable: u64,
+    end: End,
+}
+
+#[derive(Clone)]
+struct Opened {
+    file: Arc<File>,
+    path: PathBuf,
+    content_length: Option<u64>,
+}
+
+enum End {
+    Running,
+    /// Every byte is written and the digest matched: `readable` is the size.
+    Verified,
+    /// Readers get this after the bytes up to `readable`.
+    Failed(DownloadError),
+}
+
+impl Flights {
+    /// An empty map whose temporary files are created in `tmp_dir`, which must be on the same
+    /// filesystem as the store's blobs so that committing is a rename.
+    pub fn new(tmp_dir: PathBuf) -> Flights {
+        Flights {
+            shared: Arc::new(Shared {
+                tmp_dir,
+                flights: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                joins: AtomicU64::new(0),
+                mismatches: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Joins the in-flight download of `key`, or starts one with `source` (the upstream request)
+    /// when there is none. `source` and `commit` are dropped unused when the caller joins an
+    /// existing flight. The caller is expected to have looked in the store first.
+    ///
+    /// Returns as soon as the upstream's response headers are known. If `source` fails, every
+    /// caller of this flight gets its error here. Otherwise the body streams the file as it is
+    /// written, withholding the last block until the sha256 matches `expected` (with `None`, the
+    /// computed digest is taken as is). On success `commit` runs on a blocking thread with the
+    /// fsynced temporary file; its error is logged, and readers still get the verified bytes
+    /// through their open handle. `what` names the file in errors and logs.
+    pub async fn join<S, C>(
+        &self,
+        key: FileKey,
+        expected: Option<Sha256Digest>,
+        what: String,
+        source: S,
+        commit: C,
+    ) -> Result<Download, DownloadError>
+    where
+        S: Future<Output = Result<FileFetch, UpstreamError>> + Send + 'static,
+        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+    {
+        let source = async move {
+            let fetch = source.await?;
+            Ok((fetch.content_length, fetch.body))
+        };
+        self.join_body(key, expected, what, source, commit).await
+    }
+
+    /// [`Flights::join`] over any body stream, so that the flight logic does not depend on where
+    /// the bytes come from.
+    async fn join_body<S, B, C>(
+        &self,
+        key: FileKey,
+        expected: Option<Sha256Digest>,
+        what: String,
+        source: S,
+        commit: C,
+    ) -> Result<Download, DownloadError>
+    where
+        S: Future<Output = Result<(Option<u64>, B), UpstreamError>> + Send + 'static,
+        B: Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin + 'static,
+        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+    {
+        let (progress, leader) = {
+            let mut flights = self.shared.flights();
+            match flights.get(&key) {
+                Some(flight) => {
+                    self.shared.joins.fetch_add(1, Ordering::Relaxed);
+                    (flight.progress.clone(), false)
+                }
+                None => {
+                    let (sender, progress) = watch::channel(Progress {
+                        opened: None,
+                        readable: 0,
+                        end: End::Running,
+                    });
+                    let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    flights.insert(
+                        key,
+                        Flight {
+                            id,
+                            progress: progress.clone(),
+                        },
+                    );
+                    let task = Task {
+                        shared: self.shared.clone(),
+                        key,
+                        id,
+                        expected,
+                        what: what.clone(),
+                        sender,
+                    };
+                    // Spawned while the map is locked, so no second leader can slip in between;
+                    // `spawn` only queues the task.
+                    tokio::spawn(task.run(source, commit));
+                    (progress, true)
+                }
+            }
+        };
+        wait_for_headers(progress, leader, what).await
+    }
+
+    /// How many downloads are running (or committing).
+    pub fn in_flight(&self) -> usize {
+        self.shared.flights().len()
+    }
+
+    /// How many callers joined a download another caller had started (for metrics).
+    pub fn joins(&self) -> u64 {
+        self.shared.joins.load(Ordering::Relaxed)
+    }
+
+    /// How many downloads were discarded because their sha256 did not match the index.
+    pub fn mismatches(&self) -> u64 {
+        self.shared.mismatches.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits until the flight has opened its temporary file (or failed before that).
+async fn wait_for_headers(
+    mut progress: watch::Receiver<Progress>,
+    leader: bool,
+    what: String,
+) -> Result<Download, DownloadError> {
+    let mut task_gone = false;
+    loop {
+        let opened = {
+            let now = progress.borrow_and_update();
+            if let End::Failed(error) = &now.end {
+                if now.opened.is_none() {
+                    return Err(error.clone());
+                }
+            }
+            now.opened.clone()
+        };
+        if let Some(opened) = opened {
+            let content_length = opened.content_length;
+            let reader = Reader {
+                progress,
+                opened,
+                position: 0,
+                what,
+            };
+            return Ok(Download {
+                content_length,
+                leader,
+                body: reader.into_body(),
+            });
+        }
+        if task_gone {
+            return Err(DownloadError::Abandoned { what });
+        }
+        // The task publishes its last state before dropping the sender, so look once more
+        // after it is gone.
+        task_gone = progress.changed().await.is_err();
+    }
+}
+
+/// One caller's cursor in the temporary file.
+struct Reader {
+    progress: watch::Receiver<Progress>,
+    opened: Opened,
+    position: u64,
+    what: String,
+}
+
+impl Reader {
+    fn into_body(self) -> DownloadBody {
+        let body = stream::unfold(Some(self), |state| async move {
+            let mut reader = state?;
+            match reader.next().await? {
+                Ok(block) => Some((Ok(block), Some(reader))),
+                // Nothing follows an error.
+                Err(error) => Some((Err(error), None)),
+            }
+        });
+        DownloadBody {
+            inner: Box::pin(body),
+        }
+    }
+
+    /// The next readable block, the end, or the flight's error once the readable bytes are out.
+    async fn next(&mut self) -> Option<Result<Bytes, DownloadError>> {
+        let mut task_gone = false;
+        loop {
+            let (readable, end) = {
+                let now = self.progress.borrow_and_update();
+                let end = match &now.end {
+                    End::Running => None,
+                    End::Verified => Some(Ok(())),
+                    End::Failed(error) => Some(Err(error.clone())),
+                };
+                (now.readable, end)
+            };
+            if self.position < readable {
+                let len = usize::try_from(readable - self.position)
+                    .unwrap_or(usize::MAX)
+                    .min(BLOCK);
+                let read = read_block(self.opened.file.clone(), self.position, len).await;
+                return Some(match read {
+                    Ok(block) => {
+                        self.position += block.len() as u64;
+                        Ok(block)
+                    }
+                    Err(source) => Err(DownloadError::Io {
+                        what: self.what.clone(),
+                        action: "read the temporary file",
+                        path: self.opened.path.clone(),
+                        source: Arc::new(source),
+                    }),
+                });
+            }
+            match end {
+                Some(Ok(())) => return None,
+                Some(Err(error)) => return Some(Err(error)),
+                None if task_gone => {
+                    return Some(Err(DownloadError::Abandoned {
+                        what: self.what.clone(),
+                    }))
+                }
+                None => task_gone = self.progress.changed().await.is_err(),
+            }
+        }
+    }
+}
+
+/// The leader's download task.
+struct Task {
+    shared: Arc<Shared>,
+    key: FileKey,
+    id: u64,
+    expected: Option<Sha256Digest>,
+    what: String,
+    sender: watch::Sender<Progress>,
+}
+
+/// Removes the flight from the map and deletes its temporary file when the task ends, however it
+/// ends (a panic or a runtime shutting down included), so a failed flight never blocks the next.
+struct Landing {
+    shared: Arc<Shared>,
+    key: FileKey,
+    id: u64,
+    temp: Option<PathBuf>,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let Some(path) = self.temp.take() {
+            // Normal paths delete the file on a blocking thread first; this is the fallback.
+            let _ = std::fs::remove_file(path);
+        }
+        let mut flights = self.shared.flights();
+        if flights
+            .get(&self.key)
+            .is_some_and(|flight| flight.id == self.id)
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// What a successful transfer leaves for the commit.
+struct Transferred {
+    file: Arc<File>,
+    path: PathBuf,
+    sha256: Sha256Digest,
+    size: u64,
+}
+
+impl Task {
+    async fn run<S, B, C>(self, source: S, commit: C)
+    where
+        S: Future<Output = Result<(Option<u64>, B), UpstreamError>> + Send + 'static,
+        B: Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin + 'static,
+        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+    {
+        let mut landing = Landing {
+            shared: self.shared.clone(),
+            key: self.key,
+            id: self.id,
+            temp: None,
+        };
+        match self.transfer(source, &mut landing).await {
+            Ok(done) => {
+                self.commit(done, commit).await;
+            }
+            Err(error) => {
+                let readable = self.sender.borrow().readable;
+                if !matches!(error, DownloadError::Mismatch { .. }) && landing.temp.is_some() {
+                    tracing::warn!(
+                        file = %self.what,
+                        key = %self.key,
+                        readable_bytes = readable,
+                        error = %error,
+                        "download failed mid-transfer; clients were cut off and nothing was stored"
+                    );
+                }
+                self.sender.send_modify(|now| now.end = End::Failed(error));
+            }
+        }
+        if let Some(path) = landing.temp.take() {
+            remove_temp(path, &self.what).await;
+        }
+        drop(landing);
+    }
+
+    /// Fetches, writes and verifies the body, publishing progress as blocks are written.
+    async fn transfer<S, B>(
+        &self,
+        source: S,
+        landing: &mut Landing,
+    ) -> Result<Transferred, DownloadError>
+    where
+        S: Future<Output = Result<(Option<u64>, B), UpstreamError>>,
+        B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
+    {
+        let (content_length, mut body) = source
+            .await
+            .map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
+        let path =
+            self.shared
+                .tmp_dir
+                .join(format!("{}.{:016x}.part", self.key, rand::random::<u64>()));
+        let file = create_temp(path.clone())
+            .await
+            .map_err(|source| self.io_error("create the temporary file", &path, source))?;
+        landing.temp = Some(path.clone());
+        let file = Arc::new(file);
+        self.sender.send_modify(|now| {
+            now.opened = Some(Opened {
+                file: file.clone(),
+                path: path.clone(),
+                content_length,
+            })
+        });
+
+        let mut writer = BlockWriter::new(file.clone());
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
+            received += chunk.len() as u64;
+            if let Some(declared) = content_length {
+                if received > declared {
+                    return Err(DownloadError::TooLong {
+                        what: self.what.clone(),
+                        declared,
+                    });
+                }
+            }
+            let mut rest: &[u8] = &chunk;
+            while !rest.is_empty() {
+                rest = writer.fill(rest);
+                if writer.is_full() {
+                    // The block just written is held back: readers may read up to where it starts.
+                    let before = writer.written;
+                    writer.write().await.map_err(|source| {
+                        self.io_error("write the temporary file", &path, source)
+                    })?;
+                    self.sender.send_modify(|now| now.readable = before);
+                }
+            }
+        }
+        if let Some(declared) = content_length {
+            if received < declared {
+                return Err(DownloadError::ShortBody {
+                    what: self.what.clone(),
+                    declared,
+                    received,
+                });
+            }
+        }
+        writer
+            .write()
+            .await
+            .map_err(|source| self.io_error("write the temporary file", &path, source))?;
+        let size = writer.written;
+        let actual = Sha256Digest::from_bytes(writer.hasher.finalize().into());
+        if let Some(expected) = self.expected {
+            if actual != expected {
+                self.shared.mismatches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    file = %self.what,
+                    key = %self.key,
+                    %expected,
+                    %actual,
+                    size,
+                    "sha256 mismatch: the upstream sent different bytes than its index declared; \
+                     transfers aborted, nothing stored"
+                );
+                return Err(DownloadError::Mismatch {
+                    what: self.what.clone(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        self.sender.send_modify(|now| {
+            now.readable = size;
+            now.end = End::Verified;
+        });
+        Ok(Transferred {
+            file,
+            path,
+            sha256: actual,
+            size,
+        })
+    }
+
+    /// Fsyncs the verified file and hands it to `commit`, on a blocking thread. Readers are
+    /// already reading the verified bytes; a failure here only means the file is not stored.
+    async fn commit<C>(&self, done: Transferred, commit: C)
+    where
+        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+    {
+        let completed = Completed {
+            temp_path: done.path.clone(),
+            sha256: done.sha256,
+            size: done.size,
+        };
+        let file = done.file;
+        let outcome = tokio::task::spawn_blocking(move || {
+            file.sync_all()
+                .map_err(|error| format!("cannot fsync the temporary file: {error}"))?;
+            commit(completed)
+        })
+        .await;
+        let failure = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(reason)) => reason,
+            Err(join) => format!("the commit task failed: {join}"),
+        };
+        tracing::error!(
+            file = %self.what,
+            key = %self.key,
+            sha256 = %done.sha256,
+            temp = %done.path.display(),
+            reason = %failure,
+            "a verified download could not be stored; clients got it, the next request fetches \
+             it again"
+        );
+    }
+
+    fn io_error(&self, action: &'static str, path: &Path, source: io::Error) -> DownloadError {
+        DownloadError::Io {
+            what: self.what.clone(),
+            action,
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Gathers the body into blocks of [`WRITE_BLOCK`] bytes and writes each with positioned I/O on a
+/// blocking thread, hashing it there too. The buffer never exceeds one block.
+struct BlockWriter {
+    file: Arc<File>,
+    buffer: Vec<u8>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl BlockWriter {
+    fn new(file: Arc<File>) -> BlockWriter {
+        BlockWriter {
+            file,
+            buffer: Vec::with_capacity(WRITE_BLOCK),
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// Takes as much of `bytes` as fits in the current block; returns the rest.
+    fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let room = WRITE_BLOCK.saturating_sub(self.buffer.len());
+        let (now, rest) = bytes.split_at(room.min(bytes.len()));
+        self.buffer.extend_from_slice(now);
+        rest
+    }
+
+    fn is_full(&self) -> bool {
+        self.buffer.len() >= WRITE_BLOCK
+    }
+
+    /// Writes and hashes the buffered block, if any.
+    async fn write(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let file = self.file.clone();
+        let offset = self.written;
+        let (buffer, hasher, result) = tokio::task::spawn_blocking(move || {
+            hasher.update(&buffer);
+            let result = file.write_all_at(&buffer, offset);
+            let len = buffer.len() as u64;
+            buffer.clear();
+            (buffer, hasher, result.map(|()| len))
+        })
+        .await
+        .map_err(|join| io::Error::other(format!("the write task failed: {join}")))?;
+        self.buffer = buffer;
+        self.hasher = hasher;
+        self.written += result?;
+        Ok(())
+    }
+}
+
+/// Creates a new temporary file (never reusing an existing one) open for reading and writing.
+async fn create_temp(path: PathBuf) -> io::Result<File> {
+    tokio::task::spawn_blocking(move || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    })
+    .await
+    .map_err(|join| io::Error::other(format!("the create task failed: {join}")))?
+}
+
+/// Deletes what is left of a temporary file; a file `commit` already moved away is fine.
+async fn remove_temp(path: PathBuf, what: &str) {
+    let shown = path.clone();
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) if error.kind() == io::ErrorKind::NotFound => {}
+        Ok(Err(error)) => tracing::warn!(
+            file = %what,
+            temp = %shown.display(),
+            %error,
+            "cannot delete a temporary download file; delete it by hand"
+        ),
+        Err(join) => tracing::warn!(
+            file = %what,
+            temp = %shown.display(),
+            error = %join,
+            "cannot delete a temporary download file; delete it by hand"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use url::Url;
+
+    type Body = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
+
+    /// A body stream that implements `Unpin`, as `join_body` requires.
+    struct TestBody(Body);
+
+    impl Stream for TestBody {
+        type Item = Result<Bytes, UpstreamError>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.as_mut().poll_next(cx)
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| ((i % 251) as u8) ^ seed).collect()
+    }
+
+    fn chunked(data: &[u8], chunk: usize) -> TestBody {
+        let chunks: Vec<_> = data
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        TestBody(Box::pin(stream::iter(chunks)))
+    }
+
+    fn from_channel(receiver: mpsc::Receiver<Result<Bytes, UpstreamError>>) -> TestBody {
+        TestBody(Box::pin(stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        )))
+    }
+
+    fn key(name: &str) -> FileKey {
+        FileKey::for_url(&format!("https://files.example.invalid/{name}"))
+    }
+
+    fn not_found() -> UpstreamError {
+        UpstreamError::NotFound {
+            url: (&Url::parse("https://files.example.invalid/a.whl").unwrap()).into(),
+            status: StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// What the commit callbacks saw: each call's `Completed` and the sha256 of the file's
+    /// content at that moment.
+    #[derive(Clone, Default)]
+    struct Commits(Arc<Mutex<Vec<(Completed, Sha256Digest)>>>);
+
+    impl Commits {
+        /// A commit that hashes the temporary file, then moves it to `moved_to` if given.
+        fn callback(
+            &self,
+            moved_to: Option<PathBuf>,
+        ) -> impl FnOnce(Completed) -> Result<(), String> + Send + 'static {
+            let seen = self.0.clone();
+            move |completed: Completed| {
+                let mut file = File::open(&completed.temp_path).map_err(|e| e.to_string())?;
+                let mut hasher = Sha256::new();
+                io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
+                let content = Sha256Digest::from_bytes(hasher.finalize().into());
+                if let Some(target) = moved_to {
+                    std::fs::rename(&completed.temp_path, target).map_err(|e| e.to_string())?;
+                }
+                seen.lock().unwrap().push((completed, content));
+                Ok(())
+            }
+        }
+
+        fn calls(&self) -> Vec<(Completed, Sha256Digest)> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// Reads a body to its end: the bytes, and the error it ended with, if any.
+    async fn drain(mut body: DownloadBody) -> (Vec<u8>, Option<DownloadError>) {
+        let mut out = Vec::new();
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(block) => {
+                    assert!(
+                        !block.is_empty() && block.len() <= BLOCK,
+                        "block of {}",
+                        block.len()
+                    );
+                    out.extend_from_slice(&block);
+                }
+                Err(error) => return (out, Some(error)),
+            }
+        }
+        (out, None)
+    }
+
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    #[test]
+    fn the_types_cross_threads() {
+        fn shared<T: Send + Sync + 'static>() {}
+        fn sent<T: Send + Unpin + 'static>() {}
+        shared::<Flights>();
+        shared::<DownloadError>();
+        sent::<Download>();
+        sent::<DownloadBody>();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_joins_share_one_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let data = Arc::new(pattern(3 * BLOCK + 12_345, 7));
+        let digest = Sha256Digest::of(&data);
+        let polled = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = watch::channel(false);
+        let commits = Commits::default();
+        let blob = blobs.path().join("blob");
+
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (flights, data, polled, commits) = (
+                flights.clone(),
+                data.clone(),
+                polled.clone(),
+                commits.clone(),
+            );
+            let mut gate = gate.clone();
+            let blob = blob.clone();
+            tasks.push(tokio::spawn(async move {
+                let source = async move {
+                    polled.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok((Some(data.len() as u64), chunked(&data, 10_000)))
+                };
+                let download = flights
+                    .join_body(
+                        key("a.whl"),
+                        Some(digest),
+                        "a.whl".into(),
+                        source,
+                        commits.callback(Some(blob)),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(download.content_length, Some(3 * BLOCK as u64 + 12_345));
+                let leader = download.leader;
+                let (bytes, error) = drain(download.body).await;
+                (leader, bytes, error)
+            }));
+        }
+        eventually("every join", || flights.joins() == 19).await;
+        assert_eq!(flights.in_flight(), 1);
+        open.send_replace(true);
+
+        let mut leaders = 0;
+        for task in tasks {
+            let (leader, bytes, error) = task.await.unwrap();
+            assert!(error.is_none(), "{error:?}");
+            assert!(bytes == *data, "a reader got different bytes");
+            leaders += usize::from(leader);
+        }
+        assert_eq!(leaders, 1);
+        assert_eq!(
+            polled.load(Ordering::SeqCst),
+            1,
+            "the upstream must be asked once"
+        );
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        let calls = commits.calls();
+        assert_eq!(calls.len(), 1);
+        let (completed, content) = &calls[0];
+        assert_eq!(completed.sha256, digest);
+        assert_eq!(*content, digest);
+        assert_eq!(completed.size, data.len() as u64);
+        assert_eq!(std::fs::read(&blob).unwrap(), *data);
+        assert!(temp_files(dir.path()).is_empty());
+        assert_eq!(flights.mismatches(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_get_bytes_before_the_upstream_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let data = pattern(5 * BLOCK, 1);
+        let (sender, receiver) = mpsc::channel(1024);
+        let body = from_channel(receiver);
+        let commits = Commits::default();
+        let leader = flights
+            .join_body(
+                key("b.whl"),
+                None,
+                "b.whl".into(),
+                async move { Ok((None, body)) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        let follower = flights
+            .join_body(
+                key("b.whl"),
+                None,
+                "b.whl".into(),
+                async { Ok((None, chunked(b"other", 1))) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        assert!(leader.leader && !follower.leader);
+        assert_eq!(leader.content_length, None);
+
+        let (first_half, second_half) = data.split_at(3 * BLOCK);
+        for chunk in first_half.chunks(50_000) {
+            sender
+                .send(Ok(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        let mut bodies = [leader.body, follower.body];
+        let mut received = [Vec::new(), Vec::new()];
+        for (body, out) in bodies.iter_mut().zip(received.iter_mut()) {
+            while out.len() < BLOCK {
+                let block = tokio::time::timeout(Duration::from_secs(10), body.next())
+                    .await
+                    .expect("bytes must flow while the upstream is still sending")
+                    .unwrap()
+                    .unwrap();
+                out.extend_from_slice(&block);
+            }
+            assert!(
+                out.len() < first_half.len(),
+                "the last block written is withheld"
+            );
+        }
+        assert_eq!(flights.in_flight(), 1, "the upstream has not finished yet");
+
+        for chunk in second_half.chunks(50_000) {
+            sender
+                .send(Ok(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        drop(sender);
+        for (body, mut out) in bodies.into_iter().zip(received) {
+            let (rest, error) = drain(body).await;
+            assert!(error.is_none(), "{error:?}");
+            out.extend_from_slice(&rest);
+            assert!(out == data);
+        }
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        let calls = commits.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            calls[0].0.sha256,
+            Sha256Digest::of(&data),
+            "the computed digest is final"
+        );
+        assert_eq!(calls[0].0.size, data.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_hanging_up_does_not_cancel_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let data = pattern(6 * BLOCK + 3, 2);
+        let (sender, receiver) = mpsc::channel(1024);
+        let body = from_channel(receiver);
+        let commits = Commits::default();
+        let polled = Arc::new(AtomicUsize::new(0));
+        let length = data.len() as u64;
+        let join = |source_polled: Arc<AtomicUsize>, body: Option<TestBody>| {
+            flights.join_body(
+                key("c.whl"),
+                Some(Sha256Digest::of(&data)),
+                "c.whl".into(),
+                async move {
+                    source_polled.fetch_add(1, Ordering::SeqCst);
+                    Ok((Some(length), body.unwrap_or_else(|| chunked(b"", 1))))
+                },
+                commits.callback(None),
+            )
+        };
+        let mut quitter = join(polled.clone(), Some(body)).await.unwrap();
+        let stayer = join(polled.clone(), None).await.unwrap();
+        for chunk in data[..3 * BLOCK].chunks(40_000) {
+            sender
+                .send(Ok(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        let first = quitter.body.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        drop(quitter);
+        for chunk in data[3 * BLOCK..].chunks(40_000) {
+            sender
+                .send(Ok(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        drop(sender);
+        let (bytes, error) = drain(stayer.body).await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(bytes == data);
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert_eq!(commits.calls().len(), 1);
+        assert_eq!(polled.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mismatch_fails_every_reader_and_withholds_the_last_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let data = pattern(4 * BLOCK + 999, 3);
+        let wrong = Sha256Digest::of(b"what the index declared");
+        let commits = Commits::default();
+        let (open, gate) = watch::channel(false);
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let (flights, data, commits) = (flights.clone(), data.clone(), commits.clone());
+            let mut gate = gate.clone();
+            readers.push(tokio::spawn(async move {
+                let source = async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok((Some(data.len() as u64), chunked(&data, 30_000)))
+                };
+                let download = flights
+                    .join_body(
+                        key("d.whl"),
+                        Some(wrong),
+                        "d-1.0-py3-none-any.whl".into(),
+                        source,
+                        commits.callback(None),
+                    )
+                    .await
+                    .unwrap();
+                drain(download.body).await
+            }));
+        }
+        eventually("every join", || flights.joins() == 2).await;
+        open.send_replace(true);
+        for reader in readers {
+            let (bytes, error) = reader.await.unwrap();
+            match error {
+                Some(DownloadError::Mismatch {
+                    what,
+                    expected,
+                    actual,
+                }) => {
+                    assert_eq!(what, "d-1.0-py3-none-any.whl");
+                    assert_eq!(expected, wrong);
+                    assert_eq!(actual, Sha256Digest::of(&data));
+                }
+                other => panic!("expected a mismatch, got {other:?}"),
+            }
+            // The final write (the 999-byte tail) and the block before it were never readable.
+            assert!(
+                bytes.len() <= data.len() - 999 - BLOCK,
+                "{} bytes leaked",
+                bytes.len()
+            );
+            assert_eq!(bytes, data[..bytes.len()]);
+        }
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert!(
+            commits.calls().is_empty(),
+            "a mismatching file must not be committed"
+        );
+        assert!(
+            temp_files(dir.path()).is_empty(),
+            "the temporary file must be deleted"
+        );
+        assert_eq!(flights.mismatches(), 1);
+        let message = DownloadError::Mismatch {
+            what: "d.whl".into(),
+            expected: wrong,
+            actual: wrong,
+        }
+        .to_string();
+        assert!(
+            message.contains("d.whl") && message.contains(&wrong.to_hex()),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_mismatching_file_delivers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let download = flights
+            .join_body(
+                key("e.whl"),
+                Some(Sha256Digest::of(b"declared")),
+                "e.whl".into(),
+                async { Ok((None, chunked(b"actual bytes", 4))) },
+                Commits::default().callback(None),
+            )
+            .await
+            .unwrap();
+        let (bytes, error) = drain(download.body).await;
+        assert!(bytes.is_empty());
+        assert!(
+            matches!(error, Some(DownloadError::Mismatch { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upstream_error_fails_every_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let commits = Commits::default();
+        let (open, gate) = watch::channel(false);
+        let mut joins = Vec::new();
+        for _ in 0..5 {
+            let (flights, commits) = (flights.clone(), commits.clone());
+            let mut gate = gate.clone();
+            joins.push(tokio::spawn(async move {
+                let source = async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    Err::<(Option<u64>, TestBody), _>(not_found())
+                };
+                flights
+                    .join_body(
+                        key("f.whl"),
+                        None,
+                        "f.whl".into(),
+                        source,
+                        commits.callback(None),
+                    )
+                    .await
+            }));
+        }
+        eventually("every join", || flights.joins() == 4).await;
+        open.send_replace(true);
+        for join in joins {
+            let error = join.await.unwrap().unwrap_err();
+            assert!(
+                matches!(&error, DownloadError::Upstream(e) if e.is_not_found()),
+                "{error:?}"
+            );
+            assert_eq!(error.status(), StatusCode::NOT_FOUND);
+        }
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert!(commits.calls().is_empty());
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_error_comes_after_the_readable_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let data = pattern(3 * BLOCK, 4);
+        let mut chunks: Vec<Result<Bytes, UpstreamError>> = data
+            .chunks(BLOCK)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        chunks.push(Err(not_found()));
+        let body = TestBody(Box::pin(stream::iter(chunks)));
+        let commits = Commits::default();
+        let download = flights
+            .join_body(
+                key("g.whl"),
+                None,
+                "g.whl".into(),
+                async { Ok((None, body)) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        let (bytes, error) = drain(download.body).await;
+        assert!(
+            matches!(error, Some(DownloadError::Upstream(_))),
+            "{error:?}"
+        );
+        assert_eq!(
+            bytes,
+            data[..2 * BLOCK],
+            "the blocks before the last one were readable"
+        );
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert!(commits.calls().is_empty());
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn content_length_must_match_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let data = pattern(1000, 5);
+        for (declared, name) in [(999u64, "long.whl"), (1001, "short.whl")] {
+            let commits = Commits::default();
+            let body = chunked(&data, 100);
+            let download = flights
+                .join_body(
+                    key(name),
+                    None,
+                    name.into(),
+                    async move { Ok((Some(declared), body)) },
+                    commits.callback(None),
+                )
+                .await
+                .unwrap();
+            let (bytes, error) = drain(download.body).await;
+            assert!(
+                bytes.is_empty(),
+                "{name}: nothing was verified, nothing may be sent"
+            );
+            match (declared, error) {
+                (
+                    999,
+                    Some(DownloadError::TooLong {
+                        what,
+                        declared: 999,
+                    }),
+                ) => assert_eq!(what, name),
+                (
+                    1001,
+                    Some(DownloadError::ShortBody {
+                        declared: 1001,
+                        received: 1000,
+                        ..
+                    }),
+                ) => {}
+                (_, other) => panic!("{name}: unexpected {other:?}"),
+            }
+            eventually("the flight to land", || flights.in_flight() == 0).await;
+            assert!(commits.calls().is_empty(), "{name}");
+        }
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_join_after_landing_starts_a_new_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let commits = Commits::default();
+        let polled = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let polled = polled.clone();
+            let source = async move {
+                polled.fetch_add(1, Ordering::SeqCst);
+                Ok((Some(5), chunked(b"hello", 2)))
+            };
+            let download = flights
+                .join_body(
+                    key("h.whl"),
+                    None,
+                    "h.whl".into(),
+                    source,
+                    commits.callback(None),
+                )
+                .await
+                .unwrap();
+            assert!(download.leader);
+            let (bytes, error) = drain(download.body).await;
+            assert!(error.is_none());
+            assert_eq!(bytes, b"hello");
+            eventually("the flight to land", || flights.in_flight() == 0).await;
+        }
+        assert_eq!(polled.load(Ordering::SeqCst), 2);
+        assert_eq!(commits.calls().len(), 2);
+        assert_eq!(flights.joins(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_is_verified_and_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let commits = Commits::default();
+        let download = flights
+            .join_body(
+                key("empty.whl"),
+                Some(Sha256Digest::of(b"")),
+                "empty.whl".into(),
+                async { Ok((Some(0), chunked(b"", 1))) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        let (bytes, error) = drain(download.body).await;
+        assert!(bytes.is_empty() && error.is_none(), "{error:?}");
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert_eq!(commits.calls().len(), 1);
+        assert_eq!(commits.calls()[0].0.size, 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_tmp_dir_fails_the_join_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let flights = Flights::new(missing.clone());
+        let error = flights
+            .join_body(
+                key("i.whl"),
+                None,
+                "i.whl".into(),
+                async { Ok((None, chunked(b"x", 1))) },
+                Commits::default().callback(None),
+            )
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, DownloadError::Io { .. }), "{error:?}");
+        assert!(
+            message.contains("no-such-dir") && message.contains("i.whl"),
+            "{message}"
+        );
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+    }
+
+    /// The resident set size of this process, from /proc.
+    fn rss_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    #[tokio::test]
+    async fn the_write_buffer_never_exceeds_one_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(tempfile::tempfile_in(dir.path()).unwrap());
+        let mut writer = BlockWriter::new(file.clone());
+        // One upstream chunk far larger than a block, as a misbehaving peer could send.
+        let huge = pattern(10 * WRITE_BLOCK + 17, 9);
+        let mut rest: &[u8] = &huge;
+        let mut writes = 0;
+        while !rest.is_empty() {
+            rest = writer.fill(rest);
+            assert!(writer.buffer.len() <= WRITE_BLOCK);
+            assert!(
+                writer.buffer.capacity() < 2 * WRITE_BLOCK,
+                "the buffer grew"
+            );
+            if writer.is_full() {
+                writer.write().await.unwrap();
+                writes += 1;
+            }
+        }
+        writer.write().await.unwrap();
+        assert_eq!(writes, 10);
+        assert_eq!(writer.written, huge.len() as u64);
+        assert_eq!(
+            Sha256Digest::from_bytes(writer.hasher.finalize().into()),
+            Sha256Digest::of(&huge)
+        );
+        let mut written = Vec::new();
+        io::Read::read_to_end(&mut &*file, &mut written).unwrap();
+        assert!(written == huge);
+    }
+
+    /// Set in the child process that runs the large-file test alone, so that its memory
+    /// measurement is not disturbed by the tests running beside it.
+    const ALONE: &str = "WHEELGATE_FLIGHT_TEST_ALONE";
+
+    #[test]
+    fn a_large_file_streams_with_bounded_memory() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        if std::env::var_os(ALONE).is_some() {
+            runtime.block_on(stream_a_large_file(true));
+            return;
+        }
+        // Check the streaming here, and the memory in a process of its own.
+        runtime.block_on(stream_a_large_file(false));
+        let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+        let name = format!("{module}::a_large_file_streams_with_bounded_memory");
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test: {stdout}"
+        );
+    }
+
+    async fn stream_a_large_file(measure: bool) {
+        const SIZE: usize = 64 * 1024 * 1024;
+        const CHUNK: usize = 64 * 1024;
+        fn chunk_at(index: usize) -> Bytes {
+            Bytes::from(pattern(CHUNK, (index % 256) as u8))
+        }
+        let expected = {
+            let mut hasher = Sha256::new();
+            for index in 0..SIZE / CHUNK {
+                hasher.update(chunk_at(index));
+            }
+            Sha256Digest::from_bytes(hasher.finalize().into())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let commits = Commits::default();
+        let generator = TestBody(Box::pin(stream::iter(
+            (0..SIZE / CHUNK).map(|i| Ok(chunk_at(i))),
+        )));
+        let baseline = rss_bytes().unwrap_or(0);
+        let download = flights
+            .join_body(
+                key("big.whl"),
+                Some(expected),
+                "big.whl".into(),
+                async move { Ok((Some(SIZE as u64), generator)) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        let mut body = download.body;
+        let (mut total, mut hasher, mut peak) = (0usize, Sha256::new(), 0u64);
+        while let Some(block) = body.next().await {
+            let block = block.unwrap();
+            assert!(block.len() <= BLOCK, "a block of {} bytes", block.len());
+            total += block.len();
+            hasher.update(&block);
+            if measure {
+                peak = peak.max(rss_bytes().unwrap_or(0));
+            }
+        }
+        assert_eq!(total, SIZE);
+        assert_eq!(Sha256Digest::from_bytes(hasher.finalize().into()), expected);
+        if measure {
+            // Holding the file anywhere would add its 64 MiB; the blocks in flight are a few MiB.
+            let growth = peak.saturating_sub(baseline);
+            eprintln!("resident set grew by {growth} bytes while streaming {SIZE} bytes");
+            assert!(
+                growth < 24 * 1024 * 1024,
+                "RSS grew by {growth} bytes while streaming"
+            );
+        }
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert_eq!(commits.calls().len(), 1);
+        assert_eq!(commits.calls()[0].1, expected);
+    }
+}

@@ -1,0 +1,46 @@
+//! The store (SPEC §4): everything wheelgate keeps, in one directory that survives restarts and
+//! crashes.
+//!
+//! ```text
+//! <store>/catalog/                       sled database: records, and bodies under 64 KiB
+//! <store>/blobs/sha256/<2 hex>/<64 hex>  content-addressed bodies of 64 KiB and more
+//! <store>/tmp/                           files being written (same filesystem: rename is atomic)
+//! ```
+//!
+//! sled is only the catalog. Measured with sled 0.34.7, it holds each value whole in memory,
+//! grows with the bytes written whatever its cache size, and never gives back the space of
+//! deleted large values; so artifacts and big pages are files named by their sha256, and sled
+//! holds small records (the trees are listed in `catalog`).
+//!
+//! Invariants, which [`Store::open`] restores after a crash:
+//! - A record exists only once its body is durable: a blob is written to `tmp/`, fsynced,
+//!   renamed into `blobs/`, its directory fsynced, and only then recorded (and the catalog
+//!   flushed). An inline body is written in the same sled transaction as its record.
+//! - A blob that no artifact or page record names is garbage (a crash between rename and
+//!   record, or between a record's removal and the unlink), and so is every entry of `tmp/` at
+//!   open (sled's lock guarantees no other process is writing there).
+//! - A record whose blob is missing (deleted by hand, or a lost rename) is dropped.
+//! - The format version is recorded in `meta` before any record; a newer one is refused.
+//! - A warm hit writes nothing: last use is kept in memory and persisted in batches by
+//!   [`Store::persist_recency`].
+//!
+//! The API is synchronous because sled is; async callers run commits and page reads in
+//! `spawn_blocking`. [`Store::artifact`], [`Store::contains`] and [`Store::pinned`] only consult
+//! memory (and open a file), so they are fine on the request path.
+//!
+//! `flight` (single-flight downloads into growing files) and `serve` (streaming stored files)
+//! build on this module.
+
+mod blobs;
+mod catalog;
+mod engine;
+mod error;
+pub mod flight;
+mod index;
+pub mod serve;
+
+pub use engine::{
+    Artifact, ArtifactBody, ArtifactRecord, PageKey, Store, StoreOptions, StoreStats, StoredPage,
+    INLINE_LIMIT,
+};
+pub use error::StoreError;

@@ -1,0 +1,153 @@
+//! Streaming stored bodies to clients without holding them in memory.
+//!
+//! Artifacts can be gigabytes (SPEC §4: memory stays bounded whatever the artifact size), so a
+//! stored body is never read whole: it is read in blocks of [`BLOCK`] bytes, each read done with
+//! positioned I/O (`pread`) on a blocking thread, and handed to hyper one block at a time. A block is
+//! only read when hyper asks for the next one, so a slow client holds at most a block or two in
+//! memory, never the file. Positioned reads need no shared cursor, which is also what lets the
+//! downloads in [`super::flight`] read a file while it is being written.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{stream, Stream};
+
+/// How many bytes are read and sent at a time: large enough that the per-block cost (a blocking
+/// task and a syscall) is negligible, small enough that many concurrent clients stay cheap.
+pub const BLOCK: usize = 256 * 1024;
+
+/// Streams `len` bytes of `file` starting at `offset`, one block of up to [`BLOCK`] bytes at a
+/// time, each read on a blocking thread.
+///
+/// A file shorter than `offset + len` (a store damaged behind our back) ends the stream with an
+/// `UnexpectedEof` error instead of short data, so hyper aborts the response rather than
+/// pretending it was complete.
+pub fn file_stream(
+    file: File,
+    offset: u64,
+    len: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
+    let end = offset.saturating_add(len);
+    let state = Some((Arc::new(file), offset));
+    Box::pin(stream::unfold(state, move |state| async move {
+        let (file, position) = state?;
+        if position >= end {
+            return None;
+        }
+        let want = usize::try_from(end - position)
+            .unwrap_or(usize::MAX)
+            .min(BLOCK);
+        match read_block(file.clone(), position, want).await {
+            Ok(block) => {
+                let next = position + block.len() as u64;
+                Some((Ok(block), Some((file, next))))
+            }
+            // Nothing useful can follow a failed read: end the stream after the error.
+            Err(error) => Some((Err(error), None)),
+        }
+    }))
+}
+
+/// Reads exactly `len` bytes at `position` on a blocking thread.
+pub(crate) async fn read_block(file: Arc<File>, position: u64, len: usize) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; len];
+        file.read_exact_at(&mut buffer, position).map_err(|error| {
+            if error.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the stored file ends before byte {}: it was truncated outside wheelgate; \
+                         run `wheelgate cache verify`",
+                        position + len as u64
+                    ),
+                )
+            } else {
+                error
+            }
+        })?;
+        Ok(Bytes::from(buffer))
+    })
+    .await
+    .map_err(|join| io::Error::other(format!("reading a stored file was interrupted: {join}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::io::Write;
+
+    fn file_with(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    async fn collect(
+        stream: impl Stream<Item = io::Result<Bytes>> + Unpin,
+    ) -> (Vec<u8>, Vec<usize>, Option<io::Error>) {
+        let mut stream = stream;
+        let (mut out, mut sizes) = (Vec::new(), Vec::new());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(block) => {
+                    sizes.push(block.len());
+                    out.extend_from_slice(&block);
+                }
+                Err(error) => return (out, sizes, Some(error)),
+            }
+        }
+        (out, sizes, None)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn streams_the_requested_slice_in_blocks() {
+        let data = pattern(BLOCK * 2 + 1000);
+        let cases: &[(u64, u64)] = &[
+            (0, data.len() as u64),
+            (0, 0),
+            (10, 20),
+            (BLOCK as u64 - 5, 10),
+            (100, BLOCK as u64 * 2),
+            (data.len() as u64 - 1, 1),
+        ];
+        for &(offset, len) in cases {
+            let (got, sizes, error) = collect(file_stream(file_with(&data), offset, len)).await;
+            assert!(error.is_none(), "offset {offset} len {len}: {error:?}");
+            let (start, end) = (offset as usize, (offset + len) as usize);
+            assert_eq!(got, &data[start..end], "offset {offset} len {len}");
+            assert!(sizes.iter().all(|&s| s > 0 && s <= BLOCK), "{sizes:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_file_uses_full_blocks() {
+        let data = pattern(BLOCK * 2 + 7);
+        let (got, sizes, error) =
+            collect(file_stream(file_with(&data), 0, data.len() as u64)).await;
+        assert!(error.is_none());
+        assert_eq!(got, data);
+        assert_eq!(sizes, vec![BLOCK, BLOCK, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_promised_ends_with_an_error() {
+        let data = pattern(1000);
+        let (got, _, error) = collect(file_stream(file_with(&data), 500, 1000)).await;
+        assert!(
+            got.is_empty(),
+            "a short block must not be sent as if complete"
+        );
+        let error = error.expect("a truncated file must fail the stream");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(error.to_string().contains("truncated"), "{error}");
+    }
+}
