@@ -1,18 +1,20 @@
-//! The `wheelgate` command: `serve` (the default) and `check`.
+//! The `wheelgate` command: `serve` (the default), `check`, and `rules list|describe|test`.
 //!
-//! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration.
+//! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
+//! `rules test` exits 0 for allow, 1 for deny, 2 for an error.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use wheelgate::app::App;
-use wheelgate::config;
+use wheelgate::app::{self, App, Counters, Live};
+use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
+use wheelgate::policy::{self, Policy};
 use wheelgate::store::flight::Flights;
 use wheelgate::store::{Store, StoreOptions};
 
@@ -35,6 +37,32 @@ enum Command {
     Serve,
     /// Validate the configuration and print what it defines.
     Check,
+    /// Inspect the download rules of the configuration.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List the rules, of one repository or of all.
+    List {
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Show one rule.
+    Describe {
+        name: String,
+        #[arg(long)]
+        repo: String,
+    },
+    /// Decide a download: exit 0 when allowed, 1 when denied.
+    Test {
+        #[arg(long)]
+        repo: String,
+        package: String,
+        version: String,
+        filename: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,6 +80,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
+        Command::Rules(command) => rules(&cli.config, command),
     }
 }
 
@@ -70,27 +99,109 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let summary = config.describe();
-    // Building the upstream clients also checks what loading cannot: CA files parse, TLS builds.
-    // The store is not opened: a running server holds its lock.
-    if let Err(error) = wheelgate::app::validate(&config) {
+/// Loads and validates the configuration (upstream clients and rules included) for the commands
+/// that do not serve. The store is not opened: a running server holds its lock.
+fn load_validated(path: &Path) -> Result<(Config, Policy), ExitCode> {
+    let config = config::load(path).map_err(|error| {
         eprintln!("error: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    println!("{}: configuration is valid", path.display());
-    print!("{summary}");
-    ExitCode::SUCCESS
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let policy = app::validate(&config).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok((config, policy))
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
+    match load_validated(path) {
+        Ok((config, _)) => {
+            println!("{}: configuration is valid", path.display());
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn repo_arg(config: &Config, raw: &str) -> Result<RepoName, ExitCode> {
+    let known = || {
+        config
+            .repositories
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match RepoName::parse(raw) {
+        Ok(name) if config.repository(&name).is_some() => Ok(name),
+        _ => {
+            eprintln!("error: no repository named {raw:?} in the configuration; it defines: {}", known());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn rules(path: &Path, command: RulesCommand) -> ExitCode {
+    let (config, policy) = match load_validated(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let result = match command {
+        RulesCommand::List { repo } => {
+            let repo = match repo.map(|r| repo_arg(&config, &r)).transpose() {
+                Ok(repo) => repo,
+                Err(code) => return code,
+            };
+            print!("{}", policy::cli::list(&policy, repo.as_ref()));
+            return ExitCode::SUCCESS;
+        }
+        RulesCommand::Describe { name, repo } => {
+            let repo = match repo_arg(&config, &repo) {
+                Ok(repo) => repo,
+                Err(code) => return code,
+            };
+            let name = match RuleName::parse(&name) {
+                Ok(name) => name,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            policy::cli::describe(&policy, &name, &repo).map(|text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            })
+        }
+        RulesCommand::Test {
+            repo,
+            package,
+            version,
+            filename,
+        } => {
+            let repo = match repo_arg(&config, &repo) {
+                Ok(repo) => repo,
+                Err(code) => return code,
+            };
+            policy::cli::test(&policy, &repo, &package, &version, filename.as_deref(), SystemTime::now()).map(
+                |outcome| {
+                    print!("{}", outcome.text);
+                    if outcome.decision.is_allowed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                },
+            )
+        }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn serve(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => {
@@ -105,6 +216,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let path = path.to_owned();
     runtime.block_on(async move {
         let store = match Store::open(StoreOptions {
             path: config.store.path.clone(),
@@ -117,17 +229,17 @@ fn serve(path: &std::path::Path) -> ExitCode {
             }
         };
         let flights = Arc::new(Flights::new(store.tmp_dir()));
-        let app = match App::build(config, store.clone(), flights) {
-            Ok(app) => Arc::new(app),
+        let app = match App::build(config, store.clone(), flights.clone(), Arc::new(Counters::default())) {
+            Ok(app) => app,
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let recency = tokio::spawn(persist_recency(store.clone()));
         app.log_summary();
         let listen = app.config.server.listen;
-        let server = match Server::bind(app).await {
+        let live = Arc::new(Live::new(app, path, flights));
+        let server = match Server::bind(live.clone(), listen).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(%error, "cannot listen on {listen}: is another process using it?");
@@ -138,8 +250,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
             Ok(addr) => tracing::info!("listening on http://{addr}"),
             Err(error) => tracing::warn!(%error, "listening, but the bound address is unknown"),
         }
+        let recency = tokio::spawn(persist_recency(store.clone()));
+        let reloader = tokio::spawn(watch_config(live));
         server.run(shutdown_signal()).await;
         recency.abort();
+        reloader.abort();
         let closing = tokio::task::spawn_blocking(move || {
             store.persist_recency()?;
             store.flush()
@@ -176,6 +291,59 @@ async fn persist_recency(store: Store) {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not persist last-use times"),
             Err(error) => tracing::warn!(%error, "could not persist last-use times"),
+        }
+    }
+}
+
+/// How often the configuration file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// What identifies a version of the configuration file: device, inode, mtime and length, read
+/// through symlinks, so that an edit in place and a Kubernetes ConfigMap's `..data` swap are both
+/// seen.
+fn file_identity(path: &Path) -> Option<(u64, u64, Option<SystemTime>, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.modified().ok(), meta.len()))
+}
+
+/// Reloads the configuration on SIGHUP and when the file changes.
+async fn watch_config(live: Arc<Live>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reloads happen on file changes only");
+            None
+        }
+    };
+    let mut seen = file_identity(live.config_path());
+    let mut ticker = tokio::time::interval(CONFIG_POLL);
+    loop {
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        let reason = tokio::select! {
+            true = signalled => "SIGHUP",
+            _ = ticker.tick() => {
+                if file_identity(live.config_path()) == seen {
+                    continue;
+                }
+                "file changed"
+            }
+        };
+        // Taken before reading the file, so an edit made while reloading is seen next time.
+        seen = file_identity(live.config_path());
+        let target = live.clone();
+        match tokio::task::spawn_blocking(move || target.reload()).await {
+            Ok(Ok(())) => tracing::info!(reason, "new configuration in force"),
+            Ok(Err(error)) => tracing::error!(
+                reason,
+                "the edited configuration was refused; the previous one stays in force: {error}"
+            ),
+            Err(error) => tracing::error!(reason, %error, "configuration reload failed"),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Answering one request: the route is parsed, the repository found, and the page or file served.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
 
 use http::header::{
     HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING,
@@ -10,13 +13,16 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 
 use super::range::{self, ByteRange};
-use super::response::{self, Body, X_WHEELGATE_CACHE};
+use super::response::{self, Body, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
 use super::route::{self, FileRoute, RepoRef, Route, RouteError};
 use crate::app::{App, Repository};
 use crate::config::RepoName;
 use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered};
 use crate::simple::digest::Sha256Digest;
+use crate::policy::enforce::{describe_rules, filter_page, Filtered};
+use crate::policy::{Decision, FileFacts, RuleRef};
 use crate::simple::name::ProjectName;
+use crate::simple::page::ProjectPage;
 use crate::store::serve::file_stream;
 use crate::store::{Artifact, ArtifactBody};
 use crate::simple::negotiate::{format_from_query, negotiate, Format};
@@ -93,6 +99,8 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
 enum Failure {
     NoRepository(String),
     Remote(RemoteError),
+    /// Refused by download rules: what was asked for, and the rules that refused it.
+    Denied { what: String, rules: Vec<RuleRef> },
 }
 
 impl From<RemoteError> for Failure {
@@ -105,6 +113,15 @@ impl Failure {
     fn into_response(self) -> Response<Body> {
         match self {
             Failure::NoRepository(reason) => response::error(StatusCode::NOT_FOUND, &reason),
+            Failure::Denied { what, rules } => {
+                let names = describe_rules(&rules);
+                let mut response =
+                    response::error(StatusCode::FORBIDDEN, &format!("{what} is denied by {names}"));
+                if let Ok(value) = HeaderValue::from_str(&names) {
+                    response.headers_mut().insert(X_WHEELGATE_DENIED, value);
+                }
+                response
+            }
             Failure::Remote(error) => {
                 let status = error.status();
                 let reason = error.to_string();
@@ -217,10 +234,13 @@ async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Resul
         format,
         repository: name.to_string(),
         depth: 0,
+        minute: 0,
     };
-    let rendered = view.cached.rendered(key, |index| match format {
-        Format::Json => render_index_json(index),
-        Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
+    let rendered = view.cached.rendered(key, |index| {
+        Rendered::new(Bytes::from(match format {
+            Format::Json => render_index_json(index),
+            Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
+        }))
     });
     Ok(page_response(request, format, &rendered, view.status))
 }
@@ -235,10 +255,12 @@ async fn project_page<B>(
     let view = remote.project_page(project).await?;
     let format = format_for(request);
     let depth = repo.project_page_depth();
+    let now = SystemTime::now();
     let key = RenderKey {
         format,
         repository: name.to_string(),
         depth,
+        minute: policy_minute(app, now),
     };
     let public_url = app.config.server.public_url.as_ref();
     let rendered = view.cached.rendered(key, |page| {
@@ -246,11 +268,39 @@ async fn project_page<B>(
             Some(base) => Links::absolute(base, name.as_str()),
             None => Links::relative(depth, name.as_str()),
         };
-        match format {
-            Format::Json => render_project_json(page, &links),
-            Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
+        let render = |page: &ProjectPage| {
+            Rendered::new(Bytes::from(match format {
+                Format::Json => render_project_json(page, &links),
+                Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
+            }))
+        };
+        match filter_page(&app.policy, name, page, now) {
+            Filtered::Unchanged => render(page),
+            Filtered::Reduced { page, hidden } => {
+                app.counters.hidden_files.fetch_add(hidden as u64, Ordering::Relaxed);
+                render(&page)
+            }
+            Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
         }
     });
+    if let Some(rules) = &rendered.denied {
+        app.counters.denials.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            repository = %name,
+            package = %project,
+            rules = %rules,
+            "page refused: the download rules allow none of its files"
+        );
+        let mut response = response::error(
+            StatusCode::FORBIDDEN,
+            &format!("every file of {project} in repository {name} is denied by {rules}"),
+        );
+        if let Ok(value) = HeaderValue::from_str(rules) {
+            response.headers_mut().insert(X_WHEELGATE_DENIED, value);
+        }
+        response.headers_mut().insert(X_WHEELGATE_CACHE, view.status.header_value());
+        return Ok(response);
+    }
     Ok(page_response(request, format, &rendered, view.status))
 }
 
@@ -266,10 +316,31 @@ async fn serve_file<B>(
     } else {
         "application/octet-stream"
     };
+    let located = remote.locate(&file.project, &file.key, &file.filename).await?;
+    let entry = located.entry();
+    let facts = FileFacts::of_entry(&located.page.value.name, entry);
+    if let Decision::Deny { by } = app.policy.decide(&file.repo, &facts, SystemTime::now()) {
+        app.counters.denials.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            repository = %file.repo,
+            package = %located.page.value.name,
+            version = facts.version.unwrap_or("-"),
+            file = facts.filename,
+            rule = %by,
+            "download refused"
+        );
+        let what = if file.metadata {
+            format!("{}.metadata", entry.filename.as_str())
+        } else {
+            entry.filename.as_str().to_owned()
+        };
+        return Err(Failure::Denied {
+            what: format!("{what} (repository {})", file.repo),
+            rules: vec![by],
+        });
+    }
     let mut response = if head {
-        let info = remote
-            .file_info(&file.project, &file.key, &file.filename, file.metadata)
-            .await?;
+        let info = remote.file_info(&located, file.metadata)?;
         let mut response = Response::new(response::empty());
         let headers = response.headers_mut();
         if let Some(size) = info.size {
@@ -282,9 +353,7 @@ async fn serve_file<B>(
         );
         response
     } else {
-        let served = remote
-            .file(&file.project, &file.key, &file.filename, file.metadata, &app.fetch_slots)
-            .await?;
+        let served = remote.file(&located, file.metadata, &app.fetch_slots).await?;
         let mut response = match served.source {
             FileSource::Stored(artifact) => stored_response(request, artifact),
             FileSource::Download(download) => {
@@ -353,6 +422,16 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
     }
     file_headers(headers, Some(artifact.sha256), true);
     response
+}
+
+/// When a rule reads `now`, renderings are redone each minute so that a cooldown ends on time;
+/// otherwise one rendering serves until the page changes.
+fn policy_minute(app: &App, now: SystemTime) -> u64 {
+    if app.policy.uses_now() {
+        now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() / 60).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The small page a person sees at `/`.

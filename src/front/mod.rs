@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::app::Live;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,14 +33,15 @@ const MAX_HEADER_BUF: usize = 64 * 1024;
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
-    app: Arc<App>,
+    live: Arc<Live>,
 }
 
 impl Server {
-    /// Binds the configured address. Port 0 picks a free port; [`Server::local_addr`] tells which.
-    pub async fn bind(app: Arc<App>) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(app.config.server.listen).await?;
-        Ok(Server { listener, app })
+    /// Binds `listen`. Port 0 picks a free port; [`Server::local_addr`] tells which. The address
+    /// is fixed for the life of the process (a reload that changes it says so in the log).
+    pub async fn bind(live: Arc<Live>, listen: SocketAddr) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(listen).await?;
+        Ok(Server { listener, live })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -58,7 +59,7 @@ impl Server {
             .max_buf_size(MAX_HEADER_BUF);
         builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BUF as u32);
         let graceful = GracefulShutdown::new();
-        let grace = self.app.config.server.shutdown_grace;
+        let grace = self.live.current().config.server.shutdown_grace;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -73,9 +74,10 @@ impl Server {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let app = self.app.clone();
+                    let live = self.live.clone();
                     let service = service_fn(move |request| {
-                        let app = app.clone();
+                        // Each request keeps the configuration it started with to its end.
+                        let app = live.current();
                         async move { Ok::<_, Infallible>(handler::handle(app, request).await) }
                     });
                     let connection = builder

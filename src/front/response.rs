@@ -16,6 +16,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type every handler returns: whole buffers for pages and errors, streams for files.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The header naming the rules or controls that refused a request (SPEC §2).
+pub const X_WHEELGATE_DENIED: &str = "x-wheelgate-denied";
+
 /// The header saying how a cache was involved: `hit`, `miss`, `stale` or `revalidated` (SPEC §2).
 pub const X_WHEELGATE_CACHE: &str = "x-wheelgate-cache";
 

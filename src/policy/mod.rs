@@ -14,6 +14,7 @@
 
 mod cel;
 pub mod cli;
+pub mod enforce;
 mod version;
 
 use std::collections::HashMap;

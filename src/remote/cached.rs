@@ -50,10 +50,22 @@ impl CacheStatus {
 pub struct Rendered {
     pub body: Bytes,
     pub etag: HeaderValue,
+    /// Set when the download rules refuse the page as a whole: the rules, as a refusal names them.
+    pub denied: Option<String>,
     gzip: OnceLock<Bytes>,
 }
 
 impl Rendered {
+    /// A page the rules refuse whole; `rules` names them.
+    pub fn denied(rules: String) -> Rendered {
+        Rendered {
+            body: Bytes::new(),
+            etag: HeaderValue::from_static("\"denied\""),
+            denied: Some(rules),
+            gzip: OnceLock::new(),
+        }
+    }
+
     pub fn new(body: Bytes) -> Rendered {
         let digest = Sha256::digest(&body);
         // 128 bits of the body's digest: collisions are not a concern for a cache validator.
@@ -62,6 +74,7 @@ impl Rendered {
         Rendered {
             body,
             etag,
+            denied: None,
             gzip: OnceLock::new(),
         }
     }
@@ -79,13 +92,15 @@ impl Rendered {
     }
 }
 
-/// Which rendering: the format, the repository the page is served from (file links name it)
-/// and how deep the page sits (relative links climb that many segments).
+/// Which rendering: the format, the repository the page is served from (file links name it and
+/// its rules filter the files), how deep the page sits (relative links climb that many segments),
+/// and, when a rule reads `now`, the minute the rules were applied in (so a cooldown ends on time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RenderKey {
     pub format: Format,
     pub repository: String,
     pub depth: usize,
+    pub minute: u64,
 }
 
 /// A parsed upstream page with what is known of its freshness, and its renderings.
@@ -112,7 +127,7 @@ impl<T> Cached<T> {
     }
 
     /// The rendering for `key`, made by `render` the first time it is asked for.
-    pub fn rendered(&self, key: RenderKey, render: impl FnOnce(&T) -> Vec<u8>) -> Arc<Rendered> {
+    pub fn rendered(&self, key: RenderKey, render: impl FnOnce(&T) -> Rendered) -> Arc<Rendered> {
         let mut renders = match self.renders.lock() {
             Ok(guard) => guard,
             // A panic while rendering leaves nothing half-written in the map: keep using it.
@@ -120,7 +135,7 @@ impl<T> Cached<T> {
         };
         renders
             .entry(key)
-            .or_insert_with(|| Arc::new(Rendered::new(Bytes::from(render(&self.value)))))
+            .or_insert_with(|| Arc::new(render(&self.value)))
             .clone()
     }
 }
@@ -137,11 +152,12 @@ mod tests {
             format: Format::Json,
             repository: "pypi".into(),
             depth: 2,
+            minute: 0,
         };
         let mut calls = 0;
         let first = cached.rendered(key.clone(), |v| {
             calls += 1;
-            v.to_string().into_bytes()
+            Rendered::new(Bytes::from(v.to_string()))
         });
         let second = cached.rendered(key, |_| unreachable!("rendered twice"));
         assert_eq!(calls, 1);
@@ -151,8 +167,9 @@ mod tests {
                 format: Format::Html,
                 repository: "pypi".into(),
                 depth: 2,
+                minute: 0,
             },
-            |_| b"html".to_vec(),
+            |_| Rendered::new(Bytes::from_static(b"html")),
         );
         assert_eq!(other.body, Bytes::from_static(b"html"));
         assert_ne!(other.etag, first.etag);

@@ -182,6 +182,19 @@ fn weigh<K, T>(_key: &K, value: &Arc<Loaded<T>>) -> u32 {
     }
 }
 
+/// A file found on its project's current page.
+pub struct Located {
+    pub page: Arc<Cached<ProjectPage>>,
+    position: usize,
+}
+
+impl Located {
+    pub fn entry(&self) -> &FileEntry {
+        // `position` was found in this very page, which is immutable.
+        &self.page.value.files[self.position]
+    }
+}
+
 /// A page as a request sees it: the shared entry and how this request obtained it.
 pub struct PageView<T> {
     pub cached: Arc<Cached<T>>,
@@ -348,13 +361,14 @@ impl Remote {
         self.pages.invalidate(project).await;
     }
 
-    /// Finds the entry a file URL refers to on the current page of its project.
-    async fn entry(
+    /// Finds the entry a file URL refers to on the current page of its project: only files an
+    /// upstream page lists are ever served or fetched.
+    pub async fn locate(
         &self,
         project: &ProjectName,
         key: &FileKey,
         filename: &DistFilename,
-    ) -> Result<(Arc<Cached<ProjectPage>>, usize), RemoteError> {
+    ) -> Result<Located, RemoteError> {
         let view = self.project_page(project).await?;
         let position = view
             .cached
@@ -368,7 +382,10 @@ impl Remote {
                 filename: filename.as_str().to_owned(),
                 key: key.to_string(),
             })?;
-        Ok((view.cached, position))
+        Ok(Located {
+            page: view.cached,
+            position,
+        })
     }
 
     /// Where a file (or its metadata) is upstream, and the digest its page declared.
@@ -392,16 +409,9 @@ impl Remote {
     }
 
     /// What a client would receive for a file, without fetching it.
-    pub async fn file_info(
-        &self,
-        project: &ProjectName,
-        key: &FileKey,
-        filename: &DistFilename,
-        metadata: bool,
-    ) -> Result<FileInfo, RemoteError> {
-        let (page, position) = self.entry(project, key, filename).await?;
-        let entry = &page.value.files[position];
-        let (url, declared) = self.target(project, entry, metadata)?;
+    pub fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, RemoteError> {
+        let entry = located.entry();
+        let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
         let digest = declared.or_else(|| self.loader.store.pinned(&url_key(&url)));
         if let Some(artifact) = digest.and_then(|d| self.loader.store.artifact(&d)) {
             return Ok(FileInfo {
@@ -422,15 +432,12 @@ impl Remote {
     /// transfer ends.
     pub async fn file(
         &self,
-        project: &ProjectName,
-        key: &FileKey,
-        filename: &DistFilename,
+        located: &Located,
         metadata: bool,
         fetch_slots: &Arc<Semaphore>,
     ) -> Result<ServedFile, RemoteError> {
-        let (page, position) = self.entry(project, key, filename).await?;
-        let entry = &page.value.files[position];
-        let (url, declared) = self.target(project, entry, metadata)?;
+        let entry = located.entry();
+        let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
         let url_key = url_key(&url);
         let store = &self.loader.store;
         if let Some(artifact) = declared.or_else(|| store.pinned(&url_key)).and_then(|d| store.artifact(&d)) {

@@ -1,0 +1,96 @@
+//! Applying the rules to what a repository serves: the files of a project page, one file.
+//!
+//! A page keeps only the files the rules allow, so that pip and uv resolve to an allowed version
+//! on their own; a page the rules leave with no file at all is refused as a whole, naming every
+//! rule involved, because an empty page would read to a client as "no such version" rather than
+//! "forbidden here".
+
+use std::time::SystemTime;
+
+use super::{Decision, FileFacts, Policy, RuleRef};
+use crate::config::RepoName;
+use crate::simple::page::{FileEntry, ProjectPage};
+use crate::simple::ProjectName;
+
+impl<'a> FileFacts<'a> {
+    /// The facts of one file of `project`'s page.
+    pub fn of_entry(project: &'a ProjectName, entry: &'a FileEntry) -> FileFacts<'a> {
+        FileFacts {
+            project,
+            version: entry.filename.version(),
+            filename: entry.filename.as_str(),
+            kind: entry.filename.kind(),
+            upload_time: entry.upload_time.as_deref(),
+            yanked: entry.yanked.is_yanked(),
+        }
+    }
+}
+
+/// A project page after the rules.
+pub enum Filtered {
+    /// Every file is allowed: serve the page as it is.
+    Unchanged,
+    /// Some files are left out; `page` holds the others.
+    Reduced { page: ProjectPage, hidden: usize },
+    /// The page had files and the rules allow none of them.
+    Refused { rules: Vec<RuleRef> },
+}
+
+/// Decides every file of `page` as served by `repository`.
+pub fn filter_page(policy: &Policy, repository: &RepoName, page: &ProjectPage, now: SystemTime) -> Filtered {
+    if policy.is_empty() || page.files.is_empty() {
+        return Filtered::Unchanged;
+    }
+    let mut kept = Vec::with_capacity(page.files.len());
+    let mut rules: Vec<RuleRef> = Vec::new();
+    for entry in &page.files {
+        match policy.decide(repository, &FileFacts::of_entry(&page.name, entry), now) {
+            Decision::Allow { .. } => kept.push(entry.clone()),
+            Decision::Deny { by } => {
+                tracing::debug!(
+                    repository = %repository,
+                    package = %page.name,
+                    version = entry.filename.version().unwrap_or("-"),
+                    file = entry.filename.as_str(),
+                    rule = %by,
+                    "file left out of the page"
+                );
+                if !rules.contains(&by) {
+                    rules.push(by);
+                }
+            }
+        }
+    }
+    if rules.is_empty() {
+        return Filtered::Unchanged;
+    }
+    if kept.is_empty() {
+        return Filtered::Refused { rules };
+    }
+    let hidden = page.files.len() - kept.len();
+    // A version leaves the PEP 700 list only when it had files and none is left; versions the
+    // upstream lists without files stay as they were.
+    let versions = page
+        .versions
+        .iter()
+        .filter(|version| {
+            let had = page.files.iter().any(|f| f.filename.version() == Some(version.as_str()));
+            !had || kept.iter().any(|f| f.filename.version() == Some(version.as_str()))
+        })
+        .cloned()
+        .collect();
+    Filtered::Reduced {
+        page: ProjectPage {
+            name: page.name.clone(),
+            files: kept,
+            versions,
+            dropped: page.dropped,
+        },
+        hidden,
+    }
+}
+
+/// How a list of rules reads in a refusal: `rule "a" in repository "r", rule "b" in …`.
+pub fn describe_rules(rules: &[RuleRef]) -> String {
+    rules.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
