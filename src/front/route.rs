@@ -124,7 +124,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         ["simple"] => Ok(Route::Redirect("/simple/".to_owned())),
         ["simple", ""] => Ok(Route::Index(RepoRef::Default)),
         ["simple", project] => project_redirect(RepoRef::Default, project),
-        ["simple", project, ""] => project_route(RepoRef::Default, project),
+        ["simple", project, ""] => project_route(RepoRef::Default, project, raw[1]),
         [_, _, "json"] | [_, _, "json", ""] | [_, _, _, "json"] | [_, _, _, "json", ""]
             if is_legacy_json(&segs) =>
         {
@@ -133,7 +133,9 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         [repo, "simple"] => Ok(Route::Redirect(format!("/{}/simple/", repo_name(repo)?))),
         [repo, "simple", ""] => Ok(Route::Index(RepoRef::Named(repo_name(repo)?))),
         [repo, "simple", project] => project_redirect(RepoRef::Named(repo_name(repo)?), project),
-        [repo, "simple", project, ""] => project_route(RepoRef::Named(repo_name(repo)?), project),
+        [repo, "simple", project, ""] => {
+            project_route(RepoRef::Named(repo_name(repo)?), project, raw[2])
+        }
         [repo, "files", project, key, filename] => file_route(repo, project, key, filename),
         _ => Err(RouteError::NotFound(format!(
             "no such page: {path}. Index pages are under /simple/ or /<repository>/simple/"
@@ -193,9 +195,11 @@ fn project_redirect(repo: RepoRef, raw: &str) -> Result<Route, RouteError> {
     Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
 }
 
-fn project_route(repo: RepoRef, raw: &str) -> Result<Route, RouteError> {
-    let name = project_name(raw)?;
-    if is_normalized(raw) {
+/// `decoded` is the segment after percent-decoding, `raw` as sent: a page is only served at its
+/// one canonical URL, so an encoded spelling of even a normalised name is redirected.
+fn project_route(repo: RepoRef, decoded: &str, raw: &str) -> Result<Route, RouteError> {
+    let name = project_name(decoded)?;
+    if raw == decoded && is_normalized(decoded) {
         Ok(Route::Project(repo, name))
     } else {
         Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
@@ -258,6 +262,7 @@ mod tests {
             Ok(Route::Redirect("/pypi/simple/foo-bar/".into()))
         );
         assert_eq!(parse("/simple/Foo%5FBar/"), Ok(Route::Redirect("/simple/foo-bar/".into())));
+        assert_eq!(parse("/simple/%66oo/"), Ok(Route::Redirect("/simple/foo/".into())));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod cli;
 mod install;
 mod integrity;
 mod malformed;
+mod rules;
 mod simple_api;
 mod store;
 mod upstream_auth;

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -75,6 +76,53 @@ struct ReleaseSpec {
     requires_dist: Vec<String>,
     requires_python: Option<String>,
     yanked: Option<String>,
+    /// A fixed PEP 700 upload time for the release's files (RFC 3339).
+    upload_time: Option<String>,
+    /// An age (`90s`, `10m`, `1h`, `3d`): the upload time follows the real clock.
+    uploaded_ago: Option<String>,
+}
+
+/// The PEP 700 upload time of a file, as the upstream serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadTime {
+    /// Always this RFC 3339 instant.
+    Fixed(String),
+    /// This long before the moment the page is served, so that a cooldown rule sees a fresh
+    /// release whenever the test runs.
+    Ago(Duration),
+}
+
+impl UploadTime {
+    /// The upload time as a page served at `now` writes it (RFC 3339, UTC, microseconds).
+    pub fn at(&self, now: SystemTime) -> String {
+        match self {
+            UploadTime::Fixed(text) => text.clone(),
+            UploadTime::Ago(age) => {
+                let instant = now.checked_sub(*age).unwrap_or(SystemTime::UNIX_EPOCH);
+                chrono::DateTime::<chrono::Utc>::from(instant).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            }
+        }
+    }
+
+    /// The upload time of a page served now.
+    pub fn now(&self) -> String {
+        self.at(SystemTime::now())
+    }
+}
+
+/// `90s`, `10m`, `1h`, `3d` as a duration.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let unit_at = text.len().checked_sub(1).filter(|&i| text.is_char_boundary(i));
+    let (number, unit) = unit_at.map(|i| text.split_at(i)).unwrap_or((text, ""));
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("uploaded_ago {text:?} must end in s, m, h or d, as in \"1h\"")),
+    };
+    let count: u64 = number.parse().map_err(|e| format!("uploaded_ago {text:?}: {number:?} is not a whole number ({e})"))?;
+    Ok(Duration::from_secs(count * seconds_per_unit))
 }
 
 /// Every fixture project, in the order of `projects.toml`.
@@ -111,8 +159,8 @@ pub struct DistFile {
     pub metadata_sha256: Option<String>,
     pub requires_python: Option<String>,
     pub yanked: Option<String>,
-    /// PEP 700 upload time, RFC 3339 in UTC.
-    pub upload_time: String,
+    /// PEP 700 upload time.
+    pub upload_time: UploadTime,
     /// Served with altered bytes while the upstream is in "corrupt" state.
     pub corrupt: bool,
 }
@@ -214,13 +262,23 @@ fn build_catalog(text: &str) -> Result<Catalog, String> {
         let mut files = Vec::new();
         for (release_index, release) in spec.release.iter().enumerate() {
             for (file_index, kind) in release.files.iter().enumerate() {
-                let upload_time = format!(
-                    "2024-{:02}-{:02}T{:02}:{:02}:00.000000Z",
-                    project_index % 12 + 1,
-                    release_index + 1,
-                    file_index + 8,
-                    (project_index * 7) % 60
-                );
+                let upload_time = match (&release.upload_time, &release.uploaded_ago) {
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "{} {}: give upload_time or uploaded_ago, not both",
+                            spec.name, release.version
+                        ))
+                    }
+                    (Some(fixed), None) => UploadTime::Fixed(fixed.clone()),
+                    (None, Some(age)) => UploadTime::Ago(parse_age(age)?),
+                    (None, None) => UploadTime::Fixed(format!(
+                        "2024-{:02}-{:02}T{:02}:{:02}:00.000000Z",
+                        project_index % 12 + 1,
+                        release_index + 1,
+                        file_index + 8,
+                        (project_index * 7) % 60
+                    )),
+                };
                 files.push(build_file(spec, release, *kind, upload_time)?);
             }
         }
@@ -246,7 +304,7 @@ fn build_file(
     project: &ProjectSpec,
     release: &ReleaseSpec,
     kind: FileKind,
-    upload_time: String,
+    upload_time: UploadTime,
 ) -> Result<DistFile, String> {
     let stem = filename_stem(&project.name);
     let metadata = core_metadata(&project.name, release);
@@ -421,6 +479,23 @@ mod tests {
             .read_to_end(&mut metadata)
             .expect("read");
         assert_eq!(Some(metadata), wheel.metadata, "the .metadata file must equal the wheel's METADATA");
+    }
+
+    #[test]
+    fn upload_times_are_fixed_or_follow_the_clock() {
+        assert_eq!(parse_age("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert!(parse_age("1w").is_err() && parse_age("h").is_err() && parse_age("").is_err());
+
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800); // 2025-11-25T10:00:00Z
+        assert_eq!(UploadTime::Ago(Duration::from_secs(3600)).at(now), "2025-11-25T09:00:00.000000Z");
+        let fixed = UploadTime::Fixed("2025-11-02T10:00:00.000000Z".into());
+        assert_eq!(fixed.at(now), "2025-11-02T10:00:00.000000Z");
+
+        let fresh = catalog().expect_project("wgfx-fresh");
+        assert_eq!(fresh.wheel("1.0").upload_time, fixed);
+        assert_eq!(fresh.wheel("1.1").upload_time, UploadTime::Ago(Duration::from_secs(3600)));
     }
 
     #[test]

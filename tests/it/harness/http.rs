@@ -76,6 +76,25 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
     request(Method::GET, url, headers)
 }
 
+/// `GET url`, following redirects (at most five) the way pip and uv do. Returns the final
+/// response and every URL requested, the first one included, so that a test can show both where
+/// a request ended and that it was redirected on the way.
+pub fn get_following(url: &str, headers: &[(&str, &str)]) -> (HttpResponse, Vec<String>) {
+    const MAX_REDIRECTS: usize = 5;
+    let mut visited = vec![url.to_owned()];
+    loop {
+        let current = visited.last().cloned().unwrap_or_default();
+        let response = get(&current, headers);
+        let location = match response.status.as_u16() {
+            301 | 302 | 303 | 307 | 308 => response.header("location").map(str::to_owned),
+            _ => None,
+        };
+        let Some(location) = location else { return (response, visited) };
+        assert!(visited.len() <= MAX_REDIRECTS, "more than {MAX_REDIRECTS} redirects from {url}: {visited:?}");
+        visited.push(super::resolve(&current, &location).to_string());
+    }
+}
+
 /// `HEAD url` with the given headers.
 pub fn head(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
     request(Method::HEAD, url, headers)

@@ -138,6 +138,27 @@ impl TestBed {
         self.wheelgate.start_again();
     }
 
+    /// A JSON-upstream bed whose configuration ends with `rules` (raw `[[rule]]` TOML).
+    pub fn start_with_rules(mode: Mode, rules: &str) -> TestBed {
+        Self::start_configured(mode, TokenLayout::File, "info", |config| config.extra_toml = rules.to_owned())
+    }
+
+    /// The configuration file wheelgate was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
+    /// Rewrites the configuration with `adjust` while wheelgate keeps running (a live edit, picked
+    /// up by its file watch or a SIGHUP). The new file is renamed into place, as editors and
+    /// Kubernetes ConfigMap updates do, so that wheelgate never reads a half-written file.
+    pub fn edit_config(&mut self, adjust: impl FnOnce(&mut RemoteConfig)) {
+        adjust(&mut self.config);
+        let staging = self.dir.path().join("proxy.toml.new");
+        write_file(&staging, &self.config.to_toml());
+        std::fs::rename(&staging, self.config_path())
+            .unwrap_or_else(|e| panic!("cannot move {} over {}: {e}", staging.display(), self.config_path().display()));
+    }
+
     /// The wheelgate URL of `filename`, as its project's JSON page links it (the page is fetched,
     /// which is also what lets wheelgate know where the file lives upstream).
     pub fn file_url(&self, project: &str, filename: &str) -> String {

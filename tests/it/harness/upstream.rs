@@ -652,7 +652,7 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                         "core-metadata": metadata,
                         "dist-info-metadata": metadata,
                         "size": f.bytes.len(),
-                        "upload-time": f.upload_time,
+                        "upload-time": f.upload_time.now(),
                     });
                     if let (Some(rp), Some(object)) = (&f.requires_python, entry.as_object_mut()) {
                         object.insert("requires-python".into(), serde_json::json!(rp));

@@ -48,6 +48,25 @@ pub struct RemoteConfig {
     pub max_size: Option<String>,
     /// How long an upstream 404 is remembered; the binary's default when None.
     pub negative_ttl: Option<String>,
+    /// Raw TOML appended after the repository, such as `[[rule]]` tables (see `rule_toml`).
+    pub extra_toml: String,
+}
+
+/// One `[[rule]]` table for repository `pypi` (SPEC §5), every value escaped; `package` and
+/// `condition` are left out when None.
+pub fn rule_toml(name: &str, action: &str, package: Option<&str>, condition: Option<&str>) -> String {
+    let mut table = format!(
+        "\n[[rule]]\nrepository = \"pypi\"\nname = {}\naction = {}\n",
+        toml_string(name),
+        toml_string(action)
+    );
+    if let Some(package) = package {
+        table.push_str(&format!("package = {}\n", toml_string(package)));
+    }
+    if let Some(condition) = condition {
+        table.push_str(&format!("condition = {}\n", toml_string(condition)));
+    }
+    table
 }
 
 /// A TOML basic string holding `value`, escaped.
@@ -67,6 +86,7 @@ impl RemoteConfig {
             offline: false,
             max_size: None,
             negative_ttl: None,
+            extra_toml: String::new(),
         }
     }
 
@@ -95,7 +115,9 @@ impl RemoteConfig {
              [repository.auth]\n\
              username = \"__token__\"\n\
              password_file = {password_file}\n\
-             auth_hosts = [{auth_hosts}]\n",
+             auth_hosts = [{auth_hosts}]\n\
+             {extra}",
+            extra = self.extra_toml,
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
@@ -210,6 +232,13 @@ impl Wheelgate {
             panic!("cannot SIGKILL wheelgate ({}): {e}", child.id());
         }
         let _ = child.wait();
+    }
+
+    /// Sends SIGHUP, which asks wheelgate to reload its configuration file.
+    pub fn hangup(&self) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(matches!(sent, Ok(s) if s.success()), "could not send SIGHUP to wheelgate ({pid}): {sent:?}");
     }
 
     /// The resident set size now, in KiB.
@@ -332,6 +361,12 @@ impl Drop for Wheelgate {
 
 /// Runs a one-shot wheelgate command (such as `check`) with an empty environment but PATH.
 pub fn run(args: &[&str], cwd: &Path) -> ClientRun {
+    run_for(args, cwd, Duration::from_secs(30))
+}
+
+/// As `run`, killed after `limit` (for `serve`, which must exit by itself only when it refuses
+/// its configuration).
+pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
     let mut command = Command::new(binary());
     command
         .args(args)
@@ -339,7 +374,7 @@ pub fn run(args: &[&str], cwd: &Path) -> ClientRun {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
         .env("WHEELGATE_LOG", "info");
-    run_bounded(&mut command, Duration::from_secs(30))
+    run_bounded(&mut command, limit)
 }
 
 #[cfg(test)]
@@ -379,6 +414,17 @@ mod tests {
         assert_eq!(parsed["repository"][0]["offline"].as_bool(), Some(true));
         assert_eq!(parsed["store"]["max_size"].as_str(), Some("1GiB"));
         assert_eq!(parsed["repository"][0]["negative_ttl"].as_str(), Some("5s"));
+
+        config.extra_toml = rule_toml("no-\"2\"", "DENY", Some("wgfx-kappa"), Some("pkg.version.id == '2.0'"));
+        config.extra_toml.push_str(&rule_toml("wide", "ALLOW", None, None));
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        let rules = parsed["rule"].as_array().expect("two [[rule]] tables");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["name"].as_str(), Some("no-\"2\""));
+        assert_eq!(rules[0]["condition"].as_str(), Some("pkg.version.id == '2.0'"));
+        assert_eq!(rules[0]["repository"].as_str(), Some("pypi"));
+        assert!(rules[1].get("package").is_none() && rules[1].get("condition").is_none());
+        assert_eq!(rules[1]["action"].as_str(), Some("ALLOW"));
     }
 
     #[test]
