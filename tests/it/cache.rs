@@ -16,7 +16,7 @@ use crate::harness::fixtures::{catalog, sha256_hex};
 use crate::harness::generated;
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::upstream::{Mode, RecordedRequest, Upstream, JSON_MEDIA_TYPE};
-use crate::harness::{resolve, wait_until, TestBed, TokenLayout};
+use crate::harness::{link_in, wait_until, TestBed, TokenLayout};
 
 const PAGE: &str = "/simple/wgfx-app/";
 const ACCEPT_JSON: (&str, &str) = ("accept", JSON_MEDIA_TYPE);
@@ -25,18 +25,6 @@ fn page_requests(upstream: &Upstream) -> Vec<RecordedRequest> {
     upstream.requests_for(PAGE)
 }
 
-/// The href of `filename` in a JSON page, resolved against the page's URL.
-fn link_in(page: &HttpResponse, page_url: &str, filename: &str) -> String {
-    let json = page.json();
-    let href = json["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["filename"] == filename)
-        .and_then(|f| f["url"].as_str())
-        .unwrap_or_else(|| panic!("{page_url} does not list {filename}: {json}"));
-    resolve(page_url, href).to_string()
-}
 
 fn filenames(page: &HttpResponse) -> Vec<String> {
     let json = page.json();

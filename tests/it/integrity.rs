@@ -8,33 +8,17 @@ use ::http::StatusCode;
 use crate::harness::clients;
 use crate::harness::fixtures::{catalog, sha256_hex};
 use crate::harness::http;
-use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
-use crate::harness::{resolve, TestBed};
+use crate::harness::upstream::Mode;
+use crate::harness::TestBed;
 
 const CORRUPT_WHEEL: &str = "wgfx_corrupt-1.0.0-py3-none-any.whl";
-
-fn corrupt_file_url(bed: &TestBed) -> String {
-    let page_url = bed.url("/simple/wgfx-corrupt/");
-    let page = http::get(&page_url, &[("accept", JSON_MEDIA_TYPE)]);
-    page.expect_ok(&page_url);
-    let json = page.json();
-    let href = json["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["filename"] == CORRUPT_WHEEL)
-        .and_then(|f| f["url"].as_str())
-        .unwrap_or_else(|| panic!("{page_url} does not list {CORRUPT_WHEEL}: {json}"))
-        .to_owned();
-    resolve(&page_url, &href).to_string()
-}
 
 #[test]
 fn a_file_that_does_not_match_its_sha256_never_arrives_whole() {
     let bed = TestBed::start(Mode::Json);
     let fixture = catalog().expect_project("wgfx-corrupt").wheel("1.0.0");
     assert_eq!(fixture.filename, CORRUPT_WHEEL);
-    let url = corrupt_file_url(&bed);
+    let url = bed.file_url("wgfx-corrupt", CORRUPT_WHEEL);
 
     // A small file is one chunk, withheld whole: the connection then closes before the response
     // head. A larger one breaks off mid-body. Both are a failed download; a complete 200 is not.

@@ -332,3 +332,22 @@ fn anchors_keep_attribute_values_raw() {
     assert_eq!(x.get("data-yanked").map(String::as_str), Some(""));
     assert_eq!(links["y.tar.gz"].get("href").map(String::as_str), Some("y.tar.gz"));
 }
+
+#[test]
+fn the_front_speaks_http2_with_prior_knowledge() {
+    let bed = TestBed::start(Mode::Json);
+    let page_url = bed.url("/simple/wgfx-alpha/");
+    let over_h1 = http::get(&page_url, &[]);
+    let h1_body = over_h1.expect_ok(&page_url).to_vec();
+    let (status, version, body) = http::get_http2(&page_url).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, StatusCode::OK, "{page_url} over HTTP/2");
+    assert_eq!(version, ::http::Version::HTTP_2, "{page_url} was not answered over HTTP/2");
+    assert_eq!(body, h1_body, "the same page over HTTP/1.1 and HTTP/2");
+
+    let project = catalog().expect_project("wgfx-alpha");
+    let wheel = project.wheel("1.0.0");
+    let file_url = bed.file_url("wgfx-alpha", &wheel.filename);
+    let (status, version, body) = http::get_http2(&file_url).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((status, version), (StatusCode::OK, ::http::Version::HTTP_2), "{file_url}");
+    assert!(body == wheel.bytes, "{file_url}: wrong bytes over HTTP/2");
+}

@@ -8,7 +8,7 @@ use ::http::StatusCode;
 use crate::harness::fixtures::catalog;
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::upstream::{basic_auth_value, Mode, Origin, JSON_MEDIA_TYPE};
-use crate::harness::{assert_no_secret, new_token, resolve, TestBed, TokenLayout};
+use crate::harness::{assert_no_secret, link_in, new_token, TestBed, TokenLayout};
 
 /// The token and its base64 form: either one appearing would be a leak.
 fn secret_forms(token: &str) -> Vec<String> {
@@ -25,16 +25,7 @@ fn fetch_page_and_file(bed: &TestBed, project: &str, filename: &str) -> Vec<Http
     let page_url = bed.url(&format!("/simple/{project}/"));
     let page = http::get(&page_url, &[("accept", JSON_MEDIA_TYPE)]);
     page.expect_ok(&page_url);
-    let json = page.json();
-    let href = json["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["filename"] == filename)
-        .and_then(|f| f["url"].as_str())
-        .unwrap_or_else(|| panic!("{page_url} has no link for {filename}: {json}"))
-        .to_owned();
-    let file_url = resolve(&page_url, &href).to_string();
+    let file_url = link_in(&page, &page_url, filename);
     let file = http::get(&file_url, &[]);
     let expected = &catalog().expect_project(project).expect_file(filename).bytes;
     assert!(file.expect_ok(&file_url) == expected.as_slice(), "{filename}: wrong bytes through wheelgate");

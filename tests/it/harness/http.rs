@@ -307,3 +307,32 @@ mod tests {
         assert!(parse_raw_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 }
+
+/// `GET url` over HTTP/2 with prior knowledge (no upgrade dance, as gRPC-style clients and
+/// `curl --http2-prior-knowledge` do): returns the status, the protocol version the response came
+/// with, and the body.
+pub fn get_http2(url: &str) -> Result<(StatusCode, http::Version, Vec<u8>), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build a runtime for the HTTP/2 client: {e}"))?;
+    runtime.block_on(async {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let request = Request::get(url)
+            .body(Empty::new())
+            .map_err(|e| format!("invalid request: {e}"))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+            .await
+            .map_err(|_| format!("GET {url} over HTTP/2: no response within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|e| format!("GET {url} over HTTP/2 failed: {e:?}"))?;
+        let (status, version) = (response.status(), response.version());
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| format!("GET {url} over HTTP/2: body stalled"))?
+            .map_err(|e| format!("GET {url} over HTTP/2: body failed: {e}"))?
+            .to_bytes();
+        Ok((status, version, body.to_vec()))
+    })
+}

@@ -165,16 +165,7 @@ impl TestBed {
         let page_url = self.url(&format!("/simple/{project}/"));
         let page = http::get(&page_url, &[("accept", upstream::JSON_MEDIA_TYPE)]);
         page.expect_ok(&page_url);
-        let json = page.json();
-        let href = json["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["filename"] == filename)
-            .and_then(|f| f["url"].as_str())
-            .unwrap_or_else(|| panic!("{page_url} does not list {filename}: {json}"))
-            .to_owned();
-        resolve(&page_url, &href).to_string()
+        link_in(&page, &page_url, filename)
     }
 
     /// The store directory (`[store] path`).
@@ -261,6 +252,19 @@ fn symlink(target: &Path, link: &Path) {
 }
 
 /// Resolves a link from a page against the page's URL, as a client does.
+/// The href of `filename` in a JSON page, resolved against the page's URL.
+pub fn link_in(page: &http::HttpResponse, page_url: &str, filename: &str) -> String {
+    let json = page.json();
+    let href = json["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["filename"] == filename)
+        .and_then(|f| f["url"].as_str())
+        .unwrap_or_else(|| panic!("{page_url} does not list {filename}: {json}"));
+    resolve(page_url, href).to_string()
+}
+
 pub fn resolve(page_url: &str, href: &str) -> url::Url {
     let base = url::Url::parse(page_url).unwrap_or_else(|e| panic!("bad page URL {page_url:?}: {e}"));
     base.join(href).unwrap_or_else(|e| panic!("link {href:?} on {page_url} does not resolve: {e}"))
