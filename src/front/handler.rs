@@ -451,12 +451,20 @@ fn home(app: &App) -> Response<Body> {
         ));
     }
     let default = app.default_repository();
+    let stats = app.store.stats();
+    let denials = app.counters.denials.load(Ordering::Relaxed);
+    let hidden = app.counters.hidden_files.load(Ordering::Relaxed);
+    let rules = app.config.rules.len();
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>wheelgate</title></head><body>\n\
          <h1>wheelgate</h1>\n\
          <p>Point pip or uv here: <code>--index-url http://&lt;this host&gt;/simple/</code> \
          (repository <b>{default}</b>).</p>\n<h2>Repositories</h2>\n<ul>\n{rows}</ul>\n\
-         <p><a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a></p>\n</body></html>\n"
+         <h2>Store</h2>\n<p>{} files, {} of {} bytes; {} pages.</p>\n\
+         <h2>Download rules</h2>\n<p>{rules} rules in force; {denials} downloads refused and \
+         {hidden} files left out of pages since start.</p>\n\
+         <p><a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a></p>\n</body></html>\n",
+        stats.artifacts, stats.artifact_bytes, stats.max_size, stats.pages
     );
     response::with_body(StatusCode::OK, "text/html; charset=utf-8", body)
 }
