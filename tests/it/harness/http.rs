@@ -286,28 +286,6 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_responses_are_parsed_and_dechunked() {
-        let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-        let parsed = parse_raw_response(answer).expect("parses");
-        assert_eq!(parsed.status, 400);
-        assert_eq!(parsed.reason_phrase, "Bad Request");
-        assert_eq!(parsed.header("content-type"), Some("text/plain"));
-        assert_eq!(parsed.text(), "hello world");
-    }
-
-    #[test]
-    fn plain_bodies_are_kept() {
-        let parsed = parse_raw_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop").expect("parses");
-        assert_eq!((parsed.status, parsed.text().as_str()), (404, "nop"));
-        assert!(parse_raw_response(b"HTTP/1.1 200 OK\r\n").is_err());
-    }
-}
-
 /// `GET url` over HTTP/2 with prior knowledge (no upgrade dance, as gRPC-style clients and
 /// `curl --http2-prior-knowledge` do): returns the status, the protocol version the response came
 /// with, and the body.
@@ -335,4 +313,26 @@ pub fn get_http2(url: &str) -> Result<(StatusCode, http::Version, Vec<u8>), Stri
             .to_bytes();
         Ok((status, version, body.to_vec()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_responses_are_parsed_and_dechunked() {
+        let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let parsed = parse_raw_response(answer).expect("parses");
+        assert_eq!(parsed.status, 400);
+        assert_eq!(parsed.reason_phrase, "Bad Request");
+        assert_eq!(parsed.header("content-type"), Some("text/plain"));
+        assert_eq!(parsed.text(), "hello world");
+    }
+
+    #[test]
+    fn plain_bodies_are_kept() {
+        let parsed = parse_raw_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop").expect("parses");
+        assert_eq!((parsed.status, parsed.text().as_str()), (404, "nop"));
+        assert!(parse_raw_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
 }
