@@ -110,6 +110,12 @@ fn load_validated(path: &Path) -> Result<(Config, Policy), ExitCode> {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_CONFIG)
     })?;
+    if let Some(tls) = &config.server.tls {
+        wheelgate::front::tls::acceptor(tls).map_err(|error| {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+    }
     Ok((config, policy))
 }
 
@@ -238,8 +244,15 @@ fn serve(path: &Path) -> ExitCode {
         };
         app.log_summary();
         let listen = app.config.server.listen;
+        let tls = match app.config.server.tls.as_ref().map(wheelgate::front::tls::acceptor).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
         let live = Arc::new(Live::new(app, path, flights));
-        let server = match Server::bind(live.clone(), listen).await {
+        let server = match Server::bind(live.clone(), listen, tls).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(%error, "cannot listen on {listen}: is another process using it?");
@@ -247,7 +260,7 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         match server.local_addr() {
-            Ok(addr) => tracing::info!("listening on http://{addr}"),
+            Ok(addr) => tracing::info!("listening on {}://{addr}", server.scheme()),
             Err(error) => tracing::warn!(%error, "listening, but the bound address is unknown"),
         }
         let recency = tokio::spawn(persist_recency(store.clone()));

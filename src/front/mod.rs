@@ -9,6 +9,7 @@ pub mod handler;
 pub mod range;
 pub mod response;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::Live;
 
@@ -34,14 +36,24 @@ const MAX_HEADER_BUF: usize = 64 * 1024;
 pub struct Server {
     listener: TcpListener,
     live: Arc<Live>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
     /// Binds `listen`. Port 0 picks a free port; [`Server::local_addr`] tells which. The address
     /// is fixed for the life of the process (a reload that changes it says so in the log).
-    pub async fn bind(live: Arc<Live>, listen: SocketAddr) -> std::io::Result<Server> {
+    pub async fn bind(live: Arc<Live>, listen: SocketAddr, tls: Option<TlsAcceptor>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
-        Ok(Server { listener, live })
+        Ok(Server { listener, live, tls })
+    }
+
+    /// `https` when the front terminates TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -80,12 +92,34 @@ impl Server {
                         let app = live.current();
                         async move { Ok::<_, Infallible>(handler::handle(app, request).await) }
                     });
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let watched = graceful.watch(connection);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let tls = self.tls.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = watched.await {
+                        let served = match tls {
+                            None => {
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                // The handshake runs in the connection's task so a slow client
+                                // never holds up the accept loop.
+                                let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                        };
+                        if let Err(error) = served {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });

@@ -14,4 +14,5 @@ mod malformed;
 mod rules;
 mod simple_api;
 mod store;
+mod tls;
 mod upstream_auth;

@@ -173,7 +173,7 @@ fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
 /// Finds `listening on http://<ip>:<port>` in wheelgate's log.
 pub fn parse_listening_addr(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
-        let rest = line.split("listening on http://").nth(1)?;
+        let rest = line.split("listening on http://").nth(1).or_else(|| line.split("listening on https://").nth(1))?;
         let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))).unwrap_or(rest.len());
         rest.get(..end)?.parse().ok()
     })
