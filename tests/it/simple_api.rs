@@ -172,7 +172,7 @@ fn json_pages_keep_every_file_attribute_from_an_html_upstream() {
 }
 
 /// The anchors of an HTML page: text -> raw (still escaped) attributes.
-fn anchors(html: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+pub(crate) fn anchors(html: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let dom = tl::parse(html, tl::ParserOptions::default()).unwrap_or_else(|e| panic!("unparsable HTML ({e}):\n{html}"));
     let parser = dom.parser();
     let mut out = BTreeMap::new();

@@ -2,7 +2,9 @@
 //! upstream gone and after a restart; concurrent requests for one file share one upstream fetch
 //! and stream while it runs; a file that betrays its sha256 leaves nothing behind; a kill -9 in the
 //! middle of a 200 MiB transfer leaves a store that opens and serves the whole file again, with
-//! the server's memory bounded while it streams.
+//! the server's memory bounded while it streams. A file whose upstream published no sha256 is
+//! linked by a key derived from its URL, then stored under the digest of its content once fetched;
+//! and a store capped by `max_size` evicts the least recently used file first.
 //!
 //! Every claim is checked against the upstream's request log or the store directory itself
 //! (`<store>/blobs/sha256/<2 hex>/<64 hex>`, `<store>/tmp/`), not only against what clients saw.
@@ -14,12 +16,14 @@ use std::time::{Duration, Instant};
 use ::http::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::harness::clients;
-use crate::harness::generated::{self, Delivery};
+use crate::harness::clients::{self, dists};
+use crate::harness::fixtures::{catalog, sha256_hex};
+use crate::harness::generated::{self, Delivery, Generated};
 use crate::harness::http::{self, StreamedResponse};
-use crate::harness::upstream::Mode;
-use crate::harness::{wait_until, TestBed};
+use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
+use crate::harness::{resolve, wait_until, TestBed, TokenLayout};
 use crate::install::expected_app_install;
+use crate::simple_api::anchors;
 
 /// How long asynchronous cleanup (a discarded temporary file) may take to show on disk.
 const CLEANUP_WAIT: Duration = Duration::from_secs(5);
@@ -264,4 +268,190 @@ fn kill_9_mid_download_then_restart_serves_the_whole_file_with_bounded_memory() 
         bed.blob_path(&expected_sha256).display()
     );
     assert!(bed.store_files("tmp").is_empty(), "tmp/ after the commit: {:?}", bed.store_files("tmp"));
+}
+
+/// The link wheelgate must give a file its upstream published no digest for, in either page
+/// format: `/pypi/files/<project>/url-<64 lowercase hex>/<filename>` with no `#sha256=` fragment
+/// (wheelgate cannot vouch for a digest it has not computed). Returns the resolved link.
+fn assert_url_keyed_link(page_url: &str, href: &str, project: &str, filename: &str) -> url::Url {
+    assert!(!href.contains("#sha256="), "{page_url}: {filename} has no known digest, yet its link {href:?} claims one");
+    let resolved = resolve(page_url, href);
+    let segments: Vec<&str> = resolved.path().split('/').collect();
+    let [_, "pypi", "files", linked_project, key, linked_filename] = segments.as_slice() else {
+        panic!("{page_url}: the link {href:?} of {filename} is not /pypi/files/<project>/<key>/<filename>")
+    };
+    assert_eq!((*linked_project, *linked_filename), (project, filename), "{page_url}: link {href:?}");
+    let url_hex = key.strip_prefix("url-").unwrap_or_else(|| {
+        panic!("{page_url}: {filename} has no upstream digest, so its key must be `url-<sha256 of its URL>`, got {key:?}")
+    });
+    assert!(
+        url_hex.len() == 64 && url_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{page_url}: the key {key:?} of {filename} must be `url-` and 64 lowercase hex digits"
+    );
+    resolved
+}
+
+/// Fetches both formats of the hashless project's page and checks the file's link in each;
+/// returns the link (the same in both).
+fn hashless_links(bed: &TestBed, filename: &str) -> url::Url {
+    let project = "wgfx-nohash";
+    let page_url = bed.url(&format!("/simple/{project}/"));
+
+    let json_page = http::get(&page_url, &[("accept", JSON_MEDIA_TYPE)]);
+    json_page.expect_ok(&page_url);
+    let json = json_page.json();
+    let entry = json["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["filename"] == filename)
+        .unwrap_or_else(|| panic!("{page_url} (JSON) does not list {filename}: {json}"));
+    assert!(entry["hashes"].get("sha256").is_none(), "{page_url}: {filename} has no upstream sha256, yet hashes = {}", entry["hashes"]);
+    let href = entry["url"].as_str().unwrap_or_else(|| panic!("{page_url}: {filename} has no url: {entry}"));
+    let from_json = assert_url_keyed_link(&page_url, href, project, filename);
+
+    let html_page = http::get(&page_url, &[("accept", "text/html")]);
+    let html = String::from_utf8_lossy(html_page.expect_ok(&page_url)).into_owned();
+    let links = anchors(&html);
+    let href = links
+        .get(filename)
+        .and_then(|attributes| attributes.get("href"))
+        .unwrap_or_else(|| panic!("{page_url} (HTML) has no link for {filename}:\n{html}"));
+    let from_html = assert_url_keyed_link(&page_url, href, project, filename);
+    assert_eq!(from_json, from_html, "{page_url}: one file, one key, whatever the format");
+    from_json
+}
+
+#[test]
+fn a_file_without_an_upstream_sha256_is_keyed_by_its_url_then_stored_by_its_content() {
+    let wheel = catalog().expect_project("wgfx-nohash").wheel("1.0.0");
+    let upstream_path = format!("/files/wgfx-nohash/{}", wheel.filename);
+
+    // An HTML upstream states the (missing) digest in the link fragment, a JSON one in `hashes`.
+    let html_bed = TestBed::start(Mode::HtmlOnly);
+    hashless_links(&html_bed, &wheel.filename);
+    drop(html_bed);
+
+    let mut bed = TestBed::start(Mode::Json);
+    let url = hashless_links(&bed, &wheel.filename).to_string();
+    let key = url.rsplit('/').nth(1).unwrap_or_default().to_owned();
+
+    let first = http::get(&url, &[]);
+    assert_eq!(sha256_hex(first.expect_ok(&url)), wheel.sha256, "{url}: the bytes of {}", wheel.filename);
+    assert_eq!(first.cache(), Some("miss"), "{url}: the first request fetches it");
+
+    // The commit follows the transfer: poll until the file is served as stored.
+    let mut last_state = None;
+    let stored = wait_until(Duration::from_secs(5), || {
+        let later = http::get(&url, &[]);
+        assert_eq!(later.expect_ok(&url), wheel.bytes.as_slice(), "{url}: a later request got other bytes");
+        last_state = later.cache().map(str::to_owned);
+        last_state.as_deref() == Some("hit")
+    });
+    assert!(stored, "{url} was never served as a hit once fetched; last X-Wheelgate-Cache: {last_state:?}");
+    assert_eq!(bed.upstream.requests_for(&upstream_path).len(), 1, "once fetched, the file is served without the upstream");
+
+    // Stored under the digest of its content (the wheel is too big to sit inline), not its URL
+    // key. The blob is renamed into place before the catalog records it: wait for both.
+    let blob = bed.blob_path(&wheel.sha256);
+    let committed = wait_until(CLEANUP_WAIT, || {
+        std::fs::metadata(&blob).is_ok_and(|m| m.len() == wheel.bytes.len() as u64)
+            && http::head(&url, &[]).header("accept-ranges").is_some()
+    });
+    assert!(
+        committed,
+        "{} ({} bytes) must be committed as {}; blobs: {:?}",
+        wheel.filename,
+        wheel.bytes.len(),
+        blob.display(),
+        bed.store_files("blobs")
+    );
+    let url_hex = key.strip_prefix("url-").unwrap_or_default();
+    assert!(!bed.blob_path(url_hex).exists(), "the URL key {key} must not name a blob: the store is content-addressed");
+    let warm = http::head(&url, &[]);
+    assert_eq!(warm.header("etag"), Some(format!("\"{}\"", wheel.sha256).as_str()), "{url}: once pinned, the ETag is the content's sha256");
+
+    let expected = dists(&[("wgfx-nohash", "1.0.0")]);
+    let target = bed.target_dir("warm");
+    let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-nohash"]);
+    run.assert_success();
+    assert_eq!(clients::installed(&target), expected, "pip through wheelgate; output:\n{}", run.output());
+
+    // The pages are still fresh (index_ttl 10m): with the upstream gone, the store alone serves.
+    bed.upstream.stop();
+    let target = bed.target_dir("upstream-stopped");
+    let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-nohash"]);
+    run.assert_success();
+    assert_eq!(
+        clients::installed(&target),
+        expected,
+        "pip with the upstream stopped; output:\n{}\nwheelgate's output:\n{}",
+        run.output(),
+        bed.wheelgate.output()
+    );
+    assert_eq!(bed.upstream.requests_for(&upstream_path).len(), 1, "the file was fetched from the upstream once in all");
+}
+
+/// The store's cap in the eviction test: room for two of the 1 MiB `wgfx-lru-*` files, not three.
+const LRU_MAX_SIZE: &str = "2500KiB";
+const LRU_MAX_BYTES: u64 = 2500 * 1024;
+
+#[test]
+fn max_size_evicts_the_least_recently_used_file_first() {
+    let bed = TestBed::start_configured(Mode::Json, TokenLayout::File, "info", |config| {
+        config.max_size = Some(LRU_MAX_SIZE.to_owned());
+    });
+    let [a, b, c] = ["wgfx-lru-a", "wgfx-lru-b", "wgfx-lru-c"].map(generated::expect);
+    assert!(
+        a.size + b.size <= LRU_MAX_BYTES && a.size + b.size + c.size > LRU_MAX_BYTES,
+        "max_size {LRU_MAX_SIZE} must hold two of the files but not three"
+    );
+    let url_of = |file: &Generated| bed.file_url(file.project, file.filename);
+    let (url_a, url_b, url_c) = (url_of(a), url_of(b), url_of(c));
+
+    let fetch = |file: &Generated, url: &str, expected: &str, when: &str| {
+        let response = http::get(url, &[]);
+        assert_eq!(sha256_hex(response.expect_ok(url)), file.sha256(), "{} {when}: wrong bytes", file.project);
+        assert_eq!(response.cache(), Some(expected), "{} {when}", file.project);
+    };
+    // The commit follows the transfer; a stored file is served with ranges.
+    let wait_stored = |file: &Generated, url: &str| {
+        let stored = wait_until(CLEANUP_WAIT, || {
+            bed.blob_path(file.sha256()).exists() && http::head(url, &[]).header("accept-ranges").is_some()
+        });
+        assert!(stored, "{} was never committed; blobs: {:?}", file.project, bed.store_files("blobs"));
+    };
+    let blob_exists = |file: &Generated| bed.blob_path(file.sha256()).exists();
+    let fetches = |file: &Generated| bed.upstream.requests_for(&file.path()).len();
+
+    fetch(a, &url_a, "miss", "first");
+    wait_stored(a, &url_a);
+    fetch(b, &url_b, "miss", "first");
+    wait_stored(b, &url_b);
+    // A is used again, so B becomes the least recently used.
+    fetch(a, &url_a, "hit", "again");
+
+    fetch(c, &url_c, "miss", "first");
+    wait_stored(c, &url_c);
+    assert!(
+        wait_until(CLEANUP_WAIT, || !blob_exists(b)),
+        "storing C went over max_size {LRU_MAX_SIZE}: B, the least recently used, must be evicted; blobs: {:?}",
+        bed.store_files("blobs")
+    );
+    assert!(blob_exists(a) && blob_exists(c), "only B is evicted; blobs: {:?}", bed.store_files("blobs"));
+
+    fetch(a, &url_a, "hit", "after the eviction");
+    assert_eq!(fetches(a), 1, "A stayed stored: no new upstream request");
+
+    fetch(b, &url_b, "miss", "after its eviction");
+    assert_eq!(fetches(b), 2, "an evicted file is fetched from the upstream again");
+    wait_stored(b, &url_b);
+    // C is now the least recently used (A was used after it).
+    assert!(
+        wait_until(CLEANUP_WAIT, || !blob_exists(c)),
+        "storing B again went over max_size: C, now the least recently used, must be evicted; blobs: {:?}",
+        bed.store_files("blobs")
+    );
+    assert!(blob_exists(a) && blob_exists(b), "A and B remain; blobs: {:?}", bed.store_files("blobs"));
+    assert_eq!((fetches(a), fetches(c)), (1, 1), "upstream requests for A and C");
 }

@@ -64,6 +64,8 @@ struct ProjectSpec {
     links: LinkStyle,
     #[serde(default)]
     corrupt: bool,
+    #[serde(default)]
+    no_hash: bool,
     release: Vec<ReleaseSpec>,
 }
 
@@ -80,6 +82,9 @@ struct ReleaseSpec {
     upload_time: Option<String>,
     /// An age (`90s`, `10m`, `1h`, `3d`): the upload time follows the real clock.
     uploaded_ago: Option<String>,
+    /// KiB of incompressible bytes added to the wheel, so that the store keeps it as a blob file
+    /// rather than inline in its catalog.
+    padding_kib: Option<u32>,
 }
 
 /// The PEP 700 upload time of a file, as the upstream serves it.
@@ -140,6 +145,9 @@ pub struct Project {
     pub normalized: String,
     pub origin: FileOrigin,
     pub links: LinkStyle,
+    /// The upstream publishes no digest for its files: no `hashes` entry, no `#sha256=` fragment,
+    /// no metadata digest (wheelgate must key them by URL until it has fetched them).
+    pub no_hash: bool,
     /// Versions in release order.
     pub versions: Vec<String>,
     pub files: Vec<DistFile>,
@@ -287,6 +295,7 @@ fn build_catalog(text: &str) -> Result<Catalog, String> {
             normalized,
             origin: spec.origin,
             links: spec.links,
+            no_hash: spec.no_hash,
             versions: spec.release.iter().map(|r| r.version.clone()).collect(),
             files,
         });
@@ -316,7 +325,8 @@ fn build_file(
     let (filename, bytes, metadata) = match kind {
         FileKind::Wheel => {
             let filename = format!("{stem}-{}-py3-none-any.whl", release.version);
-            let bytes = build_wheel(&stem, &release.version, &init_py, &metadata)
+            let padding = padding(&filename, release.padding_kib.unwrap_or(0));
+            let bytes = build_wheel(&stem, &release.version, &init_py, &metadata, &padding)
                 .map_err(|e| format!("building {filename}: {e}"))?;
             (filename, bytes, Some(metadata.into_bytes()))
         }
@@ -363,14 +373,34 @@ fn fixed_zip_time() -> Result<zip::DateTime, String> {
 
 const FIXED_MTIME: u64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 
-fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str) -> Result<Vec<u8>, String> {
+/// `kib` KiB of pseudo-random bytes derived from `seed` (a chain of sha256 blocks): deflate cannot
+/// shrink them, so the wheel grows by about as much, and they are the same in every run.
+fn padding(seed: &str, kib: u32) -> Vec<u8> {
+    let len = kib as usize * 1024;
+    let mut out = Vec::with_capacity(len);
+    let mut counter: u64 = 0;
+    while out.len() < len {
+        let mut hasher = Sha256::new();
+        hasher.update(seed.as_bytes());
+        hasher.update(counter.to_le_bytes());
+        out.extend_from_slice(&hasher.finalize());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str, padding: &[u8]) -> Result<Vec<u8>, String> {
     let dist_info = format!("{stem}-{version}.dist-info");
     let wheel_file = "Wheel-Version: 1.0\nGenerator: wheelgate-test-harness\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
-    let members: Vec<(String, Vec<u8>)> = vec![
+    let mut members: Vec<(String, Vec<u8>)> = vec![
         (format!("{stem}/__init__.py"), init_py.as_bytes().to_vec()),
         (format!("{dist_info}/METADATA"), metadata.as_bytes().to_vec()),
         (format!("{dist_info}/WHEEL"), wheel_file.as_bytes().to_vec()),
     ];
+    if !padding.is_empty() {
+        members.push((format!("{stem}/padding.bin"), padding.to_vec()));
+    }
     let mut record = String::new();
     for (path, content) in &members {
         let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(content));
@@ -505,5 +535,23 @@ mod tests {
         let bad = file.corrupted_bytes();
         assert_eq!(bad.len(), file.bytes.len());
         assert_ne!(sha256_hex(&bad), file.sha256);
+    }
+
+    #[test]
+    fn the_hashless_project_has_a_padded_blob_sized_wheel() {
+        let project = catalog().expect_project("wgfx-nohash");
+        assert!(project.no_hash);
+        assert!(!catalog().expect_project("wgfx-app").no_hash, "digests are published unless asked otherwise");
+        let wheel = project.wheel("1.0.0");
+        assert!(wheel.bytes.len() >= 64 * 1024, "{} is {} bytes: it must not fit inline in the store", wheel.filename, wheel.bytes.len());
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
+        let mut record = String::new();
+        archive.by_name("wgfx_nohash-1.0.0.dist-info/RECORD").expect("RECORD").read_to_string(&mut record).expect("utf-8");
+        assert!(record.lines().any(|line| line.starts_with("wgfx_nohash/padding.bin,sha256=")), "{record}");
+
+        assert_eq!(padding("seed", 2), padding("seed", 2), "deterministic");
+        assert_eq!(padding("seed", 2).len(), 2048);
+        assert_ne!(padding("seed", 1), padding("other", 1));
+        assert!(padding("seed", 0).is_empty());
     }
 }

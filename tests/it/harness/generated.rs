@@ -1,8 +1,9 @@
 //! Generated artifacts: files too large, too slow or too broken to be real fixture wheels.
 //!
 //! The store tests need a 200 MiB file (memory stays bounded, kill -9 mid-transfer), a file whose
-//! transfer the test can hold open (single flight) and a blob-sized file whose bytes betray its
-//! declared sha256 (nothing is committed). None of them is ever installed, so their bytes are
+//! transfer the test can hold open (single flight), a blob-sized file whose bytes betray its
+//! declared sha256 (nothing is committed) and three plain 1 MiB files to fill a store capped by
+//! `max_size` (least recently used eviction). None of them is ever installed, so their bytes are
 //! deterministic pseudo-random data computed on the fly from the offset: any range can be produced
 //! again without holding the file in memory, and the upstream streams them chunk by chunk.
 
@@ -39,7 +40,7 @@ pub struct Generated {
 }
 
 /// Every generated file. Each has its own project, so that a test reasons about one file only.
-static GENERATED: [Generated; 3] = [
+static GENERATED: [Generated; 6] = [
     Generated {
         project: "wgfx-huge",
         version: "1.0.0",
@@ -66,6 +67,35 @@ static GENERATED: [Generated; 3] = [
         size: MIB,
         delivery: Delivery::Corruptible,
         seed: 0x7767_6678_6261_6468,
+        sha256: OnceLock::new(),
+    },
+    // Three plain blob-sized files of one size, so that a `max_size` of 2.5 MiB holds any two of
+    // them but not all three.
+    Generated {
+        project: "wgfx-lru-a",
+        version: "1.0.0",
+        filename: "wgfx_lru_a-1.0.0-py3-none-any.whl",
+        size: MIB,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_6c72_7561,
+        sha256: OnceLock::new(),
+    },
+    Generated {
+        project: "wgfx-lru-b",
+        version: "1.0.0",
+        filename: "wgfx_lru_b-1.0.0-py3-none-any.whl",
+        size: MIB,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_6c72_7562,
+        sha256: OnceLock::new(),
+    },
+    Generated {
+        project: "wgfx-lru-c",
+        version: "1.0.0",
+        filename: "wgfx_lru_c-1.0.0-py3-none-any.whl",
+        size: MIB,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_6c72_7563,
         sha256: OnceLock::new(),
     },
 ];
@@ -184,6 +214,8 @@ mod tests {
         let b = expect("wgfx-badhash").bytes(0, 64);
         assert_ne!(a, b, "each file has its own seed");
         assert!(a.iter().any(|&x| x != a[0]), "pseudo-random, not a constant fill");
+        let openings: std::collections::BTreeSet<Vec<u8>> = all().iter().map(|g| g.bytes(0, 64)).collect();
+        assert_eq!(openings.len(), all().len(), "no two generated files share their bytes");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! It behaves like a private index would, because that is what wheelgate must cope with: it
 //! requires `__token__` basic auth on its own origin, redirects non-normalised project URLs, answers
 //! PEP 691 JSON only when asked (or never, in `HtmlOnly` mode), mixes relative and absolute links,
-//! keeps some files on other origins (one of them behind a cross-origin 302) and can serve a file
-//! whose bytes betray its declared sha256. Every request on every origin is recorded so that tests
+//! keeps some files on other origins (one of them behind a cross-origin 302), can serve a file
+//! whose bytes betray its declared sha256, and publishes no digest at all for a project marked
+//! `no_hash` (as indexes that never computed one do). Every request on every origin is recorded so that tests
 //! can check who was sent the credentials.
 //!
 //! For the store tests it also behaves like an index worth caching: pages carry an `ETag` and a
@@ -631,6 +632,12 @@ fn file_href(shared: &Shared, project: &Project, file: &DistFile) -> String {
     }
 }
 
+/// The metadata digest a page announces: none when the project publishes no digests at all (the
+/// `.metadata` file is still served, as an index that never computed digests would).
+fn published_metadata_sha256<'a>(project: &Project, file: &'a DistFile) -> Option<&'a str> {
+    file.metadata_sha256.as_deref().filter(|_| !project.no_hash)
+}
+
 fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<Body> {
     page(
         shared,
@@ -640,14 +647,15 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                 .files
                 .iter()
                 .map(|f| {
-                    let metadata = match &f.metadata_sha256 {
+                    let metadata = match published_metadata_sha256(project, f) {
                         Some(sha) => serde_json::json!({ "sha256": sha }),
                         None => serde_json::json!(false),
                     };
+                    let hashes = if project.no_hash { serde_json::json!({}) } else { serde_json::json!({ "sha256": f.sha256 }) };
                     let mut entry = serde_json::json!({
                         "filename": f.filename,
                         "url": file_href(shared, project, f),
-                        "hashes": { "sha256": f.sha256 },
+                        "hashes": hashes,
                         "yanked": match &f.yanked { Some(reason) => serde_json::json!(reason), None => serde_json::json!(false) },
                         "core-metadata": metadata,
                         "dist-info-metadata": metadata,
@@ -676,14 +684,15 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                 html_escape::encode_text(&project.name)
             );
             for f in &project.files {
-                let mut a = format!("<a href=\"{}#sha256={}\"", attr(&file_href(shared, project, f)), f.sha256);
+                let fragment = if project.no_hash { String::new() } else { format!("#sha256={}", f.sha256) };
+                let mut a = format!("<a href=\"{}{fragment}\"", attr(&file_href(shared, project, f)));
                 if let Some(rp) = &f.requires_python {
                     a.push_str(&format!(" data-requires-python=\"{}\"", attr(rp)));
                 }
                 if let Some(reason) = &f.yanked {
                     a.push_str(&format!(" data-yanked=\"{}\"", attr(reason)));
                 }
-                if let Some(sha) = &f.metadata_sha256 {
+                if let Some(sha) = published_metadata_sha256(project, f) {
                     a.push_str(&format!(" data-dist-info-metadata=\"sha256={sha}\" data-core-metadata=\"sha256={sha}\""));
                 }
                 a.push_str(&format!(">{}</a><br/>\n", html_escape::encode_text(&f.filename)));
