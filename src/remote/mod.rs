@@ -307,25 +307,8 @@ impl Remote {
     pub async fn project_page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
         let loader = self.loader.clone();
         let name = project.clone();
-        let ran = Arc::new(AtomicBool::new(false));
-        let ran_here = ran.clone();
-        let loaded = self
-            .pages
-            .try_get_with(project.clone(), async move {
-                ran_here.store(true, Ordering::Relaxed);
-                let repo = loader.repo.clone();
-                // A spawned task, so that the load survives the client that started it.
-                tokio::spawn(async move { loader.project(name).await })
-                    .await
-                    .map_err(|e| RemoteError::Task {
-                        repo,
-                        reason: e.to_string(),
-                    })?
-                    .map(Arc::new)
-            })
-            .await
-            .map_err(RemoteError::Shared)?;
-        view(&loaded, ran.load(Ordering::Relaxed)).ok_or_else(|| RemoteError::ProjectNotFound {
+        let (loaded, ran) = load_once(&self.pages, project.clone(), &self.loader.repo, loader.project(name)).await?;
+        view(&loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
             repo: self.name().clone(),
             project: project.clone(),
         })
@@ -334,31 +317,10 @@ impl Remote {
     /// The list of projects the upstream offers.
     pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
         let loader = self.loader.clone();
-        let ran = Arc::new(AtomicBool::new(false));
-        let ran_here = ran.clone();
-        let loaded = self
-            .index
-            .try_get_with((), async move {
-                ran_here.store(true, Ordering::Relaxed);
-                let repo = loader.repo.clone();
-                tokio::spawn(async move { loader.index().await })
-                    .await
-                    .map_err(|e| RemoteError::Task {
-                        repo,
-                        reason: e.to_string(),
-                    })?
-                    .map(Arc::new)
-            })
-            .await
-            .map_err(RemoteError::Shared)?;
-        view(&loaded, ran.load(Ordering::Relaxed)).ok_or_else(|| RemoteError::NoIndex {
+        let (loaded, ran) = load_once(&self.index, (), &self.loader.repo, loader.index()).await?;
+        view(&loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
-    }
-
-    /// Forgets what memory holds of a project's page, so the next request loads it again.
-    pub async fn forget(&self, project: &ProjectName) {
-        self.pages.invalidate(project).await;
     }
 
     /// Finds the entry a file URL refers to on the current page of its project: only files an
@@ -511,6 +473,38 @@ impl Remote {
             source: FileSource::Download(download),
         })
     }
+}
+
+/// The entry for `key`, loading it with `load` when memory has none. Concurrent callers share one
+/// load, which runs in a spawned task so that it survives the client that started it. Also says
+/// whether this caller's load ran (its status is then the load's own).
+async fn load_once<K, T>(
+    cache: &Cache<K, Arc<Loaded<T>>>,
+    key: K,
+    repo: &RepoName,
+    load: impl std::future::Future<Output = Result<Loaded<T>, RemoteError>> + Send + 'static,
+) -> Result<(Arc<Loaded<T>>, bool), RemoteError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    let ran = Arc::new(AtomicBool::new(false));
+    let ran_here = ran.clone();
+    let repo = repo.clone();
+    let loaded = cache
+        .try_get_with(key, async move {
+            ran_here.store(true, Ordering::Relaxed);
+            tokio::spawn(load)
+                .await
+                .map_err(|e| RemoteError::Task {
+                    repo,
+                    reason: e.to_string(),
+                })?
+                .map(Arc::new)
+        })
+        .await
+        .map_err(RemoteError::Shared)?;
+    Ok((loaded, ran.load(Ordering::Relaxed)))
 }
 
 /// A request's view of a loaded entry: the load's own status for the request that ran it,
