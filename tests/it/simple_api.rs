@@ -9,7 +9,7 @@ use ::http::StatusCode;
 use crate::harness::fixtures::{catalog, FileKind, Project};
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::upstream::{Mode, HTML_MEDIA_TYPE, JSON_MEDIA_TYPE};
-use crate::harness::{resolve, TestBed};
+use crate::harness::{assert_no_secret, resolve, TestBed};
 
 const ACCEPT_JSON: (&str, &str) = ("accept", JSON_MEDIA_TYPE);
 
@@ -318,6 +318,14 @@ fn health_and_readiness_answer() {
         let response = http::get(&bed.url(path), &[]);
         assert_eq!(response.status, StatusCode::OK, "{path}: {}", response.text());
     }
+    // The page a person sees at `/` names the repository, its upstream without credentials,
+    // and the store's and the rules' counters.
+    let home = http::get(&bed.url("/"), &[]);
+    let text = home.text();
+    assert_eq!(home.status, StatusCode::OK, "{text}");
+    assert!(text.contains("pypi/simple/") && text.contains(&bed.upstream.index_url()), "{text}");
+    assert!(text.contains("0 rules in force"), "{text}");
+    assert_no_secret(&text, &[bed.upstream.token()], "the home page");
 }
 
 #[test]
