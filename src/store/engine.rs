@@ -33,7 +33,14 @@ pub struct StoreOptions {
     /// artifacts go first when a commit exceeds it. Pages are not counted: there is one per
     /// project visited and they are small next to the files.
     pub max_size: u64,
+    /// Bytes of small artifacts kept in memory (files up to [`HOT_FILE_LIMIT`]), so that a hot
+    /// wheel is served without touching the disk or the catalog. 0 disables it.
+    pub memory: u64,
 }
+
+/// The largest artifact kept in memory. Hot small wheels and `.metadata` files are what CI
+/// fleets ask for again and again; big files stream from disk in blocks.
+pub const HOT_FILE_LIMIT: u64 = 512 * 1024;
 
 /// What a caller knows about an artifact it is committing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +125,8 @@ struct Inner {
     blobs: Blobs,
     write: Mutex<()>,
     index: Mutex<Index>,
+    /// Immutable bodies by digest: an entry never goes stale, it only ages out.
+    hot: moka::sync::Cache<Sha256Digest, Bytes>,
 }
 
 impl fmt::Debug for Store {
@@ -181,6 +190,10 @@ impl Store {
                 blobs,
                 write: Mutex::new(()),
                 index: Mutex::new(index),
+                hot: moka::sync::Cache::builder()
+                    .max_capacity(options.memory)
+                    .weigher(|_, body: &Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
+                    .build(),
             }),
         })
     }
@@ -223,8 +236,19 @@ impl Store {
     pub fn artifact(&self, digest: &Sha256Digest) -> Option<Artifact> {
         let mut index = self.index();
         let entry = index.touch(digest)?;
+        if let Some(body) = self.inner.hot.get(digest) {
+            return Some(Artifact {
+                sha256: *digest,
+                size: entry.size,
+                body: ArtifactBody::Inline(body),
+            });
+        }
         if !entry.inline {
             return match self.inner.blobs.open(digest) {
+                Ok(file) if entry.size <= HOT_FILE_LIMIT && self.inner.hot.policy().max_capacity() != Some(0) => {
+                    drop(index);
+                    Some(self.warm_up(digest, entry.size, file))
+                }
                 Ok(file) => Some(Artifact {
                     sha256: *digest,
                     size: entry.size,
@@ -248,17 +272,44 @@ impl Store {
         }
         drop(index);
         match self.inner.catalog.artifact_body(digest) {
-            Ok(Some(body)) => Some(Artifact {
-                sha256: *digest,
-                size: entry.size,
-                body: ArtifactBody::Inline(Bytes::copy_from_slice(&body)),
-            }),
+            Ok(Some(body)) => {
+                let body = Bytes::copy_from_slice(&body);
+                self.inner.hot.insert(*digest, body.clone());
+                Some(Artifact {
+                    sha256: *digest,
+                    size: entry.size,
+                    body: ArtifactBody::Inline(body),
+                })
+            }
             // Evicted between the lookup and the read.
             Ok(None) => None,
             Err(error) => {
                 tracing::warn!(sha256 = %digest, %error, "cannot read a stored file; it will be fetched again");
                 None
             }
+        }
+    }
+
+    /// Reads a small stored file into memory once, so later requests are served from there. A
+    /// read that fails or comes up short leaves the file to be streamed from disk instead.
+    fn warm_up(&self, digest: &Sha256Digest, size: u64, mut file: File) -> Artifact {
+        use std::io::{Read as _, Seek as _};
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let read = file.read_to_end(&mut body);
+        if matches!(read, Ok(n) if n as u64 == size) {
+            let body = Bytes::from(body);
+            self.inner.hot.insert(*digest, body.clone());
+            return Artifact {
+                sha256: *digest,
+                size,
+                body: ArtifactBody::Inline(body),
+            };
+        }
+        let _ = file.rewind();
+        Artifact {
+            sha256: *digest,
+            size,
+            body: ArtifactBody::File(file),
         }
     }
 
@@ -813,6 +864,7 @@ mod tests {
         Store::open(StoreOptions {
             path: dir.to_path_buf(),
             max_size,
+            memory: 1 << 20,
         })
         .unwrap()
     }
@@ -932,6 +984,7 @@ mod tests {
         let error = Store::open(StoreOptions {
             path: dir.path().to_path_buf(),
             max_size: 1,
+            memory: 0,
         })
         .unwrap_err();
         assert!(
@@ -963,6 +1016,7 @@ mod tests {
         let error = Store::open(StoreOptions {
             path: dir.path().to_path_buf(),
             max_size: 1,
+            memory: 0,
         })
         .unwrap_err();
         assert!(matches!(error, StoreError::Locked { .. }), "{error:?}");

@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# wheelgate's benchmark (issue 5): wheelgate against nginx serving the same files, on this machine.
+#
+# Why it exists: the targets in issue 5 are ratios to a static file server measured in the same
+# run, so that the numbers mean something on whatever machine runs them. The script generates an
+# upstream index (benches/gen_upstream.py), serves it with nginx, puts wheelgate in front, and
+# measures with wrk, pip, uv and curl. It prints one table and exits 0 even when a target is
+# missed: it is a measurement, not a test. It exits 1 only when it cannot measure (a tool missing,
+# a server that does not start).
+#
+# Usage: benches/run.sh            (about 2 minutes on 2 cores; see benches/README.md)
+# Environment:
+#   BENCH_SECONDS=10   duration of each wrk run
+#   BENCH_REPS=3       repetitions of each install (the fastest is kept)
+#   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
+#   BENCH_TMPDIR=/tmp  where the temporary directory is created (needs ~2.5 GB free)
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCHES="$REPO/benches"
+BIN="$REPO/target/release/wheelgate"
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+REPS=${BENCH_REPS:-3}
+PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
+
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# --- tools ---------------------------------------------------------------------------------------
+ensure_tools() {
+    local missing=()
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v wrk >/dev/null || missing+=(wrk)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} from the Debian packages"
+        command -v apt-get >/dev/null || die "nginx and wrk are missing and there is no apt-get: install them and rerun"
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq || die "apt-get update failed: install nginx and wrk by hand and rerun"
+        # The package manager starts nginx's system service on some machines; ours is separate.
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk \
+            || "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk \
+            || die "could not install nginx and wrk with apt-get: install them by hand and rerun"
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    for tool in curl python3 cargo; do
+        command -v "$tool" >/dev/null || die "$tool is required and not on PATH"
+    done
+    # The real interpreter, not a pyenv shim: the clients run with an empty environment and a
+    # temporary HOME, where a shim cannot find its configuration.
+    PY=$(python3 -c 'import sys; print(sys.executable)') || die "python3 cannot report its interpreter"
+}
+
+ensure_binary() {
+    if [ ! -x "$BIN" ] || [ -n "$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -newer "$BIN" -print -quit)" ]; then
+        say "building wheelgate (cargo build --release; a few minutes from clean)"
+        (cd "$REPO" && cargo build --release --bin wheelgate) >&2 || die "cargo build --release failed"
+    fi
+}
+
+# uv, installed with the machine's normal pip settings into a venv kept under target/ so later
+# runs reuse it.
+ensure_uv() {
+    local venv="$REPO/target/bench-pyclients"
+    if [ ! -f "$venv/.installed" ]; then
+        say "installing uv into $venv"
+        rm -rf "$venv"
+        "$PY" -m venv "$venv" || die "cannot create a venv at $venv"
+        "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off uv >&2 \
+            || die "pip install uv failed (it needs the machine's usual package index)"
+        touch "$venv/.installed"
+    fi
+    UV="$venv/bin/uv"
+}
+
+# --- processes -----------------------------------------------------------------------------------
+NGINX_PID=""
+WG_PID=""
+cleanup() {
+    [ -n "$WG_PID" ] && kill "$WG_PID" 2>/dev/null && wait "$WG_PID" 2>/dev/null
+    [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+    if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
+        if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url: wait until it answers 200, at most 10 s
+    local i
+    for i in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_nginx() {
+    DIRECT_PORT=$(free_port)
+    UP_PORT=$(free_port)
+    mkdir -p "$WORK/nginx/tmp"
+    # Two servers on the same root: clients and wrk use DIRECT (the reference), wheelgate uses UP,
+    # whose access log therefore counts exactly wheelgate's upstream requests.
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 2;
+worker_rlimit_nofile 16384;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    types { text/html html; application/json json; }
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$DIRECT_PORT backlog=4096;
+        root $WWW;
+        access_log $WORK/nginx/direct.log;
+    }
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        root $WWW;
+        access_log $WORK/nginx/upstream.log;
+    }
+}
+EOF
+    "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx/error.log" &
+    NGINX_PID=$!
+    wait_http "http://127.0.0.1:$DIRECT_PORT/simple/" || die "nginx did not start: $(tail -5 "$WORK/nginx/error.log")"
+    : >"$WORK/nginx/direct.log"
+    : >"$WORK/nginx/upstream.log"
+    DIRECT="http://127.0.0.1:$DIRECT_PORT"
+}
+
+WG_RUN=0
+start_wheelgate() { # store directory
+    local store=$1 log
+    WG_RUN=$((WG_RUN + 1))
+    log="$WORK/wheelgate-$WG_RUN.log"
+    cat >"$WORK/wheelgate-$WG_RUN.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "$store"
+
+[[repository]]
+name = "pypi"
+type = "remote"
+url = "http://127.0.0.1:$UP_PORT/simple/"
+EOF
+    # wheelgate's default log level: it is part of what is measured (one access-log line per
+    # request), and "listening on" is logged at info.
+    env -u WHEELGATE_LOG "$BIN" serve --config "$WORK/wheelgate-$WG_RUN.toml" 2>"$log" >&2 &
+    WG_PID=$!
+    local i addr=""
+    for i in $(seq 200); do
+        addr=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'listening on http://[0-9.:]*' | head -1 | sed 's|listening on http://||')
+        [ -n "$addr" ] && break
+        kill -0 "$WG_PID" 2>/dev/null || die "wheelgate exited at start: $(tail -5 "$log")"
+        sleep 0.1
+    done
+    [ -n "$addr" ] || die "wheelgate did not log 'listening on http://ADDR' within 20 s: $(tail -5 "$log")"
+    WG="http://$addr"
+}
+
+stop_wheelgate() {
+    [ -n "$WG_PID" ] || return 0
+    kill -TERM "$WG_PID" 2>/dev/null
+    wait "$WG_PID" 2>/dev/null
+    WG_PID=""
+}
+
+proc_kb() { # field of /proc/<wheelgate>/status, in KiB
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$WG_PID/status"
+}
+
+upstream_lines() { wc -l <"$WORK/nginx/upstream.log"; }
+
+# The absolute URL wheelgate's JSON page gives for a file of a project.
+wg_file_url() { # project filename
+    curl -sf -H 'Accept: application/vnd.pypi.simple.v1+json' "$WG/simple/$1/" | "$PY" -c '
+import json, sys, urllib.parse
+page_url, filename = sys.argv[1], sys.argv[2]
+for f in json.load(sys.stdin)["files"]:
+    if f["filename"] == filename:
+        print(urllib.parse.urljoin(page_url, f["url"]).split("#")[0]); break
+' "$WG/simple/$1/" "$2"
+}
+
+# --- measurements --------------------------------------------------------------------------------
+# wrk with our reporter; prints "rps p50_us p99_us errors bytes_per_req" where errors are socket
+# errors plus responses with status >= 400.
+run_wrk() { # connections url [header]
+    local conns=$1 url=$2 out
+    local args=(-t2 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency --timeout 10s -s "$BENCHES/wrk_report.lua")
+    [ $# -ge 3 ] && args+=(-H "$3")
+    out=$(wrk "${args[@]}" "$url" 2>&1)
+    echo "$out" >>"$WORK/wrk.log"
+    echo "$out" | awk '/^WRK / {
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%s %s %s %d %s\n", v["rps"], v["p50_us"], v["p99_us"],
+            v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"], v["bytes_per_req"] }'
+}
+
+# Times one isolated install; prints seconds, or "FAIL". The client sees only PATH, a fresh HOME
+# and settings that disable every configuration file, like the integration tests.
+timed_install() { # pip|uv index_url
+    local client=$1 url=$2 home target start end rc
+    home=$(mktemp -d "$WORK/home.XXXXXX")
+    target="$home/target"
+    start=$EPOCHREALTIME
+    if [ "$client" = pip ]; then
+        env -i PATH="$PATH" HOME="$home" PIP_CONFIG_FILE=/dev/null PYTHONDONTWRITEBYTECODE=1 \
+            "$PY" -m pip install --no-cache-dir --disable-pip-version-check --no-input --progress-bar off \
+            --target "$target" --index-url "$url" "$REQUIREMENT" >"$home/log" 2>&1
+    else
+        env -i PATH="$PATH" HOME="$home" UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never PYTHONDONTWRITEBYTECODE=1 \
+            "$UV" pip install --no-cache --no-config --python "$PY" \
+            --target "$target" --index-url "$url" "$REQUIREMENT" >"$home/log" 2>&1
+    fi
+    rc=$?
+    end=$EPOCHREALTIME
+    if [ $rc -ne 0 ] || [ ! -d "$target/bench_app" ]; then
+        say "$client install from $url failed (exit $rc): $(tail -3 "$home/log")"
+        cat "$home/log" >>"$WORK/install-failures.log"
+        echo FAIL
+    else
+        awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'
+    fi
+    rm -rf "$home"
+}
+
+min_of() { printf '%s\n' "$@" | grep -v FAIL | sort -g | head -1 | grep . || echo FAIL; }
+
+# --- the table -----------------------------------------------------------------------------------
+ROWS=()
+# row metric wheelgate reference ratio target verdict
+row() { ROWS+=("$1|$2|$3|$4|$5|$6"); }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "FAIL" || b == "FAIL" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+verdict() { # value op limit  (op: ge, le, lt, eq)
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+        if (v == "n/a" || v == "FAIL" || v == "") { print "FAIL"; exit }
+        ok = (op == "ge" && v + 0 >= t + 0) || (op == "le" && v + 0 <= t + 0) ||
+             (op == "lt" && v + 0 < t + 0) || (op == "eq" && v + 0 == t + 0)
+        print (ok ? "pass" : "FAIL") }'
+}
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms\n", u / 1000 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB\n", k / 1024 }'; }
+
+print_table() {
+    {
+        echo "metric|wheelgate|reference|ratio|target|result"
+        echo "------|---------|---------|-----|------|------"
+        printf '%s\n' "${ROWS[@]}"
+    } | column -t -s '|' -o ' | '
+}
+
+# --- main ----------------------------------------------------------------------------------------
+main() {
+    ensure_tools
+    ensure_binary
+    ensure_uv
+    # Room for 1,000 client connections plus the servers' own (wrk, nginx and wheelgate inherit it).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 4096 ] || say "warning: ulimit -n is $(ulimit -n); -c1000 may report errors"
+
+    WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/wheelgate-bench.XXXXXX") || die "cannot create a temporary directory"
+    # nginx's workers may run as another user (www-data when started by root): the synthetic
+    # upstream must be readable by them.
+    chmod 755 "$WORK"
+    WWW="$WORK/www"
+    say "generating the upstream in $WWW"
+    "$PY" "$BENCHES/gen_upstream.py" "$WWW" --manifest "$WORK/manifest.json" || die "generating the upstream failed"
+    manifest() { "$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"m": m}))' "$WORK/manifest.json" "$1"; }
+    REQUIREMENT=$(manifest 'm["requirement"]')
+    HOT_PROJECT=$(manifest 'm["hot_wheel"]["project"]')
+    HOT_FILE=$(manifest 'm["hot_wheel"]["filename"]')
+    HOT_PATH=$(manifest 'm["hot_wheel"]["path"]')
+    PAGE_PROJECT=$(manifest 'm["page_project"]')
+    BIG_FILE=$(manifest 'm["big"][-1]["filename"]')
+    BIG_PATH=$(manifest 'm["big"][-1]["path"]')
+    MID_FILE=$(manifest 'm["big"][0]["filename"]')
+    MID_PATH=$(manifest 'm["big"][0]["path"]')
+
+    start_nginx
+    say "nginx: $DIRECT (reference), upstream for wheelgate on port $UP_PORT"
+
+    # 4. installs. Minimum upstream requests: what the client itself fetched from nginx directly
+    # (each page and each file once; clients run without a cache).
+    local client url
+    for client in pip uv; do
+        local direct=() cold=() warm=() before lines min cold_up=() warm_up=() i
+        for i in $(seq "$REPS"); do
+            before=$(wc -l <"$WORK/nginx/direct.log")
+            direct+=("$(timed_install "$client" "$DIRECT/simple/")")
+            if [ "$i" = 1 ]; then
+                min=$(tail -n +"$((before + 1))" "$WORK/nginx/direct.log" | awk '{ print $7 }' | sort -u | wc -l)
+            fi
+        done
+        for i in $(seq "$REPS"); do
+            stop_wheelgate
+            start_wheelgate "$WORK/store-$client-$i"
+            before=$(upstream_lines)
+            cold+=("$(timed_install "$client" "$WG/simple/")")
+            cold_up+=($(($(upstream_lines) - before)))
+        done
+        for i in $(seq "$REPS"); do
+            before=$(upstream_lines)
+            warm+=("$(timed_install "$client" "$WG/simple/")")
+            warm_up+=($(($(upstream_lines) - before)))
+        done
+        say "$client: direct ${direct[*]} s, cold ${cold[*]} s, warm ${warm[*]} s; upstream requests cold ${cold_up[*]}, warm ${warm_up[*]} (minimum $min)"
+        local d c w r
+        d=$(min_of "${direct[@]}"); c=$(min_of "${cold[@]}"); w=$(min_of "${warm[@]}")
+        r=$(ratio "$c" "$d"); row "$client install, cold (s)" "$c" "$d" "$r" "<= 1.10x" "$(verdict "$r" le 1.10)"
+        r=$(ratio "$w" "$d"); row "$client install, warm (s)" "$w" "$d" "$r" "<= 1.00x" "$(verdict "$r" le 1.00)"
+        local worst_cold worst_warm
+        worst_cold=$(printf '%s\n' "${cold_up[@]}" | sort -g | tail -1)
+        worst_warm=$(printf '%s\n' "${warm_up[@]}" | sort -g | tail -1)
+        row "$client upstream requests, cold" "$worst_cold" "$min (minimum)" "$(ratio "$worst_cold" "$min")" "= minimum" "$(verdict "$worst_cold" eq "$min")"
+        row "$client upstream requests, warm" "$worst_warm" "0 (pages fresh)" "-" "= 0" "$(verdict "$worst_warm" eq 0)"
+    done
+
+    # 5. the 1 GiB artifact: cold on a fresh process (so VmHWM is this transfer's peak), then warm
+    # on another fresh process.
+    stop_wheelgate
+    local store="$WORK/store-uv-$REPS"
+    start_wheelgate "$store"
+    local big_url mid_url out ttfb total size code ref_ttfb
+    big_url=$(wg_file_url bench-huge "$BIG_FILE")
+    mid_url=$(wg_file_url bench-huge "$MID_FILE")
+    [ -n "$big_url" ] && [ -n "$mid_url" ] || die "wheelgate's page for bench-huge does not list $BIG_FILE and $MID_FILE"
+    out=$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
+    read -r ttfb total size code <<<"$out"
+    local hwm_cold; hwm_cold=$(proc_kb VmHWM)
+    ref_ttfb=$(curl -s -o /dev/null -w '%{time_starttransfer}' "$DIRECT$BIG_PATH")
+    say "1 GiB cold: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm_cold KiB"
+    [ "$code" = 200 ] && [ "$size" = "$(manifest 'm["big"][-1]["size"]')" ] || say "warning: the cold 1 GiB transfer was incomplete (HTTP $code, $size bytes)"
+    local ttfb_ms ref_ms
+    ttfb_ms=$(awk -v s="$ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
+    ref_ms=$(awk -v s="$ref_ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
+    row "1 GiB cold: time to first byte (ms)" "$ttfb_ms" "$ref_ms (nginx)" "$(ratio "$ttfb_ms" "$ref_ms")" "< 50 ms" "$(verdict "$ttfb_ms" lt 50)"
+    local ref_total
+    ref_total=$(curl -s -o /dev/null -w '%{time_total}' "$DIRECT$BIG_PATH")
+    row "1 GiB cold: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
+    row "1 GiB cold: peak RSS (VmHWM)" "$(mib "$hwm_cold")" "-" "-" "< 64 MiB" "$(verdict "$hwm_cold" lt 65536)"
+    # The 200 MB artifact, cold: transfer time through wheelgate against nginx direct.
+    local mid_total mid_ref
+    mid_total=$(curl -s -o /dev/null -w '%{time_total}' "$mid_url")
+    mid_ref=$(curl -s -o /dev/null -w '%{time_total}' "$DIRECT$MID_PATH")
+    row "200 MiB cold: transfer time (s)" "$(printf '%.2f' "$mid_total")" "$(printf '%.2f' "$mid_ref") (nginx)" "$(ratio "$mid_total" "$mid_ref")" "-" "info"
+    stop_wheelgate
+    start_wheelgate "$store"
+    big_url=$(wg_file_url bench-huge "$BIG_FILE")
+    out=$(curl -s -D "$WORK/big-warm.headers" -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
+    read -r ttfb total size code <<<"$out"
+    local hwm_warm; hwm_warm=$(proc_kb VmHWM)
+    say "1 GiB warm: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm_warm KiB, $(grep -i '^x-wheelgate-cache' "$WORK/big-warm.headers" | tr -d '\r')"
+    row "1 GiB warm: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
+    row "1 GiB warm: peak RSS (VmHWM)" "$(mib "$hwm_warm")" "-" "-" "< 64 MiB" "$(verdict "$hwm_warm" lt 65536)"
+
+    # 1-3. warm throughput and latency at 64 connections.
+    local hot_url
+    hot_url=$(wg_file_url "$HOT_PROJECT" "$HOT_FILE")
+    [ -n "$hot_url" ] || die "wheelgate's page for $HOT_PROJECT does not list $HOT_FILE"
+    curl -sf -o /dev/null "$hot_url" && curl -sf -o /dev/null "$hot_url" || die "wheelgate does not serve $hot_url"
+    # The same page bytes as static files for nginx: what wheelgate renders, saved into its root.
+    mkdir -p "$WWW/static"
+    curl -sf -H "Accept: $PIP_ACCEPT" "$WG/simple/$PAGE_PROJECT/" -o "$WWW/static/page.json" || die "wheelgate does not serve /simple/$PAGE_PROJECT/"
+    curl -sf -H 'Accept: text/html' "$WG/simple/$PAGE_PROJECT/" -o "$WWW/static/page.html" || die "wheelgate does not serve /simple/$PAGE_PROJECT/ as HTML"
+    say "page sizes: JSON $(wc -c <"$WWW/static/page.json") bytes, HTML $(wc -c <"$WWW/static/page.html") bytes"
+    say "wrk warm-up"
+    SECONDS_PER_RUN=2 run_wrk 64 "$hot_url" >/dev/null
+    SECONDS_PER_RUN=2 run_wrk 64 "$DIRECT$HOT_PATH" >/dev/null
+    local loaded_rss; loaded_rss=$(proc_kb VmRSS)
+
+    local wg_r ref_r rps p50 p99 err bpr rrps rp50 rp99 rerr rbpr label
+    compare() { # label wheelgate-url reference-url [header]
+        label=$1
+        say "wrk -c64: $label"
+        read -r rps p50 p99 err bpr <<<"$(run_wrk 64 "$2" "${4:-X-Bench: 1}")"
+        read -r rrps rp50 rp99 rerr rbpr <<<"$(run_wrk 64 "$3" "${4:-X-Bench: 1}")"
+        say "  wheelgate $rps req/s ($bpr B/response, $err errors); nginx $rrps req/s ($rbpr B/response, $rerr errors)"
+        r=$(ratio "$rps" "$rrps")
+        row "$label: req/s (64 conns)" "$(printf '%.0f' "$rps")" "$(printf '%.0f' "$rrps")" "$r" ">= 1.00x" "$(verdict "$r" ge 1.00)"
+        row "$label: p50 latency" "$(ms "$p50")" "$(ms "$rp50")" "$(ratio "$p50" "$rp50")" "-" "info"
+        row "$label: p99 latency" "$(ms "$p99")" "$(ms "$rp99")" "$(ratio "$p99" "$rp99")" "< 5 ms" "$(verdict "$p99" lt 5000)"
+        [ "$err" = 0 ] || row "$label: errors (64 conns)" "$err" "$rerr" "-" "= 0" "FAIL"
+    }
+    compare "artifact ~100 KiB" "$hot_url" "$DIRECT$HOT_PATH"
+    compare "page, pip Accept (JSON)" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.json" "Accept: $PIP_ACCEPT"
+    compare "page, text/html" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.html" "Accept: text/html"
+
+    # 6. 1,000 connections on the warm artifact.
+    say "wrk -c1000: artifact"
+    read -r rps p50 p99 err bpr <<<"$(run_wrk 1000 "$hot_url")"
+    read -r rrps rp50 rp99 rerr rbpr <<<"$(run_wrk 1000 "$DIRECT$HOT_PATH")"
+    say "  wheelgate $rps req/s ($err errors, p99 $p99 us); nginx $rrps req/s ($rerr errors, p99 $rp99 us)"
+    row "artifact, 1000 conns: req/s" "$(printf '%.0f' "$rps")" "$(printf '%.0f' "$rrps")" "$(ratio "$rps" "$rrps")" "-" "info"
+    row "artifact, 1000 conns: p99 latency" "$(ms "$p99")" "$(ms "$rp99")" "$(ratio "$p99" "$rp99")" "-" "info"
+    row "artifact, 1000 conns: errors" "$err" "$rerr (nginx)" "-" "= 0" "$(verdict "$err" eq 0)"
+
+    sleep 3
+    local idle; idle=$(proc_kb VmRSS)
+    row "idle RSS after the run (VmRSS)" "$(mib "$idle")" "-" "-" "< 40 MiB" "$(verdict "$idle" lt 40960)"
+    row "RSS after warm-up, before the -c64 runs" "$(mib "$loaded_rss")" "-" "-" "-" "info"
+    row "peak RSS of the last process (VmHWM)" "$(mib "$(proc_kb VmHWM)")" "-" "-" "-" "info"
+    if grep -qiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log; then
+        say "wheelgate logged warnings or errors:"
+        grep -hiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -10 >&2
+    fi
+
+    echo
+    echo "wheelgate benchmark ($(nproc) cores, wrk -t2 ${SECONDS_PER_RUN}s runs, installs: best of $REPS, $(manifest 'len(m["projects"])') projects)"
+    print_table
+}
+
+main "$@"
+exit 0
