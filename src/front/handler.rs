@@ -42,18 +42,18 @@ pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
         // Keep the headers (Content-Length included) and drop the body.
         *response.body_mut() = response::empty();
     }
-    let bytes = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    // `bytes` is the announced length ("-" for a stream of unknown length); `ms` is the time to
+    // the response head: a streamed file's transfer goes on after this line.
     tracing::info!(
         target: "wheelgate::access",
         method = %method,
         path = %request.uri().path(),
         status = response.status().as_u16(),
-        bytes,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        bytes = header(CONTENT_LENGTH.as_str()).unwrap_or("-"),
+        cache = header(X_WHEELGATE_CACHE).unwrap_or("-"),
+        denied_by = header(X_WHEELGATE_DENIED).unwrap_or("-"),
+        ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
     response
@@ -232,7 +232,7 @@ async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Resul
     let format = format_for(request);
     let key = RenderKey {
         format,
-        repository: name.to_string(),
+        repository: name.as_str(),
         depth: 0,
         minute: 0,
     };
@@ -258,7 +258,7 @@ async fn project_page<B>(
     let now = SystemTime::now();
     let key = RenderKey {
         format,
-        repository: name.to_string(),
+        repository: name.as_str(),
         depth,
         minute: policy_minute(app, now),
     };

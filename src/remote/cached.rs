@@ -4,7 +4,6 @@
 //! upstream's bytes, rendering our HTML or JSON and gzipping it are each done once per upstream
 //! revision and kept here, so a warm page request is a hash lookup and a copy of `Bytes`.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -95,12 +94,30 @@ impl Rendered {
 /// Which rendering: the format, the repository the page is served from (file links name it and
 /// its rules filter the files), how deep the page sits (relative links climb that many segments),
 /// and, when a rule reads `now`, the minute the rules were applied in (so a cooldown ends on time).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RenderKey {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderKey<'a> {
     pub format: Format,
-    pub repository: String,
+    pub repository: &'a str,
     pub depth: usize,
     pub minute: u64,
+}
+
+/// A rendering as kept: its key (owned) and the bytes.
+struct Kept {
+    format: Format,
+    repository: Box<str>,
+    depth: usize,
+    minute: u64,
+    rendered: Arc<Rendered>,
+}
+
+impl Kept {
+    fn is(&self, key: &RenderKey<'_>) -> bool {
+        self.format == key.format
+            && self.depth == key.depth
+            && self.minute == key.minute
+            && &*self.repository == key.repository
+    }
 }
 
 /// A parsed upstream page with what is known of its freshness, and its renderings.
@@ -112,7 +129,9 @@ pub struct Cached<T> {
     pub status: CacheStatus,
     /// Rough bytes of memory this entry holds, for the cache's weigher.
     pub weight: u32,
-    renders: Mutex<HashMap<RenderKey, Arc<Rendered>>>,
+    /// A handful at most (formats × the ways a page is addressed), so a list beats a map and a
+    /// lookup allocates nothing.
+    renders: Mutex<Vec<Kept>>,
 }
 
 impl<T> Cached<T> {
@@ -122,21 +141,31 @@ impl<T> Cached<T> {
             fetched_at,
             status,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
-            renders: Mutex::new(HashMap::new()),
+            renders: Mutex::new(Vec::new()),
         }
     }
 
     /// The rendering for `key`, made by `render` the first time it is asked for.
-    pub fn rendered(&self, key: RenderKey, render: impl FnOnce(&T) -> Rendered) -> Arc<Rendered> {
+    /// Renderings of an earlier minute (for rules that read `now`) are dropped as new ones come.
+    pub fn rendered(&self, key: RenderKey<'_>, render: impl FnOnce(&T) -> Rendered) -> Arc<Rendered> {
         let mut renders = match self.renders.lock() {
             Ok(guard) => guard,
-            // A panic while rendering leaves nothing half-written in the map: keep using it.
+            // A panic while rendering leaves nothing half-written in the list: keep using it.
             Err(poisoned) => poisoned.into_inner(),
         };
-        renders
-            .entry(key)
-            .or_insert_with(|| Arc::new(render(&self.value)))
-            .clone()
+        if let Some(kept) = renders.iter().find(|kept| kept.is(&key)) {
+            return kept.rendered.clone();
+        }
+        renders.retain(|kept| kept.minute == key.minute);
+        let rendered = Arc::new(render(&self.value));
+        renders.push(Kept {
+            format: key.format,
+            repository: key.repository.into(),
+            depth: key.depth,
+            minute: key.minute,
+            rendered: rendered.clone(),
+        });
+        rendered
     }
 }
 
@@ -150,12 +179,12 @@ mod tests {
         let cached = Cached::new(Arc::new(5u32), SystemTime::now(), CacheStatus::Miss, 10);
         let key = RenderKey {
             format: Format::Json,
-            repository: "pypi".into(),
+            repository: "pypi",
             depth: 2,
             minute: 0,
         };
         let mut calls = 0;
-        let first = cached.rendered(key.clone(), |v| {
+        let first = cached.rendered(key, |v| {
             calls += 1;
             Rendered::new(Bytes::from(v.to_string()))
         });
@@ -165,7 +194,7 @@ mod tests {
         let other = cached.rendered(
             RenderKey {
                 format: Format::Html,
-                repository: "pypi".into(),
+                repository: "pypi",
                 depth: 2,
                 minute: 0,
             },
@@ -173,6 +202,23 @@ mod tests {
         );
         assert_eq!(other.body, Bytes::from_static(b"html"));
         assert_ne!(other.etag, first.etag);
+    }
+
+    #[test]
+    fn a_new_minute_replaces_the_old_renderings() {
+        let cached = Cached::new(Arc::new(1u32), SystemTime::now(), CacheStatus::Miss, 10);
+        let key = |minute| RenderKey {
+            format: Format::Json,
+            repository: "pypi",
+            depth: 2,
+            minute,
+        };
+        let first = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7")));
+        let next = cached.rendered(key(8), |_| Rendered::new(Bytes::from_static(b"8")));
+        assert_eq!(next.body, Bytes::from_static(b"8"));
+        let again = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7 again")));
+        assert!(!Arc::ptr_eq(&first, &again), "minute 7 must have been dropped when minute 8 came");
+        assert_eq!(cached.renders.lock().unwrap().len(), 1);
     }
 
     #[test]
