@@ -305,9 +305,10 @@ impl Remote {
 
     /// The project page, from memory, the store or the upstream.
     pub async fn project_page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
-        let loader = self.loader.clone();
-        let name = project.clone();
-        let (loaded, ran) = load_once(&self.pages, project.clone(), &self.loader.repo, loader.project(name)).await?;
+        let (loaded, ran) = load_once(&self.pages, project, &self.loader.repo, || {
+            self.loader.clone().project(project.clone())
+        })
+        .await?;
         view(&loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
             repo: self.name().clone(),
             project: project.clone(),
@@ -316,8 +317,7 @@ impl Remote {
 
     /// The list of projects the upstream offers.
     pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
-        let loader = self.loader.clone();
-        let (loaded, ran) = load_once(&self.index, (), &self.loader.repo, loader.index()).await?;
+        let (loaded, ran) = load_once(&self.index, &(), &self.loader.repo, || self.loader.clone().index()).await?;
         view(&loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
@@ -478,21 +478,27 @@ impl Remote {
 /// The entry for `key`, loading it with `load` when memory has none. Concurrent callers share one
 /// load, which runs in a spawned task so that it survives the client that started it. Also says
 /// whether this caller's load ran (its status is then the load's own).
-async fn load_once<K, T>(
+async fn load_once<K, T, F>(
     cache: &Cache<K, Arc<Loaded<T>>>,
-    key: K,
+    key: &K,
     repo: &RepoName,
-    load: impl std::future::Future<Output = Result<Loaded<T>, RemoteError>> + Send + 'static,
+    load: impl FnOnce() -> F,
 ) -> Result<(Arc<Loaded<T>>, bool), RemoteError>
 where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Loaded<T>, RemoteError>> + Send + 'static,
 {
+    // The warm path: a lookup, no clones of the loader.
+    if let Some(loaded) = cache.get(key).await {
+        return Ok((loaded, false));
+    }
+    let load = load();
     let ran = Arc::new(AtomicBool::new(false));
     let ran_here = ran.clone();
     let repo = repo.clone();
     let loaded = cache
-        .try_get_with(key, async move {
+        .try_get_with(key.clone(), async move {
             ran_here.store(true, Ordering::Relaxed);
             tokio::spawn(load)
                 .await
