@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod front;
+pub mod logging;
 pub mod policy;
 pub mod remote;
 pub mod simple;

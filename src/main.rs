@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wheelgate::app::{self, App, Counters, Live};
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
+use wheelgate::logging::{buffered_stderr, LogGuard};
 use wheelgate::policy::{self, Policy};
 use wheelgate::store::flight::Flights;
 use wheelgate::store::{Store, StoreOptions};
@@ -86,17 +87,12 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `WHEELGATE_LOG` takes a tracing filter (`info`, `debug`,
-/// `wheelgate=debug,hyper=info`). Colours only on a terminal.
-///
-/// Lines are written by a dedicated thread: with one access-log line per request, a write to
-/// stderr on the request's own thread measurably costs throughput. The queue is bounded; when it
-/// is full, requests wait rather than lines being lost.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// `wheelgate=debug,hyper=info`). Colours only on a terminal. Lines are written in batches
+/// (see `wheelgate::logging`): one access-log line per request must not cost a syscall each.
+fn init_logging(format: LogFormat) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHEELGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    let (writer, guard) = buffered_stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
