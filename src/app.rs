@@ -78,6 +78,22 @@ fn origin(config: &Config) -> String {
         .unwrap_or_else(|| "proxy.toml".to_owned())
 }
 
+/// How `store.memory_cache` is shared: a quarter for hot small files (process-wide, in the
+/// store), the rest for parsed and rendered pages, split evenly between the remote repositories.
+pub fn hot_file_memory(config: &Config) -> u64 {
+    config.store.memory_cache / 4
+}
+
+fn page_memory_per_remote(config: &Config) -> u64 {
+    let remotes = config
+        .repositories
+        .iter()
+        .filter(|r| matches!(r.kind, RepositoryKind::Remote(_)))
+        .count()
+        .max(1) as u64;
+    (config.store.memory_cache - hot_file_memory(config)) / remotes
+}
+
 /// Compiles the rules of `config`.
 pub fn compile_policy(config: &Config) -> Result<Policy, AppError> {
     Policy::compile(&config.rules).map_err(|source| AppError::Rules {
@@ -116,7 +132,7 @@ impl App {
     ) -> Result<App, AppError> {
         let policy = compile_policy(&config)?;
         let mut repositories = HashMap::new();
-        let memory = config.store.memory_cache;
+        let memory = page_memory_per_remote(&config);
         for repo in &config.repositories {
             let built = match &repo.kind {
                 RepositoryKind::Remote(remote) => Repository::Remote(

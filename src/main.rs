@@ -232,8 +232,7 @@ fn serve(path: &Path) -> ExitCode {
         let store = match Store::open(StoreOptions {
             path: config.store.path.clone(),
             max_size: config.store.max_size,
-            // A quarter of the memory budget for hot small files; pages take the rest.
-            memory: config.store.memory_cache / 4,
+            memory: app::hot_file_memory(&config),
         }) {
             Ok(store) => store,
             Err(error) => {

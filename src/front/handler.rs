@@ -20,7 +20,7 @@ use crate::config::RepoName;
 use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered};
 use crate::simple::digest::Sha256Digest;
 use crate::policy::enforce::{describe_rules, filter_page, Filtered};
-use crate::policy::{Decision, FileFacts, RuleRef};
+use crate::policy::{Decision, FileFacts};
 use crate::simple::name::ProjectName;
 use crate::simple::page::ProjectPage;
 use crate::store::serve::file_stream;
@@ -99,8 +99,9 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
 enum Failure {
     NoRepository(String),
     Remote(RemoteError),
-    /// Refused by download rules: what was asked for, and the rules that refused it.
-    Denied { what: String, rules: Vec<RuleRef> },
+    /// Refused by download rules: what was asked for, and the rules that refused it (as
+    /// `describe_rules` writes them).
+    Denied { what: String, rules: String },
 }
 
 impl From<RemoteError> for Failure {
@@ -114,10 +115,9 @@ impl Failure {
         match self {
             Failure::NoRepository(reason) => response::error(StatusCode::NOT_FOUND, &reason),
             Failure::Denied { what, rules } => {
-                let names = describe_rules(&rules);
                 let mut response =
-                    response::error(StatusCode::FORBIDDEN, &format!("{what} is denied by {names}"));
-                if let Ok(value) = HeaderValue::from_str(&names) {
+                    response::error(StatusCode::FORBIDDEN, &format!("{what} is denied by {rules}"));
+                if let Ok(value) = HeaderValue::from_str(&rules) {
                     response.headers_mut().insert(X_WHEELGATE_DENIED, value);
                 }
                 response
@@ -291,13 +291,11 @@ async fn project_page<B>(
             rules = %rules,
             "page refused: the download rules allow none of its files"
         );
-        let mut response = response::error(
-            StatusCode::FORBIDDEN,
-            &format!("every file of {project} in repository {name} is denied by {rules}"),
-        );
-        if let Ok(value) = HeaderValue::from_str(rules) {
-            response.headers_mut().insert(X_WHEELGATE_DENIED, value);
+        let mut response = Failure::Denied {
+            what: format!("every file of {project} in repository {name}"),
+            rules: rules.clone(),
         }
+        .into_response();
         response.headers_mut().insert(X_WHEELGATE_CACHE, view.status.header_value());
         return Ok(response);
     }
@@ -336,7 +334,7 @@ async fn serve_file<B>(
         };
         return Err(Failure::Denied {
             what: format!("{what} (repository {})", file.repo),
-            rules: vec![by],
+            rules: by.to_string(),
         });
     }
     let mut response = if head {
