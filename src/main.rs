@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wheelgate::app::{self, App, Counters, Live};
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
+use wheelgate::logging::access::{self, LogFormat as AccessFormat};
 use wheelgate::logging::{buffered_stderr, LogGuard};
 use wheelgate::policy::{self, Policy};
 use wheelgate::store::flight::Flights;
@@ -93,6 +94,13 @@ fn init_logging(format: LogFormat) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHEELGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = buffered_stderr();
+    access::install(
+        &writer,
+        match format {
+            LogFormat::Text => AccessFormat::Text,
+            LogFormat::Json => AccessFormat::Json,
+        },
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

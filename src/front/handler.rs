@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 
 use http::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING,
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL,
     CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE, VARY,
 };
 use http::{Method, Request, Response, StatusCode};
@@ -17,7 +17,8 @@ use super::response::{self, Body, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
 use super::route::{self, FileRoute, RepoRef, Route, RouteError};
 use crate::app::{App, Repository};
 use crate::config::RepoName;
-use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered};
+use crate::logging::access::{self, AccessRecord};
+use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered, VARY_PAGE};
 use crate::simple::digest::Sha256Digest;
 use crate::policy::enforce::{describe_rules, filter_page, Filtered};
 use crate::policy::{Decision, FileFacts};
@@ -42,20 +43,18 @@ pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
         // Keep the headers (Content-Length included) and drop the body.
         *response.body_mut() = response::empty();
     }
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-    // `bytes` is the announced length ("-" for a stream of unknown length); `ms` is the time to
-    // the response head: a streamed file's transfer goes on after this line.
-    tracing::info!(
-        target: "wheelgate::access",
-        method = %method,
-        path = %request.uri().path(),
-        status = response.status().as_u16(),
-        bytes = header(CONTENT_LENGTH.as_str()).unwrap_or("-"),
-        cache = header(X_WHEELGATE_CACHE).unwrap_or("-"),
-        denied_by = header(X_WHEELGATE_DENIED).unwrap_or("-"),
-        ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-        "request"
-    );
+    let header = |name: &HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok());
+    // `bytes` is the announced length (none for a stream of unknown length); `elapsed` is the
+    // time to the response head: a streamed file's transfer goes on after this line.
+    access::write(&AccessRecord {
+        method: method.as_str(),
+        path: request.uri().path(),
+        status: response.status().as_u16(),
+        bytes: header(&CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        cache: header(&X_WHEELGATE_CACHE).unwrap_or("-"),
+        denied_by: header(&X_WHEELGATE_DENIED).unwrap_or("-"),
+        elapsed: started.elapsed(),
+    });
     response
 }
 
@@ -193,37 +192,26 @@ fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
         .any(|tag| tag == "*" || tag == etag)
 }
 
-/// Sends a rendered page: 304 when the client has it, gzip when it takes it. The gzip variant
-/// is its own representation, so it gets its own ETag.
-fn page_response<B>(
-    request: &Request<B>,
-    format: Format,
-    rendered: &Rendered,
-    status: CacheStatus,
-) -> Response<Body> {
-    let gzip = accepts_gzip(request);
-    let etag = if gzip {
-        let tag = rendered.etag.to_str().unwrap_or("\"0\"").trim_end_matches('"');
-        HeaderValue::from_str(&format!("{tag}-gzip\"")).unwrap_or_else(|_| rendered.etag.clone())
-    } else {
-        rendered.etag.clone()
-    };
-    let mut response = if not_modified(request, &etag) {
+/// Sends a rendered page: 304 when the client has it, gzip when it takes it. The headers were
+/// built with the rendering.
+fn page_response<B>(request: &Request<B>, rendered: &Rendered, status: CacheStatus) -> Response<Body> {
+    let variant = if accepts_gzip(request) { rendered.gzip() } else { rendered.identity() };
+    if not_modified(request, &variant.etag) {
         let mut response = Response::new(response::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
-        response
-    } else if gzip {
-        let mut response = response::with_body(StatusCode::OK, format.content_type(), rendered.gzip().clone());
-        response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let headers = response.headers_mut();
+        headers.insert(VARY, HeaderValue::from_static(VARY_PAGE));
+        headers.insert(ETAG, variant.etag.clone());
+        headers.insert(X_WHEELGATE_CACHE, status.header_value());
         response
     } else {
-        response::with_body(StatusCode::OK, format.content_type(), rendered.body.clone())
-    };
-    let headers = response.headers_mut();
-    headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
-    headers.insert(ETAG, etag);
-    headers.insert(X_WHEELGATE_CACHE, status.header_value());
-    response
+        let mut response = Response::new(response::full(variant.body.clone()));
+        *response.headers_mut() = variant.headers.clone();
+        if status != CacheStatus::Hit {
+            response.headers_mut().insert(X_WHEELGATE_CACHE, status.header_value());
+        }
+        response
+    }
 }
 
 async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Result<Response<Body>, Failure> {
@@ -237,12 +225,13 @@ async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Resul
         minute: 0,
     };
     let rendered = view.cached.rendered(key, |index| {
-        Rendered::new(Bytes::from(match format {
+        let body = match format {
             Format::Json => render_index_json(index),
             Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
-        }))
+        };
+        Rendered::new(Bytes::from(body), format.content_type())
     });
-    Ok(page_response(request, format, &rendered, view.status))
+    Ok(page_response(request, &rendered, view.status))
 }
 
 async fn project_page<B>(
@@ -269,10 +258,11 @@ async fn project_page<B>(
             None => Links::relative(depth, name.as_str()),
         };
         let render = |page: &ProjectPage| {
-            Rendered::new(Bytes::from(match format {
+            let body = match format {
                 Format::Json => render_project_json(page, &links),
                 Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
-            }))
+            };
+            Rendered::new(Bytes::from(body), format.content_type())
         };
         match filter_page(&app.policy, name, page, now) {
             Filtered::Unchanged => render(page),
@@ -299,7 +289,7 @@ async fn project_page<B>(
         response.headers_mut().insert(X_WHEELGATE_CACHE, view.status.header_value());
         return Ok(response);
     }
-    Ok(page_response(request, format, &rendered, view.status))
+    Ok(page_response(request, &rendered, view.status))
 }
 
 async fn serve_file<B>(

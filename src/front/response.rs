@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -17,10 +17,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The header naming the rules or controls that refused a request (SPEC §2).
-pub const X_WHEELGATE_DENIED: &str = "x-wheelgate-denied";
+pub const X_WHEELGATE_DENIED: HeaderName = HeaderName::from_static("x-wheelgate-denied");
 
-/// The header saying how a cache was involved: `hit`, `miss`, `stale` or `revalidated` (SPEC §2).
-pub const X_WHEELGATE_CACHE: &str = "x-wheelgate-cache";
+pub use crate::remote::X_WHEELGATE_CACHE;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()

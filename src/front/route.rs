@@ -6,6 +6,7 @@
 //! (`..`, `%2F`, `%5C`, NUL, control characters) is refused with a 400 before it can reach the
 //! upstream URL we build or, later, a path in the store.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
@@ -104,12 +105,25 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(bad("request path must start with '/'"));
     };
-    let raw: Vec<&str> = rest.split('/').collect();
-    let mut segments = Vec::with_capacity(raw.len());
-    for (index, segment) in raw.iter().enumerate() {
-        segments.push(decode_segment(segment, index)?);
+    // No route has more than MAX_SEGMENTS segments; longer paths are still checked whole (a
+    // smuggling attempt is a 400 wherever it is) but only their count is kept. Segments without
+    // a `%` are borrowed, so a plain path is parsed without allocating.
+    let mut raw = [""; MAX_SEGMENTS];
+    let mut decoded: [Cow<'_, str>; MAX_SEGMENTS] = Default::default();
+    let mut count = 0;
+    for (index, segment) in rest.split('/').enumerate() {
+        let segment_decoded = decode_segment(segment, index)?;
+        if index < MAX_SEGMENTS {
+            raw[index] = segment;
+            decoded[index] = segment_decoded;
+        }
+        count = index + 1;
     }
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let mut view = [""; MAX_SEGMENTS];
+    for (slot, segment) in view.iter_mut().zip(&decoded) {
+        *slot = segment;
+    }
+    let segs: &[&str] = if count <= MAX_SEGMENTS { &view[..count] } else { &[] };
     // An empty segment is only meaningful as the last one (the trailing slash).
     if segs.len() > 1 && segs[..segs.len() - 1].iter().any(|s| s.is_empty()) {
         return Err(RouteError::NotFound(format!(
@@ -117,7 +131,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         )));
     }
 
-    match segs.as_slice() {
+    match segs {
         [""] => Ok(Route::Home),
         ["-", "health"] => Ok(Route::Health),
         ["-", "ready"] => Ok(Route::Ready),
@@ -126,7 +140,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         ["simple", project] => project_redirect(RepoRef::Default, project),
         ["simple", project, ""] => project_route(RepoRef::Default, project, raw[1]),
         [_, _, "json"] | [_, _, "json", ""] | [_, _, _, "json"] | [_, _, _, "json", ""]
-            if is_legacy_json(&segs) =>
+            if is_legacy_json(segs) =>
         {
             Ok(Route::LegacyJson)
         }
@@ -145,30 +159,61 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
 
 /// Decodes one percent-encoded segment and refuses everything that could change the shape of a
 /// path once decoded.
-fn decode_segment(segment: &str, index: usize) -> Result<String, RouteError> {
-    let lower = segment.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
-        return Err(bad(format!(
-            "path segment {} contains an encoded '/' or '\\'; names and filenames never do",
-            index + 1
-        )));
+/// The most segments a route has (`<repo>/files/<project>/<key>/<filename>`), plus one so that a
+/// longer path is told apart.
+const MAX_SEGMENTS: usize = 6;
+
+/// One path segment, percent-decoded and checked in one pass over its bytes.
+fn decode_segment(segment: &str, index: usize) -> Result<Cow<'_, str>, RouteError> {
+    let bytes = segment.as_bytes();
+    let mut encoded = false;
+    let mut non_ascii = false;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' => {
+                encoded = true;
+                let pair = bytes.get(at + 1..at + 3).map(|p| [p[0].to_ascii_lowercase(), p[1].to_ascii_lowercase()]);
+                if matches!(pair, Some([b'2', b'f']) | Some([b'5', b'c'])) {
+                    return Err(bad(format!(
+                        "path segment {} contains an encoded '/' or '\\'; names and filenames never do",
+                        index + 1
+                    )));
+                }
+            }
+            b'\\' => return Err(bad(format!("path segment {} contains '\\'", index + 1))),
+            byte if !byte.is_ascii() => non_ascii = true,
+            byte if byte.is_ascii_control() => {
+                return Err(bad(format!(
+                    "path segment {} contains a NUL or control character",
+                    index + 1
+                )))
+            }
+            _ => {}
+        }
+        at += 1;
     }
-    let decoded = percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| bad(format!("path segment {} is not valid UTF-8 once decoded", index + 1)))?;
-    if decoded.chars().any(|c| c.is_control()) {
-        return Err(bad(format!(
-            "path segment {} contains a NUL or control character",
-            index + 1
-        )));
-    }
-    if decoded.contains('\\') {
-        return Err(bad(format!("path segment {} contains '\\'", index + 1)));
-    }
+    let decoded = if encoded || non_ascii {
+        let decoded = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| bad(format!("path segment {} is not valid UTF-8 once decoded", index + 1)))?;
+        if decoded.chars().any(|c| c.is_control()) {
+            return Err(bad(format!(
+                "path segment {} contains a NUL or control character",
+                index + 1
+            )));
+        }
+        if decoded.contains('\\') {
+            return Err(bad(format!("path segment {} contains '\\'", index + 1)));
+        }
+        Cow::Owned(decoded.into_owned())
+    } else {
+        Cow::Borrowed(segment)
+    };
     if decoded == "." || decoded == ".." {
         return Err(bad("path contains a '.' or '..' segment"));
     }
-    Ok(decoded.into_owned())
+    Ok(decoded)
 }
 
 fn is_legacy_json(segs: &[&str]) -> bool {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use http::HeaderValue;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
 use sha2::{Digest as _, Sha256};
 
 use crate::simple::negotiate::Format;
@@ -44,49 +44,93 @@ impl CacheStatus {
     }
 }
 
-/// One rendering of a page: the bytes a client receives, their validator, and (on first demand)
-/// their gzip form.
+/// The header saying how a cache was involved: `hit`, `miss`, `stale` or `revalidated` (SPEC §2).
+pub const X_WHEELGATE_CACHE: HeaderName = HeaderName::from_static("x-wheelgate-cache");
+
+/// What a page's representation varies by.
+pub const VARY_PAGE: &str = "Accept, Accept-Encoding";
+
+/// One rendering of a page: the bytes a client receives, with (on first demand) their gzip form.
+/// Each variant carries its response headers, built once here: a warm page response is a clone of
+/// a small header map and of `Bytes`, not a handful of header insertions.
 pub struct Rendered {
-    pub body: Bytes,
-    pub etag: HeaderValue,
+    identity: Variant,
     /// Set when the download rules refuse the page as a whole: the rules, as a refusal names them.
     pub denied: Option<String>,
-    gzip: OnceLock<Bytes>,
+    gzip: OnceLock<Variant>,
+    content_type: HeaderValue,
+}
+
+/// One encoding of a rendering.
+pub struct Variant {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    /// `Content-Type`, `Content-Length`, `Content-Encoding` (for gzip), `ETag`, `Vary`, and
+    /// `X-Wheelgate-Cache: hit` (a response that was not a hit sets its own status over it).
+    pub headers: HeaderMap,
+}
+
+impl Variant {
+    fn new(body: Bytes, etag: HeaderValue, content_type: &HeaderValue, gzip: bool) -> Variant {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, content_type.clone());
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        headers.insert(ETAG, etag.clone());
+        headers.insert(VARY, HeaderValue::from_static(VARY_PAGE));
+        headers.insert(X_WHEELGATE_CACHE, CacheStatus::Hit.header_value());
+        Variant { body, etag, headers }
+    }
 }
 
 impl Rendered {
     /// A page the rules refuse whole; `rules` names them.
     pub fn denied(rules: String) -> Rendered {
+        let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
         Rendered {
-            body: Bytes::new(),
-            etag: HeaderValue::from_static("\"denied\""),
+            identity: Variant::new(Bytes::new(), HeaderValue::from_static("\"denied\""), &content_type, false),
             denied: Some(rules),
             gzip: OnceLock::new(),
+            content_type,
         }
     }
 
-    pub fn new(body: Bytes) -> Rendered {
+    pub fn new(body: Bytes, content_type: &'static str) -> Rendered {
         let digest = Sha256::digest(&body);
         // 128 bits of the body's digest: collisions are not a concern for a cache validator.
         let etag = format!("\"{}\"", hex::encode(&digest[..16]));
         let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+        let content_type = HeaderValue::from_static(content_type);
         Rendered {
-            body,
-            etag,
+            identity: Variant::new(body, etag, &content_type, false),
             denied: None,
             gzip: OnceLock::new(),
+            content_type,
         }
     }
 
-    /// The gzip-compressed body, computed once.
-    pub fn gzip(&self) -> &Bytes {
+    /// The rendering as rendered.
+    pub fn identity(&self) -> &Variant {
+        &self.identity
+    }
+
+    /// The gzip-compressed rendering, computed once. It is its own representation, so its ETag
+    /// is the identity's with `-gzip` appended.
+    pub fn gzip(&self) -> &Variant {
         self.gzip.get_or_init(|| {
-            let mut encoder = GzEncoder::new(Vec::with_capacity(self.body.len() / 4), Compression::new(6));
+            let body = &self.identity.body;
+            let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::new(6));
             // Writing to a Vec cannot fail.
-            match encoder.write_all(&self.body).and_then(|()| encoder.finish()) {
+            let compressed = match encoder.write_all(body).and_then(|()| encoder.finish()) {
                 Ok(compressed) => Bytes::from(compressed),
-                Err(_) => self.body.clone(),
-            }
+                Err(_) => body.clone(),
+            };
+            let tag = self.identity.etag.to_str().unwrap_or("\"0\"").trim_end_matches('"');
+            let etag = HeaderValue::from_str(&format!("{tag}-gzip\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"0-gzip\""));
+            Variant::new(compressed, etag, &self.content_type, true)
         })
     }
 }
@@ -186,7 +230,7 @@ mod tests {
         let mut calls = 0;
         let first = cached.rendered(key, |v| {
             calls += 1;
-            Rendered::new(Bytes::from(v.to_string()))
+            Rendered::new(Bytes::from(v.to_string()), "text/html")
         });
         let second = cached.rendered(key, |_| unreachable!("rendered twice"));
         assert_eq!(calls, 1);
@@ -198,10 +242,10 @@ mod tests {
                 depth: 2,
                 minute: 0,
             },
-            |_| Rendered::new(Bytes::from_static(b"html")),
+            |_| Rendered::new(Bytes::from_static(b"html"), "text/html"),
         );
-        assert_eq!(other.body, Bytes::from_static(b"html"));
-        assert_ne!(other.etag, first.etag);
+        assert_eq!(other.identity().body, Bytes::from_static(b"html"));
+        assert_ne!(other.identity().etag, first.identity().etag);
     }
 
     #[test]
@@ -213,22 +257,30 @@ mod tests {
             depth: 2,
             minute,
         };
-        let first = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7")));
-        let next = cached.rendered(key(8), |_| Rendered::new(Bytes::from_static(b"8")));
-        assert_eq!(next.body, Bytes::from_static(b"8"));
-        let again = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7 again")));
+        let first = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7"), "text/html"));
+        let next = cached.rendered(key(8), |_| Rendered::new(Bytes::from_static(b"8"), "text/html"));
+        assert_eq!(next.identity().body, Bytes::from_static(b"8"));
+        let again = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7 again"), "text/html"));
         assert!(!Arc::ptr_eq(&first, &again), "minute 7 must have been dropped when minute 8 came");
         assert_eq!(cached.renders.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn gzip_round_trips() {
-        let rendered = Rendered::new(Bytes::from("hello ".repeat(100)));
+        let rendered = Rendered::new(Bytes::from("hello ".repeat(100)), "text/html");
         let mut decoded = String::new();
-        flate2::read::GzDecoder::new(&rendered.gzip()[..])
+        flate2::read::GzDecoder::new(&rendered.gzip().body[..])
             .read_to_string(&mut decoded)
             .unwrap();
         assert_eq!(decoded, "hello ".repeat(100));
-        assert!(rendered.gzip().len() < rendered.body.len());
+        assert!(rendered.gzip().body.len() < rendered.identity().body.len());
+        let headers = &rendered.gzip().headers;
+        assert_eq!(headers[CONTENT_LENGTH], rendered.gzip().body.len().to_string().as_str());
+        assert_eq!(headers[CONTENT_ENCODING], "gzip");
+        assert_eq!(headers[CONTENT_TYPE], "text/html");
+        assert_eq!(headers[ETAG], rendered.gzip().etag);
+        assert!(!rendered.identity().headers.contains_key(CONTENT_ENCODING));
+        let identity = rendered.identity().etag.to_str().unwrap().trim_end_matches('"');
+        assert_eq!(rendered.gzip().etag, format!("{identity}-gzip\"").as_str());
     }
 }

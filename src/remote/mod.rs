@@ -38,7 +38,7 @@ use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
 };
 
-pub use cached::{CacheStatus, Cached, RenderKey, Rendered};
+pub use cached::{CacheStatus, Cached, RenderKey, Rendered, VARY_PAGE, X_WHEELGATE_CACHE};
 
 /// What wheelgate asks an upstream for: PEP 691 JSON first, HTML as a fallback.
 const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \

@@ -53,34 +53,36 @@ impl ProjectName {
                 max: MAX_NAME_LEN,
             });
         }
-        if let Some(found) = raw
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || is_separator(c)))
-        {
-            return Err(NameError::InvalidChar {
-                name: raw.to_owned(),
-                found,
-            });
+        let allowed = |c: char| c.is_ascii_alphanumeric() || is_separator(c);
+        if !bytes.iter().all(|&b| allowed(char::from(b))) {
+            if let Some(found) = raw.chars().find(|&c| !allowed(c)) {
+                return Err(NameError::InvalidChar {
+                    name: raw.to_owned(),
+                    found,
+                });
+            }
         }
-        let edges_ok = matches!(
-            (bytes.first(), bytes.last()),
-            (Some(first), Some(last)) if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()
-        );
+        let edges_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
         if !edges_ok {
             return Err(NameError::BadEdge {
                 name: raw.to_owned(),
             });
         }
+        // Requests name projects by their normalised spelling almost always: copy it as it is.
+        if is_normalized(raw) {
+            return Ok(ProjectName(raw.to_owned()));
+        }
+        // From here on `raw` is ASCII letters, digits and separators.
         let mut out = String::with_capacity(raw.len());
         let mut in_separator_run = false;
-        for c in raw.chars() {
-            if is_separator(c) {
+        for &b in bytes {
+            if is_separator(char::from(b)) {
                 if !in_separator_run {
                     out.push('-');
                 }
                 in_separator_run = true;
             } else {
-                out.push(c.to_ascii_lowercase());
+                out.push(char::from(b.to_ascii_lowercase()));
                 in_separator_run = false;
             }
         }

@@ -97,13 +97,60 @@ struct Match {
     position: usize,
 }
 
-/// Chooses the page format for an `Accept` header.
+/// Chooses the page format for an `Accept` header, remembering recent answers.
+///
+/// Every client sends the same `Accept` value on each request (pip, uv and browsers each have
+/// their fixed string), and reading it costs more than the rest of a warm page lookup. Each thread
+/// keeps the last [`MEMO_SLOTS`] values it saw with their answer; values longer than
+/// [`MEMO_MAX_LEN`] are read every time.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Html;
+    };
+    if accept.len() > MEMO_MAX_LEN {
+        return choose(Some(accept));
+    }
+    MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let Memo { entries, next } = &mut *memo;
+        if let Some((_, format)) = entries.iter().find(|(seen, _)| **seen == *accept) {
+            return *format;
+        }
+        let format = choose(Some(accept));
+        if entries.len() < MEMO_SLOTS {
+            entries.push((accept.into(), format));
+        } else {
+            entries[*next] = (accept.into(), format);
+            *next = (*next + 1) % MEMO_SLOTS;
+        }
+        format
+    })
+}
+
+/// How many `Accept` values each thread remembers.
+const MEMO_SLOTS: usize = 4;
+
+/// The longest `Accept` value remembered; real clients send under 200 bytes.
+const MEMO_MAX_LEN: usize = 512;
+
+#[derive(Default)]
+struct Memo {
+    entries: Vec<(Box<str>, Format)>,
+    /// The slot to replace next once all are taken.
+    next: usize,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::default());
+}
+
+/// Reads an `Accept` header and chooses the page format.
 ///
 /// Each format gets the q-value of the most specific media range that names it; q=0 excludes it.
 /// The highest q wins; equal q-values go to the range the client listed first, and formats matched
 /// by the same wildcard go by [`SERVER_PREFERENCE`]. Ranges that cannot be read are ignored; when
 /// nothing acceptable remains the answer is [`Format::Html`].
-pub fn negotiate(accept: Option<&str>) -> Format {
+fn choose(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
         return Format::Html;
     };
@@ -212,6 +259,26 @@ pub fn format_from_query(query: Option<&str>) -> Option<Format> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_answers_match_fresh_ones() {
+        let values = [
+            "text/html",
+            "application/vnd.pypi.simple.v1+json",
+            "application/vnd.pypi.simple.v1+html",
+            "*/*",
+            "application/vnd.pypi.simple.v1+json;q=0, text/html",
+            "application/vnd.pypi.simple.latest+json",
+        ];
+        // Twice round more values than there are slots: hits, misses and replacements.
+        for _ in 0..3 {
+            for value in values {
+                assert_eq!(negotiate(Some(value)), choose(Some(value)), "{value}");
+            }
+        }
+        let long = format!("text/html, {}", "x/y, ".repeat(200));
+        assert_eq!(negotiate(Some(&long)), Format::Html);
+    }
 
     #[test]
     fn pip_and_uv_get_json() {

@@ -7,6 +7,8 @@
 //! [`FLUSH_PERIOD`], and when the [`LogGuard`] is dropped at exit. A crash loses at most one
 //! period of lines.
 
+pub mod access;
+
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
