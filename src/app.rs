@@ -11,7 +11,6 @@
 //! the end, so a reload never changes the rules under a request that has started. The store and
 //! the in-flight downloads belong to the process, not to a configuration: they carry over.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -62,7 +61,9 @@ pub struct Counters {
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    repositories: HashMap<RepoName, Repository>,
+    /// In configuration order. A configuration has a handful of repositories: scanning them
+    /// costs less than hashing the name a request gives.
+    repositories: Vec<(RepoName, Repository)>,
     pub policy: Policy,
     /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`).
     pub fetch_slots: Arc<Semaphore>,
@@ -131,7 +132,7 @@ impl App {
         counters: Arc<Counters>,
     ) -> Result<App, AppError> {
         let policy = compile_policy(&config)?;
-        let mut repositories = HashMap::new();
+        let mut repositories = Vec::with_capacity(config.repositories.len());
         let memory = page_memory_per_remote(&config);
         for repo in &config.repositories {
             let built = match &repo.kind {
@@ -144,7 +145,7 @@ impl App {
                         })?,
                 ),
             };
-            repositories.insert(repo.name.clone(), built);
+            repositories.push((repo.name.clone(), built));
         }
         let fetch_slots = Arc::new(Semaphore::new(config.server.max_concurrent_fetches));
         Ok(App {
@@ -158,7 +159,7 @@ impl App {
     }
 
     pub fn repository(&self, name: &RepoName) -> Option<&Repository> {
-        self.repositories.get(name)
+        self.repositories.iter().find(|(known, _)| known == name).map(|(_, repository)| repository)
     }
 
     pub fn default_repository(&self) -> &RepoName {
@@ -174,7 +175,7 @@ impl App {
     /// missing rather than finding out from a failed install.
     pub fn log_summary(&self) {
         for name in self.repository_names() {
-            if let Some(Repository::Remote(remote)) = self.repositories.get(name) {
+            if let Some(Repository::Remote(remote)) = self.repository(name) {
                 match remote.upstream_root() {
                     Some(root) => tracing::info!(repository = %name, upstream = %RedactedUrl::new(root), "remote repository"),
                     None => tracing::warn!(

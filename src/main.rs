@@ -94,21 +94,21 @@ fn init_logging(format: LogFormat) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHEELGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = buffered_stderr();
-    access::install(
-        &writer,
-        match format {
-            LogFormat::Text => AccessFormat::Text,
-            LogFormat::Json => AccessFormat::Json,
-        },
-    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let access_format = match format {
+        LogFormat::Text => {
+            builder.init();
+            AccessFormat::Text
+        }
+        LogFormat::Json => {
+            builder.json().init();
+            AccessFormat::Json
+        }
+    };
+    access::install(&writer, access_format);
     guard
 }
 

@@ -9,14 +9,15 @@
 //! log buffer under one short lock.
 //!
 //! The line honours the tracing filter (`WHEELGATE_LOG=warn` or `wheelgate::access=off` turns it
-//! off). Until [`install`] is called (in tests, or a library user) lines go through tracing.
+//! off), as it stands when [`install`] is called. Until then (in tests, or for a library user)
+//! lines go through tracing itself.
 
 use std::cell::RefCell;
 use std::io::Write as _;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{lock, BufferedStderr, Shared};
+use super::{BufferedStderr, Shared};
 
 /// The target access lines carry, as tracing would name it.
 pub const TARGET: &str = "wheelgate::access";
@@ -46,26 +47,27 @@ pub struct AccessRecord<'a> {
 }
 
 struct Sink {
-    shared: Shared,
+    shared: Arc<Shared>,
     format: LogFormat,
+    /// Whether the tracing filter lets access lines through; filters are fixed at start-up.
+    enabled: bool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Sends access lines to `writer` (the buffer tracing writes to as well) in `format`. Called once
-/// by the binary; a second call is ignored.
+/// by the binary, after the tracing subscriber is installed (its filter decides whether access
+/// lines are written); a second call is ignored.
 pub fn install(writer: &BufferedStderr, format: LogFormat) {
     let _ = SINK.set(Sink {
         shared: writer.shared.clone(),
         format,
+        enabled: tracing::enabled!(target: TARGET, tracing::Level::INFO),
     });
 }
 
 /// Writes one access line, if the tracing filter lets `wheelgate::access` at INFO through.
 pub fn write(record: &AccessRecord<'_>) {
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-        return;
-    }
     let Some(sink) = SINK.get() else {
         let ms = record.elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
@@ -81,11 +83,14 @@ pub fn write(record: &AccessRecord<'_>) {
         );
         return;
     };
+    if !sink.enabled {
+        return;
+    }
     LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
         format_line(&mut line, sink.format, SystemTime::now(), record);
-        let _ = lock(&sink.shared).write_all(&line);
+        sink.shared.append(&line);
     });
 }
 
@@ -175,11 +180,14 @@ fn millis(out: &mut Vec<u8>, elapsed: Duration) {
     padded(out, micros % 1000, 3);
 }
 
-fn padded(out: &mut Vec<u8>, value: u64, width: usize) {
-    let mut buffer = itoa::Buffer::new();
-    let digits = buffer.format(value).as_bytes();
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
-    out.extend_from_slice(digits);
+/// `value` in exactly `width` digits, zero-padded; `value` is below `10^width`.
+fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// A value as the text format shows it: bare when it is one plain word, quoted otherwise (the

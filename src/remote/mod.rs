@@ -235,9 +235,14 @@ struct Loader {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
-    pages: Cache<ProjectName, Arc<Loaded<ProjectPage>>>,
-    index: Cache<(), Arc<Loaded<ProjectIndex>>>,
+    pages: Cache<ProjectName, Arc<Loaded<ProjectPage>>, PageHasher>,
+    index: Cache<(), Arc<Loaded<ProjectIndex>>, PageHasher>,
 }
+
+/// Hashes page keys. Every page request hashes its project name; std's SipHash cost more than
+/// the rest of the lookup. foldhash is seeded per process, so names chosen by a client cannot be
+/// made to collide.
+type PageHasher = foldhash::fast::RandomState;
 
 /// The upstream client settings of a remote repository, or `None` when it is offline.
 pub fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamSettings> {
@@ -279,8 +284,11 @@ impl Remote {
             .max_capacity(memory)
             .weigher(weigh)
             .expire_after(freshness)
-            .build();
-        let index = Cache::builder().max_capacity(1).expire_after(freshness).build();
+            .build_with_hasher(PageHasher::default());
+        let index = Cache::builder()
+            .max_capacity(1)
+            .expire_after(freshness)
+            .build_with_hasher(PageHasher::default());
         Ok(Remote {
             loader: Loader {
                 repo: name,
@@ -479,7 +487,7 @@ impl Remote {
 /// load, which runs in a spawned task so that it survives the client that started it. Also says
 /// whether this caller's load ran (its status is then the load's own).
 async fn load_once<K, T, F>(
-    cache: &Cache<K, Arc<Loaded<T>>>,
+    cache: &Cache<K, Arc<Loaded<T>>, PageHasher>,
     key: &K,
     repo: &RepoName,
     load: impl FnOnce() -> F,

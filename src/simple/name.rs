@@ -53,13 +53,31 @@ impl ProjectName {
                 max: MAX_NAME_LEN,
             });
         }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || is_separator(c);
-        if !bytes.iter().all(|&b| allowed(char::from(b))) {
-            if let Some(found) = raw.chars().find(|&c| !allowed(c)) {
-                return Err(NameError::InvalidChar {
-                    name: raw.to_owned(),
-                    found,
-                });
+        // One pass: every byte must be allowed; note whether the spelling is already normal.
+        let mut normalized = true;
+        let mut previous_dash = false;
+        for &b in bytes {
+            match b {
+                b'a'..=b'z' | b'0'..=b'9' => previous_dash = false,
+                b'-' => {
+                    normalized &= !previous_dash;
+                    previous_dash = true;
+                }
+                b'A'..=b'Z' => {
+                    normalized = false;
+                    previous_dash = false;
+                }
+                b'_' | b'.' => {
+                    normalized = false;
+                    previous_dash = true;
+                }
+                _ => {
+                    let found = raw.chars().find(|&c| !(c.is_ascii_alphanumeric() || is_separator(c)));
+                    return Err(NameError::InvalidChar {
+                        name: raw.to_owned(),
+                        found: found.unwrap_or(char::from(b)),
+                    });
+                }
             }
         }
         let edges_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
@@ -69,7 +87,7 @@ impl ProjectName {
             });
         }
         // Requests name projects by their normalised spelling almost always: copy it as it is.
-        if is_normalized(raw) {
+        if normalized {
             return Ok(ProjectName(raw.to_owned()));
         }
         // From here on `raw` is ASCII letters, digits and separators.
@@ -152,6 +170,8 @@ mod tests {
             ("foo.bar", "foo-bar"),
             ("FOO--bar", "foo-bar"),
             ("a-_-b", "a-b"),
+            ("a--b", "a-b"),
+            ("a-b-c", "a-b-c"),
             ("a._.-_b", "a-b"),
             ("requests", "requests"),
             ("Django", "django"),

@@ -126,7 +126,7 @@ struct Inner {
     write: Mutex<()>,
     index: Mutex<Index>,
     /// Immutable bodies by digest: an entry never goes stale, it only ages out.
-    hot: moka::sync::Cache<Sha256Digest, Bytes>,
+    hot: moka::sync::Cache<Sha256Digest, Bytes, foldhash::fast::RandomState>,
 }
 
 impl fmt::Debug for Store {
@@ -193,7 +193,7 @@ impl Store {
                 hot: moka::sync::Cache::builder()
                     .max_capacity(options.memory)
                     .weigher(|_, body: &Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
-                    .build(),
+                    .build_with_hasher(foldhash::fast::RandomState::default()),
             }),
         })
     }

@@ -224,3 +224,41 @@ fn pages_answer_if_none_match_and_compress() {
     let upstream_pages = bed.upstream.requests_for(PAGE).len();
     assert!(upstream_pages <= 2, "one upstream fetch per format at most, got {upstream_pages}");
 }
+
+/// The access log (SPEC §9): one line per request, in tracing's text shape, naming the path, the
+/// status, the announced length and how the cache was involved.
+#[test]
+fn the_access_log_names_each_request_and_its_cache_status() {
+    let mut bed = TestBed::start(Mode::Json);
+    let url = bed.url(PAGE);
+    let first = http::get(&url, &[ACCEPT_JSON]);
+    first.expect_ok(&url);
+    let second = http::get(&url, &[ACCEPT_JSON]);
+    second.expect_ok(&url);
+    let missing = bed.url("/simple/wgfx-no-such-project/");
+    assert_eq!(http::get(&missing, &[ACCEPT_JSON]).status, StatusCode::NOT_FOUND);
+    // The lines are written in batches; a graceful stop writes what is left.
+    bed.wheelgate.stop();
+    let output = bed.wheelgate.output();
+    let access: Vec<&str> = output.lines().filter(|l| l.contains(" INFO wheelgate::access: request ")).collect();
+    let length = second.body.len();
+    for (cache, status, path, bytes) in [
+        ("miss", 200, PAGE, length.to_string()),
+        ("hit", 200, PAGE, length.to_string()),
+    ] {
+        let wanted = format!("method=GET path={path} status={status} bytes={bytes} cache={cache} denied_by=- ms=");
+        assert!(access.iter().any(|l| l.contains(&wanted)), "no access line with {wanted:?} in:\n{}", access.join("\n"));
+    }
+    assert!(
+        access.iter().any(|l| l.contains("path=/simple/wgfx-no-such-project/ status=404 ")),
+        "no access line for the 404 in:\n{}",
+        access.join("\n")
+    );
+    for line in &access {
+        let timestamp = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            timestamp.len() == 27 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+            "not an RFC 3339 timestamp with microseconds: {line}"
+        );
+    }
+}
