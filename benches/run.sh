@@ -10,7 +10,9 @@
 #
 # Usage: benches/run.sh            (about 2 minutes on 2 cores; see benches/README.md)
 # Environment:
-#   BENCH_SECONDS=10   duration of each wrk run
+#   BENCH_SECONDS=5    duration of each wrk run
+#   BENCH_ROUNDS=3     wrk rounds per throughput comparison, wheelgate and nginx alternating
+#                      (the best req/s of each side is kept, latencies are the median round's)
 #   BENCH_REPS=3       repetitions of each install (the fastest is kept)
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
 #   BENCH_TMPDIR=/tmp  where the temporary directory is created (needs ~2.5 GB free)
@@ -19,7 +21,8 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCHES="$REPO/benches"
 BIN="$REPO/target/release/wheelgate"
-SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+SECONDS_PER_RUN=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
 REPS=${BENCH_REPS:-3}
 PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
 
@@ -386,11 +389,30 @@ main() {
     local loaded_rss; loaded_rss=$(proc_kb VmRSS)
 
     local wg_r ref_r rps p50 p99 err bpr rrps rp50 rp99 rerr rbpr label
+    # wrk's numbers move by 10-20% from one run to the next on two shared cores (nginx's most of
+    # all: which worker takes which connections varies), so each side gets ROUNDS runs,
+    # alternating, and keeps its best req/s; latencies and errors come from all its rounds.
+    rounds() { # wheelgate-url reference-url header -> two lines: "rps p50 p99 errors bpr" each
+        local i wg=() ref=()
+        for ((i = 0; i < ROUNDS; i++)); do
+            wg+=("$(run_wrk 64 "$1" "$3")")
+            ref+=("$(run_wrk 64 "$2" "$3")")
+        done
+        for side in wg ref; do
+            local -n runs=$side
+            local best p50 p99 err bpr
+            best=$(printf '%s\n' "${runs[@]}" | sort -g -k1 | tail -n1)
+            p50=$(printf '%s\n' "${runs[@]}" | awk '{ print $2 }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+            p99=$(printf '%s\n' "${runs[@]}" | awk '{ print $3 }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+            err=$(printf '%s\n' "${runs[@]}" | awk '{ e += $4 } END { print e + 0 }')
+            bpr=$(echo "$best" | awk '{ print $5 }')
+            echo "$(echo "$best" | awk '{ print $1 }') $p50 $p99 $err $bpr"
+        done
+    }
     compare() { # label wheelgate-url reference-url [header]
         label=$1
-        say "wrk -c64: $label"
-        read -r rps p50 p99 err bpr <<<"$(run_wrk 64 "$2" "${4:-X-Bench: 1}")"
-        read -r rrps rp50 rp99 rerr rbpr <<<"$(run_wrk 64 "$3" "${4:-X-Bench: 1}")"
+        say "wrk -c64: $label ($ROUNDS rounds each, alternating)"
+        { read -r rps p50 p99 err bpr; read -r rrps rp50 rp99 rerr rbpr; } <<<"$(rounds "$2" "$3" "${4:-X-Bench: 1}")"
         say "  wheelgate $rps req/s ($bpr B/response, $err errors); nginx $rrps req/s ($rbpr B/response, $rerr errors)"
         r=$(ratio "$rps" "$rrps")
         row "$label: req/s (64 conns)" "$(printf '%.0f' "$rps")" "$(printf '%.0f' "$rrps")" "$r" ">= 1.00x" "$(verdict "$r" ge 1.00)"

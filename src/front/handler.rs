@@ -363,7 +363,9 @@ async fn serve_file<B>(
 /// ETag and caching headers of a file; ranges are offered for stored files only.
 fn file_headers(headers: &mut http::HeaderMap, digest: Option<Sha256Digest>, ranges: bool) {
     if let Some(digest) = digest {
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        let mut etag = [b'"'; 66];
+        etag[1..65].copy_from_slice(&digest.hex_bytes());
+        if let Ok(etag) = HeaderValue::from_bytes(&etag) {
             headers.insert(ETAG, etag);
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));

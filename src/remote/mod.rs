@@ -16,6 +16,7 @@
 
 pub mod cached;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -359,17 +360,17 @@ impl Remote {
     }
 
     /// Where a file (or its metadata) is upstream, and the digest its page declared.
-    fn target(
+    fn target<'a>(
         &self,
         project: &ProjectName,
-        entry: &FileEntry,
+        entry: &'a FileEntry,
         metadata: bool,
-    ) -> Result<(url::Url, Option<Sha256Digest>), RemoteError> {
+    ) -> Result<(Cow<'a, url::Url>, Option<Sha256Digest>), RemoteError> {
         if !metadata {
-            return Ok((entry.url.clone(), entry.sha256));
+            return Ok((Cow::Borrowed(&entry.url), entry.sha256));
         }
         match &entry.core_metadata {
-            CoreMetadata::Present { sha256 } => Ok((metadata_url(&entry.url), *sha256)),
+            CoreMetadata::Present { sha256 } => Ok((Cow::Owned(metadata_url(&entry.url)), *sha256)),
             CoreMetadata::Absent => Err(RemoteError::NoMetadata {
                 repo: self.name().clone(),
                 project: project.clone(),
@@ -408,15 +409,21 @@ impl Remote {
     ) -> Result<ServedFile, RemoteError> {
         let entry = located.entry();
         let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
-        let url_key = url_key(&url);
         let store = &self.loader.store;
-        if let Some(artifact) = declared.or_else(|| store.pinned(&url_key)).and_then(|d| store.artifact(&d)) {
+        // A warm file with a declared digest is found without hashing its URL.
+        let stored = match declared {
+            Some(digest) => store.artifact(&digest),
+            None => store.pinned(&url_key(&url)).and_then(|d| store.artifact(&d)),
+        };
+        if let Some(artifact) = stored {
             return Ok(ServedFile {
                 status: CacheStatus::Hit,
                 sha256: Some(artifact.sha256),
                 source: FileSource::Stored(artifact),
             });
         }
+        let url = url.into_owned();
+        let url_key = url_key(&url);
         let Some(upstream) = self.loader.upstream.clone() else {
             return Err(RemoteError::Offline {
                 repo: self.name().clone(),
@@ -704,10 +711,15 @@ impl Loader {
                 // Parse before storing: a page we cannot read must not replace one we can.
                 let loaded = found(&page, now, CacheStatus::Miss)?;
                 tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
+                // The client does not wait for the page to be made durable (an fsync): the store
+                // is written in the background. A graceful stop waits for blocking tasks, so only
+                // a crash can lose the write, and then the page is fetched again.
                 let store = self.store.clone();
-                if let Err(error) = blocking(&repo, move || store.put_page(&key, &page)).await {
-                    tracing::warn!(repository = %repo, %error, "could not store {what}; serving it anyway");
-                }
+                tokio::task::spawn_blocking(move || {
+                    if let Err(error) = store.put_page(&key, &page) {
+                        tracing::warn!(repository = %repo, %error, "could not store {what}; it was served anyway");
+                    }
+                });
                 Ok(loaded)
             }
             Err(error) if error.is_not_found() => {

@@ -10,6 +10,17 @@ use std::fmt;
 use sha2::{Digest as _, Sha256};
 
 const HEX_LEN: usize = 64;
+
+/// The value of one hexadecimal digit, either case.
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
 const URL_KEY_PREFIX: &str = "url-";
 
 /// Why a string is not a SHA-256 digest or a file key.
@@ -63,27 +74,40 @@ impl Sha256Digest {
                 len: s.chars().count(),
             });
         }
-        if let Some((position, found)) = s.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
-            return Err(DigestError::NotHex {
-                shown: shown(s),
-                found,
-                position,
-            });
-        }
         let mut out = [0u8; 32];
-        // Every character was checked to be a hex digit above, so this cannot fail; mapping the
-        // error keeps the function total without a panic path.
-        hex::decode_to_slice(s, &mut out).map_err(|_| DigestError::NotHex {
-            shown: shown(s),
-            found: '?',
-            position: 0,
-        })?;
+        for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(high), Some(low)) => *byte = high << 4 | low,
+                _ => {
+                    let (position, found) = s
+                        .char_indices()
+                        .find(|(_, c)| !c.is_ascii_hexdigit())
+                        .unwrap_or((0, '?'));
+                    return Err(DigestError::NotHex {
+                        shown: shown(s),
+                        found,
+                        position,
+                    });
+                }
+            }
+        }
         Ok(Sha256Digest(out))
     }
 
     /// The digest as 64 lowercase hexadecimal characters.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// The digest as 64 lowercase hexadecimal bytes, without allocating.
+    pub fn hex_bytes(&self) -> [u8; HEX_LEN] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; HEX_LEN];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        out
     }
 
     /// The SHA-256 digest of `bytes`.
@@ -104,10 +128,8 @@ impl Sha256Digest {
 
 impl fmt::Display for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; HEX_LEN];
-        // The buffer is exactly twice the digest length, which is all `encode_to_slice` requires.
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        let hex = self.hex_bytes();
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

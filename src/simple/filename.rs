@@ -158,7 +158,9 @@ fn validate_component(raw: &str) -> Result<(), FilenameError> {
             max: MAX_FILENAME_LEN,
         });
     }
-    for c in raw.chars() {
+    // Plain ASCII (every real filename) needs no character decoding.
+    let plain = raw.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\');
+    for c in raw.chars().filter(|_| !plain) {
         if c == '/' || c == '\\' {
             return Err(FilenameError::Separator {
                 shown: shown(raw),
@@ -213,8 +215,18 @@ fn classify_wheel(stem: &str) -> Option<Classified> {
     let mut parts = stem.split('-');
     let name = parts.next()?;
     let version = parts.next()?;
-    let rest: Vec<&str> = parts.collect();
-    let tags_ok = match rest.as_slice() {
+    // At most four more parts; a fifth makes the name unreadable (kept on the stack: every file
+    // request parses its filename).
+    let mut rest = [""; 5];
+    let mut count = 0;
+    for part in parts {
+        if count == rest.len() {
+            return None;
+        }
+        rest[count] = part;
+        count += 1;
+    }
+    let tags_ok = match &rest[..count] {
         [python, abi, platform] => [python, abi, platform].iter().all(|p| !p.is_empty()),
         [build, python, abi, platform] => {
             build.starts_with(|c: char| c.is_ascii_digit())
