@@ -11,7 +11,9 @@
 //! The body is hashed as it is written and the last block written is withheld from every reader
 //! until the sha256 is known to match the one the index declared. On a mismatch the readers get an
 //! error instead of that block (so no client ever holds the complete wrong file), the temporary
-//! file is deleted, nothing is committed, and the mismatch is logged and counted.
+//! file is deleted, nothing is committed, and the mismatch is logged and counted. The withheld
+//! block is kept in memory and handed to readers from there once verified: a small file (one
+//! block) then reaches its clients without being read back from disk.
 //!
 //! This module knows nothing about the catalog: what to do with a verified file is the `commit`
 //! callback's business. The flight stays in the map until `commit` has returned, so a request that
@@ -215,7 +217,16 @@ struct Progress {
     opened: Option<Opened>,
     /// Bytes `0..readable` of the temporary file may be sent to clients.
     readable: u64,
+    /// The last block, in memory, set with [`End::Verified`]: it ends at `readable`.
+    tail: Option<Tail>,
     end: End,
+}
+
+/// The verified last block of a file and where it starts.
+#[derive(Clone)]
+struct Tail {
+    offset: u64,
+    bytes: Bytes,
 }
 
 #[derive(Clone)]
@@ -303,6 +314,7 @@ impl Flights {
                     let (sender, progress) = watch::channel(Progress {
                         opened: None,
                         readable: 0,
+                        tail: None,
                         end: End::Running,
                     });
                     let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -414,15 +426,21 @@ impl Reader {
     async fn next(&mut self) -> Option<Result<Bytes, DownloadError>> {
         let mut task_gone = false;
         loop {
-            let (readable, end) = {
+            let (readable, end, tail) = {
                 let now = self.progress.borrow_and_update();
                 let end = match &now.end {
                     End::Running => None,
                     End::Verified => Some(Ok(())),
                     End::Failed(error) => Some(Err(error.clone())),
                 };
-                (now.readable, end)
+                (now.readable, end, now.tail.clone())
             };
+            if let Some(tail) = tail.filter(|t| self.position >= t.offset && self.position < readable) {
+                let start = usize::try_from(self.position - tail.offset).unwrap_or(usize::MAX);
+                let block = tail.bytes.slice(start.min(tail.bytes.len())..);
+                self.position += block.len() as u64;
+                return Some(Ok(block));
+            }
             if self.position < readable {
                 let len = usize::try_from(readable - self.position)
                     .unwrap_or(usize::MAX)
@@ -600,8 +618,9 @@ impl Task {
                 });
             }
         }
-        writer
-            .write()
+        let tail_offset = writer.written;
+        let tail = writer
+            .write_last()
             .await
             .map_err(|source| self.io_error("write the temporary file", &path, source))?;
         let size = writer.written;
@@ -627,6 +646,10 @@ impl Task {
         }
         self.sender.send_modify(|now| {
             now.readable = size;
+            now.tail = Some(Tail {
+                offset: tail_offset,
+                bytes: tail,
+            });
             now.end = End::Verified;
         });
         Ok(Transferred {
@@ -734,6 +757,31 @@ impl BlockWriter {
         self.hasher = hasher;
         self.written += result?;
         Ok(())
+    }
+}
+
+impl BlockWriter {
+    /// Writes and hashes the last block and returns it, so that readers get it from memory.
+    async fn write_last(&mut self) -> io::Result<Bytes> {
+        let block = Bytes::from(std::mem::take(&mut self.buffer));
+        if block.is_empty() {
+            return Ok(block);
+        }
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let file = self.file.clone();
+        let offset = self.written;
+        let written = block.clone();
+        let (hasher, result) = tokio::task::spawn_blocking(move || {
+            hasher.update(&written);
+            let result = file.write_all_at(&written, offset);
+            (hasher, result)
+        })
+        .await
+        .map_err(|join| io::Error::other(format!("the write task failed: {join}")))?;
+        self.hasher = hasher;
+        result?;
+        self.written += block.len() as u64;
+        Ok(block)
     }
 }
 
