@@ -157,8 +157,6 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     }
 }
 
-/// Decodes one percent-encoded segment and refuses everything that could change the shape of a
-/// path once decoded.
 /// The most segments a route has (`<repo>/files/<project>/<key>/<filename>`), plus one so that a
 /// longer path is told apart.
 const MAX_SEGMENTS: usize = 6;
@@ -189,7 +187,9 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// One path segment, percent-decoded and checked in one pass over its bytes.
+/// Decodes one percent-encoded segment and refuses everything that could change the shape of a
+/// path once decoded. The raw bytes are checked in one pass; only a segment with a `%` (or
+/// non-ASCII bytes) is decoded and checked again.
 fn decode_segment(segment: &str, index: usize) -> Result<Cow<'_, str>, RouteError> {
     let bytes = segment.as_bytes();
     let mut encoded = false;

@@ -758,9 +758,7 @@ impl BlockWriter {
         self.written += result?;
         Ok(())
     }
-}
 
-impl BlockWriter {
     /// Writes and hashes the last block and returns it, so that readers get it from memory.
     async fn write_last(&mut self) -> io::Result<Bytes> {
         let block = Bytes::from(std::mem::take(&mut self.buffer));
