@@ -173,9 +173,52 @@ pub struct Cached<T> {
     pub status: CacheStatus,
     /// Rough bytes of memory this entry holds, for the cache's weigher.
     pub weight: u32,
-    /// A handful at most (formats × the ways a page is addressed), so a list beats a map and a
-    /// lookup allocates nothing.
+    /// The renderings for the usual keys (no minute, a page at depth 2 or 3), each set once and
+    /// then read without a lock: every warm request for a busy page reads one, from every core
+    /// at once, and a lock (or a reference count) there is a cache line the cores fight over.
+    slots: [OnceLock<Slot>; SLOTS],
+    /// Every other rendering: a handful at most (formats × the ways a page is addressed), so a
+    /// list beats a map and a lookup allocates nothing.
     renders: Mutex<Vec<Kept>>,
+}
+
+/// Three formats × two depths.
+const SLOTS: usize = 6;
+
+/// A rendering in a slot, with the repository its links name.
+struct Slot {
+    repository: Box<str>,
+    rendered: Rendered,
+}
+
+/// The slot for `key`, if it has one.
+fn slot_of(key: &RenderKey<'_>) -> Option<usize> {
+    let format = match key.format {
+        Format::Json => 0,
+        Format::HtmlV1 => 1,
+        Format::Html => 2,
+    };
+    match (key.minute, key.depth) {
+        (0, depth @ (2 | 3)) => Some(format * 2 + depth - 2),
+        _ => None,
+    }
+}
+
+/// A rendering lent by [`Cached::rendered`]: borrowed from a slot, or shared from the list.
+pub enum RenderedRef<'a> {
+    Slot(&'a Rendered),
+    Kept(Arc<Rendered>),
+}
+
+impl std::ops::Deref for RenderedRef<'_> {
+    type Target = Rendered;
+
+    fn deref(&self) -> &Rendered {
+        match self {
+            RenderedRef::Slot(rendered) => rendered,
+            RenderedRef::Kept(rendered) => rendered,
+        }
+    }
 }
 
 impl<T> Cached<T> {
@@ -185,20 +228,32 @@ impl<T> Cached<T> {
             fetched_at,
             status,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            slots: Default::default(),
             renders: Mutex::new(Vec::new()),
         }
     }
 
     /// The rendering for `key`, made by `render` the first time it is asked for.
     /// Renderings of an earlier minute (for rules that read `now`) are dropped as new ones come.
-    pub fn rendered(&self, key: RenderKey<'_>, render: impl FnOnce(&T) -> Rendered) -> Arc<Rendered> {
+    pub fn rendered(&self, key: RenderKey<'_>, render: impl Fn(&T) -> Rendered) -> RenderedRef<'_> {
+        if let Some(slot) = slot_of(&key).map(|index| &self.slots[index]) {
+            let kept = slot.get_or_init(|| Slot {
+                repository: key.repository.into(),
+                rendered: render(&self.value),
+            });
+            if &*kept.repository == key.repository {
+                return RenderedRef::Slot(&kept.rendered);
+            }
+            // The slot holds the page as another repository links it (a page served through
+            // more than one name): this one goes to the list.
+        }
         let mut renders = match self.renders.lock() {
             Ok(guard) => guard,
             // A panic while rendering leaves nothing half-written in the list: keep using it.
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some(kept) = renders.iter().find(|kept| kept.is(&key)) {
-            return kept.rendered.clone();
+            return RenderedRef::Kept(kept.rendered.clone());
         }
         renders.retain(|kept| kept.minute == key.minute);
         let rendered = Arc::new(render(&self.value));
@@ -209,7 +264,7 @@ impl<T> Cached<T> {
             minute: key.minute,
             rendered: rendered.clone(),
         });
-        rendered
+        RenderedRef::Kept(rendered)
     }
 }
 
@@ -227,14 +282,25 @@ mod tests {
             depth: 2,
             minute: 0,
         };
-        let mut calls = 0;
+        let calls = std::cell::Cell::new(0);
         let first = cached.rendered(key, |v| {
-            calls += 1;
+            calls.set(calls.get() + 1);
             Rendered::new(Bytes::from(v.to_string()), "text/html")
         });
         let second = cached.rendered(key, |_| unreachable!("rendered twice"));
-        assert_eq!(calls, 1);
-        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(calls.get(), 1);
+        assert!(std::ptr::eq(&*first, &*second));
+        assert!(matches!(first, RenderedRef::Slot(_)), "a usual key is kept in a slot");
+        // The same key through another repository's name: rendered once more, kept in the list.
+        let elsewhere = cached.rendered(RenderKey { repository: "group", ..key }, |v| {
+            calls.set(calls.get() + 1);
+            Rendered::new(Bytes::from(format!("group {v}")), "text/html")
+        });
+        assert!(matches!(elsewhere, RenderedRef::Kept(_)));
+        assert_eq!(elsewhere.identity().body, Bytes::from_static(b"group 5"));
+        let again = cached.rendered(RenderKey { repository: "group", ..key }, |_| unreachable!("rendered twice"));
+        assert!(std::ptr::eq(&*elsewhere, &*again));
+        assert_eq!(calls.get(), 2);
         let other = cached.rendered(
             RenderKey {
                 format: Format::Html,
@@ -261,7 +327,7 @@ mod tests {
         let next = cached.rendered(key(8), |_| Rendered::new(Bytes::from_static(b"8"), "text/html"));
         assert_eq!(next.identity().body, Bytes::from_static(b"8"));
         let again = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7 again"), "text/html"));
-        assert!(!Arc::ptr_eq(&first, &again), "minute 7 must have been dropped when minute 8 came");
+        assert!(!std::ptr::eq(&*first, &*again), "minute 7 must have been dropped when minute 8 came");
         assert_eq!(cached.renders.lock().unwrap().len(), 1);
     }
 

@@ -142,10 +142,20 @@ impl RemoteError {
 }
 
 /// A page load's outcome as kept in memory: the page, or the fact that the upstream has no such
-/// project (remembered for `negative_ttl`).
+/// project (remembered for `negative_ttl`). Cloning it is one reference count: a warm lookup
+/// takes it out of the cache and moves it into the request's view.
 enum Loaded<T> {
     Found(Arc<Cached<T>>),
     Missing,
+}
+
+impl<T> Clone for Loaded<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Loaded::Found(cached) => Loaded::Found(cached.clone()),
+            Loaded::Missing => Loaded::Missing,
+        }
+    }
 }
 
 /// How long a loaded page stays in memory before the next request loads it again.
@@ -170,14 +180,14 @@ impl Freshness {
     }
 }
 
-impl<K, T> moka::Expiry<K, Arc<Loaded<T>>> for Freshness {
-    fn expire_after_create(&self, _key: &K, value: &Arc<Loaded<T>>, _created_at: Instant) -> Option<Duration> {
+impl<K, T> moka::Expiry<K, Loaded<T>> for Freshness {
+    fn expire_after_create(&self, _key: &K, value: &Loaded<T>, _created_at: Instant) -> Option<Duration> {
         Some(self.keep(value))
     }
 }
 
-fn weigh<K, T>(_key: &K, value: &Arc<Loaded<T>>) -> u32 {
-    match &**value {
+fn weigh<K, T>(_key: &K, value: &Loaded<T>) -> u32 {
+    match value {
         Loaded::Found(cached) => cached.weight,
         Loaded::Missing => 64,
     }
@@ -236,8 +246,8 @@ struct Loader {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
-    pages: Cache<ProjectName, Arc<Loaded<ProjectPage>>, PageHasher>,
-    index: Cache<(), Arc<Loaded<ProjectIndex>>, PageHasher>,
+    pages: Cache<ProjectName, Loaded<ProjectPage>, PageHasher>,
+    index: Cache<(), Loaded<ProjectIndex>, PageHasher>,
 }
 
 /// Hashes page keys. Every page request hashes its project name; std's SipHash cost more than
@@ -318,7 +328,7 @@ impl Remote {
             self.loader.clone().project(project.clone())
         })
         .await?;
-        view(&loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
+        view(loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
             repo: self.name().clone(),
             project: project.clone(),
         })
@@ -327,7 +337,7 @@ impl Remote {
     /// The list of projects the upstream offers.
     pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
         let (loaded, ran) = load_once(&self.index, &(), &self.loader.repo, || self.loader.clone().index()).await?;
-        view(&loaded, ran).ok_or_else(|| RemoteError::NoIndex {
+        view(loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
     }
@@ -494,11 +504,11 @@ impl Remote {
 /// load, which runs in a spawned task so that it survives the client that started it. Also says
 /// whether this caller's load ran (its status is then the load's own).
 async fn load_once<K, T, F>(
-    cache: &Cache<K, Arc<Loaded<T>>, PageHasher>,
+    cache: &Cache<K, Loaded<T>, PageHasher>,
     key: &K,
     repo: &RepoName,
     load: impl FnOnce() -> F,
-) -> Result<(Arc<Loaded<T>>, bool), RemoteError>
+) -> Result<(Loaded<T>, bool), RemoteError>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
@@ -521,7 +531,6 @@ where
                     repo,
                     reason: e.to_string(),
                 })?
-                .map(Arc::new)
         })
         .await
         .map_err(RemoteError::Shared)?;
@@ -530,7 +539,7 @@ where
 
 /// A request's view of a loaded entry: the load's own status for the request that ran it,
 /// `hit` (or `stale`) for everyone else; `None` when the upstream has no such page.
-fn view<T>(loaded: &Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
+fn view<T>(loaded: Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
     match loaded {
         Loaded::Missing => None,
         Loaded::Found(cached) => {
@@ -539,10 +548,7 @@ fn view<T>(loaded: &Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
                 CacheStatus::Stale => CacheStatus::Stale,
                 _ => CacheStatus::Hit,
             };
-            Some(PageView {
-                cached: cached.clone(),
-                status,
-            })
+            Some(PageView { cached, status })
         }
     }
 }
