@@ -15,17 +15,18 @@
 //! committed only once its sha256 matches.
 
 pub mod cached;
+mod pages;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
-use moka::future::Cache;
+use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
+use pages::{Loads, PageHasher};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
@@ -246,14 +247,9 @@ struct Loader {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
-    pages: Cache<ProjectName, Loaded<ProjectPage>, PageHasher>,
-    index: Cache<(), Loaded<ProjectIndex>, PageHasher>,
+    pages: Loads<ProjectName, Loaded<ProjectPage>>,
+    index: Loads<(), Loaded<ProjectIndex>>,
 }
-
-/// Hashes page keys. Every page request hashes its project name; std's SipHash cost more than
-/// the rest of the lookup. foldhash is seeded per process, so names chosen by a client cannot be
-/// made to collide.
-type PageHasher = foldhash::fast::RandomState;
 
 /// The upstream client settings of a remote repository, or `None` when it is offline.
 pub fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamSettings> {
@@ -300,6 +296,7 @@ impl Remote {
             .max_capacity(1)
             .expire_after(freshness)
             .build_with_hasher(PageHasher::default());
+        let (pages, index) = (Loads::new(name.clone(), pages), Loads::new(name.clone(), index));
         Ok(Remote {
             loader: Loader {
                 repo: name,
@@ -324,10 +321,10 @@ impl Remote {
 
     /// The project page, from memory, the store or the upstream.
     pub async fn project_page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
-        let (loaded, ran) = load_once(&self.pages, project, &self.loader.repo, || {
-            self.loader.clone().project(project.clone())
-        })
-        .await?;
+        let (loaded, ran) = self
+            .pages
+            .get_or_load(project, || self.loader.clone().project(project.clone()))
+            .await?;
         view(loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
             repo: self.name().clone(),
             project: project.clone(),
@@ -336,7 +333,7 @@ impl Remote {
 
     /// The list of projects the upstream offers.
     pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
-        let (loaded, ran) = load_once(&self.index, &(), &self.loader.repo, || self.loader.clone().index()).await?;
+        let (loaded, ran) = self.index.get_or_load(&(), || self.loader.clone().index()).await?;
         view(loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
@@ -498,43 +495,6 @@ impl Remote {
             source: FileSource::Download(download),
         })
     }
-}
-
-/// The entry for `key`, loading it with `load` when memory has none. Concurrent callers share one
-/// load, which runs in a spawned task so that it survives the client that started it. Also says
-/// whether this caller's load ran (its status is then the load's own).
-async fn load_once<K, T, F>(
-    cache: &Cache<K, Loaded<T>, PageHasher>,
-    key: &K,
-    repo: &RepoName,
-    load: impl FnOnce() -> F,
-) -> Result<(Loaded<T>, bool), RemoteError>
-where
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-    F: std::future::Future<Output = Result<Loaded<T>, RemoteError>> + Send + 'static,
-{
-    // The warm path: a lookup, no clones of the loader.
-    if let Some(loaded) = cache.get(key).await {
-        return Ok((loaded, false));
-    }
-    let load = load();
-    let ran = Arc::new(AtomicBool::new(false));
-    let ran_here = ran.clone();
-    let repo = repo.clone();
-    let loaded = cache
-        .try_get_with(key.clone(), async move {
-            ran_here.store(true, Ordering::Relaxed);
-            tokio::spawn(load)
-                .await
-                .map_err(|e| RemoteError::Task {
-                    repo,
-                    reason: e.to_string(),
-                })?
-        })
-        .await
-        .map_err(RemoteError::Shared)?;
-    Ok((loaded, ran.load(Ordering::Relaxed)))
 }
 
 /// A request's view of a loaded entry: the load's own status for the request that ran it,
