@@ -304,21 +304,19 @@ main() {
     local client url
     for client in pip uv; do
         local direct=() cold=() warm=() before lines min cold_up=() warm_up=() i
+        # Each repetition runs direct, cold and warm back to back, so that whatever drifts during
+        # the run (disk writeback of earlier stores, the page cache) weighs on all three alike.
         for i in $(seq "$REPS"); do
             before=$(wc -l <"$WORK/nginx/direct.log")
             direct+=("$(timed_install "$client" "$DIRECT/simple/")")
             if [ "$i" = 1 ]; then
                 min=$(tail -n +"$((before + 1))" "$WORK/nginx/direct.log" | awk '{ print $7 }' | sort -u | wc -l)
             fi
-        done
-        for i in $(seq "$REPS"); do
             stop_wheelgate
             start_wheelgate "$WORK/store-$client-$i"
             before=$(upstream_lines)
             cold+=("$(timed_install "$client" "$WG/simple/")")
             cold_up+=($(($(upstream_lines) - before)))
-        done
-        for i in $(seq "$REPS"); do
             before=$(upstream_lines)
             warm+=("$(timed_install "$client" "$WG/simple/")")
             warm_up+=($(($(upstream_lines) - before)))
