@@ -13,3 +13,12 @@ pub mod remote;
 pub mod simple;
 pub mod store;
 pub mod upstream;
+
+/// Locks `mutex`, using its data even if another thread panicked while holding it.
+///
+/// Every mutex in wheelgate guards data that is consistent between statements (a map, a buffer
+/// of whole lines, a cache entry replaced in one assignment), so a poisoned lock still holds
+/// usable data, and refusing requests for the rest of the process's life would be worse.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -108,7 +108,7 @@ fn format_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, record: &A
             out.extend_from_slice(b"  INFO wheelgate::access: request method=");
             out.extend_from_slice(record.method.as_bytes());
             out.extend_from_slice(b" path=");
-            out.extend_from_slice(record.path.as_bytes());
+            text_value(out, record.path);
             out.extend_from_slice(b" status=");
             out.extend_from_slice(numbers.format(record.status).as_bytes());
             out.extend_from_slice(b" bytes=");
@@ -191,7 +191,8 @@ fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
 }
 
 /// A value as the text format shows it: bare when it is one plain word, quoted otherwise (the
-/// rule list a refusal names has spaces and quotes).
+/// rule list a refusal names has spaces and quotes; a path is the client's, so it is never
+/// trusted to be plain).
 fn text_value(out: &mut Vec<u8>, value: &str) {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
         out.extend_from_slice(value.as_bytes());
@@ -258,6 +259,8 @@ mod tests {
         let text = line(LogFormat::Text, &record("rule \"no-old\" of pypi", None));
         assert!(text.contains(" bytes=- "), "{text}");
         assert!(text.contains(r#"denied_by="rule \"no-old\" of pypi" ms="#), "{text}");
+        let odd = AccessRecord { path: "/simple/a\"b/", ..record("-", None) };
+        assert!(line(LogFormat::Text, &odd).contains(r#" path="/simple/a\"b/" "#), "a quote in a path is escaped");
     }
 
     #[test]

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::lock;
+
 /// How long a line may wait in the buffer.
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(50);
 
@@ -40,11 +42,6 @@ struct Shared {
     writing: Mutex<(Vec<u8>, Box<dyn Write + Send>)>,
     /// Set by the guard at exit: the flusher stops.
     closed: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves at worst a partial line: keep logging.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {

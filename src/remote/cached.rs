@@ -247,11 +247,8 @@ impl<T> Cached<T> {
             // The slot holds the page as another repository links it (a page served through
             // more than one name): this one goes to the list.
         }
-        let mut renders = match self.renders.lock() {
-            Ok(guard) => guard,
-            // A panic while rendering leaves nothing half-written in the list: keep using it.
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        // A panic while rendering leaves nothing half-written in the list.
+        let mut renders = crate::lock(&self.renders);
         if let Some(kept) = renders.iter().find(|kept| kept.is(&key)) {
             return RenderedRef::Kept(kept.rendered.clone());
         }

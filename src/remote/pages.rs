@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::{FutureExt, Shared};
 use moka::sync::Cache;
 
 use super::RemoteError;
 use crate::config::RepoName;
+use crate::lock;
 
 /// Hashes page keys. Every page request hashes its project name; std's SipHash cost more than
 /// the rest of the lookup. foldhash is seeded per process, so names chosen by a client cannot be
@@ -105,11 +106,6 @@ where
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while the map is locked; a poisoned lock still holds a consistent map.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,10 +122,9 @@ mod tests {
         let loads = Arc::new(loads());
         let calls = Arc::new(AtomicUsize::new(0));
         let (open, gate) = tokio::sync::watch::channel(false);
-        let mut waiting = Vec::new();
-        for _ in 0..20 {
-            let (loads, calls, mut gate) = (loads.clone(), calls.clone(), gate.clone());
-            waiting.push(tokio::spawn(async move {
+        let request = |loads: Arc<Loads<u32, String>>| {
+            let (calls, mut gate) = (calls.clone(), gate.clone());
+            tokio::spawn(async move {
                 loads
                     .get_or_load(&7, move || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
@@ -137,20 +132,25 @@ mod tests {
                         Ok("page 7".to_owned())
                     })
                     .await
-            }));
+            })
+        };
+        // The leader's load starts and waits at the gate; then nineteen more requests arrive.
+        let leader = request(loads.clone());
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // One request hangs up while the load runs: the load goes on for the others.
-        waiting.remove(0).abort();
+        let mut followers: Vec<_> = (0..19).map(|_| request(loads.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // One follower hangs up while the load runs: the load goes on for the others.
+        followers.remove(0).abort();
         open.send_replace(true);
-        let mut ran = 0;
-        for request in waiting {
-            let (value, ran_here) = request.await.unwrap().unwrap();
-            assert_eq!(value, "page 7");
-            ran += usize::from(ran_here);
+        let (value, ran_here) = leader.await.unwrap().unwrap();
+        assert_eq!((value.as_str(), ran_here), ("page 7", true));
+        for follower in followers {
+            let (value, ran_here) = follower.await.unwrap().unwrap();
+            assert_eq!((value.as_str(), ran_here), ("page 7", false));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one load for twenty requests");
-        assert!(ran <= 1, "at most the leader ran the load ({ran})");
         let (value, ran_here) = loads.get_or_load(&7, || async { unreachable!("cached") }).await.unwrap();
         assert_eq!((value.as_str(), ran_here), ("page 7", false));
     }

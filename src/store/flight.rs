@@ -199,9 +199,7 @@ impl Shared {
     /// The map. Nothing panics while holding the lock, so a poisoned lock still holds a
     /// consistent map and is used as is.
     fn flights(&self) -> MutexGuard<'_, HashMap<FileKey, Flight>> {
-        self.flights
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.flights)
     }
 }
 

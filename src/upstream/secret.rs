@@ -165,10 +165,7 @@ impl SecretFile {
     pub fn current(&self) -> Result<Arc<Secret>, SecretError> {
         // A poisoned lock only means another thread panicked between two plain assignments; the
         // cache is still either empty or a complete entry, so it is safe to keep using it.
-        let mut cached = self
-            .cached
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = crate::lock(&self.cached);
         let now = std::fs::metadata(&self.path).map_err(|source| self.unreadable(source))?;
         if let Some(entry) = cached.as_ref() {
             if entry.stamp == FileStamp::of(&now) {
