@@ -137,12 +137,18 @@ impl App {
         for repo in &config.repositories {
             let built = match &repo.kind {
                 RepositoryKind::Remote(remote) => Repository::Remote(
-                    Remote::new(repo.name.clone(), remote, store.clone(), flights.clone(), memory)
-                        .map_err(|source| AppError::Upstream {
-                            repo: repo.name.clone(),
-                            line: repo.line,
-                            source,
-                        })?,
+                    Remote::new(
+                        repo.name.clone(),
+                        remote,
+                        store.clone(),
+                        flights.clone(),
+                        memory,
+                    )
+                    .map_err(|source| AppError::Upstream {
+                        repo: repo.name.clone(),
+                        line: repo.line,
+                        source,
+                    })?,
                 ),
             };
             repositories.push((repo.name.clone(), built));
@@ -159,7 +165,10 @@ impl App {
     }
 
     pub fn repository(&self, name: &RepoName) -> Option<&Repository> {
-        self.repositories.iter().find(|(known, _)| known == name).map(|(_, repository)| repository)
+        self.repositories
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, repository)| repository)
     }
 
     pub fn default_repository(&self) -> &RepoName {
@@ -177,7 +186,9 @@ impl App {
         for name in self.repository_names() {
             if let Some(Repository::Remote(remote)) = self.repository(name) {
                 match remote.upstream_root() {
-                    Some(root) => tracing::info!(repository = %name, upstream = %RedactedUrl::new(root), "remote repository"),
+                    Some(root) => {
+                        tracing::info!(repository = %name, upstream = %RedactedUrl::new(root), "remote repository")
+                    }
                     None => tracing::warn!(
                         repository = %name,
                         "remote repository is offline: it has no upstream url (or offline = true) and serves only what its store holds"
@@ -228,9 +239,17 @@ impl Live {
         let config = config::load(&self.config_path)?;
         let previous = self.current();
         let restart_only = previous.config.restart_only_changes(&config);
-        let app = App::build(config, self.store.clone(), self.flights.clone(), self.counters.clone())?;
+        let app = App::build(
+            config,
+            self.store.clone(),
+            self.flights.clone(),
+            self.counters.clone(),
+        )?;
         for key in restart_only {
-            tracing::warn!(key, "this change takes effect only at restart; the running server keeps the old value");
+            tracing::warn!(
+                key,
+                "this change takes effect only at restart; the running server keeps the old value"
+            );
         }
         let app = Arc::new(app);
         match self.current.write() {

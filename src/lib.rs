@@ -20,5 +20,7 @@ pub mod upstream;
 /// of whole lines, a cache entry replaced in one assignment), so a poisoned lock still holds
 /// usable data, and refusing requests for the rest of the process's life would be worse.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

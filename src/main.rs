@@ -21,7 +21,11 @@ use wheelgate::store::flight::Flights;
 use wheelgate::store::{Store, StoreOptions};
 
 #[derive(Parser)]
-#[command(name = "wheelgate", version, about = "A caching pull-through proxy for Python package indexes")]
+#[command(
+    name = "wheelgate",
+    version,
+    about = "A caching pull-through proxy for Python package indexes"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, global = true, default_value = "./proxy.toml")]
@@ -155,7 +159,10 @@ fn repo_arg(config: &Config, raw: &str) -> Result<RepoName, ExitCode> {
     match RepoName::parse(raw) {
         Ok(name) if config.repository(&name).is_some() => Ok(name),
         _ => {
-            eprintln!("error: no repository named {raw:?} in the configuration; it defines: {}", known());
+            eprintln!(
+                "error: no repository named {raw:?} in the configuration; it defines: {}",
+                known()
+            );
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
@@ -202,16 +209,22 @@ fn rules(path: &Path, command: RulesCommand) -> ExitCode {
                 Ok(repo) => repo,
                 Err(code) => return code,
             };
-            policy::cli::test(&policy, &repo, &package, &version, filename.as_deref(), SystemTime::now()).map(
-                |outcome| {
-                    print!("{}", outcome.text);
-                    if outcome.decision.is_allowed() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                },
+            policy::cli::test(
+                &policy,
+                &repo,
+                &package,
+                &version,
+                filename.as_deref(),
+                SystemTime::now(),
             )
+            .map(|outcome| {
+                print!("{}", outcome.text);
+                if outcome.decision.is_allowed() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
         }
     };
     result.unwrap_or_else(|error| {
@@ -228,7 +241,10 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
@@ -249,7 +265,12 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         let flights = Arc::new(Flights::new(store.tmp_dir()));
-        let app = match App::build(config, store.clone(), flights.clone(), Arc::new(Counters::default())) {
+        let app = match App::build(
+            config,
+            store.clone(),
+            flights.clone(),
+            Arc::new(Counters::default()),
+        ) {
             Ok(app) => app,
             Err(error) => {
                 tracing::error!("{error}");
@@ -258,7 +279,14 @@ fn serve(path: &Path) -> ExitCode {
         };
         app.log_summary();
         let listen = app.config.server.listen;
-        let tls = match app.config.server.tls.as_ref().map(wheelgate::front::tls::acceptor).transpose() {
+        let tls = match app
+            .config
+            .server
+            .tls
+            .as_ref()
+            .map(wheelgate::front::tls::acceptor)
+            .transpose()
+        {
             Ok(tls) => tls,
             Err(error) => {
                 tracing::error!("{error}");

@@ -18,18 +18,18 @@ use super::route::{self, FileRoute, RepoRef, Route, RouteError};
 use crate::app::{App, Repository};
 use crate::config::RepoName;
 use crate::logging::access::{self, AccessRecord};
-use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered, VARY_PAGE};
-use crate::simple::digest::Sha256Digest;
 use crate::policy::enforce::{describe_rules, filter_page, Filtered};
 use crate::policy::{Decision, FileFacts};
+use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered, VARY_PAGE};
+use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
-use crate::simple::page::ProjectPage;
-use crate::store::serve::file_stream;
-use crate::store::{Artifact, ArtifactBody};
 use crate::simple::negotiate::{format_from_query, negotiate, Format};
+use crate::simple::page::ProjectPage;
 use crate::simple::render::{
     render_index_html, render_index_json, render_project_html, render_project_json, Links,
 };
+use crate::store::serve::file_stream;
+use crate::store::{Artifact, ArtifactBody};
 
 /// Files are immutable once their digest is known: clients may keep them forever.
 const IMMUTABLE: &str = "max-age=31536000, immutable";
@@ -65,21 +65,38 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
         _ => {
             let mut response = response::error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{} is not supported here; use GET or HEAD", request.method()),
+                &format!(
+                    "{} is not supported here; use GET or HEAD",
+                    request.method()
+                ),
             );
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
     };
     let route = match route::parse(request.uri().path()) {
         Ok(route) => route,
-        Err(RouteError::BadRequest(reason)) => return response::error(StatusCode::BAD_REQUEST, &reason),
-        Err(RouteError::NotFound(reason)) => return response::error(StatusCode::NOT_FOUND, &reason),
+        Err(RouteError::BadRequest(reason)) => {
+            return response::error(StatusCode::BAD_REQUEST, &reason)
+        }
+        Err(RouteError::NotFound(reason)) => {
+            return response::error(StatusCode::NOT_FOUND, &reason)
+        }
     };
     let result = match route {
         Route::Home => Ok(home(app)),
-        Route::Health => Ok(response::with_body(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")),
-        Route::Ready => Ok(response::with_body(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")),
+        Route::Health => Ok(response::with_body(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n",
+        )),
+        Route::Ready => Ok(response::with_body(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ready\n",
+        )),
         Route::Redirect(location) => Ok(response::redirect(&location)),
         Route::LegacyJson => Ok(response::error(
             StatusCode::NOT_FOUND,
@@ -100,7 +117,10 @@ enum Failure {
     Remote(RemoteError),
     /// Refused by download rules: what was asked for, and the rules that refused it (as
     /// `describe_rules` writes them).
-    Denied { what: String, rules: String },
+    Denied {
+        what: String,
+        rules: String,
+    },
 }
 
 impl From<RemoteError> for Failure {
@@ -114,8 +134,10 @@ impl Failure {
         match self {
             Failure::NoRepository(reason) => response::error(StatusCode::NOT_FOUND, &reason),
             Failure::Denied { what, rules } => {
-                let mut response =
-                    response::error(StatusCode::FORBIDDEN, &format!("{what} is denied by {rules}"));
+                let mut response = response::error(
+                    StatusCode::FORBIDDEN,
+                    &format!("{what} is denied by {rules}"),
+                );
                 if let Ok(value) = HeaderValue::from_str(&rules) {
                     response.headers_mut().insert(X_WHEELGATE_DENIED, value);
                 }
@@ -155,9 +177,8 @@ fn find_remote<'a>(app: &'a App, name: &RepoName) -> Result<&'a Remote, Failure>
 }
 
 fn format_for<B>(request: &Request<B>) -> Format {
-    format_from_query(request.uri().query()).unwrap_or_else(|| {
-        negotiate(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()))
-    })
+    format_from_query(request.uri().query())
+        .unwrap_or_else(|| negotiate(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())))
 }
 
 /// True when the client takes gzip (`Accept-Encoding: gzip`, not `gzip;q=0`).
@@ -173,7 +194,8 @@ fn accepts_gzip<B>(request: &Request<B>) -> bool {
             let name = parts.next().unwrap_or("").trim();
             let refused = parts.any(|p| {
                 let p = p.trim();
-                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
             });
             name.eq_ignore_ascii_case("gzip") && !refused
         })
@@ -181,7 +203,9 @@ fn accepts_gzip<B>(request: &Request<B>) -> bool {
 
 /// True when `If-None-Match` names `etag` (or is `*`).
 fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
-    let Some(etag) = etag.to_str().ok() else { return false };
+    let Some(etag) = etag.to_str().ok() else {
+        return false;
+    };
     request
         .headers()
         .get_all(IF_NONE_MATCH)
@@ -194,8 +218,16 @@ fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
 
 /// Sends a rendered page: 304 when the client has it, gzip when it takes it. The headers were
 /// built with the rendering.
-fn page_response<B>(request: &Request<B>, rendered: &Rendered, status: CacheStatus) -> Response<Body> {
-    let variant = if accepts_gzip(request) { rendered.gzip() } else { rendered.identity() };
+fn page_response<B>(
+    request: &Request<B>,
+    rendered: &Rendered,
+    status: CacheStatus,
+) -> Response<Body> {
+    let variant = if accepts_gzip(request) {
+        rendered.gzip()
+    } else {
+        rendered.identity()
+    };
     if not_modified(request, &variant.etag) {
         let mut response = Response::new(response::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -208,13 +240,19 @@ fn page_response<B>(request: &Request<B>, rendered: &Rendered, status: CacheStat
         let mut response = Response::new(response::full(variant.body.clone()));
         *response.headers_mut() = variant.headers.clone();
         if status != CacheStatus::Hit {
-            response.headers_mut().insert(X_WHEELGATE_CACHE, status.header_value());
+            response
+                .headers_mut()
+                .insert(X_WHEELGATE_CACHE, status.header_value());
         }
         response
     }
 }
 
-async fn index_page<B>(app: &App, repo: &RepoRef, request: &Request<B>) -> Result<Response<Body>, Failure> {
+async fn index_page<B>(
+    app: &App,
+    repo: &RepoRef,
+    request: &Request<B>,
+) -> Result<Response<Body>, Failure> {
     let (name, remote) = resolve(app, repo)?;
     let view = remote.index().await?;
     let format = format_for(request);
@@ -267,7 +305,9 @@ async fn project_page<B>(
         match filter_page(&app.policy, name, page, now) {
             Filtered::Unchanged => render(page),
             Filtered::Reduced { page, hidden } => {
-                app.counters.hidden_files.fetch_add(hidden as u64, Ordering::Relaxed);
+                app.counters
+                    .hidden_files
+                    .fetch_add(hidden as u64, Ordering::Relaxed);
                 render(&page)
             }
             Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
@@ -286,7 +326,9 @@ async fn project_page<B>(
             rules: rules.clone(),
         }
         .into_response();
-        response.headers_mut().insert(X_WHEELGATE_CACHE, view.status.header_value());
+        response
+            .headers_mut()
+            .insert(X_WHEELGATE_CACHE, view.status.header_value());
         return Ok(response);
     }
     Ok(page_response(request, &rendered, view.status))
@@ -304,7 +346,9 @@ async fn serve_file<B>(
     } else {
         "application/octet-stream"
     };
-    let located = remote.locate(&file.project, &file.key, &file.filename).await?;
+    let located = remote
+        .locate(&file.project, &file.key, &file.filename)
+        .await?;
     let entry = located.entry();
     let facts = FileFacts::of_entry(&located.page.value.name, entry);
     if let Decision::Deny { by } = app.policy.decide(&file.repo, &facts, SystemTime::now()) {
@@ -337,26 +381,39 @@ async fn serve_file<B>(
         file_headers(headers, info.sha256, info.stored);
         headers.insert(
             X_WHEELGATE_CACHE,
-            if info.stored { CacheStatus::Hit } else { CacheStatus::Miss }.header_value(),
+            if info.stored {
+                CacheStatus::Hit
+            } else {
+                CacheStatus::Miss
+            }
+            .header_value(),
         );
         response
     } else {
-        let served = remote.file(&located, file.metadata, &app.fetch_slots).await?;
+        let served = remote
+            .file(&located, file.metadata, &app.fetch_slots)
+            .await?;
         let mut response = match served.source {
             FileSource::Stored(artifact) => stored_response(request, artifact),
             FileSource::Download(download) => {
                 let mut response = Response::new(response::stream(download.body));
                 if let Some(length) = download.content_length {
-                    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(length));
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_LENGTH, HeaderValue::from(length));
                 }
                 file_headers(response.headers_mut(), served.sha256, false);
                 response
             }
         };
-        response.headers_mut().insert(X_WHEELGATE_CACHE, served.status.header_value());
+        response
+            .headers_mut()
+            .insert(X_WHEELGATE_CACHE, served.status.header_value());
         response
     };
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
 
@@ -395,8 +452,12 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
     };
     let body = match artifact.body {
         ArtifactBody::Inline(bytes) => {
-            let start = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
-            let end = usize::try_from(start as u64 + len).unwrap_or(usize::MAX).min(bytes.len());
+            let start = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = usize::try_from(start as u64 + len)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             response::full(bytes.slice(start..end))
         }
         ArtifactBody::File(file) => response::stream(file_stream(file, start, len)),
@@ -406,7 +467,9 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
     let headers = response.headers_mut();
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(value) = HeaderValue::from_str(&range::content_range(start, start + len - 1, size)) {
+        if let Ok(value) =
+            HeaderValue::from_str(&range::content_range(start, start + len - 1, size))
+        {
             headers.insert(CONTENT_RANGE, value);
         }
     }
@@ -418,7 +481,9 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
 /// otherwise one rendering serves until the page changes.
 fn policy_minute(app: &App, now: SystemTime) -> u64 {
     if app.policy.uses_now() {
-        now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() / 60).unwrap_or(0)
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() / 60)
+            .unwrap_or(0)
     } else {
         0
     }
@@ -430,7 +495,10 @@ fn home(app: &App) -> Response<Body> {
     for name in app.repository_names() {
         let status = match app.repository(name) {
             Some(Repository::Remote(remote)) => match remote.upstream_root() {
-                Some(root) => format!("remote, upstream {}", crate::upstream::RedactedUrl::new(root)),
+                Some(root) => format!(
+                    "remote, upstream {}",
+                    crate::upstream::RedactedUrl::new(root)
+                ),
                 None => "remote, offline (no upstream url)".to_owned(),
             },
             None => "unavailable".to_owned(),

@@ -42,9 +42,17 @@ pub struct Server {
 impl Server {
     /// Binds `listen`. Port 0 picks a free port; [`Server::local_addr`] tells which. The address
     /// is fixed for the life of the process (a reload that changes it says so in the log).
-    pub async fn bind(live: Arc<Live>, listen: SocketAddr, tls: Option<TlsAcceptor>) -> std::io::Result<Server> {
+    pub async fn bind(
+        live: Arc<Live>,
+        listen: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
-        Ok(Server { listener, live, tls })
+        Ok(Server {
+            listener,
+            live,
+            tls,
+        })
     }
 
     /// `https` when the front terminates TLS.
@@ -69,7 +77,10 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BUF);
-        builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BUF as u32);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BUF as u32);
         let graceful = GracefulShutdown::new();
         let grace = self.live.current().config.server.shutdown_grace;
         tokio::pin!(shutdown);
@@ -128,8 +139,14 @@ impl Server {
             }
         }
         drop(self.listener);
-        tracing::info!(grace_s = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "shutting down: no new connections, finishing in-flight requests"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
     }

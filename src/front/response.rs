@@ -22,11 +22,15 @@ pub const X_WHEELGATE_DENIED: HeaderName = HeaderName::from_static("x-wheelgate-
 pub use crate::remote::X_WHEELGATE_CACHE;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed_unsync()
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
 }
 
 pub fn stream<S, E>(stream: S) -> Body
@@ -38,7 +42,11 @@ where
 }
 
 /// A complete response with a body and its content type.
-pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let body = body.into();
     let length = body.len();
     let mut response = Response::new(full(body));
@@ -73,7 +81,10 @@ pub fn redirect(location: &str) -> Response<Body> {
         }
         // Locations are built from normalised names, which are plain ASCII; anything else is a bug
         // worth a clear 500 rather than a redirect to nowhere.
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not build the redirect location"),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not build the redirect location",
+        ),
     }
 }
 
@@ -81,7 +92,13 @@ pub fn redirect(location: &str) -> Response<Body> {
 fn reason_phrase(reason: &str) -> Option<hyper::ext::ReasonPhrase> {
     let line: String = reason
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(200)
         .collect();
     hyper::ext::ReasonPhrase::try_from(line.into_bytes()).ok()
@@ -103,7 +120,10 @@ mod tests {
     fn errors_are_plain_text_with_the_reason() {
         let response = error(StatusCode::NOT_FOUND, "no such project");
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(response.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(response.headers()[CONTENT_LENGTH], "16");
     }
 }

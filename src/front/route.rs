@@ -123,7 +123,11 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     for (slot, segment) in view.iter_mut().zip(&decoded) {
         *slot = segment;
     }
-    let segs: &[&str] = if count <= MAX_SEGMENTS { &view[..count] } else { &[] };
+    let segs: &[&str] = if count <= MAX_SEGMENTS {
+        &view[..count]
+    } else {
+        &[]
+    };
     // An empty segment is only meaningful as the last one (the trailing slash).
     if segs.len() > 1 && segs[..segs.len() - 1].iter().any(|s| s.is_empty()) {
         return Err(RouteError::NotFound(format!(
@@ -199,7 +203,9 @@ fn decode_segment(segment: &str, index: usize) -> Result<Cow<'_, str>, RouteErro
         match bytes[at] {
             b'%' => {
                 encoded = true;
-                let pair = bytes.get(at + 1..at + 3).map(|p| [p[0].to_ascii_lowercase(), p[1].to_ascii_lowercase()]);
+                let pair = bytes
+                    .get(at + 1..at + 3)
+                    .map(|p| [p[0].to_ascii_lowercase(), p[1].to_ascii_lowercase()]);
                 if matches!(pair, Some([b'2', b'f']) | Some([b'5', b'c'])) {
                     return Err(bad(format!(
                         "path segment {} contains an encoded '/' or '\\'; names and filenames never do",
@@ -220,9 +226,12 @@ fn decode_segment(segment: &str, index: usize) -> Result<Cow<'_, str>, RouteErro
         at += 1;
     }
     let decoded = if encoded || non_ascii {
-        let decoded = percent_decode_str(segment)
-            .decode_utf8()
-            .map_err(|_| bad(format!("path segment {} is not valid UTF-8 once decoded", index + 1)))?;
+        let decoded = percent_decode_str(segment).decode_utf8().map_err(|_| {
+            bad(format!(
+                "path segment {} is not valid UTF-8 once decoded",
+                index + 1
+            ))
+        })?;
         if decoded.chars().any(|c| c.is_control()) {
             return Err(bad(format!(
                 "path segment {} contains a NUL or control character",
@@ -263,7 +272,11 @@ fn project_name(raw: &str) -> Result<ProjectName, RouteError> {
 
 fn project_redirect(repo: RepoRef, raw: &str) -> Result<Route, RouteError> {
     let name = project_name(raw)?;
-    Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
+    Ok(Route::Redirect(format!(
+        "{}{}/",
+        repo.simple_prefix(),
+        name
+    )))
 }
 
 /// `decoded` is the segment after percent-decoding, `raw` as sent: a page is only served at its
@@ -273,7 +286,11 @@ fn project_route(repo: RepoRef, decoded: &str, raw: &str) -> Result<Route, Route
     if raw == decoded && is_normalized(decoded) {
         Ok(Route::Project(repo, name))
     } else {
-        Ok(Route::Redirect(format!("{}{}/", repo.simple_prefix(), name)))
+        Ok(Route::Redirect(format!(
+            "{}{}/",
+            repo.simple_prefix(),
+            name
+        )))
     }
 }
 
@@ -286,8 +303,8 @@ fn file_route(repo: &str, project: &str, key: &str, filename: &str) -> Result<Ro
         Some(stem) => (stem, true),
         None => (filename, false),
     };
-    let filename = DistFilename::parse(name)
-        .map_err(|e| bad(format!("invalid filename {name:?}: {e}")))?;
+    let filename =
+        DistFilename::parse(name).map_err(|e| bad(format!("invalid filename {name:?}: {e}")))?;
     Ok(Route::File(FileRoute {
         repo,
         project,
@@ -313,39 +330,72 @@ mod tests {
         assert_eq!(parse("/pypi/simple/"), Ok(Route::Index(named("pypi"))));
         assert_eq!(
             parse("/simple/foo-bar/"),
-            Ok(Route::Project(RepoRef::Default, ProjectName::parse("foo-bar").unwrap()))
+            Ok(Route::Project(
+                RepoRef::Default,
+                ProjectName::parse("foo-bar").unwrap()
+            ))
         );
         assert_eq!(
             parse("/pypi/simple/foo/"),
-            Ok(Route::Project(named("pypi"), ProjectName::parse("foo").unwrap()))
+            Ok(Route::Project(
+                named("pypi"),
+                ProjectName::parse("foo").unwrap()
+            ))
         );
     }
 
     #[test]
     fn redirects_to_normalised_names_and_trailing_slashes() {
         assert_eq!(parse("/simple"), Ok(Route::Redirect("/simple/".into())));
-        assert_eq!(parse("/pypi/simple"), Ok(Route::Redirect("/pypi/simple/".into())));
-        assert_eq!(parse("/simple/Foo_Bar/"), Ok(Route::Redirect("/simple/foo-bar/".into())));
-        assert_eq!(parse("/simple/foo.bar"), Ok(Route::Redirect("/simple/foo-bar/".into())));
-        assert_eq!(parse("/simple/foo"), Ok(Route::Redirect("/simple/foo/".into())));
+        assert_eq!(
+            parse("/pypi/simple"),
+            Ok(Route::Redirect("/pypi/simple/".into()))
+        );
+        assert_eq!(
+            parse("/simple/Foo_Bar/"),
+            Ok(Route::Redirect("/simple/foo-bar/".into()))
+        );
+        assert_eq!(
+            parse("/simple/foo.bar"),
+            Ok(Route::Redirect("/simple/foo-bar/".into()))
+        );
+        assert_eq!(
+            parse("/simple/foo"),
+            Ok(Route::Redirect("/simple/foo/".into()))
+        );
         assert_eq!(
             parse("/pypi/simple/FOO-bar/"),
             Ok(Route::Redirect("/pypi/simple/foo-bar/".into()))
         );
-        assert_eq!(parse("/simple/Foo%5FBar/"), Ok(Route::Redirect("/simple/foo-bar/".into())));
-        assert_eq!(parse("/simple/%66oo/"), Ok(Route::Redirect("/simple/foo/".into())));
+        assert_eq!(
+            parse("/simple/Foo%5FBar/"),
+            Ok(Route::Redirect("/simple/foo-bar/".into()))
+        );
+        assert_eq!(
+            parse("/simple/%66oo/"),
+            Ok(Route::Redirect("/simple/foo/".into()))
+        );
     }
 
     #[test]
     fn file_routes() {
-        let route = parse(&format!("/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl")).unwrap();
-        let Route::File(file) = route else { panic!("not a file route: {route:?}") };
+        let route = parse(&format!(
+            "/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl"
+        ))
+        .unwrap();
+        let Route::File(file) = route else {
+            panic!("not a file route: {route:?}")
+        };
         assert_eq!(file.repo.as_str(), "pypi");
         assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
         assert!(!file.metadata);
-        let route =
-            parse(&format!("/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl.metadata")).unwrap();
-        let Route::File(file) = route else { panic!("not a file route: {route:?}") };
+        let route = parse(&format!(
+            "/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl.metadata"
+        ))
+        .unwrap();
+        let Route::File(file) = route else {
+            panic!("not a file route: {route:?}")
+        };
         assert!(file.metadata);
         assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
     }
@@ -382,24 +432,53 @@ mod tests {
             "/pypi/files/foo/nothex/foo-1.0.tar.gz",
             &format!("/pypi/files/foo/{DIGEST}/.hidden"),
         ] {
-            assert!(matches!(parse(path), Err(RouteError::BadRequest(_))), "{path}");
+            assert!(
+                matches!(parse(path), Err(RouteError::BadRequest(_))),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn unknown_shapes_are_404() {
-        for path in ["/nope", "/Bad Repo/simple/", "/a/b/c/d/e/f/g", "/simple//foo/", "/-/nothing"] {
-            assert!(matches!(parse(path), Err(RouteError::NotFound(_))), "{path}: {:?}", parse(path));
+        for path in [
+            "/nope",
+            "/Bad Repo/simple/",
+            "/a/b/c/d/e/f/g",
+            "/simple//foo/",
+            "/-/nothing",
+        ] {
+            assert!(
+                matches!(parse(path), Err(RouteError::NotFound(_))),
+                "{path}: {:?}",
+                parse(path)
+            );
         }
         assert_eq!(parse("/pypi/foo/json"), Ok(Route::LegacyJson));
         assert_eq!(parse("/pypi/foo/1.0/json"), Ok(Route::LegacyJson));
-        assert!(matches!(parse("/simple/foo/json"), Err(RouteError::NotFound(_))));
+        assert!(matches!(
+            parse("/simple/foo/json"),
+            Err(RouteError::NotFound(_))
+        ));
     }
 
     #[test]
     fn segments_split_like_str_split() {
-        for path in ["", "a", "a/", "/a", "a//b/", "simple/bench-core/", "é/ü/", "//"] {
-            assert_eq!(segments(path).collect::<Vec<_>>(), path.split('/').collect::<Vec<_>>(), "{path:?}");
+        for path in [
+            "",
+            "a",
+            "a/",
+            "/a",
+            "a//b/",
+            "simple/bench-core/",
+            "é/ü/",
+            "//",
+        ] {
+            assert_eq!(
+                segments(path).collect::<Vec<_>>(),
+                path.split('/').collect::<Vec<_>>(),
+                "{path:?}"
+            );
         }
     }
 

@@ -126,7 +126,9 @@ fn format_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, record: &A
         LogFormat::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
             timestamp(out, now);
-            out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":");
+            out.extend_from_slice(
+                b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":",
+            );
             json_string(out, record.method);
             out.extend_from_slice(b",\"path\":");
             json_string(out, record.path);
@@ -194,7 +196,11 @@ fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
 /// rule list a refusal names has spaces and quotes; a path is the client's, so it is never
 /// trusted to be plain).
 fn text_value(out: &mut Vec<u8>, value: &str) {
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
         out.extend_from_slice(value.as_bytes());
     } else {
         json_string(out, value);
@@ -258,9 +264,18 @@ mod tests {
     fn text_values_with_spaces_are_quoted() {
         let text = line(LogFormat::Text, &record("rule \"no-old\" of pypi", None));
         assert!(text.contains(" bytes=- "), "{text}");
-        assert!(text.contains(r#"denied_by="rule \"no-old\" of pypi" ms="#), "{text}");
-        let odd = AccessRecord { path: "/simple/a\"b/", ..record("-", None) };
-        assert!(line(LogFormat::Text, &odd).contains(r#" path="/simple/a\"b/" "#), "a quote in a path is escaped");
+        assert!(
+            text.contains(r#"denied_by="rule \"no-old\" of pypi" ms="#),
+            "{text}"
+        );
+        let odd = AccessRecord {
+            path: "/simple/a\"b/",
+            ..record("-", None)
+        };
+        assert!(
+            line(LogFormat::Text, &odd).contains(r#" path="/simple/a\"b/" "#),
+            "a quote in a path is escaped"
+        );
     }
 
     #[test]

@@ -109,18 +109,20 @@ fn buffered(output: Box<dyn Write + Send>) -> (BufferedStderr, LogGuard) {
         closed: AtomicBool::new(false),
     });
     let flusher = shared.clone();
-    let spawned = thread::Builder::new().name("log flusher".into()).spawn(move || {
-        while !flusher.closed.load(Ordering::Acquire) {
-            {
-                let pending = lock(&flusher.pending);
-                if pending.len() < SOFT_LIMIT {
-                    // A spurious or early wake-up only means an earlier write.
-                    drop(flusher.wake.wait_timeout(pending, FLUSH_PERIOD));
+    let spawned = thread::Builder::new()
+        .name("log flusher".into())
+        .spawn(move || {
+            while !flusher.closed.load(Ordering::Acquire) {
+                {
+                    let pending = lock(&flusher.pending);
+                    if pending.len() < SOFT_LIMIT {
+                        // A spurious or early wake-up only means an earlier write.
+                        drop(flusher.wake.wait_timeout(pending, FLUSH_PERIOD));
+                    }
                 }
+                flusher.flush();
             }
-            flusher.flush();
-        }
-    });
+        });
     if spawned.is_err() {
         // Without the thread, lines still go out past the hard limit and at exit; say so.
         eprintln!("warning: cannot start the log flusher thread; log lines may be delayed");
@@ -223,7 +225,9 @@ mod tests {
                 thread::spawn(move || {
                     for i in 0..5_000 {
                         if i % 2 == 0 {
-                            writer.shared.append(format!("thread {t} line {i}\n").as_bytes());
+                            writer
+                                .shared
+                                .append(format!("thread {t} line {i}\n").as_bytes());
                         } else {
                             // Through tracing's door: several writes, one line.
                             let mut line = writer.make_writer();
@@ -242,9 +246,15 @@ mod tests {
         assert_eq!(text.lines().count(), 20_000);
         for t in 0..4 {
             let mut last = None;
-            for line in text.lines().filter(|l| l.starts_with(&format!("thread {t} "))) {
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with(&format!("thread {t} ")))
+            {
                 let i: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
-                assert!(last.is_none_or(|last| i == last + 1), "{line} after {last:?}");
+                assert!(
+                    last.is_none_or(|last| i == last + 1),
+                    "{line} after {last:?}"
+                );
                 last = Some(i);
             }
             assert_eq!(last, Some(4_999));

@@ -37,7 +37,12 @@ pub enum Filtered {
 }
 
 /// Decides every file of `page` as served by `repository`.
-pub fn filter_page(policy: &Policy, repository: &RepoName, page: &ProjectPage, now: SystemTime) -> Filtered {
+pub fn filter_page(
+    policy: &Policy,
+    repository: &RepoName,
+    page: &ProjectPage,
+    now: SystemTime,
+) -> Filtered {
     if policy.is_empty() || page.files.is_empty() {
         return Filtered::Unchanged;
     }
@@ -74,8 +79,13 @@ pub fn filter_page(policy: &Policy, repository: &RepoName, page: &ProjectPage, n
         .versions
         .iter()
         .filter(|version| {
-            let had = page.files.iter().any(|f| f.filename.version() == Some(version.as_str()));
-            !had || kept.iter().any(|f| f.filename.version() == Some(version.as_str()))
+            let had = page
+                .files
+                .iter()
+                .any(|f| f.filename.version() == Some(version.as_str()));
+            !had || kept
+                .iter()
+                .any(|f| f.filename.version() == Some(version.as_str()))
         })
         .cloned()
         .collect();
@@ -92,5 +102,9 @@ pub fn filter_page(policy: &Policy, repository: &RepoName, page: &ProjectPage, n
 
 /// How a list of rules reads in a refusal: `rule "a" in repository "r", rule "b" in …`.
 pub fn describe_rules(rules: &[RuleRef]) -> String {
-    rules.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    rules
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

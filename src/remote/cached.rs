@@ -11,7 +11,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::simple::negotiate::Format;
@@ -81,7 +83,11 @@ impl Variant {
         headers.insert(ETAG, etag.clone());
         headers.insert(VARY, HeaderValue::from_static(VARY_PAGE));
         headers.insert(X_WHEELGATE_CACHE, CacheStatus::Hit.header_value());
-        Variant { body, etag, headers }
+        Variant {
+            body,
+            etag,
+            headers,
+        }
     }
 }
 
@@ -90,7 +96,12 @@ impl Rendered {
     pub fn denied(rules: String) -> Rendered {
         let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
         Rendered {
-            identity: Variant::new(Bytes::new(), HeaderValue::from_static("\"denied\""), &content_type, false),
+            identity: Variant::new(
+                Bytes::new(),
+                HeaderValue::from_static("\"denied\""),
+                &content_type,
+                false,
+            ),
             denied: Some(rules),
             gzip: OnceLock::new(),
             content_type,
@@ -121,13 +132,19 @@ impl Rendered {
     pub fn gzip(&self) -> &Variant {
         self.gzip.get_or_init(|| {
             let body = &self.identity.body;
-            let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::new(6));
+            let mut encoder =
+                GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::new(6));
             // Writing to a Vec cannot fail.
             let compressed = match encoder.write_all(body).and_then(|()| encoder.finish()) {
                 Ok(compressed) => Bytes::from(compressed),
                 Err(_) => body.clone(),
             };
-            let tag = self.identity.etag.to_str().unwrap_or("\"0\"").trim_end_matches('"');
+            let tag = self
+                .identity
+                .etag
+                .to_str()
+                .unwrap_or("\"0\"")
+                .trim_end_matches('"');
             let etag = HeaderValue::from_str(&format!("{tag}-gzip\""))
                 .unwrap_or_else(|_| HeaderValue::from_static("\"0-gzip\""));
             Variant::new(compressed, etag, &self.content_type, true)
@@ -222,7 +239,12 @@ impl std::ops::Deref for RenderedRef<'_> {
 }
 
 impl<T> Cached<T> {
-    pub fn new(value: Arc<T>, fetched_at: SystemTime, status: CacheStatus, weight: usize) -> Cached<T> {
+    pub fn new(
+        value: Arc<T>,
+        fetched_at: SystemTime,
+        status: CacheStatus,
+        weight: usize,
+    ) -> Cached<T> {
         Cached {
             value,
             fetched_at,
@@ -287,15 +309,30 @@ mod tests {
         let second = cached.rendered(key, |_| unreachable!("rendered twice"));
         assert_eq!(calls.get(), 1);
         assert!(std::ptr::eq(&*first, &*second));
-        assert!(matches!(first, RenderedRef::Slot(_)), "a usual key is kept in a slot");
+        assert!(
+            matches!(first, RenderedRef::Slot(_)),
+            "a usual key is kept in a slot"
+        );
         // The same key through another repository's name: rendered once more, kept in the list.
-        let elsewhere = cached.rendered(RenderKey { repository: "group", ..key }, |v| {
-            calls.set(calls.get() + 1);
-            Rendered::new(Bytes::from(format!("group {v}")), "text/html")
-        });
+        let elsewhere = cached.rendered(
+            RenderKey {
+                repository: "group",
+                ..key
+            },
+            |v| {
+                calls.set(calls.get() + 1);
+                Rendered::new(Bytes::from(format!("group {v}")), "text/html")
+            },
+        );
         assert!(matches!(elsewhere, RenderedRef::Kept(_)));
         assert_eq!(elsewhere.identity().body, Bytes::from_static(b"group 5"));
-        let again = cached.rendered(RenderKey { repository: "group", ..key }, |_| unreachable!("rendered twice"));
+        let again = cached.rendered(
+            RenderKey {
+                repository: "group",
+                ..key
+            },
+            |_| unreachable!("rendered twice"),
+        );
         assert!(std::ptr::eq(&*elsewhere, &*again));
         assert_eq!(calls.get(), 2);
         let other = cached.rendered(
@@ -320,11 +357,20 @@ mod tests {
             depth: 2,
             minute,
         };
-        let first = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7"), "text/html"));
-        let next = cached.rendered(key(8), |_| Rendered::new(Bytes::from_static(b"8"), "text/html"));
+        let first = cached.rendered(key(7), |_| {
+            Rendered::new(Bytes::from_static(b"7"), "text/html")
+        });
+        let next = cached.rendered(key(8), |_| {
+            Rendered::new(Bytes::from_static(b"8"), "text/html")
+        });
         assert_eq!(next.identity().body, Bytes::from_static(b"8"));
-        let again = cached.rendered(key(7), |_| Rendered::new(Bytes::from_static(b"7 again"), "text/html"));
-        assert!(!std::ptr::eq(&*first, &*again), "minute 7 must have been dropped when minute 8 came");
+        let again = cached.rendered(key(7), |_| {
+            Rendered::new(Bytes::from_static(b"7 again"), "text/html")
+        });
+        assert!(
+            !std::ptr::eq(&*first, &*again),
+            "minute 7 must have been dropped when minute 8 came"
+        );
         assert_eq!(cached.renders.lock().unwrap().len(), 1);
     }
 
@@ -338,12 +384,20 @@ mod tests {
         assert_eq!(decoded, "hello ".repeat(100));
         assert!(rendered.gzip().body.len() < rendered.identity().body.len());
         let headers = &rendered.gzip().headers;
-        assert_eq!(headers[CONTENT_LENGTH], rendered.gzip().body.len().to_string().as_str());
+        assert_eq!(
+            headers[CONTENT_LENGTH],
+            rendered.gzip().body.len().to_string().as_str()
+        );
         assert_eq!(headers[CONTENT_ENCODING], "gzip");
         assert_eq!(headers[CONTENT_TYPE], "text/html");
         assert_eq!(headers[ETAG], rendered.gzip().etag);
         assert!(!rendered.identity().headers.contains_key(CONTENT_ENCODING));
-        let identity = rendered.identity().etag.to_str().unwrap().trim_end_matches('"');
+        let identity = rendered
+            .identity()
+            .etag
+            .to_str()
+            .unwrap()
+            .trim_end_matches('"');
         assert_eq!(rendered.gzip().etag, format!("{identity}-gzip\"").as_str());
     }
 }

@@ -26,7 +26,6 @@ use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
-use pages::{Loads, PageHasher};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
@@ -39,6 +38,7 @@ use crate::store::{Artifact, ArtifactRecord, PageKey, Store, StoreError, StoredP
 use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
 };
+use pages::{Loads, PageHasher};
 
 pub use cached::{CacheStatus, Cached, RenderKey, Rendered, VARY_PAGE, X_WHEELGATE_CACHE};
 
@@ -67,8 +67,13 @@ pub enum RemoteError {
          give it an upstream `url` (and remove `offline = true`) in proxy.toml to fetch it"
     )]
     Offline { repo: RepoName, what: String },
-    #[error("project {project} was not found in repository {repo} (its upstream has no such project)")]
-    ProjectNotFound { repo: RepoName, project: ProjectName },
+    #[error(
+        "project {project} was not found in repository {repo} (its upstream has no such project)"
+    )]
+    ProjectNotFound {
+        repo: RepoName,
+        project: ProjectName,
+    },
     #[error(
         "repository {repo} has no file {filename} for project {project} with key {key}; \
          the index page may have changed: reload it"
@@ -79,7 +84,9 @@ pub enum RemoteError {
         filename: String,
         key: String,
     },
-    #[error("the index page of {project} in repository {repo} offers no core metadata for {filename}")]
+    #[error(
+        "the index page of {project} in repository {repo} offers no core metadata for {filename}"
+    )]
     NoMetadata {
         repo: RepoName,
         project: ProjectName,
@@ -109,7 +116,9 @@ pub enum RemoteError {
         #[source]
         source: StoreError,
     },
-    #[error("repository {repo}: the upstream has no project index at its root url (it answered 404)")]
+    #[error(
+        "repository {repo}: the upstream has no project index at its root url (it answered 404)"
+    )]
     NoIndex { repo: RepoName },
     #[error("repository {repo}: the upstream answered 304 Not Modified to {url}, which was not a conditional request")]
     UnexpectedNotModified { repo: RepoName, url: String },
@@ -172,7 +181,9 @@ impl Freshness {
         match loaded {
             Loaded::Missing => self.negative_ttl,
             Loaded::Found(_) if self.offline => OFFLINE_KEEP,
-            Loaded::Found(cached) if cached.status == CacheStatus::Stale => STALE_RETRY.min(self.ttl),
+            Loaded::Found(cached) if cached.status == CacheStatus::Stale => {
+                STALE_RETRY.min(self.ttl)
+            }
             Loaded::Found(cached) => {
                 let age = cached.fetched_at.elapsed().unwrap_or(Duration::ZERO);
                 self.ttl.saturating_sub(age)
@@ -182,7 +193,12 @@ impl Freshness {
 }
 
 impl<K, T> moka::Expiry<K, Loaded<T>> for Freshness {
-    fn expire_after_create(&self, _key: &K, value: &Loaded<T>, _created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        value: &Loaded<T>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
         Some(self.keep(value))
     }
 }
@@ -281,7 +297,9 @@ impl Remote {
         flights: Arc<Flights>,
         memory: u64,
     ) -> Result<Remote, UpstreamError> {
-        let upstream = upstream_settings(&name, config).map(Upstream::new).transpose()?;
+        let upstream = upstream_settings(&name, config)
+            .map(Upstream::new)
+            .transpose()?;
         let freshness = Freshness {
             ttl: config.index_ttl,
             negative_ttl: config.negative_ttl,
@@ -296,7 +314,10 @@ impl Remote {
             .max_capacity(1)
             .expire_after(freshness)
             .build_with_hasher(PageHasher::default());
-        let (pages, index) = (Loads::new(name.clone(), pages), Loads::new(name.clone(), index));
+        let (pages, index) = (
+            Loads::new(name.clone(), pages),
+            Loads::new(name.clone(), index),
+        );
         Ok(Remote {
             loader: Loader {
                 repo: name,
@@ -320,7 +341,10 @@ impl Remote {
     }
 
     /// The project page, from memory, the store or the upstream.
-    pub async fn project_page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
+    pub async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, RemoteError> {
         let (loaded, ran) = self
             .pages
             .get_or_load(project, || self.loader.clone().project(project.clone()))
@@ -333,7 +357,10 @@ impl Remote {
 
     /// The list of projects the upstream offers.
     pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
-        let (loaded, ran) = self.index.get_or_load(&(), || self.loader.clone().index()).await?;
+        let (loaded, ran) = self
+            .index
+            .get_or_load(&(), || self.loader.clone().index())
+            .await?;
         view(loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
@@ -420,7 +447,9 @@ impl Remote {
         // A warm file with a declared digest is found without hashing its URL.
         let stored = match declared {
             Some(digest) => store.artifact(&digest),
-            None => store.pinned(&url_key(&url)).and_then(|d| store.artifact(&d)),
+            None => store
+                .pinned(&url_key(&url))
+                .and_then(|d| store.artifact(&d)),
         };
         if let Some(artifact) = stored {
             return Ok(ServedFile {
@@ -490,7 +519,11 @@ impl Remote {
                 source,
             })?;
         Ok(ServedFile {
-            status: if download.leader { CacheStatus::Miss } else { CacheStatus::Hit },
+            status: if download.leader {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Hit
+            },
             sha256: declared,
             source: FileSource::Download(download),
         })
@@ -581,14 +614,20 @@ impl Loader {
             project: None,
         };
         let url = self.upstream.as_ref().map(|u| u.root().clone());
-        self.load(key, url, INDEX_PAGE_LIMIT, "the project index".to_owned(), |stored, _| {
-            let index = if is_json(stored.content_type.as_deref()) {
-                parse_index_json(&stored.body)?
-            } else {
-                parse_index_html(&stored.body)?
-            };
-            Ok((index, stored.body.len().saturating_mul(4) + 1024))
-        })
+        self.load(
+            key,
+            url,
+            INDEX_PAGE_LIMIT,
+            "the project index".to_owned(),
+            |stored, _| {
+                let index = if is_json(stored.content_type.as_deref()) {
+                    parse_index_json(&stored.body)?
+                } else {
+                    parse_index_html(&stored.body)?
+                };
+                Ok((index, stored.body.len().saturating_mul(4) + 1024))
+            },
+        )
         .await
     }
 
@@ -611,11 +650,17 @@ impl Loader {
                 repo: repo.clone(),
                 reason: format!("the stored copy of {what} has an invalid url: {e}"),
             })?;
-            let (value, weight) = parse(stored, &final_url).map_err(|source| RemoteError::BadPage {
-                repo: repo.clone(),
-                source,
-            })?;
-            Ok(Loaded::Found(Arc::new(Cached::new(Arc::new(value), fetched_at, status, weight))))
+            let (value, weight) =
+                parse(stored, &final_url).map_err(|source| RemoteError::BadPage {
+                    repo: repo.clone(),
+                    source,
+                })?;
+            Ok(Loaded::Found(Arc::new(Cached::new(
+                Arc::new(value),
+                fetched_at,
+                status,
+                weight,
+            ))))
         };
 
         let (Some(upstream), Some(url)) = (self.upstream.as_ref(), url) else {
@@ -636,7 +681,10 @@ impl Loader {
         });
         let conditional = validators.as_ref().filter(|v| !v.is_empty());
         let now = SystemTime::now();
-        match upstream.fetch_page(&url, UPSTREAM_ACCEPT, conditional, limit).await {
+        match upstream
+            .fetch_page(&url, UPSTREAM_ACCEPT, conditional, limit)
+            .await
+        {
             Ok(PageFetch::NotModified { validators, .. }) => {
                 let Some(page) = stored else {
                     return Err(RemoteError::UnexpectedNotModified {
@@ -702,7 +750,10 @@ impl Loader {
                     );
                     found(page, page.fetched_at, CacheStatus::Stale)
                 }
-                None => Err(RemoteError::Upstream { repo, source: error }),
+                None => Err(RemoteError::Upstream {
+                    repo,
+                    source: error,
+                }),
             },
         }
     }

@@ -52,7 +52,11 @@ where
     /// The value for `key`, loaded by `load` if it is not in memory: one load per key at a time,
     /// shared by every request that arrives while it runs. The flag says whether this caller's
     /// `load` was the one that ran.
-    pub(super) async fn get_or_load<F>(&self, key: &K, load: impl FnOnce() -> F) -> Result<(V, bool), RemoteError>
+    pub(super) async fn get_or_load<F>(
+        &self,
+        key: &K,
+        load: impl FnOnce() -> F,
+    ) -> Result<(V, bool), RemoteError>
     where
         F: Future<Output = Result<V, RemoteError>> + Send + 'static,
     {
@@ -74,7 +78,10 @@ where
                 }
             }
         };
-        flight.await.map(|value| (value, ran_here)).map_err(RemoteError::Shared)
+        flight
+            .await
+            .map(|value| (value, ran_here))
+            .map_err(RemoteError::Shared)
     }
 
     /// Spawns the load; its task stores the result and leaves the map, in that order.
@@ -114,7 +121,12 @@ mod tests {
 
     fn loads() -> Loads<u32, String> {
         let repo = RepoName::parse("pypi").unwrap();
-        Loads::new(repo, Cache::builder().max_capacity(100).build_with_hasher(PageHasher::default()))
+        Loads::new(
+            repo,
+            Cache::builder()
+                .max_capacity(100)
+                .build_with_hasher(PageHasher::default()),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,8 +162,15 @@ mod tests {
             let (value, ran_here) = follower.await.unwrap().unwrap();
             assert_eq!((value.as_str(), ran_here), ("page 7", false));
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one load for twenty requests");
-        let (value, ran_here) = loads.get_or_load(&7, || async { unreachable!("cached") }).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one load for twenty requests"
+        );
+        let (value, ran_here) = loads
+            .get_or_load(&7, || async { unreachable!("cached") })
+            .await
+            .unwrap();
         assert_eq!((value.as_str(), ran_here), ("page 7", false));
     }
 
@@ -167,7 +186,10 @@ mod tests {
             })
             .await;
         assert!(matches!(failed, Err(RemoteError::Shared(_))), "{failed:?}");
-        let (value, ran_here) = loads.get_or_load(&1, || async { Ok("back".to_owned()) }).await.unwrap();
+        let (value, ran_here) = loads
+            .get_or_load(&1, || async { Ok("back".to_owned()) })
+            .await
+            .unwrap();
         assert_eq!((value.as_str(), ran_here), ("back", true));
     }
 }

@@ -72,7 +72,9 @@ impl ProjectName {
                     previous_dash = true;
                 }
                 _ => {
-                    let found = raw.chars().find(|&c| !(c.is_ascii_alphanumeric() || is_separator(c)));
+                    let found = raw
+                        .chars()
+                        .find(|&c| !(c.is_ascii_alphanumeric() || is_separator(c)));
                     return Err(NameError::InvalidChar {
                         name: raw.to_owned(),
                         found: found.unwrap_or(char::from(b)),
@@ -80,7 +82,8 @@ impl ProjectName {
                 }
             }
         }
-        let edges_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+        let edges_ok =
+            bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
         if !edges_ok {
             return Err(NameError::BadEdge {
                 name: raw.to_owned(),

@@ -245,7 +245,10 @@ impl Store {
         }
         if !entry.inline {
             return match self.inner.blobs.open(digest) {
-                Ok(file) if entry.size <= HOT_FILE_LIMIT && self.inner.hot.policy().max_capacity() != Some(0) => {
+                Ok(file)
+                    if entry.size <= HOT_FILE_LIMIT
+                        && self.inner.hot.policy().max_capacity() != Some(0) =>
+                {
                     drop(index);
                     Some(self.warm_up(digest, entry.size, file))
                 }

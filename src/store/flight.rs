@@ -433,7 +433,9 @@ impl Reader {
                 };
                 (now.readable, end, now.tail.clone())
             };
-            if let Some(tail) = tail.filter(|t| self.position >= t.offset && self.position < readable) {
+            if let Some(tail) =
+                tail.filter(|t| self.position >= t.offset && self.position < readable)
+            {
                 let start = usize::try_from(self.position - tail.offset).unwrap_or(usize::MAX);
                 let block = tail.bytes.slice(start.min(tail.bytes.len())..);
                 self.position += block.len() as u64;

@@ -265,10 +265,17 @@ mod tests {
         assert_eq!(index.touch(&d(9)), None);
         assert_eq!(index.take_dirty(), vec![(d(1), first)]);
         assert!(index.take_dirty().is_empty());
-        assert_eq!(index.touch(&d(1)).unwrap().last_use, first, "a repeated hit keeps its stamp");
+        assert_eq!(
+            index.touch(&d(1)).unwrap().last_use,
+            first,
+            "a repeated hit keeps its stamp"
+        );
         assert!(index.take_dirty().is_empty(), "and is not dirty again");
         index.touch(&d(2));
-        assert!(index.touch(&d(1)).unwrap().last_use > first, "after another use it is stamped again");
+        assert!(
+            index.touch(&d(1)).unwrap().last_use > first,
+            "after another use it is stamped again"
+        );
         index.restore_dirty([d(1), d(9)]);
         let restored = index.take_dirty();
         assert_eq!(restored.len(), 2, "{restored:?}");

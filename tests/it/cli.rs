@@ -24,9 +24,21 @@ fn temp_dir() -> tempfile::TempDir {
 fn check_accepts_the_shipped_config() {
     let dir = temp_dir();
     let config = shipped_config();
-    let run = wheelgate::run(&["check", "--config", &config.to_string_lossy()], dir.path());
-    assert_eq!(run.exit_code, Some(0), "`wheelgate check` on {}:\n{}", config.display(), run.output());
-    assert!(!run.stdout.trim().is_empty(), "`wheelgate check` must print what the config defines");
+    let run = wheelgate::run(
+        &["check", "--config", &config.to_string_lossy()],
+        dir.path(),
+    );
+    assert_eq!(
+        run.exit_code,
+        Some(0),
+        "`wheelgate check` on {}:\n{}",
+        config.display(),
+        run.output()
+    );
+    assert!(
+        !run.stdout.trim().is_empty(),
+        "`wheelgate check` must print what the config defines"
+    );
 }
 
 #[test]
@@ -52,10 +64,26 @@ fn check_refuses_an_unknown_key_naming_it_and_its_line() {
              url = \"\"\n"
         ),
     );
-    let run = wheelgate::run(&["check", "--config", &config.to_string_lossy()], dir.path());
-    assert_eq!(run.exit_code, Some(2), "an unknown key must be a usage error (exit 2):\n{}", run.output());
-    assert!(run.stderr.contains("frobnicate_level"), "the error must name the unknown key:\n{}", run.stderr);
-    assert!(run.stderr.contains("line 9") || run.stderr.contains(":9:"), "the error must name line 9:\n{}", run.stderr);
+    let run = wheelgate::run(
+        &["check", "--config", &config.to_string_lossy()],
+        dir.path(),
+    );
+    assert_eq!(
+        run.exit_code,
+        Some(2),
+        "an unknown key must be a usage error (exit 2):\n{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("frobnicate_level"),
+        "the error must name the unknown key:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line 9") || run.stderr.contains(":9:"),
+        "the error must name line 9:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -63,10 +91,19 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     let bed = TestBed::start(Mode::Json);
     let page = http::get(&bed.url("/simple/wgfx-app/"), &[]);
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
-    let TestBed { wheelgate, mut upstream, dir, .. } = bed;
+    let TestBed {
+        wheelgate,
+        mut upstream,
+        dir,
+        ..
+    } = bed;
     let output = wheelgate.output();
     let status = wheelgate.terminate();
-    assert_eq!(status.code(), Some(0), "wheelgate must exit 0 on SIGTERM; its output:\n{output}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "wheelgate must exit 0 on SIGTERM; its output:\n{output}"
+    );
     upstream.stop();
     drop(dir);
 }
@@ -89,16 +126,33 @@ fn the_shipped_config_serves_without_an_upstream() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(replaced, "the shipped proxy.toml has no `listen` line to replace");
+    assert!(
+        replaced,
+        "the shipped proxy.toml has no `listen` line to replace"
+    );
     let config_path = dir.path().join("proxy.toml");
     write_file(&config_path, &config);
     // The environment is empty: WHEELGATE_UPSTREAM_URL is unset, so the remote is offline; the
     // working directory is the temp dir, so a relative store path lands there.
     let wheelgate = Wheelgate::start(&config_path, dir.path(), "info");
     let ready = http::get(&wheelgate.url("/-/ready"), &[]);
-    assert_eq!(ready.status, StatusCode::OK, "/-/ready with the shipped config: {}\n{}", ready.text(), wheelgate.output());
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "/-/ready with the shipped config: {}\n{}",
+        ready.text(),
+        wheelgate.output()
+    );
     let health = http::get(&wheelgate.url("/-/health"), &[]);
-    assert_eq!(health.status, StatusCode::OK, "/-/health with the shipped config");
+    assert_eq!(
+        health.status,
+        StatusCode::OK,
+        "/-/health with the shipped config"
+    );
     let status = wheelgate.terminate();
-    assert_eq!(status.code(), Some(0), "SIGTERM after serving the shipped config");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM after serving the shipped config"
+    );
 }

@@ -32,7 +32,12 @@ enum Client {
     Uv,
 }
 
-fn install(client: Client, index_url: &str, target: &std::path::Path, requirements: &[&str]) -> ClientRun {
+fn install(
+    client: Client,
+    index_url: &str,
+    target: &std::path::Path,
+    requirements: &[&str],
+) -> ClientRun {
     match client {
         Client::Pip => clients::pip_install(index_url, target, requirements),
         Client::Uv => clients::uv_install(index_url, target, requirements),
@@ -51,17 +56,30 @@ fn install_app_through_wheelgate(client: Client, mode: Mode) {
         run.output()
     );
     // The files really came through wheelgate from the upstream's origins.
-    assert!(!bed.upstream.requests_for("/simple/wgfx-app/").is_empty(), "wheelgate never asked upstream for wgfx-app");
     assert!(
-        bed.upstream.requests().iter().any(|r| r.path.starts_with("/far/wgfx-far/")),
+        !bed.upstream.requests_for("/simple/wgfx-app/").is_empty(),
+        "wheelgate never asked upstream for wgfx-app"
+    );
+    assert!(
+        bed.upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/far/wgfx-far/")),
         "the second-origin file was not fetched from the second origin"
     );
     assert!(
-        bed.upstream.requests().iter().any(|r| r.path.starts_with("/redirect/wgfx-hop/")),
+        bed.upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/redirect/wgfx-hop/")),
         "the redirected file was not fetched through the redirect"
     );
     let token = bed.upstream.token();
-    assert_no_secret(&run.output(), std::slice::from_ref(&token), &format!("{client:?}'s output"));
+    assert_no_secret(
+        &run.output(),
+        std::slice::from_ref(&token),
+        &format!("{client:?}'s output"),
+    );
     assert_no_secret(&bed.wheelgate.output(), &[token], "wheelgate's output");
 }
 
@@ -92,8 +110,14 @@ fn fixture_upstream_installs_directly() {
     for mode in [Mode::Json, Mode::HtmlOnly] {
         let upstream = Upstream::start(mode, &new_token());
         for client in [Client::Pip, Client::Uv] {
-            let target = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a target dir: {e}"));
-            let run = install(client, &upstream.index_url_with_token(), target.path(), &["wgfx-app"]);
+            let target =
+                tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a target dir: {e}"));
+            let run = install(
+                client,
+                &upstream.index_url_with_token(),
+                target.path(),
+                &["wgfx-app"],
+            );
             run.assert_success();
             assert_eq!(
                 clients::installed(target.path()),
@@ -102,10 +126,14 @@ fn fixture_upstream_installs_directly() {
                 run.output()
             );
         }
-        let json_asked = upstream
-            .requests_for("/simple/wgfx-app/")
-            .iter()
-            .any(|r| r.accept.as_deref().is_some_and(|a| a.contains("application/vnd.pypi.simple.v1+json")));
-        assert!(json_asked, "the clients should ask for PEP 691 JSON; the fixture's negotiation is then exercised");
+        let json_asked = upstream.requests_for("/simple/wgfx-app/").iter().any(|r| {
+            r.accept
+                .as_deref()
+                .is_some_and(|a| a.contains("application/vnd.pypi.simple.v1+json"))
+        });
+        assert!(
+            json_asked,
+            "the clients should ask for PEP 691 JSON; the fixture's negotiation is then exercised"
+        );
     }
 }

@@ -24,7 +24,10 @@ fn a_file_that_does_not_match_its_sha256_never_arrives_whole() {
     // head. A larger one breaks off mid-body. Both are a failed download; a complete 200 is not.
     let outcome = http::try_get(&url, &[]);
     assert!(
-        bed.upstream.requests().iter().any(|r| r.path.ends_with(CORRUPT_WHEEL)),
+        bed.upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with(CORRUPT_WHEEL)),
         "wheelgate never fetched the file from upstream, so nothing was tested"
     );
     if let Ok(response) = outcome {
@@ -36,20 +39,44 @@ fn a_file_that_does_not_match_its_sha256_never_arrives_whole() {
             response.body.len(),
             sha256_hex(&response.body)
         );
-        assert_ne!(response.body, fixture.corrupted_bytes(), "the corrupt bytes arrived whole");
+        assert_ne!(
+            response.body,
+            fixture.corrupted_bytes(),
+            "the corrupt bytes arrived whole"
+        );
     }
 
     let target = bed.target_dir("corrupt");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-corrupt"]);
-    assert!(!run.success(), "pip installed a file whose sha256 does not match; output:\n{}", run.output());
-    assert!(clients::installed(&target).is_empty(), "pip left an installation behind: {:?}", clients::installed(&target));
+    assert!(
+        !run.success(),
+        "pip installed a file whose sha256 does not match; output:\n{}",
+        run.output()
+    );
+    assert!(
+        clients::installed(&target).is_empty(),
+        "pip left an installation behind: {:?}",
+        clients::installed(&target)
+    );
 
     // The upstream repairs the file: the next download succeeds with the true bytes.
     bed.upstream.set_corrupt(false);
     let repaired = http::get(&url, &[]);
-    assert_eq!(repaired.status, StatusCode::OK, "{url} after the upstream was fixed: {}", repaired.text());
-    assert!(repaired.expect_ok(&url) == fixture.bytes.as_slice(), "the repaired file must be the declared bytes");
+    assert_eq!(
+        repaired.status,
+        StatusCode::OK,
+        "{url} after the upstream was fixed: {}",
+        repaired.text()
+    );
+    assert!(
+        repaired.expect_ok(&url) == fixture.bytes.as_slice(),
+        "the repaired file must be the declared bytes"
+    );
 
     let healthy = http::get(&bed.url("/-/health"), &[]);
-    assert_eq!(healthy.status, StatusCode::OK, "wheelgate must keep serving after an aborted transfer");
+    assert_eq!(
+        healthy.status,
+        StatusCode::OK,
+        "wheelgate must keep serving after an aborted transfer"
+    );
 }

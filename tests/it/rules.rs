@@ -34,7 +34,12 @@ const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 const NO_KAPPA_2: &str = "no-kappa-2";
 
 fn no_kappa_2() -> String {
-    rule_toml(NO_KAPPA_2, "DENY", Some("wgfx-kappa"), Some("pkg.version.id == '2.0'"))
+    rule_toml(
+        NO_KAPPA_2,
+        "DENY",
+        Some("wgfx-kappa"),
+        Some("pkg.version.id == '2.0'"),
+    )
 }
 
 /// How wheelgate names a rule in refusals: `rule "<name>" in repository "pypi"`.
@@ -52,8 +57,13 @@ fn fixture(filename: &str) -> &'static DistFile {
 
 /// The path wheelgate links a fixture file at: `/pypi/files/<project>/<sha256>/<filename>`.
 fn file_path(filename: &str) -> String {
-    let (project, file) = catalog().file(filename).unwrap_or_else(|| panic!("no fixture file {filename}"));
-    format!("/pypi/files/{}/{}/{}", project.normalized, file.sha256, file.filename)
+    let (project, file) = catalog()
+        .file(filename)
+        .unwrap_or_else(|| panic!("no fixture file {filename}"));
+    format!(
+        "/pypi/files/{}/{}/{}",
+        project.normalized, file.sha256, file.filename
+    )
 }
 
 /// The filenames of `project`'s files whose version is one of `versions`.
@@ -76,16 +86,29 @@ fn json_page(bed: &TestBed, project: &str) -> serde_json::Value {
 }
 
 fn listed_files(page: &serde_json::Value) -> BTreeSet<String> {
-    page["files"].as_array().into_iter().flatten().filter_map(|f| f["filename"].as_str()).map(str::to_owned).collect()
+    page["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["filename"].as_str())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn listed_versions(page: &serde_json::Value) -> Vec<String> {
-    page["versions"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(str::to_owned).collect()
+    page["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The texts of the anchors of an HTML page (the filenames, on a project page).
 fn anchor_texts(html: &str) -> BTreeSet<String> {
-    let dom = tl::parse(html, tl::ParserOptions::default()).unwrap_or_else(|e| panic!("unparsable HTML ({e}):\n{html}"));
+    let dom = tl::parse(html, tl::ParserOptions::default())
+        .unwrap_or_else(|e| panic!("unparsable HTML ({e}):\n{html}"));
     let parser = dom.parser();
     dom.nodes()
         .iter()
@@ -105,18 +128,41 @@ fn html_files(bed: &TestBed, project: &str) -> BTreeSet<String> {
 
 /// A 403 whose body and `X-Wheelgate-Denied` header name `rule` (HEAD responses have no body).
 fn assert_denied(response: &HttpResponse, what: &str, rule: &str, has_body: bool) {
-    assert_eq!(response.status, StatusCode::FORBIDDEN, "{what} must be denied by {}; body:\n{}", named(rule), response.text());
+    assert_eq!(
+        response.status,
+        StatusCode::FORBIDDEN,
+        "{what} must be denied by {}; body:\n{}",
+        named(rule),
+        response.text()
+    );
     if has_body {
-        assert!(response.text().contains(&named(rule)), "{what}: the 403 body must name {}, got:\n{}", named(rule), response.text());
+        assert!(
+            response.text().contains(&named(rule)),
+            "{what}: the 403 body must name {}, got:\n{}",
+            named(rule),
+            response.text()
+        );
     }
     let header = response.header(DENIED_HEADER).unwrap_or_default();
-    assert!(header.contains(rule), "{what}: {DENIED_HEADER} must name {rule:?}, got {header:?}; headers:\n{}", response.headers_text());
+    assert!(
+        header.contains(rule),
+        "{what}: {DENIED_HEADER} must name {rule:?}, got {header:?}; headers:\n{}",
+        response.headers_text()
+    );
 }
 
 /// Panics if the upstream was ever asked for `filename` (or its `.metadata`), on any origin.
 fn assert_never_fetched(bed: &TestBed, filename: &str) {
-    let asked: Vec<_> = bed.upstream.requests().into_iter().filter(|r| r.path.contains(filename)).collect();
-    assert!(asked.is_empty(), "the upstream was asked for the denied file {filename}: {asked:?}");
+    let asked: Vec<_> = bed
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(filename))
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "the upstream was asked for the denied file {filename}: {asked:?}"
+    );
 }
 
 // --- 1. One denied version ------------------------------------------------------------------
@@ -126,17 +172,38 @@ fn pages_leave_out_the_denied_version() {
     let bed = TestBed::start_with_rules(Mode::Json, &no_kappa_2());
     let page_url = bed.url("/simple/wgfx-kappa/");
     let page = json_page(&bed, "wgfx-kappa");
-    assert_eq!(listed_files(&page), files_of("wgfx-kappa", &["1.0", "1.9"]), "JSON page of wgfx-kappa: {page}");
-    assert_eq!(listed_versions(&page), ["1.0", "1.9"], "2.0 has no file left, so it leaves `versions` too: {page}");
+    assert_eq!(
+        listed_files(&page),
+        files_of("wgfx-kappa", &["1.0", "1.9"]),
+        "JSON page of wgfx-kappa: {page}"
+    );
+    assert_eq!(
+        listed_versions(&page),
+        ["1.0", "1.9"],
+        "2.0 has no file left, so it leaves `versions` too: {page}"
+    );
     // The files that are left keep their links, in the layout the file tests compute.
     for entry in page["files"].as_array().into_iter().flatten() {
         let filename = entry["filename"].as_str().unwrap_or_default();
-        let href = entry["url"].as_str().unwrap_or_else(|| panic!("{filename} has no url: {entry}"));
-        assert_eq!(resolve(&page_url, href).path(), file_path(filename), "{filename}: link");
+        let href = entry["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{filename} has no url: {entry}"));
+        assert_eq!(
+            resolve(&page_url, href).path(),
+            file_path(filename),
+            "{filename}: link"
+        );
     }
-    assert_eq!(html_files(&bed, "wgfx-kappa"), files_of("wgfx-kappa", &["1.0", "1.9"]), "HTML page of wgfx-kappa");
+    assert_eq!(
+        html_files(&bed, "wgfx-kappa"),
+        files_of("wgfx-kappa", &["1.0", "1.9"]),
+        "HTML page of wgfx-kappa"
+    );
     // Another project is not touched by a package rule.
-    assert_eq!(listed_files(&json_page(&bed, "wgfx-delta")).len(), catalog().expect_project("wgfx-delta").files.len());
+    assert_eq!(
+        listed_files(&json_page(&bed, "wgfx-delta")).len(),
+        catalog().expect_project("wgfx-delta").files.len()
+    );
 }
 
 #[test]
@@ -145,12 +212,25 @@ fn pip_installs_the_newest_allowed_version_and_cannot_pin_the_denied_one() {
     let target = bed.target_dir("newest");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-kappa"]);
     run.assert_success();
-    assert_eq!(clients::installed(&target), dists(&[("wgfx-kappa", "1.9")]), "pip output:\n{}", run.output());
+    assert_eq!(
+        clients::installed(&target),
+        dists(&[("wgfx-kappa", "1.9")]),
+        "pip output:\n{}",
+        run.output()
+    );
 
     let pinned = bed.target_dir("pinned");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &pinned, &["wgfx-kappa==2.0"]);
-    assert!(!run.success(), "pip installed the denied wgfx-kappa 2.0:\n{}", run.output());
-    assert!(clients::installed(&pinned).is_empty(), "pip left something behind: {:?}", clients::installed(&pinned));
+    assert!(
+        !run.success(),
+        "pip installed the denied wgfx-kappa 2.0:\n{}",
+        run.output()
+    );
+    assert!(
+        clients::installed(&pinned).is_empty(),
+        "pip left something behind: {:?}",
+        clients::installed(&pinned)
+    );
     for filename in files_of("wgfx-kappa", &["2.0"]) {
         assert_never_fetched(&bed, &filename);
     }
@@ -162,7 +242,12 @@ fn uv_installs_the_newest_allowed_version() {
     let target = bed.target_dir("uv");
     let run = clients::uv_install(&bed.wheelgate.index_url(), &target, &["wgfx-kappa"]);
     run.assert_success();
-    assert_eq!(clients::installed(&target), dists(&[("wgfx-kappa", "1.9")]), "uv output:\n{}", run.output());
+    assert_eq!(
+        clients::installed(&target),
+        dists(&[("wgfx-kappa", "1.9")]),
+        "uv output:\n{}",
+        run.output()
+    );
     for filename in files_of("wgfx-kappa", &["2.0"]) {
         assert_never_fetched(&bed, &filename);
     }
@@ -175,15 +260,32 @@ fn a_denied_file_is_refused_without_asking_upstream() {
     json_page(&bed, "wgfx-kappa");
     let wheel = "wgfx_kappa-2.0-py3-none-any.whl";
     let sdist = "wgfx_kappa-2.0.tar.gz";
-    for path in [file_path(wheel), file_path(sdist), format!("{}.metadata", file_path(wheel))] {
+    for path in [
+        file_path(wheel),
+        file_path(sdist),
+        format!("{}.metadata", file_path(wheel)),
+    ] {
         let url = bed.url(&path);
-        assert_denied(&http::get(&url, &[]), &format!("GET {path}"), NO_KAPPA_2, true);
-        assert_denied(&http::head(&url, &[]), &format!("HEAD {path}"), NO_KAPPA_2, false);
+        assert_denied(
+            &http::get(&url, &[]),
+            &format!("GET {path}"),
+            NO_KAPPA_2,
+            true,
+        );
+        assert_denied(
+            &http::head(&url, &[]),
+            &format!("HEAD {path}"),
+            NO_KAPPA_2,
+            false,
+        );
     }
     // The same URL layout serves an allowed file, so the 403s above are the rule's doing.
     let allowed = "wgfx_kappa-1.9-py3-none-any.whl";
     let url = bed.url(&file_path(allowed));
-    assert_eq!(http::get(&url, &[]).expect_ok(&url), fixture(allowed).bytes.as_slice());
+    assert_eq!(
+        http::get(&url, &[]).expect_ok(&url),
+        fixture(allowed).bytes.as_slice()
+    );
     assert_never_fetched(&bed, wheel);
     assert_never_fetched(&bed, sdist);
 }
@@ -193,7 +295,12 @@ fn a_denied_file_is_refused_even_before_its_page_was_seen() {
     let bed = TestBed::start_with_rules(Mode::Json, &no_kappa_2());
     let wheel = "wgfx_kappa-2.0-py3-none-any.whl";
     let path = file_path(wheel);
-    assert_denied(&http::get(&bed.url(&path), &[]), &format!("GET {path} (page never requested)"), NO_KAPPA_2, true);
+    assert_denied(
+        &http::get(&bed.url(&path), &[]),
+        &format!("GET {path} (page never requested)"),
+        NO_KAPPA_2,
+        true,
+    );
     assert_never_fetched(&bed, wheel);
 }
 
@@ -206,7 +313,12 @@ fn allowlist() -> String {
     [
         rule_toml(DENY_UNLISTED, "DENY", None, None),
         rule_toml("allow-beta", "ALLOW", Some("wgfx-beta"), None),
-        rule_toml("allow-delta-1", "ALLOW", Some("wgfx-delta"), Some("version(pkg.version.id) < version('2')")),
+        rule_toml(
+            "allow-delta-1",
+            "ALLOW",
+            Some("wgfx-delta"),
+            Some("version(pkg.version.id) < version('2')"),
+        ),
         rule_toml("allow-epsilon", "ALLOW", Some("wgfx-epsilon"), None),
     ]
     .concat()
@@ -220,28 +332,59 @@ fn an_allowlist_installs_only_the_listed_projects() {
     run.assert_success();
     assert_eq!(
         clients::installed(&target),
-        dists(&[("wgfx-beta", "2.0.0"), ("wgfx-delta", "1.5.0"), ("wgfx-epsilon", "0.3.0")]),
+        dists(&[
+            ("wgfx-beta", "2.0.0"),
+            ("wgfx-delta", "1.5.0"),
+            ("wgfx-epsilon", "0.3.0")
+        ]),
         "pip output:\n{}",
         run.output()
     );
 
     let unlisted = bed.target_dir("unlisted");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &unlisted, &["wgfx-alpha"]);
-    assert!(!run.success(), "pip installed wgfx-alpha, which no ALLOW rule lists:\n{}", run.output());
+    assert!(
+        !run.success(),
+        "pip installed wgfx-alpha, which no ALLOW rule lists:\n{}",
+        run.output()
+    );
     assert!(clients::installed(&unlisted).is_empty());
 
     // An unlisted project's page is a 403 naming the repository-wide rule, in both formats.
     let url = bed.url("/simple/wgfx-alpha/");
-    assert_denied(&http::get(&url, &[ACCEPT_JSON]), "the JSON page of wgfx-alpha", DENY_UNLISTED, true);
-    assert_denied(&http::get(&url, &[ACCEPT_HTML]), "the HTML page of wgfx-alpha", DENY_UNLISTED, true);
+    assert_denied(
+        &http::get(&url, &[ACCEPT_JSON]),
+        "the JSON page of wgfx-alpha",
+        DENY_UNLISTED,
+        true,
+    );
+    assert_denied(
+        &http::get(&url, &[ACCEPT_HTML]),
+        "the HTML page of wgfx-alpha",
+        DENY_UNLISTED,
+        true,
+    );
     let alpha = "wgfx_alpha-1.0.0-py3-none-any.whl";
-    assert_denied(&http::get(&bed.url(&file_path(alpha)), &[]), "a file of wgfx-alpha", DENY_UNLISTED, true);
+    assert_denied(
+        &http::get(&bed.url(&file_path(alpha)), &[]),
+        "a file of wgfx-alpha",
+        DENY_UNLISTED,
+        true,
+    );
     assert_never_fetched(&bed, alpha);
 
     // §5.1: where the package's ALLOW does not match (delta 2.0.0), the repository-wide DENY decides.
-    assert_eq!(listed_files(&json_page(&bed, "wgfx-delta")), files_of("wgfx-delta", &["1.0.0", "1.5.0"]));
+    assert_eq!(
+        listed_files(&json_page(&bed, "wgfx-delta")),
+        files_of("wgfx-delta", &["1.0.0", "1.5.0"])
+    );
     let delta_2 = "wgfx_delta-2.0.0-py3-none-any.whl";
-    assert_denied(&http::get(&bed.url(&file_path(delta_2)), &[]), "wgfx-delta 2.0.0", DENY_UNLISTED, true);
+    assert_denied(
+        &http::get(&bed.url(&file_path(delta_2)), &[]),
+        "wgfx-delta 2.0.0",
+        DENY_UNLISTED,
+        true,
+    );
     assert_never_fetched(&bed, delta_2);
 }
 
@@ -253,7 +396,12 @@ const NO_ZETA: &str = "no-zeta";
 /// Rules whose packages are themselves written unnormalised: they must still apply.
 fn spelling_rules() -> String {
     [
-        rule_toml(NO_GAMMA_02, "DENY", Some("WGFX.Gamma_Util"), Some("pkg.version.id == '0.2.0'")),
+        rule_toml(
+            NO_GAMMA_02,
+            "DENY",
+            Some("WGFX.Gamma_Util"),
+            Some("pkg.version.id == '0.2.0'"),
+        ),
         rule_toml(NO_ZETA, "DENY", Some("wgfx_ZETA"), None),
     ]
     .concat()
@@ -281,27 +429,58 @@ fn name_spellings_cannot_bypass_a_rule() {
             let (response, visited) = http::get_following(&url, &[ACCEPT_JSON]);
             response.expect_ok(&url);
             // First what matters for policy: whatever the spelling, the page is filtered.
-            assert_eq!(listed_files(&response.json()), allowed_gamma, "{url} (via {visited:?})");
+            assert_eq!(
+                listed_files(&response.json()),
+                allowed_gamma,
+                "{url} (via {visited:?})"
+            );
             let last = visited.last().cloned().unwrap_or_default();
-            if !(last.ends_with("/simple/wgfx-gamma-util/") && (spelling == "wgfx-gamma-util" || visited.len() > 1)) {
+            if !(last.ends_with("/simple/wgfx-gamma-util/")
+                && (spelling == "wgfx-gamma-util" || visited.len() > 1))
+            {
                 not_redirected.push(visited);
             }
         }
     }
-    for spelling in ["wgfx-zeta", "wgfx_zeta", "WGFX.Zeta", "%77gfx-zeta", "WGFX%5Fzeta"] {
+    for spelling in [
+        "wgfx-zeta",
+        "wgfx_zeta",
+        "WGFX.Zeta",
+        "%77gfx-zeta",
+        "WGFX%5Fzeta",
+    ] {
         let url = bed.url(&format!("/simple/{spelling}/"));
         let (response, visited) = http::get_following(&url, &[ACCEPT_JSON]);
-        assert_denied(&response, &format!("{url} (via {visited:?})"), NO_ZETA, true);
+        assert_denied(
+            &response,
+            &format!("{url} (via {visited:?})"),
+            NO_ZETA,
+            true,
+        );
     }
 
     let denied = "wgfx_gamma_util-0.2.0-py3-none-any.whl";
     let sha = &fixture(denied).sha256;
     let encoded_filename = "%77gfx_gamma_util-0.2.0-py3-none-any.whl".to_owned();
-    for project in ["wgfx-gamma-util", "wgfx_gamma_util", "WGFX.Gamma.Util", "%77gfx-gamma-util"] {
-        for filename in [denied, encoded_filename.as_str(), &format!("{denied}.metadata")] {
+    for project in [
+        "wgfx-gamma-util",
+        "wgfx_gamma_util",
+        "WGFX.Gamma.Util",
+        "%77gfx-gamma-util",
+    ] {
+        for filename in [
+            denied,
+            encoded_filename.as_str(),
+            &format!("{denied}.metadata"),
+        ] {
             let url = bed.url(&format!("/pypi/files/{project}/{sha}/{filename}"));
             let (response, visited) = http::get_following(&url, &[]);
-            assert_denied(&response, &format!("{url} (via {visited:?})"), NO_GAMMA_02, true);
+            assert_denied(
+                &response,
+                &format!("{url} (via {visited:?})"),
+                NO_GAMMA_02,
+                true,
+            );
         }
     }
     assert_never_fetched(&bed, denied);
@@ -310,7 +489,12 @@ fn name_spellings_cannot_bypass_a_rule() {
     let target = bed.target_dir("gamma");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["WGFX_Gamma.Util"]);
     run.assert_success();
-    assert_eq!(clients::installed(&target), dists(&[("wgfx-gamma-util", "0.1.0")]), "pip output:\n{}", run.output());
+    assert_eq!(
+        clients::installed(&target),
+        dists(&[("wgfx-gamma-util", "0.1.0")]),
+        "pip output:\n{}",
+        run.output()
+    );
 
     assert!(
         not_redirected.is_empty(),
@@ -424,36 +608,81 @@ const COOLDOWN_CONDITION: &str = "now - pkg.version.upload_time < duration('72h'
 
 #[test]
 fn a_cooldown_hides_a_release_uploaded_an_hour_ago() {
-    let bed = TestBed::start_with_rules(Mode::Json, &rule_toml(COOLDOWN, "DENY", Some("wgfx-fresh"), Some(COOLDOWN_CONDITION)));
+    let bed = TestBed::start_with_rules(
+        Mode::Json,
+        &rule_toml(
+            COOLDOWN,
+            "DENY",
+            Some("wgfx-fresh"),
+            Some(COOLDOWN_CONDITION),
+        ),
+    );
     let page = json_page(&bed, "wgfx-fresh");
-    assert_eq!(listed_files(&page), files_of("wgfx-fresh", &["1.0"]), "1.1 was uploaded an hour ago: {page}");
+    assert_eq!(
+        listed_files(&page),
+        files_of("wgfx-fresh", &["1.0"]),
+        "1.1 was uploaded an hour ago: {page}"
+    );
     assert_eq!(listed_versions(&page), ["1.0"]);
     let fresh = "wgfx_fresh-1.1-py3-none-any.whl";
-    assert_denied(&http::get(&bed.url(&file_path(fresh)), &[]), "the fresh wheel", COOLDOWN, true);
+    assert_denied(
+        &http::get(&bed.url(&file_path(fresh)), &[]),
+        "the fresh wheel",
+        COOLDOWN,
+        true,
+    );
 
     let target = bed.target_dir("fresh");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-fresh"]);
     run.assert_success();
-    assert_eq!(clients::installed(&target), dists(&[("wgfx-fresh", "1.0")]), "pip output:\n{}", run.output());
+    assert_eq!(
+        clients::installed(&target),
+        dists(&[("wgfx-fresh", "1.0")]),
+        "pip output:\n{}",
+        run.output()
+    );
     assert_never_fetched(&bed, fresh);
 }
 
 #[test]
 fn conditions_that_cannot_be_evaluated_fail_closed() {
     // An HTML-only upstream gives no upload times, so the cooldown cannot be evaluated.
-    let mut bed = TestBed::start_with_rules(Mode::HtmlOnly, &rule_toml(COOLDOWN, "DENY", Some("wgfx-fresh"), Some(COOLDOWN_CONDITION)));
+    let mut bed = TestBed::start_with_rules(
+        Mode::HtmlOnly,
+        &rule_toml(
+            COOLDOWN,
+            "DENY",
+            Some("wgfx-fresh"),
+            Some(COOLDOWN_CONDITION),
+        ),
+    );
     let url = bed.url("/simple/wgfx-fresh/");
-    assert_denied(&http::get(&url, &[ACCEPT_JSON]), "a DENY rule that cannot be evaluated counts as matching", COOLDOWN, true);
+    assert_denied(
+        &http::get(&url, &[ACCEPT_JSON]),
+        "a DENY rule that cannot be evaluated counts as matching",
+        COOLDOWN,
+        true,
+    );
     assert_never_fetched(&bed, "wgfx_fresh-1.0-py3-none-any.whl");
 
     let vetted = [
         rule_toml(DENY_UNLISTED, "DENY", None, None),
-        rule_toml("vetted-fresh", "ALLOW", Some("wgfx-fresh"), Some("now - pkg.version.upload_time > duration('72h')")),
+        rule_toml(
+            "vetted-fresh",
+            "ALLOW",
+            Some("wgfx-fresh"),
+            Some("now - pkg.version.upload_time > duration('72h')"),
+        ),
     ]
     .concat();
     bed.restart_with(|config| config.extra_toml = vetted);
     let url = bed.url("/simple/wgfx-fresh/");
-    assert_denied(&http::get(&url, &[ACCEPT_JSON]), "an ALLOW rule that cannot be evaluated counts as not matching", DENY_UNLISTED, true);
+    assert_denied(
+        &http::get(&url, &[ACCEPT_JSON]),
+        "an ALLOW rule that cannot be evaluated counts as not matching",
+        DENY_UNLISTED,
+        true,
+    );
     assert_never_fetched(&bed, "wgfx_fresh-1.0-py3-none-any.whl");
 }
 
@@ -464,7 +693,12 @@ fn conditions_that_cannot_be_evaluated_fail_closed() {
 fn standalone_config(dir: &Path, rules: &str) -> PathBuf {
     let token = dir.join("token");
     write_file(&token, "wgfx-unused-token\n");
-    let mut config = RemoteConfig::new(dir.join("store"), "http://127.0.0.1:9/simple/".into(), token, Vec::new());
+    let mut config = RemoteConfig::new(
+        dir.join("store"),
+        "http://127.0.0.1:9/simple/".into(),
+        token,
+        Vec::new(),
+    );
     config.extra_toml = rules.to_owned();
     let path = dir.join("proxy.toml");
     write_file(&path, &config.to_toml());
@@ -474,9 +708,22 @@ fn standalone_config(dir: &Path, rules: &str) -> PathBuf {
 /// The 1-based lines of the `[[rule]]` table that holds `marker` (its header to its last line).
 fn table_lines(config: &str, marker: &str) -> std::ops::RangeInclusive<usize> {
     let lines: Vec<&str> = config.lines().collect();
-    let at = lines.iter().position(|l| l.contains(marker)).unwrap_or_else(|| panic!("{marker:?} is not in:\n{config}"));
-    let header = lines.get(..=at).unwrap_or_default().iter().rposition(|l| l.trim() == "[[rule]]").unwrap_or(at);
-    let end = lines.get(at..).unwrap_or_default().iter().position(|l| l.trim().is_empty()).map_or(lines.len() - 1, |n| at + n - 1);
+    let at = lines
+        .iter()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker:?} is not in:\n{config}"));
+    let header = lines
+        .get(..=at)
+        .unwrap_or_default()
+        .iter()
+        .rposition(|l| l.trim() == "[[rule]]")
+        .unwrap_or(at);
+    let end = lines
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .position(|l| l.trim().is_empty())
+        .map_or(lines.len() - 1, |n| at + n - 1);
     header + 1..=end + 1
 }
 
@@ -495,13 +742,19 @@ fn invalid_cases() -> Vec<InvalidCase> {
     vec![
         InvalidCase {
             what: "bad name characters",
-            rules: format!("{valid}{}", rule_toml("no/slash", "DENY", Some("wgfx-alpha"), None)),
+            rules: format!(
+                "{valid}{}",
+                rule_toml("no/slash", "DENY", Some("wgfx-alpha"), None)
+            ),
             marker: "no/slash".into(),
             names: vec!["no/slash".into()],
         },
         InvalidCase {
             what: "a 257-character name",
-            rules: format!("{valid}{}", rule_toml(&long_name, "DENY", Some("wgfx-alpha"), None)),
+            rules: format!(
+                "{valid}{}",
+                rule_toml(&long_name, "DENY", Some("wgfx-alpha"), None)
+            ),
             marker: long_name.clone(),
             names: vec!["257".into()],
         },
@@ -527,13 +780,29 @@ fn invalid_cases() -> Vec<InvalidCase> {
         },
         InvalidCase {
             what: "a CEL syntax error",
-            rules: format!("{valid}{}", rule_toml("broken-syntax", "DENY", Some("wgfx-alpha"), Some("pkg.version.id == "))),
+            rules: format!(
+                "{valid}{}",
+                rule_toml(
+                    "broken-syntax",
+                    "DENY",
+                    Some("wgfx-alpha"),
+                    Some("pkg.version.id == ")
+                )
+            ),
             marker: "broken-syntax".into(),
             names: vec!["broken-syntax".into()],
         },
         InvalidCase {
             what: "an unknown field",
-            rules: format!("{valid}{}", rule_toml("misspelt-field", "DENY", Some("wgfx-alpha"), Some("pkg.nme == 'wgfx-alpha'"))),
+            rules: format!(
+                "{valid}{}",
+                rule_toml(
+                    "misspelt-field",
+                    "DENY",
+                    Some("wgfx-alpha"),
+                    Some("pkg.nme == 'wgfx-alpha'")
+                )
+            ),
             marker: "misspelt-field".into(),
             names: vec!["misspelt-field".into(), "nme".into()],
         },
@@ -541,13 +810,30 @@ fn invalid_cases() -> Vec<InvalidCase> {
 }
 
 /// Exit 2 and a message that names the rule and one of its lines.
-fn assert_refused(run: &clients::ClientRun, case: &InvalidCase, lines: &std::ops::RangeInclusive<usize>, command: &str) {
-    assert_eq!(run.exit_code, Some(2), "`wheelgate {command}` with {} must exit 2:\n{}", case.what, run.output());
+fn assert_refused(
+    run: &clients::ClientRun,
+    case: &InvalidCase,
+    lines: &std::ops::RangeInclusive<usize>,
+    command: &str,
+) {
+    assert_eq!(
+        run.exit_code,
+        Some(2),
+        "`wheelgate {command}` with {} must exit 2:\n{}",
+        case.what,
+        run.output()
+    );
     let output = run.output();
     for name in &case.names {
-        assert!(output.contains(name.as_str()), "`wheelgate {command}` with {}: the message must name {name:?}:\n{output}", case.what);
+        assert!(
+            output.contains(name.as_str()),
+            "`wheelgate {command}` with {}: the message must name {name:?}:\n{output}",
+            case.what
+        );
     }
-    let names_line = lines.clone().any(|n| output.contains(&format!("line {n}")) || output.contains(&format!(":{n}:")));
+    let names_line = lines
+        .clone()
+        .any(|n| output.contains(&format!("line {n}")) || output.contains(&format!(":{n}:")));
     assert!(names_line, "`wheelgate {command}` with {}: the message must name a line of the rule ({lines:?}):\n{output}", case.what);
 }
 
@@ -556,14 +842,20 @@ fn invalid_rules_are_refused_by_check_and_at_start_up() {
     std::thread::scope(|scope| {
         for case in invalid_cases() {
             scope.spawn(move || {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+                let dir = tempfile::tempdir()
+                    .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
                 let config = standalone_config(dir.path(), &case.rules);
-                let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display()));
+                let text = std::fs::read_to_string(&config)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display()));
                 let lines = table_lines(&text, &case.marker);
                 let config = config.to_string_lossy().into_owned();
                 let check = wheelgate::run(&["check", "--config", &config], dir.path());
                 assert_refused(&check, &case, &lines, "check");
-                let serve = wheelgate::run_for(&["serve", "--config", &config], dir.path(), Duration::from_secs(15));
+                let serve = wheelgate::run_for(
+                    &["serve", "--config", &config],
+                    dir.path(),
+                    Duration::from_secs(15),
+                );
                 assert_refused(&serve, &case, &lines, "serve");
             });
         }
@@ -580,38 +872,80 @@ fn a_reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
     let logged_before = bed.wheelgate.output().len();
     bed.edit_config(|config| {
         config.extra_toml = [
-            rule_toml(NO_KAPPA_2, "DENY", Some("wgfx-kappa"), Some("pkg.version.id == '1.9'")),
-            rule_toml("broken-on-reload", "DENY", Some("wgfx-alpha"), Some("pkg.nme == 'wgfx-alpha'")),
+            rule_toml(
+                NO_KAPPA_2,
+                "DENY",
+                Some("wgfx-kappa"),
+                Some("pkg.version.id == '1.9'"),
+            ),
+            rule_toml(
+                "broken-on-reload",
+                "DENY",
+                Some("wgfx-alpha"),
+                Some("pkg.nme == 'wgfx-alpha'"),
+            ),
         ]
         .concat()
     });
     bed.wheelgate.hangup();
     let logged = wait_until(RELOAD_LIMIT, || {
-        bed.wheelgate.output().get(logged_before..).is_some_and(|new| new.contains("broken-on-reload"))
+        bed.wheelgate
+            .output()
+            .get(logged_before..)
+            .is_some_and(|new| new.contains("broken-on-reload"))
     });
     assert!(logged, "within {RELOAD_LIMIT:?} of SIGHUP, wheelgate must log why the edit is refused, naming the rule:\n{}", bed.wheelgate.output());
     // Past the file watch's next look at the same invalid file, too.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(kappa_versions(&bed), ["1.0", "1.9"], "the previous rules must stay in force");
+    assert_eq!(
+        kappa_versions(&bed),
+        ["1.0", "1.9"],
+        "the previous rules must stay in force"
+    );
     let old_denied = file_path("wgfx_kappa-2.0-py3-none-any.whl");
-    assert_denied(&http::get(&bed.url(&old_denied), &[]), "2.0 under the previous rules", NO_KAPPA_2, true);
+    assert_denied(
+        &http::get(&bed.url(&old_denied), &[]),
+        "2.0 under the previous rules",
+        NO_KAPPA_2,
+        true,
+    );
 
     // A valid edit, without a signal: the file watch applies it.
     bed.edit_config(|config| {
-        config.extra_toml = rule_toml(NO_KAPPA_2, "DENY", Some("wgfx-kappa"), Some("pkg.version.id == '1.9'"))
+        config.extra_toml = rule_toml(
+            NO_KAPPA_2,
+            "DENY",
+            Some("wgfx-kappa"),
+            Some("pkg.version.id == '1.9'"),
+        )
     });
     let applied = wait_until(RELOAD_LIMIT, || kappa_versions(&bed) == ["1.0", "2.0"]);
-    assert!(applied, "the edited rule must apply within {RELOAD_LIMIT:?}; the page lists {:?}\n{}", kappa_versions(&bed), bed.wheelgate.output());
+    assert!(
+        applied,
+        "the edited rule must apply within {RELOAD_LIMIT:?}; the page lists {:?}\n{}",
+        kappa_versions(&bed),
+        bed.wheelgate.output()
+    );
     let new_denied = file_path("wgfx_kappa-1.9-py3-none-any.whl");
-    assert_denied(&http::get(&bed.url(&new_denied), &[]), "1.9 under the edited rule", NO_KAPPA_2, true);
+    assert_denied(
+        &http::get(&bed.url(&new_denied), &[]),
+        "1.9 under the edited rule",
+        NO_KAPPA_2,
+        true,
+    );
     let url = bed.url(&old_denied);
-    assert_eq!(http::get(&url, &[]).expect_ok(&url), fixture("wgfx_kappa-2.0-py3-none-any.whl").bytes.as_slice());
+    assert_eq!(
+        http::get(&url, &[]).expect_ok(&url),
+        fixture("wgfx_kappa-2.0-py3-none-any.whl").bytes.as_slice()
+    );
 }
 
 #[test]
 fn a_download_in_flight_finishes_under_the_rules_it_started_with() {
     let slow = generated::expect("wgfx-slow");
-    let generated::Delivery::Gated { after } = slow.delivery else { panic!("wgfx-slow must be gated") };
+    let generated::Delivery::Gated { after } = slow.delivery else {
+        panic!("wgfx-slow must be gated")
+    };
     let expected_sha = slow.sha256().to_owned(); // computed before the upstream needs it
     let mut bed = TestBed::start(Mode::Json);
     let url = bed.file_url("wgfx-slow", slow.filename);
@@ -629,22 +963,50 @@ fn a_download_in_flight_finishes_under_the_rules_it_started_with() {
     };
     // Bytes arriving show the download was decided and is streaming; the rest waits at the gate
     // (wheelgate may hold back part of the first MiB, so any byte counts).
-    let started = wait_until(Duration::from_secs(10), || received.load(std::sync::atomic::Ordering::SeqCst) > 0);
-    assert!(started, "no byte of wgfx-slow arrived while the upstream held it after {after} bytes");
+    let started = wait_until(Duration::from_secs(10), || {
+        received.load(std::sync::atomic::Ordering::SeqCst) > 0
+    });
+    assert!(
+        started,
+        "no byte of wgfx-slow arrived while the upstream held it after {after} bytes"
+    );
 
-    bed.edit_config(|config| config.extra_toml = rule_toml("no-slow", "DENY", Some("wgfx-slow"), None));
+    bed.edit_config(|config| {
+        config.extra_toml = rule_toml("no-slow", "DENY", Some("wgfx-slow"), None)
+    });
     bed.wheelgate.hangup();
     let page = bed.url("/simple/wgfx-slow/");
-    let applied = wait_until(RELOAD_LIMIT, || http::get(&page, &[ACCEPT_JSON]).status == StatusCode::FORBIDDEN);
-    assert!(applied, "the new rule must apply within {RELOAD_LIMIT:?}:\n{}", bed.wheelgate.output());
+    let applied = wait_until(RELOAD_LIMIT, || {
+        http::get(&page, &[ACCEPT_JSON]).status == StatusCode::FORBIDDEN
+    });
+    assert!(
+        applied,
+        "the new rule must apply within {RELOAD_LIMIT:?}:\n{}",
+        bed.wheelgate.output()
+    );
 
     bed.upstream.release_gate();
-    let (response, digest) = download.join().unwrap_or_else(|_| panic!("the download thread panicked"));
+    let (response, digest) = download
+        .join()
+        .unwrap_or_else(|_| panic!("the download thread panicked"));
     let response = response.unwrap_or_else(|e| panic!("the download in flight failed: {e}"));
     assert_eq!(response.status, StatusCode::OK);
-    assert!(response.body_error.is_none(), "the download in flight was cut: {:?}", response.body_error);
-    assert_eq!((response.received, digest), (slow.size, expected_sha), "the download in flight must finish whole");
-    assert_denied(&http::get(&url, &[]), "wgfx-slow after the reload", "no-slow", true);
+    assert!(
+        response.body_error.is_none(),
+        "the download in flight was cut: {:?}",
+        response.body_error
+    );
+    assert_eq!(
+        (response.received, digest),
+        (slow.size, expected_sha),
+        "the download in flight must finish whole"
+    );
+    assert_denied(
+        &http::get(&url, &[]),
+        "wgfx-slow after the reload",
+        "no-slow",
+        true,
+    );
 }
 
 // --- 7. The `wheelgate rules` commands ----------------------------------------------------------
@@ -654,7 +1016,12 @@ fn cli_rules() -> String {
     [
         no_kappa_2(),
         rule_toml("allow-beta", "ALLOW", Some("wgfx-beta"), None),
-        rule_toml("deny-sdists", "DENY", None, Some("pkg.file.kind == 'sdist'")),
+        rule_toml(
+            "deny-sdists",
+            "DENY",
+            None,
+            Some("pkg.file.kind == 'sdist'"),
+        ),
     ]
     .concat()
 }
@@ -675,22 +1042,53 @@ fn list_blocks(stdout: &str) -> Vec<BTreeMap<String, String>> {
 }
 
 fn block(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
 fn rules_list_prints_gcloud_style_blocks() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let dir =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
     let config = standalone_config(dir.path(), &cli_rules());
     let config = config.to_string_lossy().into_owned();
     let expected = vec![
-        block(&[("RULE", NO_KAPPA_2), ("PACKAGE", "wgfx-kappa"), ("ACTION", "DENY"), ("OPERATION", "DOWNLOAD"), ("CONDITION", "pkg.version.id == '2.0'")]),
-        block(&[("RULE", "allow-beta"), ("PACKAGE", "wgfx-beta"), ("ACTION", "ALLOW"), ("OPERATION", "DOWNLOAD"), ("CONDITION", "")]),
-        block(&[("RULE", "deny-sdists"), ("PACKAGE", ""), ("ACTION", "DENY"), ("OPERATION", "DOWNLOAD"), ("CONDITION", "pkg.file.kind == 'sdist'")]),
+        block(&[
+            ("RULE", NO_KAPPA_2),
+            ("PACKAGE", "wgfx-kappa"),
+            ("ACTION", "DENY"),
+            ("OPERATION", "DOWNLOAD"),
+            ("CONDITION", "pkg.version.id == '2.0'"),
+        ]),
+        block(&[
+            ("RULE", "allow-beta"),
+            ("PACKAGE", "wgfx-beta"),
+            ("ACTION", "ALLOW"),
+            ("OPERATION", "DOWNLOAD"),
+            ("CONDITION", ""),
+        ]),
+        block(&[
+            ("RULE", "deny-sdists"),
+            ("PACKAGE", ""),
+            ("ACTION", "DENY"),
+            ("OPERATION", "DOWNLOAD"),
+            ("CONDITION", "pkg.file.kind == 'sdist'"),
+        ]),
     ];
-    for args in [vec!["rules", "list", "--config", &config, "--repo", "pypi"], vec!["rules", "list", "--config", &config]] {
+    for args in [
+        vec!["rules", "list", "--config", &config, "--repo", "pypi"],
+        vec!["rules", "list", "--config", &config],
+    ] {
         let run = wheelgate::run(&args, dir.path());
-        assert_eq!(run.exit_code, Some(0), "`wheelgate {}`:\n{}", args.join(" "), run.output());
+        assert_eq!(
+            run.exit_code,
+            Some(0),
+            "`wheelgate {}`:\n{}",
+            args.join(" "),
+            run.output()
+        );
         let mut blocks = list_blocks(&run.stdout);
         // Listing every repository may add the repository to each block.
         for listed in &mut blocks {
@@ -698,30 +1096,76 @@ fn rules_list_prints_gcloud_style_blocks() {
                 assert_eq!(repository, "pypi", "`wheelgate {}`", args.join(" "));
             }
         }
-        assert_eq!(blocks, expected, "`wheelgate {}` printed:\n{}", args.join(" "), run.stdout);
+        assert_eq!(
+            blocks,
+            expected,
+            "`wheelgate {}` printed:\n{}",
+            args.join(" "),
+            run.stdout
+        );
     }
 }
 
 #[test]
 fn rules_describe_prints_one_rule() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let dir =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
     let config = standalone_config(dir.path(), &cli_rules());
     let config = config.to_string_lossy().into_owned();
-    let run = wheelgate::run(&["rules", "describe", NO_KAPPA_2, "--repo", "pypi", "--config", &config], dir.path());
+    let run = wheelgate::run(
+        &[
+            "rules", "describe", NO_KAPPA_2, "--repo", "pypi", "--config", &config,
+        ],
+        dir.path(),
+    );
     assert_eq!(run.exit_code, Some(0), "{}", run.output());
-    for part in [NO_KAPPA_2, "DENY", "DOWNLOAD", "wgfx-kappa", "pkg.version.id == '2.0'"] {
-        assert!(run.stdout.contains(part), "`rules describe {NO_KAPPA_2}` must show {part:?}:\n{}", run.stdout);
+    for part in [
+        NO_KAPPA_2,
+        "DENY",
+        "DOWNLOAD",
+        "wgfx-kappa",
+        "pkg.version.id == '2.0'",
+    ] {
+        assert!(
+            run.stdout.contains(part),
+            "`rules describe {NO_KAPPA_2}` must show {part:?}:\n{}",
+            run.stdout
+        );
     }
-    assert!(!run.stdout.contains("allow-beta"), "describe shows one rule:\n{}", run.stdout);
+    assert!(
+        !run.stdout.contains("allow-beta"),
+        "describe shows one rule:\n{}",
+        run.stdout
+    );
 
-    let run = wheelgate::run(&["rules", "describe", "no-such-rule", "--repo", "pypi", "--config", &config], dir.path());
-    assert!(!run.success(), "describing an unknown rule must fail:\n{}", run.output());
-    assert!(run.stderr.contains("no-such-rule"), "the error must name the rule asked for:\n{}", run.output());
+    let run = wheelgate::run(
+        &[
+            "rules",
+            "describe",
+            "no-such-rule",
+            "--repo",
+            "pypi",
+            "--config",
+            &config,
+        ],
+        dir.path(),
+    );
+    assert!(
+        !run.success(),
+        "describing an unknown rule must fail:\n{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("no-such-rule"),
+        "the error must name the rule asked for:\n{}",
+        run.output()
+    );
 }
 
 #[test]
 fn rules_test_decides_as_the_server_does() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let dir =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
     let config = standalone_config(dir.path(), &cli_rules());
     let config = config.to_string_lossy().into_owned();
     // (arguments after `--repo R`, expected exit code, the rule the output must name)
@@ -729,10 +1173,22 @@ fn rules_test_decides_as_the_server_does() {
         (&["wgfx-kappa", "2.0"], 1, Some(NO_KAPPA_2)),
         (&["WGFX_Kappa", "2.0"], 1, Some(NO_KAPPA_2)),
         (&["wgfx-kappa", "1.9"], 0, None),
-        (&["wgfx-kappa", "1.9", "wgfx_kappa-1.9.tar.gz"], 1, Some("deny-sdists")),
-        (&["wgfx-kappa", "2.0", "wgfx_kappa-2.0-py3-none-any.whl"], 1, Some(NO_KAPPA_2)),
+        (
+            &["wgfx-kappa", "1.9", "wgfx_kappa-1.9.tar.gz"],
+            1,
+            Some("deny-sdists"),
+        ),
+        (
+            &["wgfx-kappa", "2.0", "wgfx_kappa-2.0-py3-none-any.whl"],
+            1,
+            Some(NO_KAPPA_2),
+        ),
         // §5.1: the package's matching ALLOW decides before the repository-wide DENY.
-        (&["wgfx-beta", "2.0.0", "wgfx_beta-2.0.0.tar.gz"], 0, Some("allow-beta")),
+        (
+            &["wgfx-beta", "2.0.0", "wgfx_beta-2.0.0.tar.gz"],
+            0,
+            Some("allow-beta"),
+        ),
         (&["not a name!", "1.0"], 2, None),
         (&["wgfx-kappa", "1.9", "wgfx_alpha-1.9.tar.gz"], 2, None),
     ];
@@ -740,16 +1196,54 @@ fn rules_test_decides_as_the_server_does() {
         let mut full = vec!["rules", "test", "--config", &config, "--repo", "pypi"];
         full.extend_from_slice(args);
         let run = wheelgate::run(&full, dir.path());
-        assert_eq!(run.exit_code, Some(*code), "`wheelgate {}`:\n{}", full.join(" "), run.output());
+        assert_eq!(
+            run.exit_code,
+            Some(*code),
+            "`wheelgate {}`:\n{}",
+            full.join(" "),
+            run.output()
+        );
         if let Some(rule) = rule {
-            assert!(run.stdout.contains(&named(rule)), "`wheelgate {}` must name {}:\n{}", full.join(" "), named(rule), run.output());
+            assert!(
+                run.stdout.contains(&named(rule)),
+                "`wheelgate {}` must name {}:\n{}",
+                full.join(" "),
+                named(rule),
+                run.output()
+            );
         }
         let verdict = if *code == 0 { "ALLOW" } else { "DENY" };
         if *code != 2 {
-            assert!(run.stdout.contains(verdict), "`wheelgate {}` must print {verdict}:\n{}", full.join(" "), run.output());
+            assert!(
+                run.stdout.contains(verdict),
+                "`wheelgate {}` must print {verdict}:\n{}",
+                full.join(" "),
+                run.output()
+            );
         }
     }
-    let run = wheelgate::run(&["rules", "test", "--config", &config, "--repo", "nowhere", "wgfx-kappa", "2.0"], dir.path());
-    assert_eq!(run.exit_code, Some(2), "an unknown repository is an error:\n{}", run.output());
-    assert!(run.stderr.contains("nowhere"), "the error must name the repository:\n{}", run.output());
+    let run = wheelgate::run(
+        &[
+            "rules",
+            "test",
+            "--config",
+            &config,
+            "--repo",
+            "nowhere",
+            "wgfx-kappa",
+            "2.0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        run.exit_code,
+        Some(2),
+        "an unknown repository is an error:\n{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("nowhere"),
+        "the error must name the repository:\n{}",
+        run.output()
+    );
 }

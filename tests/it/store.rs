@@ -55,7 +55,10 @@ fn install(client: Client, bed: &TestBed, target_name: &str) {
 fn installs_from_the_store_alone(client: Client) {
     let mut bed = TestBed::start(Mode::Json);
     install(client, &bed, "warm");
-    assert!(!bed.upstream.requests_for("/simple/wgfx-app/").is_empty(), "the warm-up install never reached the upstream");
+    assert!(
+        !bed.upstream.requests_for("/simple/wgfx-app/").is_empty(),
+        "the warm-up install never reached the upstream"
+    );
 
     bed.upstream.stop();
     install(client, &bed, "upstream-stopped");
@@ -85,7 +88,9 @@ fn fifty_concurrent_requests_share_one_upstream_fetch_and_stream_while_it_runs()
     const CLIENTS: usize = 50;
     let bed = TestBed::start(Mode::Json);
     let slow = generated::expect("wgfx-slow");
-    let Delivery::Gated { after } = slow.delivery else { panic!("wgfx-slow must be a gated fixture") };
+    let Delivery::Gated { after } = slow.delivery else {
+        panic!("wgfx-slow must be a gated fixture")
+    };
     let url = bed.file_url(slow.project, slow.filename);
 
     // Each client counts itself once its first body bytes arrive.
@@ -103,14 +108,19 @@ fn fifty_concurrent_requests_share_one_upstream_fetch_and_stream_while_it_runs()
                     }
                     hasher.update(data);
                 });
-                Fetched { response, sha256: hex::encode(hasher.finalize()) }
+                Fetched {
+                    response,
+                    sha256: hex::encode(hasher.finalize()),
+                }
             })
         })
         .collect();
 
     // The upstream has sent its first MiB and waits at the gate: every client must already be
     // receiving, so they cannot be waiting for the whole file.
-    let all_started = wait_until(Duration::from_secs(30), || started.load(Ordering::SeqCst) == CLIENTS);
+    let all_started = wait_until(Duration::from_secs(30), || {
+        started.load(Ordering::SeqCst) == CLIENTS
+    });
     let fetches = bed.upstream.requests_for(&slow.path());
     if !all_started {
         bed.upstream.release_gate();
@@ -121,27 +131,58 @@ fn fifty_concurrent_requests_share_one_upstream_fetch_and_stream_while_it_runs()
             fetches.len()
         );
     }
-    assert_eq!(fetches.len(), 1, "{CLIENTS} concurrent requests must share one upstream fetch: {fetches:?}");
+    assert_eq!(
+        fetches.len(),
+        1,
+        "{CLIENTS} concurrent requests must share one upstream fetch: {fetches:?}"
+    );
 
     bed.upstream.release_gate();
     let mut cache_states = Vec::new();
     for (index, handle) in handles.into_iter().enumerate() {
-        let fetched = handle.join().unwrap_or_else(|_| panic!("client {index} panicked"));
-        let response = fetched.response.unwrap_or_else(|e| panic!("client {index}: no response: {e}"));
+        let fetched = handle
+            .join()
+            .unwrap_or_else(|_| panic!("client {index} panicked"));
+        let response = fetched
+            .response
+            .unwrap_or_else(|e| panic!("client {index}: no response: {e}"));
         assert_eq!(response.status, StatusCode::OK, "client {index}");
-        assert!(response.body_error.is_none(), "client {index}: body broke off: {:?}", response.body_error);
-        assert_eq!((response.received, fetched.sha256.as_str()), (slow.size, slow.sha256()), "client {index}: wrong bytes");
+        assert!(
+            response.body_error.is_none(),
+            "client {index}: body broke off: {:?}",
+            response.body_error
+        );
+        assert_eq!(
+            (response.received, fetched.sha256.as_str()),
+            (slow.size, slow.sha256()),
+            "client {index}: wrong bytes"
+        );
         cache_states.push(response.cache().unwrap_or("(none)").to_owned());
     }
-    assert_eq!(bed.upstream.requests_for(&slow.path()).len(), 1, "still one upstream fetch after the transfer");
+    assert_eq!(
+        bed.upstream.requests_for(&slow.path()).len(),
+        1,
+        "still one upstream fetch after the transfer"
+    );
     let misses = cache_states.iter().filter(|s| *s == "miss").count();
     let hits = cache_states.iter().filter(|s| *s == "hit").count();
-    assert_eq!((misses, hits), (1, CLIENTS - 1), "one client started the fetch, the others joined it: {cache_states:?}");
+    assert_eq!(
+        (misses, hits),
+        (1, CLIENTS - 1),
+        "one client started the fetch, the others joined it: {cache_states:?}"
+    );
 
     let later = http::get(&url, &[]);
     assert_eq!(later.cache(), Some("hit"), "{url} once stored");
-    assert_eq!(crate::harness::fixtures::sha256_hex(later.expect_ok(&url)), slow.sha256());
-    assert_eq!(bed.upstream.requests_for(&slow.path()).len(), 1, "a stored file is served without the upstream");
+    assert_eq!(
+        crate::harness::fixtures::sha256_hex(later.expect_ok(&url)),
+        slow.sha256()
+    );
+    assert_eq!(
+        bed.upstream.requests_for(&slow.path()).len(),
+        1,
+        "a stored file is served without the upstream"
+    );
 }
 
 #[test]
@@ -152,7 +193,11 @@ fn a_file_that_betrays_its_sha256_leaves_nothing_in_the_store() {
     let corrupted_sha256 = bad.corrupted_sha256();
 
     let outcome = http::try_get(&url, &[]);
-    assert_eq!(bed.upstream.requests_for(&bad.path()).len(), 1, "wheelgate never fetched the file, nothing was tested");
+    assert_eq!(
+        bed.upstream.requests_for(&bad.path()).len(),
+        1,
+        "wheelgate never fetched the file, nothing was tested"
+    );
     if let Ok(response) = &outcome {
         assert!(
             !response.status.is_success() || response.body_error.is_some(),
@@ -160,16 +205,26 @@ fn a_file_that_betrays_its_sha256_leaves_nothing_in_the_store() {
             response.status,
             response.body.len()
         );
-        assert_ne!(response.body.len() as u64, bad.size, "the mismatching bytes arrived whole");
+        assert_ne!(
+            response.body.len() as u64,
+            bad.size,
+            "the mismatching bytes arrived whole"
+        );
     }
 
     let leftovers = |bed: &TestBed| -> Vec<String> {
         let blobs = bed.store_files("blobs").into_iter().filter(|path| {
             let same_size = std::fs::metadata(path).is_ok_and(|m| m.len() == bad.size);
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             same_size || name == bad.sha256() || name == corrupted_sha256
         });
-        blobs.chain(bed.store_files("tmp")).map(|p| p.display().to_string()).collect()
+        blobs
+            .chain(bed.store_files("tmp"))
+            .map(|p| p.display().to_string())
+            .collect()
     };
     assert!(
         wait_until(CLEANUP_WAIT, || leftovers(&bed).is_empty()),
@@ -179,17 +234,34 @@ fn a_file_that_betrays_its_sha256_leaves_nothing_in_the_store() {
 
     bed.upstream.set_corrupt(false);
     let repaired = http::get(&url, &[]);
-    assert_eq!(repaired.status, StatusCode::OK, "{url} after the upstream was fixed: {}", repaired.text());
-    assert_eq!(crate::harness::fixtures::sha256_hex(repaired.expect_ok(&url)), bad.sha256());
-    assert_eq!(bed.upstream.requests_for(&bad.path()).len(), 2, "the failed fetch was not kept: the file is fetched again");
+    assert_eq!(
+        repaired.status,
+        StatusCode::OK,
+        "{url} after the upstream was fixed: {}",
+        repaired.text()
+    );
+    assert_eq!(
+        crate::harness::fixtures::sha256_hex(repaired.expect_ok(&url)),
+        bad.sha256()
+    );
+    assert_eq!(
+        bed.upstream.requests_for(&bad.path()).len(),
+        2,
+        "the failed fetch was not kept: the file is fetched again"
+    );
     let blob = bed.blob_path(bad.sha256());
     assert!(
-        wait_until(CLEANUP_WAIT, || std::fs::metadata(&blob).is_ok_and(|m| m.len() == bad.size)),
+        wait_until(CLEANUP_WAIT, || std::fs::metadata(&blob)
+            .is_ok_and(|m| m.len() == bad.size)),
         "the verified file must be stored as {}; blobs: {:?}",
         blob.display(),
         bed.store_files("blobs")
     );
-    assert!(wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()), "tmp/ after a commit: {:?}", bed.store_files("tmp"));
+    assert!(
+        wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()),
+        "tmp/ after a commit: {:?}",
+        bed.store_files("tmp")
+    );
 }
 
 /// Streams `url`, hashing as it goes; `received` counts the bytes so far for the caller to watch.
@@ -219,10 +291,19 @@ fn kill_9_mid_download_then_restart_serves_the_whole_file_with_bounded_memory() 
         let (url, received) = (url.clone(), Arc::clone(&received));
         std::thread::spawn(move || stream_and_hash(&url, &received))
     };
-    let reached = wait_until(Duration::from_secs(90), || received.load(Ordering::SeqCst) >= KILL_AFTER);
-    assert!(reached, "the client received only {} bytes of {} in 90 s", received.load(Ordering::SeqCst), huge.size);
+    let reached = wait_until(Duration::from_secs(90), || {
+        received.load(Ordering::SeqCst) >= KILL_AFTER
+    });
+    assert!(
+        reached,
+        "the client received only {} bytes of {} in 90 s",
+        received.load(Ordering::SeqCst),
+        huge.size
+    );
     bed.wheelgate.kill();
-    let (interrupted, _) = first.join().unwrap_or_else(|_| panic!("the first client panicked"));
+    let (interrupted, _) = first
+        .join()
+        .unwrap_or_else(|_| panic!("the first client panicked"));
     if let Ok(response) = interrupted {
         assert!(
             response.body_error.is_some() || response.received < huge.size,
@@ -239,7 +320,10 @@ fn kill_9_mid_download_then_restart_serves_the_whole_file_with_bounded_memory() 
         "the restarted server must discard the partial download; tmp/ holds {:?}",
         bed.store_files("tmp")
     );
-    assert!(!bed.blob_path(&expected_sha256).exists(), "a partial download was committed as a blob");
+    assert!(
+        !bed.blob_path(&expected_sha256).exists(),
+        "a partial download was committed as a blob"
+    );
 
     let url = bed.file_url(huge.project, huge.filename);
     let started = Instant::now();
@@ -255,37 +339,66 @@ fn kill_9_mid_download_then_restart_serves_the_whole_file_with_bounded_memory() 
         bed.wheelgate.rss_kib()
     );
     assert_eq!(response.status, StatusCode::OK);
-    assert!(response.body_error.is_none(), "the transfer after the restart broke off: {:?}", response.body_error);
-    assert_eq!((response.received, sha256.as_str()), (huge.size, expected_sha256.as_str()), "the whole file, with its sha256");
-    assert_eq!(bed.upstream.requests_for(&huge.path()).len(), 2, "the file must be fetched again after the crash");
+    assert!(
+        response.body_error.is_none(),
+        "the transfer after the restart broke off: {:?}",
+        response.body_error
+    );
+    assert_eq!(
+        (response.received, sha256.as_str()),
+        (huge.size, expected_sha256.as_str()),
+        "the whole file, with its sha256"
+    );
+    assert_eq!(
+        bed.upstream.requests_for(&huge.path()).len(),
+        2,
+        "the file must be fetched again after the crash"
+    );
     assert!(
         peak_kib < RSS_LIMIT_KIB,
         "streaming a 200 MiB file cold must keep wheelgate's peak RSS under 64 MiB; VmHWM is {peak_kib} KiB"
     );
     assert!(
-        wait_until(CLEANUP_WAIT, || std::fs::metadata(bed.blob_path(&expected_sha256)).is_ok_and(|m| m.len() == huge.size)),
+        wait_until(CLEANUP_WAIT, || std::fs::metadata(
+            bed.blob_path(&expected_sha256)
+        )
+        .is_ok_and(|m| m.len() == huge.size)),
         "the verified file must be committed as {}",
         bed.blob_path(&expected_sha256).display()
     );
-    assert!(bed.store_files("tmp").is_empty(), "tmp/ after the commit: {:?}", bed.store_files("tmp"));
+    assert!(
+        bed.store_files("tmp").is_empty(),
+        "tmp/ after the commit: {:?}",
+        bed.store_files("tmp")
+    );
 }
 
 /// The link wheelgate must give a file its upstream published no digest for, in either page
 /// format: `/pypi/files/<project>/url-<64 lowercase hex>/<filename>` with no `#sha256=` fragment
 /// (wheelgate cannot vouch for a digest it has not computed). Returns the resolved link.
 fn assert_url_keyed_link(page_url: &str, href: &str, project: &str, filename: &str) -> url::Url {
-    assert!(!href.contains("#sha256="), "{page_url}: {filename} has no known digest, yet its link {href:?} claims one");
+    assert!(
+        !href.contains("#sha256="),
+        "{page_url}: {filename} has no known digest, yet its link {href:?} claims one"
+    );
     let resolved = resolve(page_url, href);
     let segments: Vec<&str> = resolved.path().split('/').collect();
     let [_, "pypi", "files", linked_project, key, linked_filename] = segments.as_slice() else {
         panic!("{page_url}: the link {href:?} of {filename} is not /pypi/files/<project>/<key>/<filename>")
     };
-    assert_eq!((*linked_project, *linked_filename), (project, filename), "{page_url}: link {href:?}");
+    assert_eq!(
+        (*linked_project, *linked_filename),
+        (project, filename),
+        "{page_url}: link {href:?}"
+    );
     let url_hex = key.strip_prefix("url-").unwrap_or_else(|| {
         panic!("{page_url}: {filename} has no upstream digest, so its key must be `url-<sha256 of its URL>`, got {key:?}")
     });
     assert!(
-        url_hex.len() == 64 && url_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        url_hex.len() == 64
+            && url_hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "{page_url}: the key {key:?} of {filename} must be `url-` and 64 lowercase hex digits"
     );
     resolved
@@ -306,8 +419,14 @@ fn hashless_links(bed: &TestBed, filename: &str) -> url::Url {
         .flatten()
         .find(|f| f["filename"] == filename)
         .unwrap_or_else(|| panic!("{page_url} (JSON) does not list {filename}: {json}"));
-    assert!(entry["hashes"].get("sha256").is_none(), "{page_url}: {filename} has no upstream sha256, yet hashes = {}", entry["hashes"]);
-    let href = entry["url"].as_str().unwrap_or_else(|| panic!("{page_url}: {filename} has no url: {entry}"));
+    assert!(
+        entry["hashes"].get("sha256").is_none(),
+        "{page_url}: {filename} has no upstream sha256, yet hashes = {}",
+        entry["hashes"]
+    );
+    let href = entry["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{page_url}: {filename} has no url: {entry}"));
     let from_json = assert_url_keyed_link(&page_url, href, project, filename);
 
     let html_page = http::get(&page_url, &[("accept", "text/html")]);
@@ -318,7 +437,10 @@ fn hashless_links(bed: &TestBed, filename: &str) -> url::Url {
         .and_then(|attributes| attributes.get("href"))
         .unwrap_or_else(|| panic!("{page_url} (HTML) has no link for {filename}:\n{html}"));
     let from_html = assert_url_keyed_link(&page_url, href, project, filename);
-    assert_eq!(from_json, from_html, "{page_url}: one file, one key, whatever the format");
+    assert_eq!(
+        from_json, from_html,
+        "{page_url}: one file, one key, whatever the format"
+    );
     from_json
 }
 
@@ -337,19 +459,39 @@ fn a_file_without_an_upstream_sha256_is_keyed_by_its_url_then_stored_by_its_cont
     let key = url.rsplit('/').nth(1).unwrap_or_default().to_owned();
 
     let first = http::get(&url, &[]);
-    assert_eq!(sha256_hex(first.expect_ok(&url)), wheel.sha256, "{url}: the bytes of {}", wheel.filename);
-    assert_eq!(first.cache(), Some("miss"), "{url}: the first request fetches it");
+    assert_eq!(
+        sha256_hex(first.expect_ok(&url)),
+        wheel.sha256,
+        "{url}: the bytes of {}",
+        wheel.filename
+    );
+    assert_eq!(
+        first.cache(),
+        Some("miss"),
+        "{url}: the first request fetches it"
+    );
 
     // The commit follows the transfer: poll until the file is served as stored.
     let mut last_state = None;
     let stored = wait_until(Duration::from_secs(5), || {
         let later = http::get(&url, &[]);
-        assert_eq!(later.expect_ok(&url), wheel.bytes.as_slice(), "{url}: a later request got other bytes");
+        assert_eq!(
+            later.expect_ok(&url),
+            wheel.bytes.as_slice(),
+            "{url}: a later request got other bytes"
+        );
         last_state = later.cache().map(str::to_owned);
         last_state.as_deref() == Some("hit")
     });
-    assert!(stored, "{url} was never served as a hit once fetched; last X-Wheelgate-Cache: {last_state:?}");
-    assert_eq!(bed.upstream.requests_for(&upstream_path).len(), 1, "once fetched, the file is served without the upstream");
+    assert!(
+        stored,
+        "{url} was never served as a hit once fetched; last X-Wheelgate-Cache: {last_state:?}"
+    );
+    assert_eq!(
+        bed.upstream.requests_for(&upstream_path).len(),
+        1,
+        "once fetched, the file is served without the upstream"
+    );
 
     // Stored under the digest of its content (the wheel is too big to sit inline), not its URL
     // key. The blob is renamed into place before the catalog records it: wait for both.
@@ -367,15 +509,27 @@ fn a_file_without_an_upstream_sha256_is_keyed_by_its_url_then_stored_by_its_cont
         bed.store_files("blobs")
     );
     let url_hex = key.strip_prefix("url-").unwrap_or_default();
-    assert!(!bed.blob_path(url_hex).exists(), "the URL key {key} must not name a blob: the store is content-addressed");
+    assert!(
+        !bed.blob_path(url_hex).exists(),
+        "the URL key {key} must not name a blob: the store is content-addressed"
+    );
     let warm = http::head(&url, &[]);
-    assert_eq!(warm.header("etag"), Some(format!("\"{}\"", wheel.sha256).as_str()), "{url}: once pinned, the ETag is the content's sha256");
+    assert_eq!(
+        warm.header("etag"),
+        Some(format!("\"{}\"", wheel.sha256).as_str()),
+        "{url}: once pinned, the ETag is the content's sha256"
+    );
 
     let expected = dists(&[("wgfx-nohash", "1.0.0")]);
     let target = bed.target_dir("warm");
     let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-nohash"]);
     run.assert_success();
-    assert_eq!(clients::installed(&target), expected, "pip through wheelgate; output:\n{}", run.output());
+    assert_eq!(
+        clients::installed(&target),
+        expected,
+        "pip through wheelgate; output:\n{}",
+        run.output()
+    );
 
     // The pages are still fresh (index_ttl 10m): with the upstream gone, the store alone serves.
     bed.upstream.stop();
@@ -389,7 +543,11 @@ fn a_file_without_an_upstream_sha256_is_keyed_by_its_url_then_stored_by_its_cont
         run.output(),
         bed.wheelgate.output()
     );
-    assert_eq!(bed.upstream.requests_for(&upstream_path).len(), 1, "the file was fetched from the upstream once in all");
+    assert_eq!(
+        bed.upstream.requests_for(&upstream_path).len(),
+        1,
+        "the file was fetched from the upstream once in all"
+    );
 }
 
 /// The store's cap in the eviction test: room for two of the 1 MiB `wgfx-lru-*` files, not three.
@@ -411,15 +569,26 @@ fn max_size_evicts_the_least_recently_used_file_first() {
 
     let fetch = |file: &Generated, url: &str, expected: &str, when: &str| {
         let response = http::get(url, &[]);
-        assert_eq!(sha256_hex(response.expect_ok(url)), file.sha256(), "{} {when}: wrong bytes", file.project);
+        assert_eq!(
+            sha256_hex(response.expect_ok(url)),
+            file.sha256(),
+            "{} {when}: wrong bytes",
+            file.project
+        );
         assert_eq!(response.cache(), Some(expected), "{} {when}", file.project);
     };
     // The commit follows the transfer; a stored file is served with ranges.
     let wait_stored = |file: &Generated, url: &str| {
         let stored = wait_until(CLEANUP_WAIT, || {
-            bed.blob_path(file.sha256()).exists() && http::head(url, &[]).header("accept-ranges").is_some()
+            bed.blob_path(file.sha256()).exists()
+                && http::head(url, &[]).header("accept-ranges").is_some()
         });
-        assert!(stored, "{} was never committed; blobs: {:?}", file.project, bed.store_files("blobs"));
+        assert!(
+            stored,
+            "{} was never committed; blobs: {:?}",
+            file.project,
+            bed.store_files("blobs")
+        );
     };
     let blob_exists = |file: &Generated| bed.blob_path(file.sha256()).exists();
     let fetches = |file: &Generated| bed.upstream.requests_for(&file.path()).len();
@@ -438,13 +607,21 @@ fn max_size_evicts_the_least_recently_used_file_first() {
         "storing C went over max_size {LRU_MAX_SIZE}: B, the least recently used, must be evicted; blobs: {:?}",
         bed.store_files("blobs")
     );
-    assert!(blob_exists(a) && blob_exists(c), "only B is evicted; blobs: {:?}", bed.store_files("blobs"));
+    assert!(
+        blob_exists(a) && blob_exists(c),
+        "only B is evicted; blobs: {:?}",
+        bed.store_files("blobs")
+    );
 
     fetch(a, &url_a, "hit", "after the eviction");
     assert_eq!(fetches(a), 1, "A stayed stored: no new upstream request");
 
     fetch(b, &url_b, "miss", "after its eviction");
-    assert_eq!(fetches(b), 2, "an evicted file is fetched from the upstream again");
+    assert_eq!(
+        fetches(b),
+        2,
+        "an evicted file is fetched from the upstream again"
+    );
     wait_stored(b, &url_b);
     // C is now the least recently used (A was used after it).
     assert!(
@@ -452,6 +629,14 @@ fn max_size_evicts_the_least_recently_used_file_first() {
         "storing B again went over max_size: C, now the least recently used, must be evicted; blobs: {:?}",
         bed.store_files("blobs")
     );
-    assert!(blob_exists(a) && blob_exists(b), "A and B remain; blobs: {:?}", bed.store_files("blobs"));
-    assert_eq!((fetches(a), fetches(c)), (1, 1), "upstream requests for A and C");
+    assert!(
+        blob_exists(a) && blob_exists(b),
+        "A and B remain; blobs: {:?}",
+        bed.store_files("blobs")
+    );
+    assert_eq!(
+        (fetches(a), fetches(c)),
+        (1, 1),
+        "upstream requests for A and C"
+    );
 }

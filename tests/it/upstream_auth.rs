@@ -12,12 +12,21 @@ use crate::harness::{assert_no_secret, link_in, new_token, TestBed, TokenLayout}
 
 /// The token and its base64 form: either one appearing would be a leak.
 fn secret_forms(token: &str) -> Vec<String> {
-    vec![token.to_owned(), basic_auth_value(token).trim_start_matches("Basic ").to_owned()]
+    vec![
+        token.to_owned(),
+        basic_auth_value(token)
+            .trim_start_matches("Basic ")
+            .to_owned(),
+    ]
 }
 
 fn assert_response_clean(response: &HttpResponse, secrets: &[String], what: &str) {
     assert_no_secret(&response.text(), secrets, &format!("the body of {what}"));
-    assert_no_secret(&response.headers_text(), secrets, &format!("the headers of {what}"));
+    assert_no_secret(
+        &response.headers_text(),
+        secrets,
+        &format!("the headers of {what}"),
+    );
 }
 
 /// Fetches a project page (JSON) and one of its files through wheelgate; returns both responses.
@@ -27,8 +36,14 @@ fn fetch_page_and_file(bed: &TestBed, project: &str, filename: &str) -> Vec<Http
     page.expect_ok(&page_url);
     let file_url = link_in(&page, &page_url, filename);
     let file = http::get(&file_url, &[]);
-    let expected = &catalog().expect_project(project).expect_file(filename).bytes;
-    assert!(file.expect_ok(&file_url) == expected.as_slice(), "{filename}: wrong bytes through wheelgate");
+    let expected = &catalog()
+        .expect_project(project)
+        .expect_file(filename)
+        .bytes;
+    assert!(
+        file.expect_ok(&file_url) == expected.as_slice(),
+        "{filename}: wrong bytes through wheelgate"
+    );
     vec![page, file]
 }
 
@@ -50,30 +65,58 @@ fn credentials_go_only_to_the_upstream_origin_and_auth_hosts() {
     // A client's own Authorization header is never forwarded upstream (whether wheelgate accepts
     // it is a matter for its own access control; what the upstream saw is checked below).
     let client_auth = basic_auth_value("someone-else");
-    responses.push(http::get(&bed.url("/simple/wgfx-beta/"), &[("authorization", client_auth.as_str())]));
+    responses.push(http::get(
+        &bed.url("/simple/wgfx-beta/"),
+        &[("authorization", client_auth.as_str())],
+    ));
 
     let expected = basic_auth_value(&token);
     let main = bed.upstream.requests_on(Origin::Main);
     assert!(!main.is_empty(), "wheelgate never reached the upstream");
     for request in &main {
-        assert_eq!(request.authorization.as_deref(), Some(expected.as_str()), "main origin {} {} without the token", request.method, request.path);
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(expected.as_str()),
+            "main origin {} {} without the token",
+            request.method,
+            request.path
+        );
     }
     let second = bed.upstream.requests_on(Origin::Second);
-    assert!(second.iter().any(|r| r.path.starts_with("/far/wgfx-far/")), "the second-origin file was never fetched");
-    assert!(second.iter().any(|r| r.path.starts_with("/far/wgfx-hop/")), "the redirect target was never fetched");
+    assert!(
+        second.iter().any(|r| r.path.starts_with("/far/wgfx-far/")),
+        "the second-origin file was never fetched"
+    );
+    assert!(
+        second.iter().any(|r| r.path.starts_with("/far/wgfx-hop/")),
+        "the redirect target was never fetched"
+    );
     for request in &second {
-        assert_eq!(request.authorization, None, "second origin {} {} received credentials", request.method, request.path);
+        assert_eq!(
+            request.authorization, None,
+            "second origin {} {} received credentials",
+            request.method, request.path
+        );
     }
     let third = bed.upstream.requests_on(Origin::Third);
     assert!(!third.is_empty(), "the auth_hosts origin was never asked");
     for request in &third {
-        assert_eq!(request.authorization.as_deref(), Some(expected.as_str()), "auth_hosts origin {} without the token", request.path);
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(expected.as_str()),
+            "auth_hosts origin {} without the token",
+            request.path
+        );
     }
 
     for (i, response) in responses.iter().enumerate() {
         assert_response_clean(response, &secrets, &format!("response #{i}"));
     }
-    assert_no_secret(&bed.wheelgate.output(), &secrets, "wheelgate's log (debug level)");
+    assert_no_secret(
+        &bed.wheelgate.output(),
+        &secrets,
+        "wheelgate's log (debug level)",
+    );
 }
 
 /// Asks for a project page wheelgate has not fetched before (so no cache can answer) and checks
@@ -81,10 +124,22 @@ fn credentials_go_only_to_the_upstream_origin_and_auth_hosts() {
 fn fresh_page_uses(bed: &TestBed, project: &str, token: &str) -> HttpResponse {
     let url = bed.url(&format!("/simple/{project}/"));
     let response = http::get(&url, &[]);
-    assert_eq!(response.status, StatusCode::OK, "{url} after rotation: {}\nwheelgate's log:\n{}", response.text(), bed.wheelgate.output());
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{url} after rotation: {}\nwheelgate's log:\n{}",
+        response.text(),
+        bed.wheelgate.output()
+    );
     let seen = bed.upstream.requests_for(&format!("/simple/{project}/"));
-    let last = seen.last().unwrap_or_else(|| panic!("{project} was never asked upstream"));
-    assert_eq!(last.authorization.as_deref(), Some(basic_auth_value(token).as_str()), "{project}: not the rotated token");
+    let last = seen
+        .last()
+        .unwrap_or_else(|| panic!("{project} was never asked upstream"));
+    assert_eq!(
+        last.authorization.as_deref(),
+        Some(basic_auth_value(token).as_str()),
+        "{project}: not the rotated token"
+    );
     response
 }
 
@@ -99,11 +154,18 @@ fn rotation(layout: TokenLayout) {
     let third = bed.rotate_token();
     responses.push(fresh_page_uses(&bed, "wgfx-delta", &third));
 
-    let secrets: Vec<String> = [first, second, third].iter().flat_map(|t| secret_forms(t)).collect();
+    let secrets: Vec<String> = [first, second, third]
+        .iter()
+        .flat_map(|t| secret_forms(t))
+        .collect();
     for (i, response) in responses.iter().enumerate() {
         assert_response_clean(response, &secrets, &format!("page #{i}"));
     }
-    assert_no_secret(&bed.wheelgate.output(), &secrets, "wheelgate's log (debug level)");
+    assert_no_secret(
+        &bed.wheelgate.output(),
+        &secrets,
+        "wheelgate's log (debug level)",
+    );
 }
 
 #[test]
@@ -125,13 +187,25 @@ fn a_refused_token_is_a_502_that_does_not_show_it() {
     bed.upstream.set_token(&upstream_side);
     let url = bed.url("/simple/wgfx-epsilon/");
     let response = http::get(&url, &[]);
-    assert_eq!(response.status, StatusCode::BAD_GATEWAY, "{url}: {}", response.text());
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_GATEWAY,
+        "{url}: {}",
+        response.text()
+    );
     assert!(
         response.text().to_ascii_lowercase().contains("credential"),
         "the 502 must say the upstream refused the credentials, got {:?}",
         response.text()
     );
-    let secrets: Vec<String> = [configured, upstream_side].iter().flat_map(|t| secret_forms(t)).collect();
+    let secrets: Vec<String> = [configured, upstream_side]
+        .iter()
+        .flat_map(|t| secret_forms(t))
+        .collect();
     assert_response_clean(&response, &secrets, "the 502");
-    assert_no_secret(&bed.wheelgate.output(), &secrets, "wheelgate's log (debug level)");
+    assert_no_secret(
+        &bed.wheelgate.output(),
+        &secrets,
+        "wheelgate's log (debug level)",
+    );
 }

@@ -60,7 +60,9 @@ pub fn python() -> &'static Path {
         let output = Command::new("python3")
             .args(["-c", "import sys; print(sys.executable)"])
             .output()
-            .unwrap_or_else(|e| panic!("cannot run python3 to find the interpreter (is Python 3 installed?): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 to find the interpreter (is Python 3 installed?): {e}")
+            });
         let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(
             output.status.success() && !path.is_empty(),
@@ -85,10 +87,22 @@ pub fn tools_venv() -> &'static Path {
         // wins the rename or finds the finished venv, never a half-built one.
         let staging = root.join(format!("pyclients.staging-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        run_setup(Command::new(python()).arg("-m").arg("venv").arg(&staging), "create the tools venv");
         run_setup(
-            Command::new(staging.join("bin").join("python"))
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "uv", "twine"]),
+            Command::new(python()).arg("-m").arg("venv").arg(&staging),
+            "create the tools venv",
+        );
+        run_setup(
+            Command::new(staging.join("bin").join("python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "uv",
+                "twine",
+            ]),
             "install uv and twine (with the machine's normal pip settings)",
         );
         std::fs::write(staging.join(".wheelgate-tools-installed"), b"ok\n")
@@ -130,11 +144,15 @@ fn run_setup(command: &mut Command, what: &str) {
 /// A command with an empty environment except PATH, a fresh HOME and settings that disable every
 /// configuration file. The returned TempDir is the HOME; keep it alive for the run.
 pub fn isolated(program: &Path) -> (Command, tempfile::TempDir) {
-    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary HOME: {e}"));
+    let home =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary HOME: {e}"));
     let mut command = Command::new(program);
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
         .env("HOME", home.path())
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -148,7 +166,14 @@ pub fn isolated(program: &Path) -> (Command, tempfile::TempDir) {
 pub fn pip_install(index_url: &str, target: &Path, requirements: &[&str]) -> ClientRun {
     let (mut command, _home) = isolated(python());
     command
-        .args(["-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
         .args(["--progress-bar", "off", "--target"])
         .arg(target)
         .args(["--index-url", index_url])
@@ -172,7 +197,12 @@ pub fn uv_install(index_url: &str, target: &Path, requirements: &[&str]) -> Clie
 /// Runs a command with piped output, killing it after `limit`.
 pub fn run_bounded(command: &mut Command, limit: Duration) -> ClientRun {
     let description = format!("{command:?}");
-    let mut child = match command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let mut child = match command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
         Ok(child) => child,
         Err(e) => panic!("cannot start {description}: {e}"),
     };
@@ -185,8 +215,18 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> ClientRun {
             String::from_utf8_lossy(&buffer).into_owned()
         })
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
     let exit_code = loop {
         match child.try_wait() {
@@ -226,7 +266,10 @@ fn parse_dist_info(dir_name: &str) -> Option<(String, String)> {
 
 /// Builds the expected set from literal pairs.
 pub fn dists(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-    pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -247,7 +290,13 @@ mod tests {
     fn bounded_runs_are_killed() {
         let run = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(200));
         assert_eq!(run.exit_code, None);
-        let run = run_bounded(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), CLIENT_TIMEOUT);
-        assert_eq!((run.exit_code, run.stdout.trim(), run.stderr.trim()), (Some(3), "out", "err"));
+        let run = run_bounded(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            CLIENT_TIMEOUT,
+        );
+        assert_eq!(
+            (run.exit_code, run.stdout.trim(), run.stderr.trim()),
+            (Some(3), "out", "err")
+        );
     }
 }

@@ -104,7 +104,8 @@ impl UploadTime {
             UploadTime::Fixed(text) => text.clone(),
             UploadTime::Ago(age) => {
                 let instant = now.checked_sub(*age).unwrap_or(SystemTime::UNIX_EPOCH);
-                chrono::DateTime::<chrono::Utc>::from(instant).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                chrono::DateTime::<chrono::Utc>::from(instant)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             }
         }
     }
@@ -117,16 +118,25 @@ impl UploadTime {
 
 /// `90s`, `10m`, `1h`, `3d` as a duration.
 fn parse_age(text: &str) -> Result<Duration, String> {
-    let unit_at = text.len().checked_sub(1).filter(|&i| text.is_char_boundary(i));
+    let unit_at = text
+        .len()
+        .checked_sub(1)
+        .filter(|&i| text.is_char_boundary(i));
     let (number, unit) = unit_at.map(|i| text.split_at(i)).unwrap_or((text, ""));
     let seconds_per_unit = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("uploaded_ago {text:?} must end in s, m, h or d, as in \"1h\"")),
+        _ => {
+            return Err(format!(
+                "uploaded_ago {text:?} must end in s, m, h or d, as in \"1h\""
+            ))
+        }
     };
-    let count: u64 = number.parse().map_err(|e| format!("uploaded_ago {text:?}: {number:?} is not a whole number ({e})"))?;
+    let count: u64 = number
+        .parse()
+        .map_err(|e| format!("uploaded_ago {text:?}: {number:?} is not a whole number ({e})"))?;
     Ok(Duration::from_secs(count * seconds_per_unit))
 }
 
@@ -195,26 +205,39 @@ impl Catalog {
     /// The project with this normalised name; panics with the list of known names otherwise.
     pub fn expect_project(&self, normalized: &str) -> &Project {
         self.project(normalized).unwrap_or_else(|| {
-            let known: Vec<&str> = self.projects.iter().map(|p| p.normalized.as_str()).collect();
+            let known: Vec<&str> = self
+                .projects
+                .iter()
+                .map(|p| p.normalized.as_str())
+                .collect();
             panic!("no fixture project {normalized:?}; fixtures/projects.toml defines {known:?}")
         })
     }
 
     /// The file with this filename in any project.
     pub fn file(&self, filename: &str) -> Option<(&Project, &DistFile)> {
-        self.projects
-            .iter()
-            .find_map(|p| p.files.iter().find(|f| f.filename == filename).map(|f| (p, f)))
+        self.projects.iter().find_map(|p| {
+            p.files
+                .iter()
+                .find(|f| f.filename == filename)
+                .map(|f| (p, f))
+        })
     }
 }
 
 impl Project {
     /// The file with this filename; panics naming the project's files otherwise.
     pub fn expect_file(&self, filename: &str) -> &DistFile {
-        self.files.iter().find(|f| f.filename == filename).unwrap_or_else(|| {
-            let known: Vec<&str> = self.files.iter().map(|f| f.filename.as_str()).collect();
-            panic!("fixture project {} has no file {filename:?}; it has {known:?}", self.normalized)
-        })
+        self.files
+            .iter()
+            .find(|f| f.filename == filename)
+            .unwrap_or_else(|| {
+                let known: Vec<&str> = self.files.iter().map(|f| f.filename.as_str()).collect();
+                panic!(
+                    "fixture project {} has no file {filename:?}; it has {known:?}",
+                    self.normalized
+                )
+            })
     }
 
     /// The wheel of this version; panics if the fixtures define none.
@@ -222,7 +245,12 @@ impl Project {
         self.files
             .iter()
             .find(|f| f.version == version && f.kind == FileKind::Wheel)
-            .unwrap_or_else(|| panic!("fixture project {} has no wheel for {version}", self.normalized))
+            .unwrap_or_else(|| {
+                panic!(
+                    "fixture project {} has no wheel for {version}",
+                    self.normalized
+                )
+            })
     }
 }
 
@@ -265,7 +293,10 @@ fn build_catalog(text: &str) -> Result<Catalog, String> {
     for (project_index, spec) in parsed.project.iter().enumerate() {
         let normalized = normalize(&spec.name);
         if !seen.insert(normalized.clone()) {
-            return Err(format!("project {:?} is defined twice (normalised {normalized})", spec.name));
+            return Err(format!(
+                "project {:?} is defined twice (normalised {normalized})",
+                spec.name
+            ));
         }
         let mut files = Vec::new();
         for (release_index, release) in spec.release.iter().enumerate() {
@@ -390,12 +421,21 @@ fn padding(seed: &str, kib: u32) -> Vec<u8> {
     out
 }
 
-fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str, padding: &[u8]) -> Result<Vec<u8>, String> {
+fn build_wheel(
+    stem: &str,
+    version: &str,
+    init_py: &str,
+    metadata: &str,
+    padding: &[u8],
+) -> Result<Vec<u8>, String> {
     let dist_info = format!("{stem}-{version}.dist-info");
     let wheel_file = "Wheel-Version: 1.0\nGenerator: wheelgate-test-harness\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
     let mut members: Vec<(String, Vec<u8>)> = vec![
         (format!("{stem}/__init__.py"), init_py.as_bytes().to_vec()),
-        (format!("{dist_info}/METADATA"), metadata.as_bytes().to_vec()),
+        (
+            format!("{dist_info}/METADATA"),
+            metadata.as_bytes().to_vec(),
+        ),
         (format!("{dist_info}/WHEEL"), wheel_file.as_bytes().to_vec()),
     ];
     if !padding.is_empty() {
@@ -403,7 +443,8 @@ fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str, padding
     }
     let mut record = String::new();
     for (path, content) in &members {
-        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(content));
+        let digest =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(content));
         record.push_str(&format!("{path},sha256={digest},{}\n", content.len()));
     }
     record.push_str(&format!("{dist_info}/RECORD,,\n"));
@@ -415,14 +456,24 @@ fn build_wheel(stem: &str, version: &str, init_py: &str, metadata: &str, padding
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let record_member = (format!("{dist_info}/RECORD"), record.into_bytes());
     for (path, content) in members.iter().chain(std::iter::once(&record_member)) {
-        writer.start_file(path.as_str(), options).map_err(|e| format!("{path}: {e}"))?;
-        writer.write_all(content).map_err(|e| format!("{path}: {e}"))?;
+        writer
+            .start_file(path.as_str(), options)
+            .map_err(|e| format!("{path}: {e}"))?;
+        writer
+            .write_all(content)
+            .map_err(|e| format!("{path}: {e}"))?;
     }
     let cursor = writer.finish().map_err(|e| e.to_string())?;
     Ok(cursor.into_inner())
 }
 
-fn build_sdist(stem: &str, name: &str, version: &str, init_py: &str, metadata: &str) -> Result<Vec<u8>, String> {
+fn build_sdist(
+    stem: &str,
+    name: &str,
+    version: &str,
+    init_py: &str,
+    metadata: &str,
+) -> Result<Vec<u8>, String> {
     let root = format!("{stem}-{version}");
     let pyproject = format!(
         "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n\
@@ -433,7 +484,9 @@ fn build_sdist(stem: &str, name: &str, version: &str, init_py: &str, metadata: &
         (format!("{root}/pyproject.toml"), pyproject.as_bytes()),
         (format!("{root}/{stem}/__init__.py"), init_py.as_bytes()),
     ];
-    let gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::default());
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
     let mut builder = tar::Builder::new(gz);
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, content) in members {
@@ -466,7 +519,10 @@ mod tests {
     fn catalog_is_deterministic_and_large_enough() {
         let first = build_catalog(PROJECTS_TOML).expect("fixtures build");
         let second = build_catalog(PROJECTS_TOML).expect("fixtures build");
-        assert!(first.projects.len() >= 10, "issue 2 asks for at least ten projects");
+        assert!(
+            first.projects.len() >= 10,
+            "issue 2 asks for at least ten projects"
+        );
         for (a, b) in first.projects.iter().zip(&second.projects) {
             for (fa, fb) in a.files.iter().zip(&b.files) {
                 assert_eq!(fa.sha256, fb.sha256, "{} is not reproducible", fa.filename);
@@ -480,7 +536,8 @@ mod tests {
         let (_, wheel) = catalog
             .file("wgfx_gamma_util-0.2.0-py3-none-any.whl")
             .expect("gamma wheel exists");
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
+        let mut archive =
+            zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
         let mut record = String::new();
         archive
             .by_name("wgfx_gamma_util-0.2.0.dist-info/RECORD")
@@ -490,13 +547,20 @@ mod tests {
         let mut checked = 0;
         for line in record.lines() {
             let fields: Vec<&str> = line.split(',').collect();
-            let [path, hash, size] = fields.as_slice() else { panic!("bad RECORD line {line:?}") };
+            let [path, hash, size] = fields.as_slice() else {
+                panic!("bad RECORD line {line:?}")
+            };
             if hash.is_empty() {
                 continue;
             }
             let mut content = Vec::new();
-            archive.by_name(path).expect("member").read_to_end(&mut content).expect("read");
-            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&content));
+            archive
+                .by_name(path)
+                .expect("member")
+                .read_to_end(&mut content)
+                .expect("read");
+            let digest =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&content));
             assert_eq!(*hash, format!("sha256={digest}"), "{path}");
             assert_eq!(*size, content.len().to_string(), "{path}");
             checked += 1;
@@ -508,7 +572,11 @@ mod tests {
             .expect("METADATA")
             .read_to_end(&mut metadata)
             .expect("read");
-        assert_eq!(Some(metadata), wheel.metadata, "the .metadata file must equal the wheel's METADATA");
+        assert_eq!(
+            Some(metadata),
+            wheel.metadata,
+            "the .metadata file must equal the wheel's METADATA"
+        );
     }
 
     #[test]
@@ -519,18 +587,26 @@ mod tests {
         assert!(parse_age("1w").is_err() && parse_age("h").is_err() && parse_age("").is_err());
 
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_064_800); // 2025-11-25T10:00:00Z
-        assert_eq!(UploadTime::Ago(Duration::from_secs(3600)).at(now), "2025-11-25T09:00:00.000000Z");
+        assert_eq!(
+            UploadTime::Ago(Duration::from_secs(3600)).at(now),
+            "2025-11-25T09:00:00.000000Z"
+        );
         let fixed = UploadTime::Fixed("2025-11-02T10:00:00.000000Z".into());
         assert_eq!(fixed.at(now), "2025-11-02T10:00:00.000000Z");
 
         let fresh = catalog().expect_project("wgfx-fresh");
         assert_eq!(fresh.wheel("1.0").upload_time, fixed);
-        assert_eq!(fresh.wheel("1.1").upload_time, UploadTime::Ago(Duration::from_secs(3600)));
+        assert_eq!(
+            fresh.wheel("1.1").upload_time,
+            UploadTime::Ago(Duration::from_secs(3600))
+        );
     }
 
     #[test]
     fn corruption_keeps_the_length_and_changes_the_digest() {
-        let (_, file) = catalog().file("wgfx_corrupt-1.0.0-py3-none-any.whl").expect("corrupt wheel");
+        let (_, file) = catalog()
+            .file("wgfx_corrupt-1.0.0-py3-none-any.whl")
+            .expect("corrupt wheel");
         assert!(file.corrupt);
         let bad = file.corrupted_bytes();
         assert_eq!(bad.len(), file.bytes.len());
@@ -541,13 +617,31 @@ mod tests {
     fn the_hashless_project_has_a_padded_blob_sized_wheel() {
         let project = catalog().expect_project("wgfx-nohash");
         assert!(project.no_hash);
-        assert!(!catalog().expect_project("wgfx-app").no_hash, "digests are published unless asked otherwise");
+        assert!(
+            !catalog().expect_project("wgfx-app").no_hash,
+            "digests are published unless asked otherwise"
+        );
         let wheel = project.wheel("1.0.0");
-        assert!(wheel.bytes.len() >= 64 * 1024, "{} is {} bytes: it must not fit inline in the store", wheel.filename, wheel.bytes.len());
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
+        assert!(
+            wheel.bytes.len() >= 64 * 1024,
+            "{} is {} bytes: it must not fit inline in the store",
+            wheel.filename,
+            wheel.bytes.len()
+        );
+        let mut archive =
+            zip::ZipArchive::new(std::io::Cursor::new(wheel.bytes.clone())).expect("a zip");
         let mut record = String::new();
-        archive.by_name("wgfx_nohash-1.0.0.dist-info/RECORD").expect("RECORD").read_to_string(&mut record).expect("utf-8");
-        assert!(record.lines().any(|line| line.starts_with("wgfx_nohash/padding.bin,sha256=")), "{record}");
+        archive
+            .by_name("wgfx_nohash-1.0.0.dist-info/RECORD")
+            .expect("RECORD")
+            .read_to_string(&mut record)
+            .expect("utf-8");
+        assert!(
+            record
+                .lines()
+                .any(|line| line.starts_with("wgfx_nohash/padding.bin,sha256=")),
+            "{record}"
+        );
 
         assert_eq!(padding("seed", 2), padding("seed", 2), "deterministic");
         assert_eq!(padding("seed", 2).len(), 2048);

@@ -201,7 +201,11 @@ mod tests {
         let whole = slow.bytes(0, 4096);
         assert_eq!(whole.len(), 4096);
         for (start, end) in [(0, 1), (3, 17), (8, 16), (1000, 4096), (4095, 4096)] {
-            assert_eq!(slow.bytes(start, end), whole[start as usize..end as usize], "{start}..{end}");
+            assert_eq!(
+                slow.bytes(start, end),
+                whole[start as usize..end as usize],
+                "{start}..{end}"
+            );
         }
         let tail = slow.bytes(slow.size - 10, slow.size + 50);
         assert_eq!(tail.len(), 10, "ranges are clamped to the file");
@@ -213,9 +217,17 @@ mod tests {
         let a = expect("wgfx-slow").bytes(0, 64);
         let b = expect("wgfx-badhash").bytes(0, 64);
         assert_ne!(a, b, "each file has its own seed");
-        assert!(a.iter().any(|&x| x != a[0]), "pseudo-random, not a constant fill");
-        let openings: std::collections::BTreeSet<Vec<u8>> = all().iter().map(|g| g.bytes(0, 64)).collect();
-        assert_eq!(openings.len(), all().len(), "no two generated files share their bytes");
+        assert!(
+            a.iter().any(|&x| x != a[0]),
+            "pseudo-random, not a constant fill"
+        );
+        let openings: std::collections::BTreeSet<Vec<u8>> =
+            all().iter().map(|g| g.bytes(0, 64)).collect();
+        assert_eq!(
+            openings.len(),
+            all().len(),
+            "no two generated files share their bytes"
+        );
     }
 
     #[test]
@@ -226,10 +238,21 @@ mod tests {
         let broken = bad.served_bytes(middle - 4, middle + 4, true);
         let differing = clean.iter().zip(&broken).filter(|(a, b)| a != b).count();
         assert_eq!(differing, 1);
-        assert_eq!(bad.served_bytes(0, 64, true), bad.bytes(0, 64), "only the middle byte changes");
+        assert_eq!(
+            bad.served_bytes(0, 64, true),
+            bad.bytes(0, 64),
+            "only the middle byte changes"
+        );
         assert_ne!(bad.corrupted_sha256(), bad.sha256());
         let slow = expect("wgfx-slow");
-        assert_eq!(slow.served_bytes(0, slow.size, true).len() as u64, slow.size);
-        assert_eq!(crate::harness::fixtures::sha256_hex(&slow.served_bytes(0, slow.size, true)), slow.sha256(), "only the corruptible file is ever altered");
+        assert_eq!(
+            slow.served_bytes(0, slow.size, true).len() as u64,
+            slow.size
+        );
+        assert_eq!(
+            crate::harness::fixtures::sha256_hex(&slow.served_bytes(0, slow.size, true)),
+            slow.sha256(),
+            "only the corruptible file is ever altered"
+        );
     }
 }

@@ -65,8 +65,17 @@ impl HttpResponse {
 
     /// The body, asserting it arrived whole with a 200.
     pub fn expect_ok(&self, what: &str) -> &[u8] {
-        assert_eq!(self.status, StatusCode::OK, "{what}: unexpected status; body:\n{}", self.text());
-        assert!(self.body_error.is_none(), "{what}: body broke off: {:?}", self.body_error);
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "{what}: unexpected status; body:\n{}",
+            self.text()
+        );
+        assert!(
+            self.body_error.is_none(),
+            "{what}: body broke off: {:?}",
+            self.body_error
+        );
         &self.body
     }
 }
@@ -89,8 +98,13 @@ pub fn get_following(url: &str, headers: &[(&str, &str)]) -> (HttpResponse, Vec<
             301 | 302 | 303 | 307 | 308 => response.header("location").map(str::to_owned),
             _ => None,
         };
-        let Some(location) = location else { return (response, visited) };
-        assert!(visited.len() <= MAX_REDIRECTS, "more than {MAX_REDIRECTS} redirects from {url}: {visited:?}");
+        let Some(location) = location else {
+            return (response, visited);
+        };
+        assert!(
+            visited.len() <= MAX_REDIRECTS,
+            "more than {MAX_REDIRECTS} redirects from {url}: {visited:?}"
+        );
         visited.push(super::resolve(&current, &location).to_string());
     }
 }
@@ -112,10 +126,21 @@ pub fn try_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, Stri
     try_request(Method::GET, url, headers)
 }
 
-fn try_request(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
+fn try_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse, String> {
     let mut body = Vec::new();
-    let streamed = streaming_request(method, url, headers, &mut |data: &[u8]| body.extend_from_slice(data))?;
-    Ok(HttpResponse { status: streamed.status, headers: streamed.headers, body, body_error: streamed.body_error })
+    let streamed = streaming_request(method, url, headers, &mut |data: &[u8]| {
+        body.extend_from_slice(data)
+    })?;
+    Ok(HttpResponse {
+        status: streamed.status,
+        headers: streamed.headers,
+        body,
+        body_error: streamed.body_error,
+    })
 }
 
 /// What a streamed request produced; the body went to the callback.
@@ -176,7 +201,9 @@ async fn send(
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Empty::new()).map_err(|e| format!("invalid request: {e}"))?;
+    let request = builder
+        .body(Empty::new())
+        .map_err(|e| format!("invalid request: {e}"))?;
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.request(request)).await {
         Ok(response) => response.map_err(|e| format!("{e:?}"))?,
         Err(_) => panic!("{method} {url}: no response head within {REQUEST_TIMEOUT:?}"),
@@ -203,7 +230,12 @@ async fn send(
             }
         }
     }
-    Ok(StreamedResponse { status: parts.status, headers: parts.headers, received, body_error })
+    Ok(StreamedResponse {
+        status: parts.status,
+        headers: parts.headers,
+        received,
+        body_error,
+    })
 }
 
 /// What a hand-written request produced.
@@ -219,7 +251,10 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -231,14 +266,27 @@ impl RawResponse {
 pub fn raw_get(addr: SocketAddr, target: &[u8]) -> Result<RawResponse, String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut request = b"GET ".to_vec();
     request.extend_from_slice(target);
-    request.extend_from_slice(format!(" HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wheelgate-tests\r\nConnection: close\r\n\r\n").as_bytes());
-    stream.write_all(&request).map_err(|e| format!("write to {addr}: {e}"))?;
+    request.extend_from_slice(
+        format!(
+            " HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wheelgate-tests\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| format!("read from {addr}: {e}"))?;
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
     parse_raw_response(&answer)
 }
 
@@ -265,8 +313,17 @@ fn parse_raw_response(answer: &[u8]) -> Result<RawResponse, String> {
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
-    Ok(RawResponse { status, reason_phrase, headers, body })
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Ok(RawResponse {
+        status,
+        reason_phrase,
+        headers,
+        body,
+    })
 }
 
 /// Decodes a chunked body leniently: whatever complete chunks arrived.
@@ -275,7 +332,9 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..line_end]);
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else { break };
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
         data = &data[line_end + 2..];
         if size == 0 || data.len() < size {
             break;
@@ -331,7 +390,8 @@ mod tests {
 
     #[test]
     fn plain_bodies_are_kept() {
-        let parsed = parse_raw_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop").expect("parses");
+        let parsed = parse_raw_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop")
+            .expect("parses");
         assert_eq!((parsed.status, parsed.text().as_str()), (404, "nop"));
         assert!(parse_raw_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }

@@ -43,7 +43,11 @@ pub struct SecretFile {
 impl SecretFile {
     /// Writes `token` under `dir` in `layout`.
     pub fn create(dir: &Path, layout: TokenLayout, token: &str) -> SecretFile {
-        let secret = SecretFile { layout, dir: dir.join("secret"), generation: 0 };
+        let secret = SecretFile {
+            layout,
+            dir: dir.join("secret"),
+            generation: 0,
+        };
         create_dir(&secret.dir);
         match layout {
             TokenLayout::File => write_file(&secret.path(), &format!("{token}\n")),
@@ -72,13 +76,24 @@ impl SecretFile {
             TokenLayout::KubernetesSecret => {
                 let version = format!("..2026_b{}", self.generation);
                 create_dir(&self.dir.join(&version));
-                write_file(&self.dir.join(&version).join("token"), &format!("{token}\n"));
+                write_file(
+                    &self.dir.join(&version).join("token"),
+                    &format!("{token}\n"),
+                );
                 let staging = self.dir.join("..data_tmp");
                 symlink(Path::new(&version), &staging);
-                std::fs::rename(&staging, self.dir.join("..data"))
-                    .unwrap_or_else(|e| panic!("cannot swap the ..data symlink in {}: {e}", self.dir.display()));
+                std::fs::rename(&staging, self.dir.join("..data")).unwrap_or_else(|e| {
+                    panic!(
+                        "cannot swap the ..data symlink in {}: {e}",
+                        self.dir.display()
+                    )
+                });
                 // The kubelet removes the previous version once the swap is done.
-                let previous = if self.generation == 1 { "..2026_a".to_owned() } else { format!("..2026_b{}", self.generation - 1) };
+                let previous = if self.generation == 1 {
+                    "..2026_a".to_owned()
+                } else {
+                    format!("..2026_b{}", self.generation - 1)
+                };
                 let _ = std::fs::remove_dir_all(self.dir.join(previous));
             }
         }
@@ -113,7 +128,8 @@ impl TestBed {
     ) -> TestBed {
         let token = new_token();
         let upstream = Upstream::start(mode, &token);
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
+        let dir =
+            tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create the test directory: {e}"));
         let secret = SecretFile::create(dir.path(), layout, &token);
         let mut config = RemoteConfig::new(
             dir.path().join("store"),
@@ -125,7 +141,13 @@ impl TestBed {
         let config_path = dir.path().join("proxy.toml");
         write_file(&config_path, &config.to_toml());
         let wheelgate = Wheelgate::start(&config_path, dir.path(), log_level);
-        TestBed { upstream, wheelgate, dir, secret, config }
+        TestBed {
+            upstream,
+            wheelgate,
+            dir,
+            secret,
+            config,
+        }
     }
 
     /// Stops wheelgate gracefully, rewrites its configuration with `adjust`, and starts it again
@@ -140,7 +162,9 @@ impl TestBed {
 
     /// A JSON-upstream bed whose configuration ends with `rules` (raw `[[rule]]` TOML).
     pub fn start_with_rules(mode: Mode, rules: &str) -> TestBed {
-        Self::start_configured(mode, TokenLayout::File, "info", |config| config.extra_toml = rules.to_owned())
+        Self::start_configured(mode, TokenLayout::File, "info", |config| {
+            config.extra_toml = rules.to_owned()
+        })
     }
 
     /// The configuration file wheelgate was started with.
@@ -155,8 +179,13 @@ impl TestBed {
         adjust(&mut self.config);
         let staging = self.dir.path().join("proxy.toml.new");
         write_file(&staging, &self.config.to_toml());
-        std::fs::rename(&staging, self.config_path())
-            .unwrap_or_else(|e| panic!("cannot move {} over {}: {e}", staging.display(), self.config_path().display()));
+        std::fs::rename(&staging, self.config_path()).unwrap_or_else(|e| {
+            panic!(
+                "cannot move {} over {}: {e}",
+                staging.display(),
+                self.config_path().display()
+            )
+        });
     }
 
     /// The wheelgate URL of `filename`, as its project's JSON page links it (the page is fetched,
@@ -176,7 +205,11 @@ impl TestBed {
     /// Where the store keeps the body whose sha256 is `sha256`:
     /// `<store>/blobs/sha256/<first two hex>/<all hex>`.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.store().join("blobs").join("sha256").join(sha256.get(..2).unwrap_or(sha256)).join(sha256)
+        self.store()
+            .join("blobs")
+            .join("sha256")
+            .join(sha256.get(..2).unwrap_or(sha256))
+            .join(sha256)
     }
 
     /// The regular files under `<store>/<sub>` (none when the directory does not exist).
@@ -211,7 +244,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(current) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
         for entry in entries.filter_map(Result::ok) {
             match entry.file_type() {
                 Ok(kind) if kind.is_dir() => pending.push(entry.path()),
@@ -239,16 +274,23 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 }
 
 pub fn write_file(path: &Path, content: &str) {
-    std::fs::write(path, content).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::write(path, content)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 pub fn create_dir(path: &Path) {
-    std::fs::create_dir_all(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    std::fs::create_dir_all(path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
 }
 
 fn symlink(target: &Path, link: &Path) {
-    std::os::unix::fs::symlink(target, link)
-        .unwrap_or_else(|e| panic!("cannot link {} -> {}: {e}", link.display(), target.display()));
+    std::os::unix::fs::symlink(target, link).unwrap_or_else(|e| {
+        panic!(
+            "cannot link {} -> {}: {e}",
+            link.display(),
+            target.display()
+        )
+    });
 }
 
 /// Resolves a link from a page against the page's URL, as a client does.
@@ -266,8 +308,10 @@ pub fn link_in(page: &http::HttpResponse, page_url: &str, filename: &str) -> Str
 }
 
 pub fn resolve(page_url: &str, href: &str) -> url::Url {
-    let base = url::Url::parse(page_url).unwrap_or_else(|e| panic!("bad page URL {page_url:?}: {e}"));
-    base.join(href).unwrap_or_else(|e| panic!("link {href:?} on {page_url} does not resolve: {e}"))
+    let base =
+        url::Url::parse(page_url).unwrap_or_else(|e| panic!("bad page URL {page_url:?}: {e}"));
+    base.join(href)
+        .unwrap_or_else(|e| panic!("link {href:?} on {page_url} does not resolve: {e}"))
 }
 
 /// Panics if any of `secrets` occurs in `haystack`, naming where it was found.
@@ -293,7 +337,10 @@ mod tests {
         create_dir(&dir.path().join("a/b"));
         write_file(&dir.path().join("a/b/one"), "1");
         write_file(&dir.path().join("two"), "2");
-        let found: Vec<_> = files_under(dir.path()).iter().map(|p| p.strip_prefix(dir.path()).expect("below").to_owned()).collect();
+        let found: Vec<_> = files_under(dir.path())
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).expect("below").to_owned())
+            .collect();
         assert_eq!(found, [PathBuf::from("a/b/one"), PathBuf::from("two")]);
         assert!(wait_until(Duration::from_secs(1), || true));
         assert!(!wait_until(Duration::from_millis(100), || false));
@@ -304,7 +351,8 @@ mod tests {
         for layout in [TokenLayout::File, TokenLayout::KubernetesSecret] {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut secret = SecretFile::create(dir.path(), layout, "first");
-            let read = |s: &SecretFile| std::fs::read_to_string(s.path()).expect("readable through links");
+            let read =
+                |s: &SecretFile| std::fs::read_to_string(s.path()).expect("readable through links");
             assert_eq!(read(&secret), "first\n");
             let inode = |s: &SecretFile| std::fs::metadata(s.path()).expect("stat").ino();
             for token in ["second", "third"] {
@@ -313,11 +361,21 @@ mod tests {
                 secret.rotate(token);
                 assert_eq!(read(&secret), format!("{token}\n"), "{layout:?}");
                 let same_inode = inode(&secret) == before;
-                assert_eq!(same_inode, layout == TokenLayout::File, "{layout:?}: in place keeps the inode, a swap changes it");
+                assert_eq!(
+                    same_inode,
+                    layout == TokenLayout::File,
+                    "{layout:?}: in place keeps the inode, a swap changes it"
+                );
             }
             if layout == TokenLayout::KubernetesSecret {
-                assert!(std::fs::symlink_metadata(secret.path()).expect("lstat").file_type().is_symlink());
-                assert!(!dir.path().join("secret/..2026_a").exists(), "old versions are removed");
+                assert!(std::fs::symlink_metadata(secret.path())
+                    .expect("lstat")
+                    .file_type()
+                    .is_symlink());
+                assert!(
+                    !dir.path().join("secret/..2026_a").exists(),
+                    "old versions are removed"
+                );
             }
         }
     }

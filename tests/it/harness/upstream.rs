@@ -30,7 +30,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use super::fixtures::{catalog, normalize, sha256_hex, Catalog, DistFile, FileKind, FileOrigin, LinkStyle, Project};
+use super::fixtures::{
+    catalog, normalize, sha256_hex, Catalog, DistFile, FileKind, FileOrigin, LinkStyle, Project,
+};
 use super::generated::{self, Delivery, Generated, CHUNK};
 
 /// The PEP 691 JSON media type.
@@ -86,7 +88,10 @@ impl std::fmt::Debug for RecordedRequest {
             .field("origin", &self.origin)
             .field("method", &self.method)
             .field("path", &self.path)
-            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
             .field("accept", &self.accept)
             .field("if_none_match", &self.if_none_match)
             .field("if_modified_since", &self.if_modified_since)
@@ -131,7 +136,9 @@ pub struct Upstream {
 
 /// Locks a mutex even if a panicking test thread poisoned it: the data (a log, a token) stays valid.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The `Authorization` header value for `__token__:<token>`.
@@ -159,7 +166,8 @@ impl Upstream {
         };
         let (main, second, third) = (bind(), bind(), bind());
         let addr = |l: &std::net::TcpListener| {
-            l.local_addr().unwrap_or_else(|e| panic!("fixture listener has no local address: {e}"))
+            l.local_addr()
+                .unwrap_or_else(|e| panic!("fixture listener has no local address: {e}"))
         };
         let (main_addr, second_addr, third_addr) = (addr(&main), addr(&second), addr(&third));
         let shared = Arc::new(Shared {
@@ -176,7 +184,11 @@ impl Upstream {
             third_base: format!("http://{third_addr}"),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        for (listener, origin) in [(main, Origin::Main), (second, Origin::Second), (third, Origin::Third)] {
+        for (listener, origin) in [
+            (main, Origin::Main),
+            (second, Origin::Second),
+            (third, Origin::Third),
+        ] {
             let shared = Arc::clone(&shared);
             let shutdown_rx = shutdown_rx.clone();
             let _guard = runtime.enter();
@@ -184,7 +196,14 @@ impl Upstream {
                 .unwrap_or_else(|e| panic!("cannot register the fixture listener with tokio: {e}"));
             runtime.spawn(accept_loop(listener, shared, origin, shutdown_rx));
         }
-        Upstream { shared, runtime: Some(runtime), shutdown, main_addr, second_addr, third_addr }
+        Upstream {
+            shared,
+            runtime: Some(runtime),
+            shutdown,
+            main_addr,
+            second_addr,
+            third_addr,
+        }
     }
 
     /// The index URL a user would give pip: `http://127.0.0.1:<port>/simple/`.
@@ -194,7 +213,11 @@ impl Upstream {
 
     /// The index URL with the current token in its userinfo, for pointing clients at it directly.
     pub fn index_url_with_token(&self) -> String {
-        format!("http://__token__:{}@{}/simple/", self.token(), self.main_addr)
+        format!(
+            "http://__token__:{}@{}/simple/",
+            self.token(),
+            self.main_addr
+        )
     }
 
     pub fn third_addr(&self) -> SocketAddr {
@@ -203,7 +226,11 @@ impl Upstream {
 
     /// Every `host:port` the upstream listens on, to check that no page leaks them.
     pub fn host_ports(&self) -> [String; 3] {
-        [self.main_addr.to_string(), self.second_addr.to_string(), self.third_addr.to_string()]
+        [
+            self.main_addr.to_string(),
+            self.second_addr.to_string(),
+            self.third_addr.to_string(),
+        ]
     }
 
     /// The token the authenticated origins currently expect.
@@ -245,7 +272,10 @@ impl Upstream {
 
     /// The recorded requests that reached one origin.
     pub fn requests_on(&self, origin: Origin) -> Vec<RecordedRequest> {
-        self.requests().into_iter().filter(|r| r.origin == origin).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.origin == origin)
+            .collect()
     }
 
     /// The recorded requests whose path (without query) is exactly `path`.
@@ -304,7 +334,10 @@ async fn accept_loop(
 }
 
 fn header_string(request: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
-    request.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    request
+        .headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// The request headers the page handlers look at.
@@ -352,19 +385,33 @@ fn respond_to(
     asked: &Asked,
 ) -> Response<Body> {
     if origin == Origin::Main && shared.down.load(Ordering::SeqCst) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable: the fixture upstream is down\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: the fixture upstream is down\n",
+        );
     }
-    if origin != Origin::Second && authorization != Some(basic_auth_value(&lock(&shared.token)).as_str()) {
-        let mut response = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: a valid __token__ is required\n");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"wgfx fixture index\""));
+    if origin != Origin::Second
+        && authorization != Some(basic_auth_value(&lock(&shared.token)).as_str())
+    {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: a valid __token__ is required\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"wgfx fixture index\""),
+        );
         return response;
     }
     let path = request.uri().path();
     match origin {
         Origin::Main => route_main(shared, path, asked),
-        Origin::Second => route_files(shared, path, "/far/", &[FileOrigin::Second, FileOrigin::Redirect]),
+        Origin::Second => route_files(
+            shared,
+            path,
+            "/far/",
+            &[FileOrigin::Second, FileOrigin::Redirect],
+        ),
         Origin::Third => route_files(shared, path, "/tok/", &[FileOrigin::Third]),
     }
 }
@@ -374,7 +421,11 @@ fn empty_body() -> Body {
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
@@ -408,7 +459,10 @@ fn route_main(shared: &Shared, path: &str, asked: &Asked) -> Response<Body> {
         }
         let normalized = normalize(name);
         if normalized != name || !rest.ends_with('/') {
-            return redirect(StatusCode::MOVED_PERMANENTLY, &format!("/simple/{normalized}/"));
+            return redirect(
+                StatusCode::MOVED_PERMANENTLY,
+                &format!("/simple/{normalized}/"),
+            );
         }
         if let Some(file) = generated::find(&normalized) {
             return generated_page(shared, file, asked);
@@ -420,7 +474,10 @@ fn route_main(shared: &Shared, path: &str, asked: &Asked) -> Response<Body> {
     }
     if let Some(rest) = path.strip_prefix("/redirect/") {
         if find_file(shared, rest, &[FileOrigin::Redirect]).is_some() {
-            return redirect(StatusCode::FOUND, &format!("{}/far/{rest}", shared.second_base));
+            return redirect(
+                StatusCode::FOUND,
+                &format!("{}/far/{rest}", shared.second_base),
+            );
         }
         return text(StatusCode::NOT_FOUND, "404 Not Found\n");
     }
@@ -473,8 +530,13 @@ fn stream_generated(shared: &Shared, file: &'static Generated) -> Response<Body>
         Some((Ok::<_, Infallible>(Frame::data(Bytes::from(bytes))), state))
     });
     let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
     response
 }
 
@@ -485,7 +547,10 @@ fn find_file<'a>(
     origins: &[FileOrigin],
 ) -> Option<(&'a Project, &'a DistFile, bool)> {
     let (project, filename) = rest.split_once('/')?;
-    let project = shared.catalog.project(project).filter(|p| origins.contains(&p.origin))?;
+    let project = shared
+        .catalog
+        .project(project)
+        .filter(|p| origins.contains(&p.origin))?;
     let (filename, wants_metadata) = match filename.strip_suffix(".metadata") {
         Some(stripped) => (stripped, true),
         None => (filename, false),
@@ -494,14 +559,22 @@ fn find_file<'a>(
     Some((project, file, wants_metadata))
 }
 
-fn route_files(shared: &Shared, path: &str, prefix: &str, origins: &[FileOrigin]) -> Response<Body> {
+fn route_files(
+    shared: &Shared,
+    path: &str,
+    prefix: &str,
+    origins: &[FileOrigin],
+) -> Response<Body> {
     let Some(rest) = path.strip_prefix(prefix) else {
         return text(StatusCode::NOT_FOUND, "404 Not Found\n");
     };
     match find_file(shared, rest, origins) {
         Some((_, file, true)) => match &file.metadata {
             Some(metadata) => respond(StatusCode::OK, "application/octet-stream", metadata.clone()),
-            None => text(StatusCode::NOT_FOUND, "404 Not Found: no metadata for this file\n"),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: no metadata for this file\n",
+            ),
         },
         Some((_, file, false)) => {
             let bytes = if file.corrupt && shared.corrupt.load(Ordering::SeqCst) {
@@ -543,13 +616,20 @@ fn wants_json(accept: Option<&str>) -> bool {
 /// Whether an `If-None-Match` list names `etag` (weak comparison, `*` matches anything).
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     let strip = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
-    if_none_match.split(',').any(|candidate| candidate.trim() == "*" || strip(candidate) == strip(etag))
+    if_none_match
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || strip(candidate) == strip(etag))
 }
 
 /// A page in the negotiated format, with validators; 304 when the client's validators match
 /// (`If-None-Match` wins over `If-Modified-Since`, as RFC 9110 says). The ETag is derived from the
 /// body, so the JSON and HTML representations have different ones.
-fn page(shared: &Shared, asked: &Asked, json: impl FnOnce() -> String, html: impl FnOnce() -> String) -> Response<Body> {
+fn page(
+    shared: &Shared,
+    asked: &Asked,
+    json: impl FnOnce() -> String,
+    html: impl FnOnce() -> String,
+) -> Response<Body> {
     let accept = asked.accept.as_deref();
     let (content_type, body) = if shared.mode == Mode::Json && wants_json(accept) {
         (JSON_MEDIA_TYPE, json().into_bytes())
@@ -577,7 +657,10 @@ fn page(shared: &Shared, asked: &Asked, json: impl FnOnce() -> String, html: imp
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    headers.insert(header::LAST_MODIFIED, HeaderValue::from_static(PAGES_LAST_MODIFIED));
+    headers.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_static(PAGES_LAST_MODIFIED),
+    );
     if shared.mode == Mode::Json {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
@@ -612,7 +695,10 @@ fn index_page(shared: &Shared, asked: &Asked) -> Response<Body> {
                 ));
             }
             for g in generated {
-                html.push_str(&format!("<a href=\"/simple/{0}/\">{0}</a><br/>\n", g.project));
+                html.push_str(&format!(
+                    "<a href=\"/simple/{0}/\">{0}</a><br/>\n",
+                    g.project
+                ));
             }
             html.push_str("</body></html>\n");
             html
@@ -684,8 +770,15 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                 html_escape::encode_text(&project.name)
             );
             for f in &project.files {
-                let fragment = if project.no_hash { String::new() } else { format!("#sha256={}", f.sha256) };
-                let mut a = format!("<a href=\"{}{fragment}\"", attr(&file_href(shared, project, f)));
+                let fragment = if project.no_hash {
+                    String::new()
+                } else {
+                    format!("#sha256={}", f.sha256)
+                };
+                let mut a = format!(
+                    "<a href=\"{}{fragment}\"",
+                    attr(&file_href(shared, project, f))
+                );
                 if let Some(rp) = &f.requires_python {
                     a.push_str(&format!(" data-requires-python=\"{}\"", attr(rp)));
                 }
@@ -695,7 +788,10 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                 if let Some(sha) = published_metadata_sha256(project, f) {
                     a.push_str(&format!(" data-dist-info-metadata=\"sha256={sha}\" data-core-metadata=\"sha256={sha}\""));
                 }
-                a.push_str(&format!(">{}</a><br/>\n", html_escape::encode_text(&f.filename)));
+                a.push_str(&format!(
+                    ">{}</a><br/>\n",
+                    html_escape::encode_text(&f.filename)
+                ));
                 html.push_str(&a);
             }
             html.push_str("</body></html>\n");
@@ -761,8 +857,14 @@ mod tests {
             status: 200,
         };
         let printed = format!("{request:?}");
-        assert!(!printed.contains(&basic_auth_value("wgfx-secret-shown")), "{printed}");
-        assert!(printed.contains("<redacted>") && printed.contains("/simple/"), "{printed}");
+        assert!(
+            !printed.contains(&basic_auth_value("wgfx-secret-shown")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("<redacted>") && printed.contains("/simple/"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -778,8 +880,12 @@ mod tests {
     fn accept_negotiation_honours_q_values() {
         assert!(!wants_json(None));
         assert!(wants_json(Some(JSON_MEDIA_TYPE)));
-        assert!(wants_json(Some("application/vnd.pypi.simple.v1+json, text/html;q=0.1")));
-        assert!(!wants_json(Some("application/vnd.pypi.simple.v1+json;q=0.2, text/html")));
+        assert!(wants_json(Some(
+            "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+        )));
+        assert!(!wants_json(Some(
+            "application/vnd.pypi.simple.v1+json;q=0.2, text/html"
+        )));
         assert!(!wants_json(Some("application/vnd.pypi.simple.v1+json;q=0")));
         assert!(!wants_json(Some("text/html")));
     }
@@ -794,28 +900,75 @@ mod tests {
         let authed = [("authorization", auth.as_str())];
         let main = |path: &str| format!("http://{}{path}", upstream.main_addr);
 
-        assert_eq!(http::get(&main("/simple/wgfx-app/"), &[]).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            http::get(&main("/simple/wgfx-app/"), &[]).status,
+            StatusCode::UNAUTHORIZED
+        );
         let wrong = basic_auth_value("wrong");
-        assert_eq!(http::get(&main("/simple/wgfx-app/"), &[("authorization", wrong.as_str())]).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            http::get(
+                &main("/simple/wgfx-app/"),
+                &[("authorization", wrong.as_str())]
+            )
+            .status,
+            StatusCode::UNAUTHORIZED
+        );
 
         let moved = http::get(&main("/simple/WGFX_App"), &authed);
-        assert_eq!((moved.status, moved.header("location")), (StatusCode::MOVED_PERMANENTLY, Some("/simple/wgfx-app/")));
-        assert_eq!(http::get(&main("/simple/wgfx-nothing/"), &authed).status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (moved.status, moved.header("location")),
+            (StatusCode::MOVED_PERMANENTLY, Some("/simple/wgfx-app/"))
+        );
+        assert_eq!(
+            http::get(&main("/simple/wgfx-nothing/"), &authed).status,
+            StatusCode::NOT_FOUND
+        );
 
-        let json = http::get(&main("/simple/wgfx-alpha/"), &[authed[0], ("accept", JSON_MEDIA_TYPE)]);
+        let json = http::get(
+            &main("/simple/wgfx-alpha/"),
+            &[authed[0], ("accept", JSON_MEDIA_TYPE)],
+        );
         let page = json.json();
-        assert_eq!(page["files"][4]["yanked"].as_str(), Some("broken import; use 1.0.0 & wait for 1.2.1"));
+        assert_eq!(
+            page["files"][4]["yanked"].as_str(),
+            Some("broken import; use 1.0.0 & wait for 1.2.1")
+        );
         let html = http::get(&main("/simple/wgfx-app/"), &authed).text();
-        assert!(html.contains("data-requires-python=\"&gt;=3.99\""), "{html}");
-        assert!(html.contains("href=\"../../files/wgfx-app/wgfx_app-1.0.0-py3-none-any.whl#sha256="), "{html}");
+        assert!(
+            html.contains("data-requires-python=\"&gt;=3.99\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"../../files/wgfx-app/wgfx_app-1.0.0-py3-none-any.whl#sha256="),
+            "{html}"
+        );
 
-        let hop = http::get(&main("/redirect/wgfx-hop/wgfx_hop-1.0.0-py3-none-any.whl"), &authed);
-        let target = format!("http://{}/far/wgfx-hop/wgfx_hop-1.0.0-py3-none-any.whl", upstream.second_addr);
-        assert_eq!((hop.status, hop.header("location")), (StatusCode::FOUND, Some(target.as_str())));
+        let hop = http::get(
+            &main("/redirect/wgfx-hop/wgfx_hop-1.0.0-py3-none-any.whl"),
+            &authed,
+        );
+        let target = format!(
+            "http://{}/far/wgfx-hop/wgfx_hop-1.0.0-py3-none-any.whl",
+            upstream.second_addr
+        );
+        assert_eq!(
+            (hop.status, hop.header("location")),
+            (StatusCode::FOUND, Some(target.as_str()))
+        );
         let far = http::get(&target, &[]);
-        assert_eq!(far.expect_ok(&target), catalog().expect_project("wgfx-hop").wheel("1.0.0").bytes.as_slice());
+        assert_eq!(
+            far.expect_ok(&target),
+            catalog()
+                .expect_project("wgfx-hop")
+                .wheel("1.0.0")
+                .bytes
+                .as_slice()
+        );
 
-        let third = format!("http://{}/tok/wgfx-tokenhost/wgfx_tokenhost-1.0.0-py3-none-any.whl", upstream.third_addr);
+        let third = format!(
+            "http://{}/tok/wgfx-tokenhost/wgfx_tokenhost-1.0.0-py3-none-any.whl",
+            upstream.third_addr
+        );
         assert_eq!(http::get(&third, &[]).status, StatusCode::UNAUTHORIZED);
         assert_eq!(http::get(&third, &authed).status, StatusCode::OK);
 
@@ -833,11 +986,21 @@ mod tests {
         assert_eq!(raw.status, 401, "raw requests carry no token");
 
         upstream.set_token("rotated");
-        assert_eq!(http::get(&main("/simple/"), &authed).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            http::get(&main("/simple/"), &authed).status,
+            StatusCode::UNAUTHORIZED
+        );
         let log = upstream.requests();
-        assert!(log.iter().any(|r| r.origin == Origin::Second && r.authorization.is_none()));
+        assert!(log
+            .iter()
+            .any(|r| r.origin == Origin::Second && r.authorization.is_none()));
         assert!(log.iter().any(|r| r.method == "HEAD"));
-        assert_eq!(upstream.requests_for("/simple/wgfx-alpha/")[0].accept.as_deref(), Some(JSON_MEDIA_TYPE));
+        assert_eq!(
+            upstream.requests_for("/simple/wgfx-alpha/")[0]
+                .accept
+                .as_deref(),
+            Some(JSON_MEDIA_TYPE)
+        );
         upstream.stop();
     }
 
@@ -848,24 +1011,49 @@ mod tests {
         let upstream = Upstream::start(Mode::Json, &token);
         let auth = basic_auth_value(&token);
         let url = format!("http://{}/simple/wgfx-app/", upstream.main_addr);
-        let json = [("authorization", auth.as_str()), ("accept", JSON_MEDIA_TYPE)];
+        let json = [
+            ("authorization", auth.as_str()),
+            ("accept", JSON_MEDIA_TYPE),
+        ];
         let first = http::get(&url, &json);
-        let etag = first.header("etag").expect("pages carry an ETag").to_owned();
+        let etag = first
+            .header("etag")
+            .expect("pages carry an ETag")
+            .to_owned();
         assert_eq!(first.header("last-modified"), Some(PAGES_LAST_MODIFIED));
-        let html_etag = http::get(&url, &json[..1]).header("etag").map(str::to_owned);
-        assert_ne!(html_etag.as_deref(), Some(etag.as_str()), "each representation has its own ETag");
+        let html_etag = http::get(&url, &json[..1])
+            .header("etag")
+            .map(str::to_owned);
+        assert_ne!(
+            html_etag.as_deref(),
+            Some(etag.as_str()),
+            "each representation has its own ETag"
+        );
 
-        let revalidated = http::get(&url, &[json[0], json[1], ("if-none-match", &format!("W/{etag}"))]);
+        let revalidated = http::get(
+            &url,
+            &[json[0], json[1], ("if-none-match", &format!("W/{etag}"))],
+        );
         assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
         assert!(revalidated.body.is_empty());
         assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
         let changed = http::get(&url, &[json[0], json[1], ("if-none-match", "\"other\"")]);
-        assert_eq!(changed.status, StatusCode::OK, "a stale validator gets the page");
-        let since = http::get(&url, &[json[0], json[1], ("if-modified-since", PAGES_LAST_MODIFIED)]);
+        assert_eq!(
+            changed.status,
+            StatusCode::OK,
+            "a stale validator gets the page"
+        );
+        let since = http::get(
+            &url,
+            &[json[0], json[1], ("if-modified-since", PAGES_LAST_MODIFIED)],
+        );
         assert_eq!(since.status, StatusCode::NOT_MODIFIED);
 
         upstream.set_down(true);
-        assert_eq!(http::get(&url, &json).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            http::get(&url, &json).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         upstream.set_down(false);
         assert_eq!(http::get(&url, &json).status, StatusCode::OK);
 
@@ -873,7 +1061,10 @@ mod tests {
         let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
         assert_eq!(statuses, [200, 200, 304, 200, 304, 503, 200]);
         assert_eq!(log.iter().filter(|r| r.is_conditional()).count(), 3);
-        assert_eq!(log[2].if_none_match.as_deref(), Some(format!("W/{etag}").as_str()));
+        assert_eq!(
+            log[2].if_none_match.as_deref(),
+            Some(format!("W/{etag}").as_str())
+        );
     }
 
     #[test]
@@ -885,31 +1076,50 @@ mod tests {
         let authed = [("authorization", auth.as_str())];
         let main = |path: &str| format!("http://{}{path}", upstream.main_addr);
 
-        let page = http::get(&main("/simple/wgfx-badhash/"), &[authed[0], ("accept", JSON_MEDIA_TYPE)]).json();
+        let page = http::get(
+            &main("/simple/wgfx-badhash/"),
+            &[authed[0], ("accept", JSON_MEDIA_TYPE)],
+        )
+        .json();
         let bad = generated::expect("wgfx-badhash");
-        assert_eq!(page["files"][0]["hashes"]["sha256"].as_str(), Some(bad.sha256()));
+        assert_eq!(
+            page["files"][0]["hashes"]["sha256"].as_str(),
+            Some(bad.sha256())
+        );
         assert_eq!(page["files"][0]["size"].as_u64(), Some(bad.size));
         let href = page["files"][0]["url"].as_str().expect("a url");
         let url = crate::harness::resolve(&main("/simple/wgfx-badhash/"), href).to_string();
         let corrupt = http::get(&url, &authed);
-        assert_eq!(corrupt.header("content-length"), Some(bad.size.to_string().as_str()));
+        assert_eq!(
+            corrupt.header("content-length"),
+            Some(bad.size.to_string().as_str())
+        );
         assert_eq!(sha256_hex(corrupt.expect_ok(&url)), bad.corrupted_sha256());
         upstream.set_corrupt(false);
-        assert_eq!(sha256_hex(http::get(&url, &authed).expect_ok(&url)), bad.sha256());
+        assert_eq!(
+            sha256_hex(http::get(&url, &authed).expect_ok(&url)),
+            bad.sha256()
+        );
 
         // The gated file: the first part arrives, the rest only after the release.
         let slow = generated::expect("wgfx-slow");
-        let Delivery::Gated { after } = slow.delivery else { panic!("wgfx-slow must be gated") };
+        let Delivery::Gated { after } = slow.delivery else {
+            panic!("wgfx-slow must be gated")
+        };
         let received = Arc::new(AtomicU64::new(0));
         let url = main(&slow.path());
         let client = {
             let (received, auth) = (Arc::clone(&received), auth.clone());
             std::thread::spawn(move || {
                 let mut hasher = Sha256::new();
-                let response = http::get_streaming(&url, &[("authorization", auth.as_str())], &mut |data: &[u8]| {
-                    received.fetch_add(data.len() as u64, Ordering::SeqCst);
-                    hasher.update(data);
-                });
+                let response = http::get_streaming(
+                    &url,
+                    &[("authorization", auth.as_str())],
+                    &mut |data: &[u8]| {
+                        received.fetch_add(data.len() as u64, Ordering::SeqCst);
+                        hasher.update(data);
+                    },
+                );
                 (response, hex::encode(hasher.finalize()))
             })
         };
@@ -918,12 +1128,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(received.load(Ordering::SeqCst), after, "exactly the first part arrives before the release");
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            after,
+            "exactly the first part arrives before the release"
+        );
         upstream.release_gate();
         let (response, digest) = client.join().expect("the client thread");
         let response = response.expect("a response");
         assert!(response.body_error.is_none(), "{:?}", response.body_error);
-        assert_eq!((response.received, digest.as_str()), (slow.size, slow.sha256()));
+        assert_eq!(
+            (response.received, digest.as_str()),
+            (slow.size, slow.sha256())
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub struct RemoteConfig {
 
 /// One `[[rule]]` table for repository `pypi` (SPEC §5), every value escaped; `package` and
 /// `condition` are left out when None.
-pub fn rule_toml(name: &str, action: &str, package: Option<&str>, condition: Option<&str>) -> String {
+pub fn rule_toml(
+    name: &str,
+    action: &str,
+    package: Option<&str>,
+    condition: Option<&str>,
+) -> String {
     let mut table = format!(
         "\n[[rule]]\nrepository = \"pypi\"\nname = {}\naction = {}\n",
         toml_string(name),
@@ -76,7 +81,12 @@ pub fn toml_string(value: &str) -> String {
 
 impl RemoteConfig {
     /// A remote with the defaults the tests rely on: pages fresh for ten minutes, online.
-    pub fn new(store: PathBuf, upstream_url: String, password_file: PathBuf, auth_hosts: Vec<String>) -> RemoteConfig {
+    pub fn new(
+        store: PathBuf,
+        upstream_url: String,
+        password_file: PathBuf,
+        auth_hosts: Vec<String>,
+    ) -> RemoteConfig {
         RemoteConfig {
             store,
             upstream_url,
@@ -92,9 +102,16 @@ impl RemoteConfig {
 
     pub fn to_toml(&self) -> String {
         let auth_hosts: Vec<String> = self.auth_hosts.iter().map(|h| toml_string(h)).collect();
-        let max_size = self.max_size.as_deref().map(|size| format!("max_size = {}\n", toml_string(size))).unwrap_or_default();
-        let negative_ttl =
-            self.negative_ttl.as_deref().map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl))).unwrap_or_default();
+        let max_size = self
+            .max_size
+            .as_deref()
+            .map(|size| format!("max_size = {}\n", toml_string(size)))
+            .unwrap_or_default();
+        let negative_ttl = self
+            .negative_ttl
+            .as_deref()
+            .map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl)))
+            .unwrap_or_default();
         format!(
             "[server]\n\
              listen = \"127.0.0.1:0\"\n\
@@ -162,8 +179,11 @@ fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
             match pipe.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let text = String::from_utf8_lossy(chunk.get(..n).unwrap_or_default()).into_owned();
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text);
+                    let text =
+                        String::from_utf8_lossy(chunk.get(..n).unwrap_or_default()).into_owned();
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_str(&text);
                 }
             }
         }
@@ -173,8 +193,13 @@ fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
 /// Finds `listening on http://<ip>:<port>` in wheelgate's log.
 pub fn parse_listening_addr(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
-        let rest = line.split("listening on http://").nth(1).or_else(|| line.split("listening on https://").nth(1))?;
-        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))).unwrap_or(rest.len());
+        let rest = line
+            .split("listening on http://")
+            .nth(1)
+            .or_else(|| line.split("listening on https://").nth(1))?;
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
+            .unwrap_or(rest.len());
         rest.get(..end)?.parse().ok()
     })
 }
@@ -186,25 +211,44 @@ impl Wheelgate {
     }
 
     /// As `start`, with extra environment variables (the environment is otherwise empty but PATH).
-    pub fn start_with_env(config: &Path, cwd: &Path, log_level: &str, env: &[(&str, &str)]) -> Wheelgate {
+    pub fn start_with_env(
+        config: &Path,
+        cwd: &Path,
+        log_level: &str,
+        env: &[(&str, &str)],
+    ) -> Wheelgate {
         let launch = Launch {
             config: config.to_owned(),
             cwd: cwd.to_owned(),
             log_level: log_level.to_owned(),
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         let (child, addr, output) = spawn(&launch);
-        Wheelgate { child: Some(child), addr, output, earlier_output: String::new(), launch }
+        Wheelgate {
+            child: Some(child),
+            addr,
+            output,
+            earlier_output: String::new(),
+            launch,
+        }
     }
 
     /// Starts the process again with the same configuration file, working directory and
     /// environment (so on the same store), after a `stop` or a `kill`. The port is a new one.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "wheelgate is still running: stop or kill it before starting it again");
+        assert!(
+            self.child.is_none(),
+            "wheelgate is still running: stop or kill it before starting it again"
+        );
         let (child, addr, output) = spawn(&self.launch);
         let previous = std::mem::replace(&mut self.output, output);
-        self.earlier_output.push_str(&previous.lock().unwrap_or_else(|p| p.into_inner()));
-        self.earlier_output.push_str("\n--- wheelgate restarted ---\n");
+        self.earlier_output
+            .push_str(&previous.lock().unwrap_or_else(|p| p.into_inner()));
+        self.earlier_output
+            .push_str("\n--- wheelgate restarted ---\n");
         self.child = Some(child);
         self.addr = addr;
     }
@@ -238,7 +282,10 @@ impl Wheelgate {
     pub fn hangup(&self) {
         let pid = self.pid().to_string();
         let sent = Command::new("kill").args(["-HUP", &pid]).status();
-        assert!(matches!(sent, Ok(s) if s.success()), "could not send SIGHUP to wheelgate ({pid}): {sent:?}");
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "could not send SIGHUP to wheelgate ({pid}): {sent:?}"
+        );
     }
 
     /// The resident set size now, in KiB.
@@ -253,8 +300,10 @@ impl Wheelgate {
 
     fn status_kib(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-        parse_status_kib(&status, field).unwrap_or_else(|| panic!("{path} has no {field} line in kB:\n{status}"))
+        let status =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        parse_status_kib(&status, field)
+            .unwrap_or_else(|| panic!("{path} has no {field} line in kB:\n{status}"))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -289,12 +338,17 @@ impl Wheelgate {
         };
         let pid = child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(matches!(sent, Ok(s) if s.success()), "could not send SIGTERM to wheelgate ({pid}): {sent:?}");
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "could not send SIGTERM to wheelgate ({pid}): {sent:?}"
+        );
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -314,7 +368,10 @@ fn spawn(launch: &Launch) -> (Child, SocketAddr, Arc<Mutex<String>>) {
         .arg(&launch.config)
         .current_dir(&launch.cwd)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
         .env("WHEELGATE_LOG", &launch.log_level)
         .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
@@ -372,7 +429,10 @@ pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
         .args(args)
         .current_dir(cwd)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
         .env("WHEELGATE_LOG", "info");
     run_bounded(&mut command, limit)
 }
@@ -385,8 +445,14 @@ mod tests {
     fn listening_line_is_found_among_log_fields() {
         let log = "2026-01-01T00:00:00Z  INFO wheelgate: store opened\n\
                    2026-01-01T00:00:00Z  INFO wheelgate::server: listening on http://127.0.0.1:40123 repositories=1\n";
-        assert_eq!(parse_listening_addr(log), Some("127.0.0.1:40123".parse().expect("addr")));
-        assert_eq!(parse_listening_addr("listening on http://127.0.0.1:7/"), Some("127.0.0.1:7".parse().expect("addr")));
+        assert_eq!(
+            parse_listening_addr(log),
+            Some("127.0.0.1:40123".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listening_addr("listening on http://127.0.0.1:7/"),
+            Some("127.0.0.1:7".parse().expect("addr"))
+        );
         assert_eq!(parse_listening_addr("starting"), None);
     }
 
@@ -400,10 +466,16 @@ mod tests {
         );
         let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
         assert_eq!(parsed["store"]["path"].as_str(), Some("/tmp/a \"b\"/store"));
-        assert_eq!(parsed["repository"][0]["auth"]["auth_hosts"][0].as_str(), Some("127.0.0.1:2"));
+        assert_eq!(
+            parsed["repository"][0]["auth"]["auth_hosts"][0].as_str(),
+            Some("127.0.0.1:2")
+        );
         assert_eq!(parsed["repository"][0]["index_ttl"].as_str(), Some("10m"));
         assert_eq!(parsed["repository"][0]["offline"].as_bool(), Some(false));
-        assert!(parsed["store"].get("max_size").is_none() && parsed["repository"][0].get("negative_ttl").is_none());
+        assert!(
+            parsed["store"].get("max_size").is_none()
+                && parsed["repository"][0].get("negative_ttl").is_none()
+        );
 
         config.index_ttl = "1s".into();
         config.offline = true;
@@ -415,13 +487,23 @@ mod tests {
         assert_eq!(parsed["store"]["max_size"].as_str(), Some("1GiB"));
         assert_eq!(parsed["repository"][0]["negative_ttl"].as_str(), Some("5s"));
 
-        config.extra_toml = rule_toml("no-\"2\"", "DENY", Some("wgfx-kappa"), Some("pkg.version.id == '2.0'"));
-        config.extra_toml.push_str(&rule_toml("wide", "ALLOW", None, None));
+        config.extra_toml = rule_toml(
+            "no-\"2\"",
+            "DENY",
+            Some("wgfx-kappa"),
+            Some("pkg.version.id == '2.0'"),
+        );
+        config
+            .extra_toml
+            .push_str(&rule_toml("wide", "ALLOW", None, None));
         let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
         let rules = parsed["rule"].as_array().expect("two [[rule]] tables");
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[0]["name"].as_str(), Some("no-\"2\""));
-        assert_eq!(rules[0]["condition"].as_str(), Some("pkg.version.id == '2.0'"));
+        assert_eq!(
+            rules[0]["condition"].as_str(),
+            Some("pkg.version.id == '2.0'")
+        );
         assert_eq!(rules[0]["repository"].as_str(), Some("pypi"));
         assert!(rules[1].get("package").is_none() && rules[1].get("condition").is_none());
         assert_eq!(rules[1]["action"].as_str(), Some("ALLOW"));
@@ -429,11 +511,16 @@ mod tests {
 
     #[test]
     fn memory_figures_are_read_from_proc_status() {
-        let status = "Name:\twheelgate\nVmPeak:\t  123456 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
+        let status =
+            "Name:\twheelgate\nVmPeak:\t  123456 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(40960));
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(30720));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
-        assert_eq!(parse_status_kib("VmRSS:\t12 MB\n", "VmRSS"), None, "only kB is understood");
+        assert_eq!(
+            parse_status_kib("VmRSS:\t12 MB\n", "VmRSS"),
+            None,
+            "only kB is understood"
+        );
         let own = std::fs::read_to_string("/proc/self/status").expect("procfs");
         assert!(parse_status_kib(&own, "VmHWM").is_some_and(|peak| peak > 0));
     }
