@@ -33,7 +33,7 @@ use crate::simple::page::{
     parse_index_html, parse_index_json, parse_project_html, parse_project_json, CoreMetadata,
     FileEntry, PageError, ProjectIndex, ProjectPage,
 };
-use crate::store::flight::{Completed, Download, DownloadError, Flights};
+use crate::store::flight::{Completed, Download, DownloadError, Flights, Landed};
 use crate::store::{Artifact, ArtifactRecord, PageKey, Store, StoreError, StoredPage};
 use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
@@ -494,17 +494,17 @@ impl Remote {
         let committer = store.clone();
         let commit = move |completed: Completed| {
             let _slot = slot;
-            committer
-                .commit_artifact(
-                    &completed.temp_path,
-                    ArtifactRecord {
-                        sha256: completed.sha256,
-                        size: completed.size,
-                        ..record
-                    },
-                )
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let record = ArtifactRecord {
+                sha256: completed.sha256,
+                size: completed.size,
+                ..record
+            };
+            match &completed.body {
+                Landed::File(temp) => committer.commit_artifact(temp, record),
+                Landed::Memory(bytes) => committer.commit_artifact_bytes(bytes, record),
+            }
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         };
         let flight_key = match declared {
             Some(digest) => FileKey::Sha256(digest),

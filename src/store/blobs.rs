@@ -44,13 +44,27 @@ impl Blobs {
         }
     }
 
-    /// Creates `blobs/sha256/` and `tmp/` if absent.
+    /// Creates `blobs/sha256/` and `tmp/` if absent. A new blob directory gets its 256 fan-out
+    /// directories at once, so that the first downloads into a fresh store (a cold install
+    /// commits dozens of files at once) do not each pay for a `mkdir` and a directory fsync.
     pub(crate) fn create_layout(&self) -> Result<(), StoreError> {
+        let fresh = !self.root.is_dir();
         for dir in [&self.root, &self.tmp] {
             fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.clone(),
                 source,
             })?;
+        }
+        if fresh {
+            for byte in 0..=u8::MAX {
+                let dir = self.root.join(format!("{byte:02x}"));
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(source) => return Err(StoreError::CreateDir { path: dir, source }),
+                }
+            }
+            sync_dir(&self.root)?;
         }
         Ok(())
     }
@@ -102,14 +116,18 @@ impl Blobs {
     ) -> Result<PathBuf, StoreError> {
         let target = self.path_of(digest);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir)
-                .map_err(|e| StoreError::io("create the blob directory", &dir, e))?;
-            // The new fan-out directory's own entry must survive a crash too.
-            sync_dir(&self.root)?;
-        }
-        fs::rename(temp, &target)
-            .map_err(|e| StoreError::io("move a finished download into", &target, e))?;
+        let moved = match fs::rename(temp, &target) {
+            // A fan-out directory deleted by hand (a fresh store has all of them).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                fs::create_dir_all(&dir)
+                    .map_err(|e| StoreError::io("create the blob directory", &dir, e))?;
+                // The new fan-out directory's own entry must survive a crash too.
+                sync_dir(&self.root)?;
+                fs::rename(temp, &target)
+            }
+            moved => moved,
+        };
+        moved.map_err(|e| StoreError::io("move a finished download into", &target, e))?;
         sync_dir(&dir)?;
         Ok(target)
     }
@@ -276,6 +294,23 @@ mod tests {
         assert!(blobs.remove(&d).unwrap());
         assert!(!blobs.remove(&d).unwrap());
         assert_eq!(blobs.len(&d), None);
+    }
+
+    #[test]
+    fn a_fresh_layout_has_every_fanout_and_a_lost_one_is_recreated() {
+        let (dir, blobs) = blobs();
+        let root = dir.path().join("blobs/sha256");
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 256);
+        assert!(
+            blobs.list().unwrap().is_empty(),
+            "empty fan-outs are not strays"
+        );
+        let body = vec![3u8; 70_000];
+        let d = Sha256Digest::of(&body);
+        fs::remove_dir(root.join(&d.to_hex()[..2])).unwrap();
+        let temp = blobs.write_temp(&body).unwrap();
+        let path = blobs.install(&temp, &d).unwrap();
+        assert_eq!(fs::read(path).unwrap(), body);
     }
 
     #[test]

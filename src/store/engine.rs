@@ -328,8 +328,8 @@ impl Store {
     }
 
     /// Moves a verified, fully written temporary file into the store and returns the stored
-    /// artifact. The store owns `temp` from here on: it is moved or deleted, also on error.
-    /// Committing a digest that is already stored only adds the URL pin (and makes it
+    /// artifact. The store owns `temp` from here on: it is fsynced and moved, or deleted, also on
+    /// error. Committing a digest that is already stored only adds the URL pin (and makes it
     /// non-evictable when `record` says so). Afterwards, least recently used evictable
     /// artifacts other than this one are evicted while the total exceeds `max_size`.
     pub fn commit_artifact(
@@ -344,28 +344,70 @@ impl Store {
                 return Err(error);
             }
         };
-        let digest = record.sha256;
-        let _write = self.write_lock();
-        let existing = self.index().get(&digest);
-        let existing = existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
-        let committed = match existing {
-            Some(existing) => {
-                let _ = remove_if_present(temp);
-                self.index().touch(&digest);
-                self.amend_locked(&digest, existing, &record)
-            }
-            None => self.insert_locked(temp, &record, inline.as_deref()),
+        self.commit_prepared(Some(temp), inline.as_deref(), record)
+    }
+
+    /// [`Store::commit_artifact`] for a verified body held in memory (a download small enough
+    /// never to need a temporary file): inline bodies go straight into the catalog, larger ones
+    /// are written to a temporary file here. `record.size` is taken from `bytes`.
+    pub fn commit_artifact_bytes(
+        &self,
+        bytes: &[u8],
+        record: ArtifactRecord,
+    ) -> Result<Artifact, StoreError> {
+        let record = ArtifactRecord {
+            size: bytes.len() as u64,
+            ..record
         };
-        if let Err(error) = committed {
-            let _ = remove_if_present(temp);
-            return Err(error);
+        if record.size < INLINE_LIMIT {
+            return self.commit_prepared(None, Some(bytes), record);
         }
-        if let Err(error) = self.evict_locked(Some(&digest)) {
-            // The commit itself succeeded; the next commit retries the eviction.
-            tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+        let temp = self.inner.blobs.write_temp(bytes)?;
+        self.commit_prepared(Some(&temp), None, record)
+    }
+
+    /// The common end of both commits: `temp` is a durable blob-to-be (or none), `inline` the
+    /// body going into the catalog (or none).
+    fn commit_prepared(
+        &self,
+        temp: Option<&Path>,
+        inline: Option<&[u8]>,
+        record: ArtifactRecord,
+    ) -> Result<Artifact, StoreError> {
+        let discard = || {
+            if let Some(temp) = temp {
+                let _ = remove_if_present(temp);
+            }
+        };
+        let digest = record.sha256;
+        {
+            let _write = self.write_lock();
+            let existing = self.index().get(&digest);
+            let existing = existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
+            let committed = match existing {
+                Some(existing) => {
+                    discard();
+                    self.index().touch(&digest);
+                    self.amend_locked(&digest, existing, &record)
+                }
+                None => self.insert_locked(temp, &record, inline),
+            };
+            if let Err(error) = committed {
+                discard();
+                return Err(error);
+            }
+            if let Err(error) = self.evict_locked(Some(&digest)) {
+                // The commit itself succeeded; the next commit retries the eviction.
+                tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+            }
         }
+        // Flushed outside the write lock so that concurrent commits share flushes: a flush makes
+        // every write made before it durable, so of a burst of commits (a cold install) most
+        // find their record already on disk. Until then a crash loses only the record, and the
+        // blob it names is garbage that the next open removes.
+        self.inner.catalog.flush()?;
         let body = match inline {
-            Some(bytes) => ArtifactBody::Inline(Bytes::from(bytes)),
+            Some(bytes) => ArtifactBody::Inline(Bytes::copy_from_slice(bytes)),
             None => {
                 let path = self.inner.blobs.path_of(&digest);
                 ArtifactBody::File(
@@ -384,12 +426,12 @@ impl Store {
     /// The fresh-commit path: blob rename (or inline body), record, pin, index.
     fn insert_locked(
         &self,
-        temp: &Path,
+        temp: Option<&Path>,
         record: &ArtifactRecord,
         inline: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let digest = record.sha256;
-        if inline.is_none() {
+        if let (None, Some(temp)) = (inline, temp) {
             self.inner.blobs.install(temp, &digest)?;
         }
         let stamp = self.index().stamp();
@@ -402,11 +444,10 @@ impl Store {
             last_use: stamp,
             url_keys: record.url_key.map(HexDigest).into_iter().collect(),
         };
-        let recorded = self
-            .inner
-            .catalog
-            .put_artifact(&digest, &entry, inline, record.url_key.as_ref())
-            .and_then(|()| self.inner.catalog.flush());
+        let recorded =
+            self.inner
+                .catalog
+                .put_artifact(&digest, &entry, inline, record.url_key.as_ref());
         if let Err(error) = recorded {
             if inline.is_none() && !self.index().blob_in_use(&digest) {
                 // Unrecorded blobs are garbage; remove it now rather than at the next open.
@@ -414,7 +455,7 @@ impl Store {
             }
             return Err(error);
         }
-        if inline.is_some() {
+        if let (Some(_), Some(temp)) = (inline, temp) {
             // The bytes are in the catalog now; a leftover temp is cleared at the next open.
             let _ = remove_if_present(temp);
         }
@@ -469,7 +510,6 @@ impl Store {
         self.inner
             .catalog
             .put_artifact(digest, &entry, None, new_pin.as_ref())?;
-        self.inner.catalog.flush()?;
         let mut index = self.index();
         if let Some(url_key) = new_pin {
             index.pin(url_key, *digest);
@@ -609,25 +649,24 @@ impl Store {
             Some(_) => Some(self.inner.blobs.write_temp(&page.body)?),
             None => None,
         };
-        let _write = self.write_lock();
-        if let (Some(temp), Some(digest)) = (&temp, &blob) {
-            if let Err(error) = self.inner.blobs.install(temp, digest) {
-                let _ = remove_if_present(temp);
-                return Err(error);
-            }
-        }
-        let inline = blob.is_none().then_some(page.body.as_ref());
-        let replaced = match self.inner.catalog.put_page(key, &entry, inline) {
-            Ok(replaced) => replaced,
-            Err(error) => {
-                if let Some(digest) = &blob {
-                    self.delete_blob_if_unused(digest);
-                }
-                return Err(error);
-            }
-        };
-        self.inner.catalog.flush()?;
         let old_blob = {
+            let _write = self.write_lock();
+            if let (Some(temp), Some(digest)) = (&temp, &blob) {
+                if let Err(error) = self.inner.blobs.install(temp, digest) {
+                    let _ = remove_if_present(temp);
+                    return Err(error);
+                }
+            }
+            let inline = blob.is_none().then_some(page.body.as_ref());
+            let replaced = match self.inner.catalog.put_page(key, &entry, inline) {
+                Ok(replaced) => replaced,
+                Err(error) => {
+                    if let Some(digest) = &blob {
+                        self.delete_blob_if_unused(digest);
+                    }
+                    return Err(error);
+                }
+            };
             let mut index = self.index();
             let old_blob = replaced.map(|old| {
                 let old_blob = old.and_then(|o| o.body.blob());
@@ -637,7 +676,13 @@ impl Store {
             index.add_page(blob);
             old_blob.flatten()
         };
+        // Outside the write lock, like an artifact's commit, so that a burst of pages shares
+        // flushes.
+        self.inner.catalog.flush()?;
         if let Some(old) = old_blob.filter(|old| Some(*old) != blob) {
+            // Only once the record naming the new body is durable; under the lock, so that no
+            // page naming the old body can be recorded between the check and the unlink.
+            let _write = self.write_lock();
             self.delete_blob_if_unused(&old);
         }
         Ok(())
@@ -1058,6 +1103,48 @@ mod tests {
         assert_eq!(read(artifact), big);
         assert_eq!(read(store.artifact(&small_digest).unwrap()), small);
         assert!(store.artifact(&Sha256Digest::of(b"absent")).is_none());
+        assert_eq!(store.stats().artifact_bytes, (2 * BIG - 1) as u64);
+    }
+
+    #[test]
+    fn bodies_in_memory_are_committed_inline_or_as_blobs_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..BIG).map(|i| (i % 249) as u8).collect();
+        let small = vec![2u8; BIG - 1];
+        {
+            let store = open(dir.path(), u64::MAX);
+            for (body, name) in [
+                (&big, "big-1.0-py3-none-any.whl"),
+                (&small, "small-1.0-py3-none-any.whl"),
+            ] {
+                let record = ArtifactRecord {
+                    sha256: Sha256Digest::of(body),
+                    size: 0,
+                    repository: "pypi".to_owned(),
+                    filename: name.to_owned(),
+                    url_key: None,
+                    evictable: true,
+                };
+                let committed = store.commit_artifact_bytes(body, record).unwrap();
+                assert_eq!(
+                    committed.size,
+                    body.len() as u64,
+                    "the size comes from the bytes"
+                );
+            }
+            assert_eq!(tmp_entries(dir.path()), 0);
+        }
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(
+            fs::read(blob_path(dir.path(), &Sha256Digest::of(&big))).unwrap(),
+            big
+        );
+        assert!(!blob_path(dir.path(), &Sha256Digest::of(&small)).exists());
+        assert_eq!(read(store.artifact(&Sha256Digest::of(&big)).unwrap()), big);
+        assert_eq!(
+            read(store.artifact(&Sha256Digest::of(&small)).unwrap()),
+            small
+        );
         assert_eq!(store.stats().artifact_bytes, (2 * BIG - 1) as u64);
     }
 

@@ -12,8 +12,13 @@
 //! until the sha256 is known to match the one the index declared. On a mismatch the readers get an
 //! error instead of that block (so no client ever holds the complete wrong file), the temporary
 //! file is deleted, nothing is committed, and the mismatch is logged and counted. The withheld
-//! block is kept in memory and handed to readers from there once verified: a small file (one
-//! block) then reaches its clients without being read back from disk.
+//! block is kept in memory and handed to readers from there once verified.
+//!
+//! A file whose `Content-Length` fits in one block (every `.metadata`, most wheels) never gets a
+//! temporary file at all: it would be withheld whole until verified anyway, so it is gathered in
+//! memory and handed to `commit` as bytes. A cold install asks for dozens of such files at once,
+//! and creating, writing, re-reading and deleting a file for each cost more CPU than the rest of
+//! the request.
 //!
 //! This module knows nothing about the catalog: what to do with a verified file is the `commit`
 //! callback's business. The flight stays in the map until `commit` has returned, so a request that
@@ -133,13 +138,23 @@ impl DownloadError {
 /// A verified download, handed to the `commit` callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
-    /// The temporary file holding the whole body, fsynced. `commit` moves it (rename) or copies
-    /// it; whatever is left at this path after `commit` returns is deleted.
-    pub temp_path: PathBuf,
+    /// Where the body is.
+    pub body: Landed,
     /// The body's sha256: the declared one, verified, or the computed one when none was declared.
     pub sha256: Sha256Digest,
     /// The body's length in bytes.
     pub size: u64,
+}
+
+/// Where a verified body is when it is handed to `commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landed {
+    /// A temporary file holding the whole body, written but not fsynced: making it durable is
+    /// `commit`'s business. `commit` moves it (rename) or copies it; whatever is left at this
+    /// path after `commit` returns is deleted.
+    File(PathBuf),
+    /// The whole body of a file that fit in one block; no temporary file was created.
+    Memory(Bytes),
 }
 
 /// One caller's view of a flight.
@@ -211,7 +226,7 @@ struct Flight {
 
 /// What the download task publishes to its readers.
 struct Progress {
-    /// Set once the upstream answered and the temporary file exists.
+    /// Set once the upstream answered (and the temporary file exists, if there is one).
     opened: Option<Opened>,
     /// Bytes `0..readable` of the temporary file may be sent to clients.
     readable: u64,
@@ -227,11 +242,18 @@ struct Tail {
     bytes: Bytes,
 }
 
+/// The response has started: the upstream answered (and the temporary file exists, if any).
 #[derive(Clone)]
 struct Opened {
+    content_length: Option<u64>,
+    /// `None` for a flight held in memory: its readable bytes are all in [`Progress::tail`].
+    temp: Option<Temp>,
+}
+
+#[derive(Clone)]
+struct Temp {
     file: Arc<File>,
     path: PathBuf,
-    content_length: Option<u64>,
 }
 
 enum End {
@@ -442,10 +464,18 @@ impl Reader {
                 return Some(Ok(block));
             }
             if self.position < readable {
+                // A flight in memory publishes its bytes only as the tail, so there is a file
+                // whenever bytes before the tail are readable.
+                let Some(temp) = &self.opened.temp else {
+                    debug_assert!(false, "readable bytes outside the tail of a memory flight");
+                    return Some(Err(DownloadError::Abandoned {
+                        what: self.what.clone(),
+                    }));
+                };
                 let len = usize::try_from(readable - self.position)
                     .unwrap_or(usize::MAX)
                     .min(BLOCK);
-                let read = read_block(self.opened.file.clone(), self.position, len).await;
+                let read = read_block(temp.file.clone(), self.position, len).await;
                 return Some(match read {
                     Ok(block) => {
                         self.position += block.len() as u64;
@@ -454,7 +484,7 @@ impl Reader {
                     Err(source) => Err(DownloadError::Io {
                         what: self.what.clone(),
                         action: "read the temporary file",
-                        path: self.opened.path.clone(),
+                        path: temp.path.clone(),
                         source: Arc::new(source),
                     }),
                 });
@@ -510,8 +540,7 @@ impl Drop for Landing {
 
 /// What a successful transfer leaves for the commit.
 struct Transferred {
-    file: Arc<File>,
-    path: PathBuf,
+    body: Landed,
     sha256: Sha256Digest,
     size: u64,
 }
@@ -532,6 +561,8 @@ impl Task {
         match self.transfer(source, &mut landing).await {
             Ok(done) => {
                 self.commit(done, commit).await;
+                // The commit deleted what it did not move.
+                landing.temp = None;
             }
             Err(error) => {
                 let readable = self.sender.borrow().readable;
@@ -563,9 +594,65 @@ impl Task {
         S: Future<Output = Result<(Option<u64>, B), UpstreamError>>,
         B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
     {
-        let (content_length, mut body) = source
+        let (content_length, body) = source
             .await
             .map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
+        match content_length {
+            Some(declared) if declared <= WRITE_BLOCK as u64 => {
+                self.transfer_in_memory(declared, body).await
+            }
+            _ => self.transfer_to_file(content_length, body, landing).await,
+        }
+    }
+
+    /// A body announced to fit in one block: gathered and hashed in memory (hashing a block as
+    /// it arrives costs microseconds, less than a hop to a blocking thread).
+    async fn transfer_in_memory<B>(
+        &self,
+        declared: u64,
+        mut body: B,
+    ) -> Result<Transferred, DownloadError>
+    where
+        B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
+    {
+        self.sender.send_modify(|now| {
+            now.opened = Some(Opened {
+                content_length: Some(declared),
+                temp: None,
+            })
+        });
+        let mut buffer = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
+            if (buffer.len() + chunk.len()) as u64 > declared {
+                return Err(self.too_long(declared));
+            }
+            hasher.update(&chunk);
+            buffer.extend_from_slice(&chunk);
+        }
+        let size = buffer.len() as u64;
+        self.check_length(Some(declared), size)?;
+        let sha256 = self.verify(hasher, size)?;
+        let bytes = Bytes::from(buffer);
+        self.publish_verified(0, bytes.clone());
+        Ok(Transferred {
+            body: Landed::Memory(bytes),
+            sha256,
+            size,
+        })
+    }
+
+    /// Any other body: written block by block to a temporary file that readers follow.
+    async fn transfer_to_file<B>(
+        &self,
+        content_length: Option<u64>,
+        mut body: B,
+        landing: &mut Landing,
+    ) -> Result<Transferred, DownloadError>
+    where
+        B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
+    {
         let path =
             self.shared
                 .tmp_dir
@@ -577,24 +664,21 @@ impl Task {
         let file = Arc::new(file);
         self.sender.send_modify(|now| {
             now.opened = Some(Opened {
-                file: file.clone(),
-                path: path.clone(),
                 content_length,
+                temp: Some(Temp {
+                    file: file.clone(),
+                    path: path.clone(),
+                }),
             })
         });
 
-        let mut writer = BlockWriter::new(file.clone());
+        let mut writer = BlockWriter::new(file);
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
             received += chunk.len() as u64;
-            if let Some(declared) = content_length {
-                if received > declared {
-                    return Err(DownloadError::TooLong {
-                        what: self.what.clone(),
-                        declared,
-                    });
-                }
+            if let Some(declared) = content_length.filter(|&declared| received > declared) {
+                return Err(self.too_long(declared));
             }
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
@@ -609,24 +693,46 @@ impl Task {
                 }
             }
         }
-        if let Some(declared) = content_length {
-            if received < declared {
-                return Err(DownloadError::ShortBody {
-                    what: self.what.clone(),
-                    declared,
-                    received,
-                });
-            }
-        }
+        self.check_length(content_length, received)?;
         let tail_offset = writer.written;
         let tail = writer
             .write_last()
             .await
             .map_err(|source| self.io_error("write the temporary file", &path, source))?;
         let size = writer.written;
-        let actual = Sha256Digest::from_bytes(writer.hasher.finalize().into());
-        if let Some(expected) = self.expected {
-            if actual != expected {
+        let sha256 = self.verify(std::mem::take(&mut writer.hasher), size)?;
+        self.publish_verified(tail_offset, tail);
+        Ok(Transferred {
+            body: Landed::File(path),
+            sha256,
+            size,
+        })
+    }
+
+    fn too_long(&self, declared: u64) -> DownloadError {
+        DownloadError::TooLong {
+            what: self.what.clone(),
+            declared,
+        }
+    }
+
+    /// A body that ended before its `Content-Length` is an error.
+    fn check_length(&self, declared: Option<u64>, received: u64) -> Result<(), DownloadError> {
+        match declared {
+            Some(declared) if received < declared => Err(DownloadError::ShortBody {
+                what: self.what.clone(),
+                declared,
+                received,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The body's digest, if it is the one the index declared (or none was declared).
+    fn verify(&self, hasher: Sha256, size: u64) -> Result<Sha256Digest, DownloadError> {
+        let actual = Sha256Digest::from_bytes(hasher.finalize().into());
+        match self.expected {
+            Some(expected) if actual != expected => {
                 self.shared.mismatches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     file = %self.what,
@@ -637,45 +743,52 @@ impl Task {
                     "sha256 mismatch: the upstream sent different bytes than its index declared; \
                      transfers aborted, nothing stored"
                 );
-                return Err(DownloadError::Mismatch {
+                Err(DownloadError::Mismatch {
                     what: self.what.clone(),
                     expected,
                     actual,
-                });
+                })
             }
+            _ => Ok(actual),
         }
+    }
+
+    /// Releases the withheld last block (`tail`, starting at `offset`) to every reader.
+    fn publish_verified(&self, offset: u64, tail: Bytes) {
         self.sender.send_modify(|now| {
-            now.readable = size;
+            now.readable = offset + tail.len() as u64;
             now.tail = Some(Tail {
-                offset: tail_offset,
+                offset,
                 bytes: tail,
             });
             now.end = End::Verified;
         });
-        Ok(Transferred {
-            file,
-            path,
-            sha256: actual,
-            size,
-        })
     }
 
-    /// Fsyncs the verified file and hands it to `commit`, on a blocking thread. Readers are
-    /// already reading the verified bytes; a failure here only means the file is not stored.
+    /// Hands the verified body to `commit` on a blocking thread and deletes a temporary file it
+    /// left behind. Readers are already reading the verified bytes; a failure here only means
+    /// the file is not stored.
     async fn commit<C>(&self, done: Transferred, commit: C)
     where
         C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
     {
+        let temp = match &done.body {
+            Landed::File(path) => Some(path.clone()),
+            Landed::Memory(_) => None,
+        };
         let completed = Completed {
-            temp_path: done.path.clone(),
+            body: done.body,
             sha256: done.sha256,
             size: done.size,
         };
-        let file = done.file;
+        let what = self.what.clone();
+        // One blocking task for both, so that a committed file costs one hop to the pool.
         let outcome = tokio::task::spawn_blocking(move || {
-            file.sync_all()
-                .map_err(|error| format!("cannot fsync the temporary file: {error}"))?;
-            commit(completed)
+            let committed = commit(completed);
+            if let Some(path) = temp {
+                remove_leftover(&path, &what);
+            }
+            committed
         })
         .await;
         let failure = match outcome {
@@ -687,7 +800,6 @@ impl Task {
             file = %self.what,
             key = %self.key,
             sha256 = %done.sha256,
-            temp = %done.path.display(),
             reason = %failure,
             "a verified download could not be stored; clients got it, the next request fetches \
              it again"
@@ -799,20 +911,26 @@ async fn create_temp(path: PathBuf) -> io::Result<File> {
 /// Deletes what is left of a temporary file; a file `commit` already moved away is fine.
 async fn remove_temp(path: PathBuf, what: &str) {
     let shown = path.clone();
-    let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-    match removed {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) if error.kind() == io::ErrorKind::NotFound => {}
-        Ok(Err(error)) => tracing::warn!(
-            file = %what,
-            temp = %shown.display(),
-            %error,
-            "cannot delete a temporary download file; delete it by hand"
-        ),
-        Err(join) => tracing::warn!(
+    let what_ = what.to_owned();
+    if let Err(join) = tokio::task::spawn_blocking(move || remove_leftover(&path, &what_)).await {
+        tracing::warn!(
             file = %what,
             temp = %shown.display(),
             error = %join,
+            "cannot delete a temporary download file; delete it by hand"
+        );
+    }
+}
+
+/// Deletes a temporary file if it is still there (blocking).
+fn remove_leftover(path: &Path, what: &str) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(
+            file = %what,
+            temp = %path.display(),
+            %error,
             "cannot delete a temporary download file; delete it by hand"
         ),
     }
@@ -874,20 +992,30 @@ mod tests {
     struct Commits(Arc<Mutex<Vec<(Completed, Sha256Digest)>>>);
 
     impl Commits {
-        /// A commit that hashes the temporary file, then moves it to `moved_to` if given.
+        /// A commit that hashes the body, then moves it (or writes it) to `moved_to` if given.
         fn callback(
             &self,
             moved_to: Option<PathBuf>,
         ) -> impl FnOnce(Completed) -> Result<(), String> + Send + 'static {
             let seen = self.0.clone();
             move |completed: Completed| {
-                let mut file = File::open(&completed.temp_path).map_err(|e| e.to_string())?;
-                let mut hasher = Sha256::new();
-                io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
-                let content = Sha256Digest::from_bytes(hasher.finalize().into());
-                if let Some(target) = moved_to {
-                    std::fs::rename(&completed.temp_path, target).map_err(|e| e.to_string())?;
-                }
+                let content = match &completed.body {
+                    Landed::File(temp) => {
+                        let mut file = File::open(temp).map_err(|e| e.to_string())?;
+                        let mut hasher = Sha256::new();
+                        io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
+                        if let Some(target) = moved_to {
+                            std::fs::rename(temp, target).map_err(|e| e.to_string())?;
+                        }
+                        Sha256Digest::from_bytes(hasher.finalize().into())
+                    }
+                    Landed::Memory(bytes) => {
+                        if let Some(target) = moved_to {
+                            std::fs::write(target, bytes).map_err(|e| e.to_string())?;
+                        }
+                        Sha256Digest::of(bytes)
+                    }
+                };
                 seen.lock().unwrap().push((completed, content));
                 Ok(())
             }
@@ -1220,6 +1348,124 @@ mod tests {
             message.contains("d.whl") && message.contains(&wrong.to_hex()),
             "{message}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_announced_to_fit_in_one_block_never_touches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let data = pattern(100_000, 3);
+        let digest = Sha256Digest::of(&data);
+        let commits = Commits::default();
+        let (sender, receiver) = mpsc::channel(4);
+        let len = data.len() as u64;
+        let leader = flights
+            .join_body(
+                key("m.whl"),
+                Some(digest),
+                "m.whl".into(),
+                async move { Ok((Some(len), from_channel(receiver))) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(leader.content_length, Some(len));
+        sender
+            .send(Ok(Bytes::copy_from_slice(&data[..40_000])))
+            .await
+            .unwrap();
+        // A follower joins halfway; nothing is on disk meanwhile.
+        let follower = flights
+            .join_body(
+                key("m.whl"),
+                Some(digest),
+                "m.whl".into(),
+                async { Err::<(Option<u64>, TestBody), _>(not_found()) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        assert!(!follower.leader);
+        assert!(temp_files(dir.path()).is_empty());
+        sender
+            .send(Ok(Bytes::copy_from_slice(&data[40_000..])))
+            .await
+            .unwrap();
+        drop(sender);
+        for body in [leader.body, follower.body] {
+            let (bytes, error) = drain(body).await;
+            assert!(error.is_none(), "{error:?}");
+            assert!(bytes == data);
+        }
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        let calls = commits.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0.body, Landed::Memory(Bytes::from(data)));
+        assert_eq!((calls[0].0.sha256, calls[0].1), (digest, digest));
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_block_is_the_limit_for_memory_and_unknown_lengths_go_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        for (len, announced, in_memory) in [
+            (BLOCK, true, true),
+            (BLOCK + 1, true, false),
+            (10, false, false),
+        ] {
+            let data = pattern(len, 9);
+            let commits = Commits::default();
+            let body = chunked(&data, 50_000);
+            let content_length = announced.then_some(len as u64);
+            let download = flights
+                .join_body(
+                    key(&format!("{len}-{announced}.whl")),
+                    Some(Sha256Digest::of(&data)),
+                    "n.whl".into(),
+                    async move { Ok((content_length, body)) },
+                    commits.callback(None),
+                )
+                .await
+                .unwrap();
+            let (bytes, error) = drain(download.body).await;
+            assert!(error.is_none() && bytes == data, "{len}: {error:?}");
+            eventually("the flight to land", || flights.in_flight() == 0).await;
+            let calls = commits.calls();
+            assert_eq!(
+                matches!(calls[0].0.body, Landed::Memory(_)),
+                in_memory,
+                "{len} bytes, announced: {announced}"
+            );
+            assert_eq!(calls[0].1, Sha256Digest::of(&data));
+        }
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_small_mismatch_in_memory_delivers_nothing_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let commits = Commits::default();
+        let download = flights
+            .join_body(
+                key("o.whl"),
+                Some(Sha256Digest::of(b"declared")),
+                "o.whl".into(),
+                async { Ok((Some(12), chunked(b"actual bytes", 5))) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        let (bytes, error) = drain(download.body).await;
+        assert!(bytes.is_empty());
+        assert!(
+            matches!(error, Some(DownloadError::Mismatch { .. })),
+            "{error:?}"
+        );
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert!(commits.calls().is_empty());
+        assert_eq!(flights.mismatches(), 1);
     }
 
     #[tokio::test]
