@@ -232,7 +232,7 @@ mod tests {
                             // Through tracing's door: several writes, one line.
                             let mut line = writer.make_writer();
                             write!(line, "thread {t} ").unwrap();
-                            write!(line, "line {i}\n").unwrap();
+                            writeln!(line, "line {i}").unwrap();
                         }
                     }
                 })

@@ -643,8 +643,13 @@ impl Loader {
     ) -> Result<Loaded<T>, RemoteError> {
         let repo = self.repo.clone();
         let store = self.store.clone();
-        let stored_key = key.clone();
-        let stored = blocking(&repo, move || store.page(&stored_key)).await?;
+        // A page never stored (every page of a cold install) is known absent from memory.
+        let stored = if store.may_have_page(&key) {
+            let stored_key = key.clone();
+            blocking(&repo, move || store.page(&stored_key)).await?
+        } else {
+            None
+        };
         let found = |stored: &StoredPage, fetched_at: SystemTime, status: CacheStatus| {
             let final_url = url::Url::parse(&stored.final_url).map_err(|e| RemoteError::Task {
                 repo: repo.clone(),

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::blobs::{remove_if_present, Blobs, Found};
-use super::catalog::{ArtifactEntry, Catalog, HexDigest, PageBody, PageEntry};
+use super::catalog::{page_key, ArtifactEntry, Catalog, HexDigest, PageBody, PageEntry};
 use super::error::StoreError;
 use super::index::{millis, Entry, Index};
 use crate::simple::Sha256Digest;
@@ -589,8 +589,17 @@ impl Store {
 
     // ---- pages
 
+    /// Whether a page may be stored for `key` (memory only): `false` means it is not, so a cold
+    /// miss can skip [`Store::page`] and the blocking thread it needs.
+    pub fn may_have_page(&self, key: &PageKey) -> bool {
+        self.index().may_have_page(&page_key(key))
+    }
+
     /// The stored page for `key`, or `None`.
     pub fn page(&self, key: &PageKey) -> Result<Option<StoredPage>, StoreError> {
+        if !self.may_have_page(key) {
+            return Ok(None);
+        }
         // A concurrent put_page may replace the body between reading the record and the body;
         // reading the record again then finds the new one.
         for _ in 0..3 {
@@ -667,13 +676,14 @@ impl Store {
                     return Err(error);
                 }
             };
+            let catalog_key = page_key(key);
             let mut index = self.index();
+            index.add_page(&catalog_key, blob);
             let old_blob = replaced.map(|old| {
                 let old_blob = old.and_then(|o| o.body.blob());
-                index.remove_page(old_blob);
+                index.remove_page(&catalog_key, old_blob);
                 old_blob
             });
-            index.add_page(blob);
             old_blob.flatten()
         };
         // Outside the write lock, like an artifact's commit, so that a burst of pages shares
@@ -720,7 +730,7 @@ impl Store {
         };
         self.inner.catalog.flush()?;
         let old_blob = old.and_then(|o| o.body.blob());
-        self.index().remove_page(old_blob);
+        self.index().remove_page(&page_key(key), old_blob);
         if let Some(digest) = old_blob {
             self.delete_blob_if_unused(&digest);
         }
@@ -885,7 +895,7 @@ fn recover(catalog: &Catalog, blobs: &Blobs) -> Result<(Index, Repairs), StoreEr
             repairs.records_without_blob += 1;
             continue;
         }
-        index.add_page(blob);
+        index.add_page(&key, blob);
     }
 
     for digest in on_disk {

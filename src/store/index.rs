@@ -8,6 +8,7 @@
 //! Pure data structure: no I/O, so its ordering rules are tested directly.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher as _;
 
 /// Every file request looks its digest up here, under the index lock; std's SipHash was a
 /// measurable part of a warm file request. foldhash is seeded per process.
@@ -47,6 +48,12 @@ pub(crate) struct Index {
     /// How many page records use each blob, so that a blob shared with a page outlives the
     /// artifact (and the other way round).
     page_blobs: HashMap<Sha256Digest, usize, Hasher>,
+    /// How many page records have each fingerprint (a hash of the catalog key), so that a page
+    /// that was never stored is known to be absent without asking sled: on a cold miss that
+    /// lookup ran on a blocking thread and waited behind the commits of a burst for up to 3 ms.
+    /// Counted, so that two keys sharing a fingerprint only cost a lookup, never a wrong answer.
+    page_keys: HashMap<u64, u32, Hasher>,
+    fingerprint: Hasher,
     pages: u64,
 }
 
@@ -152,17 +159,29 @@ impl Index {
         self.pins.get(url_key).copied()
     }
 
-    /// Notes one more page record (using `blob` when its body is a blob file).
-    pub(crate) fn add_page(&mut self, blob: Option<Sha256Digest>) {
+    /// Notes one more page record, stored under catalog key `key` (using `blob` when its body
+    /// is a blob file).
+    pub(crate) fn add_page(&mut self, key: &[u8], blob: Option<Sha256Digest>) {
         self.pages = self.pages.saturating_add(1);
+        *self
+            .page_keys
+            .entry(self.fingerprint.hash_one(key))
+            .or_insert(0) += 1;
         if let Some(d) = blob {
             *self.page_blobs.entry(d).or_insert(0) += 1;
         }
     }
 
     /// Notes one page record fewer.
-    pub(crate) fn remove_page(&mut self, blob: Option<Sha256Digest>) {
+    pub(crate) fn remove_page(&mut self, key: &[u8], blob: Option<Sha256Digest>) {
         self.pages = self.pages.saturating_sub(1);
+        let fingerprint = self.fingerprint.hash_one(key);
+        if let Some(count) = self.page_keys.get_mut(&fingerprint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.page_keys.remove(&fingerprint);
+            }
+        }
         if let Some(d) = blob {
             if let Some(count) = self.page_blobs.get_mut(&d) {
                 *count = count.saturating_sub(1);
@@ -171,6 +190,11 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// False when no page record has catalog key `key`; true when one may.
+    pub(crate) fn may_have_page(&self, key: &[u8]) -> bool {
+        self.page_keys.contains_key(&self.fingerprint.hash_one(key))
     }
 
     /// Whether any record still needs the blob file of `digest`.
@@ -282,16 +306,26 @@ mod tests {
     }
 
     #[test]
-    fn page_blob_references_count() {
+    fn page_keys_and_blob_references_count() {
         let mut index = Index::default();
-        index.add_page(Some(d(5)));
-        index.add_page(Some(d(5)));
-        index.add_page(None);
+        assert!(!index.may_have_page(b"a"));
+        index.add_page(b"a", Some(d(5)));
+        index.add_page(b"b", Some(d(5)));
+        index.add_page(b"c", None);
         assert_eq!(index.pages(), 3);
-        index.remove_page(Some(d(5)));
+        assert!(
+            index.may_have_page(b"a") && index.may_have_page(b"b") && index.may_have_page(b"c")
+        );
+        assert!(!index.may_have_page(b"d"));
+        index.remove_page(b"a", Some(d(5)));
+        assert!(!index.may_have_page(b"a"));
         assert!(index.blob_in_use(&d(5)));
-        index.remove_page(Some(d(5)));
+        index.remove_page(b"b", Some(d(5)));
         assert!(!index.blob_in_use(&d(5)));
+        // A replaced page: the new record is added before the old one is removed.
+        index.add_page(b"c", None);
+        index.remove_page(b"c", None);
+        assert!(index.may_have_page(b"c"));
         index.insert(d(5), entry(1, 1, true));
         assert!(index.blob_in_use(&d(5)), "an artifact blob is in use");
         index.insert(
