@@ -34,7 +34,7 @@ use crate::simple::page::{
     FileEntry, PageError, ProjectIndex, ProjectPage,
 };
 use crate::store::flight::{Completed, Download, DownloadError, Flights, Landed};
-use crate::store::{Artifact, ArtifactRecord, PageKey, Store, StoreError, StoredPage};
+use crate::store::{Artifact, ArtifactRecord, NewArtifact, PageKey, Store, StoreError, StoredPage};
 use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
 };
@@ -492,19 +492,30 @@ impl Remote {
             evictable: true,
         };
         let committer = store.clone();
-        let commit = move |completed: Completed| {
+        let commit = move |completed: Completed| async move {
             let _slot = slot;
             let record = ArtifactRecord {
                 sha256: completed.sha256,
                 size: completed.size,
                 ..record
             };
-            match &completed.body {
-                Landed::File(temp) => committer.commit_artifact(temp, record),
-                Landed::Memory(bytes) => committer.commit_artifact_bytes(bytes, record),
-            }
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            let body = match completed.body {
+                Landed::Memory(bytes) => NewArtifact::Memory(bytes),
+                Landed::File(temp) => {
+                    // The fsync of a big file can take seconds: on a blocking thread of its own,
+                    // not the writer's, which commits everything else meanwhile.
+                    let store = committer.clone();
+                    let check = record.clone();
+                    tokio::task::spawn_blocking(move || store.prepare(temp, &check))
+                        .await
+                        .map_err(|join| format!("the commit task failed: {join}"))?
+                        .map(NewArtifact::Prepared)
+                        .map_err(|error| error.to_string())?
+                }
+            };
+            // The writer logs its own failures.
+            let _ = committer.queue_artifact(body, record).await;
+            Ok(())
         };
         let flight_key = match declared {
             Some(digest) => FileKey::Sha256(digest),
@@ -730,15 +741,10 @@ impl Loader {
                 // Parse before storing: a page we cannot read must not replace one we can.
                 let loaded = found(&page, now, CacheStatus::Miss)?;
                 tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
-                // The client does not wait for the page to be made durable (an fsync): the store
-                // is written in the background. A graceful stop waits for blocking tasks, so only
-                // a crash can lose the write, and then the page is fetched again.
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(error) = store.put_page(&key, &page) {
-                        tracing::warn!(repository = %repo, %error, "could not store {what}; it was served anyway");
-                    }
-                });
+                // The client does not wait for the page to be made durable: the store's writer
+                // records it with others. A graceful stop waits for the writer (`Store::flush`),
+                // so only a crash can lose the write, and then the page is fetched again.
+                self.store.queue_page(key, page);
                 Ok(loaded)
             }
             Err(error) if error.is_not_found() => {

@@ -92,6 +92,20 @@ pub enum StoreError {
         expected: u64,
         actual: u64,
     },
+
+    #[error(
+        "cannot start the store's writer thread: {source}; the system may be out of threads or          memory"
+    )]
+    Thread { source: io::Error },
+
+    #[error(
+        "the store's writer thread has stopped (the error before this one in the log says why);          nothing more can be stored until wheelgate is restarted"
+    )]
+    WriterGone,
+
+    /// One failure reported to every commit of a batch (a failed flush).
+    #[error(transparent)]
+    Shared(#[from] std::sync::Arc<StoreError>),
 }
 
 impl StoreError {

@@ -21,8 +21,8 @@
 //! the request.
 //!
 //! This module knows nothing about the catalog: what to do with a verified file is the `commit`
-//! callback's business. The flight stays in the map until `commit` has returned, so a request that
-//! finds no flight is sure to find the committed entry instead.
+//! callback's business. The flight stays in the map until `commit`'s future has ended, so a
+//! request that finds no flight is sure to find the committed entry instead.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -150,8 +150,8 @@ pub struct Completed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Landed {
     /// A temporary file holding the whole body, written but not fsynced: making it durable is
-    /// `commit`'s business. `commit` moves it (rename) or copies it; whatever is left at this
-    /// path after `commit` returns is deleted.
+    /// `commit`'s business. `commit` owns it: it moves or deletes it (what a failed commit
+    /// leaves behind is removed when the store next opens).
     File(PathBuf),
     /// The whole body of a file that fit in one block; no temporary file was created.
     Memory(Bytes),
@@ -286,10 +286,10 @@ impl Flights {
     /// Returns as soon as the upstream's response headers are known. If `source` fails, every
     /// caller of this flight gets its error here. Otherwise the body streams the file as it is
     /// written, withholding the last block until the sha256 matches `expected` (with `None`, the
-    /// computed digest is taken as is). On success `commit` runs on a blocking thread with the
-    /// fsynced temporary file; its error is logged, and readers still get the verified bytes
-    /// through their open handle. `what` names the file in errors and logs.
-    pub async fn join<S, C>(
+    /// computed digest is taken as is). On success `commit` gets the verified body (a temporary
+    /// file, or the bytes) and the flight ends when its future does; its error is logged, and
+    /// readers still get the verified bytes. `what` names the file in errors and logs.
+    pub async fn join<S, C, F>(
         &self,
         key: FileKey,
         expected: Option<Sha256Digest>,
@@ -299,7 +299,8 @@ impl Flights {
     ) -> Result<Download, DownloadError>
     where
         S: Future<Output = Result<FileFetch, UpstreamError>> + Send + 'static,
-        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+        C: FnOnce(Completed) -> F + Send + 'static,
+        F: Future<Output = Result<(), String>> + Send + 'static,
     {
         let source = async move {
             let fetch = source.await?;
@@ -310,7 +311,7 @@ impl Flights {
 
     /// [`Flights::join`] over any body stream, so that the flight logic does not depend on where
     /// the bytes come from.
-    async fn join_body<S, B, C>(
+    async fn join_body<S, B, C, F>(
         &self,
         key: FileKey,
         expected: Option<Sha256Digest>,
@@ -321,7 +322,8 @@ impl Flights {
     where
         S: Future<Output = Result<(Option<u64>, B), UpstreamError>> + Send + 'static,
         B: Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin + 'static,
-        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+        C: FnOnce(Completed) -> F + Send + 'static,
+        F: Future<Output = Result<(), String>> + Send + 'static,
     {
         let (progress, leader) = {
             let mut flights = self.shared.flights();
@@ -546,11 +548,12 @@ struct Transferred {
 }
 
 impl Task {
-    async fn run<S, B, C>(self, source: S, commit: C)
+    async fn run<S, B, C, F>(self, source: S, commit: C)
     where
         S: Future<Output = Result<(Option<u64>, B), UpstreamError>> + Send + 'static,
         B: Stream<Item = Result<Bytes, UpstreamError>> + Send + Unpin + 'static,
-        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+        C: FnOnce(Completed) -> F + Send + 'static,
+        F: Future<Output = Result<(), String>> + Send + 'static,
     {
         let mut landing = Landing {
             shared: self.shared.clone(),
@@ -560,9 +563,9 @@ impl Task {
         };
         match self.transfer(source, &mut landing).await {
             Ok(done) => {
-                self.commit(done, commit).await;
-                // The commit deleted what it did not move.
+                // The commit owns the temporary file from here on.
                 landing.temp = None;
+                self.commit(done, commit).await;
             }
             Err(error) => {
                 let readable = self.sender.borrow().readable;
@@ -765,45 +768,29 @@ impl Task {
         });
     }
 
-    /// Hands the verified body to `commit` on a blocking thread and deletes a temporary file it
-    /// left behind. Readers are already reading the verified bytes; a failure here only means
-    /// the file is not stored.
-    async fn commit<C>(&self, done: Transferred, commit: C)
+    /// Hands the verified body to `commit`, which owns it from then on. Readers are already
+    /// reading the verified bytes; a failure here only means the file is not stored.
+    async fn commit<C, F>(&self, done: Transferred, commit: C)
     where
-        C: FnOnce(Completed) -> Result<(), String> + Send + 'static,
+        C: FnOnce(Completed) -> F + Send + 'static,
+        F: Future<Output = Result<(), String>> + Send + 'static,
     {
-        let temp = match &done.body {
-            Landed::File(path) => Some(path.clone()),
-            Landed::Memory(_) => None,
-        };
+        let sha256 = done.sha256;
         let completed = Completed {
             body: done.body,
-            sha256: done.sha256,
+            sha256,
             size: done.size,
         };
-        let what = self.what.clone();
-        // One blocking task for both, so that a committed file costs one hop to the pool.
-        let outcome = tokio::task::spawn_blocking(move || {
-            let committed = commit(completed);
-            if let Some(path) = temp {
-                remove_leftover(&path, &what);
-            }
-            committed
-        })
-        .await;
-        let failure = match outcome {
-            Ok(Ok(())) => return,
-            Ok(Err(reason)) => reason,
-            Err(join) => format!("the commit task failed: {join}"),
-        };
-        tracing::error!(
-            file = %self.what,
-            key = %self.key,
-            sha256 = %done.sha256,
-            reason = %failure,
-            "a verified download could not be stored; clients got it, the next request fetches \
-             it again"
-        );
+        if let Err(reason) = commit(completed).await {
+            tracing::error!(
+                file = %self.what,
+                key = %self.key,
+                %sha256,
+                %reason,
+                "a verified download could not be stored; clients got it, the next request \
+                 fetches it again"
+            );
+        }
     }
 
     fn io_error(&self, action: &'static str, path: &Path, source: io::Error) -> DownloadError {
@@ -911,29 +898,19 @@ async fn create_temp(path: PathBuf) -> io::Result<File> {
 /// Deletes what is left of a temporary file; a file `commit` already moved away is fine.
 async fn remove_temp(path: PathBuf, what: &str) {
     let shown = path.clone();
-    let what_ = what.to_owned();
-    if let Err(join) = tokio::task::spawn_blocking(move || remove_leftover(&path, &what_)).await {
-        tracing::warn!(
-            file = %what,
-            temp = %shown.display(),
-            error = %join,
-            "cannot delete a temporary download file; delete it by hand"
-        );
-    }
-}
-
-/// Deletes a temporary file if it is still there (blocking).
-fn remove_leftover(path: &Path, what: &str) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => tracing::warn!(
-            file = %what,
-            temp = %path.display(),
-            %error,
-            "cannot delete a temporary download file; delete it by hand"
-        ),
-    }
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    let error = match removed {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) if error.kind() == io::ErrorKind::NotFound => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(join) => join.to_string(),
+    };
+    tracing::warn!(
+        file = %what,
+        temp = %shown.display(),
+        %error,
+        "cannot delete a temporary download file; delete it by hand"
+    );
 }
 
 #[cfg(test)]
@@ -992,32 +969,40 @@ mod tests {
     struct Commits(Arc<Mutex<Vec<(Completed, Sha256Digest)>>>);
 
     impl Commits {
-        /// A commit that hashes the body, then moves it (or writes it) to `moved_to` if given.
+        /// A commit that hashes the body, then moves it (or writes it) to `moved_to` if given, or
+        /// else deletes a temporary file.
         fn callback(
             &self,
             moved_to: Option<PathBuf>,
-        ) -> impl FnOnce(Completed) -> Result<(), String> + Send + 'static {
+        ) -> impl FnOnce(Completed) -> std::future::Ready<Result<(), String>> + Send + 'static
+        {
             let seen = self.0.clone();
             move |completed: Completed| {
-                let content = match &completed.body {
-                    Landed::File(temp) => {
-                        let mut file = File::open(temp).map_err(|e| e.to_string())?;
-                        let mut hasher = Sha256::new();
-                        io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
-                        if let Some(target) = moved_to {
-                            std::fs::rename(temp, target).map_err(|e| e.to_string())?;
+                let record = || -> Result<(), String> {
+                    let content = match &completed.body {
+                        Landed::File(temp) => {
+                            let mut file = File::open(temp).map_err(|e| e.to_string())?;
+                            let mut hasher = Sha256::new();
+                            io::copy(&mut file, &mut hasher).map_err(|e| e.to_string())?;
+                            // The commit owns the file: moved, or deleted like a real commit.
+                            match moved_to {
+                                Some(target) => std::fs::rename(temp, target),
+                                None => std::fs::remove_file(temp),
+                            }
+                            .map_err(|e| e.to_string())?;
+                            Sha256Digest::from_bytes(hasher.finalize().into())
                         }
-                        Sha256Digest::from_bytes(hasher.finalize().into())
-                    }
-                    Landed::Memory(bytes) => {
-                        if let Some(target) = moved_to {
-                            std::fs::write(target, bytes).map_err(|e| e.to_string())?;
+                        Landed::Memory(bytes) => {
+                            if let Some(target) = moved_to {
+                                std::fs::write(target, bytes).map_err(|e| e.to_string())?;
+                            }
+                            Sha256Digest::of(bytes)
                         }
-                        Sha256Digest::of(bytes)
-                    }
+                    };
+                    seen.lock().unwrap().push((completed.clone(), content));
+                    Ok(())
                 };
-                seen.lock().unwrap().push((completed, content));
-                Ok(())
+                std::future::ready(record())
             }
         }
 

@@ -38,9 +38,11 @@ mod error;
 pub mod flight;
 mod index;
 pub mod serve;
+mod writer;
 
 pub use engine::{
-    Artifact, ArtifactBody, ArtifactRecord, PageKey, Store, StoreOptions, StoreStats, StoredPage,
-    INLINE_LIMIT,
+    Artifact, ArtifactBody, ArtifactRecord, NewArtifact, PageKey, Prepared, Store, StoreOptions,
+    StoreStats, StoredPage, INLINE_LIMIT,
 };
 pub use error::StoreError;
+pub use writer::Outcome;
