@@ -878,8 +878,8 @@ impl Store {
     /// Queues a fetched page for the writer thread. Its client is served already, so a
     /// failure is only logged (by the writer).
     pub fn queue_page(&self, key: PageKey, page: StoredPage) {
-        if self.inner.writer.send(Job::Page { key, page }).is_err() {
-            tracing::warn!("{}", StoreError::WriterGone);
+        if let Err(error) = self.inner.writer.send(Job::Page { key, page }) {
+            tracing::warn!("{error}");
         }
     }
 

@@ -83,9 +83,9 @@ impl Writer {
         self.batches.load(Ordering::Relaxed)
     }
 
-    /// Queues `job`; gives it back when the thread is gone (it panicked).
-    pub(crate) fn send(&self, job: Job) -> Result<(), Job> {
-        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)
+    /// Queues `job`; fails when the thread is gone (it panicked).
+    pub(crate) fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.send(job).map_err(|_| StoreError::WriterGone)
     }
 }
 
