@@ -24,9 +24,12 @@
 //! - A warm hit writes nothing: last use is kept in memory and persisted in batches by
 //!   [`Store::persist_recency`].
 //!
-//! The API is synchronous because sled is; async callers run commits and page reads in
-//! `spawn_blocking`. [`Store::artifact`], [`Store::contains`] and [`Store::pinned`] only consult
-//! memory (and open a file), so they are fine on the request path.
+//! The API is synchronous because sled is. Downloads and fetched pages are committed through
+//! `writer`, one thread that applies what is queued and flushes once per batch
+//! ([`Store::queue_artifact`], [`Store::queue_page`]); async callers run page reads and the rare
+//! direct writes in `spawn_blocking`. [`Store::artifact`], [`Store::contains`],
+//! [`Store::pinned`] and [`Store::may_have_page`] only consult memory (and open a file), so they
+//! are fine on the request path.
 //!
 //! `flight` (single-flight downloads into growing files) and `serve` (streaming stored files)
 //! build on this module.
