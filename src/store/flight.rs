@@ -1428,51 +1428,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_small_mismatch_in_memory_delivers_nothing_and_commits_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
-        let commits = Commits::default();
-        let download = flights
-            .join_body(
-                key("o.whl"),
-                Some(Sha256Digest::of(b"declared")),
-                "o.whl".into(),
-                async { Ok((Some(12), chunked(b"actual bytes", 5))) },
-                commits.callback(None),
-            )
-            .await
-            .unwrap();
-        let (bytes, error) = drain(download.body).await;
-        assert!(bytes.is_empty());
-        assert!(
-            matches!(error, Some(DownloadError::Mismatch { .. })),
-            "{error:?}"
-        );
-        eventually("the flight to land", || flights.in_flight() == 0).await;
-        assert!(commits.calls().is_empty());
-        assert_eq!(flights.mismatches(), 1);
-    }
-
-    #[tokio::test]
     async fn a_small_mismatching_file_delivers_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned());
-        let download = flights
-            .join_body(
-                key("e.whl"),
-                Some(Sha256Digest::of(b"declared")),
-                "e.whl".into(),
-                async { Ok((None, chunked(b"actual bytes", 4))) },
-                Commits::default().callback(None),
-            )
-            .await
-            .unwrap();
-        let (bytes, error) = drain(download.body).await;
-        assert!(bytes.is_empty());
-        assert!(
-            matches!(error, Some(DownloadError::Mismatch { .. })),
-            "{error:?}"
-        );
+        // An unknown length goes through a temporary file, an announced one stays in memory.
+        for (n, content_length) in [None, Some(12)].into_iter().enumerate() {
+            let commits = Commits::default();
+            let download = flights
+                .join_body(
+                    key(&format!("e{n}.whl")),
+                    Some(Sha256Digest::of(b"declared")),
+                    "e.whl".into(),
+                    async move { Ok((content_length, chunked(b"actual bytes", 5))) },
+                    commits.callback(None),
+                )
+                .await
+                .unwrap();
+            let (bytes, error) = drain(download.body).await;
+            assert!(bytes.is_empty(), "{content_length:?}");
+            assert!(
+                matches!(error, Some(DownloadError::Mismatch { .. })),
+                "{content_length:?}: {error:?}"
+            );
+            eventually("the flight to land", || flights.in_flight() == 0).await;
+            assert!(commits.calls().is_empty());
+        }
+        assert_eq!(flights.mismatches(), 2);
+        assert!(temp_files(dir.path()).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
