@@ -513,9 +513,12 @@ impl Remote {
                         .map_err(|error| error.to_string())?
                 }
             };
-            // The writer logs its own failures.
-            let _ = committer.queue_artifact(body, record).await;
-            Ok(())
+            match committer.queue_artifact(body, record).await {
+                // A writer that is gone logged nothing about this file.
+                Err(error) if matches!(*error, StoreError::WriterGone) => Err(error.to_string()),
+                // The writer logged its own failures.
+                _ => Ok(()),
+            }
         };
         let flight_key = match declared {
             Some(digest) => FileKey::Sha256(digest),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::clients::{self, isolated, python, run_bounded};
+use crate::harness::clients::{self, isolated, run_bounded};
 use crate::harness::upstream::Mode;
 use crate::harness::{TestBed, TokenLayout};
 
@@ -78,22 +78,9 @@ fn the_front_terminates_tls_and_pip_installs_through_it() {
     assert!(!run_bounded(&mut untrusting, std::time::Duration::from_secs(30)).success());
 
     let target = bed.target_dir("tls");
-    let (mut pip, _home) = isolated(python());
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "--no-input",
-    ])
-    .args(["--progress-bar", "off", "--cert", &cert, "--target"])
-    .arg(&target)
-    .args([
-        "--index-url",
-        &format!("{base}/simple/"),
-        "wgfx-alpha==1.0.0",
-    ]);
+    let index = format!("{base}/simple/");
+    let (mut pip, _home) =
+        clients::pip_install_command(&index, &target, &["wgfx-alpha==1.0.0"], &["--cert", &cert]);
     let run = run_bounded(&mut pip, std::time::Duration::from_secs(120));
     assert!(run.success(), "pip over TLS failed:\n{}", run.output());
     assert!(

@@ -164,7 +164,19 @@ pub fn isolated(program: &Path) -> (Command, tempfile::TempDir) {
 
 /// `pip install --target <target> --index-url <index_url> <requirements>`, isolated.
 pub fn pip_install(index_url: &str, target: &Path, requirements: &[&str]) -> ClientRun {
-    let (mut command, _home) = isolated(python());
+    let (mut command, _home) = pip_install_command(index_url, target, requirements, &[]);
+    run_bounded(&mut command, CLIENT_TIMEOUT)
+}
+
+/// The isolated `pip install` command with `extra` options (such as `--cert`) before the
+/// requirements, and the temporary HOME it runs in, which must outlive the run.
+pub fn pip_install_command(
+    index_url: &str,
+    target: &Path,
+    requirements: &[&str],
+    extra: &[&str],
+) -> (Command, tempfile::TempDir) {
+    let (mut command, home) = isolated(python());
     command
         .args([
             "-m",
@@ -177,8 +189,9 @@ pub fn pip_install(index_url: &str, target: &Path, requirements: &[&str]) -> Cli
         .args(["--progress-bar", "off", "--target"])
         .arg(target)
         .args(["--index-url", index_url])
+        .args(extra)
         .args(requirements);
-    run_bounded(&mut command, CLIENT_TIMEOUT)
+    (command, home)
 }
 
 /// `uv pip install --target <target> --index-url <index_url> <requirements>`, isolated.
