@@ -1,15 +1,22 @@
 //! The command line and the process (SPEC §7, §9): `wheelgate check` accepts the shipped
 //! `proxy.toml` and refuses an unknown key naming it and its line; SIGTERM stops `serve` with exit
-//! code 0; and the shipped `proxy.toml` serves with no upstream configured and no network.
+//! code 0, refusing new connections at once and letting a download in progress finish; and the
+//! shipped `proxy.toml` serves with no upstream configured and no network.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ::http::StatusCode;
 
+use crate::harness::fixtures::sha256_hex;
+use crate::harness::generated::{self, Delivery};
 use crate::harness::http;
 use crate::harness::upstream::Mode;
 use crate::harness::wheelgate::{self, toml_string, Wheelgate};
-use crate::harness::{write_file, TestBed};
+use crate::harness::{wait_until, write_file, TestBed};
 
 /// The `proxy.toml` shipped at the root of the repository.
 fn shipped_config() -> PathBuf {
@@ -103,6 +110,75 @@ fn sigterm_stops_serve_with_exit_code_zero() {
         status.code(),
         Some(0),
         "wheelgate must exit 0 on SIGTERM; its output:\n{output}"
+    );
+    upstream.stop();
+    drop(dir);
+}
+
+#[test]
+fn sigterm_refuses_new_connections_and_lets_a_download_in_progress_finish() {
+    let bed = TestBed::start(Mode::Json);
+    let slow = generated::expect("wgfx-slow");
+    let Delivery::Gated { after } = slow.delivery else {
+        panic!("wgfx-slow must be a gated fixture")
+    };
+    let url = bed.file_url(slow.project, slow.filename);
+    let received = Arc::new(AtomicU64::new(0));
+    let client = {
+        let (url, received) = (url.clone(), Arc::clone(&received));
+        std::thread::spawn(move || {
+            let mut body = Vec::new();
+            let response = http::get_streaming(&url, &[], &mut |data: &[u8]| {
+                received.fetch_add(data.len() as u64, Ordering::SeqCst);
+                body.extend_from_slice(data);
+            });
+            (response, body)
+        })
+    };
+    let receiving = wait_until(Duration::from_secs(30), || {
+        received.load(Ordering::SeqCst) > 0
+    });
+    if !receiving {
+        bed.upstream.release_gate();
+        panic!("no bytes of {url} arrived while the upstream held it after {after} bytes");
+    }
+
+    bed.wheelgate.begin_stop();
+    let addr = bed.wheelgate.addr();
+    let refused = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_err()
+    });
+    bed.upstream.release_gate();
+    assert!(
+        refused,
+        "a stopping wheelgate must stop accepting connections at once:\n{}",
+        bed.wheelgate.output()
+    );
+    let (response, body) = client.join().expect("the client thread panicked");
+    let response = response.unwrap_or_else(|e| panic!("{url}: no response: {e}"));
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(
+        response.body_error.is_none(),
+        "the download broke off during the shutdown: {:?}",
+        response.body_error
+    );
+    assert_eq!(
+        (body.len() as u64, sha256_hex(&body)),
+        (slow.size, slow.sha256().to_owned()),
+        "the download in progress must finish whole"
+    );
+    let TestBed {
+        wheelgate,
+        mut upstream,
+        dir,
+        ..
+    } = bed;
+    let output = wheelgate.output();
+    let status = wheelgate.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after draining; output:\n{output}"
     );
     upstream.stop();
     drop(dir);

@@ -280,11 +280,22 @@ impl Wheelgate {
 
     /// Sends SIGHUP, which asks wheelgate to reload its configuration file.
     pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends SIGTERM without waiting for the exit, to watch what a stopping server does.
+    pub fn begin_stop(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.pid().to_string();
-        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
         assert!(
             matches!(sent, Ok(s) if s.success()),
-            "could not send SIGHUP to wheelgate ({pid}): {sent:?}"
+            "could not send SIG{name} to wheelgate ({pid}): {sent:?}"
         );
     }
 
