@@ -13,7 +13,8 @@
 #   BENCH_SECONDS=5    duration of each wrk run
 #   BENCH_ROUNDS=3     wrk rounds per throughput comparison, wheelgate and nginx alternating
 #                      (the best req/s of each side is kept, latencies are the median round's)
-#   BENCH_REPS=3       repetitions of each install (the fastest is kept)
+#   BENCH_REPS=5       repetitions of each install; each runs direct, cold and warm back to back,
+#                      and the ratios are the median of the repetitions' own ratios
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
 #   BENCH_TMPDIR=/tmp  where the temporary directory is created (needs ~2.5 GB free)
 set -uo pipefail
@@ -23,7 +24,7 @@ BENCHES="$REPO/benches"
 BIN="$REPO/target/release/wheelgate"
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-REPS=${BENCH_REPS:-3}
+REPS=${BENCH_REPS:-5}
 PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -244,7 +245,12 @@ timed_install() { # pip|uv index_url
     rm -rf "$home"
 }
 
-min_of() { printf '%s\n' "$@" | grep -v FAIL | sort -g | head -1 | grep . || echo FAIL; }
+median_of() { printf '%s\n' "$@" | grep -v -e FAIL -e n/a | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) print "FAIL"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The ratio of each repetition's times (a / b, pairwise), one per line.
+pair_ratios() { # "a1 a2 ..." "b1 b2 ..."
+    paste <(printf '%s\n' $1) <(printf '%s\n' $2) | while read -r a b; do ratio "$a" "$b"; done
+}
 
 # --- the table -----------------------------------------------------------------------------------
 ROWS=()
@@ -322,10 +328,17 @@ main() {
             warm_up+=($(($(upstream_lines) - before)))
         done
         say "$client: direct ${direct[*]} s, cold ${cold[*]} s, warm ${warm[*]} s; upstream requests cold ${cold_up[*]}, warm ${warm_up[*]} (minimum $min)"
+        # Each repetition's direct, cold and warm installs run back to back, so their ratios are
+        # taken pairwise (whatever drifts during the run weighs on both sides of each) and the
+        # median of them is reported, with the median times beside it.
         local d c w r
-        d=$(min_of "${direct[@]}"); c=$(min_of "${cold[@]}"); w=$(min_of "${warm[@]}")
-        r=$(ratio "$c" "$d"); row "$client install, cold (s)" "$c" "$d" "$r" "<= 1.10x" "$(verdict "$r" le 1.10)"
-        r=$(ratio "$w" "$d"); row "$client install, warm (s)" "$w" "$d" "$r" "<= 1.00x" "$(verdict "$r" le 1.00)"
+        d=$(median_of "${direct[@]}"); c=$(median_of "${cold[@]}"); w=$(median_of "${warm[@]}")
+        r=$(median_of $(pair_ratios "${cold[*]}" "${direct[*]}"))
+        say "$client: cold/direct per repetition: $(pair_ratios "${cold[*]}" "${direct[*]}" | tr '\n' ' ')"
+        row "$client install, cold (s)" "$c" "$d" "$r" "<= 1.10x" "$(verdict "$r" le 1.10)"
+        r=$(median_of $(pair_ratios "${warm[*]}" "${direct[*]}"))
+        say "$client: warm/direct per repetition: $(pair_ratios "${warm[*]}" "${direct[*]}" | tr '\n' ' ')"
+        row "$client install, warm (s)" "$w" "$d" "$r" "<= 1.00x" "$(verdict "$r" le 1.00)"
         local worst_cold worst_warm
         worst_cold=$(printf '%s\n' "${cold_up[@]}" | sort -g | tail -1)
         worst_warm=$(printf '%s\n' "${warm_up[@]}" | sort -g | tail -1)
@@ -442,7 +455,7 @@ main() {
     fi
 
     echo
-    echo "wheelgate benchmark ($(nproc) cores, wrk -t2 ${SECONDS_PER_RUN}s runs, installs: best of $REPS, $(manifest 'len(m["projects"])') projects)"
+    echo "wheelgate benchmark ($(nproc) cores, wrk -t2 ${SECONDS_PER_RUN}s runs, installs: median of $REPS paired repetitions, $(manifest 'len(m["projects"])') projects)"
     print_table
 }
 

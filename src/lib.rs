@@ -13,7 +13,6 @@ pub mod remote;
 pub mod simple;
 pub mod store;
 pub mod upstream;
-pub mod workers;
 
 /// Locks `mutex`, using its data even if another thread panicked while holding it.
 ///

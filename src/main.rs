@@ -241,9 +241,7 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // Connections are served by the front's worker threads, each with its own runtime; this one
-    // runs start-up, signals, reloads and the shutdown.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -309,12 +307,7 @@ fn serve(path: &Path) -> ExitCode {
         }
         let recency = tokio::spawn(persist_recency(store.clone()));
         let reloader = tokio::spawn(watch_config(live));
-        if let Err(error) = server.run(shutdown_signal()).await {
-            tracing::error!(%error, "cannot start the threads that serve connections");
-            recency.abort();
-            reloader.abort();
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        server.run(shutdown_signal()).await;
         recency.abort();
         reloader.abort();
         let closing = tokio::task::spawn_blocking(move || {

@@ -1,8 +1,7 @@
 //! The HTTP front: accepting connections, speaking HTTP/1.1 and HTTP/2, shutting down gracefully.
 //!
 //! Connections are served by hyper-util's auto builder, which detects HTTP/2 by its preface
-//! (prior knowledge, what `h2c` clients send) and otherwise speaks HTTP/1.1, each on the
-//! [worker](crate::workers) thread it was handed to when accepted. On SIGTERM or
+//! (prior knowledge, what `h2c` clients send) and otherwise speaks HTTP/1.1. On SIGTERM or
 //! SIGINT the listener closes at once, in-flight requests get `shutdown_grace` to finish, and
 //! then the process exits 0, which is what Kubernetes and CI runners expect of a sidecar.
 
@@ -14,20 +13,17 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::Live;
-use crate::workers;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,25 +68,21 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Starts the [`workers`](crate::workers) and hands each accepted connection to the one
-    /// serving the fewest, until `shutdown` resolves; then drains in-flight connections for at
-    /// most the configured grace period. Fails only when no worker could be started.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
-        let builder = connection_builder();
+    /// Serves until `shutdown` resolves, then drains in-flight connections for at most the
+    /// configured grace period.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BUF);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BUF as u32);
         let graceful = GracefulShutdown::new();
         let grace = self.live.current().config.server.shutdown_grace;
-        let (done, watch_done) = watch::channel(false);
-        let mut workers = Vec::new();
-        for index in 0..workers::count() {
-            match Worker::start(index, watch_done.clone()) {
-                Ok(worker) => workers.push(worker),
-                Err(error) if workers.is_empty() => return Err(error),
-                // Fewer workers serve as well, only with less parallelism.
-                Err(error) => {
-                    tracing::warn!(%error, worker = index, "cannot start a worker thread")
-                }
-            }
-        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -104,21 +96,44 @@ impl Server {
                             continue;
                         }
                     };
-                    // A connection stays on its worker for its life; the least busy one takes it
-                    // (the first of equals, so a quiet server keeps to one thread).
-                    let Some(worker) = workers.iter().min_by_key(|worker| worker.open()) else {
-                        break;
-                    };
-                    let connection = Connection {
-                        peer,
-                        live: self.live.clone(),
-                        tls: self.tls.clone(),
-                        builder: builder.clone(),
-                        watcher: graceful.watcher(),
-                    };
-                    if let Err(error) = worker.serve(stream, connection) {
-                        tracing::warn!(%peer, %error, "cannot hand a connection to a worker");
-                    }
+                    let _ = stream.set_nodelay(true);
+                    let live = self.live.clone();
+                    let service = service_fn(move |request| {
+                        // Each request keeps the configuration it started with to its end.
+                        let app = live.current();
+                        async move { Ok::<_, Infallible>(handler::handle(app, request).await) }
+                    });
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let tls = self.tls.clone();
+                    tokio::spawn(async move {
+                        let served = match tls {
+                            None => {
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                // The handshake runs in the connection's task so a slow client
+                                // never holds up the accept loop.
+                                let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                        };
+                        if let Err(error) = served {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
                 }
                 () = &mut shutdown => break,
             }
@@ -133,155 +148,6 @@ impl Server {
             .is_err()
         {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
-        }
-        let _ = done.send(true);
-        let threads: Vec<_> = workers.into_iter().map(|worker| worker.thread).collect();
-        let joined = tokio::task::spawn_blocking(move || {
-            threads
-                .into_iter()
-                .map(|thread| thread.join())
-                .filter(Result::is_err)
-                .count()
-        })
-        .await;
-        if !matches!(joined, Ok(0)) {
-            tracing::error!("a worker thread panicked");
-        }
-        Ok(())
-    }
-}
-
-/// HTTP/1.1 and HTTP/2 settings shared by every connection.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BUF);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BUF as u32);
-    builder
-}
-
-/// A worker thread running a single-threaded runtime, and how many connections it serves.
-struct Worker {
-    handle: tokio::runtime::Handle,
-    open: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Worker {
-    /// Starts worker `index`; it runs until `done` turns true, and then drops whatever is left.
-    fn start(index: usize, mut done: watch::Receiver<bool>) -> std::io::Result<Worker> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let thread = workers::spawn(index, move || {
-            runtime.block_on(async move {
-                let _ = done.wait_for(|done| *done).await;
-            });
-        })?;
-        Ok(Worker {
-            handle,
-            open: Arc::new(AtomicUsize::new(0)),
-            thread,
-        })
-    }
-
-    fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Moves `stream` to this worker's runtime and serves it there.
-    fn serve(&self, stream: TcpStream, connection: Connection) -> std::io::Result<()> {
-        // Registered with the accepting runtime; the worker registers it with its own.
-        let stream = stream.into_std()?;
-        let open = OpenConnection::new(self.open.clone());
-        self.handle.spawn(async move {
-            let _open = open;
-            match TcpStream::from_std(stream) {
-                Ok(stream) => connection.serve(stream).await,
-                Err(error) => tracing::warn!(peer = %connection.peer, %error, "a worker cannot take a connection"),
-            }
-        });
-        Ok(())
-    }
-}
-
-/// Counts a connection on its worker for as long as it lives.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn new(open: Arc<AtomicUsize>) -> OpenConnection {
-        open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(open)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What serving one accepted connection needs.
-struct Connection {
-    peer: SocketAddr,
-    live: Arc<Live>,
-    tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-}
-
-impl Connection {
-    /// Serves the connection to its end (or the end of the grace period).
-    async fn serve(self, stream: TcpStream) {
-        let Connection {
-            peer,
-            live,
-            tls,
-            builder,
-            watcher,
-        } = self;
-        let _ = stream.set_nodelay(true);
-        let service = service_fn(move |request| {
-            // Each request keeps the configuration it started with to its end.
-            let app = live.current();
-            async move { Ok::<_, Infallible>(handler::handle(app, request).await) }
-        });
-        let served =
-            match tls {
-                None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-                Some(acceptor) => {
-                    // The handshake runs in the connection's task so a slow client never holds up
-                    // the accept loop.
-                    let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-            };
-        if let Err(error) = served {
-            tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }
 }

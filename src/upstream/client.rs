@@ -36,8 +36,6 @@ use super::{
     UpstreamSettings, Validators,
 };
 
-use crate::workers;
-
 /// Redirect hops followed before giving up (browsers use 20, curl 50; an index needs one or two).
 const MAX_REDIRECTS: usize = 10;
 /// The first retry waits about this long; each further one doubles it.
@@ -64,9 +62,7 @@ pub struct Upstream {
 struct Inner {
     repository: String,
     root: Url,
-    /// One pool per [worker](crate::workers): a pooled connection is driven by a task of the
-    /// worker that opened it, so a request from another worker would wake that one.
-    clients: Box<[HttpClient]>,
+    client: HttpClient,
     first_byte_timeout: Duration,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -80,14 +76,6 @@ struct UpstreamAuth {
     username: String,
     secret: SecretFile,
     hosts: Vec<AuthHost>,
-}
-
-impl Inner {
-    /// The pool of the worker running the caller (the first one elsewhere). There is one pool
-    /// per worker and at least one worker.
-    fn client(&self) -> &HttpClient {
-        &self.clients[workers::current().unwrap_or(0) % self.clients.len()]
-    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -146,21 +134,17 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(connector);
-        let clients = (0..workers::count())
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .build(https.clone())
-            })
-            .collect();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
 
         Ok(Upstream {
             inner: Arc::new(Inner {
                 repository,
                 root: settings.url,
-                clients,
+                client,
                 first_byte_timeout: settings.first_byte_timeout,
                 connect_timeout: settings.connect_timeout,
                 idle_timeout: settings.idle_timeout,
@@ -350,59 +334,58 @@ impl Upstream {
         loop {
             let request = self.build_request(url, headers, send_auth)?;
             let may_retry = retry.left > 0 && is_idempotent(request.method());
-            let failure = match tokio::time::timeout(
-                inner.first_byte_timeout,
-                inner.client().request(request),
-            )
-            .await
-            {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    if !may_retry || !retryable_status(status) {
-                        return Ok(response);
-                    }
-                    let delay = match retry_after(status, response.headers(), SystemTime::now()) {
-                        Some(wait) if wait > MAX_RETRY_AFTER => {
-                            return Err(UpstreamError::RetryAfterTooLong {
+            let failure =
+                match tokio::time::timeout(inner.first_byte_timeout, inner.client.request(request))
+                    .await
+                {
+                    Ok(Ok(response)) => {
+                        let status = response.status();
+                        if !may_retry || !retryable_status(status) {
+                            return Ok(response);
+                        }
+                        let delay = match retry_after(status, response.headers(), SystemTime::now())
+                        {
+                            Some(wait) if wait > MAX_RETRY_AFTER => {
+                                return Err(UpstreamError::RetryAfterTooLong {
+                                    url: RedactedUrl::new(url),
+                                    status,
+                                    wait,
+                                    max: MAX_RETRY_AFTER,
+                                });
+                            }
+                            Some(wait) => wait,
+                            None => backoff(retry.attempt),
+                        };
+                        (
+                            UpstreamError::Status {
                                 url: RedactedUrl::new(url),
                                 status,
-                                wait,
-                                max: MAX_RETRY_AFTER,
-                            });
+                            },
+                            delay,
+                        )
+                    }
+                    Ok(Err(error)) => {
+                        // Any failure before response headers is retried, not only connect
+                        // errors: a GET that died before its answer (a reset pooled
+                        // connection) is safe to repeat.
+                        let error = classify_client_error(&error, url, inner.connect_timeout);
+                        if !may_retry {
+                            return Err(error);
                         }
-                        Some(wait) => wait,
-                        None => backoff(retry.attempt),
-                    };
-                    (
-                        UpstreamError::Status {
+                        (error, backoff(retry.attempt))
+                    }
+                    Err(_elapsed) => {
+                        let error = UpstreamError::Timeout {
+                            kind: TimeoutKind::FirstByte,
                             url: RedactedUrl::new(url),
-                            status,
-                        },
-                        delay,
-                    )
-                }
-                Ok(Err(error)) => {
-                    // Any failure before response headers is retried, not only connect
-                    // errors: a GET that died before its answer (a reset pooled
-                    // connection) is safe to repeat.
-                    let error = classify_client_error(&error, url, inner.connect_timeout);
-                    if !may_retry {
-                        return Err(error);
+                            after: inner.first_byte_timeout,
+                        };
+                        if !may_retry {
+                            return Err(error);
+                        }
+                        (error, backoff(retry.attempt))
                     }
-                    (error, backoff(retry.attempt))
-                }
-                Err(_elapsed) => {
-                    let error = UpstreamError::Timeout {
-                        kind: TimeoutKind::FirstByte,
-                        url: RedactedUrl::new(url),
-                        after: inner.first_byte_timeout,
-                    };
-                    if !may_retry {
-                        return Err(error);
-                    }
-                    (error, backoff(retry.attempt))
-                }
-            };
+                };
             let (error, delay) = failure;
             retry.left -= 1;
             retry.attempt += 1;
