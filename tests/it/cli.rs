@@ -98,6 +98,11 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     let bed = TestBed::start(Mode::Json);
     let page = http::get(&bed.url("/simple/wgfx-app/"), &[]);
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    terminate_expecting_exit_zero(bed, "wheelgate must exit 0 on SIGTERM");
+}
+
+/// Stops `bed`'s wheelgate with SIGTERM, then its upstream, and asserts that wheelgate exited 0.
+fn terminate_expecting_exit_zero(bed: TestBed, context: &str) {
     let TestBed {
         wheelgate,
         mut upstream,
@@ -106,11 +111,7 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     } = bed;
     let output = wheelgate.output();
     let status = wheelgate.terminate();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "wheelgate must exit 0 on SIGTERM; its output:\n{output}"
-    );
+    assert_eq!(status.code(), Some(0), "{context}; its output:\n{output}");
     upstream.stop();
     drop(dir);
 }
@@ -167,21 +168,7 @@ fn sigterm_refuses_new_connections_and_lets_a_download_in_progress_finish() {
         (slow.size, slow.sha256().to_owned()),
         "the download in progress must finish whole"
     );
-    let TestBed {
-        wheelgate,
-        mut upstream,
-        dir,
-        ..
-    } = bed;
-    let output = wheelgate.output();
-    let status = wheelgate.terminate();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit after draining; output:\n{output}"
-    );
-    upstream.stop();
-    drop(dir);
+    terminate_expecting_exit_zero(bed, "wheelgate must exit 0 once drained");
 }
 
 #[test]
