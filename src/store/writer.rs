@@ -318,10 +318,11 @@ mod tests {
     #[tokio::test]
     async fn a_trickle_of_commits_gathers_into_few_flushes() {
         // A resolver's pages arrive a couple of milliseconds apart for tens of milliseconds:
-        // the batch keeps gathering while they come (it took one flush per LINGER before).
+        // the batch keeps gathering while they come. Closing each batch after one LINGER, the
+        // same trickle took about 20 flushes.
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        for n in 0..30 {
+        for n in 0..40 {
             store.queue_page(page_key(n), page(n));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -331,12 +332,13 @@ mod tests {
             .unwrap()
             .unwrap();
         let batches = store.inner_writer_batches();
-        // 60 ms and more of trickle: at most two full gatherings, their rests, and the barrier.
+        // About 100 ms of trickle: two or three gatherings of at most MAX_LINGER and the
+        // barrier's, with room for a few stalls of a busy test machine.
         assert!(
-            (1..=6).contains(&batches),
-            "30 jobs over 60 ms in {batches} batches"
+            (1..=8).contains(&batches),
+            "40 jobs over 100 ms in {batches} batches"
         );
-        for n in 0..30 {
+        for n in 0..40 {
             assert!(store.page(&page_key(n)).unwrap().is_some());
         }
     }
