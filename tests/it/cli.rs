@@ -12,7 +12,7 @@ use std::time::Duration;
 use ::http::StatusCode;
 
 use crate::harness::fixtures::sha256_hex;
-use crate::harness::generated::{self, Delivery};
+use crate::harness::generated;
 use crate::harness::http;
 use crate::harness::upstream::Mode;
 use crate::harness::wheelgate::{self, toml_string, Wheelgate};
@@ -119,10 +119,7 @@ fn terminate_expecting_exit_zero(bed: TestBed, context: &str) {
 #[test]
 fn sigterm_refuses_new_connections_and_lets_a_download_in_progress_finish() {
     let bed = TestBed::start(Mode::Json);
-    let slow = generated::expect("wgfx-slow");
-    let Delivery::Gated { after } = slow.delivery else {
-        panic!("wgfx-slow must be a gated fixture")
-    };
+    let (slow, after) = generated::expect_gated();
     let url = bed.file_url(slow.project, slow.filename);
     let received = Arc::new(AtomicU64::new(0));
     let client = {

@@ -942,10 +942,7 @@ fn a_reload_keeps_the_old_rules_when_the_new_ones_are_invalid() {
 
 #[test]
 fn a_download_in_flight_finishes_under_the_rules_it_started_with() {
-    let slow = generated::expect("wgfx-slow");
-    let generated::Delivery::Gated { after } = slow.delivery else {
-        panic!("wgfx-slow must be gated")
-    };
+    let (slow, after) = generated::expect_gated();
     let expected_sha = slow.sha256().to_owned(); // computed before the upstream needs it
     let mut bed = TestBed::start(Mode::Json);
     let url = bed.file_url("wgfx-slow", slow.filename);

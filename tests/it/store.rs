@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::clients::{self, dists};
 use crate::harness::fixtures::{catalog, sha256_hex};
-use crate::harness::generated::{self, Delivery, Generated};
+use crate::harness::generated::{self, Generated};
 use crate::harness::http::{self, StreamedResponse};
 use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
 use crate::harness::{resolve, wait_until, TestBed, TokenLayout};
@@ -87,10 +87,7 @@ struct Fetched {
 fn fifty_concurrent_requests_share_one_upstream_fetch_and_stream_while_it_runs() {
     const CLIENTS: usize = 50;
     let bed = TestBed::start(Mode::Json);
-    let slow = generated::expect("wgfx-slow");
-    let Delivery::Gated { after } = slow.delivery else {
-        panic!("wgfx-slow must be a gated fixture")
-    };
+    let (slow, after) = generated::expect_gated();
     let url = bed.file_url(slow.project, slow.filename);
 
     // Each client counts itself once its first body bytes arrive.

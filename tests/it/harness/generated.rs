@@ -118,6 +118,16 @@ pub fn expect(project: &str) -> &'static Generated {
     })
 }
 
+/// The gated fixture (`wgfx-slow`): the upstream sends its first `after` bytes, then holds the
+/// rest until the test releases the gate. Returns the fixture and `after`.
+pub fn expect_gated() -> (&'static Generated, u64) {
+    let slow = expect("wgfx-slow");
+    match slow.delivery {
+        Delivery::Gated { after } => (slow, after),
+        _ => panic!("wgfx-slow must be a gated fixture"),
+    }
+}
+
 /// SplitMix64 of the word index: stateless, so every word can be computed from its position.
 fn word(seed: u64, index: u64) -> u64 {
     let mut z = seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15));

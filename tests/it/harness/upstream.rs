@@ -1102,10 +1102,7 @@ mod tests {
         );
 
         // The gated file: the first part arrives, the rest only after the release.
-        let slow = generated::expect("wgfx-slow");
-        let Delivery::Gated { after } = slow.delivery else {
-            panic!("wgfx-slow must be gated")
-        };
+        let (slow, after) = generated::expect_gated();
         let received = Arc::new(AtomicU64::new(0));
         let url = main(&slow.path());
         let client = {
