@@ -3,7 +3,8 @@
 //! sled is only the catalog (see the `store` module doc for the measurements behind that): it
 //! holds small records and bodies under 64 KiB. Every multi-record change is one sled transaction
 //! across the trees it touches, so a record and its inline body, or an artifact and its URL pin,
-//! appear and disappear together. Records are JSON (small, debuggable with any sled dump, and
+//! appear and disappear together; the store writer records a whole batch of commits in one
+//! ([`Catalog::record_all`]). Records are JSON (small, debuggable with any sled dump, and
 //! tolerant of added fields); artifact keys are the raw 32 digest bytes.
 //!
 //! | tree              | key                           | value                              |
@@ -82,6 +83,30 @@ impl PageBody {
         }
     }
 }
+
+/// One change of a [`Catalog::record_all`]: a record with its inline body and pin.
+#[derive(Debug)]
+pub(crate) enum Change<'a> {
+    /// Inserts or replaces an artifact record, with its inline body (when given; `None` leaves
+    /// the body tree alone) and a new URL pin (when given).
+    Artifact {
+        digest: Sha256Digest,
+        entry: &'a ArtifactEntry,
+        inline: Option<&'a [u8]>,
+        pin: Option<Sha256Digest>,
+    },
+    /// Inserts or replaces a page record with its inline body, or removes the inline body when
+    /// the page's body is a blob.
+    Page {
+        key: &'a PageKey,
+        entry: &'a PageEntry,
+        inline: Option<&'a [u8]>,
+    },
+}
+
+/// What a [`Change::Page`] replaced: `None` when there was no record, `Some(None)` when the
+/// old record was unreadable.
+pub(crate) type ReplacedPage = Option<Option<PageEntry>>;
 
 /// A digest stored as lowercase hex inside JSON records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,8 +335,77 @@ impl Catalog {
             .map_err(self.failed("read an artifact body"))
     }
 
-    /// Inserts or replaces an artifact record in one transaction with its inline body (when
-    /// given; `None` leaves the body tree alone) and a new URL pin (when given).
+    /// Applies `changes` in order, all or none: one sled transaction for the lot. Returns what
+    /// each page change replaced (`None` for artifact changes).
+    ///
+    /// One transaction for a whole writer batch rather than one per change, because each sled
+    /// transaction writes its own log buffers out (twice: sled seals the buffer before and
+    /// after the transaction's manifest), every write handed to sled's I/O pool with a
+    /// `notify_all` that wakes its seven threads. Measured: a cold uv install's 72 commits made
+    /// 144 log writes and cost sled's pool 4.5-7 ms of CPU, against 0.4-0.7 ms without them.
+    pub(crate) fn record_all(
+        &self,
+        changes: &[Change<'_>],
+    ) -> Result<Vec<ReplacedPage>, StoreError> {
+        // Encoded once: a transaction's closure may run again after a conflict.
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = changes
+            .iter()
+            .map(|change| match change {
+                Change::Artifact { digest, entry, .. } => {
+                    (digest.as_bytes().to_vec(), encode(*entry))
+                }
+                Change::Page { key, entry, .. } => (page_key(key), encode(*entry)),
+            })
+            .collect();
+        let trees = (
+            &self.artifacts,
+            &self.artifact_bodies,
+            &self.url_pins,
+            &self.pages,
+            &self.page_bodies,
+        );
+        let olds = trees
+            .transaction(
+                |(artifacts, artifact_bodies, pins, pages, page_bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                    let mut olds = Vec::with_capacity(changes.len());
+                    for (change, (key, record)) in changes.iter().zip(&encoded) {
+                        let old = match change {
+                            Change::Artifact { digest, inline, pin, .. } => {
+                                artifacts.insert(key.as_slice(), record.as_slice())?;
+                                if let Some(body) = inline {
+                                    artifact_bodies.insert(key.as_slice(), *body)?;
+                                }
+                                if let Some(url_key) = pin {
+                                    pins.insert(url_key.as_bytes(), digest.as_bytes())?;
+                                }
+                                None
+                            }
+                            Change::Page { inline, .. } => {
+                                let old = pages.insert(key.as_slice(), record.as_slice())?;
+                                match inline {
+                                    Some(body) => page_bodies.insert(key.as_slice(), *body)?,
+                                    None => page_bodies.remove(key.as_slice())?,
+                                };
+                                old
+                            }
+                        };
+                        olds.push(old);
+                    }
+                    Ok(olds)
+                },
+            )
+            .map_err(self.tx_failed("record artifacts and pages"))?;
+        Ok(changes
+            .iter()
+            .zip(olds)
+            .map(|(change, old)| match change {
+                Change::Artifact { .. } => None,
+                Change::Page { .. } => old.map(|old| serde_json::from_slice(&old).ok()),
+            })
+            .collect())
+    }
+
+    /// [`Catalog::record_all`] for one artifact change.
     pub(crate) fn put_artifact(
         &self,
         digest: &Sha256Digest,
@@ -319,21 +413,13 @@ impl Catalog {
         inline: Option<&[u8]>,
         pin: Option<&Sha256Digest>,
     ) -> Result<(), StoreError> {
-        let record = encode(entry);
-        (&self.artifacts, &self.artifact_bodies, &self.url_pins)
-            .transaction(
-                |(artifacts, bodies, pins)| -> ConflictableTransactionResult<(), Infallible> {
-                    artifacts.insert(digest.as_bytes(), record.as_slice())?;
-                    if let Some(body) = inline {
-                        bodies.insert(digest.as_bytes(), body)?;
-                    }
-                    if let Some(url_key) = pin {
-                        pins.insert(url_key.as_bytes(), digest.as_bytes())?;
-                    }
-                    Ok(())
-                },
-            )
-            .map_err(self.tx_failed("record an artifact"))
+        self.record_all(&[Change::Artifact {
+            digest: *digest,
+            entry,
+            inline,
+            pin: pin.copied(),
+        }])
+        .map(drop)
     }
 
     /// Removes an artifact record, its inline body and the URL pins still pointing at it, in
@@ -458,32 +544,6 @@ impl Catalog {
         self.page_bodies
             .get(page_key(key))
             .map_err(self.failed("read a page body"))
-    }
-
-    /// Inserts or replaces a page record with its inline body (or removes the inline body when
-    /// the page's body is a blob), in one transaction. Returns the record it replaced, if any
-    /// (`Some(None)` for an unreadable one).
-    pub(crate) fn put_page(
-        &self,
-        key: &PageKey,
-        entry: &PageEntry,
-        inline: Option<&[u8]>,
-    ) -> Result<Option<Option<PageEntry>>, StoreError> {
-        let raw = page_key(key);
-        let record = encode(entry);
-        let old = (&self.pages, &self.page_bodies)
-            .transaction(
-                |(pages, bodies)| -> ConflictableTransactionResult<_, Infallible> {
-                    let old = pages.insert(raw.as_slice(), record.as_slice())?;
-                    match inline {
-                        Some(body) => bodies.insert(raw.as_slice(), body)?,
-                        None => bodies.remove(raw.as_slice())?,
-                    };
-                    Ok(old)
-                },
-            )
-            .map_err(self.tx_failed("record a page"))?;
-        Ok(old.map(|old| serde_json::from_slice(&old).ok()))
     }
 
     /// Replaces a page record's fields, leaving its body alone.

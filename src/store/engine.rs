@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::blobs::{remove_if_present, Blobs, Found};
-use super::catalog::{page_key, ArtifactEntry, Catalog, HexDigest, PageBody, PageEntry};
+use super::catalog::{page_key, ArtifactEntry, Catalog, Change, HexDigest, PageBody, PageEntry};
 use super::error::StoreError;
 use super::index::{millis, Entry, Index};
 use super::writer::{self, Job, Outcome, Writer};
@@ -74,6 +74,71 @@ pub enum NewArtifact {
 pub struct Prepared {
     temp: PathBuf,
     inline: Option<Vec<u8>>,
+}
+
+/// One commit of a writer batch (see [`Store::apply_batch`]).
+#[derive(Debug)]
+pub(crate) enum Commit {
+    Artifact {
+        body: NewArtifact,
+        record: ArtifactRecord,
+    },
+    Page {
+        key: PageKey,
+        page: StoredPage,
+    },
+}
+
+/// A commit whose slow file work is done, waiting for the write lock.
+enum Ready {
+    Artifact {
+        /// With the size of the body actually held.
+        record: ArtifactRecord,
+        inline: Option<Bytes>,
+        /// Renamed into a blob when the body is not inline, else deleted once recorded.
+        temp: Option<PathBuf>,
+    },
+    Page {
+        key: PageKey,
+        entry: PageEntry,
+        inline: Option<Bytes>,
+        /// A body too large to go inline, and its temporary file.
+        blob: Option<(Sha256Digest, PathBuf)>,
+    },
+}
+
+/// A commit whose body is in place (inline or an installed blob), waiting for its transaction.
+enum Staged {
+    Artifact {
+        record: ArtifactRecord,
+        entry: ArtifactEntry,
+        inline: Option<Bytes>,
+        temp: Option<PathBuf>,
+    },
+    Page {
+        key: PageKey,
+        entry: PageEntry,
+        inline: Option<Bytes>,
+        blob: Option<Sha256Digest>,
+    },
+}
+
+/// The commits of a batch not yet recorded. A second commit of the same file or page records
+/// these first, so that it sees the first one's record (a batch holds a handful at most, so
+/// the lists are searched, not hashed).
+#[derive(Default)]
+struct Staging {
+    commits: Vec<(usize, Staged)>,
+    digests: Vec<Sha256Digest>,
+    pages: Vec<PageKey>,
+}
+
+/// Deletes a temporary file the store owns, if there is one; a leftover is cleared at the next
+/// open.
+fn discard(temp: Option<&Path>) {
+    if let Some(temp) = temp {
+        let _ = remove_if_present(temp);
+    }
 }
 
 /// The blob body a replaced page record used, if any: deleted only after a flush.
@@ -391,7 +456,10 @@ impl Store {
     /// share flushes; this is the one-off form.
     pub fn commit_artifact(&self, temp: &Path, record: ArtifactRecord) -> Result<(), StoreError> {
         let prepared = self.prepare(temp.to_path_buf(), &record)?;
-        self.apply_artifact(NewArtifact::Prepared(prepared), &record)?;
+        let Replaced(_) = self.apply_one(Commit::Artifact {
+            body: NewArtifact::Prepared(prepared),
+            record,
+        })?;
         self.inner.catalog.flush()
     }
 
@@ -402,7 +470,10 @@ impl Store {
         bytes: Bytes,
         record: ArtifactRecord,
     ) -> Result<(), StoreError> {
-        self.apply_artifact(NewArtifact::Memory(bytes), &record)?;
+        let Replaced(_) = self.apply_one(Commit::Artifact {
+            body: NewArtifact::Memory(bytes),
+            record,
+        })?;
         self.inner.catalog.flush()
     }
 
@@ -420,109 +491,305 @@ impl Store {
         }
     }
 
-    /// Records a new artifact without flushing the catalog (the caller flushes, once for a
-    /// whole batch): the body goes inline or becomes a blob, then the record, then eviction.
-    pub(crate) fn apply_artifact(
+    /// Records a batch of commits without flushing the catalog (the caller flushes, once for
+    /// the batch). Bodies go inline or become blobs, one catalog transaction records them all
+    /// (see [`Catalog::record_all`] for why one), then the index learns of them and eviction
+    /// runs. Results come in the order of `commits`; a page's is the blob body its previous
+    /// record used, which may be deleted (by [`Store::forget_replaced`]) once the catalog is
+    /// flushed. A failed transaction fails every commit recorded in it.
+    pub(crate) fn apply_batch(
         &self,
-        body: NewArtifact,
-        record: &ArtifactRecord,
-    ) -> Result<(), StoreError> {
-        let (temp, inline, size) = match body {
-            NewArtifact::Prepared(Prepared { temp, inline }) => {
-                (Some(temp), inline.map(Bytes::from), record.size)
+        commits: Vec<Commit>,
+    ) -> Vec<Result<Replaced, Arc<StoreError>>> {
+        let mut results: Vec<Result<Replaced, Arc<StoreError>>> =
+            commits.iter().map(|_| Ok(Replaced::default())).collect();
+        // Writing and fsyncing a blob's temporary file is the slow part and an unrenamed temp
+        // is harmless, so that happens before the write lock.
+        let mut ready = Vec::with_capacity(commits.len());
+        for (position, commit) in commits.into_iter().enumerate() {
+            match self.ready(commit) {
+                Ok(commit) => ready.push((position, commit)),
+                Err(error) => results[position] = Err(Arc::new(error)),
             }
-            NewArtifact::Memory(bytes) => {
-                let size = bytes.len() as u64;
-                if size < INLINE_LIMIT {
-                    (None, Some(bytes), size)
-                } else {
-                    (Some(self.inner.blobs.write_temp(&bytes)?), None, size)
+        }
+        let _write = self.write_lock();
+        let mut staged = Staging::default();
+        let mut recorded = Vec::new();
+        for (position, commit) in ready {
+            match commit {
+                Ready::Artifact {
+                    record,
+                    inline,
+                    temp,
+                } => {
+                    let digest = record.sha256;
+                    if staged.digests.contains(&digest) {
+                        // The same file twice in one batch: the second sees the first recorded.
+                        self.record_staged(&mut staged, &mut results, &mut recorded);
+                    }
+                    let existing = self.index().get(&digest);
+                    let existing =
+                        existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
+                    if let Some(existing) = existing {
+                        discard(temp.as_deref());
+                        self.index().touch(&digest);
+                        results[position] = self
+                            .amend_locked(&digest, existing, &record)
+                            .map(|()| {
+                                recorded.push(digest);
+                                Replaced::default()
+                            })
+                            .map_err(Arc::new);
+                        continue;
+                    }
+                    if let (None, Some(temp)) = (&inline, &temp) {
+                        if let Err(error) = self.inner.blobs.install(temp, &digest) {
+                            discard(Some(temp));
+                            results[position] = Err(Arc::new(error));
+                            continue;
+                        }
+                    }
+                    let entry = ArtifactEntry {
+                        size: record.size,
+                        repository: record.repository.clone(),
+                        filename: record.filename.clone(),
+                        evictable: record.evictable,
+                        inline: inline.is_some(),
+                        last_use: self.index().stamp(),
+                        url_keys: record.url_key.map(HexDigest).into_iter().collect(),
+                    };
+                    staged.digests.push(digest);
+                    staged.commits.push((
+                        position,
+                        Staged::Artifact {
+                            record,
+                            entry,
+                            inline,
+                            temp,
+                        },
+                    ));
+                }
+                Ready::Page {
+                    key,
+                    entry,
+                    inline,
+                    blob,
+                } => {
+                    if staged.pages.contains(&key) {
+                        self.record_staged(&mut staged, &mut results, &mut recorded);
+                    }
+                    if let Some((digest, temp)) = &blob {
+                        if let Err(error) = self.inner.blobs.install(temp, digest) {
+                            discard(Some(temp));
+                            results[position] = Err(Arc::new(error));
+                            continue;
+                        }
+                    }
+                    staged.pages.push(key.clone());
+                    staged.commits.push((
+                        position,
+                        Staged::Page {
+                            key,
+                            entry,
+                            inline,
+                            blob: blob.map(|(digest, _)| digest),
+                        },
+                    ));
                 }
             }
-        };
-        let record = ArtifactRecord {
-            size,
-            ..record.clone()
-        };
-        let temp = temp.as_deref();
-        let discard = || {
-            if let Some(temp) = temp {
-                let _ = remove_if_present(temp);
-            }
-        };
-        let digest = record.sha256;
-        let _write = self.write_lock();
-        let existing = self.index().get(&digest);
-        let existing = existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
-        let committed = match existing {
-            Some(existing) => {
-                discard();
-                self.index().touch(&digest);
-                self.amend_locked(&digest, existing, &record)
-            }
-            None => self.insert_locked(temp, &record, inline.as_deref()),
-        };
-        if let Err(error) = committed {
-            discard();
-            return Err(error);
         }
-        if let Err(error) = self.evict_locked(Some(&digest)) {
-            // The commit itself succeeded; the next commit retries the eviction.
-            tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+        self.record_staged(&mut staged, &mut results, &mut recorded);
+        for digest in recorded {
+            if let Err(error) = self.evict_locked(Some(&digest)) {
+                // The commits themselves succeeded; the next commit retries the eviction.
+                tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+            }
         }
-        Ok(())
+        results
     }
 
-    /// The fresh-commit path: blob rename (or inline body), record, pin, index.
-    fn insert_locked(
-        &self,
-        temp: Option<&Path>,
-        record: &ArtifactRecord,
-        inline: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        let digest = record.sha256;
-        if let (None, Some(temp)) = (inline, temp) {
-            self.inner.blobs.install(temp, &digest)?;
-        }
-        let stamp = self.index().stamp();
-        let entry = ArtifactEntry {
-            size: record.size,
-            repository: record.repository.clone(),
-            filename: record.filename.clone(),
-            evictable: record.evictable,
-            inline: inline.is_some(),
-            last_use: stamp,
-            url_keys: record.url_key.map(HexDigest).into_iter().collect(),
-        };
-        let recorded =
-            self.inner
-                .catalog
-                .put_artifact(&digest, &entry, inline, record.url_key.as_ref());
-        if let Err(error) = recorded {
-            if inline.is_none() && !self.index().blob_in_use(&digest) {
-                // Unrecorded blobs are garbage; remove it now rather than at the next open.
-                let _ = self.inner.blobs.remove(&digest);
+    /// [`Store::apply_batch`] for one commit.
+    fn apply_one(&self, commit: Commit) -> Result<Replaced, StoreError> {
+        match self.apply_batch(vec![commit]).pop() {
+            Some(result) => {
+                result.map_err(|error| Arc::try_unwrap(error).unwrap_or_else(StoreError::Shared))
             }
-            return Err(error);
+            None => Ok(Replaced::default()),
         }
-        if let (Some(_), Some(temp)) = (inline, temp) {
-            // The bytes are in the catalog now; a leftover temp is cleared at the next open.
-            let _ = remove_if_present(temp);
+    }
+
+    /// The part of a commit that needs no lock: the body's temporary file written and fsynced
+    /// when it is to be a blob, and the page record built.
+    fn ready(&self, commit: Commit) -> Result<Ready, StoreError> {
+        Ok(match commit {
+            Commit::Artifact { body, record } => {
+                let (temp, inline, size) = match body {
+                    NewArtifact::Prepared(Prepared { temp, inline }) => {
+                        (Some(temp), inline.map(Bytes::from), record.size)
+                    }
+                    NewArtifact::Memory(bytes) => {
+                        let size = bytes.len() as u64;
+                        if size < INLINE_LIMIT {
+                            (None, Some(bytes), size)
+                        } else {
+                            (Some(self.inner.blobs.write_temp(&bytes)?), None, size)
+                        }
+                    }
+                };
+                Ready::Artifact {
+                    record: ArtifactRecord { size, ..record },
+                    inline,
+                    temp,
+                }
+            }
+            Commit::Page { key, page } => {
+                let size = page.body.len() as u64;
+                let blob = (size >= INLINE_LIMIT).then(|| Sha256Digest::of(&page.body));
+                let entry = PageEntry {
+                    content_type: page.content_type,
+                    final_url: page.final_url,
+                    etag: page.etag,
+                    last_modified: page.last_modified,
+                    fetched_at: millis(page.fetched_at),
+                    body: match blob {
+                        Some(sha256) => PageBody::Blob {
+                            sha256: HexDigest(sha256),
+                            size,
+                        },
+                        None => PageBody::Inline { size },
+                    },
+                };
+                match blob {
+                    Some(digest) => Ready::Page {
+                        key,
+                        entry,
+                        inline: None,
+                        blob: Some((digest, self.inner.blobs.write_temp(&page.body)?)),
+                    },
+                    None => Ready::Page {
+                        key,
+                        entry,
+                        inline: Some(page.body),
+                        blob: None,
+                    },
+                }
+            }
+        })
+    }
+
+    /// Records what is staged in one catalog transaction, then tells the index (or, should the
+    /// transaction fail, removes the blobs it would have recorded). Artifacts recorded are
+    /// added to `recorded`, for eviction.
+    fn record_staged(
+        &self,
+        staged: &mut Staging,
+        results: &mut [Result<Replaced, Arc<StoreError>>],
+        recorded: &mut Vec<Sha256Digest>,
+    ) {
+        let Staging { commits, .. } = std::mem::take(staged);
+        if commits.is_empty() {
+            return;
         }
+        let changes: Vec<Change<'_>> = commits
+            .iter()
+            .map(|(_, commit)| match commit {
+                Staged::Artifact {
+                    record,
+                    entry,
+                    inline,
+                    ..
+                } => Change::Artifact {
+                    digest: record.sha256,
+                    entry,
+                    inline: inline.as_deref(),
+                    pin: record.url_key,
+                },
+                Staged::Page {
+                    key, entry, inline, ..
+                } => Change::Page {
+                    key,
+                    entry,
+                    inline: inline.as_deref(),
+                },
+            })
+            .collect();
+        let written = self.inner.catalog.record_all(&changes);
+        drop(changes);
+        let olds = match written {
+            Ok(olds) => olds,
+            Err(error) => {
+                let error = Arc::new(error);
+                for (position, commit) in commits {
+                    self.unstage(commit);
+                    results[position] = Err(error.clone());
+                }
+                return;
+            }
+        };
         let mut index = self.index();
-        index.insert(
-            digest,
-            Entry {
-                size: record.size,
-                last_use: stamp,
-                evictable: record.evictable,
-                inline: inline.is_some(),
-            },
-        );
-        if let Some(url_key) = record.url_key {
-            index.pin(url_key, digest);
+        for ((position, commit), old) in commits.into_iter().zip(olds) {
+            match commit {
+                Staged::Artifact {
+                    record,
+                    entry,
+                    inline,
+                    temp,
+                } => {
+                    if inline.is_some() {
+                        // The bytes are in the catalog now; a leftover temp is cleared at the
+                        // next open.
+                        discard(temp.as_deref());
+                    }
+                    index.insert(
+                        record.sha256,
+                        Entry {
+                            size: record.size,
+                            last_use: entry.last_use,
+                            evictable: record.evictable,
+                            inline: inline.is_some(),
+                        },
+                    );
+                    if let Some(url_key) = record.url_key {
+                        index.pin(url_key, record.sha256);
+                    }
+                    recorded.push(record.sha256);
+                }
+                Staged::Page { key, blob, .. } => {
+                    let catalog_key = page_key(&key);
+                    index.add_page(&catalog_key, blob);
+                    let old_blob = old.and_then(|old| {
+                        let old_blob = old.and_then(|o| o.body.blob());
+                        index.remove_page(&catalog_key, old_blob);
+                        old_blob
+                    });
+                    results[position] = Ok(Replaced(old_blob.filter(|old| Some(*old) != blob)));
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Undoes the file side of a commit whose transaction failed: its temporary file, and the
+    /// blob it installed unless a record uses it.
+    fn unstage(&self, commit: Staged) {
+        match commit {
+            Staged::Artifact {
+                record,
+                inline,
+                temp,
+                ..
+            } => {
+                discard(temp.as_deref());
+                if inline.is_none() && !self.index().blob_in_use(&record.sha256) {
+                    // Unrecorded blobs are garbage; remove it now rather than at the next open.
+                    let _ = self.inner.blobs.remove(&record.sha256);
+                }
+            }
+            Staged::Page { blob, .. } => {
+                if let Some(digest) = blob {
+                    self.delete_blob_if_unused(&digest);
+                }
+            }
+        }
     }
 
     /// The already-stored path: add a new URL pin, and pin hosted uploads against eviction.
@@ -687,70 +954,13 @@ impl Store {
     /// A replaced blob body is deleted unless another record uses it. Fetched pages go through
     /// [`Store::queue_page`] instead, which shares flushes; this is the one-off form.
     pub fn put_page(&self, key: &PageKey, page: &StoredPage) -> Result<(), StoreError> {
-        let replaced = self.apply_page(key, page)?;
+        let replaced = self.apply_one(Commit::Page {
+            key: key.clone(),
+            page: page.clone(),
+        })?;
         self.inner.catalog.flush()?;
         self.forget_replaced(replaced);
         Ok(())
-    }
-
-    /// Records a page without flushing. Returns the blob its previous record used, which may
-    /// be deleted (by [`Store::forget_replaced`]) once the catalog is flushed.
-    pub(crate) fn apply_page(
-        &self,
-        key: &PageKey,
-        page: &StoredPage,
-    ) -> Result<Replaced, StoreError> {
-        let size = page.body.len() as u64;
-        let blob = (size >= INLINE_LIMIT).then(|| Sha256Digest::of(&page.body));
-        let entry = PageEntry {
-            content_type: page.content_type.clone(),
-            final_url: page.final_url.clone(),
-            etag: page.etag.clone(),
-            last_modified: page.last_modified.clone(),
-            fetched_at: millis(page.fetched_at),
-            body: match blob {
-                Some(sha256) => PageBody::Blob {
-                    sha256: HexDigest(sha256),
-                    size,
-                },
-                None => PageBody::Inline { size },
-            },
-        };
-        // Writing and fsyncing is the slow part and an unrenamed temp is harmless, so only the
-        // rename and the record happen under the write lock.
-        let temp = match blob {
-            Some(_) => Some(self.inner.blobs.write_temp(&page.body)?),
-            None => None,
-        };
-        let old_blob = {
-            let _write = self.write_lock();
-            if let (Some(temp), Some(digest)) = (&temp, &blob) {
-                if let Err(error) = self.inner.blobs.install(temp, digest) {
-                    let _ = remove_if_present(temp);
-                    return Err(error);
-                }
-            }
-            let inline = blob.is_none().then_some(page.body.as_ref());
-            let replaced = match self.inner.catalog.put_page(key, &entry, inline) {
-                Ok(replaced) => replaced,
-                Err(error) => {
-                    if let Some(digest) = &blob {
-                        self.delete_blob_if_unused(digest);
-                    }
-                    return Err(error);
-                }
-            };
-            let catalog_key = page_key(key);
-            let mut index = self.index();
-            index.add_page(&catalog_key, blob);
-            let old_blob = replaced.map(|old| {
-                let old_blob = old.and_then(|o| o.body.blob());
-                index.remove_page(&catalog_key, old_blob);
-                old_blob
-            });
-            old_blob.flatten()
-        };
-        Ok(Replaced(old_blob.filter(|old| Some(*old) != blob)))
     }
 
     /// Deletes the body a page record no longer uses, once the record that replaced it is
@@ -1546,6 +1756,135 @@ mod tests {
             .refresh_page(&project, later, Some("\"v3\""), None)
             .unwrap();
         assert!(store.page(&project).unwrap().is_none());
+    }
+
+    fn memory_commit(body: &[u8], name: &str, url_key: Option<Sha256Digest>) -> Commit {
+        Commit::Artifact {
+            body: NewArtifact::Memory(Bytes::copy_from_slice(body)),
+            record: ArtifactRecord {
+                sha256: Sha256Digest::of(body),
+                size: body.len() as u64,
+                repository: "pypi".to_owned(),
+                filename: name.to_owned(),
+                url_key,
+                evictable: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_records_files_and_pages_together_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = b"small wheel".to_vec();
+        let big = vec![b'w'; BIG + 1];
+        let big_page = vec![b'p'; BIG + 2];
+        {
+            let store = open(dir.path(), u64::MAX);
+            let results = store.apply_batch(vec![
+                memory_commit(&small, "small.whl", None),
+                Commit::Page {
+                    key: key(Some("demo")),
+                    page: page(b"<a>demo</a>".to_vec(), None),
+                },
+                memory_commit(&big, "big.whl", None),
+                Commit::Page {
+                    key: key(Some("huge")),
+                    page: page(big_page.clone(), None),
+                },
+            ]);
+            assert_eq!(results.len(), 4);
+            for result in results {
+                assert!(result.unwrap().0.is_none(), "nothing was replaced");
+            }
+            store.flush_catalog().unwrap();
+            assert_eq!(store.stats().artifacts, 2);
+            assert_eq!(store.stats().pages, 2);
+        }
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(
+            read(store.artifact(&Sha256Digest::of(&small)).unwrap()),
+            small
+        );
+        assert_eq!(read(store.artifact(&Sha256Digest::of(&big)).unwrap()), big);
+        assert!(blob_path(dir.path(), &Sha256Digest::of(&big)).exists());
+        assert_eq!(
+            store.page(&key(Some("huge"))).unwrap().unwrap().body,
+            big_page
+        );
+        assert_eq!(
+            store.page(&key(Some("demo"))).unwrap().unwrap().body,
+            &b"<a>demo</a>"[..]
+        );
+        assert_eq!(
+            tmp_entries(dir.path()),
+            0,
+            "no temporary file is left behind"
+        );
+    }
+
+    #[test]
+    fn a_page_twice_in_one_batch_ends_with_the_second_and_hands_back_the_first_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), u64::MAX);
+        let project = key(Some("demo"));
+        let first = vec![b'1'; BIG + 1];
+        let second = vec![b'2'; BIG + 1];
+        let results = store.apply_batch(vec![
+            Commit::Page {
+                key: project.clone(),
+                page: page(first.clone(), Some("\"v1\"")),
+            },
+            Commit::Page {
+                key: project.clone(),
+                page: page(second.clone(), Some("\"v2\"")),
+            },
+        ]);
+        let mut results = results.into_iter();
+        let replaced_by_first = results.next().unwrap().unwrap();
+        assert_eq!(replaced_by_first.0, None);
+        let replaced_by_second = results.next().unwrap().unwrap();
+        assert_eq!(
+            replaced_by_second.0,
+            Some(Sha256Digest::of(&first)),
+            "the second commit saw the first one's record"
+        );
+        store.flush_catalog().unwrap();
+        store.forget_replaced(replaced_by_second);
+        store.forget_replaced(replaced_by_first);
+        assert_eq!(store.stats().pages, 1, "one page, counted once");
+        let stored = store.page(&project).unwrap().unwrap();
+        assert_eq!(stored.body, second);
+        assert_eq!(stored.etag.as_deref(), Some("\"v2\""));
+        assert!(!blob_path(dir.path(), &Sha256Digest::of(&first)).exists());
+        assert!(blob_path(dir.path(), &Sha256Digest::of(&second)).exists());
+    }
+
+    #[test]
+    fn a_file_twice_in_one_batch_is_stored_once_with_both_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_a = Sha256Digest::of(b"https://files.example.invalid/a.whl");
+        let url_b = Sha256Digest::of(b"https://mirror.example.invalid/a.whl");
+        let body = vec![b'a'; BIG + 5];
+        let digest = Sha256Digest::of(&body);
+        {
+            let store = open(dir.path(), u64::MAX);
+            let results = store.apply_batch(vec![
+                memory_commit(&body, "a.whl", Some(url_a)),
+                memory_commit(&body, "a.whl", Some(url_b)),
+            ]);
+            assert!(results.into_iter().all(|result| result.is_ok()));
+            store.flush_catalog().unwrap();
+            assert_eq!(store.stats().artifacts, 1);
+            assert_eq!(
+                store.stats().artifact_bytes,
+                body.len() as u64,
+                "counted once"
+            );
+        }
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(store.pinned(&url_a), Some(digest));
+        assert_eq!(store.pinned(&url_b), Some(digest));
+        assert_eq!(read(store.artifact(&digest).unwrap()), body);
     }
 
     #[test]

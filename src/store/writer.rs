@@ -12,9 +12,12 @@
 //! kept open while jobs keep coming; a cold uv install ~39 ms, now ~36 ms.)
 //!
 //! Jobs queue on a channel; once one arrives the thread lets others gather, [`LINGER`] at a time
-//! while more keep coming (at most [`MAX_LINGER`] and [`MAX_BATCH`] jobs), applies each job,
-//! flushes once, and only then reports success: a job is durable when it is reported. A page
-//! whose record replaced another's blob body has that body deleted after the flush.
+//! while more keep coming (at most [`MAX_LINGER`] and [`MAX_BATCH`] jobs), records the whole
+//! batch in one catalog transaction ([`Store::apply_batch`]: a sled transaction has its own log
+//! writes, two per transaction, each waking sled's I/O pool; a cold uv install's 72 commits made
+//! 144 of them and cost the pool 4-7 ms of CPU, now ~8 and under 1.5 ms), flushes once, and only
+//! then reports success: a job is durable when it is reported. A page whose record replaced
+//! another's blob body has that body deleted after the flush.
 //!
 //! The thread holds the store only weakly between batches, so dropping the last [`Store`]
 //! closes the catalog (and, through the channel, ends the thread); it lets go of the store
@@ -28,8 +31,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::engine::{ArtifactRecord, Inner, NewArtifact, PageKey, Replaced, Store, StoredPage};
+use super::engine::{
+    ArtifactRecord, Commit, Inner, NewArtifact, PageKey, Replaced, Store, StoredPage,
+};
 use super::error::StoreError;
+use crate::simple::Sha256Digest;
 
 /// At most this many jobs per flush, so that a long queue still reports progress.
 const MAX_BATCH: usize = 256;
@@ -165,25 +171,57 @@ impl Report {
 }
 
 fn write_batch(store: &Store, batch: Vec<Job>) -> Vec<Report> {
-    let mut reports = Vec::with_capacity(batch.len());
-    let mut replaced: Vec<Replaced> = Vec::new();
-    let mut pages = 0usize;
+    // Who hears of each commit, in the order of the commits.
+    enum Waiting {
+        Artifact {
+            done: oneshot::Sender<Outcome>,
+            filename: String,
+            sha256: Sha256Digest,
+        },
+        Page(PageKey),
+    }
+    let mut reports = Vec::new();
+    let mut commits = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::with_capacity(batch.len());
     for job in batch {
         match job {
             Job::Artifact { body, record, done } => {
-                let outcome = store.apply_artifact(body, &record).map_err(|error| {
+                waiting.push(Waiting::Artifact {
+                    done,
+                    filename: record.filename.clone(),
+                    sha256: record.sha256,
+                });
+                commits.push(Commit::Artifact { body, record });
+            }
+            Job::Page { key, page } => {
+                waiting.push(Waiting::Page(key.clone()));
+                commits.push(Commit::Page { key, page });
+            }
+            // Nothing to record: its report says the batch it joined was flushed.
+            Job::Barrier(done) => reports.push(Report::Barrier(done, Ok(()))),
+        }
+    }
+    let mut replaced: Vec<Replaced> = Vec::new();
+    let mut pages = 0usize;
+    for (waiting, result) in waiting.into_iter().zip(store.apply_batch(commits)) {
+        match waiting {
+            Waiting::Artifact {
+                done,
+                filename,
+                sha256,
+            } => {
+                let outcome = result.map(drop).inspect_err(|error| {
                     tracing::error!(
-                        file = %record.filename,
-                        sha256 = %record.sha256,
+                        file = %filename,
+                        %sha256,
                         %error,
                         "a verified download could not be stored; clients got it, the next \
                          request fetches it again"
                     );
-                    Arc::new(error)
                 });
                 reports.push(Report::Artifact(done, outcome));
             }
-            Job::Page { key, page } => match store.apply_page(&key, &page) {
+            Waiting::Page(key) => match result {
                 Ok(old) => {
                     pages += 1;
                     replaced.push(old);
@@ -192,7 +230,6 @@ fn write_batch(store: &Store, batch: Vec<Job>) -> Vec<Report> {
                     tracing::warn!(%error, "could not store {key}; it was served anyway");
                 }
             },
-            Job::Barrier(done) => reports.push(Report::Barrier(done, Ok(()))),
         }
     }
     let flushed = store.flush_catalog().map_err(Arc::new);
