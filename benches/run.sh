@@ -11,8 +11,9 @@
 # Usage: benches/run.sh            (about 2 minutes on 2 cores; see benches/README.md)
 # Environment:
 #   BENCH_SECONDS=5    duration of each wrk run
-#   BENCH_ROUNDS=3     wrk rounds per throughput comparison, wheelgate and nginx alternating
-#                      (the best req/s of each side is kept, latencies are the median round's)
+#   BENCH_ROUNDS=3     wrk rounds per throughput comparison, wheelgate, nginx and hyper alone
+#                      alternating (the best req/s of each side is kept, latencies are the median
+#                      round's)
 #   BENCH_REPS=5       repetitions of each install; each runs direct, cold and warm back to back,
 #                      and the ratios are the median of the repetitions' own ratios
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
@@ -60,6 +61,18 @@ ensure_binary() {
         say "building wheelgate (cargo build --release; a few minutes from clean)"
         (cd "$REPO" && cargo build --release --bin wheelgate) >&2 || die "cargo build --release failed"
     fi
+    # The ceiling of the throughput rows (benches/hyper_alone.rs). cargo decides whether it is
+    # fresh and names the executable, which has a hash in its file name.
+    say "building benches/hyper_alone.rs (cargo build --release --bench hyper_alone)"
+    HYPER_ALONE=$(cd "$REPO" && cargo build --release --bench hyper_alone --message-format=json-render-diagnostics \
+        | "$PY" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_alone" and m.get("executable"):
+        print(m["executable"])
+') || die "cargo build --release --bench hyper_alone failed"
+    [ -x "$HYPER_ALONE" ] || die "cargo did not report the hyper_alone executable"
 }
 
 # uv, installed with the machine's normal pip settings into a venv kept under target/ so later
@@ -80,8 +93,11 @@ ensure_uv() {
 # --- processes -----------------------------------------------------------------------------------
 NGINX_PID=""
 WG_PID=""
+HYPER_PIDS=()
 cleanup() {
     [ -n "$WG_PID" ] && kill "$WG_PID" 2>/dev/null && wait "$WG_PID" 2>/dev/null
+    local pid
+    for pid in "${HYPER_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
     [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
     if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
         if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
@@ -183,6 +199,22 @@ stop_wheelgate() {
     kill -TERM "$WG_PID" 2>/dev/null
     wait "$WG_PID" 2>/dev/null
     WG_PID=""
+}
+
+# Starts benches/hyper_alone.rs serving a file; sets HYPER_URL to its base URL. (Not printed:
+# in a command substitution the server would be a subshell's child, out of cleanup's reach.)
+start_hyper_alone() { # file content-type
+    local portfile
+    portfile=$(mktemp -p "$WORK")
+    "$HYPER_ALONE" "$1" "$2" >"$portfile" 2>>"$WORK/hyper_alone.log" &
+    HYPER_PIDS+=($!)
+    local i
+    for i in $(seq 100); do
+        [ -s "$portfile" ] && break
+        sleep 0.1
+    done
+    [ -s "$portfile" ] || die "hyper_alone did not start: $(tail -3 "$WORK/hyper_alone.log")"
+    HYPER_URL="http://127.0.0.1:$(cat "$portfile")"
 }
 
 proc_kb() { # field of /proc/<wheelgate>/status, in KiB
@@ -394,22 +426,30 @@ main() {
     curl -sf -H "Accept: $PIP_ACCEPT" "$WG/simple/$PAGE_PROJECT/" -o "$WWW/static/page.json" || die "wheelgate does not serve /simple/$PAGE_PROJECT/"
     curl -sf -H 'Accept: text/html' "$WG/simple/$PAGE_PROJECT/" -o "$WWW/static/page.html" || die "wheelgate does not serve /simple/$PAGE_PROJECT/ as HTML"
     say "page sizes: JSON $(wc -c <"$WWW/static/page.json") bytes, HTML $(wc -c <"$WWW/static/page.html") bytes"
+    local hyper_wheel hyper_json hyper_html
+    start_hyper_alone "$WWW$HOT_PATH" application/octet-stream; hyper_wheel=$HYPER_URL
+    start_hyper_alone "$WWW/static/page.json" application/vnd.pypi.simple.v1+json; hyper_json=$HYPER_URL
+    start_hyper_alone "$WWW/static/page.html" text/html; hyper_html=$HYPER_URL
     say "wrk warm-up"
     SECONDS_PER_RUN=2 run_wrk 64 "$hot_url" >/dev/null
     SECONDS_PER_RUN=2 run_wrk 64 "$DIRECT$HOT_PATH" >/dev/null
+    SECONDS_PER_RUN=2 run_wrk 64 "$hyper_wheel/" >/dev/null
     local loaded_rss; loaded_rss=$(proc_kb VmRSS)
 
-    local wg_r ref_r rps p50 p99 err bpr rrps rp50 rp99 rerr rbpr label
+    local rps p50 p99 err bpr rrps rp50 rp99 rerr rbpr hrps hp50 hp99 herr hbpr label
     # wrk's numbers move by 10-20% from one run to the next on two shared cores (nginx's most of
     # all: which worker takes which connections varies), so each side gets ROUNDS runs,
     # alternating, and keeps its best req/s; latencies and errors come from all its rounds.
-    rounds() { # wheelgate-url reference-url header -> two lines: "rps p50 p99 errors bpr" each
-        local i wg=() ref=()
+    # The third side, hyper alone, is the ceiling: what the HTTP stack wheelgate is built on
+    # reaches on the same bytes with no proxy work at all.
+    rounds() { # wheelgate-url reference-url hyper-url header -> three lines: "rps p50 p99 errors bpr"
+        local i wg=() ref=() hyper=()
         for ((i = 0; i < ROUNDS; i++)); do
-            wg+=("$(run_wrk 64 "$1" "$3")")
-            ref+=("$(run_wrk 64 "$2" "$3")")
+            wg+=("$(run_wrk 64 "$1" "$4")")
+            ref+=("$(run_wrk 64 "$2" "$4")")
+            hyper+=("$(run_wrk 64 "$3" "$4")")
         done
-        for side in wg ref; do
+        for side in wg ref hyper; do
             local -n runs=$side
             local best p50 p99 err bpr
             best=$(printf '%s\n' "${runs[@]}" | sort -g -k1 | tail -n1)
@@ -420,20 +460,22 @@ main() {
             echo "$(echo "$best" | awk '{ print $1 }') $p50 $p99 $err $bpr"
         done
     }
-    compare() { # label wheelgate-url reference-url [header]
+    compare() { # label wheelgate-url reference-url hyper-url [header]
         label=$1
         say "wrk -c64: $label ($ROUNDS rounds each, alternating)"
-        { read -r rps p50 p99 err bpr; read -r rrps rp50 rp99 rerr rbpr; } <<<"$(rounds "$2" "$3" "${4:-X-Bench: 1}")"
-        say "  wheelgate $rps req/s ($bpr B/response, $err errors); nginx $rrps req/s ($rbpr B/response, $rerr errors)"
+        { read -r rps p50 p99 err bpr; read -r rrps rp50 rp99 rerr rbpr; read -r hrps hp50 hp99 herr hbpr; } \
+            <<<"$(rounds "$2" "$3" "$4" "${5:-X-Bench: 1}")"
+        say "  wheelgate $rps req/s ($bpr B/response, $err errors); nginx $rrps req/s ($rbpr B/response, $rerr errors); hyper alone $hrps req/s ($hbpr B/response, $herr errors, p99 $hp99 us)"
         r=$(ratio "$rps" "$rrps")
         row "$label: req/s (64 conns)" "$(printf '%.0f' "$rps")" "$(printf '%.0f' "$rrps")" "$r" ">= 1.00x" "$(verdict "$r" ge 1.00)"
+        row "$label: req/s, ceiling" "$(printf '%.0f' "$rps")" "$(printf '%.0f' "$hrps") (hyper alone)" "$(ratio "$rps" "$hrps")" "-" "info"
         row "$label: p50 latency" "$(ms "$p50")" "$(ms "$rp50")" "$(ratio "$p50" "$rp50")" "-" "info"
         row "$label: p99 latency" "$(ms "$p99")" "$(ms "$rp99")" "$(ratio "$p99" "$rp99")" "< 5 ms" "$(verdict "$p99" lt 5000)"
         [ "$err" = 0 ] || row "$label: errors (64 conns)" "$err" "$rerr" "-" "= 0" "FAIL"
     }
-    compare "artifact ~100 KiB" "$hot_url" "$DIRECT$HOT_PATH"
-    compare "page, pip Accept (JSON)" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.json" "Accept: $PIP_ACCEPT"
-    compare "page, text/html" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.html" "Accept: text/html"
+    compare "artifact ~100 KiB" "$hot_url" "$DIRECT$HOT_PATH" "$hyper_wheel/"
+    compare "page, pip Accept (JSON)" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.json" "$hyper_json/" "Accept: $PIP_ACCEPT"
+    compare "page, text/html" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.html" "$hyper_html/" "Accept: text/html"
 
     # 6. 1,000 connections on the warm artifact.
     say "wrk -c1000: artifact"
