@@ -233,6 +233,11 @@ impl Live {
         }
     }
 
+    /// The downloads in flight, shared by every configuration generation.
+    pub fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
     /// Reads, validates and builds the configuration file again and swaps it in. On any error
     /// the configuration in force stays and the error is returned (the caller logs it).
     pub fn reload(&self) -> Result<(), AppError> {

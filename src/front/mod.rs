@@ -143,11 +143,20 @@ impl Server {
             grace_s = grace.as_secs(),
             "shutting down: no new connections, finishing in-flight requests"
         );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
+        // Then the downloads: one whose clients have all their bytes (or have gone) may still
+        // be fsyncing its file before it is queued for the store.
+        let flights = self.live.flights().clone();
+        let drained = tokio::time::timeout(grace, async {
+            graceful.shutdown().await;
+            flights.all_landed().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                downloads = flights.in_flight(),
+                "shutdown grace period over; closing the remaining connections and abandoning \
+                 the downloads still running (they are fetched again when next asked for)"
+            );
         }
     }
 }

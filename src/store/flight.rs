@@ -40,7 +40,7 @@ use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use http::StatusCode;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::serve::{read_block, BLOCK};
 use crate::simple::digest::{FileKey, Sha256Digest};
@@ -205,6 +205,8 @@ impl fmt::Debug for Flights {
 struct Shared {
     tmp_dir: PathBuf,
     flights: Mutex<HashMap<FileKey, Flight>>,
+    /// Told when the last flight lands, for a graceful stop waiting on [`Flights::all_landed`].
+    landed: Notify,
     next_id: AtomicU64,
     joins: AtomicU64,
     mismatches: AtomicU64,
@@ -272,6 +274,7 @@ impl Flights {
             shared: Arc::new(Shared {
                 tmp_dir,
                 flights: Mutex::new(HashMap::new()),
+                landed: Notify::new(),
                 next_id: AtomicU64::new(0),
                 joins: AtomicU64::new(0),
                 mismatches: AtomicU64::new(0),
@@ -368,6 +371,22 @@ impl Flights {
     /// How many downloads are running (or committing).
     pub fn in_flight(&self) -> usize {
         self.shared.flights().len()
+    }
+
+    /// Resolves once no download is running or committing. A graceful stop waits for this: a
+    /// download whose clients have all their bytes may still be fsyncing its file (seconds, for
+    /// a big one) before it is queued for the store, and stopping then would lose it.
+    pub async fn all_landed(&self) {
+        loop {
+            // Registered before the check, so a landing between the two is not missed.
+            let landed = self.shared.landed.notified();
+            let mut landed = std::pin::pin!(landed);
+            landed.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            landed.await;
+        }
     }
 
     /// How many callers joined a download another caller had started (for metrics).
@@ -536,6 +555,9 @@ impl Drop for Landing {
             .is_some_and(|flight| flight.id == self.id)
         {
             flights.remove(&self.key);
+        }
+        if flights.is_empty() {
+            self.shared.landed.notify_waiters();
         }
     }
 }
@@ -1129,6 +1151,47 @@ mod tests {
         assert_eq!(std::fs::read(&blob).unwrap(), *data);
         assert!(temp_files(dir.path()).is_empty());
         assert_eq!(flights.mismatches(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_landed_waits_for_a_download_nobody_reads_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        tokio::time::timeout(Duration::from_secs(1), flights.all_landed())
+            .await
+            .expect("with no download, all have landed");
+        let (sender, receiver) = mpsc::channel(16);
+        let commits = Commits::default();
+        let download = flights
+            .join_body(
+                key("c.whl"),
+                None,
+                "c.whl".into(),
+                async move { Ok((None, from_channel(receiver))) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        // Its only reader goes away; the download goes on.
+        drop(download);
+        let landed = tokio::spawn({
+            let flights = flights.clone();
+            async move { flights.all_landed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!landed.is_finished(), "the download is still running");
+        sender.send(Ok(Bytes::from_static(b"wheel"))).await.unwrap();
+        drop(sender);
+        tokio::time::timeout(Duration::from_secs(10), landed)
+            .await
+            .expect("all_landed resolves once the download is committed")
+            .unwrap();
+        assert_eq!(flights.in_flight(), 0);
+        assert_eq!(
+            commits.0.lock().unwrap().len(),
+            1,
+            "the download was committed before it landed"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! The command line and the process (SPEC §7, §9): `wheelgate check` accepts the shipped
 //! `proxy.toml` and refuses an unknown key naming it and its line; SIGTERM stops `serve` with exit
-//! code 0, refusing new connections at once and letting a download in progress finish; and the
-//! shipped `proxy.toml` serves with no upstream configured and no network.
+//! code 0, refusing new connections at once and letting a download in progress finish (and be
+//! stored, even when its client has gone); and the shipped `proxy.toml` serves with no upstream
+//! configured and no network.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,6 +168,79 @@ fn sigterm_refuses_new_connections_and_lets_a_download_in_progress_finish() {
         "the download in progress must finish whole"
     );
     terminate_expecting_exit_zero(bed, "wheelgate must exit 0 once drained");
+}
+
+#[test]
+fn sigterm_waits_for_a_download_whose_client_left_and_stores_it() {
+    let mut bed = TestBed::start(Mode::Json);
+    let (slow, after) = generated::expect_gated();
+    let url = bed.file_url(slow.project, slow.filename);
+    let addr = bed.wheelgate.addr();
+    // A client that takes the first bytes and hangs up; the download goes on without it.
+    let path = url::Url::parse(&url)
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .path()
+        .to_owned();
+    let mut stream =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout can be set");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        .unwrap_or_else(|e| panic!("cannot send the request for {path}: {e}"));
+    let mut head = [0u8; 4096];
+    let got = stream.read(&mut head).unwrap_or(0);
+    if got == 0 {
+        bed.upstream.release_gate();
+        panic!("no response to {path} while the upstream held it after {after} bytes");
+    }
+    drop(stream);
+
+    bed.wheelgate.begin_stop();
+    let refused = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_err()
+    });
+    // With no connection left, only the download can keep the process alive.
+    let waited = wait_until(Duration::from_secs(1), || !bed.wheelgate.running());
+    bed.upstream.release_gate();
+    assert!(
+        refused,
+        "a stopping wheelgate must stop accepting connections"
+    );
+    assert!(
+        !waited,
+        "wheelgate exited while a download it had started was still running; its output:\n{}",
+        bed.wheelgate.output()
+    );
+    let status = bed.wheelgate.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "wheelgate must exit 0 once the download is stored; its output:\n{}",
+        bed.wheelgate.output()
+    );
+
+    bed.wheelgate.start_again();
+    let url = bed.file_url(slow.project, slow.filename);
+    let response = http::get(&url, &[]);
+    assert_eq!(
+        (response.status, response.cache()),
+        (StatusCode::OK, Some("hit")),
+        "the download finished during the stop must be in the store; output:\n{}",
+        bed.wheelgate.output()
+    );
+    assert_eq!(sha256_hex(&response.body), slow.sha256());
+    assert_eq!(
+        bed.upstream.requests_for(&slow.path()).len(),
+        1,
+        "the file was fetched from the upstream once"
+    );
+    assert!(
+        !bed.wheelgate.output().contains("not closed cleanly"),
+        "a graceful stop leaves nothing to clean up; output:\n{}",
+        bed.wheelgate.output()
+    );
+    terminate_expecting_exit_zero(bed, "wheelgate must exit 0");
 }
 
 #[test]

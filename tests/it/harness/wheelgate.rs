@@ -344,15 +344,24 @@ impl Wheelgate {
 
     /// As `terminate`, keeping the handle for `start_again`.
     pub fn stop(&mut self) -> ExitStatus {
+        self.begin_stop();
+        self.wait_exit()
+    }
+
+    /// Whether the process is still running (it has not exited, by a signal or by itself).
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the exit that a signal sent earlier asked for, keeping the handle for
+    /// `start_again`; panics with the output if it does not come within the stop timeout.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let Some(mut child) = self.child.take() else {
             panic!("wheelgate was already stopped");
         };
-        let pid = child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(
-            matches!(sent, Ok(s) if s.success()),
-            "could not send SIGTERM to wheelgate ({pid}): {sent:?}"
-        );
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
