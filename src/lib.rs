@@ -14,6 +14,17 @@ pub mod simple;
 pub mod store;
 pub mod upstream;
 
+/// Whether `keep` holds for every byte. Tested a chunk at a time with no early exit inside a
+/// chunk, which the compiler turns into vector compares: the paths and filenames checked on
+/// every request are 30-150 bytes, and a byte-at-a-time loop that may stop early costs about
+/// ten instructions a byte (measured with callgrind: the access log's path check alone was 5% of
+/// a warm file request's instructions).
+pub(crate) fn all_bytes(bytes: &[u8], keep: impl Fn(u8) -> bool) -> bool {
+    bytes
+        .chunks(16)
+        .all(|chunk| chunk.iter().fold(true, |all, &b| all & keep(b)))
+}
+
 /// Locks `mutex`, using its data even if another thread panicked while holding it.
 ///
 /// Every mutex in wheelgate guards data that is consistent between statements (a map, a buffer

@@ -197,9 +197,9 @@ fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
 /// trusted to be plain).
 fn text_value(out: &mut Vec<u8>, value: &str) {
     if !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        && crate::all_bytes(value.as_bytes(), |b| {
+            b.is_ascii_graphic() & (b != b'"') & (b != b'\\')
+        })
     {
         out.extend_from_slice(value.as_bytes());
     } else {

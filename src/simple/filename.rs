@@ -159,9 +159,9 @@ fn validate_component(raw: &str) -> Result<(), FilenameError> {
         });
     }
     // Plain ASCII (every real filename) needs no character decoding.
-    let plain = raw
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\');
+    let plain = crate::all_bytes(raw.as_bytes(), |b| {
+        b.is_ascii_graphic() & (b != b'/') & (b != b'\\')
+    });
     for c in raw.chars().filter(|_| !plain) {
         if c == '/' || c == '\\' {
             return Err(FilenameError::Separator {
