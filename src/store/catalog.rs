@@ -342,7 +342,7 @@ impl Catalog {
     /// transaction writes its own log buffers out (twice: sled seals the buffer before and
     /// after the transaction's manifest), every write handed to sled's I/O pool with a
     /// `notify_all` that wakes its seven threads. Measured: a cold uv install's 72 commits made
-    /// 144 log writes and cost sled's pool 4.5-7 ms of CPU, against 0.4-0.7 ms without them.
+    /// 144 log writes and cost sled's pool 4-9 ms of CPU; one transaction per batch, under 1.5 ms.
     pub(crate) fn record_all(
         &self,
         changes: &[Change<'_>],

@@ -15,7 +15,7 @@
 //! while more keep coming (at most [`MAX_LINGER`] and [`MAX_BATCH`] jobs), records the whole
 //! batch in one catalog transaction ([`Store::apply_batch`]: a sled transaction has its own log
 //! writes, two per transaction, each waking sled's I/O pool; a cold uv install's 72 commits made
-//! 144 of them and cost the pool 4-7 ms of CPU, now ~8 and under 1.5 ms), flushes once, and only
+//! 144 of them and cost the pool 4-9 ms of CPU, now ~8 and under 1.5 ms), flushes once, and only
 //! then reports success: a job is durable when it is reported. A page whose record replaced
 //! another's blob body has that body deleted after the flush.
 //!
