@@ -98,13 +98,18 @@ enum Ready {
         /// Renamed into a blob when the body is not inline, else deleted once recorded.
         temp: Option<PathBuf>,
     },
-    Page {
-        key: PageKey,
-        entry: PageEntry,
-        inline: Option<Bytes>,
-        /// A body too large to go inline, and its temporary file.
-        blob: Option<(Sha256Digest, PathBuf)>,
-    },
+    /// With the temporary file of a body too large to go inline.
+    Page(PageChange, Option<PathBuf>),
+}
+
+/// A page record to write, and where its body goes.
+struct PageChange {
+    key: PageKey,
+    entry: PageEntry,
+    /// The body, when it goes inline.
+    inline: Option<Bytes>,
+    /// The body's digest, when it is a blob.
+    blob: Option<Sha256Digest>,
 }
 
 /// A commit whose body is in place (inline or an installed blob), waiting for its transaction.
@@ -115,12 +120,7 @@ enum Staged {
         inline: Option<Bytes>,
         temp: Option<PathBuf>,
     },
-    Page {
-        key: PageKey,
-        entry: PageEntry,
-        inline: Option<Bytes>,
-        blob: Option<Sha256Digest>,
-    },
+    Page(PageChange),
 }
 
 /// The commits of a batch not yet recorded. A second commit of the same file or page records
@@ -569,32 +569,19 @@ impl Store {
                         },
                     ));
                 }
-                Ready::Page {
-                    key,
-                    entry,
-                    inline,
-                    blob,
-                } => {
-                    if staged.pages.contains(&key) {
+                Ready::Page(page, temp) => {
+                    if staged.pages.contains(&page.key) {
                         self.record_staged(&mut staged, &mut results, &mut recorded);
                     }
-                    if let Some((digest, temp)) = &blob {
+                    if let (Some(digest), Some(temp)) = (&page.blob, &temp) {
                         if let Err(error) = self.inner.blobs.install(temp, digest) {
                             discard(Some(temp));
                             results[position] = Err(Arc::new(error));
                             continue;
                         }
                     }
-                    staged.pages.push(key.clone());
-                    staged.commits.push((
-                        position,
-                        Staged::Page {
-                            key,
-                            entry,
-                            inline,
-                            blob: blob.map(|(digest, _)| digest),
-                        },
-                    ));
+                    staged.pages.push(page.key.clone());
+                    staged.commits.push((position, Staged::Page(page)));
                 }
             }
         }
@@ -659,20 +646,19 @@ impl Store {
                         None => PageBody::Inline { size },
                     },
                 };
-                match blob {
-                    Some(digest) => Ready::Page {
+                let (inline, temp) = match blob {
+                    Some(_) => (None, Some(self.inner.blobs.write_temp(&page.body)?)),
+                    None => (Some(page.body), None),
+                };
+                Ready::Page(
+                    PageChange {
                         key,
                         entry,
-                        inline: None,
-                        blob: Some((digest, self.inner.blobs.write_temp(&page.body)?)),
+                        inline,
+                        blob,
                     },
-                    None => Ready::Page {
-                        key,
-                        entry,
-                        inline: Some(page.body),
-                        blob: None,
-                    },
-                }
+                    temp,
+                )
             }
         })
     }
@@ -704,12 +690,10 @@ impl Store {
                     inline: inline.as_deref(),
                     pin: record.url_key,
                 },
-                Staged::Page {
-                    key, entry, inline, ..
-                } => Change::Page {
-                    key,
-                    entry,
-                    inline: inline.as_deref(),
+                Staged::Page(page) => Change::Page {
+                    key: &page.key,
+                    entry: &page.entry,
+                    inline: page.inline.as_deref(),
                 },
             })
             .collect();
@@ -754,7 +738,7 @@ impl Store {
                     }
                     recorded.push(record.sha256);
                 }
-                Staged::Page { key, blob, .. } => {
+                Staged::Page(PageChange { key, blob, .. }) => {
                     let catalog_key = page_key(&key);
                     index.add_page(&catalog_key, blob);
                     let old_blob = old.and_then(|old| {
@@ -784,7 +768,7 @@ impl Store {
                     let _ = self.inner.blobs.remove(&record.sha256);
                 }
             }
-            Staged::Page { blob, .. } => {
+            Staged::Page(PageChange { blob, .. }) => {
                 if let Some(digest) = blob {
                     self.delete_blob_if_unused(&digest);
                 }
