@@ -15,32 +15,19 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::Semaphore;
-
-use crate::config::{self, Config, ConfigError, RepoName, RepositoryKind};
+use crate::config::{self, Config, ConfigError};
 use crate::policy::{Policy, PolicyError};
-use crate::remote::{upstream_settings, Remote};
-use crate::store::flight::Flights;
+use crate::repository::remote::flight::Flights;
+use crate::repository::{self, BuildError, Counters, Repositories};
 use crate::store::Store;
-use crate::upstream::{RedactedUrl, Upstream, UpstreamError};
-
-/// A repository as served.
-pub enum Repository {
-    Remote(Remote),
-}
 
 /// Why a configuration could not be put in force.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("repository {repo} (line {line}): {source}")]
-    Upstream {
-        repo: RepoName,
-        line: usize,
-        #[source]
-        source: UpstreamError,
-    },
+    #[error(transparent)]
+    Repository(#[from] BuildError),
     #[error("{origin}: {source}")]
     Rules {
         origin: String,
@@ -49,26 +36,11 @@ pub enum AppError {
     },
 }
 
-/// Counters that outlive configuration reloads.
-#[derive(Default)]
-pub struct Counters {
-    /// Downloads refused by a rule (direct file requests and pages left empty).
-    pub denials: AtomicU64,
-    /// Files left out of pages by a rule.
-    pub hidden_files: AtomicU64,
-}
-
 /// Everything a request needs, shared by all connections.
 pub struct App {
     pub config: Config,
-    /// In configuration order. A configuration has a handful of repositories: scanning them
-    /// costs less than hashing the name a request gives.
-    repositories: Vec<(RepoName, Repository)>,
-    pub policy: Policy,
-    /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`).
-    pub fetch_slots: Arc<Semaphore>,
-    pub store: Store,
-    pub counters: Arc<Counters>,
+    /// The repository layer: every page and file is served through it.
+    pub repositories: Repositories,
 }
 
 fn origin(config: &Config) -> String {
@@ -79,22 +51,6 @@ fn origin(config: &Config) -> String {
         .unwrap_or_else(|| "proxy.toml".to_owned())
 }
 
-/// How `store.memory_cache` is shared: a quarter for hot small files (process-wide, in the
-/// store), the rest for parsed and rendered pages, split evenly between the remote repositories.
-pub fn hot_file_memory(config: &Config) -> u64 {
-    config.store.memory_cache / 4
-}
-
-fn page_memory_per_remote(config: &Config) -> u64 {
-    let remotes = config
-        .repositories
-        .iter()
-        .filter(|r| matches!(r.kind, RepositoryKind::Remote(_)))
-        .count()
-        .max(1) as u64;
-    (config.store.memory_cache - hot_file_memory(config)) / remotes
-}
-
 /// Compiles the rules of `config`.
 pub fn compile_policy(config: &Config) -> Result<Policy, AppError> {
     Policy::compile(&config.rules).map_err(|source| AppError::Rules {
@@ -103,22 +59,11 @@ pub fn compile_policy(config: &Config) -> Result<Policy, AppError> {
     })
 }
 
-/// Checks what `App::build` would build, without a store: the upstream clients (TLS roots, CA
-/// files) and the rules. For `wheelgate check`, which must not lock the store of a running server.
+/// Checks what `App::build` would build, without a store: the repositories' upstream clients
+/// (TLS roots, CA files) and the rules. For `wheelgate check`, which must not lock the store of a
+/// running server.
 pub fn validate(config: &Config) -> Result<Policy, AppError> {
-    for repo in &config.repositories {
-        match &repo.kind {
-            RepositoryKind::Remote(remote) => {
-                if let Some(settings) = upstream_settings(&repo.name, remote) {
-                    Upstream::new(settings).map_err(|source| AppError::Upstream {
-                        repo: repo.name.clone(),
-                        line: repo.line,
-                        source,
-                    })?;
-                }
-            }
-        }
-    }
+    repository::validate(config)?;
     compile_policy(config)
 }
 
@@ -132,74 +77,16 @@ impl App {
         counters: Arc<Counters>,
     ) -> Result<App, AppError> {
         let policy = compile_policy(&config)?;
-        let mut repositories = Vec::with_capacity(config.repositories.len());
-        let memory = page_memory_per_remote(&config);
-        for repo in &config.repositories {
-            let built = match &repo.kind {
-                RepositoryKind::Remote(remote) => Repository::Remote(
-                    Remote::new(
-                        repo.name.clone(),
-                        remote,
-                        store.clone(),
-                        flights.clone(),
-                        memory,
-                    )
-                    .map_err(|source| AppError::Upstream {
-                        repo: repo.name.clone(),
-                        line: repo.line,
-                        source,
-                    })?,
-                ),
-            };
-            repositories.push((repo.name.clone(), built));
-        }
-        let fetch_slots = Arc::new(Semaphore::new(config.server.max_concurrent_fetches));
+        let repositories = Repositories::build(&config, policy, store, flights, counters)?;
         Ok(App {
             config,
             repositories,
-            policy,
-            fetch_slots,
-            store,
-            counters,
         })
     }
 
-    pub fn repository(&self, name: &RepoName) -> Option<&Repository> {
-        self.repositories
-            .iter()
-            .find(|(known, _)| known == name)
-            .map(|(_, repository)| repository)
-    }
-
-    pub fn default_repository(&self) -> &RepoName {
-        &self.config.server.default_repository
-    }
-
-    /// Repository names in configuration order, for messages and the home page.
-    pub fn repository_names(&self) -> impl Iterator<Item = &RepoName> {
-        self.config.repositories.iter().map(|r| &r.name)
-    }
-
-    /// Logs what each repository will do, so an operator sees at start-up that an upstream is
-    /// missing rather than finding out from a failed install.
+    /// Logs what each repository will do.
     pub fn log_summary(&self) {
-        for name in self.repository_names() {
-            if let Some(Repository::Remote(remote)) = self.repository(name) {
-                match remote.upstream_root() {
-                    Some(root) => {
-                        tracing::info!(repository = %name, upstream = %RedactedUrl::new(root), "remote repository")
-                    }
-                    None => tracing::warn!(
-                        repository = %name,
-                        "remote repository is offline: it has no upstream url (or offline = true) and serves only what its store holds"
-                    ),
-                }
-            }
-        }
-        let rules = self.config.rules.len();
-        if rules > 0 {
-            tracing::info!(rules, "download rules in force");
-        }
+        self.repositories.log_summary();
     }
 }
 
@@ -214,10 +101,16 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(app: App, config_path: PathBuf, flights: Arc<Flights>) -> Live {
+    pub fn new(
+        app: App,
+        config_path: PathBuf,
+        store: Store,
+        flights: Arc<Flights>,
+        counters: Arc<Counters>,
+    ) -> Live {
         Live {
-            store: app.store.clone(),
-            counters: app.counters.clone(),
+            store,
+            counters,
             current: RwLock::new(Arc::new(app)),
             config_path,
             flights,

@@ -9,7 +9,7 @@ pub mod config;
 pub mod front;
 pub mod logging;
 pub mod policy;
-pub mod remote;
+pub mod repository;
 pub mod simple;
 pub mod store;
 pub mod upstream;

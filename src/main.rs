@@ -11,13 +11,14 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use wheelgate::app::{self, App, Counters, Live};
+use wheelgate::app::{self, App, Live};
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
 use wheelgate::logging::access::{self, LogFormat as AccessFormat};
 use wheelgate::logging::{buffered_stderr, LogGuard};
 use wheelgate::policy::{self, Policy};
-use wheelgate::store::flight::Flights;
+use wheelgate::repository::remote::flight::Flights;
+use wheelgate::repository::{self, Counters};
 use wheelgate::store::{Store, StoreOptions};
 
 #[derive(Parser)]
@@ -256,7 +257,7 @@ fn serve(path: &Path) -> ExitCode {
         let store = match Store::open(StoreOptions {
             path: config.store.path.clone(),
             max_size: config.store.max_size,
-            memory: app::hot_file_memory(&config),
+            memory: repository::hot_file_memory(&config),
         }) {
             Ok(store) => store,
             Err(error) => {
@@ -265,12 +266,8 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         let flights = Arc::new(Flights::new(store.tmp_dir()));
-        let app = match App::build(
-            config,
-            store.clone(),
-            flights.clone(),
-            Arc::new(Counters::default()),
-        ) {
+        let counters = Arc::new(Counters::default());
+        let app = match App::build(config, store.clone(), flights.clone(), counters.clone()) {
             Ok(app) => app,
             Err(error) => {
                 tracing::error!("{error}");
@@ -293,7 +290,7 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let live = Arc::new(Live::new(app, path, flights));
+        let live = Arc::new(Live::new(app, path, store.clone(), flights, counters));
         let server = match Server::bind(live.clone(), listen, tls).await {
             Ok(server) => server,
             Err(error) => {

@@ -2,9 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use http::header::{
     HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL,
@@ -14,22 +12,16 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::range::{self, ByteRange};
 use super::response::{self, Body, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
-use super::route::{self, FileRoute, RepoRef, Route, RouteError};
-use crate::app::{App, Repository};
-use crate::config::RepoName;
+use super::route::{self, RepoRef, Route, RouteError};
+use crate::app::App;
 use crate::logging::access::{self, AccessRecord};
-use crate::policy::enforce::{describe_rules, filter_page, Filtered};
-use crate::policy::{Decision, FileFacts};
-use crate::remote::{CacheStatus, FileSource, Remote, RemoteError, RenderKey, Rendered, VARY_PAGE};
+use crate::repository::{
+    ArtifactBody, CacheStatus, Content, FileBody, FileRequest, PageRequest, Rendered, ServeError,
+    VARY_PAGE,
+};
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
 use crate::simple::negotiate::{format_from_query, negotiate, Format};
-use crate::simple::page::ProjectPage;
-use crate::simple::render::{
-    render_index_html, render_index_json, render_project_html, render_project_json, Links,
-};
-use crate::store::serve::file_stream;
-use crate::store::{Artifact, ArtifactBody};
 
 /// Files are immutable once their digest is known: clients may keep them forever.
 const IMMUTABLE: &str = "max-age=31536000, immutable";
@@ -107,72 +99,37 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
         Route::Index(repo) => index_page(app, &repo, request).await,
         Route::Project(repo, project) => project_page(app, &repo, &project, request).await,
         Route::File(file) => serve_file(app, &file, head, request).await,
+        Route::Repository(repo) => Ok(response::redirect(&format!("/{repo}/simple/"))),
     };
-    result.unwrap_or_else(|failure| failure.into_response())
+    result.unwrap_or_else(failure)
 }
 
-/// A request that could not be answered, on its way to becoming an error response.
-enum Failure {
-    NoRepository(String),
-    Remote(RemoteError),
-    /// Refused by download rules: what was asked for, and the rules that refused it (as
-    /// `describe_rules` writes them).
-    Denied {
-        what: String,
-        rules: String,
-    },
-}
-
-impl From<RemoteError> for Failure {
-    fn from(error: RemoteError) -> Self {
-        Failure::Remote(error)
+/// The response for a request the repository layer could not serve.
+fn failure(error: ServeError) -> Response<Body> {
+    let status = error.status();
+    let reason = error.to_string();
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), "{reason}");
     }
-}
-
-impl Failure {
-    fn into_response(self) -> Response<Body> {
-        match self {
-            Failure::NoRepository(reason) => response::error(StatusCode::NOT_FOUND, &reason),
-            Failure::Denied { what, rules } => {
-                let mut response = response::error(
-                    StatusCode::FORBIDDEN,
-                    &format!("{what} is denied by {rules}"),
-                );
-                if let Ok(value) = HeaderValue::from_str(&rules) {
-                    response.headers_mut().insert(X_WHEELGATE_DENIED, value);
-                }
-                response
-            }
-            Failure::Remote(error) => {
-                let status = error.status();
-                let reason = error.to_string();
-                if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), "{reason}");
-                }
-                response::error(status, &reason)
-            }
-        }
+    let mut response = response::error(status, &reason);
+    let headers = response.headers_mut();
+    if let Some(value) = error
+        .denied_by()
+        .and_then(|by| HeaderValue::from_str(by).ok())
+    {
+        headers.insert(X_WHEELGATE_DENIED, value);
     }
+    if let Some(cache) = error.cache_status() {
+        headers.insert(X_WHEELGATE_CACHE, cache.header_value());
+    }
+    response
 }
 
-fn resolve<'a>(app: &'a App, repo: &'a RepoRef) -> Result<(&'a RepoName, &'a Remote), Failure> {
-    let name = match repo {
-        RepoRef::Default => app.default_repository(),
-        RepoRef::Named(name) => name,
-    };
-    find_remote(app, name).map(|remote| (name, remote))
-}
-
-fn find_remote<'a>(app: &'a App, name: &RepoName) -> Result<&'a Remote, Failure> {
-    match app.repository(name) {
-        Some(Repository::Remote(remote)) => Ok(remote),
-        None => {
-            let known: Vec<&str> = app.repository_names().map(RepoName::as_str).collect();
-            Err(Failure::NoRepository(format!(
-                "no repository named {name}; this server has: {}",
-                known.join(", ")
-            )))
-        }
+/// The repository a simple-API path names: `None` for the default one.
+fn named(repo: &RepoRef) -> Option<&crate::config::RepoName> {
+    match repo {
+        RepoRef::Default => None,
+        RepoRef::Named(name) => Some(name),
     }
 }
 
@@ -252,24 +209,12 @@ async fn index_page<B>(
     app: &App,
     repo: &RepoRef,
     request: &Request<B>,
-) -> Result<Response<Body>, Failure> {
-    let (name, remote) = resolve(app, repo)?;
-    let view = remote.index().await?;
-    let format = format_for(request);
-    let key = RenderKey {
-        format,
-        repository: name.as_str(),
-        depth: 0,
-        minute: 0,
-    };
-    let rendered = view.cached.rendered(key, |index| {
-        let body = match format {
-            Format::Json => render_index_json(index),
-            Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
-        };
-        Rendered::new(Bytes::from(body), format.content_type())
-    });
-    Ok(page_response(request, &rendered, view.status))
+) -> Result<Response<Body>, ServeError> {
+    let page = app
+        .repositories
+        .index_page(named(repo), format_for(request))
+        .await?;
+    Ok(page_response(request, page.rendered(), page.status))
 }
 
 async fn project_page<B>(
@@ -277,102 +222,31 @@ async fn project_page<B>(
     repo: &RepoRef,
     project: &ProjectName,
     request: &Request<B>,
-) -> Result<Response<Body>, Failure> {
-    let (name, remote) = resolve(app, repo)?;
-    let view = remote.project_page(project).await?;
-    let format = format_for(request);
-    let depth = repo.project_page_depth();
-    let now = SystemTime::now();
-    let key = RenderKey {
-        format,
-        repository: name.as_str(),
-        depth,
-        minute: policy_minute(app, now),
+) -> Result<Response<Body>, ServeError> {
+    let page_request = PageRequest {
+        format: format_for(request),
+        depth: repo.project_page_depth(),
     };
-    let public_url = app.config.server.public_url.as_ref();
-    let rendered = view.cached.rendered(key, |page| {
-        let links = match public_url {
-            Some(base) => Links::absolute(base, name.as_str()),
-            None => Links::relative(depth, name.as_str()),
-        };
-        let render = |page: &ProjectPage| {
-            let body = match format {
-                Format::Json => render_project_json(page, &links),
-                Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
-            };
-            Rendered::new(Bytes::from(body), format.content_type())
-        };
-        match filter_page(&app.policy, name, page, now) {
-            Filtered::Unchanged => render(page),
-            Filtered::Reduced { page, hidden } => {
-                app.counters
-                    .hidden_files
-                    .fetch_add(hidden as u64, Ordering::Relaxed);
-                render(&page)
-            }
-            Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
-        }
-    });
-    if let Some(rules) = &rendered.denied {
-        app.counters.denials.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            repository = %name,
-            package = %project,
-            rules = %rules,
-            "page refused: the download rules allow none of its files"
-        );
-        let mut response = Failure::Denied {
-            what: format!("every file of {project} in repository {name}"),
-            rules: rules.clone(),
-        }
-        .into_response();
-        response
-            .headers_mut()
-            .insert(X_WHEELGATE_CACHE, view.status.header_value());
-        return Ok(response);
-    }
-    Ok(page_response(request, &rendered, view.status))
+    let page = app
+        .repositories
+        .project_page(named(repo), project, page_request)
+        .await?;
+    Ok(page_response(request, page.rendered(), page.status))
 }
 
 async fn serve_file<B>(
     app: &App,
-    file: &FileRoute,
+    file: &FileRequest,
     head: bool,
     request: &Request<B>,
-) -> Result<Response<Body>, Failure> {
-    let remote = find_remote(app, &file.repo)?;
+) -> Result<Response<Body>, ServeError> {
     let content_type = if file.metadata {
         "text/plain; charset=utf-8"
     } else {
         "application/octet-stream"
     };
-    let located = remote
-        .locate(&file.project, &file.key, &file.filename)
-        .await?;
-    let entry = located.entry();
-    let facts = FileFacts::of_entry(&located.page.value.name, entry);
-    if let Decision::Deny { by } = app.policy.decide(&file.repo, &facts, SystemTime::now()) {
-        app.counters.denials.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            repository = %file.repo,
-            package = %located.page.value.name,
-            version = facts.version.unwrap_or("-"),
-            file = facts.filename,
-            rule = %by,
-            "download refused"
-        );
-        let what = if file.metadata {
-            format!("{}.metadata", entry.filename.as_str())
-        } else {
-            entry.filename.as_str().to_owned()
-        };
-        return Err(Failure::Denied {
-            what: format!("{what} (repository {})", file.repo),
-            rules: by.to_string(),
-        });
-    }
     let mut response = if head {
-        let info = remote.file_info(&located, file.metadata)?;
+        let info = app.repositories.file_info(file).await?;
         let mut response = Response::new(response::empty());
         let headers = response.headers_mut();
         if let Some(size) = info.size {
@@ -390,14 +264,12 @@ async fn serve_file<B>(
         );
         response
     } else {
-        let served = remote
-            .file(&located, file.metadata, &app.fetch_slots)
-            .await?;
-        let mut response = match served.source {
-            FileSource::Stored(artifact) => stored_response(request, artifact),
-            FileSource::Download(download) => {
-                let mut response = Response::new(response::stream(download.body));
-                if let Some(length) = download.content_length {
+        let served = app.repositories.file(file).await?;
+        let mut response = match served.body {
+            FileBody::Stored { size, body } => stored_response(request, served.sha256, size, body),
+            FileBody::Arriving { length, stream } => {
+                let mut response = Response::new(response::stream(stream));
+                if let Some(length) = length {
                     response
                         .headers_mut()
                         .insert(CONTENT_LENGTH, HeaderValue::from(length));
@@ -433,8 +305,12 @@ fn file_headers(headers: &mut http::HeaderMap, digest: Option<Sha256Digest>, ran
 }
 
 /// A stored file, whole or the one range asked for.
-fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body> {
-    let size = artifact.size;
+fn stored_response<B>(
+    request: &Request<B>,
+    sha256: Option<Sha256Digest>,
+    size: u64,
+    body: ArtifactBody,
+) -> Response<Body> {
     let header = request.headers().get(RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range::parse(header, size) {
         ByteRange::Full => (StatusCode::OK, 0, size),
@@ -450,17 +326,9 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
             return response;
         }
     };
-    let body = match artifact.body {
-        ArtifactBody::Inline(bytes) => {
-            let start = usize::try_from(start)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let end = usize::try_from(start as u64 + len)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            response::full(bytes.slice(start..end))
-        }
-        ArtifactBody::File(file) => response::stream(file_stream(file, start, len)),
+    let body = match body.read(start, len) {
+        Content::Bytes(bytes) => response::full(bytes),
+        Content::Stream(stream) => response::stream(stream),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -473,46 +341,27 @@ fn stored_response<B>(request: &Request<B>, artifact: Artifact) -> Response<Body
             headers.insert(CONTENT_RANGE, value);
         }
     }
-    file_headers(headers, Some(artifact.sha256), true);
+    file_headers(headers, sha256, true);
     response
-}
-
-/// When a rule reads `now`, renderings are redone each minute so that a cooldown ends on time;
-/// otherwise one rendering serves until the page changes.
-fn policy_minute(app: &App, now: SystemTime) -> u64 {
-    if app.policy.uses_now() {
-        now.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() / 60)
-            .unwrap_or(0)
-    } else {
-        0
-    }
 }
 
 /// The small page a person sees at `/`.
 fn home(app: &App) -> Response<Body> {
+    let repositories = &app.repositories;
     let mut rows = String::new();
-    for name in app.repository_names() {
-        let status = match app.repository(name) {
-            Some(Repository::Remote(remote)) => match remote.upstream_root() {
-                Some(root) => format!(
-                    "remote, upstream {}",
-                    crate::upstream::RedactedUrl::new(root)
-                ),
-                None => "remote, offline (no upstream url)".to_owned(),
-            },
-            None => "unavailable".to_owned(),
-        };
+    for (name, description) in repositories.describe() {
         rows.push_str(&format!(
-            "<li><a href=\"{name}/simple/\">{name}</a>: {}</li>\n",
-            html_escape::encode_text(&status)
+            "<li><a href=\"{name}/simple/\">{name}</a>: {}, {}</li>\n",
+            description.kind,
+            html_escape::encode_text(&description.detail)
         ));
     }
-    let default = app.default_repository();
-    let stats = app.store.stats();
-    let denials = app.counters.denials.load(Ordering::Relaxed);
-    let hidden = app.counters.hidden_files.load(Ordering::Relaxed);
-    let rules = app.config.rules.len();
+    let default = repositories.default_name();
+    let stats = repositories.store_stats();
+    let counters = repositories.counters();
+    let denials = counters.denials.load(Ordering::Relaxed);
+    let hidden = counters.hidden_files.load(Ordering::Relaxed);
+    let rules = repositories.rule_count();
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>wheelgate</title></head><body>\n\
          <h1>wheelgate</h1>\n\

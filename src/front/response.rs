@@ -19,7 +19,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// The header naming the rules or controls that refused a request (SPEC §2).
 pub const X_WHEELGATE_DENIED: HeaderName = HeaderName::from_static("x-wheelgate-denied");
 
-pub use crate::remote::X_WHEELGATE_CACHE;
+pub use crate::repository::X_WHEELGATE_CACHE;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

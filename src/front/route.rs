@@ -12,6 +12,7 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 
 use crate::config::RepoName;
+use crate::repository::FileRequest;
 use crate::simple::digest::FileKey;
 use crate::simple::filename::DistFilename;
 use crate::simple::name::{is_normalized, ProjectName};
@@ -47,17 +48,6 @@ impl RepoRef {
     }
 }
 
-/// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRoute {
-    pub repo: RepoName,
-    pub project: ProjectName,
-    pub key: FileKey,
-    pub filename: DistFilename,
-    /// The PEP 658 core metadata of `filename` rather than the file itself.
-    pub metadata: bool,
-}
-
 /// What a request path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -66,7 +56,10 @@ pub enum Route {
     Ready,
     Index(RepoRef),
     Project(RepoRef, ProjectName),
-    File(FileRoute),
+    File(FileRequest),
+    /// `/<repo>/` (or `/<repo>/legacy/`): where twine and uv publish send uploads (POST); a
+    /// GET is redirected to the repository's index.
+    Repository(RepoName),
     /// The path names the right thing in the wrong spelling (missing trailing slash, a project name
     /// that is not PEP 503-normalised): answer 301 to this location.
     Redirect(String),
@@ -155,6 +148,9 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
             project_route(RepoRef::Named(repo_name(repo)?), project, raw[2])
         }
         [repo, "files", project, key, filename] => file_route(repo, project, key, filename),
+        [repo, ""] | [repo, "legacy"] | [repo, "legacy", ""] => {
+            Ok(Route::Repository(repo_name(repo)?))
+        }
         _ => Err(RouteError::NotFound(format!(
             "no such page: {path}. Index pages are under /simple/ or /<repository>/simple/"
         ))),
@@ -305,7 +301,7 @@ fn file_route(repo: &str, project: &str, key: &str, filename: &str) -> Result<Ro
     };
     let filename =
         DistFilename::parse(name).map_err(|e| bad(format!("invalid filename {name:?}: {e}")))?;
-    Ok(Route::File(FileRoute {
+    Ok(Route::File(FileRequest {
         repo,
         project,
         key,
@@ -322,6 +318,18 @@ mod tests {
 
     fn named(name: &str) -> RepoRef {
         RepoRef::Named(RepoName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn upload_endpoints() {
+        for path in ["/internal/", "/internal/legacy/", "/internal/legacy"] {
+            assert_eq!(
+                parse(path),
+                Ok(Route::Repository(RepoName::parse("internal").unwrap())),
+                "{path}"
+            );
+        }
+        assert!(matches!(parse("/Internal/"), Err(RouteError::NotFound(_))));
     }
 
     #[test]

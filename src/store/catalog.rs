@@ -15,6 +15,7 @@
 //! | `url_pins`        | sha256 of the upstream URL    | content sha256 (32 bytes)          |
 //! | `pages`           | [`page_key`] bytes            | [`PageEntry`] as JSON              |
 //! | `page_bodies`     | [`page_key`] bytes            | the body, for pages < 64 KiB       |
+//! | `uploads`         | [`upload_key`] bytes          | [`UploadEntry`] as JSON            |
 
 use std::convert::Infallible;
 use std::fmt;
@@ -172,6 +173,7 @@ pub(crate) struct Catalog {
     url_pins: sled::Tree,
     pages: sled::Tree,
     page_bodies: sled::Tree,
+    uploads: sled::Tree,
 }
 
 impl fmt::Debug for Catalog {
@@ -212,6 +214,7 @@ impl Catalog {
             url_pins: tree("url_pins")?,
             pages: tree("pages")?,
             page_bodies: tree("page_bodies")?,
+            uploads: tree("uploads")?,
             path: path.to_path_buf(),
             db,
         })
@@ -577,6 +580,127 @@ impl Catalog {
             )
             .map_err(self.tx_failed("remove a page"))?;
         Ok(old.map(|old| serde_json::from_slice(&old).ok()))
+    }
+}
+
+/// The catalog record of one file uploaded to a hosted repository. Its body is an artifact
+/// (never evicted) named by `sha256`; its PEP 658 metadata, when it has some, another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UploadEntry {
+    pub version: String,
+    pub sha256: HexDigest,
+    pub size: u64,
+    #[serde(default)]
+    pub requires_python: Option<String>,
+    #[serde(default)]
+    pub core_metadata: Option<HexDigest>,
+    /// Milliseconds since the Unix epoch.
+    pub uploaded_at: u64,
+    /// The user who uploaded it.
+    pub uploader: String,
+}
+
+/// What [`Catalog::record_upload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    New,
+    /// The filename was already recorded, with this content digest (`None`: unreadable).
+    Exists(Option<Sha256Digest>),
+    /// A body was not recorded (evicted since it was committed); nothing was written.
+    BodyMissing,
+}
+
+/// `repository \0 project \0 filename`: names cannot contain NUL, so keys are unambiguous,
+/// and a project's uploads are one prefix scan.
+pub(crate) fn upload_key(repository: &str, project: &str, filename: &str) -> Vec<u8> {
+    let mut key = upload_prefix(repository, Some(project));
+    key.extend_from_slice(filename.as_bytes());
+    key
+}
+
+/// The key prefix of a repository's uploads, or of one project's.
+pub(crate) fn upload_prefix(repository: &str, project: Option<&str>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(128);
+    key.extend_from_slice(repository.as_bytes());
+    key.push(0);
+    if let Some(project) = project {
+        key.extend_from_slice(project.as_bytes());
+        key.push(0);
+    }
+    key
+}
+
+impl Catalog {
+    /// One upload's record.
+    pub(crate) fn upload(&self, key: &[u8]) -> Result<Option<UploadEntry>, StoreError> {
+        let Some(value) = self
+            .uploads
+            .get(key)
+            .map_err(self.failed("read an upload"))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| self.corrupt("an upload record", e))
+    }
+
+    /// The upload records under `prefix`, as (key, record), in key order; unreadable ones are
+    /// reported in `bad`.
+    pub(crate) fn uploads(&self, prefix: &[u8]) -> Result<Scan<IVec, UploadEntry>, StoreError> {
+        let mut scan = Scan::default();
+        for item in self.uploads.scan_prefix(prefix) {
+            let (key, value) = item.map_err(self.failed("read the upload records"))?;
+            match serde_json::from_slice(&value) {
+                Ok(entry) => scan.good.push((key, entry)),
+                Err(error) => scan.bad.push((key, error.to_string())),
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Records an upload and makes its artifacts non-evictable, in one transaction: an
+    /// upload is never listed with a body that could be evicted, and of two uploads of one
+    /// filename only the first is recorded.
+    pub(crate) fn record_upload(
+        &self,
+        key: &[u8],
+        entry: &UploadEntry,
+        artifacts: &[Sha256Digest],
+    ) -> Result<Recorded, StoreError> {
+        let upload = encode(entry);
+        let result = (&self.uploads, &self.artifacts).transaction(
+            |(uploads, records)| -> ConflictableTransactionResult<Recorded, Infallible> {
+                if let Some(old) = uploads.get(key)? {
+                    let existing = serde_json::from_slice::<UploadEntry>(&old)
+                        .map(|old| old.sha256.0)
+                        .ok();
+                    return Ok(Recorded::Exists(existing));
+                }
+                for digest in artifacts {
+                    let Some(old) = records.get(digest.as_bytes())? else {
+                        return Ok(Recorded::BodyMissing);
+                    };
+                    if let Ok(mut record) = serde_json::from_slice::<ArtifactEntry>(&old) {
+                        if record.evictable {
+                            record.evictable = false;
+                            records.insert(digest.as_bytes().as_slice(), encode(&record))?;
+                        }
+                    }
+                }
+                uploads.insert(key, upload.as_slice())?;
+                Ok(Recorded::New)
+            },
+        );
+        result.map_err(self.tx_failed("record an upload"))
+    }
+
+    /// Drops an upload record that cannot be read.
+    pub(crate) fn drop_upload_key(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.uploads
+            .remove(key)
+            .map(drop)
+            .map_err(self.failed("drop an upload record"))
     }
 }
 

@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use super::blobs::{remove_if_present, Blobs, Found};
 use super::catalog::{page_key, ArtifactEntry, Catalog, Change, HexDigest, PageBody, PageEntry};
 use super::error::StoreError;
 use super::index::{millis, Entry, Index};
+use super::serve::ArtifactBody;
 use super::writer::{self, Job, Outcome, Writer};
 use crate::simple::Sha256Digest;
 
@@ -154,16 +156,6 @@ pub struct Artifact {
     pub body: ArtifactBody,
 }
 
-/// The bytes of a stored artifact.
-#[derive(Debug)]
-pub enum ArtifactBody {
-    /// A body under [`INLINE_LIMIT`], read from the catalog.
-    Inline(Bytes),
-    /// An open blob file. Holding it open keeps the bytes readable even if the artifact is
-    /// evicted while the transfer runs.
-    File(File),
-}
-
 /// Which page: a repository's root index (`project: None`) or one project's page.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PageKey {
@@ -205,13 +197,13 @@ pub struct StoreStats {
 /// The store: cheap to clone, safe to share between threads.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     path: PathBuf,
     max_size: u64,
-    catalog: Catalog,
+    pub(super) catalog: Catalog,
     blobs: Blobs,
     write: Mutex<()>,
     index: Mutex<Index>,
@@ -219,6 +211,8 @@ pub(crate) struct Inner {
     hot: moka::sync::Cache<Sha256Digest, Bytes, foldhash::fast::RandomState>,
     /// Where queued commits go (see `writer`).
     writer: Writer,
+    /// Bumped by every recorded upload (see `uploads`).
+    pub(super) upload_epoch: AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -288,6 +282,7 @@ impl Store {
             index: Mutex::new(index),
             hot,
             writer,
+            upload_epoch: AtomicU64::new(0),
         });
         writer::start(Arc::downgrade(&inner), queue)?;
         Ok(Store { inner })
@@ -333,14 +328,14 @@ impl Store {
 
     // A poisoned lock means a panic elsewhere mid-update; the index is still a usable
     // approximation (and the catalog is the truth at the next open), so carry on.
-    fn index(&self) -> MutexGuard<'_, Index> {
+    pub(super) fn index(&self) -> MutexGuard<'_, Index> {
         self.inner
             .index
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_lock(&self) -> MutexGuard<'_, ()> {
+    pub(super) fn write_lock(&self) -> MutexGuard<'_, ()> {
         self.inner
             .write
             .lock()
@@ -359,7 +354,7 @@ impl Store {
             return Some(Artifact {
                 sha256: *digest,
                 size: entry.size,
-                body: ArtifactBody::Inline(body),
+                body: ArtifactBody::memory(body),
             });
         }
         if !entry.inline {
@@ -374,7 +369,7 @@ impl Store {
                 Ok(file) => Some(Artifact {
                     sha256: *digest,
                     size: entry.size,
-                    body: ArtifactBody::File(file),
+                    body: ArtifactBody::file(file),
                 }),
                 Err(error) => {
                     if error.kind() == io::ErrorKind::NotFound {
@@ -400,7 +395,7 @@ impl Store {
                 Some(Artifact {
                     sha256: *digest,
                     size: entry.size,
-                    body: ArtifactBody::Inline(body),
+                    body: ArtifactBody::memory(body),
                 })
             }
             // Evicted between the lookup and the read.
@@ -424,14 +419,14 @@ impl Store {
             return Artifact {
                 sha256: *digest,
                 size,
-                body: ArtifactBody::Inline(body),
+                body: ArtifactBody::memory(body),
             };
         }
         let _ = file.rewind();
         Artifact {
             sha256: *digest,
             size,
-            body: ArtifactBody::File(file),
+            body: ArtifactBody::file(file),
         }
     }
 
@@ -1176,6 +1171,15 @@ fn recover(catalog: &Catalog, blobs: &Blobs) -> Result<(Index, Repairs), StoreEr
         );
     }
 
+    // An upload record names bodies that were durable before it was written; nothing to
+    // repair but records that cannot be read.
+    let uploads = catalog.uploads(&[])?;
+    for (key, reason) in &uploads.bad {
+        tracing::warn!(%reason, "dropping an unreadable upload record");
+        catalog.drop_upload_key(key)?;
+        repairs.unreadable_records += 1;
+    }
+
     let pins = catalog.pins()?;
     for (key, reason) in &pins.bad {
         tracing::warn!(%reason, "dropping an unreadable url pin");
@@ -1216,7 +1220,9 @@ fn recover(catalog: &Catalog, blobs: &Blobs) -> Result<(Index, Repairs), StoreEr
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Seek, SeekFrom, Write};
+    use std::io::Write;
+
+    use super::super::serve::Content;
 
     use super::*;
 
@@ -1268,14 +1274,17 @@ mod tests {
     }
 
     fn read(artifact: Artifact) -> Vec<u8> {
-        match artifact.body {
-            ArtifactBody::Inline(bytes) => bytes.to_vec(),
-            ArtifactBody::File(mut file) => {
-                let mut out = Vec::new();
-                file.seek(SeekFrom::Start(0)).unwrap();
-                file.read_to_end(&mut out).unwrap();
-                out
-            }
+        let size = artifact.size;
+        match artifact.body.read(0, size) {
+            Content::Bytes(bytes) => bytes.to_vec(),
+            Content::Stream(stream) => tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use futures_util::TryStreamExt as _;
+                    let blocks: Vec<Bytes> = stream.try_collect().await.unwrap();
+                    blocks.concat()
+                }),
         }
     }
 

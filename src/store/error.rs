@@ -94,14 +94,22 @@ pub enum StoreError {
     },
 
     #[error(
-        "cannot start the store's writer thread: {source}; the system may be out of threads or          memory"
+        "cannot start the store's writer thread: {source}; the system may be out of threads or \
+         memory"
     )]
     Thread { source: io::Error },
 
     #[error(
-        "the store's writer thread has stopped (the error before this one in the log says why);          nothing more can be stored until wheelgate is restarted"
+        "the store's writer thread has stopped (the error before this one in the log says why); \
+         nothing more can be stored until wheelgate is restarted"
     )]
     WriterGone,
+
+    #[error(
+        "the stored body of the upload {filename} was evicted before its upload was recorded \
+         (the store is over max_size): raise [store] max_size and upload it again"
+    )]
+    UploadBodyMissing { filename: String },
 
     /// One failure reported to every commit of a batch (a failed flush).
     #[error(transparent)]

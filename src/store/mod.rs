@@ -31,21 +31,23 @@
 //! [`Store::pinned`] and [`Store::may_have_page`] only consult memory (and open a file), so they
 //! are fine on the request path.
 //!
-//! `flight` (single-flight downloads into growing files) and `serve` (streaming stored files)
-//! build on this module.
+//! `serve` streams stored bodies by ranges; the single-flight downloads of remote repositories
+//! (`repository::remote::flight`) read their growing files with its positioned reads.
 
 mod blobs;
 mod catalog;
 mod engine;
 mod error;
-pub mod flight;
 mod index;
-pub mod serve;
+pub(crate) mod serve;
+mod uploads;
 mod writer;
 
 pub use engine::{
-    Artifact, ArtifactBody, ArtifactRecord, NewArtifact, PageKey, Prepared, Store, StoreOptions,
-    StoreStats, StoredPage, INLINE_LIMIT,
+    Artifact, ArtifactRecord, NewArtifact, PageKey, Prepared, Store, StoreOptions, StoreStats,
+    StoredPage, INLINE_LIMIT,
 };
 pub use error::StoreError;
+pub use serve::{ArtifactBody, Content};
+pub use uploads::{Upload, UploadOutcome};
 pub use writer::Outcome;

@@ -13,7 +13,54 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream};
+use futures_util::stream::{self, BoxStream};
+#[cfg(test)]
+use futures_util::Stream;
+
+/// The bytes of a stored artifact: in memory (small and hot files, inline catalog bodies) or an
+/// open blob file. Holding the file open keeps its bytes readable even if the artifact is evicted
+/// while a transfer runs. Callers only ever ask for a range of it ([`ArtifactBody::read`]), so
+/// how a body is held stays the store's business.
+#[derive(Debug)]
+pub struct ArtifactBody(Held);
+
+#[derive(Debug)]
+enum Held {
+    Memory(Bytes),
+    File(File),
+}
+
+/// A range of a stored body: bytes already in memory, or a stream of blocks read on demand.
+pub enum Content {
+    Bytes(Bytes),
+    Stream(BoxStream<'static, io::Result<Bytes>>),
+}
+
+impl ArtifactBody {
+    pub(crate) fn memory(bytes: Bytes) -> ArtifactBody {
+        ArtifactBody(Held::Memory(bytes))
+    }
+
+    pub(crate) fn file(file: File) -> ArtifactBody {
+        ArtifactBody(Held::File(file))
+    }
+
+    /// `len` bytes from `start`; the caller has checked the range against the artifact's size.
+    pub fn read(self, start: u64, len: u64) -> Content {
+        match self.0 {
+            Held::Memory(bytes) => {
+                let from = usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let to = usize::try_from(start.saturating_add(len))
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                Content::Bytes(bytes.slice(from..to))
+            }
+            Held::File(file) => Content::Stream(file_stream(file, start, len)),
+        }
+    }
+}
 
 /// How many bytes are read and sent at a time: large enough that the per-block cost (a blocking
 /// task and a syscall) is negligible, small enough that many concurrent clients stay cheap.
@@ -25,11 +72,7 @@ pub const BLOCK: usize = 256 * 1024;
 /// A file shorter than `offset + len` (a store damaged behind our back) ends the stream with an
 /// `UnexpectedEof` error instead of short data, so hyper aborts the response rather than
 /// pretending it was complete.
-pub fn file_stream(
-    file: File,
-    offset: u64,
-    len: u64,
-) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
+fn file_stream(file: File, offset: u64, len: u64) -> BoxStream<'static, io::Result<Bytes>> {
     let end = offset.saturating_add(len);
     let state = Some((Arc::new(file), offset));
     Box::pin(stream::unfold(state, move |state| async move {

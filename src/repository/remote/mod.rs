@@ -11,11 +11,11 @@
 //! in its own task so that a client hanging up does not cancel it for the others.
 //!
 //! Files: content-addressed in the store; a file not yet stored is downloaded once however many
-//! clients ask (the flights of `store::flight`), streamed to all of them as it arrives, and
+//! clients ask (the flights of [`flight`]), streamed to all of them as it arrives, and
 //! committed only once its sha256 matches.
 
-pub mod cached;
-mod pages;
+pub mod flight;
+mod loads;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -26,21 +26,21 @@ use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
+use crate::repository::cached::{CacheStatus, Cached, PageView};
+use crate::repository::file::{FileBody, FileInfo, Located, ServedFile};
+use crate::repository::{shown_upstream, Description, Kind, ServeError};
 use crate::simple::digest::{FileKey, Sha256Digest};
-use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{
     parse_index_html, parse_index_json, parse_project_html, parse_project_json, CoreMetadata,
     FileEntry, PageError, ProjectIndex, ProjectPage,
 };
-use crate::store::flight::{Completed, Download, DownloadError, Flights, Landed};
-use crate::store::{Artifact, ArtifactRecord, NewArtifact, PageKey, Store, StoreError, StoredPage};
+use crate::store::{ArtifactRecord, NewArtifact, PageKey, Store, StoreError, StoredPage};
 use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
 };
-use pages::{Loads, PageHasher};
-
-pub use cached::{CacheStatus, Cached, RenderKey, Rendered, VARY_PAGE, X_WHEELGATE_CACHE};
+use flight::{Completed, DownloadError, Flights, Landed};
+use loads::{Loads, PageHasher};
 
 /// What wheelgate asks an upstream for: PEP 691 JSON first, HTML as a fallback.
 const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
@@ -73,16 +73,6 @@ pub enum RemoteError {
     ProjectNotFound {
         repo: RepoName,
         project: ProjectName,
-    },
-    #[error(
-        "repository {repo} has no file {filename} for project {project} with key {key}; \
-         the index page may have changed: reload it"
-    )]
-    FileNotFound {
-        repo: RepoName,
-        project: ProjectName,
-        filename: String,
-        key: String,
     },
     #[error(
         "the index page of {project} in repository {repo} offers no core metadata for {filename}"
@@ -135,7 +125,6 @@ impl RemoteError {
         match self {
             RemoteError::Offline { .. }
             | RemoteError::ProjectNotFound { .. }
-            | RemoteError::FileNotFound { .. }
             | RemoteError::NoMetadata { .. }
             | RemoteError::NoIndex { .. } => StatusCode::NOT_FOUND,
             RemoteError::Upstream { source, .. } => source.status(),
@@ -210,46 +199,6 @@ fn weigh<K, T>(_key: &K, value: &Loaded<T>) -> u32 {
     }
 }
 
-/// A file found on its project's current page.
-pub struct Located {
-    pub page: Arc<Cached<ProjectPage>>,
-    position: usize,
-}
-
-impl Located {
-    pub fn entry(&self) -> &FileEntry {
-        // `position` was found in this very page, which is immutable.
-        &self.page.value.files[self.position]
-    }
-}
-
-/// A page as a request sees it: the shared entry and how this request obtained it.
-pub struct PageView<T> {
-    pub cached: Arc<Cached<T>>,
-    pub status: CacheStatus,
-}
-
-/// A file ready to be sent: from the store, or downloading.
-pub enum FileSource {
-    Stored(Artifact),
-    Download(Download),
-}
-
-/// A file request's answer.
-pub struct ServedFile {
-    pub status: CacheStatus,
-    /// The content digest, when known before the transfer ends.
-    pub sha256: Option<Sha256Digest>,
-    pub source: FileSource,
-}
-
-/// What is known about a file without fetching it (for HEAD).
-pub struct FileInfo {
-    pub size: Option<u64>,
-    pub sha256: Option<Sha256Digest>,
-    pub stored: bool,
-}
-
 /// Everything a page load needs, cloned into its task.
 #[derive(Clone)]
 struct Loader {
@@ -263,12 +212,15 @@ struct Loader {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
+    /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`), shared
+    /// by every remote of the configuration.
+    fetch_slots: Arc<Semaphore>,
     pages: Loads<ProjectName, Loaded<ProjectPage>>,
     index: Loads<(), Loaded<ProjectIndex>>,
 }
 
 /// The upstream client settings of a remote repository, or `None` when it is offline.
-pub fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamSettings> {
+fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamSettings> {
     let url = config.url.as_ref().filter(|_| !config.offline)?;
     Some(UpstreamSettings {
         repository: name.to_string(),
@@ -295,6 +247,7 @@ impl Remote {
         config: &RemoteConfig,
         store: Store,
         flights: Arc<Flights>,
+        fetch_slots: Arc<Semaphore>,
         memory: u64,
     ) -> Result<Remote, UpstreamError> {
         let upstream = upstream_settings(&name, config)
@@ -326,6 +279,7 @@ impl Remote {
                 ttl: config.index_ttl,
             },
             flights,
+            fetch_slots,
             pages,
             index,
         })
@@ -341,10 +295,7 @@ impl Remote {
     }
 
     /// The project page, from memory, the store or the upstream.
-    pub async fn project_page(
-        &self,
-        project: &ProjectName,
-    ) -> Result<PageView<ProjectPage>, RemoteError> {
+    async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
         let (loaded, ran) = self
             .pages
             .get_or_load(project, || self.loader.clone().project(project.clone()))
@@ -356,40 +307,13 @@ impl Remote {
     }
 
     /// The list of projects the upstream offers.
-    pub async fn index(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
+    async fn project_list(&self) -> Result<PageView<ProjectIndex>, RemoteError> {
         let (loaded, ran) = self
             .index
             .get_or_load(&(), || self.loader.clone().index())
             .await?;
         view(loaded, ran).ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
-        })
-    }
-
-    /// Finds the entry a file URL refers to on the current page of its project: only files an
-    /// upstream page lists are ever served or fetched.
-    pub async fn locate(
-        &self,
-        project: &ProjectName,
-        key: &FileKey,
-        filename: &DistFilename,
-    ) -> Result<Located, RemoteError> {
-        let view = self.project_page(project).await?;
-        let position = view
-            .cached
-            .value
-            .files
-            .iter()
-            .position(|f| f.filename.as_str() == filename.as_str() && f.key() == *key)
-            .ok_or_else(|| RemoteError::FileNotFound {
-                repo: self.name().clone(),
-                project: project.clone(),
-                filename: filename.as_str().to_owned(),
-                key: key.to_string(),
-            })?;
-        Ok(Located {
-            page: view.cached,
-            position,
         })
     }
 
@@ -414,7 +338,7 @@ impl Remote {
     }
 
     /// What a client would receive for a file, without fetching it.
-    pub fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, RemoteError> {
+    fn info(&self, located: &Located, metadata: bool) -> Result<FileInfo, RemoteError> {
         let entry = located.entry();
         let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
         let digest = declared.or_else(|| self.loader.store.pinned(&url_key(&url)));
@@ -433,14 +357,9 @@ impl Remote {
     }
 
     /// A file (or its PEP 658 metadata): from the store, or downloaded once for every client
-    /// asking. `fetch_slots` bounds concurrent upstream transfers; a slot is held until the
+    /// asking. The fetch slots bound concurrent upstream transfers; a slot is held until the
     /// transfer ends.
-    pub async fn file(
-        &self,
-        located: &Located,
-        metadata: bool,
-        fetch_slots: &Arc<Semaphore>,
-    ) -> Result<ServedFile, RemoteError> {
+    async fn fetch(&self, located: &Located, metadata: bool) -> Result<ServedFile, RemoteError> {
         let entry = located.entry();
         let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
         let store = &self.loader.store;
@@ -455,7 +374,10 @@ impl Remote {
             return Ok(ServedFile {
                 status: CacheStatus::Hit,
                 sha256: Some(artifact.sha256),
-                source: FileSource::Stored(artifact),
+                body: FileBody::Stored {
+                    size: artifact.size,
+                    body: artifact.body,
+                },
             });
         }
         let url = url.into_owned();
@@ -474,7 +396,7 @@ impl Remote {
         // The transfer's slot: taken by whichever request leads the download, released when
         // both the request phase and the flight (which owns `commit`) are over.
         let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
-        let slots = fetch_slots.clone();
+        let slots = self.fetch_slots.clone();
         let held = slot.clone();
         let source = async move {
             let permit = slots.acquire_owned().await.ok();
@@ -539,9 +461,59 @@ impl Remote {
                 CacheStatus::Hit
             },
             sha256: declared,
-            source: FileSource::Download(download),
+            body: FileBody::Arriving {
+                length: download.content_length,
+                stream: download.body,
+            },
         })
     }
+}
+
+impl Kind for Remote {
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
+        Ok(self.project_list().await?)
+    }
+
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError> {
+        Ok(self.page(project).await?)
+    }
+
+    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
+        Ok(self.info(located, metadata)?)
+    }
+
+    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
+        Ok(self.fetch(located, metadata).await?)
+    }
+
+    fn describe(&self) -> Description {
+        match self.upstream_root() {
+            Some(root) => Description {
+                kind: "remote",
+                detail: format!("upstream {}", shown_upstream(root)),
+                online: true,
+            },
+            None => Description {
+                kind: "remote",
+                detail: "offline: it has no upstream url (or offline = true) and serves only \
+                         what its store holds"
+                    .to_owned(),
+                online: false,
+            },
+        }
+    }
+}
+
+/// Checks that the upstream client of a remote can be built (TLS roots, CA file), without
+/// building the repository.
+pub fn validate(name: &RepoName, config: &RemoteConfig) -> Result<(), UpstreamError> {
+    if let Some(settings) = upstream_settings(name, config) {
+        Upstream::new(settings)?;
+    }
+    Ok(())
 }
 
 /// A request's view of a loaded entry: the load's own status for the request that ran it,

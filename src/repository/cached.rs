@@ -265,6 +265,54 @@ fn slot_of(key: &RenderKey<'_>) -> Option<usize> {
     }
 }
 
+/// A page as a request sees it: the shared entry and how this request obtained it.
+pub struct PageView<T> {
+    pub cached: Arc<Cached<T>>,
+    pub status: CacheStatus,
+}
+
+impl<T> PageView<T> {
+    /// The rendering for `key` (made by `render` the first time), kept with the page it was
+    /// rendered from so that it can leave the repository layer.
+    pub fn render(self, key: RenderKey<'_>, render: impl Fn(&T) -> Rendered) -> Page<T> {
+        let at = match self.cached.rendered(key, render) {
+            RenderedRef::Slot(_) => slot_of(&key).map(At::Slot),
+            RenderedRef::Kept(rendered) => Some(At::Kept(rendered)),
+        };
+        Page {
+            // `rendered` answers from a slot only for keys that have one.
+            at: at.unwrap_or(At::Slot(0)),
+            cached: self.cached,
+            status: self.status,
+        }
+    }
+}
+
+/// One rendering of a page, owned: what a page request gets from the repository layer.
+pub struct Page<T> {
+    cached: Arc<Cached<T>>,
+    at: At,
+    pub status: CacheStatus,
+}
+
+enum At {
+    Slot(usize),
+    Kept(Arc<Rendered>),
+}
+
+impl<T> Page<T> {
+    pub fn rendered(&self) -> &Rendered {
+        match &self.at {
+            At::Kept(rendered) => rendered,
+            At::Slot(index) => match self.cached.slots[*index].get() {
+                Some(slot) => &slot.rendered,
+                // A slot is set before a `Page` pointing at it is made, and never unset.
+                None => unreachable!("a page's rendering slot is set before the page is made"),
+            },
+        }
+    }
+}
+
 /// A rendering lent by [`Cached::rendered`]: borrowed from a slot, or shared from the list.
 pub enum RenderedRef<'a> {
     Slot(&'a Rendered),

@@ -42,8 +42,8 @@ use http::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{watch, Notify};
 
-use super::serve::{read_block, BLOCK};
 use crate::simple::digest::{FileKey, Sha256Digest};
+use crate::store::serve::{read_block, BLOCK};
 use crate::upstream::{FileFetch, UpstreamError};
 
 /// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps

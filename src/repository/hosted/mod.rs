@@ -1,0 +1,375 @@
+//! A hosted repository: the packages published to wheelgate itself (SPEC §1), with `twine
+//! upload` or `uv publish`, kept in the store and never fetched from anywhere.
+//!
+//! Its pages are built from the store's upload records, so a file is listed the moment its upload
+//! is acknowledged (`uv publish --check-url` reads the page before every upload). A page is kept
+//! in memory until the next upload anywhere (the store's upload epoch changes), which costs one
+//! catalog scan per project after an upload and nothing on a warm request.
+//!
+//! Publishing is in `publish`: the checks that need the store (a filename taken by other bytes is
+//! a 409, the same bytes again a 200) and the commit, durable before the 200.
+
+mod publish;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use http::StatusCode;
+use moka::sync::Cache;
+
+use super::cached::{CacheStatus, Cached, PageView};
+use super::file::{FileBody, FileInfo, Located, ServedFile};
+use super::{Description, Kind, ServeError};
+use crate::config::RepoName;
+use crate::simple::digest::Sha256Digest;
+use crate::simple::filename::DistFilename;
+use crate::simple::name::ProjectName;
+use crate::simple::page::{CoreMetadata, FileEntry, ProjectIndex, ProjectPage, Yanked};
+use crate::store::{Store, StoreError, Upload};
+
+pub use publish::{NewUpload, Published};
+
+/// How many projects' pages a hosted repository keeps in memory. Pages are rebuilt from the
+/// catalog cheaply; this only bounds memory.
+const PAGES_KEPT: u64 = 10_000;
+
+/// Why a hosted repository could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HostedError {
+    #[error(
+        "project {project} has no files in hosted repository {repo}; publish it there with \
+         `twine upload` or `uv publish`"
+    )]
+    ProjectNotFound {
+        repo: RepoName,
+        project: ProjectName,
+    },
+    #[error(
+        "the index page of {project} in repository {repo} offers no core metadata for {filename}"
+    )]
+    NoMetadata {
+        repo: RepoName,
+        project: ProjectName,
+        filename: String,
+    },
+    #[error(
+        "the stored body of {filename} in hosted repository {repo} is missing from the store; \
+         run `wheelgate cache verify` and publish the file again"
+    )]
+    BodyMissing { repo: RepoName, filename: String },
+    #[error(
+        "File already exists: {filename} is already in repository {repo} with different \
+         content; publish a new version instead (files are immutable once published)"
+    )]
+    Exists { repo: RepoName, filename: String },
+    #[error("hosted repository {repo}: the store failed: {source}")]
+    Store {
+        repo: RepoName,
+        #[source]
+        source: StoreError,
+    },
+    #[error("hosted repository {repo}: a store task failed: {reason}")]
+    Task { repo: RepoName, reason: String },
+}
+
+impl HostedError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HostedError::ProjectNotFound { .. } | HostedError::NoMetadata { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            HostedError::Exists { .. } => StatusCode::CONFLICT,
+            HostedError::BodyMissing { .. }
+            | HostedError::Store { .. }
+            | HostedError::Task { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A page built from the catalog, with the upload epoch it is current for.
+type Kept<T> = (u64, Arc<Cached<T>>);
+
+/// One hosted repository.
+pub struct Hosted {
+    name: RepoName,
+    store: Store,
+    pages: Cache<ProjectName, Kept<ProjectPage>, foldhash::fast::RandomState>,
+    index: Mutex<Option<Kept<ProjectIndex>>>,
+}
+
+impl Hosted {
+    pub fn new(name: RepoName, store: Store) -> Hosted {
+        Hosted {
+            name,
+            store,
+            pages: Cache::builder()
+                .max_capacity(PAGES_KEPT)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+            index: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    /// Runs a store call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, HostedError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(store))
+            .await
+            .map_err(|join| HostedError::Task {
+                repo: self.name.clone(),
+                reason: join.to_string(),
+            })?
+            .map_err(|source| HostedError::Store {
+                repo: self.name.clone(),
+                source,
+            })
+    }
+
+    async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, HostedError> {
+        let epoch = self.store.upload_epoch();
+        if let Some((kept_epoch, cached)) = self.pages.get(project) {
+            if kept_epoch == epoch {
+                return Ok(PageView {
+                    cached,
+                    status: CacheStatus::Hit,
+                });
+            }
+        }
+        let (repo, name) = (self.name.to_string(), project.to_string());
+        let uploads = self
+            .blocking(move |store| store.uploads(&repo, &name))
+            .await?;
+        let files: Vec<FileEntry> = uploads
+            .iter()
+            .filter_map(|upload| self.entry(project, upload))
+            .collect();
+        if files.is_empty() {
+            return Err(HostedError::ProjectNotFound {
+                repo: self.name.clone(),
+                project: project.clone(),
+            });
+        }
+        let mut versions: Vec<String> = Vec::new();
+        for file in &files {
+            if let Some(version) = file.filename.version() {
+                if !versions.iter().any(|v| v == version) {
+                    versions.push(version.to_owned());
+                }
+            }
+        }
+        let weight = files.len() * 512 + 1024;
+        let page = ProjectPage {
+            name: project.clone(),
+            files,
+            versions,
+            dropped: 0,
+        };
+        let cached = Arc::new(Cached::new(
+            Arc::new(page),
+            SystemTime::now(),
+            CacheStatus::Hit,
+            weight,
+        ));
+        self.pages.insert(project.clone(), (epoch, cached.clone()));
+        Ok(PageView {
+            cached,
+            status: CacheStatus::Hit,
+        })
+    }
+
+    /// The page entry of one upload; `None` (logged) when its body has gone from the store.
+    fn entry(&self, project: &ProjectName, upload: &Upload) -> Option<FileEntry> {
+        let filename = match DistFilename::parse(&upload.filename) {
+            Ok(filename) => filename,
+            Err(error) => {
+                tracing::warn!(repository = %self.name, package = %project, %error, "skipping an upload whose recorded filename is not valid");
+                return None;
+            }
+        };
+        if !self.store.contains(&upload.sha256) {
+            tracing::warn!(
+                repository = %self.name,
+                package = %project,
+                file = %upload.filename,
+                "an upload's body is missing from the store; it is left out of the page"
+            );
+            return None;
+        }
+        Some(FileEntry {
+            url: hosted_url(&self.name, &upload.sha256, &filename),
+            filename,
+            sha256: Some(upload.sha256),
+            other_hashes: Vec::new(),
+            requires_python: upload.requires_python.clone(),
+            yanked: Yanked::No,
+            core_metadata: match upload.core_metadata {
+                Some(digest) => CoreMetadata::Present {
+                    sha256: Some(digest),
+                },
+                None => CoreMetadata::Absent,
+            },
+            size: Some(upload.size),
+            upload_time: Some(rfc3339(upload.uploaded_at)),
+        })
+    }
+
+    async fn project_list(&self) -> Result<PageView<ProjectIndex>, HostedError> {
+        let epoch = self.store.upload_epoch();
+        if let Some((kept_epoch, cached)) = crate::lock(&self.index).clone() {
+            if kept_epoch == epoch {
+                return Ok(PageView {
+                    cached,
+                    status: CacheStatus::Hit,
+                });
+            }
+        }
+        let repo = self.name.to_string();
+        let names = self
+            .blocking(move |store| store.hosted_projects(&repo))
+            .await?;
+        let projects = names
+            .iter()
+            .filter_map(|name| ProjectName::parse(name).ok())
+            .collect();
+        let index = ProjectIndex::from_unsorted(projects);
+        let weight = index.projects.len() * 64 + 1024;
+        let cached = Arc::new(Cached::new(
+            Arc::new(index),
+            SystemTime::now(),
+            CacheStatus::Hit,
+            weight,
+        ));
+        *crate::lock(&self.index) = Some((epoch, cached.clone()));
+        Ok(PageView {
+            cached,
+            status: CacheStatus::Hit,
+        })
+    }
+
+    /// The digest of a located file, or of its metadata.
+    fn digest(&self, located: &Located, metadata: bool) -> Result<Sha256Digest, HostedError> {
+        let entry = located.entry();
+        let digest = if metadata {
+            match entry.core_metadata {
+                CoreMetadata::Present {
+                    sha256: Some(digest),
+                } => Some(digest),
+                _ => None,
+            }
+            .ok_or_else(|| HostedError::NoMetadata {
+                repo: self.name.clone(),
+                project: located.page.value.name.clone(),
+                filename: entry.filename.as_str().to_owned(),
+            })?
+        } else {
+            entry.sha256.ok_or_else(|| HostedError::BodyMissing {
+                repo: self.name.clone(),
+                filename: entry.filename.as_str().to_owned(),
+            })?
+        };
+        Ok(digest)
+    }
+
+    fn missing(&self, located: &Located, metadata: bool) -> HostedError {
+        let filename = located.entry().filename.as_str();
+        HostedError::BodyMissing {
+            repo: self.name.clone(),
+            filename: if metadata {
+                format!("{filename}.metadata")
+            } else {
+                filename.to_owned()
+            },
+        }
+    }
+}
+
+impl Kind for Hosted {
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
+        Ok(self.project_list().await?)
+    }
+
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError> {
+        Ok(self.page(project).await?)
+    }
+
+    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
+        let digest = self.digest(located, metadata)?;
+        let stored = self.store.contains(&digest);
+        if !stored {
+            return Err(self.missing(located, metadata).into());
+        }
+        let size = if metadata {
+            self.store.artifact(&digest).map(|artifact| artifact.size)
+        } else {
+            located.entry().size
+        };
+        Ok(FileInfo {
+            size,
+            sha256: Some(digest),
+            stored,
+        })
+    }
+
+    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
+        let digest = self.digest(located, metadata)?;
+        let artifact = self
+            .store
+            .artifact(&digest)
+            .ok_or_else(|| self.missing(located, metadata))?;
+        Ok(ServedFile {
+            status: CacheStatus::Hit,
+            sha256: Some(artifact.sha256),
+            body: FileBody::Stored {
+                size: artifact.size,
+                body: artifact.body,
+            },
+        })
+    }
+
+    fn describe(&self) -> Description {
+        Description {
+            kind: "hosted",
+            detail: format!(
+                "packages published to it (twine upload or uv publish to /{}/)",
+                self.name
+            ),
+            online: true,
+        }
+    }
+}
+
+/// The `url` of a hosted file's page entry. The page model describes files by where they can be
+/// fetched; a hosted file is fetched from nowhere, so this names it in a scheme nothing fetches.
+/// Pages never show it: links are rendered from the digest.
+fn hosted_url(repo: &RepoName, sha256: &Sha256Digest, filename: &DistFilename) -> url::Url {
+    let text = format!("wheelgate-hosted://{repo}/{}/{}", sha256, filename.as_str());
+    url::Url::parse(&text).unwrap_or_else(|_| {
+        // Repository names, digests and checked filenames are URL-safe; keep a valid value.
+        url::Url::parse("wheelgate-hosted://invalid/").unwrap_or_else(|_| unreachable!())
+    })
+}
+
+/// An upload time as PEP 700 writes it: RFC 3339 in UTC, with microseconds.
+fn rfc3339(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_times_are_rfc3339_utc() {
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(time), "2023-11-14T22:13:20.123000Z");
+    }
+}

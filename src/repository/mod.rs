@@ -1,0 +1,303 @@
+//! The repository layer: the one place that decides what repository R serves to a caller.
+//!
+//! A deployment names repositories of several kinds (SPEC §1): remote ones pull an upstream
+//! through, hosted ones keep what is published to them, groups merge their members. Whatever
+//! the kind, serving a project page or a file takes the same steps: find the repository, get the
+//! page as a parsed model, let the download rules decide which files it may show, render it; or
+//! find the file on that very page, let the same rules decide, and open it. Those steps live here
+//! and only here, so a page and a direct file request make the same decision by construction (a
+//! file hidden from a page is never served by its URL), and the HTTP front only translates
+//! between HTTP and these calls.
+//!
+//! Each kind implements [`Kind`]: its index, a project page, what it knows of a file without
+//! fetching it, and opening a file. [`Repositories`] holds the repositories of one configuration
+//! with the rules and limits they share; `serve` holds the decisions built on them.
+
+pub mod cached;
+mod error;
+pub mod file;
+pub mod hosted;
+pub mod remote;
+mod serve;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::config::{Config, RepoName, RepositoryKind};
+use crate::policy::Policy;
+use crate::simple::name::ProjectName;
+use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::store::{Store, StoreStats};
+use crate::upstream::{RedactedUrl, UpstreamError};
+use cached::PageView;
+use file::{FileInfo, Located, ServedFile};
+use hosted::Hosted;
+use remote::flight::Flights;
+use remote::Remote;
+
+pub use cached::{CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_CACHE};
+pub use error::ServeError;
+pub use file::{ArtifactBody, Content, FileBody};
+pub use serve::{FileRequest, PageRequest};
+
+/// What every kind of repository answers. Errors are the layer's, so that a group can pass a
+/// member's failure on unchanged.
+pub(crate) trait Kind {
+    /// The list of projects.
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError>;
+
+    /// A project's page as the parsed model, with how it was obtained.
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError>;
+
+    /// What a client would receive for a located file (or its PEP 658 metadata) without
+    /// fetching it: for HEAD.
+    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError>;
+
+    /// A located file (or its metadata), from the store or on its way from an upstream.
+    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError>;
+
+    /// What the repository is, for the status page, `wheelgate check` and the start-up log.
+    fn describe(&self) -> Description;
+}
+
+/// A repository as served.
+pub enum Repository {
+    Remote(Remote),
+    Hosted(Hosted),
+}
+
+/// Each call goes to the repository's kind.
+impl Kind for Repository {
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
+        match self {
+            Repository::Remote(remote) => remote.index().await,
+            Repository::Hosted(hosted) => hosted.index().await,
+        }
+    }
+
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError> {
+        match self {
+            Repository::Remote(remote) => remote.project_page(project).await,
+            Repository::Hosted(hosted) => hosted.project_page(project).await,
+        }
+    }
+
+    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
+        match self {
+            Repository::Remote(remote) => remote.file_info(located, metadata),
+            Repository::Hosted(hosted) => hosted.file_info(located, metadata),
+        }
+    }
+
+    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
+        match self {
+            Repository::Remote(remote) => remote.open(located, metadata).await,
+            Repository::Hosted(hosted) => hosted.open(located, metadata).await,
+        }
+    }
+
+    fn describe(&self) -> Description {
+        match self {
+            Repository::Remote(remote) => remote.describe(),
+            Repository::Hosted(hosted) => hosted.describe(),
+        }
+    }
+}
+
+/// How a repository describes itself to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// The `type` as `proxy.toml` writes it.
+    pub kind: &'static str,
+    /// One line: the upstream (without credentials), or what the repository holds.
+    pub detail: String,
+    /// False for a remote that cannot reach an upstream (no url, or `offline = true`).
+    pub online: bool,
+}
+
+/// Counters that outlive configuration reloads.
+#[derive(Default)]
+pub struct Counters {
+    /// Downloads refused by a rule (direct file requests and pages left empty).
+    pub denials: AtomicU64,
+    /// Files left out of pages by a rule.
+    pub hidden_files: AtomicU64,
+}
+
+/// The repositories of one configuration, with the rules and limits they share.
+pub struct Repositories {
+    /// In configuration order. A configuration has a handful of repositories: scanning them
+    /// costs less than hashing the name a request gives.
+    list: Vec<(RepoName, Repository)>,
+    default: RepoName,
+    policy: Policy,
+    /// Absolute links under this base instead of links relative to each page.
+    public_url: Option<Url>,
+    /// How many `[[rule]]` tables are in force, for the status page.
+    rule_count: usize,
+    store: Store,
+    counters: Arc<Counters>,
+}
+
+/// Why the repositories of a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("repository {repo} (line {line}): {source}")]
+pub struct BuildError {
+    pub repo: RepoName,
+    pub line: usize,
+    #[source]
+    pub source: UpstreamError,
+}
+
+/// How `store.memory_cache` is shared: a quarter for hot small files (process-wide, in the
+/// store), the rest for parsed and rendered pages, split evenly between the remote repositories.
+pub fn hot_file_memory(config: &Config) -> u64 {
+    config.store.memory_cache / 4
+}
+
+fn page_memory_per_remote(config: &Config) -> u64 {
+    let remotes = config
+        .repositories
+        .iter()
+        .filter(|r| matches!(r.kind, RepositoryKind::Remote(_)))
+        .count()
+        .max(1) as u64;
+    (config.store.memory_cache - hot_file_memory(config)) / remotes
+}
+
+/// Checks what [`Repositories::build`] would build without a store: the upstream clients (TLS
+/// roots, CA files). For `wheelgate check`, which must not lock the store of a running server.
+pub fn validate(config: &Config) -> Result<(), BuildError> {
+    for repo in &config.repositories {
+        match &repo.kind {
+            RepositoryKind::Remote(remote) => {
+                remote::validate(&repo.name, remote).map_err(|source| BuildError {
+                    repo: repo.name.clone(),
+                    line: repo.line,
+                    source,
+                })?
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Repositories {
+    /// Builds the repositories of `config` over the process's one store and its flights (both
+    /// outlive configuration reloads). Nothing is fetched yet.
+    pub fn build(
+        config: &Config,
+        policy: Policy,
+        store: Store,
+        flights: Arc<Flights>,
+        counters: Arc<Counters>,
+    ) -> Result<Repositories, BuildError> {
+        let memory = page_memory_per_remote(config);
+        // Slots for concurrent upstream file transfers, shared by every remote.
+        let fetch_slots = Arc::new(Semaphore::new(config.server.max_concurrent_fetches));
+        let mut list = Vec::with_capacity(config.repositories.len());
+        for repo in &config.repositories {
+            let built = match &repo.kind {
+                RepositoryKind::Remote(remote) => Repository::Remote(
+                    Remote::new(
+                        repo.name.clone(),
+                        remote,
+                        store.clone(),
+                        flights.clone(),
+                        fetch_slots.clone(),
+                        memory,
+                    )
+                    .map_err(|source| BuildError {
+                        repo: repo.name.clone(),
+                        line: repo.line,
+                        source,
+                    })?,
+                ),
+            };
+            list.push((repo.name.clone(), built));
+        }
+        Ok(Repositories {
+            list,
+            default: config.server.default_repository.clone(),
+            policy,
+            public_url: config.server.public_url.clone(),
+            rule_count: config.rules.len(),
+            store,
+            counters,
+        })
+    }
+
+    /// The repository called `name`, or the default one for `None`.
+    fn find(&self, name: Option<&RepoName>) -> Result<(&RepoName, &Repository), ServeError> {
+        let name = name.unwrap_or(&self.default);
+        self.list
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(known, repository)| (known, repository))
+            .ok_or_else(|| ServeError::NoRepository {
+                name: name.clone(),
+                known: self.names().map(RepoName::to_string).collect(),
+            })
+    }
+
+    /// The repository served at `/simple/`.
+    pub fn default_name(&self) -> &RepoName {
+        &self.default
+    }
+
+    /// Repository names in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = &RepoName> {
+        self.list.iter().map(|(name, _)| name)
+    }
+
+    /// Every repository with its description, in configuration order.
+    pub fn describe(&self) -> Vec<(&RepoName, Description)> {
+        self.list
+            .iter()
+            .map(|(name, repository)| (name, repository.describe()))
+            .collect()
+    }
+
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// How many download rules are in force.
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    /// Logs what each repository will do, so an operator sees at start-up that an upstream is
+    /// missing rather than finding out from a failed install.
+    pub fn log_summary(&self) {
+        for (name, description) in self.describe() {
+            if description.online {
+                tracing::info!(repository = %name, kind = description.kind, "{}", description.detail);
+            } else {
+                tracing::warn!(repository = %name, kind = description.kind, "{}", description.detail);
+            }
+        }
+        let rules = self.rule_count;
+        if rules > 0 {
+            tracing::info!(rules, "download rules in force");
+        }
+    }
+}
+
+/// An upstream URL as the status page and the log show it: without credentials or query.
+pub(crate) fn shown_upstream(url: &Url) -> String {
+    RedactedUrl::new(url).to_string()
+}

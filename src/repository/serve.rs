@@ -1,0 +1,201 @@
+//! The decisions of the repository layer: which page a caller gets and whether a file may be
+//! served, the same way for every kind of repository.
+//!
+//! A project page is filtered by the download rules before it is rendered, and the rendering is
+//! kept with the page, so the rules run once per page revision (and per minute when a rule reads
+//! `now`), not per request. A file is looked up on the very page that lists it and decided with
+//! the same facts, so the page and the file's URL cannot disagree.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::cached::{Page, RenderKey, Rendered};
+use super::file::{FileInfo, Located, ServedFile};
+use super::{Kind, Repositories, Repository, ServeError};
+use crate::config::RepoName;
+use crate::policy::enforce::{describe_rules, filter_page, Filtered};
+use crate::policy::{Decision, FileFacts};
+use crate::simple::digest::FileKey;
+use crate::simple::filename::DistFilename;
+use crate::simple::name::ProjectName;
+use crate::simple::negotiate::Format;
+use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::simple::render::{
+    render_index_html, render_index_json, render_project_html, render_project_json, Links,
+};
+
+/// How a page is asked for, beyond the repository and the project.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub format: Format,
+    /// How many path segments the page sits below the server root: relative links climb that
+    /// many.
+    pub depth: usize,
+}
+
+/// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata]`, as typed values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRequest {
+    pub repo: RepoName,
+    pub project: ProjectName,
+    pub key: FileKey,
+    pub filename: DistFilename,
+    /// The PEP 658 core metadata of `filename` rather than the file itself.
+    pub metadata: bool,
+}
+
+impl Repositories {
+    /// The list of projects of `repo` (the default repository for `None`).
+    pub async fn index_page(
+        &self,
+        repo: Option<&RepoName>,
+        format: Format,
+    ) -> Result<Page<ProjectIndex>, ServeError> {
+        let (name, repository) = self.find(repo)?;
+        let view = repository.index().await?;
+        let key = RenderKey {
+            format,
+            repository: name.as_str(),
+            depth: 0,
+            minute: 0,
+        };
+        Ok(view.render(key, |index| {
+            let body = match format {
+                Format::Json => render_index_json(index),
+                Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
+            };
+            Rendered::new(Bytes::from(body), format.content_type())
+        }))
+    }
+
+    /// The page of `project` in `repo`, with the files the rules deny left out; a page they
+    /// leave with no file is a refusal naming every rule involved.
+    pub async fn project_page(
+        &self,
+        repo: Option<&RepoName>,
+        project: &ProjectName,
+        request: PageRequest,
+    ) -> Result<Page<ProjectPage>, ServeError> {
+        let (name, repository) = self.find(repo)?;
+        let view = repository.project_page(project).await?;
+        let PageRequest { format, depth } = request;
+        let now = SystemTime::now();
+        let key = RenderKey {
+            format,
+            repository: name.as_str(),
+            depth,
+            minute: self.policy_minute(now),
+        };
+        let page = view.render(key, |page| {
+            let links = match &self.public_url {
+                Some(base) => Links::absolute(base, name.as_str()),
+                None => Links::relative(depth, name.as_str()),
+            };
+            let render = |page: &ProjectPage| {
+                let body = match format {
+                    Format::Json => render_project_json(page, &links),
+                    Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
+                };
+                Rendered::new(Bytes::from(body), format.content_type())
+            };
+            match filter_page(&self.policy, name, page, now) {
+                Filtered::Unchanged => render(page),
+                Filtered::Reduced { page, hidden } => {
+                    self.counters
+                        .hidden_files
+                        .fetch_add(hidden as u64, Ordering::Relaxed);
+                    render(&page)
+                }
+                Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
+            }
+        });
+        if let Some(rules) = &page.rendered().denied {
+            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                repository = %name,
+                package = %project,
+                rules = %rules,
+                "page refused: the download rules allow none of its files"
+            );
+            return Err(ServeError::Denied {
+                what: format!("every file of {project} in repository {name}"),
+                rules: rules.clone(),
+                cache: Some(page.status),
+            });
+        }
+        Ok(page)
+    }
+
+    /// What a client would receive for a file, without fetching it (HEAD). Decided like
+    /// [`Repositories::file`].
+    pub async fn file_info(&self, request: &FileRequest) -> Result<FileInfo, ServeError> {
+        let (repository, located) = self.allowed(request).await?;
+        repository.file_info(&located, request.metadata)
+    }
+
+    /// A file, or its PEP 658 metadata: located on its project's page, decided by the rules,
+    /// then opened from the store or fetched.
+    pub async fn file(&self, request: &FileRequest) -> Result<ServedFile, ServeError> {
+        let (repository, located) = self.allowed(request).await?;
+        repository.open(&located, request.metadata).await
+    }
+
+    /// Finds a requested file on its page and applies the rules to it.
+    async fn allowed(&self, request: &FileRequest) -> Result<(&Repository, Located), ServeError> {
+        let (name, repository) = self.find(Some(&request.repo))?;
+        let view = repository.project_page(&request.project).await?;
+        let position = view
+            .cached
+            .value
+            .files
+            .iter()
+            .position(|f| {
+                f.filename.as_str() == request.filename.as_str() && f.key() == request.key
+            })
+            .ok_or_else(|| ServeError::FileNotFound {
+                repo: name.clone(),
+                project: request.project.clone(),
+                filename: request.filename.as_str().to_owned(),
+                key: request.key.to_string(),
+            })?;
+        let located = Located::new(view.cached, position);
+        let entry = located.entry();
+        let facts = FileFacts::of_entry(&located.page.value.name, entry);
+        if let Decision::Deny { by } = self.policy.decide(name, &facts, SystemTime::now()) {
+            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                repository = %name,
+                package = %located.page.value.name,
+                version = facts.version.unwrap_or("-"),
+                file = facts.filename,
+                rule = %by,
+                "download refused"
+            );
+            let what = if request.metadata {
+                format!("{}.metadata", entry.filename.as_str())
+            } else {
+                entry.filename.as_str().to_owned()
+            };
+            return Err(ServeError::Denied {
+                what: format!("{what} (repository {name})"),
+                rules: by.to_string(),
+                cache: None,
+            });
+        }
+        Ok((repository, located))
+    }
+
+    /// When a rule reads `now`, renderings are redone each minute so that a cooldown ends on
+    /// time; otherwise one rendering serves until the page changes.
+    fn policy_minute(&self, now: SystemTime) -> u64 {
+        if self.policy.uses_now() {
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() / 60)
+                .unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}
