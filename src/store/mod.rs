@@ -34,20 +34,25 @@
 //! `serve` streams stored bodies by ranges; the single-flight downloads of remote repositories
 //! (`repository::remote::flight`) read their growing files with its positioned reads.
 
+mod artifacts;
+mod batch;
 mod blobs;
 mod catalog;
 mod engine;
 mod error;
 mod index;
+mod pages;
 pub(crate) mod serve;
 mod uploads;
 mod writer;
 
-pub use engine::{
-    Artifact, ArtifactRecord, NewArtifact, PageKey, Prepared, Store, StoreOptions, StoreStats,
-    StoredPage, INLINE_LIMIT,
-};
+#[cfg(test)]
+mod tests;
+
+pub use artifacts::{Artifact, ArtifactRecord, NewArtifact, Prepared, INLINE_LIMIT};
+pub use engine::{Store, StoreOptions, StoreStats};
 pub use error::StoreError;
+pub use pages::{PageKey, StoredPage};
 pub use serve::{ArtifactBody, Content};
 pub use uploads::{Upload, UploadOutcome};
 pub use writer::Outcome;

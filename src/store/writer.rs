@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::engine::{
-    ArtifactRecord, Commit, Inner, NewArtifact, PageKey, Replaced, Store, StoredPage,
-};
+use super::artifacts::{ArtifactRecord, NewArtifact};
+use super::batch::{Commit, Replaced};
+use super::engine::{Inner, Store};
 use super::error::StoreError;
+use super::pages::{PageKey, StoredPage};
 use crate::simple::Sha256Digest;
 
 /// At most this many jobs per flush, so that a long queue still reports progress.

@@ -1,0 +1,360 @@
+//! Artifacts in the store: content-addressed files, read from memory, the catalog or a blob,
+//! committed once their digest is verified, evicted least recently used first.
+//!
+//! An artifact is served by digest without touching sled on the warm path (the index and the
+//! hot-file cache are in memory); a commit writes the blob (fsynced, renamed) before its record.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::batch::*;
+use super::blobs::remove_if_present;
+use super::catalog::{ArtifactEntry, HexDigest};
+use super::engine::*;
+use super::error::StoreError;
+use super::index::Entry;
+use super::serve::ArtifactBody;
+use crate::simple::Sha256Digest;
+
+/// Bodies smaller than this sit inline in the catalog; larger ones are blob files. sled keeps
+/// values whole in memory, so only small ones belong in it.
+pub const INLINE_LIMIT: u64 = 64 * 1024;
+
+/// The largest artifact kept in memory. Hot small wheels and `.metadata` files are what CI
+/// fleets ask for again and again; big files stream from disk in blocks.
+pub const HOT_FILE_LIMIT: u64 = 512 * 1024;
+
+/// What a caller knows about an artifact it is committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    /// The content digest, verified by the caller while writing the temporary file.
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub repository: String,
+    pub filename: String,
+    /// For a file whose upstream gave no sha256: the sha256 of its URL, pinned to `sha256`.
+    pub url_key: Option<Sha256Digest>,
+    /// `false` for hosted uploads, which are never evicted.
+    pub evictable: bool,
+}
+
+/// The body of an artifact being committed.
+#[derive(Debug)]
+pub enum NewArtifact {
+    /// A verified body held in memory: it goes inline, or is written to a blob by the commit.
+    Memory(Bytes),
+    /// A temporary file made durable by [`Store::prepare`].
+    Prepared(Prepared),
+}
+
+/// A finished temporary file, checked against its record and fsynced; what is small enough to
+/// go inline has been read. The store owns the file.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) temp: PathBuf,
+    pub(super) inline: Option<Vec<u8>>,
+}
+
+/// A stored artifact, ready to serve.
+#[derive(Debug)]
+pub struct Artifact {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub body: ArtifactBody,
+}
+
+/// Checks the temporary file against the record and makes its bytes durable. Returns the
+/// bytes when the body is small enough to go inline.
+pub(super) fn prepare(temp: &Path, record: &ArtifactRecord) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut file =
+        File::open(temp).map_err(|e| StoreError::io("open the finished download", temp, e))?;
+    let actual = file
+        .metadata()
+        .map_err(|e| StoreError::io("inspect the finished download", temp, e))?
+        .len();
+    if actual != record.size {
+        return Err(StoreError::SizeMismatch {
+            path: temp.to_path_buf(),
+            filename: record.filename.clone(),
+            expected: record.size,
+            actual,
+        });
+    }
+    file.sync_all()
+        .map_err(|e| StoreError::io("sync the finished download", temp, e))?;
+    if actual >= INLINE_LIMIT {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(actual).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io("read the finished download", temp, e))?;
+    if bytes.len() as u64 != actual {
+        // The file changed under us: whoever wrote it has not finished.
+        return Err(StoreError::SizeMismatch {
+            path: temp.to_path_buf(),
+            filename: record.filename.clone(),
+            expected: record.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+impl Store {
+    /// The stored artifact of `digest`, or `None`. Records the use in memory only. A blob is
+    /// opened under the index lock, so an eviction (which leaves the index before it unlinks)
+    /// can never remove it between the lookup and the open.
+    pub fn artifact(&self, digest: &Sha256Digest) -> Option<Artifact> {
+        let mut index = self.index();
+        let entry = index.touch(digest)?;
+        if let Some(body) = self.inner.hot.get(digest) {
+            return Some(Artifact {
+                sha256: *digest,
+                size: entry.size,
+                body: ArtifactBody::memory(body),
+            });
+        }
+        if !entry.inline {
+            return match self.inner.blobs.open(digest) {
+                Ok(file)
+                    if entry.size <= HOT_FILE_LIMIT
+                        && self.inner.hot.policy().max_capacity() != Some(0) =>
+                {
+                    drop(index);
+                    Some(self.warm_up(digest, entry.size, file))
+                }
+                Ok(file) => Some(Artifact {
+                    sha256: *digest,
+                    size: entry.size,
+                    body: ArtifactBody::file(file),
+                }),
+                Err(error) => {
+                    if error.kind() == io::ErrorKind::NotFound {
+                        // Deleted behind our back: forget it so the next request fetches it
+                        // again; the orphaned record is dropped at the next open.
+                        index.remove(digest);
+                    }
+                    drop(index);
+                    tracing::warn!(
+                        file = %self.inner.blobs.path_of(digest).display(),
+                        %error,
+                        "cannot open a stored file; it will be fetched again"
+                    );
+                    None
+                }
+            };
+        }
+        drop(index);
+        match self.inner.catalog.artifact_body(digest) {
+            Ok(Some(body)) => {
+                let body = Bytes::copy_from_slice(&body);
+                self.inner.hot.insert(*digest, body.clone());
+                Some(Artifact {
+                    sha256: *digest,
+                    size: entry.size,
+                    body: ArtifactBody::memory(body),
+                })
+            }
+            // Evicted between the lookup and the read.
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(sha256 = %digest, %error, "cannot read a stored file; it will be fetched again");
+                None
+            }
+        }
+    }
+
+    /// Reads a small stored file into memory once, so later requests are served from there. A
+    /// read that fails or comes up short leaves the file to be streamed from disk instead.
+    pub(super) fn warm_up(&self, digest: &Sha256Digest, size: u64, mut file: File) -> Artifact {
+        use std::io::{Read as _, Seek as _};
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let read = file.read_to_end(&mut body);
+        if matches!(read, Ok(n) if n as u64 == size) {
+            let body = Bytes::from(body);
+            self.inner.hot.insert(*digest, body.clone());
+            return Artifact {
+                sha256: *digest,
+                size,
+                body: ArtifactBody::memory(body),
+            };
+        }
+        let _ = file.rewind();
+        Artifact {
+            sha256: *digest,
+            size,
+            body: ArtifactBody::file(file),
+        }
+    }
+
+    /// Whether `digest` is stored (memory only; records no use).
+    pub fn contains(&self, digest: &Sha256Digest) -> bool {
+        self.index().get(digest).is_some()
+    }
+
+    /// For a file whose upstream gave no sha256 (SPEC §4): the content digest pinned to its
+    /// URL key when it was first fetched.
+    pub fn pinned(&self, url_key: &Sha256Digest) -> Option<Sha256Digest> {
+        self.index().pinned(url_key)
+    }
+
+    /// Moves a verified, fully written temporary file into the store, and flushes. The store
+    /// owns `temp` from here on: it is fsynced and moved, or deleted, also on error. Committing
+    /// a digest that is already stored only adds the URL pin (and makes it non-evictable when
+    /// `record` says so). Afterwards, least recently used evictable artifacts other than this
+    /// one are evicted while the total exceeds `max_size`.
+    ///
+    /// Downloads go through [`Store::prepare`] and [`Store::queue_artifact`] instead, which
+    /// share flushes; this is the one-off form.
+    pub fn commit_artifact(&self, temp: &Path, record: ArtifactRecord) -> Result<(), StoreError> {
+        let prepared = self.prepare(temp.to_path_buf(), &record)?;
+        let Replaced(_) = self.apply_one(Commit::Artifact {
+            body: NewArtifact::Prepared(prepared),
+            record,
+        })?;
+        self.inner.catalog.flush()
+    }
+
+    /// [`Store::commit_artifact`] for a verified body held in memory. `record.size` is taken
+    /// from `bytes`.
+    pub fn commit_artifact_bytes(
+        &self,
+        bytes: Bytes,
+        record: ArtifactRecord,
+    ) -> Result<(), StoreError> {
+        let Replaced(_) = self.apply_one(Commit::Artifact {
+            body: NewArtifact::Memory(bytes),
+            record,
+        })?;
+        self.inner.catalog.flush()
+    }
+
+    /// Checks a finished temporary file against `record` and makes its bytes durable (an
+    /// fsync, which for a big file can take seconds: callers run this on a blocking thread of
+    /// their own before queueing). A body small enough to go inline is read into memory. The
+    /// store owns `temp` from here on.
+    pub fn prepare(&self, temp: PathBuf, record: &ArtifactRecord) -> Result<Prepared, StoreError> {
+        match prepare(&temp, record) {
+            Ok(inline) => Ok(Prepared { temp, inline }),
+            Err(error) => {
+                let _ = remove_if_present(&temp);
+                Err(error)
+            }
+        }
+    }
+
+    /// The already-stored path: add a new URL pin, and pin hosted uploads against eviction.
+    pub(super) fn amend_locked(
+        &self,
+        digest: &Sha256Digest,
+        existing: Entry,
+        record: &ArtifactRecord,
+    ) -> Result<(), StoreError> {
+        let new_pin = record
+            .url_key
+            .filter(|k| self.index().pinned(k) != Some(*digest));
+        let protect = existing.evictable && !record.evictable;
+        if new_pin.is_none() && !protect {
+            return Ok(());
+        }
+        let mut entry = match self.inner.catalog.artifact(digest)? {
+            Some(entry) => entry,
+            None => ArtifactEntry {
+                size: existing.size,
+                repository: record.repository.clone(),
+                filename: record.filename.clone(),
+                evictable: existing.evictable,
+                inline: existing.inline,
+                last_use: existing.last_use,
+                url_keys: Vec::new(),
+            },
+        };
+        if let Some(url_key) = new_pin {
+            if !entry.url_keys.contains(&HexDigest(url_key)) {
+                entry.url_keys.push(HexDigest(url_key));
+            }
+        }
+        entry.evictable &= record.evictable;
+        self.inner
+            .catalog
+            .put_artifact(digest, &entry, None, new_pin.as_ref())?;
+        let mut index = self.index();
+        if let Some(url_key) = new_pin {
+            index.pin(url_key, *digest);
+        }
+        if protect {
+            index.protect(digest);
+        }
+        Ok(())
+    }
+
+    /// Removes an artifact (record, body, pins, and its blob unless a page uses it). Returns
+    /// whether it was stored.
+    pub fn remove_artifact(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        let _write = self.write_lock();
+        let removed = self.unrecord_locked(digest)?;
+        self.inner.catalog.flush()?;
+        self.delete_blob_if_unused(digest);
+        Ok(removed)
+    }
+
+    /// Takes an artifact out of the index, then the catalog. The blob stays until the caller
+    /// has flushed the catalog, so a record never outlives its body on disk.
+    pub(super) fn unrecord_locked(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        let in_index = self.index().remove(digest).is_some();
+        let pins = self.inner.catalog.remove_artifact(digest)?;
+        let in_catalog = pins.is_some();
+        let mut index = self.index();
+        for url_key in pins.unwrap_or_default() {
+            index.unpin(&url_key);
+        }
+        Ok(in_index || in_catalog)
+    }
+
+    /// Evicts least recently used evictable artifacts (never `keep`) while over `max_size`.
+    pub(super) fn evict_locked(&self, keep: Option<&Sha256Digest>) -> Result<usize, StoreError> {
+        let mut evicted = Vec::new();
+        let max_size = self.inner.max_size;
+        // Each round removes one artifact, so there can be no more rounds than artifacts; the
+        // bound keeps an index bug from turning into an endless loop under the write lock.
+        let mut rounds = self.index().artifacts();
+        loop {
+            let victim = self.index().victim(max_size, keep);
+            let Some(victim) = victim.filter(|_| rounds > 0) else {
+                break;
+            };
+            rounds -= 1;
+            self.unrecord_locked(&victim)?;
+            evicted.push(victim);
+        }
+        if evicted.is_empty() {
+            return Ok(0);
+        }
+        self.inner.catalog.flush()?;
+        for digest in &evicted {
+            self.delete_blob_if_unused(digest);
+        }
+        let index = self.index();
+        tracing::debug!(
+            evicted = evicted.len(),
+            total = index.total(),
+            max_size,
+            "evicted least recently used files"
+        );
+        Ok(evicted.len())
+    }
+
+    /// Deletes the blob of `digest` unless a record still needs it. A failure only leaves
+    /// garbage that the next open removes, so it is logged rather than returned.
+    pub(super) fn delete_blob_if_unused(&self, digest: &Sha256Digest) {
+        if self.index().blob_in_use(digest) {
+            return;
+        }
+        if let Err(error) = self.inner.blobs.remove(digest) {
+            tracing::warn!(%error, "could not delete a file no longer in the store");
+        }
+    }
+}

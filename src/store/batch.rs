@@ -1,0 +1,427 @@
+//! Batched commits: how the writer thread records many downloads and pages in one catalog
+//! transaction and one flush.
+//!
+//! A commit goes through phases: `ready` (the slow file work, outside the write lock), `staged`
+//! (its body in place), then recorded with the rest of its batch in one transaction
+//! ([`super::catalog::Catalog::record_all`]); only then does the index learn of it.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::artifacts::*;
+use super::blobs::remove_if_present;
+use super::catalog::{page_key, ArtifactEntry, Change, HexDigest, PageBody, PageEntry};
+use super::engine::*;
+use super::error::StoreError;
+use super::index::{millis, Entry};
+use super::pages::*;
+use super::writer::{Job, Outcome};
+use crate::simple::Sha256Digest;
+
+/// One commit of a writer batch (see [`Store::apply_batch`]).
+#[derive(Debug)]
+pub(crate) enum Commit {
+    Artifact {
+        body: NewArtifact,
+        record: ArtifactRecord,
+    },
+    Page {
+        key: PageKey,
+        page: StoredPage,
+    },
+}
+
+/// A commit whose slow file work is done, waiting for the write lock.
+pub(super) enum Ready {
+    Artifact {
+        /// With the size of the body actually held.
+        record: ArtifactRecord,
+        inline: Option<Bytes>,
+        /// Renamed into a blob when the body is not inline, else deleted once recorded.
+        temp: Option<PathBuf>,
+    },
+    /// With the temporary file of a body too large to go inline.
+    Page(PageChange, Option<PathBuf>),
+}
+
+/// A page record to write, and where its body goes.
+pub(super) struct PageChange {
+    key: PageKey,
+    entry: PageEntry,
+    /// The body, when it goes inline.
+    inline: Option<Bytes>,
+    /// The body's digest, when it is a blob.
+    blob: Option<Sha256Digest>,
+}
+
+/// A commit whose body is in place (inline or an installed blob), waiting for its transaction.
+pub(super) enum Staged {
+    Artifact {
+        record: ArtifactRecord,
+        entry: ArtifactEntry,
+        inline: Option<Bytes>,
+        temp: Option<PathBuf>,
+    },
+    Page(PageChange),
+}
+
+/// The commits of a batch not yet recorded. A second commit of the same file or page records
+/// these first, so that it sees the first one's record (a batch holds a handful at most, so
+/// the lists are searched, not hashed).
+#[derive(Default)]
+pub(super) struct Staging {
+    commits: Vec<(usize, Staged)>,
+    digests: Vec<Sha256Digest>,
+    pages: Vec<PageKey>,
+}
+
+/// Deletes a temporary file the store owns, if there is one; a leftover is cleared at the next
+/// open.
+pub(super) fn discard(temp: Option<&Path>) {
+    if let Some(temp) = temp {
+        let _ = remove_if_present(temp);
+    }
+}
+
+/// The blob body a replaced page record used, if any: deleted only after a flush.
+#[derive(Debug, Default)]
+#[must_use]
+pub(crate) struct Replaced(pub(super) Option<Sha256Digest>);
+
+impl Store {
+    /// Records a batch of commits without flushing the catalog (the caller flushes, once for
+    /// the batch). Bodies go inline or become blobs, one catalog transaction records them all
+    /// (see [`Catalog::record_all`] for why one), then the index learns of them and eviction
+    /// runs. Results come in the order of `commits`; a page's is the blob body its previous
+    /// record used, which may be deleted (by [`Store::forget_replaced`]) once the catalog is
+    /// flushed. A failed transaction fails every commit recorded in it.
+    pub(crate) fn apply_batch(
+        &self,
+        commits: Vec<Commit>,
+    ) -> Vec<Result<Replaced, Arc<StoreError>>> {
+        let mut results: Vec<Result<Replaced, Arc<StoreError>>> =
+            commits.iter().map(|_| Ok(Replaced::default())).collect();
+        // Writing and fsyncing a blob's temporary file is the slow part and an unrenamed temp
+        // is harmless, so that happens before the write lock.
+        let mut ready = Vec::with_capacity(commits.len());
+        for (position, commit) in commits.into_iter().enumerate() {
+            match self.ready(commit) {
+                Ok(commit) => ready.push((position, commit)),
+                Err(error) => results[position] = Err(Arc::new(error)),
+            }
+        }
+        let _write = self.write_lock();
+        let mut staged = Staging::default();
+        let mut recorded = Vec::new();
+        for (position, commit) in ready {
+            match commit {
+                Ready::Artifact {
+                    record,
+                    inline,
+                    temp,
+                } => {
+                    let digest = record.sha256;
+                    if staged.digests.contains(&digest) {
+                        // The same file twice in one batch: the second sees the first recorded.
+                        self.record_staged(&mut staged, &mut results, &mut recorded);
+                    }
+                    let existing = self.index().get(&digest);
+                    let existing =
+                        existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
+                    if let Some(existing) = existing {
+                        discard(temp.as_deref());
+                        self.index().touch(&digest);
+                        results[position] = self
+                            .amend_locked(&digest, existing, &record)
+                            .map(|()| {
+                                recorded.push(digest);
+                                Replaced::default()
+                            })
+                            .map_err(Arc::new);
+                        continue;
+                    }
+                    if let (None, Some(temp)) = (&inline, &temp) {
+                        if let Err(error) = self.inner.blobs.install(temp, &digest) {
+                            discard(Some(temp));
+                            results[position] = Err(Arc::new(error));
+                            continue;
+                        }
+                    }
+                    let entry = ArtifactEntry {
+                        size: record.size,
+                        repository: record.repository.clone(),
+                        filename: record.filename.clone(),
+                        evictable: record.evictable,
+                        inline: inline.is_some(),
+                        last_use: self.index().stamp(),
+                        url_keys: record.url_key.map(HexDigest).into_iter().collect(),
+                    };
+                    staged.digests.push(digest);
+                    staged.commits.push((
+                        position,
+                        Staged::Artifact {
+                            record,
+                            entry,
+                            inline,
+                            temp,
+                        },
+                    ));
+                }
+                Ready::Page(page, temp) => {
+                    if staged.pages.contains(&page.key) {
+                        self.record_staged(&mut staged, &mut results, &mut recorded);
+                    }
+                    if let (Some(digest), Some(temp)) = (&page.blob, &temp) {
+                        if let Err(error) = self.inner.blobs.install(temp, digest) {
+                            discard(Some(temp));
+                            results[position] = Err(Arc::new(error));
+                            continue;
+                        }
+                    }
+                    staged.pages.push(page.key.clone());
+                    staged.commits.push((position, Staged::Page(page)));
+                }
+            }
+        }
+        self.record_staged(&mut staged, &mut results, &mut recorded);
+        for digest in recorded {
+            if let Err(error) = self.evict_locked(Some(&digest)) {
+                // The commits themselves succeeded; the next commit retries the eviction.
+                tracing::warn!(%error, "could not evict old files to stay under store.max_size");
+            }
+        }
+        results
+    }
+
+    /// [`Store::apply_batch`] for one commit.
+    pub(super) fn apply_one(&self, commit: Commit) -> Result<Replaced, StoreError> {
+        match self.apply_batch(vec![commit]).pop() {
+            Some(result) => {
+                result.map_err(|error| Arc::try_unwrap(error).unwrap_or_else(StoreError::Shared))
+            }
+            None => Ok(Replaced::default()),
+        }
+    }
+
+    /// The part of a commit that needs no lock: the body's temporary file written and fsynced
+    /// when it is to be a blob, and the page record built.
+    pub(super) fn ready(&self, commit: Commit) -> Result<Ready, StoreError> {
+        Ok(match commit {
+            Commit::Artifact { body, record } => {
+                let (temp, inline, size) = match body {
+                    NewArtifact::Prepared(Prepared { temp, inline }) => {
+                        (Some(temp), inline.map(Bytes::from), record.size)
+                    }
+                    NewArtifact::Memory(bytes) => {
+                        let size = bytes.len() as u64;
+                        if size < INLINE_LIMIT {
+                            (None, Some(bytes), size)
+                        } else {
+                            (Some(self.inner.blobs.write_temp(&bytes)?), None, size)
+                        }
+                    }
+                };
+                Ready::Artifact {
+                    record: ArtifactRecord { size, ..record },
+                    inline,
+                    temp,
+                }
+            }
+            Commit::Page { key, page } => {
+                let size = page.body.len() as u64;
+                let blob = (size >= INLINE_LIMIT).then(|| Sha256Digest::of(&page.body));
+                let entry = PageEntry {
+                    content_type: page.content_type,
+                    final_url: page.final_url,
+                    etag: page.etag,
+                    last_modified: page.last_modified,
+                    fetched_at: millis(page.fetched_at),
+                    body: match blob {
+                        Some(sha256) => PageBody::Blob {
+                            sha256: HexDigest(sha256),
+                            size,
+                        },
+                        None => PageBody::Inline { size },
+                    },
+                };
+                let (inline, temp) = match blob {
+                    Some(_) => (None, Some(self.inner.blobs.write_temp(&page.body)?)),
+                    None => (Some(page.body), None),
+                };
+                Ready::Page(
+                    PageChange {
+                        key,
+                        entry,
+                        inline,
+                        blob,
+                    },
+                    temp,
+                )
+            }
+        })
+    }
+
+    /// Records what is staged in one catalog transaction, then tells the index (or, should the
+    /// transaction fail, removes the blobs it would have recorded). Artifacts recorded are
+    /// added to `recorded`, for eviction.
+    pub(super) fn record_staged(
+        &self,
+        staged: &mut Staging,
+        results: &mut [Result<Replaced, Arc<StoreError>>],
+        recorded: &mut Vec<Sha256Digest>,
+    ) {
+        let Staging { commits, .. } = std::mem::take(staged);
+        if commits.is_empty() {
+            return;
+        }
+        let changes: Vec<Change<'_>> = commits
+            .iter()
+            .map(|(_, commit)| match commit {
+                Staged::Artifact {
+                    record,
+                    entry,
+                    inline,
+                    ..
+                } => Change::Artifact {
+                    digest: record.sha256,
+                    entry,
+                    inline: inline.as_deref(),
+                    pin: record.url_key,
+                },
+                Staged::Page(page) => Change::Page {
+                    key: &page.key,
+                    entry: &page.entry,
+                    inline: page.inline.as_deref(),
+                },
+            })
+            .collect();
+        let written = self.inner.catalog.record_all(&changes);
+        drop(changes);
+        let olds = match written {
+            Ok(olds) => olds,
+            Err(error) => {
+                let error = Arc::new(error);
+                for (position, commit) in commits {
+                    self.unstage(commit);
+                    results[position] = Err(error.clone());
+                }
+                return;
+            }
+        };
+        let mut index = self.index();
+        for ((position, commit), old) in commits.into_iter().zip(olds) {
+            match commit {
+                Staged::Artifact {
+                    record,
+                    entry,
+                    inline,
+                    temp,
+                } => {
+                    if inline.is_some() {
+                        // The bytes are in the catalog now; a leftover temp is cleared at the
+                        // next open.
+                        discard(temp.as_deref());
+                    }
+                    index.insert(
+                        record.sha256,
+                        Entry {
+                            size: record.size,
+                            last_use: entry.last_use,
+                            evictable: record.evictable,
+                            inline: inline.is_some(),
+                        },
+                    );
+                    if let Some(url_key) = record.url_key {
+                        index.pin(url_key, record.sha256);
+                    }
+                    recorded.push(record.sha256);
+                }
+                Staged::Page(PageChange { key, blob, .. }) => {
+                    let catalog_key = page_key(&key);
+                    index.add_page(&catalog_key, blob);
+                    let old_blob = old.and_then(|old| {
+                        let old_blob = old.and_then(|o| o.body.blob());
+                        index.remove_page(&catalog_key, old_blob);
+                        old_blob
+                    });
+                    results[position] = Ok(Replaced(old_blob.filter(|old| Some(*old) != blob)));
+                }
+            }
+        }
+    }
+
+    /// Undoes the file side of a commit whose transaction failed: its temporary file, and the
+    /// blob it installed unless a record uses it.
+    pub(super) fn unstage(&self, commit: Staged) {
+        match commit {
+            Staged::Artifact {
+                record,
+                inline,
+                temp,
+                ..
+            } => {
+                discard(temp.as_deref());
+                if inline.is_none() && !self.index().blob_in_use(&record.sha256) {
+                    // Unrecorded blobs are garbage; remove it now rather than at the next open.
+                    let _ = self.inner.blobs.remove(&record.sha256);
+                }
+            }
+            Staged::Page(PageChange { blob, .. }) => {
+                if let Some(digest) = blob {
+                    self.delete_blob_if_unused(&digest);
+                }
+            }
+        }
+    }
+
+    /// Deletes the body a page record no longer uses, once the record that replaced it is
+    /// durable; under the lock, so that no page naming that body can be recorded between the
+    /// check and the unlink.
+    pub(crate) fn forget_replaced(&self, replaced: Replaced) {
+        if let Some(old) = replaced.0 {
+            let _write = self.write_lock();
+            self.delete_blob_if_unused(&old);
+        }
+    }
+
+    /// Flushes the catalog (for the writer, which applies a batch and flushes once).
+    pub(crate) fn flush_catalog(&self) -> Result<(), StoreError> {
+        self.inner.catalog.flush()
+    }
+
+    /// Queues a verified artifact for the store's writer thread, which records it with others
+    /// and flushes once for all. The future resolves when it is durable or has failed (the
+    /// writer has logged why); the commit happens whether or not anyone awaits it.
+    pub fn queue_artifact(
+        &self,
+        body: NewArtifact,
+        record: ArtifactRecord,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
+        let (done, outcome) = oneshot::channel();
+        let queued = self
+            .inner
+            .writer
+            .send(Job::Artifact { body, record, done })
+            .is_ok();
+        async move {
+            if !queued {
+                return Err(Arc::new(StoreError::WriterGone));
+            }
+            outcome
+                .await
+                .unwrap_or(Err(Arc::new(StoreError::WriterGone)))
+        }
+    }
+
+    /// Queues a fetched page for the writer thread. Its client is served already, so a
+    /// failure is only logged (by the writer).
+    pub fn queue_page(&self, key: PageKey, page: StoredPage) {
+        if let Err(error) = self.inner.writer.send(Job::Page { key, page }) {
+            tracing::warn!("{error}");
+        }
+    }
+}
