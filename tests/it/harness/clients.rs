@@ -1,4 +1,4 @@
-//! The Python clients under test: pip, uv (and twine, for later issues), run isolated.
+//! The Python clients under test: pip, uv and twine, run isolated.
 //!
 //! A passing install only proves something if the packages can have come from nowhere but the
 //! index under test, so every run clears the environment, gets a fresh HOME, no configuration file
@@ -6,7 +6,7 @@
 //! the cargo target's temporary directory, with the machine's normal pip settings.
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -125,7 +125,6 @@ pub fn uv() -> PathBuf {
 }
 
 /// The venv's Python, which can run `-m twine`.
-#[allow(dead_code)] // twine drives the upload tests of the hosted-repository issue
 pub fn tools_python() -> PathBuf {
     tools_venv().join("bin").join("python")
 }
@@ -207,11 +206,73 @@ pub fn uv_install(index_url: &str, target: &Path, requirements: &[&str]) -> Clie
     run_bounded(&mut command, CLIENT_TIMEOUT)
 }
 
+/// `twine upload` of `files` to `repository_url` (the legacy upload API) as `username`, isolated:
+/// no `.pypirc`, no `TWINE_*` variable, no keyring, never a prompt.
+pub fn twine_upload(
+    repository_url: &str,
+    username: &str,
+    password: &str,
+    files: &[PathBuf],
+) -> ClientRun {
+    let (mut command, _home) = isolated(&tools_python());
+    command
+        .env("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+        .env("NO_COLOR", "1")
+        .args([
+            "-m",
+            "twine",
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+        ])
+        .args(["--repository-url", repository_url])
+        .args(["--username", username, "--password", password])
+        .args(files);
+    run_bounded(&mut command, CLIENT_TIMEOUT)
+}
+
+/// `uv publish` of `files` to `publish_url` as `username`, isolated; with `check_url` (a simple
+/// index URL) uv first looks there for files already published and skips identical ones.
+pub fn uv_publish(
+    publish_url: &str,
+    check_url: Option<&str>,
+    username: &str,
+    password: &str,
+    files: &[PathBuf],
+) -> ClientRun {
+    let (mut command, _home) = isolated(&uv());
+    command
+        .args(["publish", "--no-cache", "--no-config", "--no-progress"])
+        .args(["--trusted-publishing", "never"])
+        .args(["--keyring-provider", "disabled"])
+        .args(["--publish-url", publish_url])
+        .args(["--username", username, "--password", password]);
+    if let Some(check_url) = check_url {
+        command.args(["--check-url", check_url]);
+    }
+    command.args(files);
+    run_bounded(&mut command, CLIENT_TIMEOUT)
+}
+
 /// Runs a command with piped output, killing it after `limit`.
 pub fn run_bounded(command: &mut Command, limit: Duration) -> ClientRun {
+    run_bounded_inner(command, limit, None)
+}
+
+/// As `run_bounded`, with `input` written to the command's stdin (then closed).
+pub fn run_bounded_with_input(command: &mut Command, limit: Duration, input: &[u8]) -> ClientRun {
+    run_bounded_inner(command, limit, Some(input))
+}
+
+fn run_bounded_inner(command: &mut Command, limit: Duration, input: Option<&[u8]>) -> ClientRun {
     let description = format!("{command:?}");
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = match command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -219,6 +280,13 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> ClientRun {
         Ok(child) => child,
         Err(e) => panic!("cannot start {description}: {e}"),
     };
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // Small inputs only (a password): they fit the pipe, so writing cannot block on the child.
+        // Dropping the pipe closes it, which is the end of the input.
+        if let Err(e) = pipe.write_all(input) {
+            panic!("cannot write to the stdin of {description}: {e}");
+        }
+    }
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buffer = Vec::new();

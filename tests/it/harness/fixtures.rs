@@ -336,7 +336,7 @@ fn build_catalog(text: &str) -> Result<Catalog, String> {
 
 /// The name as it appears in wheel and sdist filenames (binary distribution format: normalised,
 /// with `_` as the separator).
-fn filename_stem(name: &str) -> String {
+pub fn filename_stem(name: &str) -> String {
     normalize(name).replace('-', "_")
 }
 
@@ -398,7 +398,7 @@ fn core_metadata(name: &str, release: &ReleaseSpec) -> String {
 }
 
 /// A fixed timestamp for archive members, so that the archives' bytes are reproducible.
-fn fixed_zip_time() -> Result<zip::DateTime, String> {
+pub fn fixed_zip_time() -> Result<zip::DateTime, String> {
     zip::DateTime::from_date_and_time(2024, 1, 1, 0, 0, 0).map_err(|e| e.to_string())
 }
 
@@ -406,7 +406,7 @@ const FIXED_MTIME: u64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 
 /// `kib` KiB of pseudo-random bytes derived from `seed` (a chain of sha256 blocks): deflate cannot
 /// shrink them, so the wheel grows by about as much, and they are the same in every run.
-fn padding(seed: &str, kib: u32) -> Vec<u8> {
+pub fn padding(seed: &str, kib: u32) -> Vec<u8> {
     let len = kib as usize * 1024;
     let mut out = Vec::with_capacity(len);
     let mut counter: u64 = 0;
@@ -421,7 +421,9 @@ fn padding(seed: &str, kib: u32) -> Vec<u8> {
     out
 }
 
-fn build_wheel(
+/// A pure-Python wheel (`py3-none-any`): `<stem>/__init__.py`, `padding.bin` when `padding` is not
+/// empty, and a `.dist-info` with `metadata` as METADATA, WHEEL and a RECORD that matches.
+pub fn build_wheel(
     stem: &str,
     version: &str,
     init_py: &str,
@@ -467,7 +469,8 @@ fn build_wheel(
     Ok(cursor.into_inner())
 }
 
-fn build_sdist(
+/// An sdist (`.tar.gz`) with `metadata` as PKG-INFO, a setuptools `pyproject.toml` and the package.
+pub fn build_sdist(
     stem: &str,
     name: &str,
     version: &str,

@@ -8,18 +8,52 @@ pub mod clients;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
+pub mod uploads;
 pub mod upstream;
 pub mod wheelgate;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use self::uploads::UploadForm;
 use self::upstream::{Mode, Upstream};
-use self::wheelgate::{RemoteConfig, Wheelgate};
+use self::wheelgate::{RemoteConfig, UserConfig, Wheelgate};
 
 /// A fresh random token, distinctive enough to be searched for in captured output.
 pub fn new_token() -> String {
     format!("wgfx-secret-{:032x}", rand::random::<u128>())
+}
+
+/// A client's credentials for wheelgate's own users (SPEC §8): a name and a fresh random password,
+/// distinctive enough to be searched for in captured output.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub password: String,
+}
+
+impl Account {
+    pub fn new(name: &str) -> Account {
+        Account {
+            name: name.to_owned(),
+            password: new_token(),
+        }
+    }
+
+    /// The `Authorization` header value.
+    pub fn authorization(&self) -> String {
+        http::basic_auth(&self.name, &self.password)
+    }
+
+    /// The `[[user]]` entry for this account with `roles`, its password hashed by the binary.
+    pub fn user(&self, roles: &[&str]) -> UserConfig {
+        UserConfig::with_password(&self.name, &self.password, roles)
+    }
+
+    /// The same name with another password (a wrong one, for this user).
+    pub fn with_wrong_password(&self) -> Account {
+        Account::new(&self.name)
+    }
 }
 
 /// How the token file is laid out on disk.
@@ -158,6 +192,79 @@ impl TestBed {
         adjust(&mut self.config);
         write_file(&self.dir.path().join("proxy.toml"), &self.config.to_toml());
         self.wheelgate.start_again();
+    }
+
+    /// A JSON-upstream bed with the hosted repository `internal` beside the remote `pypi`, its
+    /// configuration adjusted by `adjust` (users, `[access]`, `max_upload_size`, more hosted
+    /// repositories).
+    pub fn start_hosted(adjust: impl FnOnce(&mut RemoteConfig)) -> TestBed {
+        Self::start_configured(Mode::Json, TokenLayout::File, "info", |config| {
+            config.hosted = vec!["internal".to_owned()];
+            adjust(config)
+        })
+    }
+
+    /// Posts `form` to `/<repo>/` (the legacy upload API) with `account`'s credentials, if any,
+    /// and returns the answer with its reason phrase.
+    pub fn upload(
+        &self,
+        repo: &str,
+        form: &UploadForm,
+        account: Option<&Account>,
+    ) -> http::RawResponse {
+        self.post_form(&format!("/{repo}/"), form, account)
+    }
+
+    /// As `upload`, to any path (such as `/<repo>/legacy/`).
+    pub fn post_form(
+        &self,
+        path: &str,
+        form: &UploadForm,
+        account: Option<&Account>,
+    ) -> http::RawResponse {
+        let multipart = form.multipart();
+        let content_type = multipart.content_type();
+        let authorization = account.map(Account::authorization);
+        let mut headers = vec![("content-type", content_type.as_str())];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        http::raw_request(
+            self.wheelgate.addr(),
+            "POST",
+            path.as_bytes(),
+            &headers,
+            &multipart.body(),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "POST {path}: {e}\nwheelgate's output:\n{}",
+                self.wheelgate.output()
+            )
+        })
+    }
+
+    /// `GET <path>` written by hand (so the reason phrase is seen), with `account`'s credentials
+    /// if any.
+    pub fn raw_get_as(&self, path: &str, account: Option<&Account>) -> http::RawResponse {
+        let authorization = account.map(Account::authorization);
+        let mut headers = Vec::new();
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        http::raw_request(self.wheelgate.addr(), "GET", path.as_bytes(), &headers, &[])
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `http://<name>:<password>@<wheelgate><path>`: an index URL carrying credentials, as pip
+    /// and uv take them.
+    pub fn url_as(&self, account: &Account, path: &str) -> String {
+        format!(
+            "http://{}:{}@{}{path}",
+            account.name,
+            account.password,
+            self.wheelgate.addr()
+        )
     }
 
     /// A JSON-upstream bed whose configuration ends with `rules` (raw `[[rule]]` TOML).

@@ -7,14 +7,15 @@
 //! The store tests also need the process itself: its pid, its memory (`/proc/<pid>/status`), a
 //! SIGKILL at a chosen moment, and a restart with the same configuration and store.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::clients::{run_bounded, ClientRun};
+use super::clients::{run_bounded, run_bounded_with_input, ClientRun};
 
 /// How long wheelgate may take to log its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,8 +49,153 @@ pub struct RemoteConfig {
     pub max_size: Option<String>,
     /// How long an upstream 404 is remembered; the binary's default when None.
     pub negative_ttl: Option<String>,
-    /// Raw TOML appended after the repository, such as `[[rule]]` tables (see `rule_toml`).
+    /// `[server] max_upload_size` (`1MiB`); the binary's default when None.
+    pub max_upload_size: Option<String>,
+    /// `[access] anonymous_read`; no `[access]` table (the binary's default) when None.
+    pub anonymous_read: Option<bool>,
+    /// The names of hosted repositories (`type = "hosted"`), defined after the remote one.
+    pub hosted: Vec<String>,
+    /// The `[[user]]` tables, in order.
+    pub users: Vec<UserConfig>,
+    /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
+    /// `rule_toml`).
     pub extra_toml: String,
+}
+
+/// How a `[[user]]` proves who it is (SPEC §8).
+#[derive(Debug, Clone)]
+pub enum UserSecret {
+    /// `password_hash`: a PHC string, as `wheelgate hash-password` prints it (see `hash_password`).
+    PasswordHash(String),
+    /// `token_file`: the password is the file's content, trimmed; the Basic user name is the
+    /// user's name or `__token__`.
+    TokenFile(PathBuf),
+}
+
+/// One `[[user]]` table.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub secret: UserSecret,
+    /// `read` and/or `publish`.
+    pub roles: Vec<String>,
+    /// `repositories = [...]`, the optional limit; no key when None.
+    pub repositories: Option<Vec<String>>,
+}
+
+impl UserConfig {
+    /// A user who logs in with `password`, stored as the argon2id hash the binary itself makes.
+    pub fn with_password(name: &str, password: &str, roles: &[&str]) -> UserConfig {
+        UserConfig {
+            name: name.to_owned(),
+            secret: UserSecret::PasswordHash(hash_password(password)),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            repositories: None,
+        }
+    }
+
+    /// A user whose password is the content of `path`.
+    pub fn with_token_file(name: &str, path: &Path, roles: &[&str]) -> UserConfig {
+        UserConfig {
+            name: name.to_owned(),
+            secret: UserSecret::TokenFile(path.to_owned()),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            repositories: None,
+        }
+    }
+
+    /// The same user, limited to `repositories`.
+    pub fn limited_to(mut self, repositories: &[&str]) -> UserConfig {
+        self.repositories = Some(repositories.iter().map(|r| (*r).to_owned()).collect());
+        self
+    }
+
+    /// The `[[user]]` table, every value escaped.
+    pub fn to_toml(&self) -> String {
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|item| toml_string(item))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let secret = match &self.secret {
+            UserSecret::PasswordHash(hash) => format!("password_hash = {}\n", toml_string(hash)),
+            UserSecret::TokenFile(path) => {
+                format!("token_file = {}\n", toml_string(&path.to_string_lossy()))
+            }
+        };
+        let repositories = self
+            .repositories
+            .as_deref()
+            .map(|repos| format!("repositories = [{}]\n", list(repos)))
+            .unwrap_or_default();
+        format!(
+            "\n[[user]]\nname = {}\n{secret}roles = [{}]\n{repositories}",
+            toml_string(&self.name),
+            list(&self.roles)
+        )
+    }
+}
+
+/// The argon2id PHC string `wheelgate hash-password` prints for `password` (given on stdin, with
+/// no newline, as `echo -n pw | wheelgate hash-password` gives it). Hashing is slow on purpose, so
+/// each password is hashed once per test process.
+pub fn hash_password(password: &str) -> String {
+    static HASHES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let hashes = HASHES.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hash) = hashes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(password)
+    {
+        return hash.clone();
+    }
+    let run = run_hash_password(password);
+    let hash = parse_password_hash(&run.stdout).unwrap_or_else(|| {
+        panic!(
+            "`wheelgate hash-password` must print one argon2id PHC line (`$argon2id$v=19$...`); exit {:?}, stderr:\n{}",
+            run.exit_code, run.stderr
+        )
+    });
+    assert!(
+        run.success(),
+        "`wheelgate hash-password` exited {:?}:\n{}",
+        run.exit_code,
+        run.stderr
+    );
+    hashes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(password.to_owned(), hash.clone());
+    hash
+}
+
+/// One run of `wheelgate hash-password` with `password` on stdin, in an empty directory (the
+/// command needs no configuration file).
+pub fn run_hash_password(password: &str) -> ClientRun {
+    let dir =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let mut command = Command::new(binary());
+    command
+        .arg("hash-password")
+        .current_dir(dir.path())
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("WHEELGATE_LOG", "info");
+    run_bounded_with_input(&mut command, Duration::from_secs(60), password.as_bytes())
+}
+
+/// The PHC string of `hash-password`'s stdout: exactly one non-empty line, `$argon2id$v=19$…`.
+pub fn parse_password_hash(stdout: &str) -> Option<String> {
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.as_slice() {
+        [line] if line.trim().starts_with("$argon2id$v=19$") => Some(line.trim().to_owned()),
+        _ => None,
+    }
 }
 
 /// One `[[rule]]` table for repository `pypi` (SPEC §5), every value escaped; `package` and
@@ -96,6 +242,10 @@ impl RemoteConfig {
             offline: false,
             max_size: None,
             negative_ttl: None,
+            max_upload_size: None,
+            anonymous_read: None,
+            hosted: Vec::new(),
+            users: Vec::new(),
             extra_toml: String::new(),
         }
     }
@@ -112,14 +262,36 @@ impl RemoteConfig {
             .as_deref()
             .map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl)))
             .unwrap_or_default();
+        let max_upload_size = self
+            .max_upload_size
+            .as_deref()
+            .map(|size| format!("max_upload_size = {}\n", toml_string(size)))
+            .unwrap_or_default();
+        let access = self
+            .anonymous_read
+            .map(|anonymous| format!("\n[access]\nanonymous_read = {anonymous}\n"))
+            .unwrap_or_default();
+        let hosted: String = self
+            .hosted
+            .iter()
+            .map(|name| {
+                format!(
+                    "\n[[repository]]\nname = {}\ntype = \"hosted\"\n",
+                    toml_string(name)
+                )
+            })
+            .collect();
+        let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
              listen = \"127.0.0.1:0\"\n\
              default_repository = \"pypi\"\n\
+             {max_upload_size}\
              \n\
              [store]\n\
              path = {store}\n\
              {max_size}\
+             {access}\
              \n\
              [[repository]]\n\
              name = \"pypi\"\n\
@@ -133,6 +305,8 @@ impl RemoteConfig {
              username = \"__token__\"\n\
              password_file = {password_file}\n\
              auth_hosts = [{auth_hosts}]\n\
+             {hosted}\
+             {users}\
              {extra}",
             extra = self.extra_toml,
             store = toml_string(&self.store.to_string_lossy()),
@@ -527,6 +701,94 @@ mod tests {
         assert_eq!(rules[0]["repository"].as_str(), Some("pypi"));
         assert!(rules[1].get("package").is_none() && rules[1].get("condition").is_none());
         assert_eq!(rules[1]["action"].as_str(), Some("ALLOW"));
+    }
+
+    #[test]
+    fn hosted_repositories_users_and_access_go_in_their_tables() {
+        let mut config = RemoteConfig::new(
+            PathBuf::from("/tmp/store"),
+            "http://127.0.0.1:1/simple/".into(),
+            PathBuf::from("/tmp/t"),
+            Vec::new(),
+        );
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        assert!(parsed.get("access").is_none() && parsed.get("user").is_none());
+        assert!(parsed["server"].get("max_upload_size").is_none());
+        assert_eq!(parsed["repository"].as_array().map(Vec::len), Some(1));
+
+        config.anonymous_read = Some(false);
+        config.max_upload_size = Some("1MiB".into());
+        config.hosted = vec!["internal".into(), "staging".into()];
+        config.users = vec![
+            UserConfig {
+                name: "ci-\"publisher\"".into(),
+                secret: UserSecret::PasswordHash(
+                    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                ),
+                roles: vec!["read".into(), "publish".into()],
+                repositories: None,
+            },
+            UserConfig::with_token_file("bot", Path::new("/run/token"), &["read"])
+                .limited_to(&["internal"]),
+        ];
+        config.extra_toml = rule_toml("wide", "ALLOW", None, None);
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        assert_eq!(parsed["access"]["anonymous_read"].as_bool(), Some(false));
+        assert_eq!(parsed["server"]["max_upload_size"].as_str(), Some("1MiB"));
+        assert_eq!(parsed["server"]["listen"].as_str(), Some("127.0.0.1:0"));
+        let repositories = parsed["repository"].as_array().expect("repositories");
+        assert_eq!(repositories.len(), 3);
+        assert_eq!(
+            repositories[0]["auth"]["username"].as_str(),
+            Some("__token__")
+        );
+        for (repository, name) in repositories[1..].iter().zip(["internal", "staging"]) {
+            assert_eq!(repository["name"].as_str(), Some(name));
+            assert_eq!(repository["type"].as_str(), Some("hosted"));
+            assert!(repository.get("auth").is_none() && repository.get("url").is_none());
+        }
+        let users = parsed["user"].as_array().expect("two [[user]] tables");
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0]["name"].as_str(), Some("ci-\"publisher\""));
+        assert_eq!(
+            users[0]["password_hash"].as_str(),
+            Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+        );
+        assert_eq!(
+            users[0]["roles"],
+            toml::Value::from(vec!["read", "publish"])
+        );
+        assert!(users[0].get("repositories").is_none() && users[0].get("token_file").is_none());
+        assert_eq!(users[1]["token_file"].as_str(), Some("/run/token"));
+        assert_eq!(
+            users[1]["repositories"],
+            toml::Value::from(vec!["internal"])
+        );
+        assert_eq!(parsed["rule"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn hash_password_output_is_one_phc_line() {
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+        assert_eq!(
+            parse_password_hash(&format!("{phc}\n")).as_deref(),
+            Some(phc)
+        );
+        assert_eq!(
+            parse_password_hash(&format!("\n{phc}\n\n")).as_deref(),
+            Some(phc)
+        );
+        assert_eq!(
+            parse_password_hash(&format!("{phc}\n{phc}\n")),
+            None,
+            "two lines"
+        );
+        assert_eq!(
+            parse_password_hash("$2b$12$bcryptbcryptbcrypt\n"),
+            None,
+            "not argon2id"
+        );
+        assert_eq!(parse_password_hash(""), None);
     }
 
     #[test]
