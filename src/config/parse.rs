@@ -9,7 +9,7 @@
 //! and the typed readers of single values (strings with `${VAR}`, durations, sizes, integers,
 //! booleans, paths). Each group of sections has its own file below it: `server` (`[server]`,
 //! `[server.tls]`), `store`, `repositories` (`[[repository]]`, remote settings and their
-//! `[repository.auth]`), `rules` (`[[rule]]`) and `access` (`[access]`).
+//! `[repository.auth]`), `rules` (`[[rule]]`) and `access` (`[access]` and `[[user]]`).
 
 mod access;
 mod repositories;
@@ -63,12 +63,14 @@ impl Parser<'_> {
         let repositories = self.repositories(&raw.repository)?;
         let server = self.server(raw.server.as_ref(), &repositories)?;
         let store = self.store(raw.store.as_ref())?;
-        let access = self.access(raw.access.as_ref())?;
+        let users = self.users(&raw.user, &repositories)?;
+        let access = self.access(raw.access.as_ref(), &users)?;
         let rules = self.rules(&raw.rule, &repositories)?;
         Ok(Config {
             server,
             store,
             access,
+            users,
             repositories,
             rules,
             source_path: None,
@@ -208,7 +210,6 @@ impl Parser<'_> {
                 "package_origin",
                 "per-package origin overrides",
             ),
-            (raw.user.is_some(), "user", "client users"),
         ];
         // Report the one written first, so that fixing errors top to bottom works.
         let first = sections
@@ -674,11 +675,12 @@ mod tests {
             ),
             "{message}"
         );
+        // The one written first is reported.
         let error = error_of(&format!(
-            "{MINIMAL}\n[[user]]\nname = \"u\"\n\n[[package_group]]\npattern = \"/*\"\n"
+            "{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n\n[[package_origin]]\nrepository = \"pypi\"\n"
         ));
         assert_eq!(error.line(), Some(6));
-        assert!(error.to_string().contains("`[[user]]`"), "{error}");
+        assert!(error.to_string().contains("`[[package_group]]`"), "{error}");
     }
 
     #[test]
