@@ -8,7 +8,8 @@
 //! This file holds the typed result and the entry points. The work is split below it: `raw`
 //! mirrors the TOML shape with serde (unknown keys, nesting), `values` holds the small value
 //! languages (repository names, durations, sizes, `${VAR}`), `rule` the values of `[[rule]]`
-//! (rule names, actions), `parse` turns the raw shape into
+//! (rule names, actions), `user` those of `[[user]]` (user names, roles, password hashes),
+//! `parse` turns the raw shape into
 //! [`Config`], resolving paths against the configuration file's directory and checking what
 //! involves several keys, and `error` words what can go wrong.
 
@@ -16,6 +17,7 @@ mod error;
 mod parse;
 mod raw;
 mod rule;
+mod user;
 mod values;
 
 use std::fmt::{self, Write as _};
@@ -27,6 +29,10 @@ use url::Url;
 
 pub use error::{ConfigError, Problem};
 pub use rule::{Action, Operation, RuleConfig, RuleName, RuleNameError, MAX_RULE_NAME_LEN};
+pub use user::{
+    Credential, HashScheme, PasswordHash, PasswordHashError, Role, Roles, UserConfig, UserName,
+    UserNameError, MAX_USER_NAME_LEN, TOKEN_USER_NAME,
+};
 pub use values::{
     format_duration, format_size, parse_duration, parse_size, EnvError, RepoName, RepoNameError,
 };
@@ -36,12 +42,16 @@ use parse::Parser;
 /// A whole, validated configuration.
 ///
 /// Plain data (`Clone`, comparable) so that a reload can build a new one, compare it with the one
-/// in force and swap it in atomically.
+/// in force and swap it in atomically. Its `Debug` output shows no secret (password hashes are
+/// redacted; token and password files appear only as paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub access: AccessConfig,
+    /// `[[user]]` client users (SPEC §8), in file order, with unique names; checked by
+    /// `crate::access`.
+    pub users: Vec<UserConfig>,
     /// In file order.
     pub repositories: Vec<RepositoryConfig>,
     /// `[[rule]]` download rules (SPEC §5), in file order; compiled by `crate::policy`.
@@ -88,8 +98,8 @@ pub struct StoreConfig {
 /// `[access]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessConfig {
-    /// Always true in this version: without `[[user]]` support, refusing anonymous reads would
-    /// refuse everyone.
+    /// Whether clients without credentials may read (index pages and files). When false, at
+    /// least one of [`Config::users`] has the read role.
     pub anonymous_read: bool,
 }
 
@@ -160,6 +170,11 @@ impl Config {
         self.repositories.iter().find(|repo| &repo.name == name)
     }
 
+    /// The user called `name`, if the configuration defines one.
+    pub fn user(&self, name: &UserName) -> Option<&UserConfig> {
+        self.users.iter().find(|user| &user.name == name)
+    }
+
     /// Which settings that only take effect at restart (`listen`, `tls`, `store`) differ in
     /// `newer`, so that a reload can say it did not apply them.
     pub fn restart_only_changes(&self, newer: &Config) -> Vec<&'static str> {
@@ -177,7 +192,8 @@ impl Config {
     }
 
     /// The human summary printed by `wheelgate check`: what the file defines, with defaults filled
-    /// in, and never a secret (only the path of the password file). Ends with a newline.
+    /// in, and never a secret (only the paths of password and token files, and a user's hash
+    /// algorithm). Ends with a newline.
     pub fn describe(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -229,6 +245,14 @@ impl Config {
             "refused"
         };
         writeln!(out, "anonymous read: {anonymous}")?;
+        if self.users.is_empty() {
+            writeln!(out, "users: none")?;
+        } else {
+            writeln!(out, "users:")?;
+        }
+        for user in &self.users {
+            describe_user(out, user)?;
+        }
         writeln!(out, "repositories:")?;
         for repo in &self.repositories {
             writeln!(
@@ -264,6 +288,31 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+fn describe_user(out: &mut String, user: &UserConfig) -> fmt::Result {
+    write!(
+        out,
+        "  {} (line {}): roles {} on ",
+        user.name, user.line, user.roles
+    )?;
+    match &user.repositories {
+        None => write!(out, "every repository")?,
+        Some(repositories) => {
+            for (index, name) in repositories.iter().enumerate() {
+                let separator = if index == 0 { "" } else { ", " };
+                write!(out, "{separator}{name}")?;
+            }
+        }
+    }
+    match &user.credential {
+        Credential::PasswordHash(hash) => {
+            writeln!(out, "; password ({} hash)", hash.algorithm())
+        }
+        Credential::TokenFile(path) => {
+            writeln!(out, "; token read from {} when it logs in", path.display())
+        }
     }
 }
 
@@ -434,6 +483,40 @@ mod tests {
         assert_eq!(auth.username, "__token__");
         assert_eq!(auth.password_file, PathBuf::from("/run/secrets/pypi-token"));
         assert_eq!(auth.auth_hosts, ["files.example.internal"]);
+    }
+
+    #[test]
+    fn shipped_proxy_toml_documents_working_user_blocks() {
+        let mut in_user = false;
+        let uncommented: String = SHIPPED
+            .lines()
+            .map(|line| {
+                in_user = line == "# [[user]]" || (in_user && line.starts_with("# "));
+                if in_user {
+                    format!("{}\n", &line[2..])
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        // The example hash is elided; put a well-formed one in its place.
+        let source = uncommented.replace(
+            "$argon2id$v=19$m=19456,t=2,p=1$...",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$tAyG9rmrzQ+Im5kPbr8Ss9Yc5wtUPN6ik4txCH0UVj4",
+        );
+        let config = parse(&source, "proxy.toml", &no_env).unwrap();
+        let names: Vec<&str> = config.users.iter().map(|user| user.name.as_str()).collect();
+        assert_eq!(names, ["ci-publisher", "deploy"]);
+        assert_eq!(
+            config.users[1].credential,
+            Credential::TokenFile(PathBuf::from("/run/secrets/deploy-token"))
+        );
+        // As shipped, with the elided hash, the block is refused with a pointer to the command.
+        let error = parse(&uncommented, "proxy.toml", &no_env).unwrap_err();
+        assert!(
+            error.to_string().contains("wheelgate hash-password"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod front;
 pub mod logging;
 pub mod policy;
 pub mod repository;
+pub mod secret;
 pub mod simple;
 pub mod store;
 pub mod upstream;

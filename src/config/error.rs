@@ -9,6 +9,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::rule::RuleNameError;
+use super::user::{PasswordHashError, UserNameError};
 use super::values::{EnvError, RepoNameError};
 use crate::simple::NameError;
 
@@ -140,8 +141,8 @@ pub enum Problem {
         section: &'static str,
         what: &'static str,
     },
-    #[error("anonymous_read = false would refuse every client, because `[[user]]` entries are not supported yet by this version of wheelgate; leave it true")]
-    AnonymousReadRequired,
+    #[error("anonymous_read = false would refuse every read, because no [[user]] has the read role; add a [[user]] with roles = [\"read\"], or leave it true")]
+    NoReader,
     #[error("repository \"{name}\" is defined twice, at line {first_line} and at line {second_line}; rename one of them")]
     DuplicateRepository {
         name: String,
@@ -188,4 +189,20 @@ pub enum Problem {
         second: String,
         second_line: usize,
     },
+    #[error("{0}")]
+    UserName(UserNameError),
+    #[error("user \"{name}\" is defined twice, at line {first_line} and at line {second_line}; rename or remove one of them")]
+    DuplicateUser {
+        name: String,
+        first_line: usize,
+        second_line: usize,
+    },
+    #[error("a user has either a password_hash or a token_file, not both; remove one of them")]
+    TwoCredentials,
+    #[error("{0}")]
+    PasswordHash(PasswordHashError),
+    #[error("\"{found}\" is not a role; the roles are \"read\" and \"publish\" (in lowercase)")]
+    UnknownRole { found: String },
+    #[error("no repository is named \"{name}\"; a user's repositories are among the defined ones: {}", .defined.join(", "))]
+    UnknownUserRepository { name: String, defined: Vec<String> },
 }

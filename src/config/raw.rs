@@ -8,8 +8,8 @@
 //!
 //! Tables are deliberately not wrapped in `Spanned`: toml 0.8 cannot give a span to a table that
 //! is only created implicitly (`[server.tls]` with no `[server]`, or `auth.password_file = …`),
-//! and fails with a confusing "expected a borrowed string". Only `[[repository]]` and `[[rule]]`
-//! entries, which are always explicit, and leaf values carry spans.
+//! and fails with a confusing "expected a borrowed string". Only `[[repository]]`, `[[rule]]` and
+//! `[[user]]` entries, which are always explicit, leaf values and lists of them carry spans.
 
 use std::fmt;
 
@@ -30,12 +30,13 @@ pub(super) struct RawConfig {
     pub repository: Vec<Spanned<RawRepository>>,
     #[serde(default)]
     pub rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub user: Vec<Spanned<RawUser>>,
     // Sections of the SPEC §7 shape that later versions implement. They are accepted by the
     // parser only so that their presence can be refused with a message naming what is missing,
     // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds their line.
     pub package_group: Option<IgnoredAny>,
     pub package_origin: Option<IgnoredAny>,
-    pub user: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +105,17 @@ pub(super) struct RawRule {
     pub operation: Field,
     pub package: Field,
     pub condition: Field,
+}
+
+/// One `[[user]]` table (SPEC §8).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: Field,
+    pub password_hash: Field,
+    pub token_file: Field,
+    pub roles: Option<Spanned<Vec<Spanned<Scalar>>>>,
+    pub repositories: Option<Spanned<Vec<Spanned<Scalar>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,11 +30,11 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 use url::Url;
 
-use super::secret::SecretFile;
 use super::{
     AuthSettings, FileFetch, PageFetch, ProxyMode, RedactedUrl, TimeoutKind, UpstreamError,
     UpstreamSettings, Validators,
 };
+use crate::secret::SecretFile;
 
 /// Redirect hops followed before giving up (browsers use 20, curl 50; an index needs one or two).
 const MAX_REDIRECTS: usize = 10;

@@ -9,7 +9,6 @@
 //! page parser judge them.
 
 mod client;
-pub mod secret;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,8 +19,8 @@ use http::StatusCode;
 use hyper_util::client::proxy::matcher::Matcher;
 use url::Url;
 
+pub use crate::secret::{Secret, SecretError, SecretFile};
 pub use client::{FileBody, Upstream};
-pub use secret::{Secret, SecretError, SecretFile};
 
 /// Settings for one remote repository's upstream, filled from `proxy.toml` by the config module.
 #[derive(Debug, Clone)]

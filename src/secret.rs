@@ -1,11 +1,13 @@
-//! The upstream token, read from a file that may be rotated under our feet.
+//! A secret read from a file that may be rotated under our feet: the upstream token
+//! (`password_file` of `[repository.auth]`) and the tokens of client users (`token_file` of
+//! `[[user]]`).
 //!
 //! Kubernetes mounts a secret as `token -> ..data/token` with `..data -> ..2026_a`, and rotates it
 //! by creating `..2026_b` and renaming a new `..data` symlink over the old one. A watch on the file
 //! misses that swap, and a token cached forever would need a restart after every rotation. So
-//! before each request that carries credentials, [`SecretFile::current`] stats the path
-//! *through* the symlinks and re-reads the file when the device, inode, modification time or
-//! length moved. A stat costs microseconds, which is nothing next to an upstream round trip.
+//! each time the secret is needed, [`SecretFile::current`] stats the path *through* the symlinks
+//! and re-reads the file when the device, inode, modification time or length moved. A stat costs
+//! microseconds, which is nothing next to an upstream round trip or a client's request.
 //!
 //! The token itself lives in [`Secret`], whose `Debug` and `Display` are redacted, so that no log
 //! line, error message or metric label can show it by accident.
@@ -16,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// A token file larger than this is certainly not a token (a mis-pointed `password_file`), and
-/// reading it whole into every request header would be wasteful.
+/// A file larger than this is certainly not a token (a mis-pointed `password_file` or
+/// `token_file`), and reading it whole on every request would be wasteful.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 /// A credential whose text never appears in `Debug` or `Display` output.
@@ -49,13 +51,13 @@ impl fmt::Display for Secret {
 }
 
 /// Why the secret file could not be used. Messages name the path and never the content; they are
-/// written to be embedded after "cannot read the upstream credentials … from ".
+/// written to be embedded after "cannot read … from " (the caller says whose secret it is).
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The file (or a symlink on the way to it) is missing or unreadable.
     #[error("{}: {source}", path.display())]
     Unreadable {
-        /// The configured `password_file`.
+        /// The configured `password_file` or `token_file`.
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
@@ -63,19 +65,19 @@ pub enum SecretError {
     /// The file holds nothing but whitespace.
     #[error("{}: the file is empty", path.display())]
     Empty {
-        /// The configured `password_file`.
+        /// The configured `password_file` or `token_file`.
         path: PathBuf,
     },
     /// The file is not UTF-8 text, so it cannot be a token.
     #[error("{}: the file is not UTF-8 text", path.display())]
     NotText {
-        /// The configured `password_file`.
+        /// The configured `password_file` or `token_file`.
         path: PathBuf,
     },
     /// The file is too large to be a token.
     #[error("{}: the file is larger than {max} bytes, which is not a token", path.display())]
     TooLarge {
-        /// The configured `password_file`.
+        /// The configured `password_file` or `token_file`.
         path: PathBuf,
         /// The largest size accepted.
         max: u64,
@@ -128,7 +130,7 @@ struct Cached {
     secret: Arc<Secret>,
 }
 
-/// A `password_file`, re-read whenever it changes.
+/// A `password_file` or `token_file`, re-read whenever it changes.
 ///
 /// Cheap to share behind an `Arc`; concurrent callers serialise on a mutex held for one `stat`
 /// (and, after a rotation, one small read).

@@ -1,0 +1,452 @@
+//! `[[repository]]`: the list of repositories with their names, types and (for remote ones)
+//! upstream settings and `[repository.auth]`, and the checks across them (unique names).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use super::{base_url, Key, Parser};
+use crate::config::raw::{RawAuth, RawRepository};
+use crate::config::{
+    ConfigError, Problem, RemoteAuth, RemoteConfig, RepoName, RepositoryConfig, RepositoryKind,
+};
+
+const DEFAULT_INDEX_TTL: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RETRIES: i64 = 3;
+/// Retries multiply upstream load during an outage; more than this only delays the 502.
+const MAX_RETRIES: i64 = 10;
+const DEFAULT_AUTH_USERNAME: &str = "__token__";
+
+impl Parser<'_> {
+    pub(super) fn repositories(
+        &self,
+        raws: &[Spanned<RawRepository>],
+    ) -> Result<Vec<RepositoryConfig>, ConfigError> {
+        if raws.is_empty() {
+            return Err(self.invalid(None, "", Problem::NoRepositories));
+        }
+        let mut first_seen: HashMap<RepoName, usize> = HashMap::new();
+        let mut repositories = Vec::with_capacity(raws.len());
+        for (index, raw) in raws.iter().enumerate() {
+            let (repo, name_offset) = self.repository(index + 1, raw)?;
+            let name_line = self.line_of(name_offset);
+            if let Some(&first_line) = first_seen.get(&repo.name) {
+                return Err(self.invalid(
+                    Some(name_line),
+                    "[[repository]] name",
+                    Problem::DuplicateRepository {
+                        name: repo.name.to_string(),
+                        first_line,
+                        second_line: name_line,
+                    },
+                ));
+            }
+            first_seen.insert(repo.name.clone(), name_line);
+            repositories.push(repo);
+        }
+        Ok(repositories)
+    }
+
+    /// One repository, and the offset of its name (duplicate names are reported there).
+    fn repository(
+        &self,
+        number: usize,
+        raw: &Spanned<RawRepository>,
+    ) -> Result<(RepositoryConfig, usize), ConfigError> {
+        let header = raw.span().start;
+        let fields = raw.get_ref();
+        let unnamed = format!("[[repository]] #{number}");
+        let name_field = fields.name.as_ref().ok_or_else(|| {
+            self.invalid(
+                Some(self.line_of(header)),
+                Key {
+                    section: &unnamed,
+                    name: "name",
+                },
+                Problem::MissingKey {
+                    hint: "give every repository a name, e.g. name = \"pypi\"",
+                },
+            )
+        })?;
+        let name_key = Key {
+            section: "[[repository]]",
+            name: "name",
+        };
+        let name = RepoName::parse(&self.text(name_field, name_key)?)
+            .map_err(|error| self.at(name_field, name_key, Problem::RepoName(error)))?;
+        let section = format!("[[repository]] \"{name}\"");
+
+        let type_key = Key {
+            section: &section,
+            name: "type",
+        };
+        let type_field = fields.kind.as_ref().ok_or_else(|| {
+            self.invalid(
+                Some(self.line_of(header)),
+                type_key,
+                Problem::MissingKey {
+                    hint: "write type = \"remote\" (hosted and group come in a later version)",
+                },
+            )
+        })?;
+        match self.text(type_field, type_key)?.as_str() {
+            "remote" => {}
+            "hosted" => {
+                return Err(self.at(
+                    type_field,
+                    type_key,
+                    Problem::UnsupportedRepositoryType { kind: "hosted" },
+                ))
+            }
+            "group" => {
+                return Err(self.at(
+                    type_field,
+                    type_key,
+                    Problem::UnsupportedRepositoryType { kind: "group" },
+                ))
+            }
+            other => {
+                return Err(self.at(
+                    type_field,
+                    type_key,
+                    Problem::UnknownRepositoryType {
+                        found: other.to_owned(),
+                    },
+                ))
+            }
+        }
+        if let Some(members) = &fields.members {
+            return Err(self.invalid(
+                Some(self.line_of(members.span().start)),
+                Key {
+                    section: &section,
+                    name: "members",
+                },
+                Problem::NotForRemote {
+                    key: "members",
+                    applies_to: "group",
+                },
+            ));
+        }
+        let remote = self.remote(&section, header, fields)?;
+        let repo = RepositoryConfig {
+            name,
+            line: self.line_of(header),
+            kind: RepositoryKind::Remote(remote),
+        };
+        Ok((repo, name_field.span().start))
+    }
+
+    fn remote(
+        &self,
+        section: &str,
+        header: usize,
+        fields: &RawRepository,
+    ) -> Result<RemoteConfig, ConfigError> {
+        let key = |name| Key { section, name };
+        let url_field = fields.url.as_ref().ok_or_else(|| {
+            self.invalid(
+                Some(self.line_of(header)),
+                key("url"),
+                Problem::MissingKey {
+                    hint: "give the upstream's simple index root, e.g. url = \"https://example.invalid/simple/\", or url = \"\" for a repository that serves only its store",
+                },
+            )
+        })?;
+        let url_text = self.text(url_field, key("url"))?;
+        let url = if url_text.trim().is_empty() {
+            None
+        } else {
+            Some(base_url(&url_text).map_err(|problem| self.at(url_field, key("url"), problem))?)
+        };
+        let offline =
+            self.boolean(fields.offline.as_ref(), key("offline"), false)? || url.is_none();
+        let retries = self.integer(
+            fields.retries.as_ref(),
+            key("retries"),
+            DEFAULT_RETRIES,
+            0,
+            MAX_RETRIES,
+        )?;
+        let ca_file = match &fields.ca_file {
+            None => None,
+            Some(field) => Some(self.existing_file(
+                field,
+                key("ca_file"),
+                "give the PEM file of the CA that signs the upstream's certificate",
+            )?),
+        };
+        let auth = match &fields.auth {
+            None => None,
+            Some(auth) => Some(self.auth(section, header, auth)?),
+        };
+        Ok(RemoteConfig {
+            url,
+            index_ttl: self.duration(
+                fields.index_ttl.as_ref(),
+                key("index_ttl"),
+                DEFAULT_INDEX_TTL,
+                false,
+            )?,
+            negative_ttl: self.duration(
+                fields.negative_ttl.as_ref(),
+                key("negative_ttl"),
+                DEFAULT_NEGATIVE_TTL,
+                false,
+            )?,
+            connect_timeout: self.duration(
+                fields.connect_timeout.as_ref(),
+                key("connect_timeout"),
+                DEFAULT_CONNECT_TIMEOUT,
+                true,
+            )?,
+            first_byte_timeout: self.duration(
+                fields.first_byte_timeout.as_ref(),
+                key("first_byte_timeout"),
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+                true,
+            )?,
+            idle_timeout: self.duration(
+                fields.idle_timeout.as_ref(),
+                key("idle_timeout"),
+                DEFAULT_IDLE_TIMEOUT,
+                true,
+            )?,
+            // The range check above keeps this conversion lossless.
+            retries: u32::try_from(retries).unwrap_or(0),
+            ca_file,
+            native_roots: self.boolean(fields.native_roots.as_ref(), key("native_roots"), false)?,
+            offline,
+            auth,
+        })
+    }
+
+    fn auth(
+        &self,
+        section: &str,
+        header: usize,
+        fields: &RawAuth,
+    ) -> Result<RemoteAuth, ConfigError> {
+        let key = |name| Key { section, name };
+        let username = match &fields.username {
+            None => DEFAULT_AUTH_USERNAME.to_owned(),
+            Some(field) => {
+                let username = self.text(field, key("auth.username"))?;
+                if username.is_empty() {
+                    return Err(self.at(
+                        field,
+                        key("auth.username"),
+                        Problem::Empty {
+                            hint: "; leave the key out for __token__",
+                        },
+                    ));
+                }
+                if username.contains(':') {
+                    return Err(self.at(field, key("auth.username"), Problem::UsernameWithColon));
+                }
+                username
+            }
+        };
+        let password_file = match &fields.password_file {
+            None => {
+                let first_host = fields.auth_hosts.as_ref().and_then(|hosts| hosts.first());
+                let line = self.sibling_line(&[fields.username.as_ref(), first_host]);
+                return Err(self.invalid(
+                    Some(line.unwrap_or_else(|| self.line_of(header))),
+                    key("auth.password_file"),
+                    Problem::MissingKey {
+                        hint: "give the file that holds the upstream token, e.g. password_file = \"/run/secrets/pypi-token\"",
+                    },
+                ));
+            }
+            Some(field) => self.path(field, key("auth.password_file"))?,
+        };
+        let mut auth_hosts = Vec::new();
+        for field in fields.auth_hosts.iter().flatten() {
+            let host = self.text(field, key("auth.auth_hosts"))?;
+            auth_hosts.push(
+                auth_host(&host)
+                    .map_err(|problem| self.at(field, key("auth.auth_hosts"), problem))?,
+            );
+        }
+        Ok(RemoteAuth {
+            username,
+            password_file,
+            auth_hosts,
+        })
+    }
+}
+
+/// Validates and lowercases one `auth_hosts` entry: a host name, IP address or `host:port`.
+fn auth_host(text: &str) -> Result<String, Problem> {
+    let host = text.trim().to_ascii_lowercase();
+    let problem = |reason: &str| Problem::AuthHost {
+        value: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if host.is_empty() {
+        return Err(problem("it is empty"));
+    }
+    if host.contains("://") {
+        return Err(problem(
+            "give only the host, without a scheme, e.g. \"files.example.invalid\"",
+        ));
+    }
+    if host.contains(|c: char| matches!(c, '/' | '@' | '?' | '#') || c.is_whitespace()) {
+        return Err(problem(
+            "give only the host or host:port, e.g. \"files.example.invalid\"",
+        ));
+    }
+    let parsed =
+        Url::parse(&format!("http://{host}/")).map_err(|error| problem(&error.to_string()))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(problem("it has no host name"));
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn empty_fallback_makes_an_offline_remote() {
+        let config = parse_text(
+            "[[repository]]\nname = \"pypi\"\ntype = \"remote\"\nurl = \"${UPSTREAM:-}\"\n",
+        )
+        .unwrap();
+        let remote = remote_of(&config, 0);
+        assert_eq!(remote.url, None);
+        assert!(remote.offline);
+    }
+
+    #[test]
+    fn bad_repository_name_names_key_and_line() {
+        let error =
+            error_of("\n\n[[repository]]\nname = \"Bad Name\"\ntype = \"remote\"\nurl = \"\"\n");
+        assert_eq!(error.line(), Some(4));
+        let message = error.to_string();
+        assert!(message.starts_with("/etc/wheelgate/proxy.toml line 4: [[repository]] name: repository name \"Bad Name\""), "{message}");
+        assert!(message.contains("[a-z0-9][a-z0-9._-]{0,63}"), "{message}");
+    }
+
+    #[test]
+    fn reserved_repository_name_is_refused() {
+        let error = error_of("[[repository]]\nname = \"simple\"\ntype = \"remote\"\nurl = \"\"\n");
+        assert_eq!(error.line(), Some(2));
+        assert!(error.to_string().contains("reserved"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_repository_names_name_both_lines() {
+        let error = error_of(&format!("{MINIMAL}\n{MINIMAL}"));
+        assert_eq!(error.line(), Some(7));
+        let message = error.to_string();
+        assert!(
+            message.contains("\"pypi\" is defined twice, at line 2 and at line 7"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn at_least_one_repository_is_required() {
+        let error = error_of("[server]\nlisten = \"127.0.0.1:0\"\n");
+        assert!(
+            error.to_string().contains("no repository is defined"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn hosted_and_group_repositories_are_not_supported_yet() {
+        for kind in ["hosted", "group"] {
+            let error = error_of(&format!("{MINIMAL}\n[[repository]]\nname = \"x\"\ntype = \"{kind}\"\nmembers = [\"pypi\"]\n"));
+            assert_eq!(error.line(), Some(8));
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!(
+                    "repository type `{kind}` is not supported yet by this version of wheelgate"
+                )),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_repository_type_lists_the_valid_ones() {
+        let error = error_of("[[repository]]\nname = \"x\"\ntype = \"proxy\"\n");
+        assert_eq!(error.line(), Some(3));
+        assert!(
+            error
+                .to_string()
+                .contains("`proxy` is not one of remote, hosted, group"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn members_on_a_remote_is_an_error() {
+        let error = error_of(&format!("{MINIMAL}members = [\"a\"]\n"));
+        assert_eq!(error.line(), Some(5));
+        assert!(
+            error
+                .to_string()
+                .contains("only applies to repositories of type `group`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_remote_url_names_key_and_line() {
+        let error = error_of(
+            "[[repository]]\nname = \"p\"\ntype = \"remote\"\nurl = \"file:///srv/simple\"\n",
+        );
+        assert_eq!(error.line(), Some(4));
+        assert!(
+            error.to_string().contains("[[repository]] \"p\" url"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_ca_file_is_an_error_but_password_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("proxy.toml").display().to_string();
+        let error = parse(
+            &format!("{MINIMAL}ca_file = \"missing.pem\"\n"),
+            &origin,
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(error.line(), Some(5));
+        assert!(
+            error.to_string().contains("missing.pem does not exist"),
+            "{error}"
+        );
+        let with_auth =
+            format!("{MINIMAL}[repository.auth]\npassword_file = \"/nonexistent/token\"\n");
+        assert!(parse(&with_auth, &origin, &no_env).is_ok());
+    }
+
+    #[test]
+    fn auth_username_and_hosts_are_validated() {
+        let error = error_of(&format!(
+            "{MINIMAL}[repository.auth]\nusername = \"a:b\"\npassword_file = \"t\"\n"
+        ));
+        assert_eq!(error.line(), Some(6));
+        let error = error_of(&format!("{MINIMAL}[repository.auth]\npassword_file = \"t\"\nauth_hosts = [\"ok.example.invalid\",\n  \"https://files.example.invalid/\"]\n"));
+        assert_eq!(error.line(), Some(8));
+        assert!(error.to_string().contains("without a scheme"), "{error}");
+        let error = error_of(&format!("{MINIMAL}[repository.auth]\nusername = \"x\"\n"));
+        assert!(
+            error.to_string().contains("auth.password_file: missing"),
+            "{error}"
+        );
+    }
+}

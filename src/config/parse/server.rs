@@ -1,0 +1,254 @@
+//! `[server]` and `[server.tls]`: where wheelgate listens, which repository `/simple/` serves,
+//! the public URL and the server-wide limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{base_url, Key, Parser};
+use crate::config::raw::{RawServer, RawTls, Scalar};
+use crate::config::{ConfigError, Problem, RepoName, RepositoryConfig, ServerConfig, TlsConfig};
+
+/// The default listen address is 127.0.0.1 on this port.
+const DEFAULT_PORT: u16 = 3141;
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_UPLOAD_SIZE: u64 = 1 << 30;
+const DEFAULT_MAX_CONCURRENT_FETCHES: i64 = 64;
+/// An upper bound that keeps a typo (an extra zero or two) from opening thousands of sockets.
+const MAX_CONCURRENT_FETCHES: i64 = 65_536;
+
+impl Parser<'_> {
+    pub(super) fn server(
+        &self,
+        raw: Option<&RawServer>,
+        repositories: &[RepositoryConfig],
+    ) -> Result<ServerConfig, ConfigError> {
+        let fallback = RawServer::default();
+        let fields = raw.unwrap_or(&fallback);
+        let key = |name| Key {
+            section: "[server]",
+            name,
+        };
+
+        let listen = match &fields.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            Some(field) => {
+                let text = self.text(field, key("listen"))?;
+                text.trim()
+                    .parse()
+                    .map_err(|error: std::net::AddrParseError| {
+                        self.at(
+                            field,
+                            key("listen"),
+                            Problem::ListenAddress {
+                                value: text.clone(),
+                                reason: error.to_string(),
+                            },
+                        )
+                    })?
+            }
+        };
+
+        let defined = || {
+            repositories
+                .iter()
+                .map(|repo| repo.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        let default_repository = match &fields.default_repository {
+            Some(field) => {
+                let text = self.text(field, key("default_repository"))?;
+                let name = RepoName::parse(&text).map_err(|error| {
+                    self.at(field, key("default_repository"), Problem::RepoName(error))
+                })?;
+                if !repositories.iter().any(|repo| repo.name == name) {
+                    return Err(self.at(
+                        field,
+                        key("default_repository"),
+                        Problem::UnknownDefaultRepository {
+                            name: name.to_string(),
+                            defined: defined(),
+                        },
+                    ));
+                }
+                name
+            }
+            None => match repositories {
+                [only] => only.name.clone(),
+                _ => {
+                    // Point at [server] where the key belongs, or else at the second repository,
+                    // the one that made the choice ambiguous.
+                    let line = self
+                        .table_line("server")
+                        .or_else(|| repositories.get(1).map(|repo| repo.line));
+                    return Err(self.invalid(
+                        line,
+                        key("default_repository"),
+                        Problem::AmbiguousDefaultRepository { defined: defined() },
+                    ));
+                }
+            },
+        };
+
+        let public_url = match &fields.public_url {
+            None => None,
+            Some(field) => {
+                let text = self.text(field, key("public_url"))?;
+                if text.trim().is_empty() {
+                    None
+                } else {
+                    Some(
+                        base_url(&text)
+                            .map_err(|problem| self.at(field, key("public_url"), problem))?,
+                    )
+                }
+            }
+        };
+
+        let tls = match &fields.tls {
+            None => None,
+            Some(tls) => Some(self.tls(tls)?),
+        };
+
+        let max_concurrent_fetches = self.integer(
+            fields.max_concurrent_fetches.as_ref(),
+            key("max_concurrent_fetches"),
+            DEFAULT_MAX_CONCURRENT_FETCHES,
+            1,
+            MAX_CONCURRENT_FETCHES,
+        )?;
+        Ok(ServerConfig {
+            listen,
+            default_repository,
+            public_url,
+            tls,
+            shutdown_grace: self.duration(
+                fields.shutdown_grace.as_ref(),
+                key("shutdown_grace"),
+                DEFAULT_SHUTDOWN_GRACE,
+                false,
+            )?,
+            max_upload_size: self.size(
+                fields.max_upload_size.as_ref(),
+                key("max_upload_size"),
+                DEFAULT_MAX_UPLOAD_SIZE,
+                Some("; uploads larger than this are refused, so it must allow at least one byte"),
+            )?,
+            // The range check above keeps this conversion lossless.
+            max_concurrent_fetches: usize::try_from(max_concurrent_fetches).unwrap_or(1),
+        })
+    }
+
+    fn tls(&self, fields: &RawTls) -> Result<TlsConfig, ConfigError> {
+        let key = |name| Key {
+            section: "[server.tls]",
+            name,
+        };
+        let required = |field: &Option<Spanned<Scalar>>, name: &'static str, hint: &'static str| {
+            let field = field.as_ref().ok_or_else(|| {
+                let line = self
+                    .sibling_line(&[fields.cert_file.as_ref(), fields.key_file.as_ref()])
+                    .or_else(|| self.table_line("server.tls"));
+                self.invalid(line, key(name), Problem::MissingKey { hint })
+            })?;
+            self.existing_file(field, key(name), hint)
+        };
+        Ok(TlsConfig {
+            cert_file: required(
+                &fields.cert_file,
+                "cert_file",
+                "give the PEM certificate chain, e.g. cert_file = \"tls.crt\"",
+            )?,
+            key_file: required(
+                &fields.key_file,
+                "key_file",
+                "give the PEM private key, e.g. key_file = \"tls.key\"",
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn default_repository_must_be_defined() {
+        let error = error_of(&format!(
+            "[server]\ndefault_repository = \"all\"\n{MINIMAL}"
+        ));
+        assert_eq!(error.line(), Some(2));
+        let message = error.to_string();
+        assert!(
+            message.contains("no repository is named \"all\"") && message.contains("are pypi"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn default_repository_is_required_with_several_repositories() {
+        let second = MINIMAL.replace("pypi", "corp");
+        let error = error_of(&format!("[server]\n{MINIMAL}{second}"));
+        assert_eq!(error.line(), Some(1));
+        assert!(error.to_string().contains("one of pypi, corp"), "{error}");
+        let config = parse_text(&format!(
+            "[server]\ndefault_repository = \"corp\"\n{MINIMAL}{second}"
+        ))
+        .unwrap();
+        assert_eq!(config.server.default_repository.as_str(), "corp");
+        assert!(config
+            .repository(&RepoName::parse("corp").unwrap())
+            .is_some());
+        assert!(config
+            .repository(&RepoName::parse("other").unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn public_url_is_normalised() {
+        let config = parse_text(&format!(
+            "[server]\npublic_url = \"https://pypi.example.invalid/mirror\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.server.public_url.map(String::from),
+            Some("https://pypi.example.invalid/mirror/".to_owned())
+        );
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_resolve_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tls.crt"), "").unwrap();
+        std::fs::write(dir.path().join("tls.key"), "").unwrap();
+        let origin = dir.path().join("proxy.toml").display().to_string();
+        let source =
+            format!("[server.tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n{MINIMAL}");
+        let config = parse(&source, &origin, &no_env).unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("tls.crt"));
+        assert_eq!(tls.key_file, dir.path().join("tls.key"));
+        let error = parse(
+            &format!("[server.tls]\ncert_file = \"tls.crt\"\n{MINIMAL}"),
+            &origin,
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(error.line(), Some(2));
+        assert!(
+            error.to_string().contains("[server.tls] key_file: missing"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn listen_address_must_be_an_ip_and_port() {
+        let config = parse_text(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{MINIMAL}")).unwrap();
+        assert_eq!(config.server.listen.port(), 0);
+        let error = error_of(&format!("[server]\nlisten = \"localhost:3141\"\n{MINIMAL}"));
+        assert_eq!(error.line(), Some(2));
+        assert!(error.to_string().contains("127.0.0.1:3141"), "{error}");
+    }
+}

@@ -1,0 +1,59 @@
+//! `[store]`: where the cache lives on disk and how large it and its in-memory part may grow.
+
+use super::{Key, Parser};
+use crate::config::raw::RawStore;
+use crate::config::{ConfigError, StoreConfig};
+
+const DEFAULT_STORE_PATH: &str = "./wheelgate-data";
+const DEFAULT_STORE_MAX_SIZE: u64 = 20 << 30;
+const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
+
+impl Parser<'_> {
+    pub(super) fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
+        let fallback = RawStore::default();
+        let fields = raw.unwrap_or(&fallback);
+        let key = |name| Key {
+            section: "[store]",
+            name,
+        };
+        let path = match &fields.path {
+            None => self.resolve(DEFAULT_STORE_PATH),
+            Some(field) => self.path(field, key("path"))?,
+        };
+        Ok(StoreConfig {
+            path,
+            max_size: self.size(
+                fields.max_size.as_ref(),
+                key("max_size"),
+                DEFAULT_STORE_MAX_SIZE,
+                Some("; the store needs room for at least one file"),
+            )?,
+            memory_cache: self.size(
+                fields.memory_cache.as_ref(),
+                key("memory_cache"),
+                DEFAULT_MEMORY_CACHE,
+                None,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    #[test]
+    fn bad_size_names_key_and_line() {
+        let error = error_of(&format!("{MINIMAL}[store]\nmax_size = \"20 gigs\"\n"));
+        assert_eq!(error.line(), Some(6));
+        let message = error.to_string();
+        assert!(message.contains("[store] max_size"), "{message}");
+        assert!(message.contains("unknown unit \"gigs\""), "{message}");
+        let config = parse_text(&format!(
+            "{MINIMAL}[store]\nmax_size = 1048576\nmemory_cache = \"0\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.store.max_size, 1 << 20);
+        assert_eq!(config.store.memory_cache, 0);
+    }
+}
