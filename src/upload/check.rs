@@ -218,12 +218,12 @@ fn check_metadata(
         member: shown(&found.member),
         reason: error.to_string(),
     };
+    let place = || format!("{} in {}", shown(&found.member), shown(filename.as_str()));
     let metadata = CoreMetadata::parse(&found.bytes).map_err(unreadable)?;
     let name = metadata.name().map_err(unreadable)?;
     if ProjectName::parse(name).ok().as_ref() != Some(project) {
         return Err(UploadError::MetadataMismatch {
-            filename: shown(filename.as_str()),
-            member: shown(&found.member),
+            place: place(),
             header: "Name:",
             metadata: shown(name),
             what: "project",
@@ -233,8 +233,7 @@ fn check_metadata(
     let metadata_version = metadata.version().map_err(unreadable)?;
     if !same_version(metadata_version, version) {
         return Err(UploadError::MetadataMismatch {
-            filename: shown(filename.as_str()),
-            member: shown(&found.member),
+            place: place(),
             header: "Version:",
             metadata: shown(metadata_version),
             what: "version",
@@ -855,5 +854,74 @@ mod tests {
         };
         let err = upload.check_with(&limits).await.unwrap_err();
         assert!(matches!(err, UploadError::ArchiveTooLarge { .. }), "{err}");
+    }
+
+    /// How long a 200 MiB wheel takes to spool and to check: a measurement, not a test
+    /// (`cargo test --release --lib upload -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore]
+    async fn timing_of_a_200_mib_wheel() {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.whl");
+        {
+            let file = std::fs::File::create(&source).unwrap();
+            let mut zip = zip::ZipWriter::new(file);
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .large_file(true);
+            zip.start_file("foo_bar/data.bin", stored).unwrap();
+            let mut block = vec![0u8; 1 << 20];
+            for (i, b) in block.iter_mut().enumerate() {
+                *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+            }
+            for _ in 0..200 {
+                zip.write_all(&block).unwrap();
+            }
+            zip.start_file("foo_bar-1.0.dist-info/METADATA", stored)
+                .unwrap();
+            zip.write_all(testutil::core_metadata("foo-bar", "1.0").as_bytes())
+                .unwrap();
+            zip.finish().unwrap();
+        }
+        let started = Instant::now();
+        let mut spool = crate::upload::spool::Spool::create(dir.path())
+            .await
+            .unwrap();
+        let mut file = std::fs::File::open(&source).unwrap();
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            let n = file.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            spool
+                .write(Bytes::copy_from_slice(&chunk[..n]))
+                .await
+                .unwrap();
+        }
+        let content = spool
+            .finish("foo_bar-1.0-py3-none-any.whl".to_owned())
+            .await
+            .unwrap();
+        let spooled = started.elapsed();
+        let form = Form {
+            action: Some(FILE_UPLOAD.to_owned()),
+            name: Some("foo-bar".to_owned()),
+            version: Some("1.0".to_owned()),
+            sha256_digest: Some(content.digests().sha256_hex()),
+            ..Form::default()
+        };
+        let started = Instant::now();
+        let checked = check(Received { form, content }, &Limits::default()).unwrap();
+        let checking = started.elapsed();
+        let started = Instant::now();
+        checked.content.sync_all().unwrap();
+        println!(
+            "{} bytes: spooled (hashed and written) in {spooled:?}, checked in {checking:?}, \
+             fsynced in {:?}",
+            checked.size,
+            started.elapsed()
+        );
     }
 }

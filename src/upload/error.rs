@@ -181,12 +181,12 @@ pub enum UploadError {
         reason: String,
     },
     #[error(
-        "{member} in {filename} says {header} {metadata} but the {what} is {expected}: the file \
-         does not match its own metadata; rebuild it"
+        "{place} says {header} {metadata} but the {what} is {expected}: the file does not match \
+         its own metadata; rebuild it"
     )]
     MetadataMismatch {
-        filename: String,
-        member: String,
+        /// `<member> in <filename>`, both quoted.
+        place: String,
         header: &'static str,
         metadata: String,
         what: &'static str,

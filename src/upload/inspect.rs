@@ -431,3 +431,96 @@ impl<R: Read> Read for Capped<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::upload::testutil;
+
+    fn directory_of(zip: &[u8]) -> Option<CentralDirectory> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(zip).unwrap();
+        central_directory(&mut file).unwrap()
+    }
+
+    #[test]
+    fn end_record_with_a_comment() {
+        let mut writer = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        writer.set_comment("a comment that ends with PK\u{5}\u{6} to mislead");
+        for name in ["a", "b", "c"] {
+            writer
+                .start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+        }
+        let zip = writer.finish().unwrap().into_inner();
+        let directory = directory_of(&zip).unwrap();
+        assert_eq!(directory.entries, 3);
+        assert!(directory.size > 0 && directory.size < 200, "{directory:?}");
+    }
+
+    #[test]
+    fn no_end_record() {
+        assert_eq!(directory_of(b""), None);
+        assert_eq!(directory_of(b"PK\x03\x04 and nothing else"), None);
+        let zip = testutil::zip_of(&[("a", b"x")]);
+        assert_eq!(
+            directory_of(&zip[..zip.len() - 1]),
+            None,
+            "a cut end record"
+        );
+    }
+
+    #[test]
+    fn zip64_end_record() {
+        // Past 65,535 entries the count only fits in the ZIP64 record.
+        let mut writer = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for i in 0..70_000 {
+            writer.start_file(format!("f{i}"), stored).unwrap();
+        }
+        let zip = writer.finish().unwrap().into_inner();
+        assert_eq!(directory_of(&zip).map(|d| d.entries), Some(70_000));
+    }
+
+    #[test]
+    fn top_level_pkg_info() {
+        for path in [
+            "demo-1.0/PKG-INFO",
+            "./demo-1.0/PKG-INFO",
+            "demo-1.0//PKG-INFO",
+        ] {
+            assert!(is_top_level_pkg_info(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "PKG-INFO",
+            "../PKG-INFO",
+            "demo-1.0/src/PKG-INFO",
+            "demo-1.0/PKG-INFO/x",
+            "demo-1.0/pkg-info",
+        ] {
+            assert!(!is_top_level_pkg_info(path.as_bytes()), "{path}");
+        }
+    }
+
+    #[test]
+    fn pax_path_records() {
+        // `<len> <key>=<value>\n`, where the length counts its own digits.
+        let record = |key: &str, value: &str| {
+            let rest = key.len() + value.len() + 3;
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            format!("{len} {key}={value}\n")
+        };
+        let data = record("mtime", "1") + &record("path", "demo-1.0/PKG-INFO");
+        assert_eq!(
+            pax_path(data.as_bytes()),
+            Some(b"demo-1.0/PKG-INFO".to_vec())
+        );
+        assert_eq!(pax_path(record("mtime", "1").as_bytes()), None);
+    }
+}

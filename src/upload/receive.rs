@@ -392,7 +392,7 @@ mod tests {
         let endless = stream::iter(
             [Bytes::from(head), Bytes::from(file_head)]
                 .into_iter()
-                .chain(std::iter::repeat(chunk).take(160 << 10)),
+                .chain(std::iter::repeat_n(chunk, 160 << 10)),
         )
         .map(move |c| {
             counter.fetch_add(c.len() as u64, Ordering::Relaxed);
