@@ -217,6 +217,17 @@ pub(crate) fn shown(raw: &str) -> String {
     format!("{out:?}")
 }
 
+/// A message from elsewhere (a library's error, a client's body error) made safe for a one-line
+/// reason: control characters become spaces, and it is cut to 120 characters.
+pub(crate) fn one_line(message: &str) -> String {
+    const MAX: usize = 120;
+    message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

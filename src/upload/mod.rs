@@ -20,6 +20,7 @@ mod form;
 mod inspect;
 mod limits;
 mod metadata;
+mod paced;
 mod receive;
 mod spool;
 #[cfg(test)]

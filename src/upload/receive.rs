@@ -2,22 +2,22 @@
 //!
 //! `twine upload` and `uv publish` POST one `multipart/form-data` body holding the distribution
 //! (the `content` part) and its metadata as text fields. The body is parsed as it arrives (multer):
-//! the file goes straight to a temporary file through [`Spool`], the text fields into a [`Form`]
-//! under the bounds of [`Limits`], and the body size is counted chunk by chunk so that a body over
-//! `max_upload_size` is refused the moment it crosses the limit, not after it was read.
+//! the file goes straight to a temporary file through [`Spool`], and the text fields into a
+//! [`Form`] under the bounds of [`Limits`]. The body reaches multer through [`Paced`], which
+//! refuses a body over `max_upload_size` the moment it crosses the limit and keeps multer's own
+//! buffer small.
 
 use std::error::Error as StdError;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
 
 use super::content::ContentFile;
-use super::error::{shown, UploadError};
+use super::error::{one_line, shown, UploadError};
 use super::form::{Form, FormBuilder};
 use super::limits::Limits;
+use super::paced::{BodyError, Paced};
 use super::spool::Spool;
 
 /// The name of the part holding the distribution file.
@@ -50,12 +50,13 @@ where
     let boundary = multer::parse_boundary(content_type).map_err(|_| UploadError::NotMultipart {
         shown: shown(content_type),
     })?;
-    let body = Paced::new(body, limits.max_upload_size);
+    let (body, progress) = Paced::new(body, limits.max_upload_size);
     let mut multipart = multer::Multipart::new(body, boundary);
     let mut form = FormBuilder::new(limits);
     let mut content: Option<ContentFile> = None;
     let mut parts = 0usize;
     while let Some(mut field) = multipart.next_field().await.map_err(from_multer)? {
+        progress.part();
         parts += 1;
         if parts > limits.max_fields {
             return Err(UploadError::TooManyFields {
@@ -78,6 +79,7 @@ where
                 .to_owned();
             let mut spool = Spool::create(tmp_dir).await?;
             while let Some(chunk) = field.chunk().await.map_err(from_multer)? {
+                progress.chunk(chunk.len());
                 spool.write(chunk).await?;
             }
             content = Some(spool.finish(filename).await?);
@@ -86,17 +88,18 @@ where
             let mut value = Vec::new();
             let mut oversized = false;
             while let Some(chunk) = field.chunk().await.map_err(from_multer)? {
-                // Past the bound the rest of the field is read and dropped, not held.
-                if oversized || value.len() + chunk.len() > max {
+                progress.chunk(chunk.len());
+                if !oversized && value.len() + chunk.len() > max {
+                    // A field of the upload API is refused here; another is read on and dropped.
+                    form.add_oversized(&name)?;
                     oversized = true;
                     value = Vec::new();
-                    continue;
                 }
-                value.extend_from_slice(&chunk);
+                if !oversized {
+                    value.extend_from_slice(&chunk);
+                }
             }
-            if oversized {
-                form.add_oversized(&name)?;
-            } else {
+            if !oversized {
                 form.add(&name, value)?;
             }
         }
@@ -116,6 +119,12 @@ fn from_multer(error: multer::Error) -> UploadError {
             Ok(body) => match *body {
                 BodyError::TooLarge { limit } => UploadError::TooLarge { limit },
                 BodyError::Read(reason) => UploadError::BodyRead { reason },
+                BodyError::Unframed { max } => UploadError::Malformed {
+                    reason: format!(
+                        "more than {max} bytes hold no form data (a part's headers never end, or \
+                         the boundary is missing)"
+                    ),
+                },
             },
             Err(other) => UploadError::BodyRead {
                 reason: one_line(&other.to_string()),
@@ -129,95 +138,6 @@ fn from_multer(error: multer::Error) -> UploadError {
         other => UploadError::Malformed {
             reason: one_line(&other.to_string()),
         },
-    }
-}
-
-/// A message from elsewhere, made safe for a one-line reason.
-fn one_line(message: &str) -> String {
-    const MAX: usize = 120;
-    let flat: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX)
-        .collect();
-    flat
-}
-
-/// Why the body stream stopped, as handed to multer and recovered in [`from_multer`].
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("the body is larger than {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("{0}")]
-    Read(String),
-}
-
-/// The request body as multer sees it: counted against the size limit, and yielding one chunk per
-/// poll.
-///
-/// multer pulls from its stream for as long as the stream is ready and buffers all of it, so a
-/// fast client (or a body hyper already holds) would be read into memory up to the size limit
-/// before the first chunk reaches the file. Answering `Pending` (after waking the task) once after
-/// every chunk makes multer hand each chunk on before asking for the next, which keeps its buffer
-/// at about one chunk.
-struct Paced<S> {
-    inner: S,
-    limit: u64,
-    seen: u64,
-    just_yielded: bool,
-    done: bool,
-}
-
-impl<S> Paced<S> {
-    fn new(inner: S, limit: u64) -> Paced<S> {
-        Paced {
-            inner,
-            limit,
-            seen: 0,
-            just_yielded: false,
-            done: false,
-        }
-    }
-}
-
-impl<S, E> Stream for Paced<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Into<Box<dyn StdError + Send + Sync>>,
-{
-    type Item = Result<Bytes, BodyError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if this.just_yielded {
-            this.just_yielded = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.seen = this.seen.saturating_add(chunk.len() as u64);
-                if this.seen > this.limit {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
-                }
-                this.just_yielded = true;
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                this.done = true;
-                let error: Box<dyn StdError + Send + Sync> = error.into();
-                Poll::Ready(Some(Err(BodyError::Read(one_line(&error.to_string())))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
     }
 }
 
@@ -386,18 +306,9 @@ mod tests {
              filename=\"demo-1.0.tar.gz\"\r\n\r\n"
         );
         // A body that would go on for 10 GiB, in 64 KiB chunks, counting what was pulled.
-        let pulled = Arc::new(AtomicU64::new(0));
-        let counter = pulled.clone();
-        let chunk = Bytes::from(vec![b'z'; 64 << 10]);
-        let endless = stream::iter(
-            [Bytes::from(head), Bytes::from(file_head)]
-                .into_iter()
-                .chain(std::iter::repeat_n(chunk, 160 << 10)),
-        )
-        .map(move |c| {
-            counter.fetch_add(c.len() as u64, Ordering::Relaxed);
-            Ok::<_, Infallible>(c)
-        });
+        let mut start = head;
+        start.extend_from_slice(file_head.as_bytes());
+        let (endless, pulled) = endless(start, b'z', 160 << 10);
         let limits = Limits::with_max_upload_size(limit);
         let err = receive(endless, CONTENT_TYPE, dir.path(), &limits)
             .await
@@ -522,6 +433,82 @@ mod tests {
         assert!(matches!(err, UploadError::NotUtf8 { .. }), "{err}");
     }
 
+    /// `head`, then `chunks` chunks of 64 KiB of `filler`, counting the bytes pulled.
+    fn endless(
+        head: Vec<u8>,
+        filler: u8,
+        chunks: usize,
+    ) -> (
+        impl Stream<Item = Result<Bytes, Infallible>> + Send + Unpin,
+        Arc<AtomicU64>,
+    ) {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        let chunk = Bytes::from(vec![filler; 64 << 10]);
+        let body = stream::iter(
+            std::iter::once(Bytes::from(head)).chain(std::iter::repeat_n(chunk, chunks)),
+        )
+        .map(move |c| {
+            counter.fetch_add(c.len() as u64, Ordering::Relaxed);
+            Ok::<_, Infallible>(c)
+        });
+        (body, pulled)
+    }
+
+    #[tokio::test]
+    async fn bodies_that_are_not_forms_are_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let heads = [
+            (
+                "headers that never end",
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"a\"\r\nX-Junk: "),
+            ),
+            ("no boundary", "no boundary here".to_owned()),
+        ];
+        for (what, head) in heads {
+            let (body, pulled) = endless(head.into_bytes(), b'z', 1 << 10);
+            let err = receive(body, CONTENT_TYPE, dir.path(), &Limits::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, UploadError::Malformed { .. }),
+                "{what}: {err}"
+            );
+            let pulled = pulled.load(Ordering::Relaxed);
+            assert!(
+                pulled <= crate::upload::paced::MAX_UNFRAMED + (128 << 10),
+                "{what}: read {pulled} bytes"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn many_small_fields_in_large_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<String> = (0..900).map(|i| format!("Topic :: Demo :: {i}")).collect();
+        let mut parts: Vec<Part<'_>> = values
+            .iter()
+            .map(|v| Part::text("classifiers", v))
+            .collect();
+        let file = vec![9u8; 3 << 20];
+        parts.push(Part::file("content", "demo-1.0.tar.gz", &file));
+        let body = multipart(&parts);
+        let chunks: Vec<Result<Bytes, Infallible>> = body
+            .chunks(256 << 10)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let received = receive(
+            stream::iter(chunks),
+            CONTENT_TYPE,
+            dir.path(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(received.form.values("classifiers").len(), 900);
+        assert_eq!(received.content.size(), file.len() as u64);
+    }
+
     #[test]
     fn the_receiving_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
@@ -529,24 +516,5 @@ mod tests {
         let limits = Limits::default();
         let future = receive(body, CONTENT_TYPE, Path::new("."), &limits);
         assert_send(&future);
-    }
-
-    #[test]
-    fn paced_hands_on_one_chunk_per_poll() {
-        use std::task::Waker;
-        let chunks = [
-            Ok::<_, Infallible>(Bytes::from_static(b"ab")),
-            Ok(Bytes::from_static(b"cd")),
-        ];
-        let mut paced = Paced::new(stream::iter(chunks), 3);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut next = || Pin::new(&mut paced).poll_next(&mut cx);
-        assert!(matches!(next(), Poll::Ready(Some(Ok(c))) if c == "ab"));
-        assert!(next().is_pending(), "a pause after every chunk");
-        assert!(matches!(
-            next(),
-            Poll::Ready(Some(Err(BodyError::TooLarge { limit: 3 })))
-        ));
-        assert!(matches!(next(), Poll::Ready(None)));
     }
 }
