@@ -13,6 +13,7 @@ pub mod repository;
 pub mod secret;
 pub mod simple;
 pub mod store;
+pub mod upload;
 pub mod upstream;
 
 /// Whether `keep` holds for every byte. Tested a chunk at a time with no early exit inside a
