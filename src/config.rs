@@ -112,10 +112,12 @@ pub struct RepositoryConfig {
     pub kind: RepositoryKind,
 }
 
-/// What a repository is; `hosted` and `group` come in later versions.
+/// What a repository is; `group` comes in a later version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryKind {
     Remote(RemoteConfig),
+    /// `type = "hosted"`: packages published to wheelgate (SPEC §1); it has no keys of its own.
+    Hosted,
 }
 
 impl RepositoryKind {
@@ -123,6 +125,7 @@ impl RepositoryKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             RepositoryKind::Remote(_) => "remote",
+            RepositoryKind::Hosted => "hosted",
         }
     }
 }
@@ -265,6 +268,11 @@ impl Config {
             )?;
             match &repo.kind {
                 RepositoryKind::Remote(remote) => describe_remote(out, remote)?,
+                RepositoryKind::Hosted => writeln!(
+                    out,
+                    "    packages published to it: twine upload or uv publish to /{}/",
+                    repo.name
+                )?,
             }
         }
         if self.rules.is_empty() {
@@ -426,6 +434,7 @@ mod tests {
     fn remote_of(config: &Config, index: usize) -> &RemoteConfig {
         match &config.repositories[index].kind {
             RepositoryKind::Remote(remote) => remote,
+            RepositoryKind::Hosted => panic!("repository {index} is hosted"),
         }
     }
 

@@ -131,10 +131,11 @@ pub enum Problem {
     UnknownRepositoryType { found: String },
     #[error("repository type `{kind}` is not supported yet by this version of wheelgate; remove this [[repository]] or use type = \"remote\"")]
     UnsupportedRepositoryType { kind: &'static str },
-    #[error("`{key}` only applies to repositories of type `{applies_to}`; remove it from this remote repository")]
-    NotForRemote {
+    #[error("`{key}` only applies to repositories of type `{applies_to}`; remove it from this {this} repository")]
+    NotForType {
         key: &'static str,
         applies_to: &'static str,
+        this: &'static str,
     },
     #[error("`[[{section}]]` ({what}) is not supported yet by this version of wheelgate; remove it or comment it out")]
     UnsupportedSection {

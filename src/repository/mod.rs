@@ -186,6 +186,7 @@ pub fn validate(config: &Config) -> Result<(), BuildError> {
                     source,
                 })?
             }
+            RepositoryKind::Hosted => {}
         }
     }
     Ok(())
@@ -222,6 +223,9 @@ impl Repositories {
                         source,
                     })?,
                 ),
+                RepositoryKind::Hosted => {
+                    Repository::Hosted(Hosted::new(repo.name.clone(), store.clone()))
+                }
             };
             list.push((repo.name.clone(), built));
         }

@@ -95,15 +95,9 @@ impl Parser<'_> {
                 },
             )
         })?;
-        match self.text(type_field, type_key)?.as_str() {
-            "remote" => {}
-            "hosted" => {
-                return Err(self.at(
-                    type_field,
-                    type_key,
-                    Problem::UnsupportedRepositoryType { kind: "hosted" },
-                ))
-            }
+        let kind = match self.text(type_field, type_key)?.as_str() {
+            "remote" => "remote",
+            "hosted" => "hosted",
             "group" => {
                 return Err(self.at(
                     type_field,
@@ -120,7 +114,7 @@ impl Parser<'_> {
                     },
                 ))
             }
-        }
+        };
         if let Some(members) = &fields.members {
             return Err(self.invalid(
                 Some(self.line_of(members.span().start)),
@@ -128,19 +122,71 @@ impl Parser<'_> {
                     section: &section,
                     name: "members",
                 },
-                Problem::NotForRemote {
+                Problem::NotForType {
                     key: "members",
                     applies_to: "group",
+                    this: kind,
                 },
             ));
         }
-        let remote = self.remote(&section, header, fields)?;
+        let kind = if kind == "hosted" {
+            self.refuse_remote_keys(&section, header, fields)?;
+            RepositoryKind::Hosted
+        } else {
+            RepositoryKind::Remote(self.remote(&section, header, fields)?)
+        };
         let repo = RepositoryConfig {
             name,
             line: self.line_of(header),
-            kind: RepositoryKind::Remote(remote),
+            kind,
         };
         Ok((repo, name_field.span().start))
+    }
+
+    /// A hosted repository fetches nothing: the upstream keys of a remote one are mistakes.
+    fn refuse_remote_keys(
+        &self,
+        section: &str,
+        header: usize,
+        fields: &RawRepository,
+    ) -> Result<(), ConfigError> {
+        let scalars = [
+            ("url", &fields.url),
+            ("index_ttl", &fields.index_ttl),
+            ("negative_ttl", &fields.negative_ttl),
+            ("connect_timeout", &fields.connect_timeout),
+            ("first_byte_timeout", &fields.first_byte_timeout),
+            ("idle_timeout", &fields.idle_timeout),
+            ("retries", &fields.retries),
+            ("ca_file", &fields.ca_file),
+            ("native_roots", &fields.native_roots),
+            ("offline", &fields.offline),
+        ];
+        let found = scalars
+            .iter()
+            .find_map(|(name, field)| {
+                field
+                    .as_ref()
+                    .map(|field| (*name, Some(self.line_of(field.span().start))))
+            })
+            .or_else(|| {
+                fields
+                    .auth
+                    .as_ref()
+                    .map(|_| ("auth", Some(self.line_of(header))))
+            });
+        match found {
+            Some((name, line)) => Err(self.invalid(
+                line,
+                Key { section, name },
+                Problem::NotForType {
+                    key: name,
+                    applies_to: "remote",
+                    this: "hosted",
+                },
+            )),
+            None => Ok(()),
+        }
     }
 
     fn remote(
@@ -364,8 +410,30 @@ mod tests {
     }
 
     #[test]
-    fn hosted_and_group_repositories_are_not_supported_yet() {
-        for kind in ["hosted", "group"] {
+    fn a_hosted_repository_has_no_upstream_keys() {
+        let config = parse_text(&format!(
+            "{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.repositories[1].kind,
+            crate::config::RepositoryKind::Hosted
+        );
+        let error = error_of(&format!(
+            "{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nindex_ttl = \"1m\"\n"
+        ));
+        assert_eq!(error.line(), Some(9));
+        assert!(
+            error.to_string().contains(
+                "`index_ttl` only applies to repositories of type `remote`; remove it from this hosted repository"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn group_repositories_are_not_supported_yet() {
+        for kind in ["group"] {
             let error = error_of(&format!("{MINIMAL}\n[[repository]]\nname = \"x\"\ntype = \"{kind}\"\nmembers = [\"pypi\"]\n"));
             assert_eq!(error.line(), Some(8));
             let message = error.to_string();
