@@ -1,0 +1,452 @@
+//! What can go wrong talking to an upstream, and how it is told.
+//!
+//! [`UpstreamError`] is the one error type of the upstream client. Each variant says what happened
+//! in words an operator can act on (which key to raise, which file to fix), maps to the status a
+//! client of wheelgate should see, and holds neither the secret nor an unredacted URL. The errors
+//! hyper's client reports are turned into it here too, so that a connect timeout reads as one
+//! wherever in the source chain it hides.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+use url::Url;
+
+use super::{RedactedUrl, SecretError};
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// Establishing the TCP connection.
+    Connect,
+    /// Waiting for the response headers.
+    FirstByte,
+    /// Waiting for the next piece of the body.
+    Idle,
+}
+
+impl TimeoutKind {
+    /// The `proxy.toml` key that sets this timeout.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "connect_timeout",
+            TimeoutKind::FirstByte => "first_byte_timeout",
+            TimeoutKind::Idle => "idle_timeout",
+        }
+    }
+
+    fn waiting_for(self) -> &'static str {
+        match self {
+            TimeoutKind::Connect => "no connection",
+            TimeoutKind::FirstByte => "no response headers (first byte)",
+            TimeoutKind::Idle => "no body data (idle)",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::FirstByte => "first byte",
+            TimeoutKind::Idle => "idle",
+        })
+    }
+}
+
+/// Everything that can go wrong building an upstream client or fetching from it.
+///
+/// No variant holds the secret or an unredacted URL; [`UpstreamError::status`] says what a client
+/// of wheelgate should see.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The configured root cannot serve as an upstream.
+    #[error(
+        "repository {repository}: the upstream url {url} {reason}; give the simple-index root as \
+         an http:// or https:// URL ending with '/'"
+    )]
+    InvalidRoot {
+        /// The repository.
+        repository: String,
+        /// The configured URL, redacted.
+        url: RedactedUrl,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The user name cannot be used for HTTP basic authentication.
+    #[error(
+        "repository {repository}: the upstream auth username contains ':', which HTTP basic \
+         authentication cannot carry; fix [repository.auth] username"
+    )]
+    InvalidUsername {
+        /// The repository.
+        repository: String,
+    },
+    /// An `auth_hosts` entry is not a host or `host:port`.
+    #[error(
+        "repository {repository}: auth_hosts entry {entry:?} {reason}; write a host name or \
+         host:port such as \"files.example.invalid\""
+    )]
+    InvalidAuthHost {
+        /// The repository.
+        repository: String,
+        /// The entry as written.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `ca_file` could not be read.
+    #[error(
+        "repository {repository}: cannot read ca_file {}: {source}; point ca_file at a readable \
+         PEM file",
+        path.display()
+    )]
+    CaFile {
+        /// The repository.
+        repository: String,
+        /// The configured path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// `ca_file` was read but does not hold usable certificates.
+    #[error(
+        "repository {repository}: ca_file {}: {reason}; it must hold PEM \"BEGIN CERTIFICATE\" \
+         blocks",
+        path.display()
+    )]
+    CaFileContents {
+        /// The repository.
+        repository: String,
+        /// The configured path.
+        path: PathBuf,
+        /// What is wrong with the content.
+        reason: String,
+    },
+    /// `native_roots = true` but the operating system offered no usable root certificate.
+    #[error(
+        "repository {repository}: native_roots is set but no usable root certificate was found in \
+         the system store ({reason}); install the CA bundle or unset native_roots"
+    )]
+    NativeRoots {
+        /// The repository.
+        repository: String,
+        /// What the loader reported.
+        reason: String,
+    },
+    /// rustls refused the TLS configuration.
+    #[error("repository {repository}: cannot set up TLS: {reason}")]
+    Tls {
+        /// The repository.
+        repository: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// A URL to fetch (given by a caller or by an upstream page) is not usable.
+    #[error("cannot fetch {url}: {reason}")]
+    UnsupportedUrl {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A request header value given by the caller is not valid HTTP header text.
+    #[error("cannot send the {name} header to {url}: the value is not valid HTTP header text")]
+    InvalidRequestHeader {
+        /// The header.
+        name: &'static str,
+        /// The URL, redacted.
+        url: RedactedUrl,
+    },
+    /// The secret file could not be read.
+    #[error(
+        "cannot read the upstream credentials for repository {repository} from {source}; mount the \
+         secret or fix password_file"
+    )]
+    Credentials {
+        /// The repository.
+        repository: String,
+        /// Which file and why.
+        source: SecretError,
+    },
+    /// The upstream answered 401/403 to a request that carried our credentials.
+    #[error(
+        "the upstream refused the credentials for repository {repository}: {url} answered \
+         {status}; check the token in password_file and the username"
+    )]
+    CredentialsRefused {
+        /// The repository.
+        repository: String,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// 401 or 403.
+        status: StatusCode,
+    },
+    /// The upstream answered 401/403 and the repository has no credentials.
+    #[error(
+        "the upstream demands credentials for repository {repository}: {url} answered {status} and \
+         none are configured; add [repository.auth] with username and password_file"
+    )]
+    CredentialsMissing {
+        /// The repository.
+        repository: String,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// 401 or 403.
+        status: StatusCode,
+    },
+    /// The upstream answered 401/403 on a host that may not receive our credentials.
+    #[error(
+        "the upstream demands credentials for repository {repository}: {url} answered {status}, \
+         and the credentials were withheld because that host is not the upstream's origin nor \
+         listed in auth_hosts (or a redirect left the origin); add the host to auth_hosts if it \
+         belongs to the index"
+    )]
+    CredentialsWithheld {
+        /// The repository.
+        repository: String,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// 401 or 403.
+        status: StatusCode,
+    },
+    /// The upstream has no such page or file (404 or 410).
+    #[error("the upstream has no {url} ({status})")]
+    NotFound {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// 404 or 410.
+        status: StatusCode,
+    },
+    /// The upstream answered with an error status (after any retries).
+    #[error("the upstream answered {status} for {url}")]
+    Status {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// What it answered.
+        status: StatusCode,
+    },
+    /// The upstream asked us to come back later than we are willing to wait.
+    #[error(
+        "the upstream answered {status} for {url} and asked to retry after {} s, longer than the \
+         {} s wheelgate waits; try again later",
+        wait.as_secs(),
+        max.as_secs()
+    )]
+    RetryAfterTooLong {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// 429 or 503.
+        status: StatusCode,
+        /// What `Retry-After` asked for.
+        wait: Duration,
+        /// The longest wait wheelgate accepts.
+        max: Duration,
+    },
+    /// A timeout ran out.
+    #[error(
+        "the upstream timed out at {url}: {} within {after:?}; raise {} for the repository or \
+         check the upstream",
+        kind.waiting_for(),
+        kind.config_key()
+    )]
+    Timeout {
+        /// Which timeout.
+        kind: TimeoutKind,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// No connection could be made (refused, DNS, TLS, proxy).
+    #[error("cannot connect to the upstream at {url}: {reason}")]
+    Connect {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The error chain.
+        reason: String,
+    },
+    /// The upstream's response could not be understood or was cut off.
+    #[error("malformed or broken response from the upstream at {url}: {reason}")]
+    Protocol {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The error chain.
+        reason: String,
+    },
+    /// The redirect chain was too long (or a loop).
+    #[error("too many redirects (more than {limit}) starting at {url}")]
+    TooManyRedirects {
+        /// Where the chain started, redacted.
+        url: RedactedUrl,
+        /// The hop limit.
+        limit: usize,
+    },
+    /// A redirect could not be followed.
+    #[error("cannot follow the upstream's redirect from {url}: {reason}")]
+    BadRedirect {
+        /// The URL that redirected, redacted.
+        url: RedactedUrl,
+        /// What is wrong with the redirect.
+        reason: String,
+    },
+    /// A page was larger than the caller allows.
+    #[error("upstream page larger than {limit} bytes at {url}")]
+    PageTooLarge {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl UpstreamError {
+    /// The status a client of wheelgate should see: 404 when the upstream has no such thing, 504
+    /// when it timed out, 502 for every other failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::NotFound { .. } => StatusCode::NOT_FOUND,
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// True when the upstream said the page or file does not exist (404 or 410).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, UpstreamError::NotFound { .. })
+    }
+}
+
+/// Turns a hyper client error into ours. A connect timeout surfaces as an `io::ErrorKind::TimedOut`
+/// somewhere in the source chain (also when it happened on the way to a proxy).
+pub(super) fn classify_client_error(
+    error: &(dyn std::error::Error + 'static),
+    url: &Url,
+    connect_timeout: Duration,
+) -> UpstreamError {
+    let url = RedactedUrl::new(url);
+    let mut timed_out = false;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            timed_out = true;
+        }
+        current = e.source();
+    }
+    if timed_out {
+        return UpstreamError::Timeout {
+            kind: TimeoutKind::Connect,
+            url,
+            after: connect_timeout,
+        };
+    }
+    let reason = error_chain(error);
+    let is_connect = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(hyper_util::client::legacy::Error::is_connect);
+    if is_connect {
+        UpstreamError::Connect { url, reason }
+    } else {
+        UpstreamError::Protocol { url, reason }
+    }
+}
+
+/// "outer: inner: innermost", skipping links that repeat their parent's text.
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        let url = RedactedUrl::new(&Url::parse("https://example.invalid/simple/").unwrap());
+        let not_found = UpstreamError::NotFound {
+            url: url.clone(),
+            status: StatusCode::GONE,
+        };
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        assert!(not_found.is_not_found());
+        let timeout = UpstreamError::Timeout {
+            kind: TimeoutKind::Idle,
+            url: url.clone(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(!timeout.is_not_found());
+        let refused = UpstreamError::CredentialsRefused {
+            repository: "pypi".into(),
+            url,
+            status: StatusCode::UNAUTHORIZED,
+        };
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn timeout_message_names_the_timeout_and_its_key() {
+        let url = RedactedUrl::new(&Url::parse("https://example.invalid/simple/").unwrap());
+        let message = UpstreamError::Timeout {
+            kind: TimeoutKind::FirstByte,
+            url,
+            after: Duration::from_secs(3),
+        }
+        .to_string();
+        assert!(message.contains("first byte"), "{message}");
+        assert!(message.contains("first_byte_timeout"), "{message}");
+        assert!(
+            message.contains("https://example.invalid/simple/"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_timed_out_connect_is_a_connect_timeout() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Wrapper(#[source] std::io::Error);
+        let url = Url::parse("https://user:pw@example.invalid/simple/?t=1").unwrap();
+        let timed_out = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        ));
+        let err = classify_client_error(&timed_out, &url, Duration::from_secs(5));
+        assert!(
+            matches!(
+                err,
+                UpstreamError::Timeout {
+                    kind: TimeoutKind::Connect,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("connect_timeout") && !err.to_string().contains("pw"),
+            "{err}"
+        );
+        let reset = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        let err = classify_client_error(&reset, &url, Duration::from_secs(5));
+        assert!(
+            matches!(err, UpstreamError::Protocol { ref reason, .. }
+                if reason == "tcp connect error: reset"),
+            "{err:?}"
+        );
+    }
+}
