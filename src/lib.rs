@@ -4,6 +4,7 @@
 //! the same code. Each module owns one concept of the domain; the README's "Architecture" section
 //! keeps the map.
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod front;

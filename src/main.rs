@@ -1,4 +1,5 @@
-//! The `wheelgate` command: `serve` (the default), `check`, and `rules list|describe|test`.
+//! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test` and
+//! `hash-password`.
 //!
 //! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
 //! `rules test` exits 0 for allow, 1 for deny, 2 for an error.
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use wheelgate::access::{self as client_access, HashPasswordError};
 use wheelgate::app::{self, App, Live};
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
@@ -47,6 +49,9 @@ enum Command {
     /// Inspect the download rules of the configuration.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Print an argon2id hash of a password, for `password_hash` in a `[[user]]`. The password
+    /// is typed at the terminal (twice, not echoed) or piped in as one line.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
+        Command::HashPassword => hash_password(),
     }
 }
 
@@ -145,6 +151,32 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// `wheelgate hash-password`: the hash on stdout, nothing else, so that it can be captured with
+/// `$(…)`. Needs no configuration file.
+fn hash_password() -> ExitCode {
+    let password = match client_access::cli::read_password() {
+        Ok(password) => password,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match client_access::hash_password(&password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error @ HashPasswordError::Empty) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 

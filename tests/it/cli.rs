@@ -1,8 +1,9 @@
 //! The command line and the process (SPEC §7, §9): `wheelgate check` accepts the shipped
 //! `proxy.toml` and refuses an unknown key naming it and its line; SIGTERM stops `serve` with exit
 //! code 0, refusing new connections at once and letting a download in progress finish (and be
-//! stored, even when its client has gone); and the shipped `proxy.toml` serves with no upstream
-//! configured and no network.
+//! stored, even when its client has gone); the shipped `proxy.toml` serves with no upstream
+//! configured and no network; and `wheelgate hash-password` prints a hash that a `[[user]]`
+//! accepts.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -290,4 +291,78 @@ fn the_shipped_config_serves_without_an_upstream() {
         Some(0),
         "SIGTERM after serving the shipped config"
     );
+}
+
+/// Runs `wheelgate hash-password` with `input` piped to its stdin.
+fn hash_password_with(input: &[u8], cwd: &Path) -> std::process::Output {
+    let mut child = std::process::Command::new(wheelgate::binary())
+        .arg("hash-password")
+        .current_dir(cwd)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start wheelgate hash-password: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .unwrap_or_else(|e| panic!("cannot write the password: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wheelgate hash-password did not finish: {e}"))
+}
+
+#[test]
+fn hash_password_prints_a_hash_that_a_user_accepts() {
+    let dir = temp_dir();
+    let output = hash_password_with(b"correct horse\n", dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "hash-password: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hash = stdout.trim();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$") && stdout.lines().count() == 1,
+        "one argon2id hash expected on stdout, got {stdout:?}"
+    );
+    let config = dir.path().join("proxy.toml");
+    write_file(
+        &config,
+        &format!(
+            "[access]\nanonymous_read = false\n\n\
+             [[repository]]\nname = \"pypi\"\ntype = \"remote\"\nurl = \"\"\n\n\
+             [[user]]\nname = \"ci-publisher\"\npassword_hash = {}\nroles = [\"read\", \"publish\"]\n",
+            toml_string(hash)
+        ),
+    );
+    let run = wheelgate::run(
+        &["check", "--config", &config.to_string_lossy()],
+        dir.path(),
+    );
+    assert_eq!(run.exit_code, Some(0), "{}", run.output());
+    assert!(
+        run.stdout
+            .contains("ci-publisher (line 9): roles read, publish on every repository; password (argon2id hash)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(hash), "check must not print the hash");
+
+    let empty = hash_password_with(b"\n", dir.path());
+    assert_eq!(
+        empty.status.code(),
+        Some(2),
+        "an empty password is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("the password is empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    assert!(empty.stdout.is_empty());
 }
