@@ -4,20 +4,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL,
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE, VARY,
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, AUTHORIZATION,
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE, VARY,
+    WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 
 use super::range::{self, ByteRange};
-use super::response::{self, Body, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
+use super::response::{self, Body, BoxError, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
 use super::route::{self, RepoRef, Route, RouteError};
+use crate::access::{Caller, CHALLENGE};
 use crate::app::App;
+use crate::config::RepoName;
 use crate::logging::access::{self, AccessRecord};
 use crate::repository::{
-    ArtifactBody, CacheStatus, Content, FileBody, FileRequest, PageRequest, Rendered, ServeError,
-    VARY_PAGE,
+    ArtifactBody, CacheStatus, Content, FileBody, FileRequest, PageRequest, Published, Rendered,
+    ServeError, UploadRequest, VARY_PAGE,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
@@ -27,10 +32,16 @@ use crate::simple::negotiate::{format_from_query, negotiate, Format};
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 /// Serves one request and writes its access-log line.
-pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
+pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts, ());
     let method = request.method().clone();
-    let mut response = dispatch(&app, &request).await;
+    let mut response = dispatch(&app, &request, body).await;
     if method == Method::HEAD {
         // Keep the headers (Content-Length included) and drop the body.
         *response.body_mut() = response::empty();
@@ -50,24 +61,23 @@ pub async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
     response
 }
 
-async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
-    let head = match *request.method() {
-        Method::GET => false,
-        Method::HEAD => true,
-        _ => {
-            let mut response = response::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!(
-                    "{} is not supported here; use GET or HEAD",
-                    request.method()
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
-        }
-    };
+/// The methods each kind of route answers.
+fn method_not_allowed(method: &Method, allow: &'static str) -> Response<Body> {
+    let mut response = response::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not supported here; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn dispatch<B>(app: &App, request: &Request<()>, body: B) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let route = match route::parse(request.uri().path()) {
         Ok(route) => route,
         Err(RouteError::BadRequest(reason)) => {
@@ -77,8 +87,36 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
             return response::error(StatusCode::NOT_FOUND, &reason)
         }
     };
+    let head = match (request.method(), &route) {
+        (&Method::GET, _) => false,
+        (&Method::HEAD, _) => true,
+        (&Method::POST, Route::Repository(repo)) => {
+            return upload(app, request, repo, body)
+                .await
+                .unwrap_or_else(failure)
+        }
+        (method, Route::Repository(_)) => return method_not_allowed(method, "GET, HEAD, POST"),
+        (method, _) => return method_not_allowed(method, "GET, HEAD"),
+    };
+    // Health, readiness and redirects answer everyone; every other route is for a caller
+    // who may read.
+    let open = matches!(
+        route,
+        Route::Health
+            | Route::Ready
+            | Route::Redirect(_)
+            | Route::LegacyJson
+            | Route::Repository(_)
+    );
+    let caller = if open {
+        Caller::Anonymous
+    } else {
+        match caller(app, request).await {
+            Ok(caller) => caller,
+            Err(error) => return failure(error),
+        }
+    };
     let result = match route {
-        Route::Home => Ok(home(app)),
         Route::Health => Ok(response::with_body(
             StatusCode::OK,
             "text/plain; charset=utf-8",
@@ -96,12 +134,66 @@ async fn dispatch<B>(app: &App, request: &Request<B>) -> Response<Body> {
              use the simple API at /simple/<project>/ (PEP 691 JSON with \
              Accept: application/vnd.pypi.simple.v1+json)",
         )),
-        Route::Index(repo) => index_page(app, &repo, request).await,
-        Route::Project(repo, project) => project_page(app, &repo, &project, request).await,
-        Route::File(file) => serve_file(app, &file, head, request).await,
         Route::Repository(repo) => Ok(response::redirect(&format!("/{repo}/simple/"))),
+        Route::Home => home(app, &caller),
+        Route::Index(repo) => index_page(app, &caller, &repo, request).await,
+        Route::Project(repo, project) => project_page(app, &caller, &repo, &project, request).await,
+        Route::File(file) => serve_file(app, &caller, &file, head, request).await,
     };
     result.unwrap_or_else(failure)
+}
+
+/// Who sent the request, from its `Authorization` header.
+async fn caller<B>(app: &App, request: &Request<B>) -> Result<Caller, ServeError> {
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    Ok(app.repositories.users().authenticate(authorization).await?)
+}
+
+/// `POST /<repo>/`: the legacy upload API.
+async fn upload<B>(
+    app: &App,
+    request: &Request<()>,
+    repo: &RepoName,
+    body: B,
+) -> Result<Response<Body>, ServeError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let caller = caller(app, request).await?;
+    let headers = request.headers();
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let published = app
+        .repositories
+        .upload(
+            &caller,
+            UploadRequest {
+                repo,
+                content_type,
+                length,
+                body: body.into_data_stream(),
+            },
+        )
+        .await?;
+    let text = match published {
+        Published::Created => "published\n",
+        Published::Identical => "already published with the same content; nothing changed\n",
+    };
+    Ok(response::with_body(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        text,
+    ))
 }
 
 /// The response for a request the repository layer could not serve.
@@ -122,11 +214,14 @@ fn failure(error: ServeError) -> Response<Body> {
     if let Some(cache) = error.cache_status() {
         headers.insert(X_WHEELGATE_CACHE, cache.header_value());
     }
+    if error.wants_credentials() {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    }
     response
 }
 
 /// The repository a simple-API path names: `None` for the default one.
-fn named(repo: &RepoRef) -> Option<&crate::config::RepoName> {
+fn named(repo: &RepoRef) -> Option<&RepoName> {
     match repo {
         RepoRef::Default => None,
         RepoRef::Named(name) => Some(name),
@@ -207,18 +302,20 @@ fn page_response<B>(
 
 async fn index_page<B>(
     app: &App,
+    caller: &Caller,
     repo: &RepoRef,
     request: &Request<B>,
 ) -> Result<Response<Body>, ServeError> {
     let page = app
         .repositories
-        .index_page(named(repo), format_for(request))
+        .index_page(caller, named(repo), format_for(request))
         .await?;
     Ok(page_response(request, page.rendered(), page.status))
 }
 
 async fn project_page<B>(
     app: &App,
+    caller: &Caller,
     repo: &RepoRef,
     project: &ProjectName,
     request: &Request<B>,
@@ -229,13 +326,14 @@ async fn project_page<B>(
     };
     let page = app
         .repositories
-        .project_page(named(repo), project, page_request)
+        .project_page(caller, named(repo), project, page_request)
         .await?;
     Ok(page_response(request, page.rendered(), page.status))
 }
 
 async fn serve_file<B>(
     app: &App,
+    caller: &Caller,
     file: &FileRequest,
     head: bool,
     request: &Request<B>,
@@ -246,7 +344,7 @@ async fn serve_file<B>(
         "application/octet-stream"
     };
     let mut response = if head {
-        let info = app.repositories.file_info(file).await?;
+        let info = app.repositories.file_info(caller, file).await?;
         let mut response = Response::new(response::empty());
         let headers = response.headers_mut();
         if let Some(size) = info.size {
@@ -264,7 +362,7 @@ async fn serve_file<B>(
         );
         response
     } else {
-        let served = app.repositories.file(file).await?;
+        let served = app.repositories.file(caller, file).await?;
         let mut response = match served.body {
             FileBody::Stored { size, body } => stored_response(request, served.sha256, size, body),
             FileBody::Arriving { length, stream } => {
@@ -345,9 +443,10 @@ fn stored_response<B>(
     response
 }
 
-/// The small page a person sees at `/`.
-fn home(app: &App) -> Response<Body> {
+/// The small page a person sees at `/`: open to whoever may read.
+fn home(app: &App, caller: &Caller) -> Result<Response<Body>, ServeError> {
     let repositories = &app.repositories;
+    repositories.may_see_status(caller)?;
     let mut rows = String::new();
     for (name, description) in repositories.describe() {
         rows.push_str(&format!(
@@ -370,8 +469,18 @@ fn home(app: &App) -> Response<Body> {
          <h2>Store</h2>\n<p>{} files, {} of {} bytes; {} pages.</p>\n\
          <h2>Download rules</h2>\n<p>{rules} rules in force; {denials} downloads refused and \
          {hidden} files left out of pages since start.</p>\n\
+         <h2>Users</h2>\n<p>slow password verifications: {verifications} (successful ones \
+         are remembered for a few minutes).</p>\n\
          <p><a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a></p>\n</body></html>\n",
-        stats.artifacts, stats.artifact_bytes, stats.max_size, stats.pages
+        stats.artifacts,
+        stats.artifact_bytes,
+        stats.max_size,
+        stats.pages,
+        verifications = repositories.users().verifications(),
     );
-    response::with_body(StatusCode::OK, "text/html; charset=utf-8", body)
+    Ok(response::with_body(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        body,
+    ))
 }

@@ -8,8 +8,10 @@ use http::StatusCode;
 use super::cached::CacheStatus;
 use super::hosted::HostedError;
 use super::remote::RemoteError;
+use crate::access::AuthError;
 use crate::config::RepoName;
 use crate::simple::name::ProjectName;
+use crate::upload::UploadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -34,6 +36,27 @@ pub enum ServeError {
         /// How the page was obtained, for a page refused whole.
         cache: Option<CacheStatus>,
     },
+    #[error(
+        "repository {repo} is a {kind} repository and takes no uploads; publish to a hosted \
+         repository{}",
+        hosted_list(.hosted)
+    )]
+    NotHosted {
+        repo: RepoName,
+        kind: &'static str,
+        hosted: Vec<String>,
+    },
+    #[error(
+        "the upload is {length} bytes, more than this server accepts ({limit} bytes, \
+         [server] max_upload_size)"
+    )]
+    UploadTooLarge { length: u64, limit: u64 },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("the upload could not be checked: {reason}")]
+    UploadTask { reason: String },
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
@@ -48,6 +71,11 @@ impl ServeError {
                 StatusCode::NOT_FOUND
             }
             ServeError::Denied { .. } => StatusCode::FORBIDDEN,
+            ServeError::NotHosted { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ServeError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::Auth(error) => error.status(),
+            ServeError::Upload(error) => error.status(),
+            ServeError::UploadTask { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::Remote(error) => error.status(),
             ServeError::Hosted(error) => error.status(),
         }
@@ -61,11 +89,25 @@ impl ServeError {
         }
     }
 
+    /// True when the client should send (other) credentials: the response carries a
+    /// `WWW-Authenticate` challenge.
+    pub fn wants_credentials(&self) -> bool {
+        matches!(self, ServeError::Auth(error) if error.status() == StatusCode::UNAUTHORIZED)
+    }
+
     /// How the page behind a refusal was obtained, for `X-Wheelgate-Cache`.
     pub fn cache_status(&self) -> Option<CacheStatus> {
         match self {
             ServeError::Denied { cache, .. } => *cache,
             _ => None,
         }
+    }
+}
+
+fn hosted_list(hosted: &[String]) -> String {
+    if hosted.is_empty() {
+        " (this server has none: add a [[repository]] with type = \"hosted\")".to_owned()
+    } else {
+        format!(": {}", hosted.join(", "))
     }
 }

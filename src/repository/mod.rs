@@ -17,6 +17,7 @@ pub mod cached;
 mod error;
 pub mod file;
 pub mod hosted;
+mod publish;
 pub mod remote;
 mod serve;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
@@ -41,6 +43,8 @@ use remote::Remote;
 pub use cached::{CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_CACHE};
 pub use error::ServeError;
 pub use file::{ArtifactBody, Content, FileBody};
+pub use hosted::Published;
+pub use publish::UploadRequest;
 pub use serve::{FileRequest, PageRequest};
 
 /// What every kind of repository answers. Errors are the layer's, so that a group can pass a
@@ -146,6 +150,10 @@ pub struct Repositories {
     rule_count: usize,
     store: Store,
     counters: Arc<Counters>,
+    /// Who may read and publish where.
+    users: Arc<Users>,
+    /// Bounds on an upload's body and on what is read from it.
+    upload_limits: crate::upload::Limits,
 }
 
 /// Why the repositories of a configuration could not be built.
@@ -230,6 +238,10 @@ impl Repositories {
             list.push((repo.name.clone(), built));
         }
         Ok(Repositories {
+            users: Arc::new(Users::new(config)),
+            upload_limits: crate::upload::Limits::with_max_upload_size(
+                config.server.max_upload_size,
+            ),
             list,
             default: config.server.default_repository.clone(),
             policy,
@@ -238,6 +250,32 @@ impl Repositories {
             store,
             counters,
         })
+    }
+
+    /// The users of this configuration: the front authenticates requests with them.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// Whether `caller` may see the status page: whoever may read somewhere.
+    pub fn may_see_status(&self, caller: &Caller) -> Result<(), ServeError> {
+        match caller {
+            Caller::User(_) => Ok(()),
+            Caller::Anonymous => Ok(self.users.authorize(caller, Role::Read, &self.default)?),
+        }
+    }
+
+    /// The repository called `name` (the default one for `None`), if `caller` may act on it
+    /// with `role`.
+    fn find_for(
+        &self,
+        caller: &Caller,
+        role: Role,
+        name: Option<&RepoName>,
+    ) -> Result<(&RepoName, &Repository), ServeError> {
+        let (name, repository) = self.find(name)?;
+        self.users.authorize(caller, role, name)?;
+        Ok((name, repository))
     }
 
     /// The repository called `name`, or the default one for `None`.

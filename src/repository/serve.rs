@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::cached::{Page, RenderKey, Rendered};
 use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
+use crate::access::{Caller, Role};
 use crate::config::RepoName;
 use crate::policy::enforce::{describe_rules, filter_page, Filtered};
 use crate::policy::{Decision, FileFacts};
@@ -50,10 +51,11 @@ impl Repositories {
     /// The list of projects of `repo` (the default repository for `None`).
     pub async fn index_page(
         &self,
+        caller: &Caller,
         repo: Option<&RepoName>,
         format: Format,
     ) -> Result<Page<ProjectIndex>, ServeError> {
-        let (name, repository) = self.find(repo)?;
+        let (name, repository) = self.find_for(caller, Role::Read, repo)?;
         let view = repository.index().await?;
         let key = RenderKey {
             format,
@@ -74,11 +76,12 @@ impl Repositories {
     /// leave with no file is a refusal naming every rule involved.
     pub async fn project_page(
         &self,
+        caller: &Caller,
         repo: Option<&RepoName>,
         project: &ProjectName,
         request: PageRequest,
     ) -> Result<Page<ProjectPage>, ServeError> {
-        let (name, repository) = self.find(repo)?;
+        let (name, repository) = self.find_for(caller, Role::Read, repo)?;
         let view = repository.project_page(project).await?;
         let PageRequest { format, depth } = request;
         let now = SystemTime::now();
@@ -130,21 +133,33 @@ impl Repositories {
 
     /// What a client would receive for a file, without fetching it (HEAD). Decided like
     /// [`Repositories::file`].
-    pub async fn file_info(&self, request: &FileRequest) -> Result<FileInfo, ServeError> {
-        let (repository, located) = self.allowed(request).await?;
+    pub async fn file_info(
+        &self,
+        caller: &Caller,
+        request: &FileRequest,
+    ) -> Result<FileInfo, ServeError> {
+        let (repository, located) = self.allowed(caller, request).await?;
         repository.file_info(&located, request.metadata)
     }
 
     /// A file, or its PEP 658 metadata: located on its project's page, decided by the rules,
     /// then opened from the store or fetched.
-    pub async fn file(&self, request: &FileRequest) -> Result<ServedFile, ServeError> {
-        let (repository, located) = self.allowed(request).await?;
+    pub async fn file(
+        &self,
+        caller: &Caller,
+        request: &FileRequest,
+    ) -> Result<ServedFile, ServeError> {
+        let (repository, located) = self.allowed(caller, request).await?;
         repository.open(&located, request.metadata).await
     }
 
     /// Finds a requested file on its page and applies the rules to it.
-    async fn allowed(&self, request: &FileRequest) -> Result<(&Repository, Located), ServeError> {
-        let (name, repository) = self.find(Some(&request.repo))?;
+    async fn allowed(
+        &self,
+        caller: &Caller,
+        request: &FileRequest,
+    ) -> Result<(&Repository, Located), ServeError> {
+        let (name, repository) = self.find_for(caller, Role::Read, Some(&request.repo))?;
         let view = repository.project_page(&request.project).await?;
         let position = view
             .cached

@@ -11,8 +11,8 @@ use http::HeaderValue;
 use url::Url;
 
 use super::client::Upstream;
-use crate::secret::SecretFile;
 use super::{AuthSettings, RedactedUrl, UpstreamError};
+use crate::secret::SecretFile;
 
 /// The credentials and the hosts that may receive them.
 pub(super) struct UpstreamAuth {
