@@ -454,7 +454,9 @@ mod tests {
         assert_eq!(config.store.max_size, 20 << 30);
         assert_eq!(config.store.memory_cache, 256 << 20);
         assert!(config.access.anonymous_read);
-        assert_eq!(config.repositories.len(), 1);
+        assert_eq!(config.repositories.len(), 2);
+        assert_eq!(config.repositories[1].name.as_str(), "internal");
+        assert_eq!(config.repositories[1].kind, RepositoryKind::Hosted);
         let remote = remote_of(&config, 0);
         assert_eq!(remote.url, None);
         assert!(remote.offline);

@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn a_hosted_repository_has_no_upstream_keys() {
         let config = parse_text(&format!(
-            "{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\n"
+            "[server]\ndefault_repository = \"pypi\"\n{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\n"
         ))
         .unwrap();
         assert_eq!(
@@ -420,9 +420,9 @@ mod tests {
             crate::config::RepositoryKind::Hosted
         );
         let error = error_of(&format!(
-            "{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nindex_ttl = \"1m\"\n"
+            "[server]\ndefault_repository = \"pypi\"\n{MINIMAL}\n[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nindex_ttl = \"1m\"\n"
         ));
-        assert_eq!(error.line(), Some(9));
+        assert_eq!(error.line(), Some(11));
         assert!(
             error.to_string().contains(
                 "`index_ttl` only applies to repositories of type `remote`; remove it from this hosted repository"
