@@ -170,6 +170,8 @@ start_wheelgate() { # store directory
     cat >"$WORK/wheelgate-$WG_RUN.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
+default_repository = "pypi"
+max_upload_size = "1GiB"
 
 [store]
 path = "$store"
@@ -178,6 +180,16 @@ path = "$store"
 name = "pypi"
 type = "remote"
 url = "http://127.0.0.1:$UP_PORT/simple/"
+
+# The upload row publishes here; the other rows never touch it.
+[[repository]]
+name = "internal"
+type = "hosted"
+
+[[user]]
+name = "bench"
+password_hash = "$BENCH_HASH"
+roles = ["read", "publish"]
 EOF
     # wheelgate's default log level: it is part of what is measured (one access-log line per
     # request), and "listening on" is logged at info.
@@ -334,6 +346,22 @@ main() {
     MID_FILE=$(manifest 'm["big"][0]["filename"]')
     MID_PATH=$(manifest 'm["big"][0]["path"]')
 
+    # The user the upload row publishes as, and the 200 MiB wheel it publishes.
+    BENCH_PASSWORD=bench-upload-password
+    BENCH_HASH=$(printf '%s\n' "$BENCH_PASSWORD" | "$BIN" hash-password) || die "wheelgate hash-password failed"
+    UPLOAD_WHEEL="$WORK/bench_upload-1.0.0-py3-none-any.whl"
+    "$PY" - "$UPLOAD_WHEEL" <<'PYEOF' || die "generating the upload wheel failed"
+import os, sys, zipfile
+meta = "Metadata-Version: 2.1\nName: bench-upload\nVersion: 1.0.0\n\n"
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_STORED) as wheel:
+    with wheel.open("bench_upload/data.bin", "w", force_zip64=True) as data:
+        for _ in range(200):
+            data.write(os.urandom(1 << 20))
+    wheel.writestr("bench_upload-1.0.0.dist-info/METADATA", meta)
+    wheel.writestr("bench_upload-1.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    wheel.writestr("bench_upload-1.0.0.dist-info/RECORD", "")
+PYEOF
+
     start_nginx
     say "nginx: $DIRECT (reference), upstream for wheelgate on port $UP_PORT"
 
@@ -415,6 +443,42 @@ main() {
     say "1 GiB warm: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm_warm KiB, $(grep -i '^x-wheelgate-cache' "$WORK/big-warm.headers" | tr -d '\r')"
     row "1 GiB warm: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
     row "1 GiB warm: peak RSS (VmHWM)" "$(mib "$hwm_warm")" "-" "-" "< 64 MiB" "$(verdict "$hwm_warm" lt 65536)"
+
+    # 7. a 200 MiB upload to the hosted repository, on a fresh process (so VmHWM is the upload's
+    # peak): the body is streamed to a temporary file, hashed three ways, its METADATA read, and
+    # the file fsynced and recorded before the 200.
+    stop_wheelgate
+    start_wheelgate "$WORK/store-upload"
+    local upload_out upload_code upload_total hwm_upload copy_total
+    upload_out=$(curl -s -o "$WORK/upload.body" -w '%{http_code} %{time_total}' -u "bench:$BENCH_PASSWORD" \
+        -F ':action=file_upload' -F 'protocol_version=1' -F 'name=bench-upload' -F 'version=1.0.0' \
+        -F 'filetype=bdist_wheel' -F "content=@$UPLOAD_WHEEL" "$WG/internal/")
+    read -r upload_code upload_total <<<"$upload_out"
+    hwm_upload=$(proc_kb VmHWM)
+    say "200 MiB upload: HTTP $upload_code in ${upload_total}s, VmHWM $hwm_upload KiB: $(head -c 200 "$WORK/upload.body")"
+    # What the bytes cost on their own: one read, one sha256 and one fsynced copy of the file.
+    copy_total=$("$PY" - "$UPLOAD_WHEEL" "$WORK/upload-copy" <<'PYEOF'
+import hashlib, os, sys, time
+start = time.monotonic()
+digest = hashlib.sha256()
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
+    while block := src.read(1 << 20):
+        digest.update(block)
+        dst.write(block)
+    dst.flush()
+    os.fsync(dst.fileno())
+print(f"{time.monotonic() - start:.2f}")
+PYEOF
+)
+    rm -f "$WORK/upload-copy"
+    if [ "$upload_code" = 200 ]; then
+        row "200 MiB upload: time (s)" "$(printf '%.2f' "$upload_total")" "$copy_total (hash + fsynced copy)" "$(ratio "$upload_total" "$copy_total")" "-" "info"
+        row "200 MiB upload: peak RSS (VmHWM)" "$(mib "$hwm_upload")" "-" "-" "< 64 MiB" "$(verdict "$hwm_upload" lt 65536)"
+    else
+        row "200 MiB upload: time (s)" "HTTP $upload_code" "-" "-" "-" "FAIL"
+    fi
+    stop_wheelgate
+    start_wheelgate "$store"
 
     # 1-3. warm throughput and latency at 64 connections.
     local hot_url

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::access::Users;
 use crate::config::{self, Config, ConfigError};
 use crate::policy::{Policy, PolicyError};
 use crate::repository::remote::flight::Flights;
@@ -76,8 +77,19 @@ impl App {
         flights: Arc<Flights>,
         counters: Arc<Counters>,
     ) -> Result<App, AppError> {
+        let users = Arc::new(Users::new(&config));
+        App::build_with(config, store, flights, counters, users)
+    }
+
+    fn build_with(
+        config: Config,
+        store: Store,
+        flights: Arc<Flights>,
+        counters: Arc<Counters>,
+        users: Arc<Users>,
+    ) -> Result<App, AppError> {
         let policy = compile_policy(&config)?;
-        let repositories = Repositories::build(&config, policy, store, flights, counters)?;
+        let repositories = Repositories::build(&config, policy, store, flights, counters, users)?;
         Ok(App {
             config,
             repositories,
@@ -137,11 +149,20 @@ impl Live {
         let config = config::load(&self.config_path)?;
         let previous = self.current();
         let restart_only = previous.config.restart_only_changes(&config);
-        let app = App::build(
+        // Unchanged users keep their remembered password checks: a reload (a ConfigMap edit
+        // of a rule, say) should not make every client pay for a slow hash again.
+        let users =
+            if previous.config.users == config.users && previous.config.access == config.access {
+                previous.repositories.users_handle()
+            } else {
+                Arc::new(Users::new(&config))
+            };
+        let app = App::build_with(
             config,
             self.store.clone(),
             self.flights.clone(),
             self.counters.clone(),
+            users,
         )?;
         for key in restart_only {
             tracing::warn!(

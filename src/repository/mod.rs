@@ -209,6 +209,7 @@ impl Repositories {
         store: Store,
         flights: Arc<Flights>,
         counters: Arc<Counters>,
+        users: Arc<Users>,
     ) -> Result<Repositories, BuildError> {
         let memory = page_memory_per_remote(config);
         // Slots for concurrent upstream file transfers, shared by every remote.
@@ -238,7 +239,7 @@ impl Repositories {
             list.push((repo.name.clone(), built));
         }
         Ok(Repositories {
-            users: Arc::new(Users::new(config)),
+            users,
             upload_limits: crate::upload::Limits::with_max_upload_size(
                 config.server.max_upload_size,
             ),
@@ -255,6 +256,12 @@ impl Repositories {
     /// The users of this configuration: the front authenticates requests with them.
     pub fn users(&self) -> &Users {
         &self.users
+    }
+
+    /// The users, shared: a reload that leaves them unchanged keeps them (and their
+    /// remembered password checks).
+    pub fn users_handle(&self) -> Arc<Users> {
+        self.users.clone()
     }
 
     /// Whether `caller` may see the status page: whoever may read somewhere.

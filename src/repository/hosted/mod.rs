@@ -201,8 +201,15 @@ impl Hosted {
             );
             return None;
         }
+        let url = match hosted_url(&self.name, &upload.sha256, &filename) {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::warn!(repository = %self.name, package = %project, file = %upload.filename, %error, "skipping an upload whose filename cannot be named in a URL");
+                return None;
+            }
+        };
         Some(FileEntry {
-            url: hosted_url(&self.name, &upload.sha256, &filename),
+            url,
             filename,
             sha256: Some(upload.sha256),
             other_hashes: Vec::new(),
@@ -350,12 +357,15 @@ impl Kind for Hosted {
 /// The `url` of a hosted file's page entry. The page model describes files by where they can be
 /// fetched; a hosted file is fetched from nowhere, so this names it in a scheme nothing fetches.
 /// Pages never show it: links are rendered from the digest.
-fn hosted_url(repo: &RepoName, sha256: &Sha256Digest, filename: &DistFilename) -> url::Url {
-    let text = format!("wheelgate-hosted://{repo}/{}/{}", sha256, filename.as_str());
-    url::Url::parse(&text).unwrap_or_else(|_| {
-        // Repository names, digests and checked filenames are URL-safe; keep a valid value.
-        url::Url::parse("wheelgate-hosted://invalid/").unwrap_or_else(|_| unreachable!())
-    })
+fn hosted_url(
+    repo: &RepoName,
+    sha256: &Sha256Digest,
+    filename: &DistFilename,
+) -> Result<url::Url, url::ParseError> {
+    url::Url::parse(&format!(
+        "wheelgate-hosted://{repo}/{sha256}/{}",
+        filename.as_str()
+    ))
 }
 
 /// An upload time as PEP 700 writes it: RFC 3339 in UTC, with microseconds.
