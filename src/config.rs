@@ -466,6 +466,13 @@ mod tests {
         assert_eq!(remote.retries, 3);
         assert!(!remote.native_roots);
         assert!(config.describe().contains("offline (no url)"));
+        assert!(
+            config
+                .describe()
+                .contains("internal (hosted, line 111), served at /internal/simple/"),
+            "{}",
+            config.describe()
+        );
     }
 
     #[test]
