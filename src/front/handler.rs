@@ -1,4 +1,7 @@
-//! Answering one request: the route is parsed, the repository found, and the page or file served.
+//! Answering one request, in HTTP terms only: the route is parsed, the caller authenticated, the
+//! repository layer asked, and its answer written as a response (conditional requests, gzip,
+//! ranges, the headers clients and operators read). What may be served is decided in
+//! `crate::repository`, never here.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
