@@ -260,16 +260,23 @@ fn same_version(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use futures_util::stream;
     use tempfile::TempDir;
 
     use super::*;
-    use crate::upload::receive::receive;
-    use crate::upload::testutil::{self, multipart, Part, CONTENT_TYPE};
+    use crate::upload::testutil::{self, receive_multipart, Part};
+
+    /// Checks `upload`, which must be refused (see [`Upload::refused`]) with an error matching
+    /// `pattern`; evaluates to the error.
+    macro_rules! assert_refused {
+        ($upload:expr, $pattern:pat) => {{
+            let err = $upload.refused().await;
+            assert!(matches!(err, $pattern), "{err}");
+            err
+        }};
+    }
 
     /// The form twine sends for `file`, with every digest right.
     struct Upload {
@@ -334,19 +341,9 @@ mod tests {
                 .map(|(name, value)| Part::text(name, value))
                 .collect();
             parts.push(Part::file("content", &self.filename, &self.file));
-            let body = multipart(&parts);
-            let chunks: Vec<Result<Bytes, Infallible>> = body
-                .chunks(16 << 10)
-                .map(|c| Ok(Bytes::copy_from_slice(c)))
-                .collect();
-            let received = receive(
-                stream::iter(chunks),
-                CONTENT_TYPE,
-                dir.path(),
-                &Limits::default(),
-            )
-            .await
-            .unwrap();
+            let received = receive_multipart(&parts, 16 << 10, dir.path(), &Limits::default())
+                .await
+                .unwrap();
             (dir, received)
         }
 
@@ -383,14 +380,31 @@ mod tests {
         std::fs::read_dir(dir).unwrap().count()
     }
 
+    /// `foo-bar 1.0` as the wheel `foo_bar-1.0-py3-none-any.whl`, its bytes `file`.
+    fn foo_bar_wheel(file: Vec<u8>) -> Upload {
+        Upload::new("foo-bar", "1.0", "foo_bar-1.0-py3-none-any.whl", file)
+    }
+
+    /// `demo 1.0` as the sdist `demo-1.0.<extension>`, its bytes `file`.
+    fn demo_sdist(extension: &str, file: Vec<u8>) -> Upload {
+        Upload::new("demo", "1.0", &format!("demo-1.0.{extension}"), file)
+    }
+
+    /// `owned` borrowed as the `(path, bytes)` members `zip_of` and `tar_gz_of` take, then `last`.
+    fn members_then<'a>(
+        owned: &'a [(String, Vec<u8>)],
+        last: (&'a str, &'a [u8]),
+    ) -> Vec<(&'a str, &'a [u8])> {
+        owned
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .chain([last])
+            .collect()
+    }
+
     fn good_wheel() -> Upload {
         let metadata = testutil::core_metadata("Foo_Bar", "1.0.0");
-        Upload::new(
-            "foo-bar",
-            "1.0",
-            "foo_bar-1.0-py3-none-any.whl",
-            testutil::wheel("foo_bar-1.0", &metadata),
-        )
+        foo_bar_wheel(testutil::wheel("foo_bar-1.0", &metadata))
     }
 
     #[tokio::test]
@@ -520,16 +534,17 @@ mod tests {
             }
             assert!(err.to_string().contains(field), "{err}");
         }
-        let err = good_wheel().set("sha256_digest", "not hex").refused().await;
-        assert!(matches!(err, UploadError::DigestMismatch { .. }), "{err}");
+        assert_refused!(
+            good_wheel().set("sha256_digest", "not hex"),
+            UploadError::DigestMismatch { .. }
+        );
     }
 
     #[tokio::test]
     async fn action_and_required_fields() {
-        let err = good_wheel().set(":action", "remove_pkg").refused().await;
-        assert!(
-            matches!(err, UploadError::UnsupportedAction { .. }),
-            "{err}"
+        let err = assert_refused!(
+            good_wheel().set(":action", "remove_pkg"),
+            UploadError::UnsupportedAction { .. }
         );
         assert!(err.to_string().contains("remove_pkg"), "{err}");
         for field in [":action", "name", "version"] {
@@ -539,8 +554,10 @@ mod tests {
                 "{field}: {err}"
             );
         }
-        let err = good_wheel().set("name", "foo bar").refused().await;
-        assert!(matches!(err, UploadError::BadProjectName { .. }), "{err}");
+        assert_refused!(
+            good_wheel().set("name", "foo bar"),
+            UploadError::BadProjectName { .. }
+        );
     }
 
     #[tokio::test]
@@ -563,14 +580,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_form_must_agree_with_the_filename() {
-        let err = good_wheel().set("name", "other").refused().await;
-        assert!(matches!(err, UploadError::NameMismatch { .. }), "{err}");
+        let err = assert_refused!(
+            good_wheel().set("name", "other"),
+            UploadError::NameMismatch { .. }
+        );
         assert!(err.to_string().contains("foo-bar"), "{err}");
-        let err = good_wheel().set("version", "1.1").refused().await;
-        assert!(matches!(err, UploadError::VersionMismatch { .. }), "{err}");
+        let err = assert_refused!(
+            good_wheel().set("version", "1.1"),
+            UploadError::VersionMismatch { .. }
+        );
         assert!(err.to_string().contains("1.1"), "{err}");
-        let err = good_wheel().set("filetype", "sdist").refused().await;
-        assert!(matches!(err, UploadError::FiletypeMismatch { .. }), "{err}");
+        assert_refused!(
+            good_wheel().set("filetype", "sdist"),
+            UploadError::FiletypeMismatch { .. }
+        );
     }
 
     #[tokio::test]
@@ -585,129 +608,97 @@ mod tests {
             )
         };
         upload("1.0.foo").check().await.unwrap();
-        let err = upload("1.0.FOO").refused().await;
-        assert!(matches!(err, UploadError::VersionMismatch { .. }), "{err}");
+        assert_refused!(upload("1.0.FOO"), UploadError::VersionMismatch { .. });
     }
 
     #[tokio::test]
     async fn the_metadata_must_agree() {
-        let wheel = |metadata: &str| {
-            Upload::new(
-                "foo-bar",
-                "1.0",
-                "foo_bar-1.0-py3-none-any.whl",
-                testutil::wheel("foo_bar-1.0", metadata),
-            )
-        };
-        let err = wheel(&testutil::core_metadata("other", "1.0"))
-            .refused()
-            .await;
-        assert!(
-            matches!(
-                err,
-                UploadError::MetadataMismatch {
-                    header: "Name:",
-                    ..
-                }
-            ),
-            "{err}"
+        let wheel = |metadata: &str| foo_bar_wheel(testutil::wheel("foo_bar-1.0", metadata));
+        let err = assert_refused!(
+            wheel(&testutil::core_metadata("other", "1.0")),
+            UploadError::MetadataMismatch {
+                header: "Name:",
+                ..
+            }
         );
         assert!(err.to_string().contains("METADATA"), "{err}");
-        let err = wheel(&testutil::core_metadata("foo-bar", "1.0.1"))
-            .refused()
-            .await;
-        assert!(
-            matches!(
-                err,
-                UploadError::MetadataMismatch {
-                    header: "Version:",
-                    ..
-                }
-            ),
-            "{err}"
+        assert_refused!(
+            wheel(&testutil::core_metadata("foo-bar", "1.0.1")),
+            UploadError::MetadataMismatch {
+                header: "Version:",
+                ..
+            }
         );
-        let err = wheel("Metadata-Version: 2.1\nVersion: 1.0\n")
-            .refused()
-            .await;
-        assert!(
-            matches!(err, UploadError::MetadataUnreadable { .. }),
-            "{err}"
+        assert_refused!(
+            wheel("Metadata-Version: 2.1\nVersion: 1.0\n"),
+            UploadError::MetadataUnreadable { .. }
         );
 
-        let sdist = Upload::new(
-            "demo",
-            "1.0",
-            "demo-1.0.tar.gz",
+        let sdist = demo_sdist(
+            "tar.gz",
             testutil::sdist_tar_gz("demo-1.0", &testutil::core_metadata("demo", "2.0")),
         );
-        let err = sdist.refused().await;
-        assert!(
-            matches!(
-                err,
-                UploadError::MetadataMismatch {
-                    header: "Version:",
-                    ..
-                }
-            ),
-            "{err}"
+        assert_refused!(
+            sdist,
+            UploadError::MetadataMismatch {
+                header: "Version:",
+                ..
+            }
         );
     }
 
     #[tokio::test]
     async fn wheel_structure() {
         let metadata = testutil::core_metadata("foo-bar", "1.0");
-        let wheel =
-            |file: Vec<u8>| Upload::new("foo-bar", "1.0", "foo_bar-1.0-py3-none-any.whl", file);
-        let err = wheel(testutil::zip_of(&[("foo_bar/__init__.py", b"")]))
-            .refused()
-            .await;
-        assert!(matches!(err, UploadError::MetadataMissing { .. }), "{err}");
-        let err = wheel(testutil::zip_of(&[
-            ("foo_bar-1.0.dist-info/METADATA", metadata.as_bytes()),
-            ("foo_bar-1.1.dist-info/METADATA", metadata.as_bytes()),
-        ]))
-        .refused()
-        .await;
-        assert!(
-            matches!(err, UploadError::MetadataAmbiguous { .. }),
-            "{err}"
+        assert_refused!(
+            foo_bar_wheel(testutil::zip_of(&[("foo_bar/__init__.py", b"")])),
+            UploadError::MetadataMissing { .. }
         );
-        let err = wheel(testutil::wheel("other-1.0", &metadata))
-            .refused()
-            .await;
-        assert!(matches!(err, UploadError::DistInfoMismatch { .. }), "{err}");
-        let err = wheel(b"PK\x03\x04 this is not a zip".to_vec())
-            .refused()
-            .await;
-        assert!(matches!(err, UploadError::CorruptArchive { .. }), "{err}");
+        assert_refused!(
+            foo_bar_wheel(testutil::zip_of(&[
+                ("foo_bar-1.0.dist-info/METADATA", metadata.as_bytes()),
+                ("foo_bar-1.1.dist-info/METADATA", metadata.as_bytes()),
+            ])),
+            UploadError::MetadataAmbiguous { .. }
+        );
+        assert_refused!(
+            foo_bar_wheel(testutil::wheel("other-1.0", &metadata)),
+            UploadError::DistInfoMismatch { .. }
+        );
+        assert_refused!(
+            foo_bar_wheel(b"PK\x03\x04 this is not a zip".to_vec()),
+            UploadError::CorruptArchive { .. }
+        );
         // A deeper METADATA (a vendored package's) is not the wheel's.
-        let err = wheel(testutil::zip_of(&[(
-            "vendor/foo_bar-1.0.dist-info/METADATA",
-            metadata.as_bytes(),
-        )]))
-        .refused()
-        .await;
-        assert!(matches!(err, UploadError::MetadataMissing { .. }), "{err}");
+        assert_refused!(
+            foo_bar_wheel(testutil::zip_of(&[(
+                "vendor/foo_bar-1.0.dist-info/METADATA",
+                metadata.as_bytes(),
+            )])),
+            UploadError::MetadataMissing { .. }
+        );
     }
 
     #[tokio::test]
     async fn sdist_structure() {
         let metadata = testutil::core_metadata("demo", "1.0");
-        let tgz = |file: Vec<u8>| Upload::new("demo", "1.0", "demo-1.0.tar.gz", file);
-        let err = tgz(testutil::tar_gz_of(&[("demo-1.0/setup.py", b"")]))
-            .refused()
-            .await;
-        assert!(matches!(err, UploadError::MetadataMissing { .. }), "{err}");
-        let err = tgz(b"\x1f\x8b not really gzip".to_vec()).refused().await;
-        assert!(matches!(err, UploadError::CorruptArchive { .. }), "{err}");
+        let tgz = |file: Vec<u8>| demo_sdist("tar.gz", file);
+        assert_refused!(
+            tgz(testutil::tar_gz_of(&[("demo-1.0/setup.py", b"")])),
+            UploadError::MetadataMissing { .. }
+        );
+        assert_refused!(
+            tgz(b"\x1f\x8b not really gzip".to_vec()),
+            UploadError::CorruptArchive { .. }
+        );
         // A PKG-INFO at the top of the archive, or deeper down, is not the sdist's.
-        let err = tgz(testutil::tar_gz_of(&[
-            ("PKG-INFO", metadata.as_bytes()),
-            ("demo-1.0/src/demo.egg-info/PKG-INFO", metadata.as_bytes()),
-        ]))
-        .refused()
-        .await;
-        assert!(matches!(err, UploadError::MetadataMissing { .. }), "{err}");
+        assert_refused!(
+            tgz(testutil::tar_gz_of(&[
+                ("PKG-INFO", metadata.as_bytes()),
+                ("demo-1.0/src/demo.egg-info/PKG-INFO", metadata.as_bytes()),
+            ])),
+            UploadError::MetadataMissing { .. }
+        );
         // `./` prefixes are allowed.
         tgz(testutil::tar_gz_of(&[(
             "./demo-1.0/PKG-INFO",
@@ -717,16 +708,13 @@ mod tests {
         .await
         .unwrap();
 
-        let zip = |file: Vec<u8>| Upload::new("demo", "1.0", "demo-1.0.zip", file);
-        let err = zip(testutil::zip_of(&[
-            ("a/PKG-INFO", metadata.as_bytes()),
-            ("b/PKG-INFO", metadata.as_bytes()),
-        ]))
-        .refused()
-        .await;
-        assert!(
-            matches!(err, UploadError::MetadataAmbiguous { .. }),
-            "{err}"
+        let zip = |file: Vec<u8>| demo_sdist("zip", file);
+        assert_refused!(
+            zip(testutil::zip_of(&[
+                ("a/PKG-INFO", metadata.as_bytes()),
+                ("b/PKG-INFO", metadata.as_bytes()),
+            ])),
+            UploadError::MetadataAmbiguous { .. }
         );
     }
 
@@ -753,21 +741,20 @@ mod tests {
                 ),
             }
         }
-        let err = Upload::new("demo", "1.0", "../demo-1.0.tar.gz", b"x".to_vec())
-            .refused()
-            .await;
-        assert!(matches!(err, UploadError::BadFilename { .. }), "{err}");
+        assert_refused!(
+            Upload::new("demo", "1.0", "../demo-1.0.tar.gz", b"x".to_vec()),
+            UploadError::BadFilename { .. }
+        );
     }
 
     #[tokio::test]
     async fn a_zip_bomb_is_refused_quickly() {
-        let name = "foo_bar-1.0-py3-none-any.whl";
         let bomb = testutil::bomb_wheel("foo_bar-1.0", "foo-bar", "1.0", 100 << 20);
         assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
         let mut lying = bomb.clone();
         testutil::lie_about_size(&mut lying, "foo_bar-1.0.dist-info/METADATA", 4096);
         for (what, file) in [("honest size", bomb), ("declared size lies", lying)] {
-            let upload = Upload::new("foo-bar", "1.0", name, file);
+            let upload = foo_bar_wheel(file);
             let started = Instant::now();
             let err = upload.refused().await;
             assert!(
@@ -790,12 +777,7 @@ mod tests {
             ..Limits::default()
         };
         let metadata = testutil::core_metadata("demo", "1.0");
-        let upload = Upload::new(
-            "demo",
-            "1.0",
-            "demo-1.0.tar.gz",
-            testutil::sdist_tar_gz("demo-1.0", &metadata),
-        );
+        let upload = demo_sdist("tar.gz", testutil::sdist_tar_gz("demo-1.0", &metadata));
         let err = upload.check_with(&limits).await.unwrap_err();
         assert!(matches!(err, UploadError::MetadataTooLarge { .. }), "{err}");
 
@@ -803,17 +785,8 @@ mod tests {
         let filler: Vec<(String, Vec<u8>)> = (0..50)
             .map(|i| (format!("demo-1.0/f{i}"), vec![b'x'; 4096]))
             .collect();
-        let mut members: Vec<(&str, &[u8])> = filler
-            .iter()
-            .map(|(p, b)| (p.as_str(), b.as_slice()))
-            .collect();
-        members.push(("demo-1.0/PKG-INFO", metadata.as_bytes()));
-        let upload = Upload::new(
-            "demo",
-            "1.0",
-            "demo-1.0.tar.gz",
-            testutil::tar_gz_of(&members),
-        );
+        let members = members_then(&filler, ("demo-1.0/PKG-INFO", metadata.as_bytes()));
+        let upload = demo_sdist("tar.gz", testutil::tar_gz_of(&members));
         upload.check().await.unwrap();
         for limits in [
             Limits {
@@ -836,17 +809,11 @@ mod tests {
             .map(|i| (format!("foo_bar/m{i}.py"), Vec::new()))
             .collect();
         let metadata = testutil::core_metadata("foo-bar", "1.0");
-        let mut all: Vec<(&str, &[u8])> = members
-            .iter()
-            .map(|(p, b)| (p.as_str(), b.as_slice()))
-            .collect();
-        all.push(("foo_bar-1.0.dist-info/METADATA", metadata.as_bytes()));
-        let upload = Upload::new(
-            "foo-bar",
-            "1.0",
-            "foo_bar-1.0-py3-none-any.whl",
-            testutil::zip_of(&all),
+        let all = members_then(
+            &members,
+            ("foo_bar-1.0.dist-info/METADATA", metadata.as_bytes()),
         );
+        let upload = foo_bar_wheel(testutil::zip_of(&all));
         upload.check().await.unwrap();
         let limits = Limits {
             max_archive_entries: 10,

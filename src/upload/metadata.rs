@@ -127,13 +127,24 @@ mod tests {
         "Body text.\r\n",
     );
 
+    /// Parses `text` and checks the headers every upload reads; returns the parsed metadata.
+    fn assert_parses_to(
+        text: &[u8],
+        name: &str,
+        version: &str,
+        requires_python: Option<&str>,
+    ) -> CoreMetadata {
+        let m = CoreMetadata::parse(text).unwrap();
+        assert_eq!(m.name(), Ok(name));
+        assert_eq!(m.version(), Ok(version));
+        assert_eq!(m.requires_python(), Ok(requires_python));
+        m
+    }
+
     #[test]
     fn parses_headers_until_the_blank_line() {
-        let m = CoreMetadata::parse(SAMPLE.as_bytes()).unwrap();
-        assert_eq!(m.name(), Ok("Foo_Bar"));
-        assert_eq!(m.version(), Ok("1.0.0"));
+        let m = assert_parses_to(SAMPLE.as_bytes(), "Foo_Bar", "1.0.0", Some(">=3.8"));
         assert_eq!(m.metadata_version(), Ok(Some("2.1")));
-        assert_eq!(m.requires_python(), Ok(Some(">=3.8")));
         assert_eq!(
             m.get_all("License").collect::<Vec<_>>(),
             ["line one\nline two\nline three"]
@@ -146,19 +157,18 @@ mod tests {
 
     #[test]
     fn unix_line_ends_and_no_body() {
-        let m = CoreMetadata::parse(b"Name: x\nVersion: 2\n").unwrap();
-        assert_eq!(m.name(), Ok("x"));
-        assert_eq!(m.version(), Ok("2"));
-        assert_eq!(m.requires_python(), Ok(None));
+        let m = assert_parses_to(b"Name: x\nVersion: 2\n", "x", "2", None);
         assert_eq!(m.metadata_version(), Ok(None));
     }
 
     #[test]
     fn values_are_trimmed_and_empty_requires_python_is_none() {
-        let m = CoreMetadata::parse(b"Name:   x  \nVersion:1.0\nRequires-Python: \n").unwrap();
-        assert_eq!(m.name(), Ok("x"));
-        assert_eq!(m.version(), Ok("1.0"));
-        assert_eq!(m.requires_python(), Ok(None));
+        assert_parses_to(
+            b"Name:   x  \nVersion:1.0\nRequires-Python: \n",
+            "x",
+            "1.0",
+            None,
+        );
     }
 
     #[test]

@@ -150,15 +150,15 @@ mod tests {
     use futures_util::{stream, StreamExt};
 
     use super::*;
-    use crate::upload::testutil::{multipart, Part, BOUNDARY, CONTENT_TYPE};
+    use crate::upload::testutil::{
+        chunked, multipart, receive_multipart, Part, BOUNDARY, CONTENT_TYPE,
+    };
+
+    /// Small chunks, so that parts and boundaries straddle chunk edges.
+    const SMALL_CHUNK: usize = 7;
 
     fn body_of(bytes: Vec<u8>) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Unpin {
-        // Small chunks, so that parts and boundaries straddle chunk edges.
-        let chunks: Vec<Result<Bytes, Infallible>> = bytes
-            .chunks(7)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        stream::iter(chunks)
+        chunked(&bytes, SMALL_CHUNK)
     }
 
     fn entries(dir: &Path) -> usize {
@@ -166,13 +166,7 @@ mod tests {
     }
 
     async fn receive_parts(parts: &[Part<'_>], dir: &Path) -> Result<Received, UploadError> {
-        receive(
-            body_of(multipart(parts)),
-            CONTENT_TYPE,
-            dir,
-            &Limits::default(),
-        )
-        .await
+        receive_multipart(parts, SMALL_CHUNK, dir, &Limits::default()).await
     }
 
     #[tokio::test]
@@ -373,14 +367,9 @@ mod tests {
             max_fields: 4,
             ..Limits::default()
         };
-        let err = receive(
-            body_of(multipart(&parts)),
-            CONTENT_TYPE,
-            dir.path(),
-            &limits,
-        )
-        .await
-        .unwrap_err();
+        let err = receive_multipart(&parts, SMALL_CHUNK, dir.path(), &limits)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, UploadError::TooManyFields { max: 4 }),
             "{err}"
@@ -492,19 +481,9 @@ mod tests {
             .collect();
         let file = vec![9u8; 3 << 20];
         parts.push(Part::file("content", "demo-1.0.tar.gz", &file));
-        let body = multipart(&parts);
-        let chunks: Vec<Result<Bytes, Infallible>> = body
-            .chunks(256 << 10)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let received = receive(
-            stream::iter(chunks),
-            CONTENT_TYPE,
-            dir.path(),
-            &Limits::default(),
-        )
-        .await
-        .unwrap();
+        let received = receive_multipart(&parts, 256 << 10, dir.path(), &Limits::default())
+            .await
+            .unwrap();
         assert_eq!(received.form.values("classifiers").len(), 900);
         assert_eq!(received.content.size(), file.len() as u64);
     }

@@ -1,14 +1,23 @@
-//! Builders for the tests: multipart bodies written by hand, and wheels and sdists made in memory.
+//! Builders for the tests: multipart bodies written by hand and streamed in chunks, and wheels
+//! and sdists made in memory.
 //!
 //! The upload tests need real archives and real request bodies, but no third-party files: these
 //! build the smallest ones that are still what the tools produce.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::io::{Cursor, Write};
+use std::path::Path;
 
+use bytes::Bytes;
 use flate2::write::GzEncoder;
+use futures_util::{stream, Stream};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
+
+use super::error::UploadError;
+use super::limits::Limits;
+use super::receive::{receive, Received};
 
 pub const BOUNDARY: &str = "wheelgate-test-boundary-3f9c";
 pub const CONTENT_TYPE: &str = "multipart/form-data; boundary=wheelgate-test-boundary-3f9c";
@@ -69,6 +78,28 @@ pub fn multipart(parts: &[Part<'_>]) -> Vec<u8> {
     }
     out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     out
+}
+
+/// `body` as a request body arriving in chunks of `chunk` bytes.
+pub fn chunked(
+    body: &[u8],
+    chunk: usize,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Unpin {
+    let chunks: Vec<Result<Bytes, Infallible>> = body
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    stream::iter(chunks)
+}
+
+/// Receives the multipart body of `parts`, arriving in chunks of `chunk` bytes, into `dir`.
+pub async fn receive_multipart(
+    parts: &[Part<'_>],
+    chunk: usize,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<Received, UploadError> {
+    receive(chunked(&multipart(parts), chunk), CONTENT_TYPE, dir, limits).await
 }
 
 /// Core metadata with the given name and version.

@@ -16,8 +16,8 @@
 //! The files are this project's own (`harness/uploads.rs`); the fixture upstream never serves a
 //! `wgpub-` project, so whatever a hosted page lists came from an upload.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use ::http::StatusCode;
@@ -137,6 +137,26 @@ pub(crate) fn assert_uploaded(bed: &TestBed, response: &RawResponse, what: &str)
     );
 }
 
+/// Uploads `dist` to `repo` as `account`, which must succeed (see `assert_uploaded`); then the
+/// page of `repo`, read anonymously, lists it (see `assert_listed`).
+pub(crate) fn assert_upload_listed(
+    bed: &TestBed,
+    repo: &str,
+    dist: &Dist,
+    account: &Account,
+    what: &str,
+) {
+    let response = bed.upload(repo, &UploadForm::of(dist), Some(account));
+    assert_uploaded(bed, &response, what);
+    assert_listed(
+        bed,
+        repo,
+        None,
+        &[dist],
+        &format!("read anonymously after {what}"),
+    );
+}
+
 /// `/<repo>/files/<project>/<sha256>/<filename>`, where a hosted page links a file.
 pub(crate) fn hosted_file_path(repo: &str, dist: &Dist) -> String {
     format!(
@@ -154,6 +174,20 @@ fn auth_headers<'a>(
         headers.push(("authorization", value.as_str()));
     }
     headers
+}
+
+/// The JSON page (PEP 691) at `url`, which must be a 200.
+fn json_page(url: &str) -> serde_json::Value {
+    let response = http::get(url, &[("accept", JSON_MEDIA_TYPE)]);
+    response.expect_ok(url);
+    response.json()
+}
+
+/// The text of the HTML page at `url`, which must be a 200.
+fn html_page(url: &str) -> String {
+    let response = http::get(url, &[("accept", "text/html")]);
+    response.expect_ok(url);
+    response.text()
 }
 
 /// The hosted project's JSON page as filename -> sha256, or None when it is a 404 (the project
@@ -262,38 +296,107 @@ pub(crate) fn upload_lines(output: &str, repo: &str) -> usize {
         .count()
 }
 
+/// `client` (`pip` or `uv`) installs `requirements` from `index_url` into `target`.
+pub(crate) fn install_with(
+    client: &str,
+    index_url: &str,
+    target: &Path,
+    requirements: &[&str],
+) -> ClientRun {
+    match client {
+        "pip" => clients::pip_install(index_url, target, requirements),
+        _ => clients::uv_install(index_url, target, requirements),
+    }
+}
+
 /// pip and uv each install `wgpub-app` from `index_url` into fresh targets and get `version`.
 pub(crate) fn pip_and_uv_install_app(bed: &TestBed, index_url: &str, version: &str, what: &str) {
     for client in ["pip", "uv"] {
         let target = bed.target_dir(&format!("{what}-{client}"));
-        let run = match client {
-            "pip" => clients::pip_install(index_url, &target, &["wgpub-app"]),
-            _ => clients::uv_install(index_url, &target, &["wgpub-app"]),
-        };
-        assert_installed(bed, &run, &target, &[("wgpub-app", version)], client);
+        let run = install_with(client, index_url, &target, &["wgpub-app"]);
+        assert_installed(
+            bed,
+            &run,
+            &target,
+            &dists(&[("wgpub-app", version)]),
+            client,
+        );
     }
 }
 
-pub(crate) fn assert_installed(
-    bed: &TestBed,
-    run: &ClientRun,
-    target: &std::path::Path,
-    expected: &[(&str, &str)],
-    client: &str,
-) {
+/// A client `run` (`what`) exited 0; else panics with its output and wheelgate's.
+pub(crate) fn assert_client_succeeded(bed: &TestBed, run: &ClientRun, what: &str) {
     assert!(
         run.success(),
-        "{client}: `{}` failed with {:?}\n{}\nwheelgate's output:\n{}",
-        run.command,
+        "{what} failed with {:?}\n{}\nwheelgate's output:\n{}",
         run.exit_code,
         run.output(),
         bed.wheelgate.output()
     );
+}
+
+/// An install `run` (`what`) succeeded and put exactly `expected` into `target`.
+pub(crate) fn assert_installed(
+    bed: &TestBed,
+    run: &ClientRun,
+    target: &Path,
+    expected: &BTreeSet<(String, String)>,
+    what: &str,
+) {
+    assert_client_succeeded(bed, run, &format!("{what}: `{}`", run.command));
     assert_eq!(
-        clients::installed(target),
-        dists(expected),
-        "{client} installed the wrong set; output:\n{}",
+        &clients::installed(target),
+        expected,
+        "{what} installed the wrong set; output:\n{}",
         run.output()
+    );
+}
+
+/// `twine upload` of `files` to `/internal/` as `account`.
+pub(crate) fn twine_upload_as(bed: &TestBed, account: &Account, files: &[PathBuf]) -> ClientRun {
+    clients::twine_upload(
+        &bed.url("/internal/"),
+        &account.name,
+        &account.password,
+        files,
+    )
+}
+
+/// `uv publish` of `files` to `/internal/` as `account`, with `check_url` if any.
+fn uv_publish_as(
+    bed: &TestBed,
+    check_url: Option<&str>,
+    account: &Account,
+    files: &[PathBuf],
+) -> ClientRun {
+    clients::uv_publish(
+        &bed.url("/internal/"),
+        check_url,
+        &account.name,
+        &account.password,
+        files,
+    )
+}
+
+/// Nothing is left of an upload of `dist` that did not complete (`what`): `tmp/` empties, no blob
+/// holds its bytes, and `internal` neither lists nor serves it.
+fn assert_nothing_left(bed: &TestBed, dist: &Dist, what: &str) {
+    bed.assert_tmp_empties(CLEANUP_WAIT, &format!("{what} must leave nothing in tmp/"));
+    assert!(
+        !bed.blob_path(&dist.sha256).exists(),
+        "{what} was committed as a blob"
+    );
+    assert_not_stored(bed, INTERNAL, None, &[dist], what);
+}
+
+/// `<file>.metadata` of the wheel `dist` in `repo` is its METADATA, byte for byte.
+fn assert_metadata_served(bed: &TestBed, repo: &str, dist: &Dist, what: &str) {
+    let metadata_url = format!("{}.metadata", bed.url(&hosted_file_path(repo, dist)));
+    let metadata = http::get(&metadata_url, &[]);
+    assert_eq!(
+        Some(metadata.expect_ok(&metadata_url)),
+        dist.metadata.as_deref(),
+        "{metadata_url} must be the wheel's METADATA, byte for byte ({what})"
     );
 }
 
@@ -312,31 +415,11 @@ fn twine_uploads_a_wheel_and_an_sdist_that_pip_and_uv_then_install_from_the_host
     let (bed, publisher, _) = publishing_bed(|_| {});
     let (wheel, sdist) = (uploads::app_wheel(), uploads::app_sdist());
     let files = write_dists(&bed, "app", &[wheel, sdist]);
-    let run = clients::twine_upload(
-        &bed.url("/internal/"),
-        &publisher.name,
-        &publisher.password,
-        &files,
-    );
-    assert!(
-        run.success(),
-        "`twine upload` failed with {:?}\n{}\nwheelgate's output:\n{}",
-        run.exit_code,
-        run.output(),
-        bed.wheelgate.output()
-    );
+    let run = twine_upload_as(&bed, &publisher, &files);
+    assert_client_succeeded(&bed, &run, "`twine upload`");
     assert_listed(&bed, INTERNAL, None, &[wheel, sdist], "after twine upload");
     pip_and_uv_install_app(&bed, &bed.url("/internal/simple/"), "1.0.0", "twine");
-    let asked: Vec<_> = bed
-        .upstream
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.contains("wgpub"))
-        .collect();
-    assert!(
-        asked.is_empty(),
-        "a hosted repository fetches nothing, yet the upstream saw {asked:?}"
-    );
+    bed.assert_upstream_never_asked("wgpub", "a hosted repository fetches nothing");
 }
 
 #[test]
@@ -348,44 +431,27 @@ fn uv_publish_uploads_and_a_second_run_skips_the_files_its_check_url_lists() {
         uploads::tool_wheel(),
     );
     let files = write_dists(&bed, "app", &[wheel, sdist, tool]);
-    let publish = || {
-        clients::uv_publish(
-            &bed.url("/internal/"),
-            Some(&bed.url("/internal/simple/")),
-            &publisher.name,
-            &publisher.password,
-            &files,
-        )
-    };
+    let check_url = bed.url("/internal/simple/");
+    let publish = || uv_publish_as(&bed, Some(&check_url), &publisher, &files);
     let first = publish();
-    assert!(
-        first.success(),
-        "the first `uv publish` failed with {:?}\n{}\nwheelgate's output:\n{}",
-        first.exit_code,
-        first.output(),
-        bed.wheelgate.output()
-    );
+    assert_client_succeeded(&bed, &first, "the first `uv publish`");
     assert_listed(&bed, INTERNAL, None, &[wheel, sdist], "after uv publish");
     assert_listed(&bed, INTERNAL, None, &[tool], "after uv publish");
     // uv sends `requires_python` empty when METADATA has no Requires-Python: that is none.
     let url = bed.url("/internal/simple/wgpub-tool/");
-    let page = http::get(&url, &[("accept", JSON_MEDIA_TYPE)]);
-    page.expect_ok(&url);
-    let entry = page.json()["files"][0].clone();
+    let entry = json_page(&url)["files"][0].clone();
     assert!(
         entry["requires-python"].is_null(),
         "{url}: wgpub-tool requires no Python version, yet the page says {}",
         entry["requires-python"]
     );
-    let html = http::get(&url, &[("accept", "text/html")]);
-    html.expect_ok(&url);
-    let links = anchors(&html.text());
+    let html = html_page(&url);
+    let links = anchors(&html);
     assert!(
         links
             .get(&tool.filename)
             .is_some_and(|a| !a.contains_key("data-requires-python")),
-        "{url}: no data-requires-python for a file that requires none:\n{}",
-        html.text()
+        "{url}: no data-requires-python for a file that requires none:\n{html}"
     );
 
     let second = publish();
@@ -442,9 +508,7 @@ fn an_upload_is_listed_at_once_with_every_attribute_in_json_and_html() {
 
     // JSON (PEP 691, PEP 700, PEP 714).
     let url = bed.url("/internal/simple/wgpub-app/");
-    let response = http::get(&url, &[("accept", JSON_MEDIA_TYPE)]);
-    response.expect_ok(&url);
-    let page = response.json();
+    let page = json_page(&url);
     assert!(
         page["meta"]["api-version"]
             .as_str()
@@ -537,23 +601,16 @@ fn an_upload_is_listed_at_once_with_every_attribute_in_json_and_html() {
             dist.filename
         );
     }
-    let metadata_url = format!("{}.metadata", bed.url(&hosted_file_path(INTERNAL, wheel)));
-    let metadata = http::get(&metadata_url, &[]);
-    assert_eq!(
-        Some(metadata.expect_ok(&metadata_url)),
-        wheel.metadata.as_deref(),
-        "{metadata_url} must be the wheel's METADATA, byte for byte"
-    );
+    assert_metadata_served(&bed, INTERNAL, wheel, "after the upload");
 
     // HTML (PEP 503, PEP 658, PEP 714), with the same links.
-    let response = http::get(&url, &[("accept", "text/html")]);
-    response.expect_ok(&url);
-    let links = anchors(&response.text());
+    let html = html_page(&url);
+    let links = anchors(&html);
     assert_eq!(links.len(), 2, "{url}: one link per file, got {links:?}");
     for dist in [wheel, sdist] {
-        let attributes = links.get(&dist.filename).unwrap_or_else(|| {
-            panic!("{url}: no link for {}:\n{}", dist.filename, response.text())
-        });
+        let attributes = links
+            .get(&dist.filename)
+            .unwrap_or_else(|| panic!("{url}: no link for {}:\n{html}", dist.filename));
         let decoded = |key: &str| {
             attributes
                 .get(key)
@@ -599,9 +656,7 @@ fn an_upload_is_listed_at_once_with_every_attribute_in_json_and_html() {
 
     // The repository's index lists the project; a project never uploaded is a 404.
     let index_url = bed.url("/internal/simple/");
-    let index = http::get(&index_url, &[("accept", JSON_MEDIA_TYPE)]);
-    index.expect_ok(&index_url);
-    let index = index.json();
+    let index = json_page(&index_url);
     let projects: Vec<&str> = index["projects"]
         .as_array()
         .into_iter()
@@ -609,9 +664,7 @@ fn an_upload_is_listed_at_once_with_every_attribute_in_json_and_html() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(projects, ["wgpub-app"], "{index_url} (JSON): {index}");
-    let html_index = http::get(&index_url, &[("accept", "text/html")]);
-    html_index.expect_ok(&index_url);
-    let names: Vec<String> = anchors(&html_index.text()).into_keys().collect();
+    let names: Vec<String> = anchors(&html_page(&index_url)).into_keys().collect();
     assert_eq!(names, ["wgpub-app"], "{index_url} (HTML)");
     let never = bed.url("/internal/simple/wgpub-never-uploaded/");
     assert_eq!(
@@ -619,16 +672,7 @@ fn an_upload_is_listed_at_once_with_every_attribute_in_json_and_html() {
         StatusCode::NOT_FOUND,
         "{never}: a project never uploaded"
     );
-    let asked: Vec<_> = bed
-        .upstream
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.contains("wgpub"))
-        .collect();
-    assert!(
-        asked.is_empty(),
-        "a hosted repository fetches nothing, yet the upstream saw {asked:?}"
-    );
+    bed.assert_upstream_never_asked("wgpub", "a hosted repository fetches nothing");
 }
 
 #[test]
@@ -650,15 +694,7 @@ fn uploads_without_valid_credentials_are_401_and_store_nothing() {
     }
     assert_not_stored(&bed, INTERNAL, None, &[wheel], "after the 401s");
     // The same upload with the right password goes through: the 401s were about credentials.
-    let response = bed.upload(INTERNAL, &form, Some(&publisher));
-    assert_uploaded(&bed, &response, "the publisher's upload");
-    assert_listed(
-        &bed,
-        INTERNAL,
-        None,
-        &[wheel],
-        "after the publisher's upload",
-    );
+    assert_upload_listed(&bed, INTERNAL, wheel, &publisher, "the publisher's upload");
 }
 
 #[test]
@@ -695,14 +731,12 @@ fn a_publisher_limited_to_another_repository_is_403_here_and_uploads_there() {
     );
     assert_not_stored(&bed, INTERNAL, None, &[tool], "after the 403");
 
-    let accepted = bed.upload("staging", &form, Some(&staging_publisher));
-    assert_uploaded(&bed, &accepted, "an upload to staging by its publisher");
-    assert_listed(
+    assert_upload_listed(
         &bed,
         "staging",
-        None,
-        &[tool],
-        "after the upload to staging",
+        tool,
+        &staging_publisher,
+        "the upload to staging by its publisher",
     );
     assert_not_stored(
         &bed,
@@ -751,14 +785,14 @@ fn uploads_whose_digests_do_not_match_the_content_are_400_and_store_nothing() {
         &[wheel, other],
         "after the digest mismatches",
     );
-    assert!(
-        wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()),
-        "refused uploads must leave nothing in tmp/: {:?}",
-        bed.store_files("tmp")
+    bed.assert_tmp_empties(CLEANUP_WAIT, "refused uploads must leave nothing in tmp/");
+    assert_upload_listed(
+        &bed,
+        INTERNAL,
+        wheel,
+        &publisher,
+        "the upload of the same file with its true digest",
     );
-    let response = bed.upload(INTERNAL, &UploadForm::of(wheel), Some(&publisher));
-    assert_uploaded(&bed, &response, "the same file with its true digest");
-    assert_listed(&bed, INTERNAL, None, &[wheel], "after the true upload");
 }
 
 #[test]
@@ -854,11 +888,16 @@ fn a_zip_bomb_is_400_without_being_inflated() {
     assert_uploaded(&bed, &response, "a sound wheel after the bomb");
 }
 
-/// Sends the head of an upload of `big_wheel` framed by `framing`, then 1.5 MiB of its body, and
-/// returns the answer that must come while the rest is still unsent.
-fn send_over_the_limit(bed: &TestBed, publisher: &Account, framing: http::Framing) -> RawResponse {
-    const SENT: usize = 3 * 1024 * 1024 / 2;
-    let multipart = UploadForm::of(uploads::big_wheel()).multipart();
+/// Sends the head of an upload of `dist` to `/internal/` as `publisher`, its body framed by
+/// `framing` (a `Length` is made the body's true length), and returns the request, the body still
+/// to send, and the framing.
+fn begin_upload(
+    bed: &TestBed,
+    publisher: &Account,
+    dist: &Dist,
+    framing: http::Framing,
+) -> (http::PartialRequest, Vec<u8>, http::Framing) {
+    let multipart = UploadForm::of(dist).multipart();
     let body = multipart.body();
     let content_type = multipart.content_type();
     let authorization = publisher.authorization();
@@ -866,7 +905,7 @@ fn send_over_the_limit(bed: &TestBed, publisher: &Account, framing: http::Framin
         http::Framing::Length(_) => http::Framing::Length(body.len() as u64),
         chunked => chunked,
     };
-    let mut request = http::begin_framed(
+    let request = http::begin_framed(
         bed.wheelgate.addr(),
         "POST",
         b"/internal/",
@@ -877,6 +916,14 @@ fn send_over_the_limit(bed: &TestBed, publisher: &Account, framing: http::Framin
         Some(framing),
     )
     .unwrap_or_else(|e| panic!("POST /internal/: {e}"));
+    (request, body, framing)
+}
+
+/// Sends the head of an upload of `big_wheel` framed by `framing`, then 1.5 MiB of its body, and
+/// returns the answer that must come while the rest is still unsent.
+fn send_over_the_limit(bed: &TestBed, publisher: &Account, framing: http::Framing) -> RawResponse {
+    const SENT: usize = 3 * 1024 * 1024 / 2;
+    let (mut request, body, framing) = begin_upload(bed, publisher, uploads::big_wheel(), framing);
     // In 64 KiB pieces, as a client streams; wheelgate may cut the connection once over the limit.
     for piece in body.get(..SENT).unwrap_or_default().chunks(64 * 1024) {
         if request.send(piece).is_err() {
@@ -916,16 +963,7 @@ fn an_upload_over_max_upload_size_is_413_while_the_body_is_still_coming() {
             &[],
         );
     }
-    assert!(
-        wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()),
-        "an upload refused for its size must leave nothing in tmp/: {:?}",
-        bed.store_files("tmp")
-    );
-    assert!(
-        !bed.blob_path(&big.sha256).exists(),
-        "an upload refused for its size was stored"
-    );
-    assert_not_stored(&bed, INTERNAL, None, &[big], "after the 413s");
+    assert_nothing_left(&bed, big, "an upload refused for its size (the 413s)");
     // A file under the limit still goes through.
     let wheel = uploads::app_wheel();
     let response = bed.upload(INTERNAL, &UploadForm::of(wheel), Some(&publisher));
@@ -955,12 +993,7 @@ fn the_same_filename_with_other_bytes_is_409_and_with_the_same_bytes_200() {
 
     // The clients see the same: twine passes with the same bytes and fails on the conflict.
     let same = write_dists(&bed, "same", &[wheel]);
-    let run = clients::twine_upload(
-        &bed.url("/internal/"),
-        &publisher.name,
-        &publisher.password,
-        &same,
-    );
+    let run = twine_upload_as(&bed, &publisher, &same);
     assert!(
         run.success(),
         "twine uploading byte-identical content again must pass; exit {:?}\n{}",
@@ -968,43 +1001,25 @@ fn the_same_filename_with_other_bytes_is_409_and_with_the_same_bytes_200() {
         run.output()
     );
     let other = write_dists(&bed, "rebuilt", &[rebuilt]);
-    let run = clients::twine_upload(
-        &bed.url("/internal/"),
-        &publisher.name,
-        &publisher.password,
-        &other,
-    );
-    assert!(
-        !run.success(),
-        "twine uploading other bytes under a taken filename must fail:\n{}",
-        run.output()
-    );
-    // twine prints `HTTPError: 409 Conflict from <url>` and the body below it, wrapped.
-    let shown = one_line(&run.output());
-    assert!(
-        shown.contains("409 Conflict") && shown.contains("File already exists"),
-        "twine must report the 409 and its reason; its output:\n{}",
-        run.output()
-    );
-    let run = clients::uv_publish(
-        &bed.url("/internal/"),
-        None,
-        &publisher.name,
-        &publisher.password,
-        &other,
-    );
-    assert!(
-        !run.success(),
-        "uv publishing other bytes under a taken filename must fail:\n{}",
-        run.output()
-    );
-    // uv prints `Server returned status code 409 Conflict. Server says: <body>`.
-    let shown = one_line(&run.output());
-    assert!(
-        shown.contains("409 Conflict") && shown.contains("File already exists"),
-        "uv must report the 409 and its reason; its output:\n{}",
-        run.output()
-    );
+    // twine prints `HTTPError: 409 Conflict from <url>` and the body below it, wrapped; uv prints
+    // `Server returned status code 409 Conflict. Server says: <body>`.
+    for (client, uploading) in [("twine", "uploading"), ("uv", "publishing")] {
+        let run = match client {
+            "twine" => twine_upload_as(&bed, &publisher, &other),
+            _ => uv_publish_as(&bed, None, &publisher, &other),
+        };
+        assert!(
+            !run.success(),
+            "{client} {uploading} other bytes under a taken filename must fail:\n{}",
+            run.output()
+        );
+        let shown = one_line(&run.output());
+        assert!(
+            shown.contains("409 Conflict") && shown.contains("File already exists"),
+            "{client} must report the 409 and its reason; its output:\n{}",
+            run.output()
+        );
+    }
     assert_listed(
         &bed,
         INTERNAL,
@@ -1020,21 +1035,7 @@ fn kill_9_while_an_upload_is_half_sent_leaves_nothing_after_a_restart() {
         config.max_upload_size = Some("64MiB".to_owned());
     });
     let big = uploads::big_wheel();
-    let multipart = UploadForm::of(big).multipart();
-    let body = multipart.body();
-    let content_type = multipart.content_type();
-    let authorization = publisher.authorization();
-    let mut request = http::begin_request(
-        bed.wheelgate.addr(),
-        "POST",
-        b"/internal/",
-        &[
-            ("content-type", content_type.as_str()),
-            ("authorization", authorization.as_str()),
-        ],
-        Some(body.len() as u64),
-    )
-    .unwrap_or_else(|e| panic!("POST /internal/: {e}"));
+    let (mut request, body, _) = begin_upload(&bed, &publisher, big, http::Framing::Length(0));
     let half = body.len() / 2;
     request
         .send(body.get(..half).unwrap_or_default())
@@ -1056,20 +1057,15 @@ fn kill_9_while_an_upload_is_half_sent_leaves_nothing_after_a_restart() {
     drop(request);
 
     bed.wheelgate.start_again();
-    assert!(
-        wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()),
-        "the restarted server must discard the half upload; tmp/ holds {:?}",
-        bed.store_files("tmp")
-    );
-    assert!(
-        !bed.blob_path(&big.sha256).exists(),
-        "a half upload was committed as a blob"
-    );
-    assert_not_stored(&bed, INTERNAL, None, &[big], "after the restart");
+    assert_nothing_left(&bed, big, "a half upload (after the restart)");
 
-    let response = bed.upload(INTERNAL, &UploadForm::of(big), Some(&publisher));
-    assert_uploaded(&bed, &response, "the whole upload after the restart");
-    assert_listed(&bed, INTERNAL, None, &[big], "after the whole upload");
+    assert_upload_listed(
+        &bed,
+        INTERNAL,
+        big,
+        &publisher,
+        "the whole upload after the restart",
+    );
 }
 
 #[test]
@@ -1094,17 +1090,7 @@ fn kill_9_right_after_the_200_loses_nothing() {
             &[dist],
             "after a kill -9 that followed the 200",
         );
-        let metadata_url = format!("{}.metadata", bed.url(&hosted_file_path(INTERNAL, dist)));
-        let metadata = http::get(&metadata_url, &[]);
-        assert_eq!(
-            Some(metadata.expect_ok(&metadata_url)),
-            dist.metadata.as_deref(),
-            "{metadata_url} after the restart"
-        );
+        assert_metadata_served(&bed, INTERNAL, dist, "after the restart");
     }
-    assert!(
-        wait_until(CLEANUP_WAIT, || bed.store_files("tmp").is_empty()),
-        "tmp/ after the restart: {:?}",
-        bed.store_files("tmp")
-    );
+    bed.assert_tmp_empties(CLEANUP_WAIT, "after the restart");
 }

@@ -21,8 +21,9 @@ use crate::harness::wheelgate::{self, hash_password, run_hash_password, UserConf
 use crate::harness::{assert_no_secret, new_token, write_file, Account, TestBed, TokenLayout};
 use crate::install::expected_app_install;
 use crate::publish::{
-    assert_installed, assert_listed, assert_refusal, assert_unauthorized, assert_uploaded,
-    hosted_file_path, publishing_bed, INTERNAL,
+    assert_client_succeeded, assert_installed, assert_listed, assert_refusal, assert_unauthorized,
+    assert_upload_listed, assert_uploaded, hosted_file_path, install_with, pip_and_uv_install_app,
+    publishing_bed, twine_upload_as, INTERNAL,
 };
 
 /// The line of the status page that counts password hash verifications.
@@ -65,6 +66,24 @@ fn hash_forms(hash: &str) -> Vec<String> {
             .map(str::to_owned),
     );
     forms
+}
+
+/// `client` installs `wgfx-app` through `/pypi/simple/` with `account`'s credentials in its index
+/// URL, and gets the app and its dependencies.
+fn install_fixture_app_as(bed: &TestBed, client: &str, account: &Account) {
+    let target = bed.target_dir(&format!("{client}-app"));
+    let index_url = bed.url_as(account, "/pypi/simple/");
+    let run = install_with(client, &index_url, &target, &["wgfx-app"]);
+    assert_installed(
+        bed,
+        &run,
+        &target,
+        &expected_app_install(),
+        &format!(
+            "{client} with the {}'s credentials in its index URL (/pypi/simple/)",
+            account.name
+        ),
+    );
 }
 
 #[test]
@@ -218,40 +237,14 @@ fn with_anonymous_read_pages_are_open_and_publishing_still_needs_a_user() {
         &bed.upload(INTERNAL, &UploadForm::of(wheel), None),
         "an anonymous upload while anonymous read is allowed",
     );
-    let response = bed.upload(INTERNAL, &UploadForm::of(wheel), Some(&publisher));
-    assert_uploaded(&bed, &response, "the publisher's upload");
-    assert_listed(
-        &bed,
-        INTERNAL,
-        None,
-        &[wheel],
-        "read anonymously after the upload",
-    );
+    assert_upload_listed(&bed, INTERNAL, wheel, &publisher, "the publisher's upload");
 }
 
 #[test]
 fn pip_and_uv_log_in_with_the_index_urls_credentials_and_the_slow_hash_runs_a_handful_of_times() {
     let (bed, publisher, reader) = publishing_bed(|config| config.anonymous_read = Some(false));
 
-    let target = bed.target_dir("pip-app");
-    let run = clients::pip_install(
-        &bed.url_as(&reader, "/pypi/simple/"),
-        &target,
-        &["wgfx-app"],
-    );
-    assert!(
-        run.success(),
-        "pip with the reader's credentials in its index URL failed: {:?}\n{}\nwheelgate's output:\n{}",
-        run.exit_code,
-        run.output(),
-        bed.wheelgate.output()
-    );
-    assert_eq!(
-        clients::installed(&target),
-        expected_app_install(),
-        "pip through /pypi/simple/ with credentials installed the wrong set:\n{}",
-        run.output()
-    );
+    install_fixture_app_as(&bed, "pip", &reader);
     let after_pip = slow_verifications(&bed, &reader);
     assert!(
         (1..=3).contains(&after_pip),
@@ -264,27 +257,8 @@ fn pip_and_uv_log_in_with_the_index_urls_credentials_and_the_slow_hash_runs_a_ha
     let response = bed.upload(INTERNAL, &UploadForm::of(wheel), Some(&publisher));
     assert_uploaded(&bed, &response, "the publisher's upload");
     let hosted_index = bed.url_as(&reader, "/internal/simple/");
-    for client in ["pip", "uv"] {
-        let target = bed.target_dir(&format!("{client}-hosted"));
-        let run = match client {
-            "pip" => clients::pip_install(&hosted_index, &target, &["wgpub-app"]),
-            _ => clients::uv_install(&hosted_index, &target, &["wgpub-app"]),
-        };
-        assert_installed(&bed, &run, &target, &[("wgpub-app", "1.0.0")], client);
-    }
-    let target = bed.target_dir("uv-app");
-    let run = clients::uv_install(
-        &bed.url_as(&reader, "/pypi/simple/"),
-        &target,
-        &["wgfx-app"],
-    );
-    run.assert_success();
-    assert_eq!(
-        clients::installed(&target),
-        expected_app_install(),
-        "uv through /pypi/simple/ with credentials installed the wrong set:\n{}",
-        run.output()
-    );
+    pip_and_uv_install_app(&bed, &hosted_index, "1.0.0", "hosted");
+    install_fixture_app_as(&bed, "uv", &reader);
     let at_end = slow_verifications(&bed, &reader);
     assert!(
         at_end <= after_pip + 2,
@@ -295,10 +269,7 @@ fn pip_and_uv_log_in_with_the_index_urls_credentials_and_the_slow_hash_runs_a_ha
     let wrong = bed.url_as(&reader.with_wrong_password(), "/internal/simple/");
     for client in ["pip", "uv"] {
         let target = bed.target_dir(&format!("{client}-wrong-password"));
-        let run = match client {
-            "pip" => clients::pip_install(&wrong, &target, &["wgpub-app"]),
-            _ => clients::uv_install(&wrong, &target, &["wgpub-app"]),
-        };
+        let run = install_with(client, &wrong, &target, &["wgpub-app"]);
         assert!(
             !run.success(),
             "{client} with a wrong password in its index URL must fail:\n{}",
@@ -426,14 +397,8 @@ fn token_file_users_log_in_as_their_name_or_as_token() {
     let response = bed.upload(INTERNAL, &UploadForm::of(tool), Some(&as_name));
     assert_uploaded(&bed, &response, "an upload as ci-bot with its token");
     let files = vec![sdist.write_to(&bed.dir.path().join("dist"))];
-    let run = clients::twine_upload(&bed.url("/internal/"), "__token__", &token, &files);
-    assert!(
-        run.success(),
-        "twine as __token__ failed with {:?}\n{}\nwheelgate's output:\n{}",
-        run.exit_code,
-        run.output(),
-        bed.wheelgate.output()
-    );
+    let run = twine_upload_as(&bed, &as_token, &files);
+    assert_client_succeeded(&bed, &run, "twine as __token__");
     assert_listed(
         &bed,
         INTERNAL,
@@ -487,13 +452,7 @@ fn no_password_token_or_hash_is_ever_logged() {
     }
 
     let files = vec![uploads::app_wheel().write_to(&bed.dir.path().join("dist"))];
-    let run = clients::twine_upload(
-        &bed.url("/internal/"),
-        &publisher.name,
-        &publisher.password,
-        &files,
-    );
-    run.assert_success();
+    twine_upload_as(&bed, &publisher, &files).assert_success();
     let response = bed.upload(
         INTERNAL,
         &UploadForm::of(uploads::tool_wheel()),
@@ -533,7 +492,13 @@ fn no_password_token_or_hash_is_ever_logged() {
     let index = bed.url_as(&reader, "/internal/simple/");
     let target = bed.target_dir("pip");
     let run = clients::pip_install(&index, &target, &["wgpub-app"]);
-    assert_installed(&bed, &run, &target, &[("wgpub-app", "1.0.0")], "pip");
+    assert_installed(
+        &bed,
+        &run,
+        &target,
+        &dists(&[("wgpub-app", "1.0.0")]),
+        "pip",
+    );
     let status = http::get(
         &bed.url("/"),
         &[("authorization", reader.authorization().as_str())],

@@ -324,6 +324,27 @@ impl TestBed {
         files_under(&self.store().join(sub))
     }
 
+    /// Waits up to `limit` for `<store>/tmp` to hold no file (discarded temporary files may go
+    /// asynchronously); panics naming `what` and what it still holds.
+    pub fn assert_tmp_empties(&self, limit: Duration, what: &str) {
+        assert!(
+            wait_until(limit, || self.store_files("tmp").is_empty()),
+            "{what}: tmp/ holds {:?}",
+            self.store_files("tmp")
+        );
+    }
+
+    /// Panics naming `what` if the upstream was ever asked for a path that holds `part`.
+    pub fn assert_upstream_never_asked(&self, part: &str, what: &str) {
+        let asked: Vec<_> = self
+            .upstream
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains(part))
+            .collect();
+        assert!(asked.is_empty(), "{what}, yet the upstream saw {asked:?}");
+    }
+
     /// `http://<wheelgate><path>`.
     pub fn url(&self, path: &str) -> String {
         self.wheelgate.url(path)

@@ -169,84 +169,76 @@ impl<'a> Spec<'a> {
     }
 }
 
+/// The `Dist` that `build` makes, built on first use and then kept (each use has its own cell).
+macro_rules! built_once {
+    ($build:expr) => {{
+        static DIST: OnceLock<Dist> = OnceLock::new();
+        DIST.get_or_init(|| $build)
+    }};
+}
+
+/// The wheel of `name` `version`, its `Spec` changed by `adjust`.
+fn wheel_of<'a>(name: &'a str, version: &'a str, adjust: impl FnOnce(&mut Spec<'a>)) -> Dist {
+    let mut spec = Spec::new(name, version);
+    adjust(&mut spec);
+    spec.wheel()
+}
+
 /// `wgpub-app 1.0.0`, the wheel: no dependencies, `Requires-Python: >=3.8`.
 pub fn app_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| Spec::new("wgpub-app", "1.0.0").wheel())
+    built_once!(Spec::new("wgpub-app", "1.0.0").wheel())
 }
 
 /// `wgpub-app 1.0.0`, the sdist (`.tar.gz` with PKG-INFO).
 pub fn app_sdist() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| Spec::new("wgpub-app", "1.0.0").sdist())
+    built_once!(Spec::new("wgpub-app", "1.0.0").sdist())
 }
 
 /// `wgpub-app 1.0.0` built again: the same filename as `app_wheel`, other bytes.
 pub fn app_wheel_rebuilt() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-app", "1.0.0");
-        spec.summary = "wheelgate upload test fixture, rebuilt";
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-app", "1.0.0", |spec| {
+        spec.summary = "wheelgate upload test fixture, rebuilt"
+    }))
 }
 
 /// `wgpub-app 1.1.0`, a wheel that requires `wgfx-delta>=1.0`, a project of the fixture upstream.
 pub fn app_next_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-app", "1.1.0");
-        spec.requires_dist = &["wgfx-delta>=1.0"];
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-app", "1.1.0", |spec| {
+        spec.requires_dist = &["wgfx-delta>=1.0"]
+    }))
 }
 
 /// `wgpub-tool 1.0.0`, a second small project (no `Requires-Python`).
 pub fn tool_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-tool", "1.0.0");
-        spec.requires_python = None;
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-tool", "1.0.0", |spec| {
+        spec.requires_python = None
+    }))
 }
 
 /// `wgpub_skew-1.0.0-py3-none-any.whl`, whose METADATA says `Version: 2.0.0`.
 pub fn version_skew_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-skew", "1.0.0");
-        spec.metadata_version = Some("2.0.0");
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-skew", "1.0.0", |spec| {
+        spec.metadata_version = Some("2.0.0")
+    }))
 }
 
 /// `wgpub_alias-1.0.0-py3-none-any.whl`, whose METADATA says `Name: wgpub-other`.
 pub fn name_skew_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-alias", "1.0.0");
-        spec.metadata_name = Some("wgpub-other");
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-alias", "1.0.0", |spec| {
+        spec.metadata_name = Some("wgpub-other")
+    }))
 }
 
 /// `wgpub-big 1.0.0`, a valid 4 MiB wheel (incompressible padding), to stop or kill half-way.
 pub fn big_wheel() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let mut spec = Spec::new("wgpub-big", "1.0.0");
-        spec.padding_kib = 4096;
-        spec.wheel()
-    })
+    built_once!(wheel_of("wgpub-big", "1.0.0", |spec| spec.padding_kib = 4096))
 }
 
 /// `wgpub-bomb 1.0.0`, a zip bomb: a valid wheel in every respect (names, versions, RECORD)
 /// except that its METADATA member, a few valid header lines and then `BOMB_INFLATED` zero
 /// bytes, inflates a thousandfold. Its `metadata` field holds only the header lines.
 pub fn zip_bomb() -> &'static Dist {
-    static DIST: OnceLock<Dist> = OnceLock::new();
-    DIST.get_or_init(|| {
+    built_once!({
         let spec = Spec::new("wgpub-bomb", "1.0.0");
         let stem = filename_stem(spec.name);
         let filename = format!("{stem}-{}-py3-none-any.whl", spec.version);
@@ -261,13 +253,28 @@ pub fn zip_bomb() -> &'static Dist {
 /// that neither the inflated member nor anything near its size is ever held in memory.
 fn build_bomb(stem: &str, version: &str, init_py: &str, head: &str) -> Result<Vec<u8>, String> {
     const STEP: usize = 1024 * 1024;
+    type Writer = zip::ZipWriter<std::io::Cursor<Vec<u8>>>;
+    /// Writes the member `path` holding `content`.
+    fn add_member(
+        writer: &mut Writer,
+        options: zip::write::SimpleFileOptions,
+        path: &str,
+        content: &[u8],
+    ) -> Result<(), String> {
+        writer
+            .start_file(path, options)
+            .map_err(|e| format!("{path}: {e}"))?;
+        writer
+            .write_all(content)
+            .map_err(|e| format!("{path}: {e}"))
+    }
     let dist_info = format!("{stem}-{version}.dist-info");
     let wheel_file = "Wheel-Version: 1.0\nGenerator: wheelgate-test-harness\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(fixed_zip_time()?)
         .unix_permissions(0o644);
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut writer: Writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let mut record = String::new();
     let record_line = |path: &str, digest: &[u8], size: u64| {
         let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
@@ -277,12 +284,7 @@ fn build_bomb(stem: &str, version: &str, init_py: &str, head: &str) -> Result<Ve
         (format!("{stem}/__init__.py"), init_py),
         (format!("{dist_info}/WHEEL"), wheel_file),
     ] {
-        writer
-            .start_file(path.as_str(), options)
-            .map_err(|e| format!("{path}: {e}"))?;
-        writer
-            .write_all(content.as_bytes())
-            .map_err(|e| format!("{path}: {e}"))?;
+        add_member(&mut writer, options, &path, content.as_bytes())?;
         record.push_str(&record_line(
             &path,
             &Sha256::digest(content.as_bytes()),
@@ -290,13 +292,8 @@ fn build_bomb(stem: &str, version: &str, init_py: &str, head: &str) -> Result<Ve
         ));
     }
     let metadata_path = format!("{dist_info}/METADATA");
-    writer
-        .start_file(metadata_path.as_str(), options)
-        .map_err(|e| format!("{metadata_path}: {e}"))?;
+    add_member(&mut writer, options, &metadata_path, head.as_bytes())?;
     let mut hasher = Sha256::new();
-    writer
-        .write_all(head.as_bytes())
-        .map_err(|e| format!("{metadata_path}: {e}"))?;
     hasher.update(head.as_bytes());
     let zeros = vec![0u8; STEP];
     let mut written = 0u64;
@@ -317,12 +314,7 @@ fn build_bomb(stem: &str, version: &str, init_py: &str, head: &str) -> Result<Ve
     ));
     let record_path = format!("{dist_info}/RECORD");
     record.push_str(&format!("{record_path},,\n"));
-    writer
-        .start_file(record_path.as_str(), options)
-        .map_err(|e| format!("{record_path}: {e}"))?;
-    writer
-        .write_all(record.as_bytes())
-        .map_err(|e| format!("{record_path}: {e}"))?;
+    add_member(&mut writer, options, &record_path, record.as_bytes())?;
     let cursor = writer.finish().map_err(|e| e.to_string())?;
     Ok(cursor.into_inner())
 }
