@@ -94,9 +94,11 @@ where
         (&Method::GET, _) => false,
         (&Method::HEAD, _) => true,
         (&Method::POST, Route::Repository(repo)) => {
-            return upload(app, request, repo, body)
+            // Boxed: an upload's state is large and rare, and every connection's in-flight
+            // request is sized to the largest path it may take.
+            return Box::pin(upload(app, request, repo, body))
                 .await
-                .unwrap_or_else(failure)
+                .unwrap_or_else(failure);
         }
         (method, Route::Repository(_)) => return method_not_allowed(method, "GET, HEAD, POST"),
         (method, _) => return method_not_allowed(method, "GET, HEAD"),
@@ -148,11 +150,12 @@ where
 
 /// Who sent the request, from its `Authorization` header.
 async fn caller<B>(app: &App, request: &Request<B>) -> Result<Caller, ServeError> {
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    Ok(app.repositories.users().authenticate(authorization).await?)
+    let Some(authorization) = request.headers().get(AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    // Boxed: a password check's state is large, and only credentialed requests take it.
+    let users = app.repositories.users();
+    Ok(Box::pin(users.authenticate(Some(authorization.as_bytes()))).await?)
 }
 
 /// `POST /<repo>/`: the legacy upload API.
@@ -486,4 +489,39 @@ fn home(app: &App, caller: &Caller) -> Result<Response<Body>, ServeError> {
         "text/html; charset=utf-8",
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::remote::flight::Flights;
+    use crate::store::{Store, StoreOptions};
+    use http_body_util::Full;
+
+    /// hyper keeps each connection's request future in one allocation for the connection's
+    /// life, sized to the largest path a request may take: 1,000 idle keep-alive connections
+    /// hold 1,000 of them. Rare, large paths (a download from the upstream, an upload, a password
+    /// check) are boxed where they start so they do not set that size.
+    #[test]
+    fn a_requests_future_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\ndefault_repository = \"pypi\"\n\n[store]\npath = \"{}\"\n\n[[repository]]\nname = \"pypi\"\ntype = \"remote\"\n\
+             url = \"http://127.0.0.1:9/simple/\"\n\n[[repository]]\nname = \"internal\"\n\
+             type = \"hosted\"\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&text, "proxy.toml", &|_| None).unwrap();
+        let store = Store::open(StoreOptions {
+            path: config.store.path.clone(),
+            max_size: config.store.max_size,
+            memory: 1 << 20,
+        })
+        .unwrap();
+        let flights = Arc::new(Flights::new(dir.path().join("tmp")));
+        let app = Arc::new(App::build(config, store, flights, Default::default()).unwrap());
+        let request = handle(app, Request::new(Full::new(Bytes::new())));
+        let size = std::mem::size_of_val(&request);
+        assert!(size <= 4096, "a request's future takes {size} bytes");
+    }
 }

@@ -380,7 +380,20 @@ impl Remote {
                 },
             });
         }
-        let url = url.into_owned();
+        // Boxed: a download's state is several kilobytes, and every connection's in-flight
+        // request is sized to the largest path it may take; a warm file never goes here.
+        Box::pin(self.download(entry, url.into_owned(), declared, metadata)).await
+    }
+
+    /// Downloads a file that is not stored (or joins its download under way).
+    async fn download(
+        &self,
+        entry: &FileEntry,
+        url: url::Url,
+        declared: Option<Sha256Digest>,
+        metadata: bool,
+    ) -> Result<ServedFile, RemoteError> {
+        let store = &self.loader.store;
         let url_key = url_key(&url);
         let Some(upstream) = self.loader.upstream.clone() else {
             return Err(RemoteError::Offline {
