@@ -841,7 +841,7 @@ fn shipped_example_rules_compile() {
         Ok(config) => config,
         Err(error) => panic!("{error}\n{source}"),
     };
-    assert!(config.rules.len() >= 3, "{:?}", config.rules);
+    assert!(config.rules.len() >= 4, "{:?}", config.rules);
     let policy = match Policy::compile(&config.rules) {
         Ok(policy) => policy,
         Err(error) => panic!("{error}"),
@@ -853,6 +853,10 @@ fn shipped_example_rules_compile() {
         &File::wheel("django", "4.2").uploaded("2020-01-01T00:00:00Z")
     )
     .is_allowed());
+    let mut attested = File::wheel("cryptography", "42.0").uploaded("2020-01-01T00:00:00Z");
+    assert!(!decide(&policy, "pypi", &attested).is_allowed());
+    attested.provenance = true;
+    assert!(decide(&policy, "pypi", &attested).is_allowed());
 }
 
 mod cli_text {

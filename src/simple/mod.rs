@@ -21,8 +21,8 @@ pub use name::{is_normalized, NameError, ProjectName};
 pub use negotiate::{format_from_query, negotiate, Format};
 pub use page::{
     parse_index_html, parse_index_json, parse_project_html, parse_project_json, CoreMetadata,
-    FileEntry, PageError, ProjectIndex, ProjectPage, ProjectStatus, StatusMarker, Yanked, MAX_FILES,
-    MAX_PAGE_BYTES,
+    FileEntry, PageError, ProjectIndex, ProjectPage, ProjectStatus, StatusMarker, Yanked,
+    MAX_FILES, MAX_PAGE_BYTES,
 };
 pub use part::FilePart;
 pub use render::{

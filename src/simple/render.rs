@@ -662,7 +662,11 @@ mod tests {
         let json = render_project_json(&plain, &Links::relative(2, "pypi"));
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert!(v.get("project-status").is_none());
-        assert!(v["files"].as_array().unwrap().iter().all(|f| f.get("provenance").is_none()));
+        assert!(v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.get("provenance").is_none()));
 
         let mut attested = plain_page();
         attested.files[1].provenance = Some(Url::parse("https://index.example.invalid/p").unwrap());

@@ -339,7 +339,10 @@ impl Remote {
                 CoreMetadata::Absent => None,
             },
             // PEP 740 declares no digest for provenance.
-            FilePart::Provenance => entry.provenance.as_ref().map(|url| (Cow::Borrowed(url), None)),
+            FilePart::Provenance => entry
+                .provenance
+                .as_ref()
+                .map(|url| (Cow::Borrowed(url), None)),
         };
         offered.ok_or_else(|| RemoteError::NotOffered {
             repo: self.name().clone(),

@@ -534,7 +534,10 @@ mod tests {
             ]}}"#
         );
         let page = parse_project_json(body.as_bytes(), &page_url(), &foo()).unwrap();
-        assert_eq!(page.dropped, 0, "a bad provenance link does not drop its file");
+        assert_eq!(
+            page.dropped, 0,
+            "a bad provenance link does not drop its file"
+        );
         let provenance: Vec<Option<&str>> = page
             .files
             .iter()
@@ -557,8 +560,7 @@ mod tests {
     fn json_project_status_is_read_leniently() {
         // `top` is a top-level member, `meta` members of `meta`, each with a leading comma.
         let status = |top: &str, meta: &str| {
-            let body =
-                format!(r#"{{"meta":{{"api-version":"1.4"{meta}}}{top},"files":[]}}"#);
+            let body = format!(r#"{{"meta":{{"api-version":"1.4"{meta}}}{top},"files":[]}}"#);
             parse_project_json(body.as_bytes(), &page_url(), &foo())
                 .unwrap_or_else(|e| panic!("{body}: {e}"))
                 .status

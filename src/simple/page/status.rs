@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn markers() {
-        assert_eq!(StatusMarker::parse("archived"), Some(StatusMarker::Archived));
+        assert_eq!(
+            StatusMarker::parse("archived"),
+            Some(StatusMarker::Archived)
+        );
         assert_eq!(
             StatusMarker::parse(" Quarantined\n"),
             Some(StatusMarker::Quarantined)

@@ -47,9 +47,7 @@ pub fn parse_project_html(
     let head = Head::read(text);
     // Browsers use the first `<base href>` for the whole document, wherever it sits, so it is
     // found before any link is resolved.
-    let base = head
-        .base
-        .and_then(|href| page_url.join(href.trim()).ok());
+    let base = head.base.and_then(|href| page_url.join(href.trim()).ok());
     let base = base.as_ref().unwrap_or(page_url);
 
     let mut files = Vec::new();
@@ -370,13 +368,14 @@ mod tests {
         assert_eq!(page.status.marker, StatusMarker::Quarantined);
         assert_eq!(page.status.reason.as_deref(), Some("malware & worse"));
 
-        let plain = parse_project_html(b"<a href=\"foo-1.0.tar.gz\">x</a>", &page_url(), &foo())
-            .unwrap();
+        let plain =
+            parse_project_html(b"<a href=\"foo-1.0.tar.gz\">x</a>", &page_url(), &foo()).unwrap();
         assert!(plain.status.is_default());
         let in_body = br#"<body><meta name="pypi:project-status" content="archived"></body>"#;
         let page = parse_project_html(in_body, &page_url(), &foo()).unwrap();
         assert_eq!(page.status.marker, StatusMarker::Archived);
-        let odd = br#"<meta name="pypi:project-status" content="<b>"><meta name="pypi:project-status">"#;
+        let odd =
+            br#"<meta name="pypi:project-status" content="<b>"><meta name="pypi:project-status">"#;
         assert!(parse_project_html(odd, &page_url(), &foo())
             .unwrap()
             .status
