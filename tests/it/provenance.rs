@@ -11,11 +11,12 @@
 //! provenance: its `.provenance` URLs are a 404 that says so.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use ::http::StatusCode;
 
-use crate::harness::clients::{self, dists};
+use crate::harness::clients::{self, dists, ClientRun};
 use crate::harness::fixtures::{catalog, DistFile, Project};
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
@@ -271,24 +272,19 @@ fn provenance_and_status_reach_both_formats_and_provenance_is_served_and_cached(
 #[test]
 fn pip_and_uv_install_from_pages_with_provenance_and_status() {
     let bed = TestBed::start(Mode::Json);
-    let target = bed.target_dir("pip");
-    let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &[ARCHIVED, ATTESTED]);
-    run.assert_success();
-    assert_eq!(
-        clients::installed(&target),
-        dists(&[(ARCHIVED, "1.0"), (ATTESTED, "1.1")]),
-        "pip output:\n{}",
-        run.output()
-    );
-    let target = bed.target_dir("uv");
-    let run = clients::uv_install(&bed.wheelgate.index_url(), &target, &[ARCHIVED, ATTESTED]);
-    run.assert_success();
-    assert_eq!(
-        clients::installed(&target),
-        dists(&[(ARCHIVED, "1.0"), (ATTESTED, "1.1")]),
-        "uv output:\n{}",
-        run.output()
-    );
+    let installers: [(&str, fn(&str, &Path, &[&str]) -> ClientRun); 2] =
+        [("pip", clients::pip_install), ("uv", clients::uv_install)];
+    for (client, install) in installers {
+        let target = bed.target_dir(client);
+        let run = install(&bed.wheelgate.index_url(), &target, &[ARCHIVED, ATTESTED]);
+        run.assert_success();
+        assert_eq!(
+            clients::installed(&target),
+            dists(&[(ARCHIVED, "1.0"), (ATTESTED, "1.1")]),
+            "{client} output:\n{}",
+            run.output()
+        );
+    }
 }
 
 /// A 403 naming the rule, in the body and in `X-Wheelgate-Denied`.

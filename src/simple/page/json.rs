@@ -538,13 +538,8 @@ mod tests {
             page.dropped, 0,
             "a bad provenance link does not drop its file"
         );
-        let provenance: Vec<Option<&str>> = page
-            .files
-            .iter()
-            .map(|f| f.provenance.as_ref().map(Url::as_str))
-            .collect();
         assert_eq!(
-            provenance,
+            provenance_urls(&page),
             [
                 Some("https://index.example.invalid/integrity/foo/1.0/foo-1.0.tar.gz/provenance"),
                 Some("https://index.example.invalid/files/foo-1.1.tar.gz.provenance"),

@@ -348,13 +348,8 @@ mod tests {
             </body></html>"#;
         let page = parse_project_html(body, &page_url(), &foo()).unwrap();
         assert_eq!(page.dropped, 0);
-        let provenance: Vec<Option<&str>> = page
-            .files
-            .iter()
-            .map(|f| f.provenance.as_ref().map(Url::as_str))
-            .collect();
         assert_eq!(
-            provenance,
+            provenance_urls(&page),
             [
                 // Relative links resolve like file links, against <base href>.
                 Some("https://mirror.example.invalid/root/foo-1.0.tar.gz.provenance"),
