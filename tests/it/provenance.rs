@@ -269,10 +269,13 @@ fn provenance_and_status_reach_both_formats_and_provenance_is_served_and_cached(
     }
 }
 
+/// `pip install` or `uv pip install`: index URL, target, requirements.
+type Install = fn(&str, &Path, &[&str]) -> ClientRun;
+
 #[test]
 fn pip_and_uv_install_from_pages_with_provenance_and_status() {
     let bed = TestBed::start(Mode::Json);
-    let installers: [(&str, fn(&str, &Path, &[&str]) -> ClientRun); 2] =
+    let installers: [(&str, Install); 2] =
         [("pip", clients::pip_install), ("uv", clients::uv_install)];
     for (client, install) in installers {
         let target = bed.target_dir(client);
