@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wheelgate::config;
 use wheelgate::policy::{FileFacts, Policy};
-use wheelgate::simple::{DistKind, ProjectName};
+use wheelgate::simple::{DistKind, ProjectName, StatusMarker};
 
 const PACKAGES: usize = 100;
 const ITERATIONS: u32 = 200_000;
@@ -62,6 +62,7 @@ fn main() {
     let versioned = project("pkg-42");
     let unruled = project("no-rule-here");
     let cooled = project("pkg-43");
+    let active = StatusMarker::Active;
     let cases = [
         (
             "(a) package rule with version()",
@@ -72,6 +73,8 @@ fn main() {
                 kind: DistKind::Wheel,
                 upload_time: Some("2024-01-01T00:00:00Z"),
                 yanked: false,
+                provenance: false,
+                status: &active,
             },
         ),
         (
@@ -83,6 +86,8 @@ fn main() {
                 kind: DistKind::Sdist,
                 upload_time: Some("2024-01-01T00:00:00Z"),
                 yanked: false,
+                provenance: false,
+                status: &active,
             },
         ),
         (
@@ -94,6 +99,8 @@ fn main() {
                 kind: DistKind::Wheel,
                 upload_time: Some("2024-05-01T00:00:00.123456Z"),
                 yanked: false,
+                provenance: false,
+                status: &active,
             },
         ),
     ];

@@ -30,6 +30,7 @@ use crate::repository::{
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
 use crate::simple::negotiate::{format_from_query, negotiate, Format};
+use crate::simple::part::FilePart;
 
 /// Files are immutable once their digest is known: clients may keep them forever.
 const IMMUTABLE: &str = "max-age=31536000, immutable";
@@ -344,10 +345,11 @@ async fn serve_file<B>(
     head: bool,
     request: &Request<B>,
 ) -> Result<Response<Body>, ServeError> {
-    let content_type = if file.metadata {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/octet-stream"
+    let content_type = match file.part {
+        FilePart::File => "application/octet-stream",
+        FilePart::Metadata => "text/plain; charset=utf-8",
+        // A PEP 740 provenance object is JSON.
+        FilePart::Provenance => "application/json",
     };
     let mut response = if head {
         let info = app.repositories.file_info(caller, file).await?;

@@ -1,10 +1,10 @@
 //! Request paths parsed into typed routes.
 //!
 //! Every path a client sends is untrusted. It is checked and decoded here, once, into the values
-//! the rest of wheelgate works with (`RepoName`, `ProjectName`, `FileKey`, `DistFilename`), so no
-//! handler ever sees a raw segment. Anything that could smuggle a separator or climb the tree
-//! (`..`, `%2F`, `%5C`, NUL, control characters) is refused with a 400 before it can reach the
-//! upstream URL we build or, later, a path in the store.
+//! the rest of wheelgate works with (`RepoName`, `ProjectName`, `FileKey`, `DistFilename`,
+//! `FilePart`), so no handler ever sees a raw segment. Anything that could smuggle a separator or
+//! climb the tree (`..`, `%2F`, `%5C`, NUL, control characters) is refused with a 400 before it can
+//! reach the upstream URL we build or, later, a path in the store.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +16,7 @@ use crate::repository::FileRequest;
 use crate::simple::digest::FileKey;
 use crate::simple::filename::DistFilename;
 use crate::simple::name::{is_normalized, ProjectName};
+use crate::simple::part::FilePart;
 
 /// Longest request path accepted. Real paths are well under 400 bytes (a wheel filename is at most
 /// 255, a digest 64); anything longer is an attack or a broken client.
@@ -295,10 +296,7 @@ fn file_route(repo: &str, project: &str, key: &str, filename: &str) -> Result<Ro
     let project = project_name(project)?;
     let key = FileKey::parse(key)
         .map_err(|e| bad(format!("invalid file key {key:?} in the file URL: {e}")))?;
-    let (name, metadata) = match filename.strip_suffix(".metadata") {
-        Some(stem) => (stem, true),
-        None => (filename, false),
-    };
+    let (name, part) = FilePart::split(filename);
     let filename =
         DistFilename::parse(name).map_err(|e| bad(format!("invalid filename {name:?}: {e}")))?;
     Ok(Route::File(FileRequest {
@@ -306,7 +304,7 @@ fn file_route(repo: &str, project: &str, key: &str, filename: &str) -> Result<Ro
         project,
         key,
         filename,
-        metadata,
+        part,
     }))
 }
 
@@ -396,7 +394,7 @@ mod tests {
         };
         assert_eq!(file.repo.as_str(), "pypi");
         assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
-        assert!(!file.metadata);
+        assert_eq!(file.part, FilePart::File);
         let route = parse(&format!(
             "/pypi/files/foo/{DIGEST}/foo-1.0-py3-none-any.whl.metadata"
         ))
@@ -404,8 +402,17 @@ mod tests {
         let Route::File(file) = route else {
             panic!("not a file route: {route:?}")
         };
-        assert!(file.metadata);
+        assert_eq!(file.part, FilePart::Metadata);
         assert_eq!(file.filename.as_str(), "foo-1.0-py3-none-any.whl");
+        let route = parse(&format!(
+            "/pypi/files/foo/{DIGEST}/foo-1.0.tar.gz.provenance"
+        ))
+        .unwrap();
+        let Route::File(file) = route else {
+            panic!("not a file route: {route:?}")
+        };
+        assert_eq!(file.part, FilePart::Provenance);
+        assert_eq!(file.filename.as_str(), "foo-1.0.tar.gz");
     }
 
     #[test]

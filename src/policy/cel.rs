@@ -33,6 +33,7 @@ static VERSION_TYPE: Type = Type::new_unspecified_type("version");
 static PKG_TYPE: Type = Type::new_unspecified_type("wheelgate.Package");
 static PKG_VERSION_TYPE: Type = Type::new_unspecified_type("wheelgate.PackageVersion");
 static PKG_FILE_TYPE: Type = Type::new_unspecified_type("wheelgate.PackageFile");
+static PKG_PROJECT_TYPE: Type = Type::new_unspecified_type("wheelgate.Project");
 
 /// The operators the parser and the standard macros produce as calls. The interpreter evaluates
 /// them itself, so they are not declared in the environment and the function check skips them.
@@ -60,12 +61,22 @@ const OPERATORS: [&str; 21] = [
     "@not_strictly_false",
 ];
 
-/// The fields of `pkg`, as a tree: the path to each field and whether it has fields of its own.
-const PKG_FIELDS: [(&str, &[&str]); 3] = [
-    ("pkg", &["id", "version", "file"]),
+/// The fields of `pkg`, as a tree: each object's path and the names of its fields.
+const PKG_FIELDS: [(&str, &[&str]); 4] = [
+    ("pkg", &["id", "version", "file", "project"]),
     ("pkg.version", &["id", "upload_time", "yanked"]),
-    ("pkg.file", &["name", "kind"]),
+    ("pkg.file", &["name", "kind", "provenance"]),
+    ("pkg.project", &["status"]),
 ];
+
+/// What a leaf of `pkg` is, for a message about selecting a field of it.
+fn leaf_type(path: &str) -> &'static str {
+    match path {
+        "pkg.version.upload_time" => "a timestamp",
+        "pkg.version.yanked" | "pkg.file.provenance" => "a bool",
+        _ => "a string",
+    }
+}
 
 /// A position in a condition, 1-based, in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +110,7 @@ pub enum ConditionError {
         what: &'static str,
         position: Position,
     },
-    #[error("unknown variable `{name}` at {position}; conditions can read `pkg` (pkg.id, pkg.version.id, pkg.version.upload_time, pkg.version.yanked, pkg.file.name, pkg.file.kind) and `now`")]
+    #[error("unknown variable `{name}` at {position}; conditions can read `pkg` (pkg.id, pkg.version.id, pkg.version.upload_time, pkg.version.yanked, pkg.file.name, pkg.file.kind, pkg.file.provenance, pkg.project.status) and `now`")]
     UnknownVariable { name: String, position: Position },
     #[error("unknown function `{name}` at {position}; conditions can call CEL's standard functions, version('1.2') and '1.2'.satisfies('>=1,<2')")]
     UnknownFunction { name: String, position: Position },
@@ -396,13 +407,7 @@ impl<'a> Checker<'a> {
                 for (node, field) in fields {
                     let Some((_, known)) = PKG_FIELDS.iter().find(|(path, _)| *path == of) else {
                         return Err(ConditionError::NotAnObject {
-                            what: if of == "pkg.version.upload_time" {
-                                "a timestamp"
-                            } else if of == "pkg.version.yanked" {
-                                "a bool"
-                            } else {
-                                "a string"
-                            },
+                            what: leaf_type(&of),
                             of,
                             field: (*field).to_owned(),
                             position: self.position(node),
@@ -517,6 +522,7 @@ struct PkgVal<'a> {
     id: CelString<'a>,
     version: PkgVersionVal<'a>,
     file: PkgFileVal<'a>,
+    project: PkgProjectVal<'a>,
 }
 
 /// `pkg.version`.
@@ -533,6 +539,13 @@ struct PkgVersionVal<'a> {
 struct PkgFileVal<'a> {
     name: CelString<'a>,
     kind: CelString<'static>,
+    provenance: CelBool,
+}
+
+/// `pkg.project`.
+#[derive(Debug, Clone)]
+struct PkgProjectVal<'a> {
+    status: CelString<'a>,
 }
 
 /// The field name of `x.f` or `x['f']`.
@@ -583,6 +596,7 @@ macro_rules! object_val {
 object_val!(PkgVal, PKG_TYPE);
 object_val!(PkgVersionVal, PKG_VERSION_TYPE);
 object_val!(PkgFileVal, PKG_FILE_TYPE);
+object_val!(PkgProjectVal, PKG_PROJECT_TYPE);
 
 impl<'a> Indexer for PkgVal<'a> {
     fn get<'b, 'v>(&'b self, field: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
@@ -593,6 +607,7 @@ impl<'a> Indexer for PkgVal<'a> {
             "id" => Ok(CowVal::Borrowed(&self.id)),
             "version" => Ok(CowVal::Borrowed(&self.version)),
             "file" => Ok(CowVal::Borrowed(&self.file)),
+            "project" => Ok(CowVal::Borrowed(&self.project)),
             other => Err(absent(&format!("pkg.{other}"))),
         }
     }
@@ -644,7 +659,27 @@ impl<'a> Indexer for PkgFileVal<'a> {
         match field_name(field)? {
             "name" => Ok(CowVal::Borrowed(&self.name)),
             "kind" => Ok(CowVal::Borrowed(&self.kind)),
+            "provenance" => Ok(CowVal::Borrowed(&self.provenance)),
             other => Err(absent(&format!("pkg.file.{other}"))),
+        }
+    }
+
+    fn steal<'v>(self: Box<Self>, field: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.get(field).map(CowVal::into_owned)
+    }
+}
+
+impl<'a> Indexer for PkgProjectVal<'a> {
+    fn get<'b, 'v>(&'b self, field: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        match field_name(field)? {
+            "status" => Ok(CowVal::Borrowed(&self.status)),
+            other => Err(absent(&format!("pkg.project.{other}"))),
         }
     }
 
@@ -695,6 +730,10 @@ impl<'a> Scope<'a> {
                 file: PkgFileVal {
                     name: CelString::from(file.filename),
                     kind: CelString::from(file.kind.as_str()),
+                    provenance: CelBool::from(file.provenance),
+                },
+                project: PkgProjectVal {
+                    status: CelString::from(file.status.as_str()),
                 },
             },
             now,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::{Decision, Evaluation, FileFacts, Policy};
 use crate::config::{RepoName, RuleConfig, RuleName};
-use crate::simple::{DistFilename, FilenameError, NameError, ProjectName};
+use crate::simple::{DistFilename, FilenameError, NameError, ProjectName, StatusMarker};
 
 /// Why a `rules` command cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,7 +177,8 @@ pub struct RuleTest {
 ///
 /// Without FILENAME the file is the wheel `<name>-<version>-py3-none-any.whl`. The file is taken
 /// as not yanked, with no upload time (a rule reading `pkg.version.upload_time` then fails closed,
-/// and the text says so), and `now` as the current time.
+/// and the text says so) and no provenance, its project as `active`, and `now` as the current
+/// time.
 pub fn test(
     policy: &Policy,
     repository: &RepoName,
@@ -208,6 +209,7 @@ pub fn test(
             }
         }
     };
+    let active = StatusMarker::Active;
     let facts = FileFacts {
         project: &project,
         version: file.version().or(Some(version)),
@@ -215,6 +217,8 @@ pub fn test(
         kind: file.kind(),
         upload_time: None,
         yanked: false,
+        provenance: false,
+        status: &active,
     };
     let Evaluation { decision, failures } = policy.evaluate(repository, &facts, now);
     let mut text = String::new();

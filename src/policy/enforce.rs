@@ -10,18 +10,19 @@ use std::time::SystemTime;
 use super::{Decision, FileFacts, Policy, RuleRef};
 use crate::config::RepoName;
 use crate::simple::page::{FileEntry, ProjectPage};
-use crate::simple::ProjectName;
 
 impl<'a> FileFacts<'a> {
-    /// The facts of one file of `project`'s page.
-    pub fn of_entry(project: &'a ProjectName, entry: &'a FileEntry) -> FileFacts<'a> {
+    /// The facts of one file of `page`: the file's own, and what the page says of its project.
+    pub fn of_entry(page: &'a ProjectPage, entry: &'a FileEntry) -> FileFacts<'a> {
         FileFacts {
-            project,
+            project: &page.name,
             version: entry.filename.version(),
             filename: entry.filename.as_str(),
             kind: entry.filename.kind(),
             upload_time: entry.upload_time.as_deref(),
             yanked: entry.yanked.is_yanked(),
+            provenance: entry.provenance.is_some(),
+            status: &page.status.marker,
         }
     }
 }
@@ -49,7 +50,7 @@ pub fn filter_page(
     let mut kept = Vec::with_capacity(page.files.len());
     let mut rules: Vec<RuleRef> = Vec::new();
     for entry in &page.files {
-        match policy.decide(repository, &FileFacts::of_entry(&page.name, entry), now) {
+        match policy.decide(repository, &FileFacts::of_entry(page, entry), now) {
             Decision::Allow { .. } => kept.push(entry.clone()),
             Decision::Deny { by } => {
                 tracing::debug!(
@@ -94,6 +95,7 @@ pub fn filter_page(
             name: page.name.clone(),
             files: kept,
             versions,
+            status: page.status.clone(),
             dropped: page.dropped,
         },
         hidden,

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use ::cel::{Context, Program};
 
 use crate::config::{Action, RepoName, RuleConfig, RuleName};
-use crate::simple::{DistKind, ProjectName};
+use crate::simple::{DistKind, ProjectName, StatusMarker};
 
 pub use self::cel::{ConditionError, EnvironmentError, Position};
 pub use self::version::{Specifiers, Version, VersionError};
@@ -46,6 +46,11 @@ pub struct FileFacts<'a> {
     pub upload_time: Option<&'a str>,
     /// `pkg.version.yanked`.
     pub yanked: bool,
+    /// `pkg.file.provenance`: the index offers a PEP 740 provenance (attestations) for the file.
+    pub provenance: bool,
+    /// `pkg.project.status`: the PEP 792 status of the file's project (`active` when its page
+    /// says nothing).
+    pub status: &'a StatusMarker,
 }
 
 /// The rule that decided, for messages, headers and metrics.

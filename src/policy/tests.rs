@@ -64,6 +64,8 @@ struct File {
     kind: DistKind,
     upload_time: Option<String>,
     yanked: bool,
+    provenance: bool,
+    status: StatusMarker,
 }
 
 impl File {
@@ -79,6 +81,8 @@ impl File {
             kind: DistKind::Wheel,
             upload_time: None,
             yanked: false,
+            provenance: false,
+            status: StatusMarker::Active,
         }
     }
 
@@ -95,6 +99,8 @@ impl File {
             kind: self.kind,
             upload_time: self.upload_time.as_deref(),
             yanked: self.yanked,
+            provenance: self.provenance,
+            status: &self.status,
         }
     }
 }
@@ -523,6 +529,69 @@ fn yanked_kind_and_name_are_visible() {
 }
 
 #[test]
+fn provenance_and_project_status_are_visible() {
+    let policy = policy_with(&[
+        (
+            "pypi",
+            "no-archived",
+            "DENY",
+            None,
+            Some("pkg.project.status == 'archived'"),
+        ),
+        (
+            "pypi",
+            "attested-only",
+            "DENY",
+            Some("signed"),
+            Some("!pkg.file.provenance"),
+        ),
+        (
+            "mirror",
+            "unusual-status",
+            "DENY",
+            None,
+            Some("!(pkg.project.status in ['active', 'deprecated'])"),
+        ),
+    ]);
+    let mut archived = File::wheel("a", "1.0");
+    archived.status = StatusMarker::Archived;
+    assert_eq!(
+        decide(&policy, "pypi", &archived),
+        denied_by("pypi", "no-archived")
+    );
+    assert_eq!(decide(&policy, "pypi", &File::wheel("a", "1.0")), ALLOWED);
+    let mut deprecated = File::wheel("a", "1.0");
+    deprecated.status = StatusMarker::Deprecated;
+    assert_eq!(decide(&policy, "pypi", &deprecated), ALLOWED);
+    assert_eq!(decide(&policy, "mirror", &deprecated), ALLOWED);
+
+    // Requiring provenance for one package.
+    let unsigned = File::wheel("signed", "1.0");
+    assert_eq!(
+        decide(&policy, "pypi", &unsigned),
+        denied_by("pypi", "attested-only")
+    );
+    let mut attested = File::wheel("signed", "1.0");
+    attested.provenance = true;
+    assert_eq!(decide(&policy, "pypi", &attested), ALLOWED);
+
+    // A marker of a later standard is still a status a rule can catch.
+    let mut haunted = File::wheel("a", "1.0");
+    haunted.status = StatusMarker::Other("haunted".into());
+    assert_eq!(
+        decide(&policy, "mirror", &haunted),
+        denied_by("mirror", "unusual-status")
+    );
+    let mut quarantined = File::wheel("a", "1.0");
+    quarantined.status = StatusMarker::Quarantined;
+    assert_eq!(
+        decide(&policy, "mirror", &quarantined),
+        denied_by("mirror", "unusual-status")
+    );
+    assert_eq!(policy.eval_errors(), 0, "both fields are always known");
+}
+
+#[test]
 fn files_of_kind_other_have_no_version() {
     let policy = policy_with(&[
         (
@@ -682,7 +751,22 @@ fn condition_errors_name_the_rule_the_line_and_the_position() {
     assert_condition_error(
         "pkg.nme == 'x'",
         "1:4",
-        "unknown field `nme` of `pkg` at 1:4; pkg has `id`, `version`, `file`",
+        "unknown field `nme` of `pkg` at 1:4; pkg has `id`, `version`, `file`, `project`",
+    );
+    assert_condition_error(
+        "pkg.project.state == 'archived'",
+        "1:12",
+        "unknown field `state` of `pkg.project` at 1:12; pkg.project has `status`",
+    );
+    assert_condition_error(
+        "pkg.file.provenance.url == ''",
+        "1:20",
+        "`pkg.file.provenance` at 1:20 has no fields (it is a bool)",
+    );
+    assert_condition_error(
+        "pkg.project.status.reason == ''",
+        "1:19",
+        "`pkg.project.status` at 1:19 has no fields (it is a string)",
     );
     assert_condition_error(
         "pkg.version.idd == '1'",
@@ -757,7 +841,7 @@ fn shipped_example_rules_compile() {
         Ok(config) => config,
         Err(error) => panic!("{error}\n{source}"),
     };
-    assert!(config.rules.len() >= 3, "{:?}", config.rules);
+    assert!(config.rules.len() >= 4, "{:?}", config.rules);
     let policy = match Policy::compile(&config.rules) {
         Ok(policy) => policy,
         Err(error) => panic!("{error}"),
@@ -769,6 +853,10 @@ fn shipped_example_rules_compile() {
         &File::wheel("django", "4.2").uploaded("2020-01-01T00:00:00Z")
     )
     .is_allowed());
+    let mut attested = File::wheel("cryptography", "42.0").uploaded("2020-01-01T00:00:00Z");
+    assert!(!decide(&policy, "pypi", &attested).is_allowed());
+    attested.provenance = true;
+    assert!(decide(&policy, "pypi", &attested).is_allowed());
 }
 
 mod cli_text {

@@ -32,6 +32,7 @@ use crate::config::{Config, RepoName, RepositoryKind};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::simple::part::FilePart;
 use crate::store::{Store, StoreStats};
 use crate::upstream::{RedactedUrl, UpstreamError};
 use cached::PageView;
@@ -59,12 +60,12 @@ pub(crate) trait Kind {
         project: &ProjectName,
     ) -> Result<PageView<ProjectPage>, ServeError>;
 
-    /// What a client would receive for a located file (or its PEP 658 metadata) without
-    /// fetching it: for HEAD.
-    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError>;
+    /// What a client would receive for a part of a located file (the file, its PEP 658 metadata
+    /// or its PEP 740 provenance) without fetching it: for HEAD.
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError>;
 
-    /// A located file (or its metadata), from the store or on its way from an upstream.
-    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError>;
+    /// A part of a located file, from the store or on its way from an upstream.
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError>;
 
     /// What the repository is, for the status page, `wheelgate check` and the start-up log.
     fn describe(&self) -> Description;
@@ -95,17 +96,17 @@ impl Kind for Repository {
         }
     }
 
-    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.file_info(located, metadata),
-            Repository::Hosted(hosted) => hosted.file_info(located, metadata),
+            Repository::Remote(remote) => remote.file_info(located, part),
+            Repository::Hosted(hosted) => hosted.file_info(located, part),
         }
     }
 
-    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.open(located, metadata).await,
-            Repository::Hosted(hosted) => hosted.open(located, metadata).await,
+            Repository::Remote(remote) => remote.open(located, part).await,
+            Repository::Hosted(hosted) => hosted.open(located, part).await,
         }
     }
 

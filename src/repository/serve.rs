@@ -23,6 +23,7 @@ use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
 use crate::simple::negotiate::Format;
 use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::simple::part::FilePart;
 use crate::simple::render::{
     render_index_html, render_index_json, render_project_html, render_project_json, Links,
 };
@@ -36,15 +37,16 @@ pub struct PageRequest {
     pub depth: usize,
 }
 
-/// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata]`, as typed values.
+/// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata|.provenance]`, as typed
+/// values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRequest {
     pub repo: RepoName,
     pub project: ProjectName,
     pub key: FileKey,
     pub filename: DistFilename,
-    /// The PEP 658 core metadata of `filename` rather than the file itself.
-    pub metadata: bool,
+    /// The file itself, its PEP 658 core metadata or its PEP 740 provenance.
+    pub part: FilePart,
 }
 
 impl Repositories {
@@ -139,18 +141,18 @@ impl Repositories {
         request: &FileRequest,
     ) -> Result<FileInfo, ServeError> {
         let (repository, located) = self.allowed(caller, request).await?;
-        repository.file_info(&located, request.metadata)
+        repository.file_info(&located, request.part)
     }
 
-    /// A file, or its PEP 658 metadata: located on its project's page, decided by the rules,
-    /// then opened from the store or fetched.
+    /// A file, its PEP 658 metadata or its PEP 740 provenance: located on its project's page,
+    /// decided by the rules, then opened from the store or fetched.
     pub async fn file(
         &self,
         caller: &Caller,
         request: &FileRequest,
     ) -> Result<ServedFile, ServeError> {
         let (repository, located) = self.allowed(caller, request).await?;
-        repository.open(&located, request.metadata).await
+        repository.open(&located, request.part).await
     }
 
     /// Finds a requested file on its page and applies the rules to it.
@@ -177,7 +179,7 @@ impl Repositories {
             })?;
         let located = Located::new(view.cached, position);
         let entry = located.entry();
-        let facts = FileFacts::of_entry(&located.page.value.name, entry);
+        let facts = FileFacts::of_entry(&located.page.value, entry);
         if let Decision::Deny { by } = self.policy.decide(name, &facts, SystemTime::now()) {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -188,13 +190,8 @@ impl Repositories {
                 rule = %by,
                 "download refused"
             );
-            let what = if request.metadata {
-                format!("{}.metadata", entry.filename.as_str())
-            } else {
-                entry.filename.as_str().to_owned()
-            };
             return Err(ServeError::Denied {
-                what: format!("{what} (repository {name})"),
+                what: format!("{} (repository {name})", request.part.of(&entry.filename)),
                 rules: by.to_string(),
                 cache: None,
             });

@@ -2,9 +2,15 @@
 //!
 //! Every page we serve points its file links back at wheelgate (SPEC §2), so that downloads pass
 //! through our cache and policy, while keeping everything a resolver needs from the upstream page:
-//! digests, `requires-python`, yank status and metadata availability. Output is deterministic (same
-//! page in, same bytes out) so that ETags are stable, and all escaping is done by html-escape and
-//! serde_json rather than by hand.
+//! digests, `requires-python`, yank status and metadata availability, and what the index says
+//! about trust: each file's PEP 740 provenance (linked as `<file>.provenance` at wheelgate too) and
+//! the project's PEP 792 status. Output is deterministic (same page in, same bytes out) so that
+//! ETags are stable, and all escaping is done by html-escape and serde_json rather than by hand.
+//!
+//! A page declares the lowest API version that covers what it carries: 1.1 (PEP 700) for a plain
+//! page, 1.3 when a file has provenance (PEP 740), 1.4 when the project has a status other than a
+//! bare `active` (PEP 792). A client that warns about newer minor versions thus only warns where a
+//! page uses something new.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,10 +22,27 @@ use url::Url;
 use super::digest::{FileKey, Sha256Digest};
 use super::filename::DistFilename;
 use super::name::ProjectName;
-use super::page::{CoreMetadata, FileEntry, ProjectIndex, ProjectPage, Yanked};
+use super::page::{CoreMetadata, FileEntry, ProjectIndex, ProjectPage, ProjectStatus, Yanked};
+use super::part::FilePart;
 
-/// The repository version we speak: PEP 691 v1 with the PEP 700 additions.
+/// The repository version of the project list and of plain project pages: PEP 691 v1 with the
+/// PEP 700 additions.
 const API_VERSION: &str = "1.1";
+/// The version that added `provenance` (PEP 740).
+const API_VERSION_PROVENANCE: &str = "1.3";
+/// The version that added `project-status` (PEP 792).
+const API_VERSION_STATUS: &str = "1.4";
+
+/// The lowest API version that covers what `page` carries.
+fn project_api_version(page: &ProjectPage) -> &'static str {
+    if !page.status.is_default() {
+        API_VERSION_STATUS
+    } else if page.files.iter().any(|f| f.provenance.is_some()) {
+        API_VERSION_PROVENANCE
+    } else {
+        API_VERSION
+    }
+}
 
 /// Everything but RFC 3986 unreserved characters is escaped in a path segment, except `+` and `!`
 /// which are common in versions (`1.0+cpu`, `1!2.0`), are legal in paths and read better.
@@ -83,6 +106,20 @@ impl Links {
     fn entry_url(&self, project: &ProjectName, file: &FileEntry) -> String {
         self.file_url(project, &file.key(), &file.filename)
     }
+
+    /// The link for a part of one entry: `<entry url>.provenance` and the like.
+    fn part_url(&self, project: &ProjectName, file: &FileEntry, part: FilePart) -> String {
+        let mut url = self.entry_url(project, file);
+        url.push_str(part.suffix());
+        url
+    }
+
+    /// Our link for the entry's provenance, when the upstream offers one.
+    fn provenance_url(&self, project: &ProjectName, file: &FileEntry) -> Option<String> {
+        file.provenance
+            .as_ref()
+            .map(|_| self.part_url(project, file, FilePart::Provenance))
+    }
 }
 
 fn push_repo_files(prefix: &mut String, repo: &str) {
@@ -108,13 +145,27 @@ fn metadata_attribute(metadata: &CoreMetadata) -> Option<String> {
     }
 }
 
-fn html_head(out: &mut String, title: &str) {
+fn html_head(out: &mut String, title: &str, api_version: &str, status: Option<&ProjectStatus>) {
     out.push_str("<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n");
     out.push_str("    <meta name=\"pypi:repository-version\" content=\"");
-    out.push_str(API_VERSION);
-    out.push_str("\">\n    <title>");
+    out.push_str(api_version);
+    out.push_str("\">\n");
+    if let Some(status) = status.filter(|s| !s.is_default()) {
+        html_meta(out, "pypi:project-status", status.marker.as_str());
+        if let Some(reason) = &status.reason {
+            html_meta(out, "pypi:project-status-reason", reason);
+        }
+    }
+    out.push_str("    <title>");
     html_escape::encode_text_to_string(title, out);
     out.push_str("</title>\n  </head>\n  <body>\n");
+}
+
+fn html_meta(out: &mut String, name: &str, content: &str) {
+    out.push_str("    <meta");
+    push_attr(out, "name", name);
+    push_attr(out, "content", content);
+    out.push_str(">\n");
 }
 
 const HTML_TAIL: &str = "  </body>\n</html>\n";
@@ -124,7 +175,12 @@ const HTML_TAIL: &str = "  </body>\n</html>\n";
 pub fn render_project_html(page: &ProjectPage, links: &Links) -> String {
     let title = format!("Links for {}", page.name);
     let mut out = String::with_capacity(256 + page.files.len() * 320);
-    html_head(&mut out, &title);
+    html_head(
+        &mut out,
+        &title,
+        project_api_version(page),
+        Some(&page.status),
+    );
     out.push_str("    <h1>");
     html_escape::encode_text_to_string(&title, &mut out);
     out.push_str("</h1>\n");
@@ -151,6 +207,9 @@ pub fn render_project_html(page: &ProjectPage, links: &Links) -> String {
             push_attr(&mut out, "data-dist-info-metadata", &value);
             push_attr(&mut out, "data-core-metadata", &value);
         }
+        if let Some(provenance) = links.provenance_url(&page.name, file) {
+            push_attr(&mut out, "data-provenance", &provenance);
+        }
         out.push('>');
         html_escape::encode_text_to_string(file.filename.as_str(), &mut out);
         out.push_str("</a><br />\n");
@@ -173,8 +232,18 @@ const META: JsonMeta = JsonMeta {
 struct JsonProjectPage<'a> {
     meta: JsonMeta,
     name: &'a str,
+    #[serde(rename = "project-status", skip_serializing_if = "Option::is_none")]
+    project_status: Option<JsonStatus<'a>>,
     files: Vec<JsonFile<'a>>,
     versions: &'a [String],
+}
+
+/// PEP 792 `project-status`.
+#[derive(Serialize)]
+struct JsonStatus<'a> {
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -193,6 +262,8 @@ struct JsonFile<'a> {
     size: Option<u64>,
     #[serde(rename = "upload-time", skip_serializing_if = "Option::is_none")]
     upload_time: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -243,7 +314,8 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialising string-keyed page structs cannot fail")
 }
 
-/// The PEP 691 JSON page for a project (API version 1.1, with PEP 700 fields).
+/// The PEP 691 JSON page for a project (API version 1.1, with PEP 700 fields; 1.3 or 1.4 when it
+/// carries PEP 740 provenance or a PEP 792 status).
 pub fn render_project_json(page: &ProjectPage, links: &Links) -> Vec<u8> {
     let files = page
         .files
@@ -266,12 +338,20 @@ pub fn render_project_json(page: &ProjectPage, links: &Links) -> Vec<u8> {
                 core_metadata: metadata,
                 size: file.size,
                 upload_time: file.upload_time.as_deref(),
+                provenance: links.provenance_url(&page.name, file),
             }
         })
         .collect();
+    let status = &page.status;
     to_json(&JsonProjectPage {
-        meta: META,
+        meta: JsonMeta {
+            api_version: project_api_version(page),
+        },
         name: page.name.as_str(),
+        project_status: (!status.is_default()).then(|| JsonStatus {
+            status: status.marker.as_str(),
+            reason: status.reason.as_deref(),
+        }),
         files,
         versions: &page.versions,
     })
@@ -281,7 +361,7 @@ pub fn render_project_json(page: &ProjectPage, links: &Links) -> Vec<u8> {
 /// (so `up_prefix` is normally empty).
 pub fn render_index_html(index: &ProjectIndex, up_prefix: &str) -> String {
     let mut out = String::with_capacity(256 + index.projects.len() * 64);
-    html_head(&mut out, "Simple index");
+    html_head(&mut out, "Simple index", API_VERSION, None);
     for name in &index.projects {
         out.push_str("    <a");
         push_attr(&mut out, "href", &format!("{up_prefix}{name}/"));
@@ -323,7 +403,7 @@ pub fn render_index_json(index: &ProjectIndex) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::simple::page::{
-        parse_index_html, parse_index_json, parse_project_html, parse_project_json,
+        parse_index_html, parse_index_json, parse_project_html, parse_project_json, StatusMarker,
     };
 
     const HEX_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -348,9 +428,11 @@ mod tests {
             core_metadata: CoreMetadata::Absent,
             size: None,
             upload_time: None,
+            provenance: None,
         }
     }
 
+    /// A page with every field a resolver reads; file `a` has provenance, the project a status.
     fn sample_page() -> ProjectPage {
         let mut a = entry(
             "foo-1.0-py3-none-any.whl",
@@ -367,6 +449,9 @@ mod tests {
         };
         a.size = Some(42);
         a.upload_time = Some("2024-01-02T03:04:05.5Z".into());
+        a.provenance = Some(
+            Url::parse("https://index.example.invalid/integrity/foo/1.0/a/provenance").unwrap(),
+        );
 
         let mut b = entry(
             "foo-1.0+cpu.tar.gz",
@@ -383,8 +468,22 @@ mod tests {
             name: name("foo"),
             files: vec![a, b, c],
             versions: vec!["1.0".into(), "1.0+cpu".into()],
+            status: ProjectStatus {
+                marker: StatusMarker::Archived,
+                reason: Some("moved to <b>bar</b> & \"baz\"".into()),
+            },
             dropped: 0,
         }
+    }
+
+    /// The sample page without PEP 740 and PEP 792 content.
+    fn plain_page() -> ProjectPage {
+        let mut page = sample_page();
+        page.status = ProjectStatus::default();
+        for file in &mut page.files {
+            file.provenance = None;
+        }
+        page
     }
 
     /// What a page looks like after a trip through our rendering: the same files, now at our URLs.
@@ -398,6 +497,9 @@ mod tests {
             .map(|f| {
                 let mut f = f.clone();
                 f.url = served_at.join(&links.entry_url(&page.name, &f)).unwrap();
+                f.provenance = links
+                    .provenance_url(&page.name, &f)
+                    .map(|url| served_at.join(&url).unwrap());
                 f
             })
             .collect()
@@ -428,9 +530,14 @@ mod tests {
         let parsed = parse_project_json(&body, &served_at, &page.name).unwrap();
         assert_eq!(parsed.dropped, 0);
         assert_eq!(parsed.versions, page.versions);
+        assert_eq!(parsed.status, page.status);
         assert_eq!(
             parsed.files,
             expected_after_round_trip(&page, &links, &served_at)
+        );
+        assert_eq!(
+            parsed.files[0].provenance.as_ref().map(Url::as_str),
+            Some(format!("http://127.0.0.1:3141/pypi/files/foo/{HEX_A}/foo-1.0-py3-none-any.whl.provenance").as_str())
         );
         assert!(parsed.files[0]
             .url
@@ -444,8 +551,12 @@ mod tests {
         let page = sample_page();
         let body = render_project_json(&page, &Links::relative(2, "pypi"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["meta"]["api-version"], "1.1");
+        assert_eq!(v["meta"]["api-version"], "1.4");
         assert_eq!(v["name"], "foo");
+        assert_eq!(
+            v["project-status"],
+            serde_json::json!({"status": "archived", "reason": "moved to <b>bar</b> & \"baz\""})
+        );
         let a = &v["files"][0];
         assert_eq!(a["hashes"]["sha256"], HEX_A);
         assert_eq!(a["hashes"]["md5"], "abcdef");
@@ -454,7 +565,12 @@ mod tests {
         assert_eq!(a["dist-info-metadata"], a["core-metadata"]);
         assert_eq!(a["size"], 42);
         assert_eq!(a["upload-time"], "2024-01-02T03:04:05.5Z");
+        assert_eq!(
+            a["provenance"],
+            format!("../../pypi/files/foo/{HEX_A}/foo-1.0-py3-none-any.whl.provenance")
+        );
         let b = &v["files"][1];
+        assert!(b.get("provenance").is_none());
         assert_eq!(b["yanked"], true);
         assert_eq!(b["core-metadata"], true);
         assert!(b.get("size").is_none() && b.get("upload-time").is_none());
@@ -486,13 +602,22 @@ mod tests {
             .collect();
         assert_eq!(parsed.files, expected);
         assert_eq!(parsed.versions, page.versions);
+        assert_eq!(parsed.status, page.status);
     }
 
     #[test]
     fn html_shape() {
         let page = sample_page();
         let html = render_project_html(&page, &Links::relative(2, "pypi"));
-        assert!(html.contains(r#"<meta name="pypi:repository-version" content="1.1">"#));
+        assert!(html.contains(r#"<meta name="pypi:repository-version" content="1.4">"#));
+        assert!(html.contains(r#"<meta name="pypi:project-status" content="archived">"#));
+        assert!(html.contains(
+            r#"<meta name="pypi:project-status-reason" content="moved to &lt;b&gt;bar&lt;/b&gt; &amp; &quot;baz&quot;">"#
+        ));
+        assert!(html.contains(&format!(
+            r#"data-provenance="../../pypi/files/foo/{HEX_A}/foo-1.0-py3-none-any.whl.provenance""#
+        )));
+        assert_eq!(html.matches("data-provenance").count(), 1);
         assert!(html.contains(&format!(
             r#"href="../../pypi/files/foo/{HEX_A}/foo-1.0-py3-none-any.whl#sha256={HEX_A}""#
         )));
@@ -503,11 +628,67 @@ mod tests {
             r#"data-yanked="" data-dist-info-metadata="true" data-core-metadata="true""#
         ));
         assert!(html.contains(">Foo 2.0 (win) é#?.exe</a>"));
-        assert!(!html.contains("<b>"), "yank reason must be escaped");
+        assert!(
+            !html.contains("<b>"),
+            "yank and status reasons must be escaped"
+        );
         assert_eq!(
             html,
             render_project_html(&page, &Links::relative(2, "pypi")),
             "deterministic"
+        );
+    }
+
+    #[test]
+    fn api_version_is_the_lowest_that_covers_the_page() {
+        let version = |page: &ProjectPage| {
+            let links = Links::relative(2, "pypi");
+            let json: serde_json::Value =
+                serde_json::from_slice(&render_project_json(page, &links)).unwrap();
+            let html = render_project_html(page, &links);
+            let declared = json["meta"]["api-version"].as_str().unwrap().to_owned();
+            assert!(
+                html.contains(&format!(
+                    r#"<meta name="pypi:repository-version" content="{declared}">"#
+                )),
+                "both formats declare {declared}"
+            );
+            declared
+        };
+        let plain = plain_page();
+        assert_eq!(version(&plain), "1.1");
+        let html = render_project_html(&plain, &Links::relative(2, "pypi"));
+        assert!(!html.contains("pypi:project-status") && !html.contains("data-provenance"));
+        let json = render_project_json(&plain, &Links::relative(2, "pypi"));
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(v.get("project-status").is_none());
+        assert!(v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.get("provenance").is_none()));
+
+        let mut attested = plain_page();
+        attested.files[1].provenance = Some(Url::parse("https://index.example.invalid/p").unwrap());
+        assert_eq!(version(&attested), "1.3");
+
+        let mut deprecated = plain_page();
+        deprecated.status.marker = StatusMarker::Deprecated;
+        assert_eq!(version(&deprecated), "1.4");
+        let mut explained = plain_page();
+        explained.status.reason = Some("still maintained".into());
+        assert_eq!(version(&explained), "1.4");
+        assert_eq!(version(&sample_page()), "1.4");
+    }
+
+    #[test]
+    fn absolute_links_give_absolute_provenance_urls() {
+        let public = Url::parse("https://pypi.example.invalid/").unwrap();
+        let body = render_project_json(&sample_page(), &Links::absolute(&public, "pypi"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["files"][0]["provenance"],
+            format!("https://pypi.example.invalid/pypi/files/foo/{HEX_A}/foo-1.0-py3-none-any.whl.provenance")
         );
     }
 

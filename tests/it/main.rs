@@ -11,6 +11,7 @@ mod cli;
 mod install;
 mod integrity;
 mod malformed;
+mod provenance;
 mod publish;
 mod rules;
 mod simple_api;

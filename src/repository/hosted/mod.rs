@@ -24,7 +24,10 @@ use crate::config::RepoName;
 use crate::simple::digest::Sha256Digest;
 use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
-use crate::simple::page::{CoreMetadata, FileEntry, ProjectIndex, ProjectPage, Yanked};
+use crate::simple::page::{
+    CoreMetadata, FileEntry, ProjectIndex, ProjectPage, ProjectStatus, Yanked,
+};
+use crate::simple::part::FilePart;
 use crate::store::{Store, StoreError, Upload};
 
 pub use publish::{NewUpload, Published};
@@ -58,6 +61,11 @@ pub enum HostedError {
     )]
     BodyMissing { repo: RepoName, filename: String },
     #[error(
+        "hosted repository {repo} has no provenance for {filename}: files published to wheelgate \
+         carry no PEP 740 attestations"
+    )]
+    NoProvenance { repo: RepoName, filename: String },
+    #[error(
         "File already exists: {filename} is already in repository {repo} with different \
          content; publish a new version instead (files are immutable once published)"
     )]
@@ -75,9 +83,9 @@ pub enum HostedError {
 impl HostedError {
     pub fn status(&self) -> StatusCode {
         match self {
-            HostedError::ProjectNotFound { .. } | HostedError::NoMetadata { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            HostedError::ProjectNotFound { .. }
+            | HostedError::NoMetadata { .. }
+            | HostedError::NoProvenance { .. } => StatusCode::NOT_FOUND,
             HostedError::Exists { .. } => StatusCode::CONFLICT,
             HostedError::BodyMissing { .. }
             | HostedError::Store { .. }
@@ -168,6 +176,7 @@ impl Hosted {
             name: project.clone(),
             files,
             versions,
+            status: ProjectStatus::default(),
             dropped: 0,
         };
         let cached = Arc::new(Cached::new(
@@ -223,6 +232,7 @@ impl Hosted {
             },
             size: Some(upload.size),
             upload_time: Some(rfc3339(upload.uploaded_at)),
+            provenance: None,
         })
     }
 
@@ -259,39 +269,36 @@ impl Hosted {
         })
     }
 
-    /// The digest of a located file, or of its metadata.
-    fn digest(&self, located: &Located, metadata: bool) -> Result<Sha256Digest, HostedError> {
+    /// The digest of a part of a located file: the file or its metadata (a hosted file has no
+    /// provenance).
+    fn digest(&self, located: &Located, part: FilePart) -> Result<Sha256Digest, HostedError> {
         let entry = located.entry();
-        let digest = if metadata {
-            match entry.core_metadata {
+        match part {
+            FilePart::File => entry.sha256.ok_or_else(|| HostedError::BodyMissing {
+                repo: self.name.clone(),
+                filename: entry.filename.as_str().to_owned(),
+            }),
+            FilePart::Metadata => match entry.core_metadata {
                 CoreMetadata::Present {
                     sha256: Some(digest),
-                } => Some(digest),
-                _ => None,
-            }
-            .ok_or_else(|| HostedError::NoMetadata {
-                repo: self.name.clone(),
-                project: located.page.value.name.clone(),
-                filename: entry.filename.as_str().to_owned(),
-            })?
-        } else {
-            entry.sha256.ok_or_else(|| HostedError::BodyMissing {
+                } => Ok(digest),
+                _ => Err(HostedError::NoMetadata {
+                    repo: self.name.clone(),
+                    project: located.page.value.name.clone(),
+                    filename: entry.filename.as_str().to_owned(),
+                }),
+            },
+            FilePart::Provenance => Err(HostedError::NoProvenance {
                 repo: self.name.clone(),
                 filename: entry.filename.as_str().to_owned(),
-            })?
-        };
-        Ok(digest)
+            }),
+        }
     }
 
-    fn missing(&self, located: &Located, metadata: bool) -> HostedError {
-        let filename = located.entry().filename.as_str();
+    fn missing(&self, located: &Located, part: FilePart) -> HostedError {
         HostedError::BodyMissing {
             repo: self.name.clone(),
-            filename: if metadata {
-                format!("{filename}.metadata")
-            } else {
-                filename.to_owned()
-            },
+            filename: part.of(&located.entry().filename).to_string(),
         }
     }
 }
@@ -308,16 +315,17 @@ impl Kind for Hosted {
         Ok(self.page(project).await?)
     }
 
-    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
-        let digest = self.digest(located, metadata)?;
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
+        let digest = self.digest(located, part)?;
         let stored = self.store.contains(&digest);
         if !stored {
-            return Err(self.missing(located, metadata).into());
+            return Err(self.missing(located, part).into());
         }
-        let size = if metadata {
-            self.store.artifact(&digest).map(|artifact| artifact.size)
-        } else {
-            located.entry().size
+        let size = match part {
+            FilePart::File => located.entry().size,
+            FilePart::Metadata | FilePart::Provenance => {
+                self.store.artifact(&digest).map(|artifact| artifact.size)
+            }
         };
         Ok(FileInfo {
             size,
@@ -326,12 +334,12 @@ impl Kind for Hosted {
         })
     }
 
-    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
-        let digest = self.digest(located, metadata)?;
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
+        let digest = self.digest(located, part)?;
         let artifact = self
             .store
             .artifact(&digest)
-            .ok_or_else(|| self.missing(located, metadata))?;
+            .ok_or_else(|| self.missing(located, part))?;
         Ok(ServedFile {
             status: CacheStatus::Hit,
             sha256: Some(artifact.sha256),

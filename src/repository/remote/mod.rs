@@ -12,7 +12,9 @@
 //!
 //! Files: content-addressed in the store; a file not yet stored is downloaded once however many
 //! clients ask (the flights of [`flight`]), streamed to all of them as it arrives, and
-//! committed only once its sha256 matches.
+//! committed only once its sha256 matches. A file's PEP 658 metadata and PEP 740 provenance go the
+//! same way, from the location its page gives (provenance has no declared digest, so it is keyed
+//! by its upstream URL and pinned to the digest of its first download, SPEC §4).
 
 pub mod flight;
 mod loads;
@@ -35,6 +37,7 @@ use crate::simple::page::{
     parse_index_html, parse_index_json, parse_project_html, parse_project_json, CoreMetadata,
     FileEntry, PageError, ProjectIndex, ProjectPage,
 };
+use crate::simple::part::FilePart;
 use crate::store::{ArtifactRecord, NewArtifact, PageKey, Store, StoreError, StoredPage};
 use crate::upstream::{
     AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
@@ -74,13 +77,16 @@ pub enum RemoteError {
         repo: RepoName,
         project: ProjectName,
     },
+    /// The page offers no such part of the file (its metadata or its provenance).
     #[error(
-        "the index page of {project} in repository {repo} offers no core metadata for {filename}"
+        "the index page of {project} in repository {repo} offers no {} for {filename}",
+        part.what()
     )]
-    NoMetadata {
+    NotOffered {
         repo: RepoName,
         project: ProjectName,
         filename: String,
+        part: FilePart,
     },
     #[error("repository {repo}: {source}")]
     Upstream {
@@ -125,7 +131,7 @@ impl RemoteError {
         match self {
             RemoteError::Offline { .. }
             | RemoteError::ProjectNotFound { .. }
-            | RemoteError::NoMetadata { .. }
+            | RemoteError::NotOffered { .. }
             | RemoteError::NoIndex { .. } => StatusCode::NOT_FOUND,
             RemoteError::Upstream { source, .. } => source.status(),
             RemoteError::Download { source, .. } => source.status(),
@@ -317,30 +323,39 @@ impl Remote {
         })
     }
 
-    /// Where a file (or its metadata) is upstream, and the digest its page declared.
+    /// Where a part of a file is upstream, and the digest its page declared.
     fn target<'a>(
         &self,
         project: &ProjectName,
         entry: &'a FileEntry,
-        metadata: bool,
+        part: FilePart,
     ) -> Result<(Cow<'a, url::Url>, Option<Sha256Digest>), RemoteError> {
-        if !metadata {
-            return Ok((Cow::Borrowed(&entry.url), entry.sha256));
-        }
-        match &entry.core_metadata {
-            CoreMetadata::Present { sha256 } => Ok((Cow::Owned(metadata_url(&entry.url)), *sha256)),
-            CoreMetadata::Absent => Err(RemoteError::NoMetadata {
-                repo: self.name().clone(),
-                project: project.clone(),
-                filename: entry.filename.as_str().to_owned(),
-            }),
-        }
+        let offered = match part {
+            FilePart::File => Some((Cow::Borrowed(&entry.url), entry.sha256)),
+            FilePart::Metadata => match &entry.core_metadata {
+                CoreMetadata::Present { sha256 } => {
+                    Some((Cow::Owned(metadata_url(&entry.url)), *sha256))
+                }
+                CoreMetadata::Absent => None,
+            },
+            // PEP 740 declares no digest for provenance.
+            FilePart::Provenance => entry
+                .provenance
+                .as_ref()
+                .map(|url| (Cow::Borrowed(url), None)),
+        };
+        offered.ok_or_else(|| RemoteError::NotOffered {
+            repo: self.name().clone(),
+            project: project.clone(),
+            filename: entry.filename.as_str().to_owned(),
+            part,
+        })
     }
 
     /// What a client would receive for a file, without fetching it.
-    fn info(&self, located: &Located, metadata: bool) -> Result<FileInfo, RemoteError> {
+    fn info(&self, located: &Located, part: FilePart) -> Result<FileInfo, RemoteError> {
         let entry = located.entry();
-        let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
+        let (url, declared) = self.target(&located.page.value.name, entry, part)?;
         let digest = declared.or_else(|| self.loader.store.pinned(&url_key(&url)));
         if let Some(artifact) = digest.and_then(|d| self.loader.store.artifact(&d)) {
             return Ok(FileInfo {
@@ -350,18 +365,21 @@ impl Remote {
             });
         }
         Ok(FileInfo {
-            size: if metadata { None } else { entry.size },
+            size: match part {
+                FilePart::File => entry.size,
+                FilePart::Metadata | FilePart::Provenance => None,
+            },
             sha256: declared,
             stored: false,
         })
     }
 
-    /// A file (or its PEP 658 metadata): from the store, or downloaded once for every client
-    /// asking. The fetch slots bound concurrent upstream transfers; a slot is held until the
-    /// transfer ends.
-    async fn fetch(&self, located: &Located, metadata: bool) -> Result<ServedFile, RemoteError> {
+    /// A part of a file (the file, its PEP 658 metadata or its PEP 740 provenance): from the
+    /// store, or downloaded once for every client asking. The fetch slots bound concurrent
+    /// upstream transfers; a slot is held until the transfer ends.
+    async fn fetch(&self, located: &Located, part: FilePart) -> Result<ServedFile, RemoteError> {
         let entry = located.entry();
-        let (url, declared) = self.target(&located.page.value.name, entry, metadata)?;
+        let (url, declared) = self.target(&located.page.value.name, entry, part)?;
         let store = &self.loader.store;
         // A warm file with a declared digest is found without hashing its URL.
         let stored = match declared {
@@ -401,11 +419,7 @@ impl Remote {
                 what: entry.filename.as_str().to_owned(),
             });
         };
-        let what = if metadata {
-            format!("{}.metadata", entry.filename.as_str())
-        } else {
-            entry.filename.as_str().to_owned()
-        };
+        let what = part.of(&entry.filename).to_string();
         // The transfer's slot: taken by whichever request leads the download, released when
         // both the request phase and the flight (which owns `commit`) are over.
         let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
@@ -494,12 +508,12 @@ impl Kind for Remote {
         Ok(self.page(project).await?)
     }
 
-    fn file_info(&self, located: &Located, metadata: bool) -> Result<FileInfo, ServeError> {
-        Ok(self.info(located, metadata)?)
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
+        Ok(self.info(located, part)?)
     }
 
-    async fn open(&self, located: &Located, metadata: bool) -> Result<ServedFile, ServeError> {
-        Ok(self.fetch(located, metadata).await?)
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
+        Ok(self.fetch(located, part).await?)
     }
 
     fn describe(&self) -> Description {

@@ -1,9 +1,15 @@
-//! Reading PEP 691 JSON pages, with the PEP 700 and PEP 714 additions.
+//! Reading PEP 691 JSON pages, with the PEP 700, 714, 740 and 792 additions.
 //!
 //! serde reads a page into loose structs that accept unknown keys and missing optional fields;
 //! the page must then declare `meta.api-version` 1.x, and each file becomes a validated
 //! [`FileEntry`] or is dropped and counted. When serde cannot read a page that declares another
 //! API version, the version is reported rather than the mismatch it caused.
+//!
+//! The PEP 792 `project-status` is read leniently: it is new, and a page whose status has an
+//! unexpected shape is still a page of files. The standard's object (`status`, or `state` as the
+//! PEP's text once spelt it, and `reason`) is read; so are a bare marker string and the
+//! `meta.project-status` / `meta.project-status-reason` strings of the specification's example;
+//! anything else is no status (`active`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,7 @@ use super::hashes::Hashes;
 use super::link::{resolve_file_url, split_fragment};
 use super::{
     check_size, versions_from_files, CoreMetadata, FileEntry, PageError, PageKind, PageLocation,
-    ProjectIndex, ProjectPage, Yanked, MAX_FILES,
+    ProjectIndex, ProjectPage, ProjectStatus, Yanked, MAX_FILES,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::filename::DistFilename;
@@ -24,8 +30,50 @@ use crate::simple::name::ProjectName;
 struct JsonMeta {
     #[serde(rename = "api-version")]
     api_version: Option<String>,
+    #[serde(rename = "project-status", default)]
+    project_status: Loose,
+    #[serde(rename = "project-status-reason", default)]
+    project_status_reason: Loose,
 }
 
+/// A value that should be a string; anything else reads as absent instead of failing the page.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Loose {
+    Text(String),
+    #[default]
+    #[serde(skip)]
+    Absent,
+    Other(serde::de::IgnoredAny),
+}
+
+impl Loose {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Loose::Text(text) => Some(text),
+            Loose::Absent | Loose::Other(_) => None,
+        }
+    }
+}
+
+/// PEP 792 `project-status`: the standard's object, or a bare marker.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum JsonProjectStatus {
+    Object {
+        #[serde(default)]
+        status: Loose,
+        #[serde(default)]
+        state: Loose,
+        #[serde(default)]
+        reason: Loose,
+    },
+    Marker(String),
+    #[default]
+    #[serde(skip)]
+    Absent,
+    Other(serde::de::IgnoredAny),
+}
 /// Used only to explain a failed parse: a page of an API version we do not know is better
 /// reported as that than as whatever structural mismatch it caused.
 #[derive(Deserialize)]
@@ -39,6 +87,8 @@ struct JsonProjectPage {
     #[serde(default)]
     files: Vec<JsonFile>,
     versions: Option<Vec<String>>,
+    #[serde(rename = "project-status", default)]
+    project_status: JsonProjectStatus,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +109,8 @@ struct JsonFile {
     size: Option<u64>,
     #[serde(rename = "upload-time")]
     upload_time: Option<String>,
+    /// PEP 740: a URL, or null.
+    provenance: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -167,12 +219,33 @@ pub fn parse_project_json(
         Some(versions) => versions,
         None => versions_from_files(&files),
     };
+    let status = project_status(&page.project_status, page.meta.as_ref());
     Ok(ProjectPage {
         name: expected.clone(),
         files,
         versions,
+        status,
         dropped,
     })
+}
+
+/// The page's PEP 792 status: the top-level `project-status`, else the `meta` strings.
+fn project_status(top: &JsonProjectStatus, meta: Option<&JsonMeta>) -> ProjectStatus {
+    match top {
+        JsonProjectStatus::Object {
+            status,
+            state,
+            reason,
+        } => ProjectStatus::from_page(status.text().or(state.text()), reason.text()),
+        JsonProjectStatus::Marker(marker) => ProjectStatus::from_page(Some(marker), None),
+        JsonProjectStatus::Absent | JsonProjectStatus::Other(_) => match meta {
+            Some(meta) => ProjectStatus::from_page(
+                meta.project_status.text(),
+                meta.project_status_reason.text(),
+            ),
+            None => ProjectStatus::default(),
+        },
+    }
 }
 
 fn json_file(raw: JsonFile, page_url: &Url) -> Option<FileEntry> {
@@ -216,6 +289,11 @@ fn json_file(raw: JsonFile, page_url: &Url) -> Option<FileEntry> {
         core_metadata,
         size: raw.size,
         upload_time: raw.upload_time.filter(|t| is_timestamp(t)),
+        // A provenance link that cannot be used leaves the file without provenance, not unusable.
+        provenance: raw
+            .provenance
+            .and_then(|href| resolve_file_url(page_url, &href))
+            .map(|(url, _)| url),
     })
 }
 
@@ -305,6 +383,7 @@ mod tests {
     use super::*;
     use crate::simple::digest::FileKey;
     use crate::simple::page::testing::*;
+    use crate::simple::page::StatusMarker;
 
     #[test]
     fn json_with_all_fields() {
@@ -435,6 +514,89 @@ mod tests {
             "core-metadata false wins"
         );
         assert_eq!(f.requires_python, None);
+    }
+
+    #[test]
+    fn json_provenance_and_project_status() {
+        let body = format!(
+            r#"{{"meta":{{"api-version":"1.4"}},"name":"foo",
+            "project-status":{{"status":"Archived","reason":"moved to bar"}},
+            "files":[
+              {{"filename":"foo-1.0.tar.gz","url":"https://files.example.invalid/foo-1.0.tar.gz",
+                "hashes":{{"sha256":"{HEX_A}"}},
+                "provenance":"https://index.example.invalid/integrity/foo/1.0/foo-1.0.tar.gz/provenance"}},
+              {{"filename":"foo-1.1.tar.gz","url":"https://files.example.invalid/foo-1.1.tar.gz",
+                "hashes":{{}},"provenance":"../../files/foo-1.1.tar.gz.provenance#frag"}},
+              {{"filename":"foo-1.2.tar.gz","url":"https://files.example.invalid/foo-1.2.tar.gz",
+                "hashes":{{}},"provenance":null}},
+              {{"filename":"foo-1.3.tar.gz","url":"https://files.example.invalid/foo-1.3.tar.gz",
+                "hashes":{{}},"provenance":"javascript:alert(1)"}}
+            ]}}"#
+        );
+        let page = parse_project_json(body.as_bytes(), &page_url(), &foo()).unwrap();
+        assert_eq!(
+            page.dropped, 0,
+            "a bad provenance link does not drop its file"
+        );
+        assert_eq!(
+            provenance_urls(&page),
+            [
+                Some("https://index.example.invalid/integrity/foo/1.0/foo-1.0.tar.gz/provenance"),
+                Some("https://index.example.invalid/files/foo-1.1.tar.gz.provenance"),
+                None,
+                None
+            ]
+        );
+        assert_eq!(page.status.marker, StatusMarker::Archived);
+        assert_eq!(page.status.reason.as_deref(), Some("moved to bar"));
+    }
+
+    #[test]
+    fn json_project_status_is_read_leniently() {
+        // `top` is a top-level member, `meta` members of `meta`, each with a leading comma.
+        let status = |top: &str, meta: &str| {
+            let body = format!(r#"{{"meta":{{"api-version":"1.4"{meta}}}{top},"files":[]}}"#);
+            parse_project_json(body.as_bytes(), &page_url(), &foo())
+                .unwrap_or_else(|e| panic!("{body}: {e}"))
+                .status
+        };
+        let marker = |top: &str| status(top, "").marker;
+        assert_eq!(marker(""), StatusMarker::Active);
+        assert_eq!(
+            marker(r#","project-status":{"status":"quarantined"}"#),
+            StatusMarker::Quarantined
+        );
+        // The PEP's text once spelt the key `state`; `status` wins when both are there.
+        assert_eq!(
+            marker(r#","project-status":{"state":"deprecated"}"#),
+            StatusMarker::Deprecated
+        );
+        assert_eq!(
+            marker(r#","project-status":{"state":"deprecated","status":"archived"}"#),
+            StatusMarker::Archived
+        );
+        assert_eq!(
+            marker(r#","project-status":"archived""#),
+            StatusMarker::Archived
+        );
+        // The specification's example puts the strings in `meta`.
+        let in_meta = status(
+            "",
+            r#","project-status":"archived","project-status-reason":"done""#,
+        );
+        assert_eq!(in_meta.marker, StatusMarker::Archived);
+        assert_eq!(in_meta.reason.as_deref(), Some("done"));
+        // Shapes that make no sense are no status, and the page still parses.
+        for odd in [
+            r#","project-status":null"#,
+            r#","project-status":7"#,
+            r#","project-status":{"status":["archived"],"reason":1}"#,
+            r#","project-status":{}"#,
+            r#","project-status":{"status":"not a marker"}"#,
+        ] {
+            assert!(status(odd, "").is_default(), "{odd}");
+        }
+        assert!(status("", r#","project-status":{"status":"archived"}"#).is_default());
     }
 
     #[test]

@@ -9,15 +9,17 @@
 //! the whole page.
 //!
 //! The model and its limits are here. Each format has a parser of its own, `json` (PEP 691, with
-//! PEP 700 and 714) and `html` (PEP 503, with PEP 592, 658 and 714, over its own tokenizer); both
-//! read file links through `link` (the URL resolved, the digest in its fragment) and digests
-//! through `hashes`. `error` says what was wrong with a page that could not be used.
+//! PEP 700, 714, 740 and 792) and `html` (PEP 503, with PEP 592, 658, 714, 740 and 792, over its own
+//! tokenizer); both read file links (and PEP 740 provenance links) through `link` (the URL
+//! resolved, the digest in its fragment), digests through `hashes` and the PEP 792 project status
+//! through `status`. `error` says what was wrong with a page that could not be used.
 
 mod error;
 mod hashes;
 mod html;
 mod json;
 mod link;
+mod status;
 #[cfg(test)]
 mod testing;
 
@@ -32,6 +34,7 @@ use super::name::ProjectName;
 pub use error::{PageError, PageKind, PageLocation};
 pub use html::{parse_index_html, parse_project_html};
 pub use json::{parse_index_json, parse_project_json};
+pub use status::{ProjectStatus, StatusMarker};
 
 /// Largest page body accepted. The public index's full project list is well under this; anything
 /// bigger is a misconfigured upstream or an attack on our memory.
@@ -84,6 +87,9 @@ pub struct FileEntry {
     /// PEP 700 upload time, exactly as the upstream wrote it (only kept if it reads as an
     /// RFC 3339 timestamp).
     pub upload_time: Option<String>,
+    /// PEP 740: where the upstream serves the file's provenance (its attestations), resolved to an
+    /// absolute http(s) URL; `None` when the index offers none.
+    pub provenance: Option<Url>,
 }
 
 impl FileEntry {
@@ -106,6 +112,8 @@ pub struct ProjectPage {
     /// PEP 700 versions: the upstream's list when it gave one, else the versions spelled by the
     /// filenames, unique, in first-seen order.
     pub versions: Vec<String>,
+    /// PEP 792: the project's status (`active` when the page says nothing).
+    pub status: ProjectStatus,
     /// Files left out because they were unusable: a filename that is not a safe path component,
     /// a URL that is not http(s) or cannot be resolved, a malformed sha256.
     pub dropped: usize,

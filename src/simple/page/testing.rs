@@ -2,6 +2,7 @@
 
 use url::Url;
 
+use super::ProjectPage;
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
 
@@ -18,4 +19,12 @@ pub(super) fn foo() -> ProjectName {
 
 pub(super) fn digest(hex: &str) -> Sha256Digest {
     Sha256Digest::parse_hex(hex).unwrap()
+}
+
+/// The provenance link of each file of a page, in page order.
+pub(super) fn provenance_urls(page: &ProjectPage) -> Vec<Option<&str>> {
+    page.files
+        .iter()
+        .map(|f| f.provenance.as_ref().map(Url::as_str))
+        .collect()
 }

@@ -66,6 +66,10 @@ struct ProjectSpec {
     corrupt: bool,
     #[serde(default)]
     no_hash: bool,
+    /// A PEP 792 status marker for the whole project.
+    status: Option<String>,
+    /// The reason the index gives for the status.
+    status_reason: Option<String>,
     release: Vec<ReleaseSpec>,
 }
 
@@ -85,6 +89,9 @@ struct ReleaseSpec {
     /// KiB of incompressible bytes added to the wheel, so that the store keeps it as a blob file
     /// rather than inline in its catalog.
     padding_kib: Option<u32>,
+    /// The index offers a PEP 740 provenance for each of the release's files.
+    #[serde(default)]
+    provenance: bool,
 }
 
 /// The PEP 700 upload time of a file, as the upstream serves it.
@@ -158,6 +165,9 @@ pub struct Project {
     /// The upstream publishes no digest for its files: no `hashes` entry, no `#sha256=` fragment,
     /// no metadata digest (wheelgate must key them by URL until it has fetched them).
     pub no_hash: bool,
+    /// The PEP 792 status marker the upstream states (none: it says nothing, i.e. `active`).
+    pub status: Option<String>,
+    pub status_reason: Option<String>,
     /// Versions in release order.
     pub versions: Vec<String>,
     pub files: Vec<DistFile>,
@@ -181,6 +191,8 @@ pub struct DistFile {
     pub upload_time: UploadTime,
     /// Served with altered bytes while the upstream is in "corrupt" state.
     pub corrupt: bool,
+    /// The PEP 740 provenance the upstream serves for the file, if it offers one.
+    pub provenance: Option<Vec<u8>>,
 }
 
 impl DistFile {
@@ -327,6 +339,8 @@ fn build_catalog(text: &str) -> Result<Catalog, String> {
             origin: spec.origin,
             links: spec.links,
             no_hash: spec.no_hash,
+            status: spec.status.clone(),
+            status_reason: spec.status_reason.clone(),
             versions: spec.release.iter().map(|r| r.version.clone()).collect(),
             files,
         });
@@ -368,8 +382,12 @@ fn build_file(
             (filename, bytes, None)
         }
     };
+    let sha256 = sha256_hex(&bytes);
     Ok(DistFile {
-        sha256: sha256_hex(&bytes),
+        provenance: release
+            .provenance
+            .then(|| provenance_object(&filename, &sha256)),
+        sha256,
         metadata_sha256: metadata.as_deref().map(sha256_hex),
         filename,
         version: release.version.clone(),
@@ -381,6 +399,38 @@ fn build_file(
         upload_time,
         corrupt: project.corrupt && kind == FileKind::Wheel,
     })
+}
+
+/// A PEP 740 provenance object for a file, shaped like an index's (one bundle, one attestation
+/// whose in-toto statement names the file and its sha256). It is not signed: wheelgate passes
+/// provenance through without verifying it, so only its bytes matter to the tests.
+pub fn provenance_object(filename: &str, sha256: &str) -> Vec<u8> {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{ "name": filename, "digest": { "sha256": sha256 } }],
+        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicate": null,
+    });
+    serde_json::json!({
+        "version": 1,
+        "attestation_bundles": [{
+            "publisher": { "kind": "wheelgate-test-fixture", "claims": null },
+            "attestations": [{
+                "version": 1,
+                "verification_material": {
+                    "certificate": b64(format!("fixture certificate for {filename}").as_bytes()),
+                    "transparency_entries": [],
+                },
+                "envelope": {
+                    "statement": b64(statement.to_string().as_bytes()),
+                    "signature": b64(format!("fixture signature of {sha256}").as_bytes()),
+                },
+            }],
+        }],
+    })
+    .to_string()
+    .into_bytes()
 }
 
 fn core_metadata(name: &str, release: &ReleaseSpec) -> String {

@@ -8,6 +8,11 @@
 //! `no_hash` (as indexes that never computed one do). Every request on every origin is recorded so that tests
 //! can check who was sent the credentials.
 //!
+//! It keeps up with the index API too: projects of the fixtures can state a PEP 792 status (HTML
+//! meta tags, JSON `project-status`) and offer PEP 740 provenance for their files, served on the
+//! main origin under `/integrity/` the way the public index lays it out, each page declaring the
+//! API version it needs.
+//!
 //! For the store tests it also behaves like an index worth caching: pages carry an `ETag` and a
 //! `Last-Modified` and answer a matching conditional request with 304 (the log records the
 //! validators sent and the status given, so a revalidation is visible); the main origin can be put
@@ -484,7 +489,32 @@ fn route_main(shared: &Shared, path: &str, asked: &Asked) -> Response<Body> {
     if let Some(file) = generated::all().iter().find(|g| g.path() == path) {
         return stream_generated(shared, file);
     }
+    if let Some(rest) = path.strip_prefix("/integrity/") {
+        return provenance(shared, rest);
+    }
     route_files(shared, path, "/files/", &[FileOrigin::Main])
+}
+
+/// `/integrity/<project>/<version>/<filename>/provenance`: a file's PEP 740 provenance, for the
+/// files whose release offers one.
+fn provenance(shared: &Shared, rest: &str) -> Response<Body> {
+    let found = rest.split('/').collect::<Vec<_>>();
+    let [project, version, filename, "provenance"] = found.as_slice() else {
+        return text(StatusCode::NOT_FOUND, "404 Not Found\n");
+    };
+    let provenance = shared
+        .catalog
+        .project(project)
+        .and_then(|p| p.files.iter().find(|f| f.filename == *filename))
+        .filter(|f| f.version == *version)
+        .and_then(|f| f.provenance.clone());
+    match provenance {
+        Some(body) => respond(StatusCode::OK, "application/json", body),
+        None => text(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: no provenance for this file\n",
+        ),
+    }
 }
 
 /// A generated file as a stream of 64 KiB chunks with a Content-Length, produced as it is sent
@@ -718,6 +748,32 @@ fn file_href(shared: &Shared, project: &Project, file: &DistFile) -> String {
     }
 }
 
+/// The href of a file's provenance as the upstream writes it, when it offers one: relative for a
+/// project whose file links are, absolute otherwise.
+fn provenance_href(shared: &Shared, project: &Project, file: &DistFile) -> Option<String> {
+    file.provenance.as_ref()?;
+    let tail = format!(
+        "integrity/{}/{}/{}/provenance",
+        project.normalized, file.version, file.filename
+    );
+    Some(match (project.origin, project.links) {
+        (FileOrigin::Main, LinkStyle::Relative) => format!("../../{tail}"),
+        _ => format!("{}/{tail}", shared.main_base),
+    })
+}
+
+/// The API version a project page declares: 1.4 with a status (PEP 792), 1.3 with provenance
+/// (PEP 740), 1.1 otherwise.
+fn api_version(project: &Project) -> &'static str {
+    if project.status.is_some() {
+        "1.4"
+    } else if project.files.iter().any(|f| f.provenance.is_some()) {
+        "1.3"
+    } else {
+        "1.1"
+    }
+}
+
 /// The metadata digest a page announces: none when the project publishes no digests at all (the
 /// `.metadata` file is still served, as an index that never computed digests would).
 fn published_metadata_sha256<'a>(project: &Project, file: &'a DistFile) -> Option<&'a str> {
@@ -751,23 +807,51 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                     if let (Some(rp), Some(object)) = (&f.requires_python, entry.as_object_mut()) {
                         object.insert("requires-python".into(), serde_json::json!(rp));
                     }
+                    // Like the public index: a key on every file of a 1.3 page, null without.
+                    if let (Some(object), true) = (entry.as_object_mut(), api_version(project) != "1.1") {
+                        object.insert("provenance".into(), serde_json::json!(provenance_href(shared, project, f)));
+                    }
                     entry
                 })
                 .collect();
-            serde_json::json!({
-                "meta": { "api-version": "1.1" },
+            let mut page = serde_json::json!({
+                "meta": { "api-version": api_version(project) },
                 "name": project.normalized,
                 "versions": project.versions,
                 "files": files,
-            })
-            .to_string()
+            });
+            if let (Some(status), Some(object)) = (&project.status, page.as_object_mut()) {
+                let mut state = serde_json::json!({ "status": status });
+                if let (Some(reason), Some(fields)) =
+                    (&project.status_reason, state.as_object_mut())
+                {
+                    fields.insert("reason".into(), serde_json::json!(reason));
+                }
+                object.insert("project-status".into(), state);
+            }
+            page.to_string()
         },
         || {
             let attr = |s: &str| html_escape::encode_double_quoted_attribute(s).into_owned();
+            let mut status = String::new();
+            if let Some(marker) = &project.status {
+                status.push_str(&format!(
+                    "<meta name=\"pypi:project-status\" content=\"{}\">",
+                    attr(marker)
+                ));
+            }
+            if let Some(reason) = &project.status_reason {
+                status.push_str(&format!(
+                    "<meta name=\"pypi:project-status-reason\" content=\"{}\">",
+                    attr(reason)
+                ));
+            }
             let mut html = format!(
-                "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">\
+                "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"{1}\">{2}\
                  <title>Links for {0}</title></head><body><h1>Links for {0}</h1>\n",
-                html_escape::encode_text(&project.name)
+                html_escape::encode_text(&project.name),
+                api_version(project),
+                status,
             );
             for f in &project.files {
                 let fragment = if project.no_hash {
@@ -787,6 +871,9 @@ fn project_page(shared: &Shared, project: &Project, asked: &Asked) -> Response<B
                 }
                 if let Some(sha) = published_metadata_sha256(project, f) {
                     a.push_str(&format!(" data-dist-info-metadata=\"sha256={sha}\" data-core-metadata=\"sha256={sha}\""));
+                }
+                if let Some(href) = provenance_href(shared, project, f) {
+                    a.push_str(&format!(" data-provenance=\"{}\"", attr(&href)));
                 }
                 a.push_str(&format!(
                     ">{}</a><br/>\n",
@@ -1137,6 +1224,71 @@ mod tests {
         assert_eq!(
             (response.received, digest.as_str()),
             (slow.size, slow.sha256())
+        );
+    }
+
+    /// Provenance and status reach both formats of the fixture's pages, and the provenance links
+    /// lead to the provenance bytes; without this the wheelgate tests of them prove nothing.
+    #[test]
+    fn the_fixture_upstream_offers_provenance_and_status() {
+        use crate::harness::{http, resolve};
+        let token = crate::harness::new_token();
+        let upstream = Upstream::start(Mode::Json, &token);
+        let auth = basic_auth_value(&token);
+        let page_url = format!("http://{}/simple/wgfx-archived/", upstream.main_addr);
+        let json = http::get(
+            &page_url,
+            &[("authorization", &auth), ("accept", JSON_MEDIA_TYPE)],
+        );
+        let page = json.json();
+        assert_eq!(page["meta"]["api-version"], "1.4");
+        assert_eq!(page["project-status"]["status"], "archived");
+        let archived = catalog().expect_project("wgfx-archived");
+        let wheel = archived.wheel("1.0");
+        let href = page["files"][0]["provenance"]
+            .as_str()
+            .expect("a provenance link");
+        let target = resolve(&page_url, href).to_string();
+        assert_eq!(
+            http::get(&target, &[("authorization", &auth)]).expect_ok(&target),
+            wheel.provenance.as_deref().expect("fixture provenance")
+        );
+        let html = http::get(&page_url, &[("authorization", &auth)]).text();
+        assert!(
+            html.contains("<meta name=\"pypi:project-status\" content=\"archived\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("data-provenance=\"{href}\"")),
+            "{html}"
+        );
+
+        let attested = format!("http://{}/simple/wgfx-attested/", upstream.main_addr);
+        let page = http::get(
+            &attested,
+            &[("authorization", &auth), ("accept", JSON_MEDIA_TYPE)],
+        )
+        .json();
+        assert_eq!(page["meta"]["api-version"], "1.3");
+        assert!(page.get("project-status").is_none());
+        let relative: Vec<_> = page["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f["provenance"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(relative.iter().filter(|p| p.is_some()).count(), 2, "{page}");
+        assert!(relative
+            .iter()
+            .flatten()
+            .all(|p| p.starts_with("../../integrity/")));
+        let missing = format!(
+            "http://{}/integrity/wgfx-attested/1.1/wgfx_attested-1.1-py3-none-any.whl/provenance",
+            upstream.main_addr
+        );
+        assert_eq!(
+            http::get(&missing, &[("authorization", &auth)]).status,
+            StatusCode::NOT_FOUND
         );
     }
 

@@ -1,9 +1,11 @@
-//! Reading PEP 503 HTML pages, with the PEP 592, PEP 658 and PEP 714 attributes.
+//! Reading PEP 503 HTML pages, with the PEP 592, 658, 714 and 740 attributes and the PEP 792 meta
+//! tags.
 //!
 //! Index HTML in the wild is sloppy, so a page is not built into a document: its anchors are read
 //! off the token stream of our own `tokenizer`. On a project page each `<a href>` is a file, named
-//! by its URL as pip and uv name it and resolved against the page's first `<base href>`; on the
-//! project list each anchor's text is a project name.
+//! by its URL as pip and uv name it and resolved against the page's first `<base href>`, and the
+//! first `pypi:project-status` and `pypi:project-status-reason` meta tags, wherever they sit, give
+//! the project's status; on the project list each anchor's text is a project name.
 
 mod tokenizer;
 
@@ -15,7 +17,7 @@ use super::hashes::{is_hash_name, is_hex_value, Hashes};
 use super::link::{resolve_file_url, split_fragment};
 use super::{
     check_size, versions_from_files, CoreMetadata, FileEntry, PageError, PageKind, PageLocation,
-    ProjectIndex, ProjectPage, Yanked, MAX_FILES,
+    ProjectIndex, ProjectPage, ProjectStatus, Yanked, MAX_FILES,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::filename::DistFilename;
@@ -42,14 +44,10 @@ pub fn parse_project_html(
     let at = PageLocation::of(page_url);
     let text = html_text(body, kind, &at)?;
 
+    let head = Head::read(text);
     // Browsers use the first `<base href>` for the whole document, wherever it sits, so it is
     // found before any link is resolved.
-    let base = Tokenizer::new(text)
-        .find_map(|token| match token {
-            Token::Start(tag) if tag.is("base") => tag.attribute("href").flatten(),
-            _ => None,
-        })
-        .and_then(|href| page_url.join(href.trim()).ok());
+    let base = head.base.and_then(|href| page_url.join(href.trim()).ok());
     let base = base.as_ref().unwrap_or(page_url);
 
     let mut files = Vec::new();
@@ -80,8 +78,46 @@ pub fn parse_project_html(
         name: expected.clone(),
         files,
         versions,
+        status: ProjectStatus::from_page(head.status.as_deref(), head.status_reason.as_deref()),
         dropped,
     })
+}
+
+/// What a project page says about itself rather than about one file: the first of each.
+#[derive(Default)]
+struct Head<'a> {
+    base: Option<Cow<'a, str>>,
+    status: Option<Cow<'a, str>>,
+    status_reason: Option<Cow<'a, str>>,
+}
+
+impl<'a> Head<'a> {
+    fn read(text: &'a str) -> Head<'a> {
+        let mut head = Head::default();
+        for token in Tokenizer::new(text) {
+            let Token::Start(tag) = token else {
+                continue;
+            };
+            if tag.is("base") {
+                if head.base.is_none() {
+                    head.base = tag.attribute("href").flatten();
+                }
+            } else if tag.is("meta") {
+                let name = tag.attribute("name").flatten();
+                let slot = match name.as_deref().map(str::trim) {
+                    Some(n) if n.eq_ignore_ascii_case("pypi:project-status") => &mut head.status,
+                    Some(n) if n.eq_ignore_ascii_case("pypi:project-status-reason") => {
+                        &mut head.status_reason
+                    }
+                    _ => continue,
+                };
+                if slot.is_none() {
+                    *slot = tag.attribute("content").flatten();
+                }
+            }
+        }
+        head
+    }
 }
 
 fn html_file(tag: &StartTag<'_>, base: &Url, href: &str) -> Option<FileEntry> {
@@ -113,6 +149,12 @@ fn html_file(tag: &StartTag<'_>, base: &Url, href: &str) -> Option<FileEntry> {
         .map_or(CoreMetadata::Absent, |value| {
             metadata_from_attribute(value.as_deref().unwrap_or_default())
         });
+    // PEP 740; a link that cannot be used leaves the file without provenance.
+    let provenance = tag
+        .attribute("data-provenance")
+        .flatten()
+        .and_then(|href| resolve_file_url(base, &href))
+        .map(|(url, _)| url);
     let (sha256, other_hashes) = hashes.finish();
     Some(FileEntry {
         filename,
@@ -124,6 +166,7 @@ fn html_file(tag: &StartTag<'_>, base: &Url, href: &str) -> Option<FileEntry> {
         core_metadata,
         size: None,
         upload_time: None,
+        provenance,
     })
 }
 
@@ -195,6 +238,7 @@ mod tests {
 
     use super::*;
     use crate::simple::page::testing::*;
+    use crate::simple::page::StatusMarker;
 
     #[test]
     fn html_project_page() {
@@ -288,6 +332,52 @@ mod tests {
     }
 
     #[test]
+    fn html_provenance_and_project_status() {
+        let body = br#"<!DOCTYPE html><html><head>
+            <meta name="pypi:repository-version" content="1.4">
+            <META NAME="pypi:project-status" CONTENT="Quarantined">
+            <meta name="pypi:project-status-reason" content="malware &amp; worse">
+            <meta name="pypi:project-status" content="active">
+            <base href="https://mirror.example.invalid/root/">
+            </head><body>
+            <a href="foo-1.0.tar.gz" data-provenance="foo-1.0.tar.gz.provenance">a</a>
+            <a href="foo-1.1.tar.gz" data-provenance="https://index.example.invalid/integrity/foo/1.1/foo-1.1.tar.gz/provenance">b</a>
+            <a href="foo-1.2.tar.gz" data-provenance="javascript:alert(1)">c</a>
+            <a href="foo-1.3.tar.gz" data-provenance>d</a>
+            <a href="foo-1.4.tar.gz">e</a>
+            </body></html>"#;
+        let page = parse_project_html(body, &page_url(), &foo()).unwrap();
+        assert_eq!(page.dropped, 0);
+        assert_eq!(
+            provenance_urls(&page),
+            [
+                // Relative links resolve like file links, against <base href>.
+                Some("https://mirror.example.invalid/root/foo-1.0.tar.gz.provenance"),
+                Some("https://index.example.invalid/integrity/foo/1.1/foo-1.1.tar.gz/provenance"),
+                None,
+                None,
+                None
+            ]
+        );
+        // The first status tag wins, wherever it sits; its reason is entity-decoded.
+        assert_eq!(page.status.marker, StatusMarker::Quarantined);
+        assert_eq!(page.status.reason.as_deref(), Some("malware & worse"));
+
+        let plain =
+            parse_project_html(b"<a href=\"foo-1.0.tar.gz\">x</a>", &page_url(), &foo()).unwrap();
+        assert!(plain.status.is_default());
+        let in_body = br#"<body><meta name="pypi:project-status" content="archived"></body>"#;
+        let page = parse_project_html(in_body, &page_url(), &foo()).unwrap();
+        assert_eq!(page.status.marker, StatusMarker::Archived);
+        let odd =
+            br#"<meta name="pypi:project-status" content="<b>"><meta name="pypi:project-status">"#;
+        assert!(parse_project_html(odd, &page_url(), &foo())
+            .unwrap()
+            .status
+            .is_default());
+    }
+
+    #[test]
     fn html_base_href() {
         let body = br#"<html><head><base href="https://mirror.example.invalid/root/"></head>
             <body><a href="pkgs/foo-1.0.tar.gz">foo-1.0.tar.gz</a>
@@ -332,7 +422,7 @@ mod tests {
     /// Random HTML-ish token soup and random bytes must give a page or an error, never a panic.
     #[test]
     fn html_garbage_never_panics() {
-        let tokens: [&str; 26] = [
+        let tokens: [&str; 28] = [
             "<",
             ">",
             "</",
@@ -348,6 +438,8 @@ mod tests {
             "data-yanked",
             "data-core-metadata=",
             "<base href=",
+            " data-provenance=",
+            "<meta name=\"pypi:project-status\" content=",
             "&amp;",
             "&#x",
             "&",
