@@ -111,7 +111,10 @@ async fn answer(live: Arc<Live>, request: http::Request<Incoming>) -> Response<F
             true,
         );
     }
-    let body = match Limited::new(request.into_body(), MAX_REQUEST).collect().await {
+    let body = match Limited::new(request.into_body(), MAX_REQUEST)
+        .collect()
+        .await
+    {
         Ok(body) => body.to_bytes(),
         Err(error) => {
             return failure(

@@ -19,7 +19,9 @@ use crate::store::{Store, StoreError, StoreOptions};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Stats,
-    Verify { forget_damaged_uploads: bool },
+    Verify {
+        forget_damaged_uploads: bool,
+    },
     Gc,
     Purge {
         project: String,

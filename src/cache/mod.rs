@@ -98,7 +98,10 @@ pub fn purge_targets(
         .map(|r| &r.name)
         .collect();
     let list = |names: &mut dyn Iterator<Item = &RepoName>| {
-        names.map(RepoName::to_string).collect::<Vec<_>>().join(", ")
+        names
+            .map(RepoName::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let Some(raw) = repository else {
         if remotes.is_empty() {
@@ -206,12 +209,8 @@ mod tests {
     #[test]
     fn purge_targets_every_remote_or_the_one_named() {
         let config = config();
-        let names = |targets: Vec<RepoName>| {
-            targets
-                .iter()
-                .map(RepoName::to_string)
-                .collect::<Vec<_>>()
-        };
+        let names =
+            |targets: Vec<RepoName>| targets.iter().map(RepoName::to_string).collect::<Vec<_>>();
         assert_eq!(
             names(purge_targets(&config, None).unwrap()),
             ["pypi", "mirror"]

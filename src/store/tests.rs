@@ -887,11 +887,16 @@ fn a_rotten_hosted_upload_is_kept_unless_uploads_are_to_be_forgotten() {
 
     let report = store.verify(true).unwrap();
     assert_eq!(report.damaged[0].repair, Repair::UploadsForgotten);
-    assert!(report.damaged[0].used_by.contains(&BodyUser::Upload(upload)));
+    assert!(report.damaged[0]
+        .used_by
+        .contains(&BodyUser::Upload(upload)));
     assert!(!store.contains(&digest));
     assert!(!blob_path(dir.path(), &digest).exists());
     assert!(store.uploads("internal", "acme").unwrap().is_empty());
-    assert!(store.upload_epoch() > epoch, "hosted pages in memory go stale");
+    assert!(
+        store.upload_epoch() > epoch,
+        "hosted pages in memory go stale"
+    );
     // The filename is free again.
     hosted_upload(&store, &body, "acme-1.0-py3-none-any.whl");
     assert!(store.verify(false).unwrap().damaged.is_empty());
@@ -945,7 +950,10 @@ fn gc_evicts_down_to_the_given_size_least_recent_first_and_never_hosted_uploads(
             bytes: BIG as u64
         }
     );
-    assert!(!store.contains(&Sha256Digest::of(&bodies[1])), "the least recent went");
+    assert!(
+        !store.contains(&Sha256Digest::of(&bodies[1])),
+        "the least recent went"
+    );
     assert!(!blob_path(dir.path(), &Sha256Digest::of(&bodies[1])).exists());
     assert_eq!(
         store.gc(0).unwrap(),

@@ -114,7 +114,10 @@ fn hash_stream(mut reader: impl Read) -> io::Result<(Sha256Digest, u64)> {
 }
 
 /// The judgement on one body: `None` when it holds what its digest names.
-fn judge(digest: &Sha256Digest, hashed: io::Result<Option<(Sha256Digest, u64)>>) -> Option<Problem> {
+fn judge(
+    digest: &Sha256Digest,
+    hashed: io::Result<Option<(Sha256Digest, u64)>>,
+) -> Option<Problem> {
     match hashed {
         Ok(Some((actual, _))) if actual == *digest => None,
         Ok(Some((actual, size))) => Some(Problem::Differs { actual, size }),
@@ -279,10 +282,7 @@ mod tests {
             (digest, length),
             (Sha256Digest::of(&body), body.len() as u64)
         );
-        assert_eq!(
-            hash_stream(&b""[..]).unwrap(),
-            (Sha256Digest::of(b""), 0)
-        );
+        assert_eq!(hash_stream(&b""[..]).unwrap(), (Sha256Digest::of(b""), 0));
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::harness::clients::ClientRun;
 use crate::harness::fixtures::sha256_hex;
 use crate::harness::generated::{self, Generated};
 use crate::harness::http;
-use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
 use crate::harness::uploads::{big_wheel, UploadForm};
+use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
 use crate::harness::wheelgate;
 use crate::harness::{wait_until, TestBed, TokenLayout};
 use crate::publish::{assert_uploaded, hosted_file_path, publishing_bed, INTERNAL};
@@ -185,7 +185,10 @@ fn verify_reports_a_flipped_byte_removes_the_file_and_the_next_request_refetches
     let again = cache(&bed, &["verify"]);
     assert_exit(&bed, &again, 0, "a second verify");
     assert!(
-        again.stdout.contains("checked 1 file, ") && again.stdout.contains("every stored body matches its sha256"),
+        again.stdout.contains("checked 1 file, ")
+            && again
+                .stdout
+                .contains("every stored body matches its sha256"),
         "stdout:\n{}",
         again.stdout
     );
@@ -225,7 +228,11 @@ fn cache_stats_reports_files_pages_and_max_size_through_the_server_and_on_the_st
     });
     let empty = cache(&bed, &["stats"]);
     assert_exit(&bed, &empty, 0, "stats of an empty store");
-    assert!(empty.stdout.contains("files: 0, 0 bytes\n"), "{}", empty.stdout);
+    assert!(
+        empty.stdout.contains("files: 0, 0 bytes\n"),
+        "{}",
+        empty.stdout
+    );
     for name in ["wgfx-lru-a", "wgfx-lru-b"] {
         fetch(&bed, lru(name), "miss", "filling the store");
     }
@@ -245,7 +252,9 @@ fn cache_stats_reports_files_pages_and_max_size_through_the_server_and_on_the_st
     }
     // The pages of the two projects (committed by the same batches as the files, or later).
     assert!(
-        wait_until(COMMIT_WAIT, || cache(&bed, &["stats"]).stdout.contains("pages: 2\n")),
+        wait_until(COMMIT_WAIT, || cache(&bed, &["stats"])
+            .stdout
+            .contains("pages: 2\n")),
         "two project pages were fetched"
     );
 
@@ -343,7 +352,9 @@ fn purge_forgets_the_page_so_the_next_request_goes_upstream(server: Server) {
     assert_eq!(app_page(&bed), "hit", "fresh for index_ttl (10m)");
     assert_eq!(upstream_fetches(&bed), 1);
     assert!(
-        wait_until(COMMIT_WAIT, || cache(&bed, &["stats"]).stdout.contains("pages: 1\n")),
+        wait_until(COMMIT_WAIT, || cache(&bed, &["stats"])
+            .stdout
+            .contains("pages: 1\n")),
         "the page must be stored"
     );
     if server == Server::Stopped {
@@ -363,7 +374,9 @@ fn purge_forgets_the_page_so_the_next_request_goes_upstream(server: Server) {
     let twice = cache(&bed, &["purge", "wgfx.app", "--repo", "pypi"]);
     assert_exit(&bed, &twice, 0, "a second purge");
     assert!(
-        twice.stdout.contains("repository pypi had no stored page of wgfx-app"),
+        twice
+            .stdout
+            .contains("repository pypi had no stored page of wgfx-app"),
         "stdout:\n{}",
         twice.stdout
     );
@@ -417,7 +430,9 @@ fn cache_purge_refuses_unknown_or_hosted_repositories_and_bad_names_with_exit_2(
         bad.stderr
     );
     assert!(
-        !bed.wheelgate.output().contains("cache command over the admin socket"),
+        !bed.wheelgate
+            .output()
+            .contains("cache command over the admin socket"),
         "refused before the server was asked"
     );
 }
@@ -431,9 +446,18 @@ fn the_admin_socket_is_private_off_the_public_listener_and_gone_or_stale_once_th
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "{} must be private", path.display());
-    let public = http::raw_request(bed.wheelgate.addr(), "POST", b"/cache", &[], br#"{"command":"stats"}"#)
-        .unwrap_or_else(|e| panic!("POST /cache on the public listener: {e}"));
-    assert_ne!(public.status, 200, "the admin route must not be on the public listener");
+    let public = http::raw_request(
+        bed.wheelgate.addr(),
+        "POST",
+        b"/cache",
+        &[],
+        br#"{"command":"stats"}"#,
+    )
+    .unwrap_or_else(|e| panic!("POST /cache on the public listener: {e}"));
+    assert_ne!(
+        public.status, 200,
+        "the admin route must not be on the public listener"
+    );
     assert!(
         !String::from_utf8_lossy(&public.body).contains("\"report\""),
         "the public listener answered a cache command: {:?}",
