@@ -214,7 +214,7 @@ impl Store {
     }
 
     /// Forgets every upload whose file or metadata is the body `digest` (a damaged body, for
-    /// `cache verify --drop-damaged-uploads`), with the bodies those uploads stored unless
+    /// `cache verify --forget-damaged-uploads`), with the bodies those uploads stored unless
     /// another upload still uses one, so that the files can be published again. Returns the
     /// uploads forgotten.
     pub fn forget_uploads_using(
