@@ -138,6 +138,11 @@ impl Live {
         }
     }
 
+    /// The process's store, shared by every configuration generation.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The downloads in flight, shared by every configuration generation.
     pub fn flights(&self) -> &Arc<Flights> {
         &self.flights

@@ -5,7 +5,9 @@
 //! keeps the map.
 
 pub mod access;
+pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod front;
 pub mod logging;

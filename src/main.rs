@@ -1,8 +1,9 @@
-//! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test` and
-//! `hash-password`.
+//! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test`,
+//! `cache stats|verify|gc|purge` and `hash-password`.
 //!
 //! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
-//! `rules test` exits 0 for allow, 1 for deny, 2 for an error.
+//! `rules test` exits 0 for allow, 1 for deny, 2 for an error; `cache verify` exits 1 when it
+//! found damaged bodies.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use wheelgate::access::{self as client_access, HashPasswordError};
+use wheelgate::admin::server::AdminSocket;
 use wheelgate::app::{self, App, Live};
+use wheelgate::cache;
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
 use wheelgate::logging::access::{self, LogFormat as AccessFormat};
@@ -49,6 +52,10 @@ enum Command {
     /// Inspect the download rules of the configuration.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Inspect and maintain the store: through the running server when there is one (over the
+    /// admin socket in the store directory), else on the store directly.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print an argon2id hash of a password, for `password_hash` in a `[[user]]`. The password
     /// is typed at the terminal (twice, not echoed) or piped in as one line.
     HashPassword,
@@ -77,6 +84,31 @@ enum RulesCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Print how many files and pages the store holds and how much of max_size they use.
+    Stats,
+    /// Hash every stored body again and remove the damaged ones (they are fetched again);
+    /// exits 1 when it found any. A damaged hosted upload is the only copy: it is kept and
+    /// reported unless --forget-damaged-uploads is given.
+    Verify {
+        /// Forget hosted uploads whose body is damaged, so the files can be published again.
+        #[arg(long)]
+        forget_damaged_uploads: bool,
+    },
+    /// Evict least recently used cached files until the store is within the configured
+    /// max_size (hosted uploads are never evicted).
+    Gc,
+    /// Forget a project's stored pages so that the next request fetches them from the upstream.
+    Purge {
+        /// The project, in any spelling (it is normalised).
+        project: String,
+        /// Only this remote repository (default: every remote repository).
+        #[arg(long)]
+        repo: Option<String>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -94,7 +126,24 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
+        Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
         Command::HashPassword => hash_password(),
+    }
+}
+
+fn cache_command(command: CacheCommand) -> cache::cli::Command {
+    match command {
+        CacheCommand::Stats => cache::cli::Command::Stats,
+        CacheCommand::Verify {
+            forget_damaged_uploads,
+        } => cache::cli::Command::Verify {
+            forget_damaged_uploads,
+        },
+        CacheCommand::Gc => cache::cli::Command::Gc,
+        CacheCommand::Purge { project, repo } => cache::cli::Command::Purge {
+            project,
+            repository: repo,
+        },
     }
 }
 
@@ -334,9 +383,30 @@ fn serve(path: &Path) -> ExitCode {
             Ok(addr) => tracing::info!("listening on {}://{addr}", server.scheme()),
             Err(error) => tracing::warn!(%error, "listening, but the bound address is unknown"),
         }
+        let admin = match AdminSocket::bind(store.path()) {
+            Ok(socket) => {
+                tracing::info!(socket = %socket.path().display(), "cache commands are answered on the admin socket");
+                Some(tokio::spawn(socket.run(live.clone())))
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    socket = %wheelgate::admin::socket_path(store.path()).display(),
+                    "cannot create the admin socket: `wheelgate cache` commands cannot reach this \
+                     server (a unix socket path must be shorter than 108 bytes; a shorter \
+                     store.path helps)"
+                );
+                None
+            }
+        };
         let recency = tokio::spawn(persist_recency(store.clone()));
         let reloader = tokio::spawn(watch_config(live));
         server.run(shutdown_signal()).await;
+        if let Some(admin) = admin {
+            // Dropping the task's socket removes its file.
+            admin.abort();
+            let _ = admin.await;
+        }
         recency.abort();
         reloader.abort();
         let closing = tokio::task::spawn_blocking(move || {

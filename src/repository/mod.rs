@@ -317,6 +317,18 @@ impl Repositories {
             .collect()
     }
 
+    /// Drops the page of `project` that the remote repository called `repository` holds in
+    /// memory (loaded, or remembered as missing), so that the next request loads it again: for
+    /// `cache purge`, after the stored page was forgotten. Other repositories hold nothing to
+    /// drop.
+    pub fn forget_page_in_memory(&self, repository: &str, project: &ProjectName) {
+        for (name, kind) in &self.list {
+            if let (true, Repository::Remote(remote)) = (name.as_ref() == repository, kind) {
+                remote.forget_page_in_memory(project);
+            }
+        }
+    }
+
     pub fn store_stats(&self) -> StoreStats {
         self.store.stats()
     }

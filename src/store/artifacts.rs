@@ -58,6 +58,13 @@ pub struct Prepared {
     pub(super) inline: Option<Vec<u8>>,
 }
 
+/// What an eviction removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// A stored artifact, ready to serve.
 #[derive(Debug)]
 pub struct Artifact {
@@ -305,6 +312,7 @@ impl Store {
     /// has flushed the catalog, so a record never outlives its body on disk.
     pub(super) fn unrecord_locked(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
         let in_index = self.index().remove(digest).is_some();
+        self.inner.hot.invalidate(digest);
         let pins = self.inner.catalog.remove_artifact(digest)?;
         let in_catalog = pins.is_some();
         let mut index = self.index();
@@ -316,8 +324,26 @@ impl Store {
 
     /// Evicts least recently used evictable artifacts (never `keep`) while over `max_size`.
     pub(super) fn evict_locked(&self, keep: Option<&Sha256Digest>) -> Result<usize, StoreError> {
+        self.evict_to_locked(self.inner.max_size, keep)
+            .map(|evicted| evicted.files as usize)
+    }
+
+    /// `cache gc`: evicts least recently used evictable artifacts until the artifacts take at
+    /// most `max_size` bytes, or only hosted uploads (never evicted) are left. `max_size` is the
+    /// configured one, which may be smaller than the one the store was opened with (an edited
+    /// `store.max_size` takes effect for commits only at restart).
+    pub fn gc(&self, max_size: u64) -> Result<Evicted, StoreError> {
+        let _write = self.write_lock();
+        self.evict_to_locked(max_size, None)
+    }
+
+    fn evict_to_locked(
+        &self,
+        max_size: u64,
+        keep: Option<&Sha256Digest>,
+    ) -> Result<Evicted, StoreError> {
         let mut evicted = Vec::new();
-        let max_size = self.inner.max_size;
+        let mut bytes = 0u64;
         // Each round removes one artifact, so there can be no more rounds than artifacts; the
         // bound keeps an index bug from turning into an endless loop under the write lock.
         let mut rounds = self.index().artifacts();
@@ -327,11 +353,12 @@ impl Store {
                 break;
             };
             rounds -= 1;
+            bytes += self.index().get(&victim).map_or(0, |entry| entry.size);
             self.unrecord_locked(&victim)?;
             evicted.push(victim);
         }
         if evicted.is_empty() {
-            return Ok(0);
+            return Ok(Evicted::default());
         }
         self.inner.catalog.flush()?;
         for digest in &evicted {
@@ -344,7 +371,10 @@ impl Store {
             max_size,
             "evicted least recently used files"
         );
-        Ok(evicted.len())
+        Ok(Evicted {
+            files: evicted.len() as u64,
+            bytes,
+        })
     }
 
     /// Deletes the blob of `digest` unless a record still needs it. A failure only leaves

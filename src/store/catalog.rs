@@ -146,6 +146,23 @@ pub(crate) fn page_key(key: &PageKey) -> Vec<u8> {
     out
 }
 
+/// The page a catalog key names: the inverse of [`page_key`]. `None` for bytes that no
+/// `page_key` produced.
+pub(crate) fn parse_page_key(raw: &[u8]) -> Option<PageKey> {
+    let (length, rest) = raw.split_first_chunk::<8>()?;
+    let length = usize::try_from(u64::from_be_bytes(*length)).ok()?;
+    let repository = std::str::from_utf8(rest.get(..length)?).ok()?.to_owned();
+    let project = match rest.get(length..)? {
+        [b'i'] => None,
+        [b'p', project @ ..] => Some(std::str::from_utf8(project).ok()?.to_owned()),
+        _ => return None,
+    };
+    Some(PageKey {
+        repository,
+        project,
+    })
+}
+
 /// Records read in one pass at open: the decodable ones, and the keys of those that are not
 /// (dropped by recovery, since nothing can use them).
 #[derive(Debug)]
@@ -557,15 +574,8 @@ impl Catalog {
             .map(drop)
     }
 
-    /// Removes a page record and its inline body. Returns the removed record, if any and
-    /// readable (`Some(None)` for an unreadable one).
-    pub(crate) fn remove_page(
-        &self,
-        key: &PageKey,
-    ) -> Result<Option<Option<PageEntry>>, StoreError> {
-        self.remove_page_key(&page_key(key))
-    }
-
+    /// Removes a page record (by [`page_key`]) and its inline body. Returns the removed record,
+    /// if any and readable (`Some(None)` for an unreadable one).
     pub(crate) fn remove_page_key(
         &self,
         raw: &[u8],
@@ -754,6 +764,23 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
+    }
+
+    #[test]
+    fn page_keys_parse_back() {
+        for page in [
+            key("pypi", None),
+            key("pypi", Some("")),
+            key("pyp", Some("ip")),
+            key("a.b-c", Some("wgfx-app")),
+        ] {
+            assert_eq!(parse_page_key(&page_key(&page)), Some(page));
+        }
+        assert_eq!(parse_page_key(b""), None);
+        assert_eq!(parse_page_key(&[0, 0, 0, 0, 0, 0, 0, 9, b'a']), None);
+        let mut trailing = page_key(&key("pypi", None));
+        trailing.push(b'x');
+        assert_eq!(parse_page_key(&trailing), None);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     pub(super) hot: moka::sync::Cache<Sha256Digest, Bytes, foldhash::fast::RandomState>,
     /// Where queued commits go (see `writer`).
     pub(super) writer: Writer,
-    /// Bumped by every recorded upload (see `uploads`).
+    /// Bumped by every recorded or forgotten upload (see `uploads`).
     pub(super) upload_epoch: AtomicU64,
 }
 
@@ -324,6 +324,11 @@ impl Store {
             outcome.recv().map_err(|_| StoreError::WriterGone)??;
         }
         self.inner.catalog.flush()
+    }
+
+    /// How many stored files are never evicted (hosted uploads), and their bytes.
+    pub fn unevictable(&self) -> (u64, u64) {
+        self.index().unevictable()
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -206,6 +206,20 @@ impl Index {
         self.entries.len() as u64
     }
 
+    /// Every artifact with its entry, in no particular order (a copy: `cache verify` walks it
+    /// without holding the lock).
+    pub(crate) fn snapshot(&self) -> Vec<(Sha256Digest, Entry)> {
+        self.entries.iter().map(|(d, e)| (*d, *e)).collect()
+    }
+
+    /// How many artifacts are never evicted (hosted uploads), and their bytes.
+    pub(crate) fn unevictable(&self) -> (u64, u64) {
+        self.entries
+            .values()
+            .filter(|e| !e.evictable)
+            .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.size))
+    }
+
     pub(crate) fn total(&self) -> u64 {
         self.total
     }

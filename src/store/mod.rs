@@ -31,6 +31,9 @@
 //! [`Store::pinned`] and [`Store::may_have_page`] only consult memory (and open a file), so they
 //! are fine on the request path.
 //!
+//! `verify` hashes every stored body again for `wheelgate cache verify`, and takes out what is
+//! damaged.
+//!
 //! `serve` streams stored bodies by ranges; the single-flight downloads of remote repositories
 //! (`repository::remote::flight`) read their growing files with its positioned reads.
 
@@ -44,15 +47,17 @@ mod index;
 mod pages;
 pub(crate) mod serve;
 mod uploads;
+mod verify;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use artifacts::{Artifact, ArtifactRecord, NewArtifact, Prepared, INLINE_LIMIT};
+pub use artifacts::{Artifact, ArtifactRecord, Evicted, NewArtifact, Prepared, INLINE_LIMIT};
 pub use engine::{Store, StoreOptions, StoreStats};
 pub use error::StoreError;
 pub use pages::{PageKey, StoredPage};
 pub use serve::{ArtifactBody, Content};
-pub use uploads::{Upload, UploadOutcome};
+pub use uploads::{Upload, UploadName, UploadOutcome};
+pub use verify::{BodyUser, Damaged, Problem, Repair, Verification};
 pub use writer::Outcome;

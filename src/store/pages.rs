@@ -127,13 +127,18 @@ impl Store {
 
     /// Forgets a page (so the next request fetches it). Returns whether it was stored.
     pub fn forget_page(&self, key: &PageKey) -> Result<bool, StoreError> {
+        self.forget_page_key(&page_key(key))
+    }
+
+    /// [`Store::forget_page`] by catalog key.
+    pub(super) fn forget_page_key(&self, raw: &[u8]) -> Result<bool, StoreError> {
         let _write = self.write_lock();
-        let Some(old) = self.inner.catalog.remove_page(key)? else {
+        let Some(old) = self.inner.catalog.remove_page_key(raw)? else {
             return Ok(false);
         };
         self.inner.catalog.flush()?;
         let old_blob = old.and_then(|o| o.body.blob());
-        self.index().remove_page(&page_key(key), old_blob);
+        self.index().remove_page(raw, old_blob);
         if let Some(digest) = old_blob {
             self.delete_blob_if_unused(&digest);
         }

@@ -723,3 +723,245 @@ fn concurrent_commits_of_one_digest_store_it_once() {
     assert_eq!(store.stats().artifacts, 1);
     assert_eq!(tmp_entries(dir.path()), 0);
 }
+
+/// Flips one bit of the blob of `digest`, as a disk that rots would.
+fn flip_a_bit(dir: &Path, digest: &Sha256Digest) {
+    let path = blob_path(dir, digest);
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs::write(&path, bytes).unwrap();
+}
+
+fn hosted_upload(store: &Store, body: &[u8], filename: &str) {
+    commit(store, body, filename);
+    let upload = Upload {
+        filename: filename.to_owned(),
+        version: "1.0".to_owned(),
+        sha256: Sha256Digest::of(body),
+        size: body.len() as u64,
+        requires_python: None,
+        core_metadata: None,
+        uploaded_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        uploader: "ci".to_owned(),
+    };
+    assert_eq!(
+        store.record_upload("internal", "acme", &upload).unwrap(),
+        UploadOutcome::Recorded
+    );
+}
+
+#[test]
+fn verify_finds_nothing_in_an_intact_store_and_counts_what_it_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    commit(&store, &vec![1u8; BIG], "big.whl");
+    commit(&store, b"small", "small.whl.metadata");
+    store
+        .put_page(&key(Some("big")), &page(vec![b'x'; BIG], None))
+        .unwrap();
+    store
+        .put_page(&key(Some("small")), &page(b"<html/>".to_vec(), None))
+        .unwrap();
+    let report = store.verify(false).unwrap();
+    assert_eq!(
+        report,
+        Verification {
+            files: 2,
+            file_bytes: BIG as u64 + 5,
+            page_bodies: 1,
+            damaged: Vec::new(),
+        }
+    );
+}
+
+#[test]
+fn verify_removes_a_rotten_or_missing_file_and_forgets_a_rotten_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let rotten = vec![1u8; BIG];
+    let lost = vec![2u8; BIG];
+    let intact = vec![3u8; BIG];
+    let (rotten_digest, lost_digest) = (Sha256Digest::of(&rotten), Sha256Digest::of(&lost));
+    commit(&store, &rotten, "rotten.whl");
+    commit(&store, &lost, "lost.whl");
+    commit(&store, &intact, "intact.whl");
+    let page_body = vec![b'p'; BIG];
+    let page_digest = Sha256Digest::of(&page_body);
+    store
+        .put_page(&key(Some("demo")), &page(page_body, None))
+        .unwrap();
+    flip_a_bit(dir.path(), &rotten_digest);
+    fs::remove_file(blob_path(dir.path(), &lost_digest)).unwrap();
+    flip_a_bit(dir.path(), &page_digest);
+
+    let report = store.verify(false).unwrap();
+    assert_eq!((report.files, report.page_bodies), (3, 1));
+    let find = |digest: &Sha256Digest| {
+        report
+            .damaged
+            .iter()
+            .find(|d| d.sha256 == *digest)
+            .unwrap_or_else(|| panic!("{digest} not reported: {:?}", report.damaged))
+    };
+    assert_eq!(report.damaged.len(), 3, "{:?}", report.damaged);
+    let rotten_report = find(&rotten_digest);
+    assert!(
+        matches!(rotten_report.problem, Problem::Differs { size, .. } if size == BIG as u64),
+        "{rotten_report:?}"
+    );
+    assert_eq!(rotten_report.repair, Repair::Removed);
+    assert_eq!(
+        rotten_report.used_by,
+        vec![BodyUser::File {
+            repository: "pypi".to_owned(),
+            filename: "rotten.whl".to_owned()
+        }]
+    );
+    assert_eq!(find(&lost_digest).problem, Problem::Missing);
+    assert_eq!(
+        find(&page_digest).used_by,
+        vec![BodyUser::Page(key(Some("demo")))]
+    );
+
+    assert!(!store.contains(&rotten_digest) && !store.contains(&lost_digest));
+    assert!(store.contains(&Sha256Digest::of(&intact)));
+    assert!(!blob_path(dir.path(), &rotten_digest).exists());
+    assert!(!blob_path(dir.path(), &page_digest).exists());
+    assert_eq!(store.page(&key(Some("demo"))).unwrap(), None);
+    assert_eq!(store.stats().pages, 0);
+    // What was removed can be stored again, and a second run finds nothing.
+    assert_eq!(commit(&store, &rotten, "rotten.whl"), rotten);
+    assert!(store.verify(false).unwrap().damaged.is_empty());
+    drop(store);
+    let store = open(dir.path(), u64::MAX);
+    assert!(store.contains(&rotten_digest) && !store.contains(&lost_digest));
+}
+
+#[test]
+fn verify_rehashes_inline_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let body = b"the real metadata".to_vec();
+    let digest = Sha256Digest::of(&body);
+    commit(&store, &body, "a.whl.metadata");
+    let entry = store.inner.catalog.artifact(&digest).unwrap().unwrap();
+    store
+        .inner
+        .catalog
+        .put_artifact(&digest, &entry, Some(b"the rotten metadata"), None)
+        .unwrap();
+    let report = store.verify(false).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].repair, Repair::Removed);
+    assert!(!store.contains(&digest));
+    assert_eq!(store.inner.catalog.artifact_body(&digest).unwrap(), None);
+}
+
+#[test]
+fn a_rotten_hosted_upload_is_kept_unless_uploads_are_to_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let body = vec![7u8; BIG];
+    let digest = Sha256Digest::of(&body);
+    hosted_upload(&store, &body, "acme-1.0-py3-none-any.whl");
+    let epoch = store.upload_epoch();
+    flip_a_bit(dir.path(), &digest);
+    let upload = UploadName {
+        repository: "internal".to_owned(),
+        project: "acme".to_owned(),
+        filename: "acme-1.0-py3-none-any.whl".to_owned(),
+    };
+
+    let report = store.verify(false).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].repair, Repair::Kept);
+    assert!(
+        report.damaged[0]
+            .used_by
+            .contains(&BodyUser::Upload(upload.clone())),
+        "{report:?}"
+    );
+    assert!(store.contains(&digest), "the only copy stays");
+    assert_eq!(store.uploads("internal", "acme").unwrap().len(), 1);
+
+    let report = store.verify(true).unwrap();
+    assert_eq!(report.damaged[0].repair, Repair::UploadsForgotten);
+    assert!(report.damaged[0]
+        .used_by
+        .contains(&BodyUser::Upload(upload)));
+    assert!(!store.contains(&digest));
+    assert!(!blob_path(dir.path(), &digest).exists());
+    assert!(store.uploads("internal", "acme").unwrap().is_empty());
+    assert!(
+        store.upload_epoch() > epoch,
+        "hosted pages in memory go stale"
+    );
+    // The filename is free again.
+    hosted_upload(&store, &body, "acme-1.0-py3-none-any.whl");
+    assert!(store.verify(false).unwrap().damaged.is_empty());
+}
+
+#[test]
+fn forgetting_an_upload_keeps_bodies_another_upload_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let body = vec![8u8; BIG];
+    let digest = Sha256Digest::of(&body);
+    hosted_upload(&store, &body, "acme-1.0-py3-none-any.whl");
+    let metadata = b"Metadata-Version: 2.1\nName: acme\n".to_vec();
+    let metadata_digest = Sha256Digest::of(&metadata);
+    commit(&store, &metadata, "acme-2.0-py3-none-any.whl.metadata");
+    commit(&store, &vec![9u8; BIG], "acme-2.0-py3-none-any.whl");
+    let second = Upload {
+        filename: "acme-2.0-py3-none-any.whl".to_owned(),
+        version: "2.0".to_owned(),
+        sha256: Sha256Digest::of(&vec![9u8; BIG]),
+        size: BIG as u64,
+        requires_python: None,
+        core_metadata: Some(metadata_digest),
+        uploaded_at: UNIX_EPOCH,
+        uploader: "ci".to_owned(),
+    };
+    store.record_upload("internal", "acme", &second).unwrap();
+    let forgotten = store.forget_uploads_using(&metadata_digest).unwrap();
+    assert_eq!(forgotten.len(), 1);
+    assert_eq!(forgotten[0].filename, "acme-2.0-py3-none-any.whl");
+    assert!(!store.contains(&metadata_digest) && !store.contains(&second.sha256));
+    assert!(store.contains(&digest), "the other upload keeps its body");
+    assert_eq!(store.uploads("internal", "acme").unwrap().len(), 1);
+}
+
+#[test]
+fn gc_evicts_down_to_the_given_size_least_recent_first_and_never_hosted_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let bodies: Vec<Vec<u8>> = (0..3u8).map(|n| vec![n; BIG]).collect();
+    hosted_upload(&store, &vec![9u8; BIG], "acme-1.0-py3-none-any.whl");
+    for (n, body) in bodies.iter().enumerate() {
+        commit(&store, body, &format!("{n}.whl"));
+    }
+    assert!(store.artifact(&Sha256Digest::of(&bodies[0])).is_some());
+    assert_eq!(store.gc(u64::MAX).unwrap(), Evicted::default());
+    assert_eq!(
+        store.gc(3 * BIG as u64).unwrap(),
+        Evicted {
+            files: 1,
+            bytes: BIG as u64
+        }
+    );
+    assert!(
+        !store.contains(&Sha256Digest::of(&bodies[1])),
+        "the least recent went"
+    );
+    assert!(!blob_path(dir.path(), &Sha256Digest::of(&bodies[1])).exists());
+    assert_eq!(
+        store.gc(0).unwrap(),
+        Evicted {
+            files: 2,
+            bytes: 2 * BIG as u64
+        }
+    );
+    assert_eq!(store.stats().artifacts, 1, "the hosted upload stays");
+    assert_eq!(store.unevictable(), (1, BIG as u64));
+}

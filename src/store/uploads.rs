@@ -58,6 +58,37 @@ impl Upload {
     }
 }
 
+/// Which upload: a repository, a project (normalised) and a filename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadName {
+    pub repository: String,
+    pub project: String,
+    pub filename: String,
+}
+
+impl UploadName {
+    /// The name an [`upload_key`] spells, `None` for a key it did not make.
+    fn parse(key: &[u8]) -> Option<UploadName> {
+        let mut parts = key.splitn(3, |&b| b == 0);
+        let mut next = || Some(std::str::from_utf8(parts.next()?).ok()?.to_owned());
+        Some(UploadName {
+            repository: next()?,
+            project: next()?,
+            filename: next()?,
+        })
+    }
+}
+
+impl std::fmt::Display for UploadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the upload {} of {} in repository {}",
+            self.filename, self.project, self.repository
+        )
+    }
+}
+
 /// What recording an upload did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadOutcome {
@@ -66,6 +97,11 @@ pub enum UploadOutcome {
     /// The filename was already taken, by content with this digest (`None` when its record is
     /// unreadable); nothing was written.
     Exists(Option<Sha256Digest>),
+}
+
+/// Whether an upload's file or metadata is the body `digest`.
+fn uses(entry: &UploadEntry, digest: &Sha256Digest) -> bool {
+    entry.sha256.0 == *digest || entry.core_metadata.is_some_and(|d| d.0 == *digest)
 }
 
 impl Store {
@@ -155,8 +191,64 @@ impl Store {
         Ok(UploadOutcome::Recorded)
     }
 
-    /// A number that changes whenever an upload is recorded: hosted pages kept in memory are
-    /// current while it stays the same.
+    /// The uploads whose file or PEP 658 metadata is the body `digest`.
+    pub fn uploads_using(&self, digest: &Sha256Digest) -> Result<Vec<UploadName>, StoreError> {
+        Ok(self
+            .upload_records_using(digest)?
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect())
+    }
+
+    fn upload_records_using(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Vec<(UploadName, sled::IVec, UploadEntry)>, StoreError> {
+        let scan = self.inner.catalog.uploads(&[])?;
+        Ok(scan
+            .good
+            .into_iter()
+            .filter(|(_, entry)| uses(entry, digest))
+            .filter_map(|(key, entry)| Some((UploadName::parse(&key)?, key, entry)))
+            .collect())
+    }
+
+    /// Forgets every upload whose file or metadata is the body `digest` (a damaged body, for
+    /// `cache verify --forget-damaged-uploads`), with the bodies those uploads stored unless
+    /// another upload still uses one, so that the files can be published again. Returns the
+    /// uploads forgotten.
+    pub fn forget_uploads_using(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Vec<UploadName>, StoreError> {
+        let _write = self.write_lock();
+        let forgotten = self.upload_records_using(digest)?;
+        if forgotten.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut bodies = Vec::new();
+        for (_, key, entry) in &forgotten {
+            self.inner.catalog.drop_upload_key(key)?;
+            bodies.push(entry.sha256.0);
+            bodies.extend(entry.core_metadata.map(|d| d.0));
+        }
+        let remaining = self.inner.catalog.uploads(&[])?.good;
+        bodies.retain(|body| !remaining.iter().any(|(_, entry)| uses(entry, body)));
+        bodies.sort();
+        bodies.dedup();
+        for body in &bodies {
+            self.unrecord_locked(body)?;
+        }
+        self.inner.catalog.flush()?;
+        for body in &bodies {
+            self.delete_blob_if_unused(body);
+        }
+        self.inner.upload_epoch.fetch_add(1, Ordering::Release);
+        Ok(forgotten.into_iter().map(|(name, _, _)| name).collect())
+    }
+
+    /// A number that changes whenever an upload is recorded or forgotten: hosted pages kept in
+    /// memory are current while it stays the same.
     pub fn upload_epoch(&self) -> u64 {
         self.inner.upload_epoch.load(Ordering::Acquire)
     }

@@ -7,6 +7,7 @@
 mod harness;
 
 mod cache;
+mod cache_cli;
 mod cli;
 mod install;
 mod integrity;

@@ -84,6 +84,11 @@ where
             .map_err(RemoteError::Shared)
     }
 
+    /// Drops the value held for `key`; a load under way still stores its result.
+    pub(super) fn forget(&self, key: &K) {
+        self.cache.invalidate(key);
+    }
+
     /// Spawns the load; its task stores the result and leaves the map, in that order.
     fn start<F>(&self, key: K, load: F) -> SharedLoad<V>
     where

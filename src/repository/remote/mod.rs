@@ -300,6 +300,11 @@ impl Remote {
         self.loader.upstream.as_ref().map(Upstream::root)
     }
 
+    /// Drops the project's page held in memory (see [`super::Repositories::forget_page_in_memory`]).
+    pub fn forget_page_in_memory(&self, project: &ProjectName) {
+        self.pages.forget(project);
+    }
+
     /// The project page, from memory, the store or the upstream.
     async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
         let (loaded, ran) = self
