@@ -405,7 +405,7 @@ impl Remote {
         }
         // Boxed: a download's state is several kilobytes, and every connection's in-flight
         // request is sized to the largest path it may take; a warm file never goes here.
-        Box::pin(self.download(entry, url.into_owned(), declared, metadata)).await
+        Box::pin(self.download(entry, url.into_owned(), declared, part)).await
     }
 
     /// Downloads a file that is not stored (or joins its download under way).
@@ -414,7 +414,7 @@ impl Remote {
         entry: &FileEntry,
         url: url::Url,
         declared: Option<Sha256Digest>,
-        metadata: bool,
+        part: FilePart,
     ) -> Result<ServedFile, RemoteError> {
         let store = &self.loader.store;
         let url_key = url_key(&url);
