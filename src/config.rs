@@ -112,12 +112,23 @@ pub struct RepositoryConfig {
     pub kind: RepositoryKind,
 }
 
-/// What a repository is; `group` comes in a later version.
+/// What a repository is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryKind {
     Remote(RemoteConfig),
     /// `type = "hosted"`: packages published to wheelgate (SPEC §1); it has no keys of its own.
     Hosted,
+    /// `type = "group"`: its members served as one index (SPEC §1).
+    Group(GroupConfig),
+}
+
+/// A `type = "group"` repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// In the order their files take precedence. Validated at load: at least one, each a
+    /// defined repository other than the group itself, no repeats, and no cycle through
+    /// groups.
+    pub members: Vec<RepoName>,
 }
 
 impl RepositoryKind {
@@ -126,6 +137,7 @@ impl RepositoryKind {
         match self {
             RepositoryKind::Remote(_) => "remote",
             RepositoryKind::Hosted => "hosted",
+            RepositoryKind::Group(_) => "group",
         }
     }
 }
@@ -171,6 +183,48 @@ impl Config {
     /// The repository called `name`, if the configuration defines one.
     pub fn repository(&self, name: &RepoName) -> Option<&RepositoryConfig> {
         self.repositories.iter().find(|repo| &repo.name == name)
+    }
+
+    /// The repositories that hold files themselves (remote and hosted) that `name` serves, in
+    /// the order their files take precedence, each with the repositories a file passes through
+    /// to get there: `name` itself, the groups between, and the repository that holds it. A
+    /// remote or hosted repository serves itself; a group its members', depth first, each
+    /// repository once (where it is reached first). Empty for an unknown name.
+    pub fn sources_of(&self, name: &RepoName) -> Vec<(&RepositoryConfig, Vec<RepoName>)> {
+        let mut found: Vec<(&RepositoryConfig, Vec<RepoName>)> = Vec::new();
+        let mut path = Vec::new();
+        self.collect_sources(name, &mut path, &mut found);
+        found
+    }
+
+    fn collect_sources<'a>(
+        &'a self,
+        name: &RepoName,
+        path: &mut Vec<RepoName>,
+        found: &mut Vec<(&'a RepositoryConfig, Vec<RepoName>)>,
+    ) {
+        // The configuration has no cycles (checked at load); this guard only keeps a bad
+        // configuration built by hand from recursing forever.
+        if path.contains(name) {
+            return;
+        }
+        let Some(repo) = self.repository(name) else {
+            return;
+        };
+        path.push(name.clone());
+        match &repo.kind {
+            RepositoryKind::Group(group) => {
+                for member in &group.members {
+                    self.collect_sources(member, path, found);
+                }
+            }
+            RepositoryKind::Remote(_) | RepositoryKind::Hosted => {
+                if !found.iter().any(|(known, _)| known.name == repo.name) {
+                    found.push((repo, path.clone()));
+                }
+            }
+        }
+        path.pop();
     }
 
     /// The user called `name`, if the configuration defines one.
@@ -273,6 +327,10 @@ impl Config {
                     "    packages published to it: twine upload or uv publish to /{}/",
                     repo.name
                 )?,
+                RepositoryKind::Group(group) => {
+                    let members: Vec<&str> = group.members.iter().map(RepoName::as_str).collect();
+                    writeln!(out, "    members, first wins: {}", members.join(", "))?;
+                }
             }
         }
         if self.rules.is_empty() {

@@ -120,6 +120,13 @@ pub fn purge_targets(
     };
     match &found.kind {
         RepositoryKind::Remote(_) => Ok(vec![found.name.clone()]),
+        // A group's pages are its members': purging it purges its remote members.
+        RepositoryKind::Group(_) => Ok(config
+            .sources_of(&found.name)
+            .into_iter()
+            .filter(|(source, _)| matches!(source.kind, RepositoryKind::Remote(_)))
+            .map(|(source, _)| source.name.clone())
+            .collect()),
         kind @ RepositoryKind::Hosted => Err(CacheError::NotRemote {
             name: found.name.clone(),
             kind: kind.type_name(),

@@ -195,7 +195,7 @@ pub fn validate(config: &Config) -> Result<(), BuildError> {
                     source,
                 })?
             }
-            RepositoryKind::Hosted => {}
+            RepositoryKind::Hosted | RepositoryKind::Group(_) => {}
         }
     }
     Ok(())
@@ -236,6 +236,8 @@ impl Repositories {
                 RepositoryKind::Hosted => {
                     Repository::Hosted(Hosted::new(repo.name.clone(), store.clone()))
                 }
+                // Not accepted by the configuration parser yet.
+                RepositoryKind::Group(_) => continue,
             };
             list.push((repo.name.clone(), built));
         }
