@@ -9,6 +9,7 @@ mod harness;
 mod cache;
 mod cache_cli;
 mod cli;
+mod groups;
 mod install;
 mod integrity;
 mod malformed;

@@ -55,11 +55,51 @@ pub struct RemoteConfig {
     pub anonymous_read: Option<bool>,
     /// The names of hosted repositories (`type = "hosted"`), defined after the remote one.
     pub hosted: Vec<String>,
+    /// Raw TOML of more `[[repository]]` tables (see `remote_toml`), defined after the hosted
+    /// repositories and before the groups.
+    pub extra_repositories: String,
+    /// The group repositories (`type = "group"`), defined last.
+    pub groups: Vec<GroupConfig>,
     /// The `[[user]]` tables, in order.
     pub users: Vec<UserConfig>,
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
     /// `rule_toml`).
     pub extra_toml: String,
+}
+
+/// A `type = "group"` repository: its members, in order, served as one index (SPEC §1).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+impl GroupConfig {
+    pub fn new(name: &str, members: &[&str]) -> GroupConfig {
+        GroupConfig {
+            name: name.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    /// The `[[repository]]` table, every value escaped.
+    pub fn to_toml(&self) -> String {
+        let members: Vec<String> = self.members.iter().map(|m| toml_string(m)).collect();
+        format!(
+            "\n[[repository]]\nname = {}\ntype = \"group\"\nmembers = [{}]\n",
+            toml_string(&self.name),
+            members.join(", ")
+        )
+    }
+}
+
+/// A `type = "remote"` repository table without credentials, pointing at `url`, with one retry.
+pub fn remote_toml(name: &str, url: &str) -> String {
+    format!(
+        "\n[[repository]]\nname = {}\ntype = \"remote\"\nurl = {}\nretries = 1\n",
+        toml_string(name),
+        toml_string(url)
+    )
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -206,8 +246,20 @@ pub fn rule_toml(
     package: Option<&str>,
     condition: Option<&str>,
 ) -> String {
+    rule_toml_in("pypi", name, action, package, condition)
+}
+
+/// As `rule_toml`, for the rule of `repository`.
+pub fn rule_toml_in(
+    repository: &str,
+    name: &str,
+    action: &str,
+    package: Option<&str>,
+    condition: Option<&str>,
+) -> String {
     let mut table = format!(
-        "\n[[rule]]\nrepository = \"pypi\"\nname = {}\naction = {}\n",
+        "\n[[rule]]\nrepository = {}\nname = {}\naction = {}\n",
+        toml_string(repository),
         toml_string(name),
         toml_string(action)
     );
@@ -245,6 +297,8 @@ impl RemoteConfig {
             max_upload_size: None,
             anonymous_read: None,
             hosted: Vec::new(),
+            extra_repositories: String::new(),
+            groups: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
         }
@@ -281,6 +335,7 @@ impl RemoteConfig {
                 )
             })
             .collect();
+        let groups: String = self.groups.iter().map(GroupConfig::to_toml).collect();
         let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
@@ -306,9 +361,12 @@ impl RemoteConfig {
              password_file = {password_file}\n\
              auth_hosts = [{auth_hosts}]\n\
              {hosted}\
+             {extra_repositories}\
+             {groups}\
              {users}\
              {extra}",
             extra = self.extra_toml,
+            extra_repositories = self.extra_repositories,
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
