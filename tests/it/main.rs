@@ -17,4 +17,5 @@ mod simple_api;
 mod store;
 mod tls;
 mod upstream_auth;
+mod upstream_tls;
 mod users;

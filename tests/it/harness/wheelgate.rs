@@ -60,6 +60,8 @@ pub struct RemoteConfig {
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
     /// `rule_toml`).
     pub extra_toml: String,
+    /// Raw TOML lines in the remote repository's own table (`ca_file`, `native_roots`).
+    pub remote_toml: String,
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -247,6 +249,7 @@ impl RemoteConfig {
             hosted: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
+            remote_toml: String::new(),
         }
     }
 
@@ -301,6 +304,7 @@ impl RemoteConfig {
              {negative_ttl}\
              offline = {offline}\n\
              retries = 1\n\
+             {remote}\
              [repository.auth]\n\
              username = \"__token__\"\n\
              password_file = {password_file}\n\
@@ -309,6 +313,7 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
+            remote = self.remote_toml,
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
