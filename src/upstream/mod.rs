@@ -37,6 +37,7 @@ use url::Url;
 pub use crate::secret::{Secret, SecretError, SecretFile};
 pub use body::FileBody;
 pub use client::Upstream;
+pub(crate) use error::error_chain;
 pub use error::{TimeoutKind, UpstreamError};
 pub use proxy::ProxyMode;
 pub use redact::RedactedUrl;

@@ -8,6 +8,7 @@ mod harness;
 
 mod cache;
 mod cli;
+mod deploy;
 mod install;
 mod integrity;
 mod malformed;
