@@ -458,6 +458,11 @@ mod tests {
         );
     }
 
+    /// A connector error wrapping an I/O error, as hyper's client reports one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error")]
+    struct Wrapper(#[source] std::io::Error);
+
     fn trust() -> Trust {
         Trust {
             system: super::super::tls::SystemRoots::Platform,
@@ -467,9 +472,6 @@ mod tests {
 
     #[test]
     fn a_refused_certificate_says_which_settings_to_change() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("client error (Connect)")]
-        struct Wrapper(#[source] std::io::Error);
         let url = Url::parse("https://example.invalid/simple/x/").unwrap();
         // As hyper-rustls reports it: the rustls error inside tokio-rustls' io::Error, inside
         // one of its own.
@@ -494,9 +496,6 @@ mod tests {
 
     #[test]
     fn a_timed_out_connect_is_a_connect_timeout() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("tcp connect error")]
-        struct Wrapper(#[source] std::io::Error);
         let url = Url::parse("https://user:pw@example.invalid/simple/?t=1").unwrap();
         let timed_out = Wrapper(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::harness::clients::{run_bounded, ClientRun};
-use crate::harness::wheelgate::{binary, Wheelgate};
+use crate::harness::wheelgate::{binary, run_with_env, Wheelgate};
 use crate::harness::{create_dir, http, wait_until, write_file};
 
 fn repo_file(path: &str) -> PathBuf {
@@ -25,17 +25,7 @@ fn read(path: &Path) -> String {
 
 /// `wheelgate <args>` with `env` as its whole environment (but PATH), in `cwd`.
 fn wheelgate_command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> ClientRun {
-    let mut command = Command::new(binary());
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .envs(env.iter().copied());
-    run_bounded(&mut command, Duration::from_secs(30))
+    run_with_env(args, cwd, env, Duration::from_secs(30))
 }
 
 /// Whether `program` can be run (`program --version` succeeds).

@@ -5,7 +5,6 @@
 //! CA made by the test issued, as a corporate CA or a TLS-inspecting proxy would: no trust store
 //! holds that CA, so what the machine's own store contains cannot change an outcome.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ::http::StatusCode;
@@ -14,7 +13,7 @@ use crate::harness::certs::TestCa;
 use crate::harness::clients::{self, run_bounded};
 use crate::harness::tls_front::TlsFront;
 use crate::harness::upstream::{Mode, Upstream};
-use crate::harness::wheelgate::{binary, RemoteConfig, Wheelgate};
+use crate::harness::wheelgate::{run_with_env, RemoteConfig, Wheelgate};
 use crate::harness::{
     create_dir, http, new_token, wait_until, write_file, SecretFile, TokenLayout,
 };
@@ -239,21 +238,16 @@ fn ssl_cert_file_without_a_certificate_is_refused_at_start_up() {
     let bed = PrivateCaUpstream::start();
     let config = bed.config("check", "");
     let missing = bed.dir.path().join("no-such-ca.pem");
-    let output = Command::new(binary())
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .current_dir(bed.dir.path())
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("SSL_CERT_FILE", &missing)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run wheelgate check: {e}"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let config = config.display().to_string();
+    let missing_text = missing.display().to_string();
+    let run = run_with_env(
+        &["check", "--config", &config],
+        bed.dir.path(),
+        &[("SSL_CERT_FILE", &missing_text)],
+        Duration::from_secs(30),
+    );
+    let stderr = run.stderr;
+    assert_eq!(run.exit_code, Some(2), "{stderr}");
     for part in [
         "repository pypi",
         &format!("SSL_CERT_FILE={}", missing.display()),

@@ -44,26 +44,28 @@ const NEW_EC_KEY: [&str; 5] = [
     "-nodes",
 ];
 
+/// A new key and a self-signed certificate for `subject` with the `-addext` `extensions`.
+fn new_self_signed(pair: &CertKey, subject: &str, extensions: &[&str], what: &str) {
+    let mut args = vec!["req", "-x509"];
+    args.extend(NEW_EC_KEY);
+    args.extend(["-days", "2", "-subj", subject]);
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    args.push("-keyout");
+    openssl(&args, &[&pair.key, Path::new("-out"), &pair.cert], what);
+}
+
 /// A self-signed certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`).
 pub fn self_signed(dir: &Path) -> CertKey {
     let pair = CertKey {
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
     };
-    let mut args = vec!["req", "-x509"];
-    args.extend(NEW_EC_KEY);
-    args.extend([
-        "-days",
-        "2",
-        "-subj",
+    new_self_signed(
+        &pair,
         "/CN=wheelgate-test",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-keyout",
-    ]);
-    openssl(
-        &args,
-        &[&pair.key, Path::new("-out"), &pair.cert],
+        &["subjectAltName=IP:127.0.0.1"],
         "a self-signed test certificate",
     );
     pair
@@ -73,22 +75,19 @@ impl TestCa {
     /// A CA (`ca.crt`) and a server certificate for 127.0.0.1 it issued (`server.crt`,
     /// `server.key`), in `dir`.
     pub fn create(dir: &Path) -> TestCa {
-        let ca_key = dir.join("ca.key");
-        let ca_cert = dir.join("ca.crt");
-        let mut args = vec!["req", "-x509"];
-        args.extend(NEW_EC_KEY);
-        args.extend([
-            "-days",
-            "2",
-            "-subj",
+        let ca = CertKey {
+            cert: dir.join("ca.crt"),
+            key: dir.join("ca.key"),
+        };
+        new_self_signed(
+            &ca,
             "/CN=wheelgate test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-        ]);
-        openssl(&args, &[&ca_key, Path::new("-out"), &ca_cert], "a test CA");
+            &[
+                "basicConstraints=critical,CA:TRUE",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            "a test CA",
+        );
 
         let server = CertKey {
             cert: dir.join("server.crt"),
@@ -118,9 +117,9 @@ impl TestCa {
             &[
                 &request,
                 Path::new("-CA"),
-                &ca_cert,
+                &ca.cert,
                 Path::new("-CAkey"),
-                &ca_key,
+                &ca.key,
                 Path::new("-extfile"),
                 &extensions,
                 Path::new("-out"),
@@ -128,7 +127,10 @@ impl TestCa {
             ],
             "a test server certificate",
         );
-        TestCa { ca_cert, server }
+        TestCa {
+            ca_cert: ca.cert,
+            server,
+        }
     }
 
     /// The name OpenSSL looks the CA up by in a hashed certificate directory

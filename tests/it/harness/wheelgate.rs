@@ -623,6 +623,11 @@ pub fn run(args: &[&str], cwd: &Path) -> ClientRun {
 /// As `run`, killed after `limit` (for `serve`, which must exit by itself only when it refuses
 /// its configuration).
 pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
+    run_with_env(args, cwd, &[], limit)
+}
+
+/// As `run_for`, with `env` added to the environment.
+pub fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)], limit: Duration) -> ClientRun {
     let mut command = Command::new(binary());
     command
         .args(args)
@@ -632,7 +637,8 @@ pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
             "PATH",
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
         )
-        .env("WHEELGATE_LOG", "info");
+        .env("WHEELGATE_LOG", "info")
+        .envs(env.iter().copied());
     run_bounded(&mut command, limit)
 }
 
