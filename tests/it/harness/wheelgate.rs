@@ -60,6 +60,8 @@ pub struct RemoteConfig {
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
     /// `rule_toml`).
     pub extra_toml: String,
+    /// Raw TOML lines in the remote repository's own table (`ca_file`, `native_roots`).
+    pub remote_toml: String,
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -247,6 +249,7 @@ impl RemoteConfig {
             hosted: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
+            remote_toml: String::new(),
         }
     }
 
@@ -301,6 +304,7 @@ impl RemoteConfig {
              {negative_ttl}\
              offline = {offline}\n\
              retries = 1\n\
+             {remote}\
              [repository.auth]\n\
              username = \"__token__\"\n\
              password_file = {password_file}\n\
@@ -309,6 +313,7 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
+            remote = self.remote_toml,
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
@@ -618,6 +623,11 @@ pub fn run(args: &[&str], cwd: &Path) -> ClientRun {
 /// As `run`, killed after `limit` (for `serve`, which must exit by itself only when it refuses
 /// its configuration).
 pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
+    run_with_env(args, cwd, &[], limit)
+}
+
+/// As `run_for`, with `env` added to the environment.
+pub fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)], limit: Duration) -> ClientRun {
     let mut command = Command::new(binary());
     command
         .args(args)
@@ -627,7 +637,8 @@ pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
             "PATH",
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
         )
-        .env("WHEELGATE_LOG", "info");
+        .env("WHEELGATE_LOG", "info")
+        .envs(env.iter().copied());
     run_bounded(&mut command, limit)
 }
 
