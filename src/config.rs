@@ -156,8 +156,9 @@ pub struct RemoteConfig {
     pub retries: u32,
     /// PEM roots added to the trust store; the file existed when the configuration was loaded.
     pub ca_file: Option<PathBuf>,
-    /// `true`: the operating system's trust store (corporate CAs) instead of the built-in web PKI
-    /// roots.
+    /// `true` (the default): the operating system's trust store (corporate CAs; `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` replace its locations) as well as the built-in web PKI roots. `false`: the
+    /// built-in roots only.
     pub native_roots: bool,
     /// Serve only what the store holds. Always true when [`RemoteConfig::url`] is `None`, so
     /// callers need to look at one flag.
@@ -403,9 +404,9 @@ fn describe_remote(out: &mut String, remote: &RemoteConfig) -> fmt::Result {
         remote.retries
     )?;
     let roots = if remote.native_roots {
-        "the OS trust store"
+        "built-in web PKI roots and the OS trust store (or SSL_CERT_FILE / SSL_CERT_DIR)"
     } else {
-        "built-in web PKI roots"
+        "built-in web PKI roots only (native_roots = false)"
     };
     match &remote.ca_file {
         None => writeln!(out, "    trust: {roots}")?,
@@ -492,7 +493,7 @@ mod tests {
     fn remote_of(config: &Config, index: usize) -> &RemoteConfig {
         match &config.repositories[index].kind {
             RepositoryKind::Remote(remote) => remote,
-            RepositoryKind::Hosted => panic!("repository {index} is hosted"),
+            other => panic!("repository {index} is {}, not remote", other.type_name()),
         }
     }
 
@@ -522,12 +523,20 @@ mod tests {
         assert_eq!(remote.index_ttl, Duration::from_secs(600));
         assert_eq!(remote.negative_ttl, Duration::from_secs(60));
         assert_eq!(remote.retries, 3);
-        assert!(!remote.native_roots);
+        assert!(remote.native_roots);
         assert!(config.describe().contains("offline (no url)"));
+        // The hosted repository's table is the file's second `[[repository]]` header.
+        let hosted_line = SHIPPED
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| *line == "[[repository]]")
+            .nth(1)
+            .map(|(index, _)| index + 1)
+            .unwrap();
         assert!(
-            config
-                .describe()
-                .contains("internal (hosted, line 111), served at /internal/simple/"),
+            config.describe().contains(&format!(
+                "internal (hosted, line {hosted_line}), served at /internal/simple/"
+            )),
             "{}",
             config.describe()
         );

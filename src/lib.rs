@@ -12,6 +12,7 @@ pub mod config;
 pub mod front;
 pub mod logging;
 pub mod policy;
+pub mod probe;
 pub mod repository;
 pub mod secret;
 pub mod simple;

@@ -1,5 +1,5 @@
 //! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test`,
-//! `cache stats|verify|gc|purge` and `hash-password`.
+//! `cache stats|verify|gc|purge`, `hash-password` and `health`.
 //!
 //! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
 //! `rules test` exits 0 for allow, 1 for deny, 2 for an error; `cache verify` exits 1 when it
@@ -22,6 +22,7 @@ use wheelgate::front::{shutdown_signal, Server};
 use wheelgate::logging::access::{self, LogFormat as AccessFormat};
 use wheelgate::logging::{buffered_stderr, LogGuard};
 use wheelgate::policy::{self, Policy};
+use wheelgate::probe::Probe;
 use wheelgate::repository::remote::flight::Flights;
 use wheelgate::repository::{self, Counters};
 use wheelgate::store::{Store, StoreOptions};
@@ -34,7 +35,12 @@ use wheelgate::store::{Store, StoreOptions};
 )]
 struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, default_value = "./proxy.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "WHEELGATE_CONFIG",
+        default_value = "./proxy.toml"
+    )]
     config: PathBuf,
     /// How log lines are written to stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -59,6 +65,9 @@ enum Command {
     /// Print an argon2id hash of a password, for `password_hash` in a `[[user]]`. The password
     /// is typed at the terminal (twice, not echoed) or piped in as one line.
     HashPassword,
+    /// Ask the running server for `/-/health` on the address the configuration listens on: exit
+    /// 0 when it answers 200, 1 otherwise. For container health checks (the image has no curl).
+    Health,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +137,7 @@ fn main() -> ExitCode {
         Command::Rules(command) => rules(&cli.config, command),
         Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
         Command::HashPassword => hash_password(),
+        Command::Health => health(&cli.config),
     }
 }
 
@@ -224,6 +234,38 @@ fn hash_password() -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `wheelgate health`: one line on stdout when healthy, the reason on stderr otherwise.
+fn health(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let probe = Probe::for_server(&config.server);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(probe.run()) {
+        Ok(()) => {
+            println!("healthy: {}", probe.target());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {error}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

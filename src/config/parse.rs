@@ -515,7 +515,7 @@ mod testing {
     pub(super) fn remote_of(config: &Config, index: usize) -> &RemoteConfig {
         match &config.repositories[index].kind {
             RepositoryKind::Remote(remote) => remote,
-            RepositoryKind::Hosted => panic!("repository {index} is hosted, not remote"),
+            other => panic!("repository {index} is {}, not remote", other.type_name()),
         }
     }
 

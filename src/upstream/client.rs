@@ -24,7 +24,7 @@ use url::Url;
 use super::auth::{build_auth, UpstreamAuth};
 use super::body::{read_limited, FileBody};
 use super::proxy::ProxyConnector;
-use super::tls::tls_config;
+use super::tls::{tls_config, Trust};
 use super::{
     FileFetch, PageFetch, ProxyMode, RedactedUrl, UpstreamError, UpstreamSettings, Validators,
 };
@@ -49,6 +49,8 @@ pub(super) struct Inner {
     pub(super) first_byte_timeout: Duration,
     pub(super) connect_timeout: Duration,
     idle_timeout: Duration,
+    /// What the TLS client trusts, for the message of a refused certificate.
+    pub(super) trust: Trust,
     pub(super) retries: u32,
     pub(super) auth: Option<UpstreamAuth>,
     pub(super) user_agent: HeaderValue,
@@ -71,8 +73,9 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds the client, with proxies taken from the environment (see [`ProxyMode::FromEnv`]).
-    /// Reads `ca_file` now, so that a bad one is reported at start-up; the secret file is only
-    /// read when a request needs it.
+    /// Loads the TLS roots (the system store, `SSL_CERT_FILE` / `SSL_CERT_DIR`, `ca_file`) now,
+    /// so that a bad one is reported at start-up; the secret file is only read when a request
+    /// needs it.
     pub fn new(settings: UpstreamSettings) -> Result<Upstream, UpstreamError> {
         Upstream::with_proxy(settings, ProxyMode::FromEnv)
     }
@@ -89,7 +92,7 @@ impl Upstream {
             .as_ref()
             .map(|auth| build_auth(&repository, auth))
             .transpose()?;
-        let tls = tls_config(&settings)?;
+        let (tls, trust) = tls_config(&settings)?;
 
         let mut tcp = HttpConnector::new();
         // The TLS layer above receives https URIs and hands them down; the scheme is its business.
@@ -124,6 +127,7 @@ impl Upstream {
                 first_byte_timeout: settings.first_byte_timeout,
                 connect_timeout: settings.connect_timeout,
                 idle_timeout: settings.idle_timeout,
+                trust,
                 retries: settings.retries,
                 auth,
                 user_agent: HeaderValue::from_static(concat!(

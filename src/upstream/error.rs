@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::StatusCode;
 use url::Url;
 
+use super::tls::{certificate_advice, Trust};
 use super::{RedactedUrl, SecretError};
 
 /// Which wait ran out.
@@ -124,14 +125,17 @@ pub enum UpstreamError {
         /// What is wrong with the content.
         reason: String,
     },
-    /// `native_roots = true` but the operating system offered no usable root certificate.
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` are set but give no usable root certificate.
     #[error(
-        "repository {repository}: native_roots is set but no usable root certificate was found in \
-         the system store ({reason}); install the CA bundle or unset native_roots"
+        "repository {repository}: {variables} gave no usable root certificate ({reason}); point \
+         SSL_CERT_FILE at a PEM file of CA certificates or SSL_CERT_DIR at a directory of them, \
+         or unset them to use the operating system's store"
     )]
-    NativeRoots {
+    SystemRootsEnvironment {
         /// The repository.
         repository: String,
+        /// The variables and their values, as `SSL_CERT_FILE=<path>`.
+        variables: String,
         /// What the loader reported.
         reason: String,
     },
@@ -259,6 +263,20 @@ pub enum UpstreamError {
         /// The configured limit.
         after: Duration,
     },
+    /// The upstream's TLS certificate was refused (an unknown issuer, another host's name,
+    /// outside its dates).
+    #[error(
+        "the upstream at {url} presented a TLS certificate that wheelgate does not accept \
+         ({reason}); {advice}"
+    )]
+    Certificate {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// What rustls said.
+        reason: String,
+        /// What to do about it: which setting to change.
+        advice: String,
+    },
     /// No connection could be made (refused, DNS, TLS, proxy).
     #[error("cannot connect to the upstream at {url}: {reason}")]
     Connect {
@@ -319,22 +337,35 @@ impl UpstreamError {
 }
 
 /// Turns a hyper client error into ours. A connect timeout surfaces as an `io::ErrorKind::TimedOut`
-/// somewhere in the source chain (also when it happened on the way to a proxy).
+/// somewhere in the source chain (also when it happened on the way to a proxy); a refused
+/// certificate as a rustls error wrapped in `io::Error`s (see [`rustls_error`]). `trust` is what
+/// the client trusts, for the advice of a refused certificate.
 pub(super) fn classify_client_error(
     error: &(dyn std::error::Error + 'static),
     url: &Url,
     connect_timeout: Duration,
+    trust: &Trust,
 ) -> UpstreamError {
     let url = RedactedUrl::new(url);
     let mut timed_out = false;
+    let mut certificate = None;
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
+        let io = e.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             timed_out = true;
         }
+        if let Some(tls @ rustls::Error::InvalidCertificate(refused)) = rustls_error(e) {
+            certificate = Some((tls.to_string(), certificate_advice(refused, trust)));
+        }
         current = e.source();
+    }
+    if let Some((reason, advice)) = certificate {
+        return UpstreamError::Certificate {
+            url,
+            reason,
+            advice,
+        };
     }
     if timed_out {
         return UpstreamError::Timeout {
@@ -354,8 +385,22 @@ pub(super) fn classify_client_error(
     }
 }
 
+/// The rustls error `error` is or wraps. tokio-rustls wraps it in an `io::Error` and hyper-rustls
+/// wraps that in another; `io::Error::source` skips what it wraps, so the wrapped errors are
+/// looked at through `get_ref`.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = error;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
+    }
+}
+
 /// "outer: inner: innermost", skipping links that repeat their parent's text.
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
     while let Some(e) = current {
@@ -413,17 +458,50 @@ mod tests {
         );
     }
 
+    /// A connector error wrapping an I/O error, as hyper's client reports one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error")]
+    struct Wrapper(#[source] std::io::Error);
+
+    fn trust() -> Trust {
+        Trust {
+            system: super::super::tls::SystemRoots::Platform,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_certificate_says_which_settings_to_change() {
+        let url = Url::parse("https://example.invalid/simple/x/").unwrap();
+        // As hyper-rustls reports it: the rustls error inside tokio-rustls' io::Error, inside
+        // one of its own.
+        let refused = Wrapper(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )));
+        let err = classify_client_error(&refused, &url, Duration::from_secs(5), &trust());
+        assert!(matches!(err, UpstreamError::Certificate { .. }), "{err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        let message = err.to_string();
+        for part in [
+            "https://example.invalid/simple/x/",
+            "UnknownIssuer",
+            "ca_file",
+            "SSL_CERT_FILE",
+            "native_roots",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+
     #[test]
     fn a_timed_out_connect_is_a_connect_timeout() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("tcp connect error")]
-        struct Wrapper(#[source] std::io::Error);
         let url = Url::parse("https://user:pw@example.invalid/simple/?t=1").unwrap();
         let timed_out = Wrapper(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "connect timeout",
         ));
-        let err = classify_client_error(&timed_out, &url, Duration::from_secs(5));
+        let err = classify_client_error(&timed_out, &url, Duration::from_secs(5), &trust());
         assert!(
             matches!(
                 err,
@@ -442,7 +520,7 @@ mod tests {
             std::io::ErrorKind::ConnectionReset,
             "reset",
         ));
-        let err = classify_client_error(&reset, &url, Duration::from_secs(5));
+        let err = classify_client_error(&reset, &url, Duration::from_secs(5), &trust());
         assert!(
             matches!(err, UpstreamError::Protocol { ref reason, .. }
                 if reason == "tcp connect error: reset"),

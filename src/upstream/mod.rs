@@ -37,6 +37,7 @@ use url::Url;
 pub use crate::secret::{Secret, SecretError, SecretFile};
 pub use body::FileBody;
 pub use client::Upstream;
+pub(crate) use error::error_chain;
 pub use error::{TimeoutKind, UpstreamError};
 pub use proxy::ProxyMode;
 pub use redact::RedactedUrl;
@@ -58,7 +59,8 @@ pub struct UpstreamSettings {
     pub retries: u32,
     /// Extra PEM roots (a corporate CA) added to the trust store.
     pub ca_file: Option<PathBuf>,
-    /// Trust the operating system's roots instead of the bundled Mozilla roots.
+    /// Trust the operating system's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`) as well as the
+    /// bundled Mozilla roots; `false`: the bundled roots only.
     pub native_roots: bool,
     /// Credentials for the upstream, if it needs any.
     pub auth: Option<AuthSettings>,

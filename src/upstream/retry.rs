@@ -75,8 +75,11 @@ impl Upstream {
                         // Any failure before response headers is retried, not only connect
                         // errors: a GET that died before its answer (a reset pooled
                         // connection) is safe to repeat.
-                        let error = classify_client_error(&error, url, inner.connect_timeout);
-                        if !may_retry {
+                        let error =
+                            classify_client_error(&error, url, inner.connect_timeout, &inner.trust);
+                        // A refused certificate is refused again: asking again only delays
+                        // the message that says what to change.
+                        if !may_retry || matches!(error, UpstreamError::Certificate { .. }) {
                             return Err(error);
                         }
                         (error, backoff(retry.attempt))

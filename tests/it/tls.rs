@@ -2,52 +2,20 @@
 //! configured certificate, and pip installs through it trusting that certificate.
 
 use std::path::Path;
-use std::process::Command;
 
+use crate::harness::certs::self_signed;
 use crate::harness::clients::{self, isolated, run_bounded};
 use crate::harness::upstream::Mode;
 use crate::harness::{TestBed, TokenLayout};
 
-/// A self-signed certificate for 127.0.0.1, made with the machine's openssl.
-fn self_signed(dir: &Path) -> (String, String) {
-    let cert = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=wheelgate-test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl to make a test certificate: {e}"));
-    assert!(
-        status.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
-
 #[test]
 fn the_front_terminates_tls_and_pip_installs_through_it() {
     let certs = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let (cert, key) = self_signed(certs.path());
+    let pair = self_signed(certs.path());
+    let (cert, key) = (
+        pair.cert.display().to_string(),
+        pair.key.display().to_string(),
+    );
     let tls = format!("\n[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n");
     let bed = TestBed::start_configured(Mode::Json, TokenLayout::File, "info", |config| {
         config.extra_toml = tls

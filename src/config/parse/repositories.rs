@@ -267,7 +267,7 @@ impl Parser<'_> {
             // The range check above keeps this conversion lossless.
             retries: u32::try_from(retries).unwrap_or(0),
             ca_file,
-            native_roots: self.boolean(fields.native_roots.as_ref(), key("native_roots"), false)?,
+            native_roots: self.boolean(fields.native_roots.as_ref(), key("native_roots"), true)?,
             offline,
             auth,
         })

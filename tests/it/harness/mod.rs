@@ -4,10 +4,12 @@
 //! Every test builds its own bed (own ports, own store, own token) so that tests stay independent
 //! while cargo runs them on parallel threads.
 
+pub mod certs;
 pub mod clients;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
+pub mod tls_front;
 pub mod uploads;
 pub mod upstream;
 pub mod wheelgate;

@@ -225,6 +225,11 @@ impl Upstream {
         )
     }
 
+    /// The index's own origin (plain HTTP), for a front that relays to it.
+    pub fn main_addr(&self) -> SocketAddr {
+        self.main_addr
+    }
+
     pub fn third_addr(&self) -> SocketAddr {
         self.third_addr
     }

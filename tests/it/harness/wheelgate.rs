@@ -65,6 +65,8 @@ pub struct RemoteConfig {
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
     /// `rule_toml`).
     pub extra_toml: String,
+    /// Raw TOML lines in the remote repository's own table (`ca_file`, `native_roots`).
+    pub remote_toml: String,
 }
 
 /// A `type = "group"` repository: its members, in order, served as one index (SPEC §1).
@@ -301,6 +303,7 @@ impl RemoteConfig {
             groups: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
+            remote_toml: String::new(),
         }
     }
 
@@ -356,6 +359,7 @@ impl RemoteConfig {
              {negative_ttl}\
              offline = {offline}\n\
              retries = 1\n\
+             {remote}\
              [repository.auth]\n\
              username = \"__token__\"\n\
              password_file = {password_file}\n\
@@ -366,7 +370,11 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
+<<<<<<< HEAD
             extra_repositories = self.extra_repositories,
+=======
+            remote = self.remote_toml,
+>>>>>>> main
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
@@ -676,6 +684,11 @@ pub fn run(args: &[&str], cwd: &Path) -> ClientRun {
 /// As `run`, killed after `limit` (for `serve`, which must exit by itself only when it refuses
 /// its configuration).
 pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
+    run_with_env(args, cwd, &[], limit)
+}
+
+/// As `run_for`, with `env` added to the environment.
+pub fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)], limit: Duration) -> ClientRun {
     let mut command = Command::new(binary());
     command
         .args(args)
@@ -685,7 +698,8 @@ pub fn run_for(args: &[&str], cwd: &Path, limit: Duration) -> ClientRun {
             "PATH",
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
         )
-        .env("WHEELGATE_LOG", "info");
+        .env("WHEELGATE_LOG", "info")
+        .envs(env.iter().copied());
     run_bounded(&mut command, limit)
 }
 
