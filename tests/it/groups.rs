@@ -26,7 +26,7 @@ use crate::harness::fixtures::catalog;
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::uploads::{self, Dist, UploadForm};
 use crate::harness::upstream::JSON_MEDIA_TYPE;
-use crate::harness::wheelgate::{self, remote_toml, rule_toml_in, GroupConfig, RemoteConfig};
+use crate::harness::wheelgate::{self, bare_remote_toml, rule_toml_in, GroupConfig, RemoteConfig};
 use crate::harness::{resolve, write_file, Account, TestBed};
 use crate::publish::{
     assert_client_succeeded, assert_installed, assert_uploaded, install_with, publishing_bed,
@@ -725,7 +725,7 @@ fn assert_bad_gateway(bed: &TestBed, path: &str, what: &str) {
 fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_every_member_failed_is_502(
 ) {
     let (bed, publisher, _) = publishing_bed(|config| {
-        config.extra_repositories = remote_toml("mirror", &closed_port_url());
+        config.extra_repositories = bare_remote_toml("mirror", &closed_port_url());
         config.groups = vec![
             GroupConfig::new(ALL, &[INTERNAL, PYPI]),
             GroupConfig::new("remote-only", &[PYPI]),

@@ -96,7 +96,7 @@ impl GroupConfig {
 }
 
 /// A `type = "remote"` repository table without credentials, pointing at `url`, with one retry.
-pub fn remote_toml(name: &str, url: &str) -> String {
+pub fn bare_remote_toml(name: &str, url: &str) -> String {
     format!(
         "\n[[repository]]\nname = {}\ntype = \"remote\"\nurl = {}\nretries = 1\n",
         toml_string(name),
@@ -370,11 +370,8 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
-<<<<<<< HEAD
             extra_repositories = self.extra_repositories,
-=======
             remote = self.remote_toml,
->>>>>>> main
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
