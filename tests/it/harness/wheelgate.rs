@@ -55,7 +55,7 @@ pub struct RemoteConfig {
     pub anonymous_read: Option<bool>,
     /// The names of hosted repositories (`type = "hosted"`), defined after the remote one.
     pub hosted: Vec<String>,
-    /// Raw TOML of more `[[repository]]` tables (see `remote_toml`), defined after the hosted
+    /// Raw TOML of more `[[repository]]` tables (see `bare_remote_toml`), defined after the hosted
     /// repositories and before the groups.
     pub extra_repositories: String,
     /// The group repositories (`type = "group"`), defined last.
@@ -834,6 +834,53 @@ mod tests {
             toml::Value::from(vec!["internal"])
         );
         assert_eq!(parsed["rule"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn groups_and_more_remotes_follow_the_hosted_repositories() {
+        let mut config = RemoteConfig::new(
+            PathBuf::from("/tmp/store"),
+            "http://127.0.0.1:1/simple/".into(),
+            PathBuf::from("/tmp/t"),
+            Vec::new(),
+        );
+        config.hosted = vec!["internal".into()];
+        config.extra_repositories = bare_remote_toml("mirror", "http://127.0.0.1:2/simple/");
+        config.groups = vec![
+            GroupConfig::new("all", &["internal", "pypi"]),
+            GroupConfig::new("outer \"x\"", &["all", "mirror"]),
+        ];
+        config.extra_toml = rule_toml_in("all", "no-x", "DENY", Some("wgfx-x"), None);
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        let repositories = parsed["repository"].as_array().expect("repositories");
+        let shape: Vec<(Option<&str>, Option<&str>)> = repositories
+            .iter()
+            .map(|r| (r["name"].as_str(), r["type"].as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (Some("pypi"), Some("remote")),
+                (Some("internal"), Some("hosted")),
+                (Some("mirror"), Some("remote")),
+                (Some("all"), Some("group")),
+                (Some("outer \"x\""), Some("group")),
+            ]
+        );
+        assert_eq!(
+            repositories[2]["url"].as_str(),
+            Some("http://127.0.0.1:2/simple/")
+        );
+        assert!(repositories[2].get("auth").is_none());
+        assert_eq!(
+            repositories[3]["members"],
+            toml::Value::from(vec!["internal", "pypi"])
+        );
+        assert_eq!(
+            repositories[4]["members"],
+            toml::Value::from(vec!["all", "mirror"])
+        );
+        assert_eq!(parsed["rule"][0]["repository"].as_str(), Some("all"));
     }
 
     #[test]
