@@ -24,8 +24,8 @@ use crate::app::App;
 use crate::config::RepoName;
 use crate::logging::access::{self, AccessRecord};
 use crate::repository::{
-    ArtifactBody, CacheStatus, Content, FileBody, FileRequest, PageRequest, Published, Rendered,
-    ServeError, UploadRequest, VARY_PAGE,
+    ArtifactBody, CacheStatus, Content, FileBody, FileRequest, Page, PageRequest, Published,
+    Rendered, ServeError, UploadRequest, VARY_PAGE, X_WHEELGATE_UNAVAILABLE,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
@@ -275,9 +275,23 @@ fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
         .any(|tag| tag == "*" || tag == etag)
 }
 
-/// Sends a rendered page: 304 when the client has it, gzip when it takes it. The headers were
-/// built with the rendering.
-fn page_response<B>(
+/// Sends a page: 304 when the client has it, gzip when it takes it. The headers were built with
+/// the rendering; a group's page served without some members names them.
+fn page_response<B, T>(request: &Request<B>, page: &Page<T>) -> Response<Body> {
+    let mut response = rendered_response(request, page.rendered(), page.status);
+    if let Some(members) = &page.unavailable {
+        let names: Vec<&str> = members.iter().map(RepoName::as_str).collect();
+        // Repository names are header-safe by construction.
+        if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+            response
+                .headers_mut()
+                .insert(X_WHEELGATE_UNAVAILABLE, value);
+        }
+    }
+    response
+}
+
+fn rendered_response<B>(
     request: &Request<B>,
     rendered: &Rendered,
     status: CacheStatus,
@@ -317,7 +331,7 @@ async fn index_page<B>(
         .repositories
         .index_page(caller, named(repo), format_for(request))
         .await?;
-    Ok(page_response(request, page.rendered(), page.status))
+    Ok(page_response(request, &page))
 }
 
 async fn project_page<B>(
@@ -335,7 +349,7 @@ async fn project_page<B>(
         .repositories
         .project_page(caller, named(repo), project, page_request)
         .await?;
-    Ok(page_response(request, page.rendered(), page.status))
+    Ok(page_response(request, &page))
 }
 
 async fn serve_file<B>(

@@ -22,7 +22,11 @@ impl<'a> FileFacts<'a> {
             upload_time: entry.upload_time.as_deref(),
             yanked: entry.yanked.is_yanked(),
             provenance: entry.provenance.is_some(),
-            status: &page.status.marker,
+            // On a group's page, each file is judged by the status its own repository states.
+            status: entry
+                .origin
+                .as_ref()
+                .map_or(&page.status.marker, |origin| &origin.status),
         }
     }
 }
@@ -44,17 +48,29 @@ pub fn filter_page(
     page: &ProjectPage,
     now: SystemTime,
 ) -> Filtered {
+    filter_page_through(policy, |_| std::slice::from_ref(repository), page, now)
+}
+
+/// Decides every file of `page` by the rules of every repository `through` names for it (a group,
+/// the groups between and the member the file comes from, SPEC §5): the first DENY decides.
+pub fn filter_page_through<'r>(
+    policy: &Policy,
+    through: impl Fn(&FileEntry) -> &'r [RepoName],
+    page: &ProjectPage,
+    now: SystemTime,
+) -> Filtered {
     if policy.is_empty() || page.files.is_empty() {
         return Filtered::Unchanged;
     }
     let mut kept = Vec::with_capacity(page.files.len());
     let mut rules: Vec<RuleRef> = Vec::new();
     for entry in &page.files {
-        match policy.decide(repository, &FileFacts::of_entry(page, entry), now) {
+        let repositories = through(entry);
+        match policy.decide_through(repositories, &FileFacts::of_entry(page, entry), now) {
             Decision::Allow { .. } => kept.push(entry.clone()),
             Decision::Deny { by } => {
                 tracing::debug!(
-                    repository = %repository,
+                    repository = %repositories.first().map_or("-", RepoName::as_str),
                     package = %page.name,
                     version = entry.filename.version().unwrap_or("-"),
                     file = entry.filename.as_str(),

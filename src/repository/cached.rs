@@ -15,6 +15,7 @@ use http::header::{
 };
 use sha2::{Digest as _, Sha256};
 
+use crate::config::RepoName;
 use crate::simple::negotiate::Format;
 
 /// How a response was obtained, as the `X-Wheelgate-Cache` header says it (SPEC §2).
@@ -47,6 +48,9 @@ impl CacheStatus {
 
 /// The header saying how a cache was involved: `hit`, `miss`, `stale` or `revalidated` (SPEC §2).
 pub const X_WHEELGATE_CACHE: HeaderName = HeaderName::from_static("x-wheelgate-cache");
+
+/// The header naming the members a group's page was served without, because they failed.
+pub const X_WHEELGATE_UNAVAILABLE: HeaderName = HeaderName::from_static("x-wheelgate-unavailable");
 
 /// What a page's representation varies by.
 pub const VARY_PAGE: &str = "Accept, Accept-Encoding";
@@ -269,9 +273,20 @@ fn slot_of(key: &RenderKey<'_>) -> Option<usize> {
 pub struct PageView<T> {
     pub cached: Arc<Cached<T>>,
     pub status: CacheStatus,
+    /// A group's page served without some members, which failed: their names.
+    pub unavailable: Option<Arc<[RepoName]>>,
 }
 
 impl<T> PageView<T> {
+    /// A whole page.
+    pub fn new(cached: Arc<Cached<T>>, status: CacheStatus) -> PageView<T> {
+        PageView {
+            cached,
+            status,
+            unavailable: None,
+        }
+    }
+
     /// The rendering for `key` (made by `render` the first time), kept with the page it was
     /// rendered from so that it can leave the repository layer.
     pub fn render(self, key: RenderKey<'_>, render: impl Fn(&T) -> Rendered) -> Page<T> {
@@ -284,6 +299,7 @@ impl<T> PageView<T> {
             at: at.unwrap_or(At::Slot(0)),
             cached: self.cached,
             status: self.status,
+            unavailable: self.unavailable,
         }
     }
 }
@@ -293,6 +309,8 @@ pub struct Page<T> {
     cached: Arc<Cached<T>>,
     at: At,
     pub status: CacheStatus,
+    /// A group's page served without some members, which failed: their names.
+    pub unavailable: Option<Arc<[RepoName]>>,
 }
 
 enum At {

@@ -6,6 +6,7 @@
 use http::StatusCode;
 
 use super::cached::CacheStatus;
+use super::group::GroupError;
 use super::hosted::HostedError;
 use super::remote::RemoteError;
 use crate::access::AuthError;
@@ -61,6 +62,8 @@ pub enum ServeError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Hosted(#[from] HostedError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 impl ServeError {
@@ -78,6 +81,7 @@ impl ServeError {
             ServeError::UploadTask { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::Remote(error) => error.status(),
             ServeError::Hosted(error) => error.status(),
+            ServeError::Group(error) => error.status(),
         }
     }
 

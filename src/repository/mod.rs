@@ -16,6 +16,7 @@
 pub mod cached;
 mod error;
 pub mod file;
+pub mod group;
 pub mod hosted;
 mod publish;
 pub mod remote;
@@ -31,17 +32,20 @@ use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
-use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
 use crate::simple::part::FilePart;
 use crate::store::{Store, StoreStats};
 use crate::upstream::{RedactedUrl, UpstreamError};
 use cached::PageView;
 use file::{FileInfo, Located, ServedFile};
+use group::{Group, Member, Source};
 use hosted::Hosted;
 use remote::flight::Flights;
 use remote::Remote;
 
-pub use cached::{CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_CACHE};
+pub use cached::{
+    CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_CACHE, X_WHEELGATE_UNAVAILABLE,
+};
 pub use error::ServeError;
 pub use file::{ArtifactBody, Content, FileBody};
 pub use hosted::Published;
@@ -73,8 +77,23 @@ pub(crate) trait Kind {
 
 /// A repository as served.
 pub enum Repository {
-    Remote(Remote),
-    Hosted(Hosted),
+    Remote(Arc<Remote>),
+    Hosted(Arc<Hosted>),
+    Group(Group),
+}
+
+impl Repository {
+    /// The repositories whose rules judge `entry` when this repository, called `name`, serves
+    /// it: itself, and for a group also the groups between and the member it comes from.
+    pub(crate) fn through<'a>(&'a self, name: &'a RepoName, entry: &FileEntry) -> &'a [RepoName] {
+        match self {
+            Repository::Group(group) => match group.member_of(entry) {
+                Ok(member) => &member.through,
+                Err(_) => std::slice::from_ref(name),
+            },
+            Repository::Remote(_) | Repository::Hosted(_) => std::slice::from_ref(name),
+        }
+    }
 }
 
 /// Each call goes to the repository's kind.
@@ -83,6 +102,7 @@ impl Kind for Repository {
         match self {
             Repository::Remote(remote) => remote.index().await,
             Repository::Hosted(hosted) => hosted.index().await,
+            Repository::Group(group) => group.index().await,
         }
     }
 
@@ -93,6 +113,7 @@ impl Kind for Repository {
         match self {
             Repository::Remote(remote) => remote.project_page(project).await,
             Repository::Hosted(hosted) => hosted.project_page(project).await,
+            Repository::Group(group) => group.project_page(project).await,
         }
     }
 
@@ -100,6 +121,7 @@ impl Kind for Repository {
         match self {
             Repository::Remote(remote) => remote.file_info(located, part),
             Repository::Hosted(hosted) => hosted.file_info(located, part),
+            Repository::Group(group) => group.file_info(located, part),
         }
     }
 
@@ -107,6 +129,7 @@ impl Kind for Repository {
         match self {
             Repository::Remote(remote) => remote.open(located, part).await,
             Repository::Hosted(hosted) => hosted.open(located, part).await,
+            Repository::Group(group) => group.open(located, part).await,
         }
     }
 
@@ -114,6 +137,7 @@ impl Kind for Repository {
         match self {
             Repository::Remote(remote) => remote.describe(),
             Repository::Hosted(hosted) => hosted.describe(),
+            Repository::Group(group) => group.describe(),
         }
     }
 }
@@ -173,14 +197,16 @@ pub fn hot_file_memory(config: &Config) -> u64 {
     config.store.memory_cache / 4
 }
 
-fn page_memory_per_remote(config: &Config) -> u64 {
-    let remotes = config
+/// Pages are kept by remote repositories and groups (merged pages); hosted pages are small and
+/// bounded by count.
+fn page_memory_per_repository(config: &Config) -> u64 {
+    let keepers = config
         .repositories
         .iter()
-        .filter(|r| matches!(r.kind, RepositoryKind::Remote(_)))
+        .filter(|r| matches!(r.kind, RepositoryKind::Remote(_) | RepositoryKind::Group(_)))
         .count()
         .max(1) as u64;
-    (config.store.memory_cache - hot_file_memory(config)) / remotes
+    (config.store.memory_cache - hot_file_memory(config)) / keepers
 }
 
 /// Checks what [`Repositories::build`] would build without a store: the upstream clients (TLS
@@ -212,13 +238,14 @@ impl Repositories {
         counters: Arc<Counters>,
         users: Arc<Users>,
     ) -> Result<Repositories, BuildError> {
-        let memory = page_memory_per_remote(config);
+        let memory = page_memory_per_repository(config);
         // Slots for concurrent upstream file transfers, shared by every remote.
         let fetch_slots = Arc::new(Semaphore::new(config.server.max_concurrent_fetches));
-        let mut list = Vec::with_capacity(config.repositories.len());
+        // The repositories that hold files first: groups are made of them.
+        let mut sources: Vec<(RepoName, Source)> = Vec::new();
         for repo in &config.repositories {
-            let built = match &repo.kind {
-                RepositoryKind::Remote(remote) => Repository::Remote(
+            let source = match &repo.kind {
+                RepositoryKind::Remote(remote) => Source::Remote(Arc::new(
                     Remote::new(
                         repo.name.clone(),
                         remote,
@@ -232,12 +259,44 @@ impl Repositories {
                         line: repo.line,
                         source,
                     })?,
-                ),
+                )),
                 RepositoryKind::Hosted => {
-                    Repository::Hosted(Hosted::new(repo.name.clone(), store.clone()))
+                    Source::Hosted(Arc::new(Hosted::new(repo.name.clone(), store.clone())))
                 }
-                // Not accepted by the configuration parser yet.
                 RepositoryKind::Group(_) => continue,
+            };
+            sources.push((repo.name.clone(), source));
+        }
+        let source_of = |name: &RepoName| {
+            sources
+                .iter()
+                .find(|(known, _)| known == name)
+                .map(|(_, source)| source.clone())
+        };
+        let mut list = Vec::with_capacity(config.repositories.len());
+        for repo in &config.repositories {
+            let built = match &repo.kind {
+                RepositoryKind::Group(_) => {
+                    // The configuration defines every member and has no cycles (checked at
+                    // load), so each flattened member is a source built above.
+                    let members = config
+                        .sources_of(&repo.name)
+                        .into_iter()
+                        .filter_map(|(member, through)| {
+                            Some(Member {
+                                name: member.name.clone(),
+                                source: source_of(&member.name)?,
+                                through: through.into_boxed_slice(),
+                            })
+                        })
+                        .collect();
+                    Repository::Group(Group::new(repo.name.clone(), members, memory))
+                }
+                _ => match source_of(&repo.name) {
+                    Some(Source::Remote(remote)) => Repository::Remote(remote),
+                    Some(Source::Hosted(hosted)) => Repository::Hosted(hosted),
+                    None => continue,
+                },
             };
             list.push((repo.name.clone(), built));
         }

@@ -16,13 +16,13 @@ use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::access::{Caller, Role};
 use crate::config::RepoName;
-use crate::policy::enforce::{describe_rules, filter_page, Filtered};
+use crate::policy::enforce::{describe_rules, filter_page_through, Filtered};
 use crate::policy::{Decision, FileFacts};
 use crate::simple::digest::FileKey;
 use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
 use crate::simple::negotiate::Format;
-use crate::simple::page::{ProjectIndex, ProjectPage};
+use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
 use crate::simple::part::FilePart;
 use crate::simple::render::{
     render_index_html, render_index_json, render_project_html, render_project_json, Links,
@@ -105,7 +105,8 @@ impl Repositories {
                 };
                 Rendered::new(Bytes::from(body), format.content_type())
             };
-            match filter_page(&self.policy, name, page, now) {
+            let through = |entry: &FileEntry| repository.through(name, entry);
+            match filter_page_through(&self.policy, through, page, now) {
                 Filtered::Unchanged => render(page),
                 Filtered::Reduced { page, hidden } => {
                     self.counters
@@ -180,7 +181,11 @@ impl Repositories {
         let located = Located::new(view.cached, position);
         let entry = located.entry();
         let facts = FileFacts::of_entry(&located.page.value, entry);
-        if let Decision::Deny { by } = self.policy.decide(name, &facts, SystemTime::now()) {
+        let through = repository.through(name, entry);
+        if let Decision::Deny { by } =
+            self.policy
+                .decide_through(through, &facts, SystemTime::now())
+        {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 repository = %name,

@@ -429,6 +429,7 @@ mod tests {
             size: None,
             upload_time: None,
             provenance: None,
+            origin: None,
         }
     }
 

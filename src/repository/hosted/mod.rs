@@ -97,11 +97,14 @@ impl HostedError {
 /// A page built from the catalog, with the upload epoch it is current for.
 type Kept<T> = (u64, Arc<Cached<T>>);
 
+/// A project's page, or that it has none, with the upload epoch that is current for.
+type KeptPage = (u64, Option<Arc<Cached<ProjectPage>>>);
+
 /// One hosted repository.
 pub struct Hosted {
     name: RepoName,
     store: Store,
-    pages: Cache<ProjectName, Kept<ProjectPage>, foldhash::fast::RandomState>,
+    pages: Cache<ProjectName, KeptPage, foldhash::fast::RandomState>,
     index: Mutex<Option<Kept<ProjectIndex>>>,
 }
 
@@ -141,12 +144,12 @@ impl Hosted {
 
     async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, HostedError> {
         let epoch = self.store.upload_epoch();
-        if let Some((kept_epoch, cached)) = self.pages.get(project) {
+        if let Some((kept_epoch, kept)) = self.pages.get(project) {
             if kept_epoch == epoch {
-                return Ok(PageView {
-                    cached,
-                    status: CacheStatus::Hit,
-                });
+                return match kept {
+                    Some(cached) => Ok(PageView::new(cached, CacheStatus::Hit)),
+                    None => Err(self.not_found(project)),
+                };
             }
         }
         let (repo, name) = (self.name.to_string(), project.to_string());
@@ -158,10 +161,10 @@ impl Hosted {
             .filter_map(|upload| self.entry(project, upload))
             .collect();
         if files.is_empty() {
-            return Err(HostedError::ProjectNotFound {
-                repo: self.name.clone(),
-                project: project.clone(),
-            });
+            // Remembered too: a group asks each member for every project it is asked for, and
+            // most are not published here.
+            self.pages.insert(project.clone(), (epoch, None));
+            return Err(self.not_found(project));
         }
         let mut versions: Vec<String> = Vec::new();
         for file in &files {
@@ -185,11 +188,16 @@ impl Hosted {
             CacheStatus::Hit,
             weight,
         ));
-        self.pages.insert(project.clone(), (epoch, cached.clone()));
-        Ok(PageView {
-            cached,
-            status: CacheStatus::Hit,
-        })
+        self.pages
+            .insert(project.clone(), (epoch, Some(cached.clone())));
+        Ok(PageView::new(cached, CacheStatus::Hit))
+    }
+
+    fn not_found(&self, project: &ProjectName) -> HostedError {
+        HostedError::ProjectNotFound {
+            repo: self.name.clone(),
+            project: project.clone(),
+        }
     }
 
     /// The page entry of one upload; `None` (logged) when its body has gone from the store.
@@ -233,6 +241,7 @@ impl Hosted {
             size: Some(upload.size),
             upload_time: Some(rfc3339(upload.uploaded_at)),
             provenance: None,
+            origin: None,
         })
     }
 
@@ -240,10 +249,7 @@ impl Hosted {
         let epoch = self.store.upload_epoch();
         if let Some((kept_epoch, cached)) = crate::lock(&self.index).clone() {
             if kept_epoch == epoch {
-                return Ok(PageView {
-                    cached,
-                    status: CacheStatus::Hit,
-                });
+                return Ok(PageView::new(cached, CacheStatus::Hit));
             }
         }
         let repo = self.name.to_string();
@@ -263,10 +269,7 @@ impl Hosted {
             weight,
         ));
         *crate::lock(&self.index) = Some((epoch, cached.clone()));
-        Ok(PageView {
-            cached,
-            status: CacheStatus::Hit,
-        })
+        Ok(PageView::new(cached, CacheStatus::Hit))
     }
 
     /// The digest of a part of a located file: the file or its metadata (a hosted file has no

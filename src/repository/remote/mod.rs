@@ -559,7 +559,7 @@ fn view<T>(loaded: Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
                 CacheStatus::Stale => CacheStatus::Stale,
                 _ => CacheStatus::Hit,
             };
-            Some(PageView { cached, status })
+            Some(PageView::new(cached, status))
         }
     }
 }

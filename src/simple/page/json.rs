@@ -294,6 +294,7 @@ fn json_file(raw: JsonFile, page_url: &Url) -> Option<FileEntry> {
             .provenance
             .and_then(|href| resolve_file_url(page_url, &href))
             .map(|(url, _)| url),
+        origin: None,
     })
 }
 

@@ -24,12 +24,14 @@ mod status;
 mod testing;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use url::Url;
 
 use super::digest::{FileKey, Sha256Digest};
 use super::filename::DistFilename;
 use super::name::ProjectName;
+use crate::config::RepoName;
 
 pub use error::{PageError, PageKind, PageLocation};
 pub use html::{parse_index_html, parse_project_html};
@@ -90,6 +92,18 @@ pub struct FileEntry {
     /// PEP 740: where the upstream serves the file's provenance (its attestations), resolved to an
     /// absolute http(s) URL; `None` when the index offers none.
     pub provenance: Option<Url>,
+    /// On a group's page, the member repository the file comes from; `None` on the page of the
+    /// repository that holds the file.
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// Where a file on a group's page comes from: the repository that holds it, and what that
+/// repository's page says of the project (a group merges pages whose statuses may differ, and
+/// the rules judge each file by its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub repository: RepoName,
+    pub status: StatusMarker,
 }
 
 impl FileEntry {

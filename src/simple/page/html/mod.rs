@@ -167,6 +167,7 @@ fn html_file(tag: &StartTag<'_>, base: &Url, href: &str) -> Option<FileEntry> {
         size: None,
         upload_time: None,
         provenance,
+        origin: None,
     })
 }
 

@@ -1,0 +1,402 @@
+//! A group repository: its members served as one index (SPEC §1). This is what pip and uv are
+//! pointed at: one index that holds a team's own packages and the public ones.
+//!
+//! A group holds no files. It asks the repositories that do (its members, and its member groups'
+//! members, flattened in order when the configuration loads) and merges their pages: member
+//! order decides which file a filename means, and each file on the merged page records the
+//! member it comes from, so that the rules of every repository it passes through judge it and a
+//! download opens it there. A member that fails leaves the page to the others, which says so;
+//! only when every member fails is the page a failure.
+//!
+//! A merged page is kept with the member pages it was made from and reused while every member
+//! answers with the very same page, so a warm group page costs a lookup per member and one
+//! rendering per revision, as a remote page does.
+
+mod merge;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use http::StatusCode;
+use moka::sync::Cache;
+
+use super::cached::{CacheStatus, Cached, PageView};
+use super::file::{FileInfo, Located, ServedFile};
+use super::hosted::Hosted;
+use super::remote::Remote;
+use super::{Description, Kind, ServeError};
+use crate::config::RepoName;
+use crate::simple::name::ProjectName;
+use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
+use crate::simple::part::FilePart;
+
+pub use merge::{merge_indexes, merge_pages};
+
+/// A repository that holds files itself: what a group's members come down to.
+#[derive(Clone)]
+pub enum Source {
+    Remote(Arc<Remote>),
+    Hosted(Arc<Hosted>),
+}
+
+impl Kind for Source {
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
+        match self {
+            Source::Remote(remote) => remote.index().await,
+            Source::Hosted(hosted) => hosted.index().await,
+        }
+    }
+
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError> {
+        match self {
+            Source::Remote(remote) => remote.project_page(project).await,
+            Source::Hosted(hosted) => hosted.project_page(project).await,
+        }
+    }
+
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
+        match self {
+            Source::Remote(remote) => remote.file_info(located, part),
+            Source::Hosted(hosted) => hosted.file_info(located, part),
+        }
+    }
+
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
+        match self {
+            Source::Remote(remote) => remote.open(located, part).await,
+            Source::Hosted(hosted) => hosted.open(located, part).await,
+        }
+    }
+
+    fn describe(&self) -> Description {
+        match self {
+            Source::Remote(remote) => remote.describe(),
+            Source::Hosted(hosted) => hosted.describe(),
+        }
+    }
+}
+
+/// A repository a group's files come from, with the way there.
+pub struct Member {
+    pub name: RepoName,
+    pub source: Source,
+    /// The repositories a file from this member passes through, whose rules all apply: the
+    /// group, the groups between, and the member.
+    pub through: Box<[RepoName]>,
+}
+
+/// Why a group could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("no member of group {repo} ({}) has project {project}", .members.join(", "))]
+    ProjectNotFound {
+        repo: RepoName,
+        project: ProjectName,
+        members: Vec<String>,
+    },
+    #[error("every member of group {repo} that could have {what} failed: {}", .reasons.join("; "))]
+    Unavailable {
+        repo: RepoName,
+        what: String,
+        reasons: Vec<String>,
+    },
+    #[error(
+        "group {repo} has no member {member}, which its page named for {filename}; reload the page"
+    )]
+    UnknownOrigin {
+        repo: RepoName,
+        member: String,
+        filename: String,
+    },
+}
+
+impl GroupError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GroupError::ProjectNotFound { .. } | GroupError::UnknownOrigin { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            GroupError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// What one member answered, as a merged page remembers it: a merge is reused only while every
+/// member answers the same.
+#[derive(Clone)]
+enum Answer<T> {
+    Page(Arc<Cached<T>>),
+    Absent,
+    Failed,
+}
+
+impl<T> PartialEq for Answer<T> {
+    fn eq(&self, other: &Answer<T>) -> bool {
+        match (self, other) {
+            (Answer::Page(a), Answer::Page(b)) => Arc::ptr_eq(a, b),
+            (Answer::Absent, Answer::Absent) | (Answer::Failed, Answer::Failed) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A merged page with the answers it was made from.
+struct Merged<T> {
+    answers: Vec<Answer<T>>,
+    cached: Arc<Cached<T>>,
+    unavailable: Option<Arc<[RepoName]>>,
+}
+
+/// What the members answered for one request.
+struct Answers<T> {
+    answers: Vec<Answer<T>>,
+    status: CacheStatus,
+    failures: Vec<(RepoName, ServeError)>,
+}
+
+/// One group repository.
+pub struct Group {
+    name: RepoName,
+    members: Vec<Member>,
+    pages: Cache<ProjectName, Arc<Merged<ProjectPage>>, foldhash::fast::RandomState>,
+    index: Mutex<Option<Arc<Merged<ProjectIndex>>>>,
+}
+
+impl Group {
+    /// `members` flattened, in order; `memory` bounds the merged pages kept.
+    pub fn new(name: RepoName, members: Vec<Member>, memory: u64) -> Group {
+        Group {
+            name,
+            members,
+            pages: Cache::builder()
+                .max_capacity(memory)
+                .weigher(|_, merged: &Arc<Merged<ProjectPage>>| merged.cached.weight)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+            index: Mutex::new(None),
+        }
+    }
+
+    /// The member a file on this group's page comes from.
+    pub fn member_of(&self, entry: &FileEntry) -> Result<&Member, GroupError> {
+        let origin = entry.origin.as_ref();
+        origin
+            .and_then(|origin| self.members.iter().find(|m| m.name == origin.repository))
+            .ok_or_else(|| GroupError::UnknownOrigin {
+                repo: self.name.clone(),
+                member: origin.map_or_else(|| "-".to_owned(), |o| o.repository.to_string()),
+                filename: entry.filename.as_str().to_owned(),
+            })
+    }
+
+    fn member_names(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.to_string()).collect()
+    }
+
+    /// Asks every member, in order, with `ask`.
+    async fn ask<'s, T, F>(&'s self, ask: impl Fn(&'s Source) -> F) -> Answers<T>
+    where
+        F: std::future::Future<Output = Result<PageView<T>, ServeError>>,
+    {
+        let mut answers = Answers {
+            answers: Vec::with_capacity(self.members.len()),
+            status: CacheStatus::Hit,
+            failures: Vec::new(),
+        };
+        for member in &self.members {
+            let answer = match ask(&member.source).await {
+                Ok(view) => {
+                    answers.status = worse(answers.status, view.status);
+                    Answer::Page(view.cached)
+                }
+                Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
+                Err(error) => {
+                    answers.failures.push((member.name.clone(), error));
+                    Answer::Failed
+                }
+            };
+            answers.answers.push(answer);
+        }
+        answers
+    }
+
+    /// The page of `project`: the members' pages merged.
+    async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, GroupError> {
+        let asked = self.ask(|source| source.project_page(project)).await;
+        if let Some(merged) = self.pages.get(project) {
+            if merged.answers == asked.answers {
+                return Ok(self.view(&merged, asked.status));
+            }
+        }
+        let pages: Vec<(&RepoName, &ProjectPage)> = self
+            .members
+            .iter()
+            .zip(&asked.answers)
+            .filter_map(|(member, answer)| match answer {
+                Answer::Page(cached) => Some((&member.name, &*cached.value)),
+                _ => None,
+            })
+            .collect();
+        let what = format!("project {project}");
+        let unavailable = self.unavailable(&what, &asked.failures)?;
+        if pages.is_empty() {
+            return Err(GroupError::ProjectNotFound {
+                repo: self.name.clone(),
+                project: project.clone(),
+                members: self.member_names(),
+            });
+        }
+        let page = merge_pages(project, &pages);
+        let weight = member_weight(&asked.answers);
+        let merged = Arc::new(Merged {
+            cached: Arc::new(Cached::new(
+                Arc::new(page),
+                SystemTime::now(),
+                asked.status,
+                weight,
+            )),
+            answers: asked.answers,
+            unavailable,
+        });
+        self.pages.insert(project.clone(), merged.clone());
+        Ok(self.view(&merged, asked.status))
+    }
+
+    /// The list of projects: every member's.
+    async fn project_list(&self) -> Result<PageView<ProjectIndex>, GroupError> {
+        let asked = self.ask(|source| source.index()).await;
+        if let Some(merged) = crate::lock(&self.index).clone() {
+            if merged.answers == asked.answers {
+                return Ok(self.view(&merged, asked.status));
+            }
+        }
+        let indexes: Vec<&ProjectIndex> = asked
+            .answers
+            .iter()
+            .filter_map(|answer| match answer {
+                Answer::Page(cached) => Some(&*cached.value),
+                _ => None,
+            })
+            .collect();
+        let unavailable = self.unavailable("the list of projects", &asked.failures)?;
+        let index = merge_indexes(&indexes);
+        let weight = index.projects.len() * 64 + 1024;
+        let merged = Arc::new(Merged {
+            cached: Arc::new(Cached::new(
+                Arc::new(index),
+                SystemTime::now(),
+                asked.status,
+                weight,
+            )),
+            answers: asked.answers,
+            unavailable,
+        });
+        *crate::lock(&self.index) = Some(merged.clone());
+        Ok(self.view(&merged, asked.status))
+    }
+
+    /// The members that failed, logged; an error when every member failed.
+    fn unavailable(
+        &self,
+        what: &str,
+        failures: &[(RepoName, ServeError)],
+    ) -> Result<Option<Arc<[RepoName]>>, GroupError> {
+        if failures.is_empty() {
+            return Ok(None);
+        }
+        if failures.len() == self.members.len() {
+            return Err(GroupError::Unavailable {
+                repo: self.name.clone(),
+                what: what.to_owned(),
+                reasons: failures
+                    .iter()
+                    .map(|(member, error)| format!("{member}: {error}"))
+                    .collect(),
+            });
+        }
+        for (member, error) in failures {
+            tracing::warn!(
+                repository = %self.name,
+                member = %member,
+                "{what} is served without member {member}, which failed: {error}"
+            );
+        }
+        Ok(Some(
+            failures.iter().map(|(name, _)| name.clone()).collect(),
+        ))
+    }
+
+    fn view<T>(&self, merged: &Merged<T>, status: CacheStatus) -> PageView<T> {
+        PageView {
+            cached: merged.cached.clone(),
+            status,
+            unavailable: merged.unavailable.clone(),
+        }
+    }
+}
+
+/// The memory a merged page holds: about what its members' pages hold.
+fn member_weight<T>(answers: &[Answer<T>]) -> usize {
+    answers
+        .iter()
+        .map(|answer| match answer {
+            Answer::Page(cached) => cached.weight as usize,
+            _ => 0,
+        })
+        .sum::<usize>()
+        .max(1024)
+}
+
+/// The status a response states when several pages went into it: the least fresh.
+fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
+    fn rank(status: CacheStatus) -> u8 {
+        match status {
+            CacheStatus::Hit => 0,
+            CacheStatus::Revalidated => 1,
+            CacheStatus::Miss => 2,
+            CacheStatus::Stale => 3,
+        }
+    }
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+impl Kind for Group {
+    async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
+        Ok(self.project_list().await?)
+    }
+
+    async fn project_page(
+        &self,
+        project: &ProjectName,
+    ) -> Result<PageView<ProjectPage>, ServeError> {
+        Ok(self.page(project).await?)
+    }
+
+    fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
+        self.member_of(located.entry())?
+            .source
+            .file_info(located, part)
+    }
+
+    async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
+        // The entry is the member's own, with its origin added: the member opens it as its own.
+        self.member_of(located.entry())?
+            .source
+            .open(located, part)
+            .await
+    }
+
+    fn describe(&self) -> Description {
+        Description {
+            kind: "group",
+            detail: format!("members, first wins: {}", self.member_names().join(", ")),
+            online: true,
+        }
+    }
+}
