@@ -592,28 +592,36 @@ fn assert_denied(response: &HttpResponse, what: &str, rule: &str, repo: &str) {
     );
 }
 
+/// The group holding `all`, so that `all` is a group in between.
+const OUTER: &str = "outer";
+
 #[test]
 fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_through_the_group() {
-    // wgfx-kappa has 1.0, 1.9 and 2.0: the member denies 2.0, the group 1.9.
-    let rules = format!(
-        "{}{}",
+    // wgfx-kappa has 1.0, 1.9 and 2.0: the member denies 2.0, the group 1.9; the group also denies
+    // wgfx-epsilon whole. `outer` holds `all`, so both rules apply through it as well.
+    let rules = [
         rule_toml_in(
             PYPI,
             "no-kappa-2",
             "DENY",
             Some("wgfx-kappa"),
-            Some("pkg.version.id == '2.0'")
+            Some("pkg.version.id == '2.0'"),
         ),
         rule_toml_in(
             ALL,
             "no-kappa-19",
             "DENY",
             Some("wgfx-kappa"),
-            Some("pkg.version.id == '1.9'")
+            Some("pkg.version.id == '1.9'"),
         ),
-    );
+        rule_toml_in(ALL, "no-epsilon", "DENY", Some("wgfx-epsilon"), None),
+    ]
+    .concat();
     let bed = TestBed::start_hosted(|config| {
-        config.groups = vec![GroupConfig::new(ALL, &[INTERNAL, PYPI])];
+        config.groups = vec![
+            GroupConfig::new(ALL, &[INTERNAL, PYPI]),
+            GroupConfig::new(OUTER, &[ALL]),
+        ];
         config.extra_toml = rules;
     });
     let kappa = catalog().expect_project("wgfx-kappa");
@@ -626,38 +634,63 @@ fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_t
             .collect()
     };
 
-    let group_entries = listed(&bed, ALL, "wgfx-kappa");
-    assert_eq!(
-        filenames(&group_entries),
-        of(&["1.0"]),
-        "/all/simple/wgfx-kappa/ must leave out 2.0 (denied by the member pypi) and 1.9 (denied by the group)"
-    );
     assert_eq!(
         filenames(&listed(&bed, PYPI, "wgfx-kappa")),
         of(&["1.0", "1.9"]),
         "/pypi/simple/wgfx-kappa/ must leave out only 2.0: the group's rule does not apply to the member itself"
     );
-
     let denied = [("2.0", "no-kappa-2", PYPI), ("1.9", "no-kappa-19", ALL)];
-    for (version, rule, repo) in denied {
-        for file in kappa.files.iter().filter(|f| f.version == version) {
-            for suffix in ["", ".metadata"] {
-                if !suffix.is_empty() && file.metadata.is_none() {
-                    continue;
+    for group in [ALL, OUTER] {
+        let entries = listed(&bed, group, "wgfx-kappa");
+        assert_eq!(
+            filenames(&entries),
+            of(&["1.0"]),
+            "/{group}/simple/wgfx-kappa/ must leave out 2.0 (denied by the member pypi) and 1.9 (denied by the group all)"
+        );
+        for (version, rule, repo) in denied {
+            for file in kappa.files.iter().filter(|f| f.version == version) {
+                for suffix in ["", ".metadata"] {
+                    if !suffix.is_empty() && file.metadata.is_none() {
+                        continue;
+                    }
+                    let path = format!(
+                        "/{group}/files/wgfx-kappa/{}/{}{suffix}",
+                        file.sha256, file.filename
+                    );
+                    assert_denied(
+                        &http::get(&bed.url(&path), &[]),
+                        &format!("GET {path} (version {version})"),
+                        rule,
+                        repo,
+                    );
                 }
-                let path = format!(
-                    "/all/files/wgfx-kappa/{}/{}{suffix}",
-                    file.sha256, file.filename
-                );
-                assert_denied(
-                    &http::get(&bed.url(&path), &[]),
-                    &format!("GET {path} (version {version})"),
-                    rule,
-                    repo,
-                );
             }
         }
+        // The allowed file is served through the group: the 403s above were the rules' doing.
+        let allowed = kappa.wheel("1.0");
+        assert_served_through(
+            &bed,
+            &entries,
+            group,
+            "wgfx-kappa",
+            &allowed.filename,
+            &allowed.bytes,
+        );
+
+        // A page the group's rule leaves empty is a 403 naming it; the member still serves it.
+        let path = format!("/{group}/simple/wgfx-epsilon/");
+        assert_denied(
+            &get_json(&bed, &path),
+            &format!("GET {path} (every file denied by the group all)"),
+            "no-epsilon",
+            ALL,
+        );
     }
+    assert!(
+        !listed(&bed, PYPI, "wgfx-epsilon").is_empty(),
+        "/pypi/simple/wgfx-epsilon/ must list its files: only the group denies them"
+    );
+
     for version in ["2.0", "1.9"] {
         for file in kappa.files.iter().filter(|f| f.version == version) {
             let asked: Vec<_> = bed
@@ -674,17 +707,7 @@ fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_t
         }
     }
 
-    // The allowed file is served through the group, and 1.9 through the member itself: the 403s
-    // above were the rules' doing.
-    let allowed = kappa.wheel("1.0");
-    assert_served_through(
-        &bed,
-        &group_entries,
-        ALL,
-        "wgfx-kappa",
-        &allowed.filename,
-        &allowed.bytes,
-    );
+    // 1.9 is served through the member itself, whose rules allow it.
     let member_entries = listed(&bed, PYPI, "wgfx-kappa");
     let nineteen = kappa.wheel("1.9");
     assert_served_through(
