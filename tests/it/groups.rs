@@ -597,8 +597,9 @@ const OUTER: &str = "outer";
 
 #[test]
 fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_through_the_group() {
-    // wgfx-kappa has 1.0, 1.9 and 2.0: the member denies 2.0, the group 1.9; the group also denies
-    // wgfx-epsilon whole. `outer` holds `all`, so both rules apply through it as well.
+    // wgfx-kappa has 1.0, 1.9 and 2.0: the member denies 2.0, the group 1.9 (and allows the rest,
+    // 2.0 included); the group also denies wgfx-epsilon whole. `outer` holds `all`, so both
+    // repositories' rules apply through it as well.
     let rules = [
         rule_toml_in(
             PYPI,
@@ -615,6 +616,8 @@ fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_t
             Some("pkg.version.id == '1.9'"),
         ),
         rule_toml_in(ALL, "no-epsilon", "DENY", Some("wgfx-epsilon"), None),
+        // An explicit ALLOW at the group does not lift the member's DENY.
+        rule_toml_in(ALL, "group-allows-the-rest", "ALLOW", None, None),
     ]
     .concat();
     let bed = TestBed::start_hosted(|config| {
@@ -733,7 +736,8 @@ fn closed_port_url() -> String {
     format!("http://{addr}/simple/")
 }
 
-fn assert_bad_gateway(bed: &TestBed, path: &str, what: &str) {
+/// A 502 whose plain-text reason names each of the `failed` members.
+fn assert_bad_gateway(bed: &TestBed, path: &str, failed: &[&str], what: &str) {
     let response = get_json(bed, path);
     assert_eq!(
         response.status,
@@ -742,6 +746,13 @@ fn assert_bad_gateway(bed: &TestBed, path: &str, what: &str) {
         response.text(),
         bed.wheelgate.output()
     );
+    let reason = response.text();
+    for member in failed {
+        assert!(
+            reason.contains(member),
+            "{path}: the 502's reason must name the member {member:?} that failed ({what}), got:\n{reason}"
+        );
+    }
 }
 
 #[test]
@@ -789,6 +800,13 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
         &wheel.filename,
         &wheel.bytes,
     );
+    let html = http::get(&bed.url(path), &[ACCEPT_HTML]);
+    assert_eq!(
+        (html.status, html.header(UNAVAILABLE_HEADER)),
+        (StatusCode::OK, Some(PYPI)),
+        "{path} as HTML must be a 200 naming pypi in {UNAVAILABLE_HEADER} too; headers:\n{}",
+        html.headers_text()
+    );
 
     let index = get_json(&bed, "/all/simple/");
     assert!(
@@ -806,12 +824,14 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
     assert_bad_gateway(
         &bed,
         "/remote-only/simple/wgfx-alpha/",
+        &[PYPI],
         "the group's only member (pypi) is down and has nothing cached",
     );
     for project in ["wgfx-alpha", "wgpub-app"] {
         assert_bad_gateway(
             &bed,
             &format!("/two-down/simple/{project}/"),
+            &[PYPI, "mirror"],
             "both members (pypi, mirror) failed",
         );
     }
