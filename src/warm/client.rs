@@ -19,8 +19,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
@@ -92,18 +90,6 @@ pub enum FetchError {
     Unusable(String),
 }
 
-/// Why the client could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot set up TLS: {0}")]
-    Tls(String),
-    #[error("cannot read the certificates of {}: {reason}", path.display())]
-    Certificates {
-        path: std::path::PathBuf,
-        reason: String,
-    },
-}
-
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// The client. Cloning is cheap: clones share the pool.
@@ -121,16 +107,15 @@ struct Inner {
 }
 
 impl WarmClient {
-    /// A client for the wheelgate at `base`, sending `credentials` to its origin only. For
-    /// https, the roots trusted are the built-in ones, the system's (`SSL_CERT_FILE` and
-    /// `SSL_CERT_DIR` honoured) and the certificates in `extra_roots` (wheelgate's own
-    /// `[server.tls] cert_file`, when warm reaches the server the configuration describes).
+    /// A client for the wheelgate at `base`, sending `credentials` to its origin only; over
+    /// https it trusts what `super::trust` says, and the certificates in `pinned` (wheelgate's
+    /// own `[server.tls] cert_file`, when warm reaches the server the configuration describes).
     pub fn new(
         base: &Url,
         credentials: Option<&Credentials>,
-        extra_roots: Option<&std::path::Path>,
-    ) -> Result<WarmClient, ClientError> {
-        let tls = tls_config(base.scheme() == "https", extra_roots)?;
+        pinned: Option<&std::path::Path>,
+    ) -> Result<WarmClient, super::trust::TrustError> {
+        let tls = super::trust::tls_config(base.scheme() == "https", pinned)?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -335,34 +320,4 @@ fn hyper_error(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-fn tls_config(
-    https: bool,
-    extra_roots: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if https {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(path) = extra_roots {
-            let failed = |reason: String| ClientError::Certificates {
-                path: path.to_owned(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| failed(format!("invalid PEM: {e}")))?;
-                // A leaf that is not a CA cannot anchor a chain; the others in the file can.
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ClientError::Tls(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }

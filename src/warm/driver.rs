@@ -55,16 +55,22 @@ pub async fn run(
         .collect()
         .await;
 
+    // Outcomes known without a download (a page that failed, a file the page cannot give)
+    // are reported in the files stage, so that its count covers every file tallied.
     let mut files = Vec::new();
+    let mut known = Vec::new();
     let mut seen = HashSet::new();
     for (requirements, page) in pages {
         for requirement in requirements {
             match &page {
                 Ok((page, page_url)) => {
                     let selection = select(requirement, page, page_url);
-                    for problem in selection.problems {
-                        progress.done(&problem.what, &Outcome::Failed(problem.reason));
-                    }
+                    known.extend(
+                        selection
+                            .problems
+                            .into_iter()
+                            .map(|problem| (problem.what, Outcome::Failed(problem.reason))),
+                    );
                     files.extend(
                         selection
                             .jobs
@@ -72,12 +78,15 @@ pub async fn run(
                             .filter(|job| seen.insert(job.url.clone())),
                     );
                 }
-                Err(error) => unlisted(requirement, error, &progress),
+                Err(error) => known.extend(unlisted(requirement, error)),
             }
         }
     }
 
-    progress.stage("files", files.len());
+    progress.stage("files", known.len() + files.len());
+    for (what, outcome) in &known {
+        progress.done(what, outcome);
+    }
     futures_util::stream::iter(files)
         .for_each_concurrent(jobs.max(1), |job| {
             let progress = progress.clone();
@@ -101,21 +110,20 @@ async fn page(client: &WarmClient, index: &Url, project: &ProjectName) -> PageRe
     Ok((page, url))
 }
 
-/// Counts the files of a requirement whose page could not be had: each locked file (or the
-/// pinned requirement as one) is denied when the rules refused the whole page, failed otherwise.
-fn unlisted(requirement: &Requirement, error: &FetchError, progress: &Progress) {
+/// The outcomes of a requirement whose page could not be had: each locked file (or the pinned
+/// requirement as one) is denied when the rules refused the whole page, failed otherwise.
+fn unlisted(requirement: &Requirement, error: &FetchError) -> Vec<(String, Outcome)> {
     let outcome = match error {
         FetchError::Denied(reason) => Outcome::Denied(reason.clone()),
         other => Outcome::Failed(format!("its page: {other}")),
     };
     match &requirement.wanted {
-        Wanted::Files(files) => {
-            for file in files {
-                progress.done(file.filename.as_str(), &outcome);
-            }
-        }
+        Wanted::Files(files) => files
+            .iter()
+            .map(|file| (file.filename.as_str().to_owned(), outcome.clone()))
+            .collect(),
         Wanted::Version { version, .. } => {
-            progress.done(&format!("{}{version}", requirement.project), &outcome)
+            vec![(format!("{}{version}", requirement.project), outcome)]
         }
     }
 }

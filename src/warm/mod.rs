@@ -13,7 +13,7 @@
 //!
 //! The input formats are parsed into one model (`input`) by `requirements`, `uv_lock` and
 //! `pylock`; `select` picks the files of a page; `client` downloads; `driver` runs it all; and
-//! `progress` reports and tallies.
+//! `progress` reports and tallies; `trust` says which https servers are believed.
 
 mod client;
 mod driver;
@@ -23,6 +23,7 @@ mod progress;
 mod pylock;
 mod requirements;
 mod select;
+mod trust;
 mod uv_lock;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,9 +32,10 @@ use std::sync::Arc;
 
 use url::Url;
 
-pub use client::{ClientError, Credentials};
+pub use client::Credentials;
 pub use input::{InputError, InputFormat, WarmList};
 pub use progress::Summary;
+pub use trust::TrustError;
 
 use crate::app::AppError;
 use crate::config::{self, Config, ConfigError, RepoName};
@@ -77,7 +79,7 @@ pub enum WarmError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Trust(#[from] TrustError),
     #[error(transparent)]
     Store(StoreError),
     #[error("{0}")]
@@ -109,7 +111,7 @@ async fn warm(target: &Target, list: &WarmList, options: &Options) -> Result<Sum
     let client = WarmClient::new(
         &target.base,
         target.credentials.as_ref(),
-        target.extra_roots.as_deref(),
+        target.pinned.as_deref(),
     )?;
     let index = target
         .base
@@ -139,8 +141,8 @@ struct Target {
     /// Its root URL, ending in `/`, without credentials.
     base: Url,
     credentials: Option<Credentials>,
-    /// Roots to trust besides the usual ones (the server's own certificate file).
-    extra_roots: Option<PathBuf>,
+    /// The server's own certificate file, trusted as it is.
+    pinned: Option<PathBuf>,
     repo: RepoName,
     /// The line saying which way warm goes.
     describe: String,
@@ -162,7 +164,7 @@ impl Target {
                 Ok(Target {
                     base: local.base().clone(),
                     credentials: local.credentials().cloned(),
-                    extra_roots: None,
+                    pinned: None,
                     describe: format!(
                         "warming repository {repo} directly on the store {} (no server runs on it)",
                         path.display()
@@ -200,7 +202,7 @@ impl Target {
             ),
             base,
             credentials,
-            extra_roots: None,
+            pinned: None,
             repo,
             local: None,
         })
@@ -229,7 +231,7 @@ impl Target {
             ),
             base,
             credentials: None,
-            extra_roots: tls.map(|tls| tls.cert_file.clone()),
+            pinned: tls.map(|tls| tls.cert_file.clone()),
             repo,
             local: None,
         })

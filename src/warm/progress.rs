@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// What became of one file (or of one requirement whose files could not be listed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +88,13 @@ impl Progress {
     /// A bar when `terminal`, plain lines otherwise.
     pub fn new(terminal: bool) -> Progress {
         let bar = terminal.then(|| {
-            let bar = ProgressBar::new(0);
+            // Drawn from the first stage on, once it has a length.
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
             if let Ok(style) =
                 ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
             {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
         Progress {
@@ -106,8 +106,9 @@ impl Progress {
     /// A line above the bar, or on its own.
     pub fn note(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            // Before the first stage the bar is hidden, and a hidden bar prints nothing.
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 
@@ -120,9 +121,13 @@ impl Progress {
     /// A new stage (`pages`, `files`) with `len` steps.
     pub fn stage(&self, name: &'static str, len: usize) {
         if let Some(bar) = &self.bar {
-            bar.set_prefix(name);
-            bar.set_position(0);
             bar.set_length(len as u64);
+            bar.set_position(0);
+            bar.set_prefix(name);
+            if bar.is_hidden() {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
         }
     }
 
@@ -146,7 +151,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 if matches!(outcome, Outcome::Denied(_) | Outcome::Failed(_)) {
-                    bar.println(&line);
+                    self.note(&line);
                 }
                 bar.set_message(what.to_owned());
                 bar.inc(1);

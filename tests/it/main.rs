@@ -18,3 +18,4 @@ mod store;
 mod tls;
 mod upstream_auth;
 mod users;
+mod warm;

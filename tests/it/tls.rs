@@ -9,7 +9,7 @@ use crate::harness::upstream::Mode;
 use crate::harness::{TestBed, TokenLayout};
 
 /// A self-signed certificate for 127.0.0.1, made with the machine's openssl.
-fn self_signed(dir: &Path) -> (String, String) {
+pub(crate) fn self_signed(dir: &Path) -> (String, String) {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let status = Command::new("openssl")

@@ -60,6 +60,8 @@ pub struct RemoteConfig {
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
     /// `rule_toml`).
     pub extra_toml: String,
+    /// `[server] listen`: `127.0.0.1:0` (a free port) unless a test needs a known one.
+    pub listen: String,
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -247,6 +249,7 @@ impl RemoteConfig {
             hosted: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
+            listen: "127.0.0.1:0".to_owned(),
         }
     }
 
@@ -284,7 +287,7 @@ impl RemoteConfig {
         let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
-             listen = \"127.0.0.1:0\"\n\
+             listen = {listen}\n\
              default_repository = \"pypi\"\n\
              {max_upload_size}\
              \n\
@@ -309,6 +312,7 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
+            listen = toml_string(&self.listen),
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
