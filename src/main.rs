@@ -266,24 +266,10 @@ fn warm(options: WarmOptions) -> ExitCode {
 }
 
 fn repo_arg(config: &Config, raw: &str) -> Result<RepoName, ExitCode> {
-    let known = || {
-        config
-            .repositories
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match RepoName::parse(raw) {
-        Ok(name) if config.repository(&name).is_some() => Ok(name),
-        _ => {
-            eprintln!(
-                "error: no repository named {raw:?} in the configuration; it defines: {}",
-                known()
-            );
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
+    config.named_repository(raw).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn rules(path: &Path, command: RulesCommand) -> ExitCode {

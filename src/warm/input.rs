@@ -171,6 +171,14 @@ pub enum InputError {
     Empty { path: PathBuf },
 }
 
+/// The text of an input file.
+pub fn read_text(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// A project name from an input, with the reason it is refused.
 pub fn project_name(raw: &str) -> Result<ProjectName, String> {
     ProjectName::parse(raw).map_err(|error: NameError| error.to_string())

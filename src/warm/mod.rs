@@ -12,13 +12,14 @@
 //!   the store (`local`), stopped cleanly at the end.
 //!
 //! The input formats are parsed into one model (`input`) by `requirements`, `uv_lock` and
-//! `pylock`; `select` picks the files of a page; `client` downloads; `driver` runs it all; and
+//! `pylock` (the last two share `lock`); `select` picks the files of a page; `client` downloads; `driver` runs it all; and
 //! `progress` reports and tallies; `trust` says which https servers are believed.
 
 mod client;
 mod driver;
 mod input;
 mod local;
+mod lock;
 mod progress;
 mod pylock;
 mod requirements;
@@ -249,20 +250,9 @@ fn reachable(ip: IpAddr) -> IpAddr {
 
 /// The repository `--repo` names (it must be one the configuration defines), or the default.
 fn repository(config: &Config, repo: Option<&str>) -> Result<RepoName, WarmError> {
-    let Some(raw) = repo else {
-        return Ok(config.server.default_repository.clone());
-    };
-    match RepoName::parse(raw) {
-        Ok(name) if config.repository(&name).is_some() => Ok(name),
-        _ => Err(WarmError::Usage(format!(
-            "no repository named {raw:?} in the configuration; it defines: {}",
-            config
-                .repositories
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+    match repo {
+        Some(raw) => config.named_repository(raw).map_err(WarmError::Usage),
+        None => Ok(config.server.default_repository.clone()),
     }
 }
 

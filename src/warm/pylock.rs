@@ -5,16 +5,12 @@
 //! with `vcs`, `directory` or `archive` are skipped: no index serves them. As PEP 751 asks, a
 //! lock-version whose major number is not 1 is refused; unknown keys are ignored.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::input::{
-    dist_filename, last_segment, project_name, InputError, LockedFile, Requirement, Skipped,
-    Wanted, WarmList,
-};
-use crate::simple::Sha256Digest;
+use super::input::{InputError, WarmList};
+use super::lock::{self, LockFiles, Package as LockPackage};
 
 const SUPPORTED: &str = "PEP 751 lock-version 1.x";
 
@@ -33,34 +29,16 @@ struct Package {
     vcs: Option<toml::Value>,
     directory: Option<toml::Value>,
     archive: Option<toml::Value>,
-    sdist: Option<LockFile>,
-    #[serde(default)]
-    wheels: Vec<LockFile>,
-}
-
-#[derive(Deserialize)]
-struct LockFile {
-    name: Option<String>,
-    url: Option<String>,
-    path: Option<String>,
-    #[serde(default)]
-    hashes: BTreeMap<String, String>,
+    #[serde(flatten)]
+    files: LockFiles,
 }
 
 /// Reads the PEP 751 lock file at `path`.
 pub fn read(path: &Path) -> Result<WarmList, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&text, path)
+    from(lock::read(path)?, path)
 }
 
-fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
-    let lock: Pylock = toml::from_str(text).map_err(|source| InputError::Toml {
-        path: path.to_owned(),
-        source,
-    })?;
+fn from(lock: Pylock, path: &Path) -> Result<WarmList, InputError> {
     let major = lock
         .lock_version
         .as_deref()
@@ -76,17 +54,8 @@ fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
         });
     }
     let mut list = WarmList::default();
-    for package in lock.packages {
-        let label = match &package.version {
-            Some(version) => format!("{} {version}", package.name),
-            None => package.name.clone(),
-        };
-        let error = |reason: String| InputError::Package {
-            path: path.to_owned(),
-            package: label.clone(),
-            reason,
-        };
-        let source = if package.vcs.is_some() {
+    for package in &lock.packages {
+        let not_from_an_index = if package.vcs.is_some() {
             Some("a VCS checkout, which no index serves")
         } else if package.directory.is_some() {
             Some("a local directory, which no index serves")
@@ -95,55 +64,29 @@ fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
         } else {
             None
         };
-        if let Some(reason) = source {
-            list.skipped.push(Skipped {
-                what: format!("{} package {label}", path.display()),
-                reason,
-            });
-            continue;
-        }
-        let project = project_name(&package.name).map_err(&error)?;
-        let files = package
-            .sdist
-            .iter()
-            .chain(&package.wheels)
-            .map(locked_file)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&error)?;
-        if files.is_empty() {
-            return Err(error(
-                "it has no sdist, wheels, vcs, directory or archive: lock again".to_owned(),
-            ));
-        }
-        list.requirements.push(Requirement {
-            project,
-            wanted: Wanted::Files(files),
-            origin: format!("{} package {label}", path.display()),
-        });
+        lock::add(
+            &mut list,
+            path,
+            LockPackage {
+                name: &package.name,
+                version: package.version.as_deref(),
+                not_from_an_index,
+                files: &package.files,
+            },
+        )?;
     }
     Ok(list)
-}
-
-fn locked_file(file: &LockFile) -> Result<LockedFile, String> {
-    let name = file
-        .name
-        .clone()
-        .or_else(|| file.url.as_deref().and_then(last_segment))
-        .or_else(|| file.path.as_deref().and_then(last_segment))
-        .ok_or("a file has no name, url or path to name it")?;
-    let filename = dist_filename(&name)?;
-    let sha256 = file
-        .hashes
-        .iter()
-        .find(|(algorithm, _)| algorithm.eq_ignore_ascii_case("sha256"))
-        .map(|(_, hex)| Sha256Digest::parse_hex(hex).map_err(|e| format!("{name}: {e}")))
-        .transpose()?;
-    Ok(LockedFile { filename, sha256 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
+        from(lock::parse(text, path)?, path)
+    }
+    use crate::simple::Sha256Digest;
+    use crate::warm::input::Wanted;
 
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 

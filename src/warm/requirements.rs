@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use super::input::{
-    prefixed_sha256, project_name, InputError, PinnedVersion, Requirement, Skipped, Wanted,
-    WarmList,
+    prefixed_sha256, project_name, read_text, InputError, PinnedVersion, Requirement, Skipped,
+    Wanted, WarmList,
 };
 
 /// How deep `-r` includes may nest before the file is taken to include itself.
@@ -25,11 +25,7 @@ pub fn read(path: &Path) -> Result<WarmList, InputError> {
 }
 
 fn read_into(path: &Path, list: &mut WarmList, depth: usize) -> Result<(), InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    for (line, logical) in logical_lines(&text) {
+    for (line, logical) in logical_lines(&read_text(path)?) {
         let error = |reason: String| InputError::Line {
             path: path.to_owned(),
             line,

@@ -10,10 +10,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::input::{
-    dist_filename, last_segment, prefixed_sha256, project_name, InputError, LockedFile,
-    Requirement, Skipped, Wanted, WarmList,
-};
+use super::input::{InputError, WarmList};
+use super::lock::{self, LockFiles, Package as LockPackage};
 
 /// The lock format versions this parser reads.
 const SUPPORTED: &str = "uv.lock version 1";
@@ -30,33 +28,16 @@ struct Package {
     name: String,
     version: Option<String>,
     source: Option<toml::Table>,
-    sdist: Option<LockFile>,
-    #[serde(default)]
-    wheels: Vec<LockFile>,
-}
-
-#[derive(Deserialize)]
-struct LockFile {
-    url: Option<String>,
-    path: Option<String>,
-    filename: Option<String>,
-    hash: Option<String>,
+    #[serde(flatten)]
+    files: LockFiles,
 }
 
 /// Reads the uv.lock at `path`.
 pub fn read(path: &Path) -> Result<WarmList, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&text, path)
+    from(lock::read(path)?, path)
 }
 
-fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
-    let lock: UvLock = toml::from_str(text).map_err(|source| InputError::Toml {
-        path: path.to_owned(),
-        source,
-    })?;
+fn from(lock: UvLock, path: &Path) -> Result<WarmList, InputError> {
     match lock.version.as_ref().and_then(toml::Value::as_integer) {
         Some(1) => {}
         other => {
@@ -71,42 +52,17 @@ fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
         }
     }
     let mut list = WarmList::default();
-    for package in lock.package {
-        let label = format!(
-            "{} {}",
-            package.name,
-            package.version.as_deref().unwrap_or("(no version)")
-        );
-        let error = |reason: String| InputError::Package {
-            path: path.to_owned(),
-            package: label.clone(),
-            reason,
-        };
-        if let Some(reason) = not_from_an_index(package.source.as_ref()) {
-            list.skipped.push(Skipped {
-                what: format!("{} package {label}", path.display()),
-                reason,
-            });
-            continue;
-        }
-        let project = project_name(&package.name).map_err(&error)?;
-        let files = package
-            .sdist
-            .iter()
-            .chain(&package.wheels)
-            .map(locked_file)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&error)?;
-        if files.is_empty() {
-            return Err(error(
-                "it comes from an index but lists no sdist and no wheel: lock again".to_owned(),
-            ));
-        }
-        list.requirements.push(Requirement {
-            project,
-            wanted: Wanted::Files(files),
-            origin: format!("{} package {label}", path.display()),
-        });
+    for package in &lock.package {
+        lock::add(
+            &mut list,
+            path,
+            LockPackage {
+                name: &package.name,
+                version: Some(package.version.as_deref().unwrap_or("(no version)")),
+                not_from_an_index: not_from_an_index(package.source.as_ref()),
+                files: &package.files,
+            },
+        )?;
     }
     Ok(list)
 }
@@ -125,25 +81,15 @@ fn not_from_an_index(source: Option<&toml::Table>) -> Option<&'static str> {
     }
 }
 
-fn locked_file(file: &LockFile) -> Result<LockedFile, String> {
-    let name = file
-        .filename
-        .clone()
-        .or_else(|| file.url.as_deref().and_then(last_segment))
-        .or_else(|| file.path.as_deref().and_then(last_segment))
-        .ok_or("a file has no url, path or filename to name it")?;
-    let filename = dist_filename(&name)?;
-    let sha256 = match &file.hash {
-        Some(hash) => prefixed_sha256(hash).map_err(|e| format!("{name}: {e}"))?,
-        None => None,
-    };
-    Ok(LockedFile { filename, sha256 })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str, path: &Path) -> Result<WarmList, InputError> {
+        from(lock::parse(text, path)?, path)
+    }
     use crate::simple::Sha256Digest;
+    use crate::warm::input::Wanted;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 

@@ -160,6 +160,21 @@ fn tally(run: &ClientRun) -> Tally {
     tally
 }
 
+/// Panics with warm's output unless its summary says `expected`.
+fn expect_tally(run: &ClientRun, expected: Tally) {
+    assert_eq!(tally(run), expected, "{}", run.output());
+}
+
+/// Every locked file fetched, nothing else.
+fn all_fetched() -> Tally {
+    let files = locked_files().len();
+    Tally {
+        files,
+        fetched: files,
+        ..Tally::default()
+    }
+}
+
 /// The filenames of the files the upstream was asked for after its `since`-th request.
 fn upstream_files_since(bed: &TestBed, since: usize) -> BTreeSet<String> {
     bed.upstream
@@ -227,16 +242,7 @@ fn warm_from_a_uv_lock_directly_on_the_store_then_pip_and_uv_install_offline() {
         run.stderr
     );
     let files = locked_files();
-    assert_eq!(
-        tally(&run),
-        Tally {
-            files: files.len(),
-            fetched: files.len(),
-            ..Tally::default()
-        },
-        "{}",
-        run.output()
-    );
+    expect_tally(&run, all_fetched());
     assert_eq!(
         upstream_files_since(&bed, before),
         files,
@@ -254,15 +260,13 @@ fn warm_from_a_uv_lock_directly_on_the_store_then_pip_and_uv_install_offline() {
     let before = bed.upstream.requests().len();
     let again = warm(&bed, &[&lock], &[]);
     expect_exit(&again, 0);
-    assert_eq!(
-        tally(&again),
+    expect_tally(
+        &again,
         Tally {
             files: files.len(),
             cached: files.len(),
             ..Tally::default()
         },
-        "{}",
-        again.output()
     );
     assert!(upstream_files_since(&bed, before).is_empty());
 
@@ -299,17 +303,7 @@ fn warm_from_a_requirements_txt_through_the_running_server_then_pip_and_uv_insta
         "{}",
         run.stderr
     );
-    let files = locked_files();
-    assert_eq!(
-        tally(&run),
-        Tally {
-            files: files.len(),
-            fetched: files.len(),
-            ..Tally::default()
-        },
-        "{}",
-        run.output()
-    );
+    expect_tally(&run, all_fetched());
     // Through the running server: its own access log shows warm's requests.
     let log = bed.wheelgate.output();
     assert!(
@@ -350,17 +344,7 @@ fn warm_with_hashes_through_the_running_tls_server_the_configuration_describes()
         "{}",
         run.stderr
     );
-    let files = locked_files();
-    assert_eq!(
-        tally(&run),
-        Tally {
-            files: files.len(),
-            fetched: files.len(),
-            ..Tally::default()
-        },
-        "{}",
-        run.output()
-    );
+    expect_tally(&run, all_fetched());
 }
 
 /// A port free a moment ago, for a configuration that must name its address.
@@ -387,16 +371,14 @@ fn warm_from_a_pylock_counts_the_files_a_rule_denies() {
     let wheels = locked_files_of(FileKind::Wheel);
     let sdists = locked_files_of(FileKind::Sdist);
     assert!(!sdists.is_empty());
-    assert_eq!(
-        tally(&run),
+    expect_tally(
+        &run,
         Tally {
             files: wheels.len() + sdists.len(),
             fetched: wheels.len(),
             denied: sdists.len(),
             ..Tally::default()
         },
-        "{}",
-        run.output()
     );
     for sdist in &sdists {
         let line = run
@@ -445,16 +427,14 @@ fn a_failed_file_makes_warm_exit_1_and_usage_errors_exit_2() {
     let url = bed.url("/");
     let run = warm(&bed, &["--url", &url, "--jobs", "2", &requirements], &[]);
     expect_exit(&run, 1);
-    assert_eq!(
-        tally(&run),
+    expect_tally(
+        &run,
         Tally {
             files: 4,
             fetched: 1,
             failed: 3,
             ..Tally::default()
         },
-        "{}",
-        run.output()
     );
     for failed in [
         "failed   wgfx_corrupt-1.0.0-py3-none-any.whl: ",
