@@ -52,7 +52,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// How a file (or page) reached warm.
+/// How a file reached warm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheState {
     /// wheelgate fetched it from its upstream for this request.
@@ -150,10 +150,9 @@ impl WarmClient {
         })
     }
 
-    /// A project page in PEP 691 JSON, whole, with how wheelgate had it.
-    pub async fn page(&self, url: &Url) -> Result<(Bytes, CacheState), FetchError> {
+    /// A project page in PEP 691 JSON, whole.
+    pub async fn page(&self, url: &Url) -> Result<Bytes, FetchError> {
         let response = self.get(url, Some(JSON_PAGE)).await?;
-        let state = cache_state(&response);
         let mut body = response.into_body();
         let mut bytes = Vec::new();
         while let Some(chunk) = next_chunk(&mut body, url).await? {
@@ -164,7 +163,7 @@ impl WarmClient {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok((Bytes::from(bytes), state))
+        Ok(Bytes::from(bytes))
     }
 
     /// Downloads `url`, hashing and dropping the bytes.

@@ -104,7 +104,7 @@ async fn page(client: &WarmClient, index: &Url, project: &ProjectName) -> PageRe
     let url = index.join(&format!("{project}/")).map_err(|e| {
         FetchError::Unusable(format!("cannot build the page URL of {project}: {e}"))
     })?;
-    let (body, _) = client.page(&url).await?;
+    let body = client.page(&url).await?;
     let page = parse_project_json(&body, &url, project)
         .map_err(|e| FetchError::Unusable(format!("not a usable PEP 691 JSON page: {e}")))?;
     Ok((page, url))

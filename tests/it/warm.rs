@@ -16,7 +16,7 @@ use crate::harness::clients::{self, isolated, run_bounded, uv, ClientRun};
 use crate::harness::fixtures::{catalog, FileKind};
 use crate::harness::upstream::Mode;
 use crate::harness::wheelgate::{binary, rule_toml};
-use crate::harness::{write_file, Account, TestBed, TokenLayout};
+use crate::harness::{wait_until, write_file, Account, TestBed, TokenLayout};
 use crate::install::expected_app_install;
 
 /// How long one warm run may take.
@@ -304,12 +304,15 @@ fn warm_from_a_requirements_txt_through_the_running_server_then_pip_and_uv_insta
         run.stderr
     );
     expect_tally(&run, all_fetched());
-    // Through the running server: its own access log shows warm's requests.
-    let log = bed.wheelgate.output();
-    assert!(
+    // Through the running server: its own access log (written in batches) shows warm's requests.
+    let served = |log: &str| {
         log.contains("path=/pypi/simple/wgfx-app/ status=200")
-            && log.contains("path=/pypi/files/wgfx-app/"),
-        "warm's requests must reach the running server:\n{log}"
+            && log.contains("path=/pypi/files/wgfx-app/")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || served(&bed.wheelgate.output())),
+        "warm's requests must reach the running server:\n{}",
+        bed.wheelgate.output()
     );
 
     bed.upstream.stop();
