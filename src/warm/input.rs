@@ -139,7 +139,7 @@ impl InputFormat {
 /// or the package, and says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}; check the path of the file to warm (and of its -r includes)", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
