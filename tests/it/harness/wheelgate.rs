@@ -62,6 +62,8 @@ pub struct RemoteConfig {
     pub extra_toml: String,
     /// Raw TOML lines in the remote repository's own table (`ca_file`, `native_roots`).
     pub remote_toml: String,
+    /// `[server] listen`: `127.0.0.1:0` (a free port) unless a test needs a known one.
+    pub listen: String,
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -250,6 +252,7 @@ impl RemoteConfig {
             users: Vec::new(),
             extra_toml: String::new(),
             remote_toml: String::new(),
+            listen: "127.0.0.1:0".to_owned(),
         }
     }
 
@@ -287,7 +290,7 @@ impl RemoteConfig {
         let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
-             listen = \"127.0.0.1:0\"\n\
+             listen = {listen}\n\
              default_repository = \"pypi\"\n\
              {max_upload_size}\
              \n\
@@ -314,6 +317,7 @@ impl RemoteConfig {
              {extra}",
             extra = self.extra_toml,
             remote = self.remote_toml,
+            listen = toml_string(&self.listen),
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
