@@ -20,7 +20,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::policy::{Policy, PolicyError};
 use crate::repository::remote::flight::Flights;
 use crate::repository::{self, BuildError, Counters, Repositories};
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreOptions};
 
 /// Why a configuration could not be put in force.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,31 @@ impl App {
     }
 }
 
+/// Opens the store `config` names, with its size cap and memory cache. Fails with
+/// [`StoreError::Locked`] while another process (a running server) holds it.
+pub fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open(StoreOptions {
+        path: config.store.path.clone(),
+        max_size: config.store.max_size,
+        memory: repository::hot_file_memory(config),
+    })
+}
+
+/// The last step of a clean stop: last-use times written and the catalog flushed, off the
+/// async workers.
+pub async fn close_store(store: Store) -> Result<(), String> {
+    let closing = tokio::task::spawn_blocking(move || {
+        store.persist_recency()?;
+        store.flush()
+    })
+    .await;
+    match closing {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// The configuration in force, and its replacement on reload.
 pub struct Live {
     current: RwLock<Arc<App>>,
@@ -113,6 +138,14 @@ pub struct Live {
 }
 
 impl Live {
+    /// Builds the `App` of `config` over `store`, with the process's flights and counters.
+    pub fn build(config: Config, config_path: PathBuf, store: Store) -> Result<Live, AppError> {
+        let flights = Arc::new(Flights::new(store.tmp_dir()));
+        let counters = Arc::new(Counters::default());
+        let app = App::build(config, store.clone(), flights.clone(), counters.clone())?;
+        Ok(Live::new(app, config_path, store, flights, counters))
+    }
+
     pub fn new(
         app: App,
         config_path: PathBuf,

@@ -230,6 +230,22 @@ impl Config {
         path.pop();
     }
 
+    /// The repository a command line names with `--repo`: one the configuration defines, or a
+    /// message listing those it does.
+    pub fn named_repository(&self, raw: &str) -> Result<RepoName, String> {
+        match RepoName::parse(raw) {
+            Ok(name) if self.repository(&name).is_some() => Ok(name),
+            _ => Err(format!(
+                "no repository named {raw:?} in the configuration; it defines: {}",
+                self.repositories
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// The user called `name`, if the configuration defines one.
     pub fn user(&self, name: &UserName) -> Option<&UserConfig> {
         self.users.iter().find(|user| &user.name == name)

@@ -19,6 +19,7 @@ pub mod simple;
 pub mod store;
 pub mod upload;
 pub mod upstream;
+pub mod warm;
 
 /// Whether `keep` holds for every byte. Tested a chunk at a time with no early exit inside a
 /// chunk, which the compiler turns into vector compares: the paths and filenames checked on

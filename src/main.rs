@@ -1,5 +1,5 @@
 //! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test`,
-//! `cache stats|verify|gc|purge`, `hash-password` and `health`.
+//! `cache stats|verify|gc|purge`, `hash-password`, `health` and `warm`.
 //!
 //! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
 //! `rules test` exits 0 for allow, 1 for deny, 2 for an error; `cache verify` exits 1 when it
@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use wheelgate::access::{self as client_access, HashPasswordError};
 use wheelgate::admin::server::AdminSocket;
-use wheelgate::app::{self, App, Live};
+use wheelgate::app::{self, Live};
 use wheelgate::cache;
 use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
@@ -23,9 +23,8 @@ use wheelgate::logging::access::{self, LogFormat as AccessFormat};
 use wheelgate::logging::{buffered_stderr, LogGuard};
 use wheelgate::policy::{self, Policy};
 use wheelgate::probe::Probe;
-use wheelgate::repository::remote::flight::Flights;
-use wheelgate::repository::{self, Counters};
-use wheelgate::store::{Store, StoreOptions};
+use wheelgate::store::Store;
+use wheelgate::warm::{InputFormat, Options as WarmOptions};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +67,34 @@ enum Command {
     /// Ask the running server for `/-/health` on the address the configuration listens on: exit
     /// 0 when it answers 200, 1 otherwise. For container health checks (the image has no curl).
     Health,
+    /// Fill the cache from a requirements.txt (pinned), a uv.lock or a pylock.toml (PEP 751):
+    /// through the running server, or directly on the store when none runs. Exits 1 when any
+    /// file failed.
+    Warm {
+        /// The file listing what to warm.
+        file: PathBuf,
+        /// The file's format, when its name does not say it (`uv.lock`, `pylock.toml` and
+        /// `pylock.<name>.toml` are recognised; any other name is read as a requirements file).
+        #[arg(long, value_enum)]
+        format: Option<WarmFormat>,
+        /// The repository to warm; by default the configuration's default repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Warm through the wheelgate at this address (`http://[USER:PASSWORD@]host:port/`)
+        /// instead of the one the configuration describes.
+        #[arg(long)]
+        url: Option<String>,
+        /// Downloads at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WarmFormat {
+    Requirements,
+    UvLock,
+    Pylock,
 }
 
 #[derive(Subcommand)]
@@ -130,13 +157,38 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end of main: dropping it flushes the log lines still queued.
-    let _log = init_logging(cli.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // warm reports its own progress; the access log of the server it may start would bury it.
+    let default_level = match command {
+        Command::Warm { .. } => "warn",
+        _ => "info",
+    };
+    let _log = init_logging(cli.log_format, default_level);
+    match command {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
         Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
         Command::HashPassword => hash_password(),
+        Command::Warm {
+            file,
+            format,
+            repo,
+            url,
+            jobs,
+        } => warm(WarmOptions {
+            file,
+            format: format.map(|format| match format {
+                WarmFormat::Requirements => InputFormat::Requirements,
+                WarmFormat::UvLock => InputFormat::UvLock,
+                WarmFormat::Pylock => InputFormat::Pylock,
+            }),
+            config: cli.config,
+            repo,
+            url,
+            jobs: usize::from(jobs),
+            terminal: std::io::stderr().is_terminal(),
+        }),
         Command::Health => health(&cli.config),
     }
 }
@@ -158,11 +210,12 @@ fn cache_command(command: CacheCommand) -> cache::cli::Command {
 }
 
 /// Logs go to stderr; `WHEELGATE_LOG` takes a tracing filter (`info`, `debug`,
-/// `wheelgate=debug,hyper=info`). Colours only on a terminal. Lines are written in batches
-/// (see `wheelgate::logging`): one access-log line per request must not cost a syscall each.
-fn init_logging(format: LogFormat) -> LogGuard {
+/// `wheelgate=debug,hyper=info`), `default_level` applies without it. Colours only on a terminal.
+/// Lines are written in batches (see `wheelgate::logging`): one access-log line per request must
+/// not cost a syscall each.
+fn init_logging(format: LogFormat, default_level: &str) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHEELGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let (writer, guard) = buffered_stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -271,25 +324,43 @@ fn health(path: &Path) -> ExitCode {
     }
 }
 
-fn repo_arg(config: &Config, raw: &str) -> Result<RepoName, ExitCode> {
-    let known = || {
-        config
-            .repositories
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+/// `wheelgate warm`: the summary on stdout; exit 1 when any file failed, 2 for a usage error.
+fn warm(options: WarmOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
     };
-    match RepoName::parse(raw) {
-        Ok(name) if config.repository(&name).is_some() => Ok(name),
-        _ => {
-            eprintln!(
-                "error: no repository named {raw:?} in the configuration; it defines: {}",
-                known()
-            );
-            Err(ExitCode::from(EXIT_CONFIG))
+    match runtime.block_on(wheelgate::warm::run(&options)) {
+        Ok(summary) => {
+            println!("{summary}");
+            if summary.failed > 0 {
+                ExitCode::from(EXIT_RUNTIME)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(if error.is_usage() {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            })
         }
     }
+}
+
+fn repo_arg(config: &Config, raw: &str) -> Result<RepoName, ExitCode> {
+    config.named_repository(raw).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn rules(path: &Path, command: RulesCommand) -> ExitCode {
@@ -377,26 +448,21 @@ fn serve(path: &Path) -> ExitCode {
     };
     let path = path.to_owned();
     runtime.block_on(async move {
-        let store = match Store::open(StoreOptions {
-            path: config.store.path.clone(),
-            max_size: config.store.max_size,
-            memory: repository::hot_file_memory(&config),
-        }) {
+        let store = match app::open_store(&config) {
             Ok(store) => store,
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        let flights = Arc::new(Flights::new(store.tmp_dir()));
-        let counters = Arc::new(Counters::default());
-        let app = match App::build(config, store.clone(), flights.clone(), counters.clone()) {
-            Ok(app) => app,
+        let live = match Live::build(config, path, store.clone()) {
+            Ok(live) => Arc::new(live),
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        let app = live.current();
         app.log_summary();
         let listen = app.config.server.listen;
         let tls = match app
@@ -413,7 +479,7 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let live = Arc::new(Live::new(app, path, store.clone(), flights, counters));
+        drop(app);
         let server = match Server::bind(live.clone(), listen, tls).await {
             Ok(server) => server,
             Err(error) => {
@@ -451,19 +517,10 @@ fn serve(path: &Path) -> ExitCode {
         }
         recency.abort();
         reloader.abort();
-        let closing = tokio::task::spawn_blocking(move || {
-            store.persist_recency()?;
-            store.flush()
-        })
-        .await;
-        match closing {
-            Ok(Ok(())) => {
+        match app::close_store(store).await {
+            Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS
-            }
-            Ok(Err(error)) => {
-                tracing::error!(%error, "could not flush the store at shutdown");
-                ExitCode::from(EXIT_RUNTIME)
             }
             Err(error) => {
                 tracing::error!(%error, "could not flush the store at shutdown");

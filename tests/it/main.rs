@@ -23,3 +23,4 @@ mod tls;
 mod upstream_auth;
 mod upstream_tls;
 mod users;
+mod warm;

@@ -67,6 +67,8 @@ pub struct RemoteConfig {
     pub extra_toml: String,
     /// Raw TOML lines in the remote repository's own table (`ca_file`, `native_roots`).
     pub remote_toml: String,
+    /// `[server] listen`: `127.0.0.1:0` (a free port) unless a test needs a known one.
+    pub listen: String,
 }
 
 /// A `type = "group"` repository: its members, in order, served as one index (SPEC §1).
@@ -304,6 +306,7 @@ impl RemoteConfig {
             users: Vec::new(),
             extra_toml: String::new(),
             remote_toml: String::new(),
+            listen: "127.0.0.1:0".to_owned(),
         }
     }
 
@@ -342,7 +345,7 @@ impl RemoteConfig {
         let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
-             listen = \"127.0.0.1:0\"\n\
+             listen = {listen}\n\
              default_repository = \"pypi\"\n\
              {max_upload_size}\
              \n\
@@ -372,6 +375,7 @@ impl RemoteConfig {
             extra = self.extra_toml,
             extra_repositories = self.extra_repositories,
             remote = self.remote_toml,
+            listen = toml_string(&self.listen),
             store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
