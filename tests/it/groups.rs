@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ::http::StatusCode;
 
@@ -26,12 +26,13 @@ use crate::harness::fixtures::catalog;
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::uploads::{self, Dist, UploadForm};
 use crate::harness::upstream::JSON_MEDIA_TYPE;
-use crate::harness::wheelgate::{self, bare_remote_toml, rule_toml_in, GroupConfig, RemoteConfig};
-use crate::harness::{resolve, write_file, Account, TestBed};
+use crate::harness::wheelgate::{self, bare_remote_toml, rule_toml_in, GroupConfig};
+use crate::harness::{resolve, standalone_config, Account, TestBed};
 use crate::publish::{
     assert_client_succeeded, assert_installed, assert_uploaded, install_with, publishing_bed,
     upload_lines, INTERNAL,
 };
+use crate::rules::assert_denied_in;
 use crate::simple_api::anchors;
 
 const ACCEPT_JSON: (&str, &str) = ("accept", JSON_MEDIA_TYPE);
@@ -44,8 +45,6 @@ const PYPI: &str = "pypi";
 const STAGING: &str = "staging";
 /// The header naming the members that could not answer.
 const UNAVAILABLE_HEADER: &str = "x-wheelgate-unavailable";
-/// The header naming the rules behind a refusal.
-const DENIED_HEADER: &str = "x-wheelgate-denied";
 
 /// One file entry of a JSON project page.
 #[derive(Debug, Clone)]
@@ -483,29 +482,15 @@ fn a_group_of_groups_serves_both_levels_lists_the_union_and_a_project_in_no_memb
 
 // --- 5. `wheelgate check` -----------------------------------------------------------------------
 
-/// A configuration with the groups `groups` beside `pypi` (a closed port) and `internal`,
-/// written into `dir`.
-fn standalone_config(dir: &Path, groups: &[GroupConfig]) -> PathBuf {
-    let token = dir.join("token");
-    write_file(&token, "wgfx-unused-token\n");
-    let mut config = RemoteConfig::new(
-        dir.join("store"),
-        "http://127.0.0.1:9/simple/".into(),
-        token,
-        Vec::new(),
-    );
-    config.hosted = vec![INTERNAL.to_owned()];
-    config.groups = groups.to_vec();
-    let path = dir.join("proxy.toml");
-    write_file(&path, &config.to_toml());
-    path
-}
-
-/// `wheelgate check` of a configuration with `groups`.
+/// `wheelgate check` of a configuration with `groups` beside `pypi` (a closed port) and
+/// `internal`.
 fn check(groups: &[GroupConfig]) -> ClientRun {
     let dir =
         tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
-    let config = standalone_config(dir.path(), groups);
+    let config = standalone_config(dir.path(), |config| {
+        config.hosted = vec![INTERNAL.to_owned()];
+        config.groups = groups.to_vec();
+    });
     let config = config.to_string_lossy().into_owned();
     wheelgate::run(&["check", "--config", &config], dir.path())
 }
@@ -563,34 +548,6 @@ fn wheelgate_check_refuses_unknown_members_and_cycles_naming_them() {
 }
 
 // --- 6. Rules ------------------------------------------------------------------------------------
-
-/// How wheelgate names a rule in refusals: `rule "<name>" in repository "<repo>"`.
-fn named(rule: &str, repo: &str) -> String {
-    format!("rule \"{rule}\" in repository \"{repo}\"")
-}
-
-/// A 403 whose body and `X-Wheelgate-Denied` header name `rule` of `repo`.
-fn assert_denied(response: &HttpResponse, what: &str, rule: &str, repo: &str) {
-    assert_eq!(
-        response.status,
-        StatusCode::FORBIDDEN,
-        "{what} must be denied by {}; body:\n{}",
-        named(rule, repo),
-        response.text()
-    );
-    assert!(
-        response.text().contains(&named(rule, repo)),
-        "{what}: the 403 body must name {}, got:\n{}",
-        named(rule, repo),
-        response.text()
-    );
-    let header = response.header(DENIED_HEADER).unwrap_or_default();
-    assert!(
-        header.contains(rule),
-        "{what}: {DENIED_HEADER} must name {rule:?}, got {header:?}; headers:\n{}",
-        response.headers_text()
-    );
-}
 
 /// The group holding `all`, so that `all` is a group in between.
 const OUTER: &str = "outer";
@@ -660,11 +617,12 @@ fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_t
                         "/{group}/files/wgfx-kappa/{}/{}{suffix}",
                         file.sha256, file.filename
                     );
-                    assert_denied(
+                    assert_denied_in(
                         &http::get(&bed.url(&path), &[]),
                         &format!("GET {path} (version {version})"),
                         rule,
                         repo,
+                        true,
                     );
                 }
             }
@@ -682,11 +640,12 @@ fn deny_rules_of_the_remote_member_and_of_the_group_hide_files_and_refuse_them_t
 
         // A page the group's rule leaves empty is a 403 naming it; the member still serves it.
         let path = format!("/{group}/simple/wgfx-epsilon/");
-        assert_denied(
+        assert_denied_in(
             &get_json(&bed, &path),
             &format!("GET {path} (every file denied by the group all)"),
             "no-epsilon",
             ALL,
+            true,
         );
     }
     assert!(

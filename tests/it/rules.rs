@@ -20,8 +20,8 @@ use crate::harness::fixtures::{catalog, DistFile, FileKind};
 use crate::harness::generated;
 use crate::harness::http::{self, HttpResponse};
 use crate::harness::upstream::{Mode, JSON_MEDIA_TYPE};
-use crate::harness::wheelgate::{self, rule_toml, RemoteConfig};
-use crate::harness::{resolve, wait_until, write_file, TestBed};
+use crate::harness::wheelgate::{self, rule_toml};
+use crate::harness::{resolve, wait_until, TestBed};
 
 const ACCEPT_JSON: (&str, &str) = ("accept", JSON_MEDIA_TYPE);
 const ACCEPT_HTML: (&str, &str) = ("accept", "text/html");
@@ -44,7 +44,12 @@ fn no_kappa_2() -> String {
 
 /// How wheelgate names a rule in refusals: `rule "<name>" in repository "pypi"`.
 fn named(rule: &str) -> String {
-    format!("rule \"{rule}\" in repository \"pypi\"")
+    named_in(rule, "pypi")
+}
+
+/// How wheelgate names a rule of `repo` in refusals: `rule "<name>" in repository "<repo>"`.
+pub(crate) fn named_in(rule: &str, repo: &str) -> String {
+    format!("rule \"{rule}\" in repository \"{repo}\"")
 }
 
 /// A fixture file by name; panics naming it when the catalog has none.
@@ -128,18 +133,29 @@ fn html_files(bed: &TestBed, project: &str) -> BTreeSet<String> {
 
 /// A 403 whose body and `X-Wheelgate-Denied` header name `rule` (HEAD responses have no body).
 fn assert_denied(response: &HttpResponse, what: &str, rule: &str, has_body: bool) {
+    assert_denied_in(response, what, rule, "pypi", has_body)
+}
+
+/// A 403 whose body and `X-Wheelgate-Denied` header name `rule` of `repo` (HEAD responses have no
+/// body).
+pub(crate) fn assert_denied_in(
+    response: &HttpResponse,
+    what: &str,
+    rule: &str,
+    repo: &str,
+    has_body: bool,
+) {
+    let named = named_in(rule, repo);
     assert_eq!(
         response.status,
         StatusCode::FORBIDDEN,
-        "{what} must be denied by {}; body:\n{}",
-        named(rule),
+        "{what} must be denied by {named}; body:\n{}",
         response.text()
     );
     if has_body {
         assert!(
-            response.text().contains(&named(rule)),
-            "{what}: the 403 body must name {}, got:\n{}",
-            named(rule),
+            response.text().contains(&named),
+            "{what}: the 403 body must name {named}, got:\n{}",
             response.text()
         );
     }
@@ -688,21 +704,9 @@ fn conditions_that_cannot_be_evaluated_fail_closed() {
 
 // --- 6. Invalid rules, at start-up and on reload ----------------------------------------------
 
-/// A configuration with `rules`, for a wheelgate that is only checked or refuses to start: the
-/// upstream is a closed port and the token file exists.
+/// A configuration with `rules`, for a wheelgate that is only checked or refuses to start.
 fn standalone_config(dir: &Path, rules: &str) -> PathBuf {
-    let token = dir.join("token");
-    write_file(&token, "wgfx-unused-token\n");
-    let mut config = RemoteConfig::new(
-        dir.join("store"),
-        "http://127.0.0.1:9/simple/".into(),
-        token,
-        Vec::new(),
-    );
-    config.extra_toml = rules.to_owned();
-    let path = dir.join("proxy.toml");
-    write_file(&path, &config.to_toml());
-    path
+    crate::harness::standalone_config(dir, |config| config.extra_toml = rules.to_owned())
 }
 
 /// The 1-based lines of the `[[rule]]` table that holds `marker` (its header to its last line).

@@ -369,6 +369,23 @@ impl TestBed {
     }
 }
 
+/// Writes `<dir>/proxy.toml` for a wheelgate that is only checked or refuses to start, adjusted by
+/// `adjust`: the upstream is a closed port and the token file exists. Returns its path.
+pub fn standalone_config(dir: &Path, adjust: impl FnOnce(&mut RemoteConfig)) -> PathBuf {
+    let token = dir.join("token");
+    write_file(&token, "wgfx-unused-token\n");
+    let mut config = RemoteConfig::new(
+        dir.join("store"),
+        "http://127.0.0.1:9/simple/".into(),
+        token,
+        Vec::new(),
+    );
+    adjust(&mut config);
+    let path = dir.join("proxy.toml");
+    write_file(&path, &config.to_toml());
+    path
+}
+
 /// Every regular file below `dir`, recursively; an absent directory holds none.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -776,14 +776,19 @@ mod tests {
         assert_eq!(rules[1]["action"].as_str(), Some("ALLOW"));
     }
 
-    #[test]
-    fn hosted_repositories_users_and_access_go_in_their_tables() {
-        let mut config = RemoteConfig::new(
+    /// A remote repository without `auth_hosts`, as the table tests start from.
+    fn plain_config() -> RemoteConfig {
+        RemoteConfig::new(
             PathBuf::from("/tmp/store"),
             "http://127.0.0.1:1/simple/".into(),
             PathBuf::from("/tmp/t"),
             Vec::new(),
-        );
+        )
+    }
+
+    #[test]
+    fn hosted_repositories_users_and_access_go_in_their_tables() {
+        let mut config = plain_config();
         let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
         assert!(parsed.get("access").is_none() && parsed.get("user").is_none());
         assert!(parsed["server"].get("max_upload_size").is_none());
@@ -842,12 +847,7 @@ mod tests {
 
     #[test]
     fn groups_and_more_remotes_follow_the_hosted_repositories() {
-        let mut config = RemoteConfig::new(
-            PathBuf::from("/tmp/store"),
-            "http://127.0.0.1:1/simple/".into(),
-            PathBuf::from("/tmp/t"),
-            Vec::new(),
-        );
+        let mut config = plain_config();
         config.hosted = vec!["internal".into()];
         config.extra_repositories = bare_remote_toml("mirror", "http://127.0.0.1:2/simple/");
         config.groups = vec![
