@@ -2,13 +2,14 @@
 //!
 //! A group is written into `proxy.toml` as an operator writes it (`type = "group"`, `members`)
 //! and checked from the outside, with pip, uv and plain HTTP against the real binary: pip and uv
-//! install a hosted package whose dependency only the remote member has; `uv publish` to the
+//! install a hosted package whose dependency only the remote member has, through the group at
+//! `/<group>/simple/` and as the default repository at `/simple/`; `uv publish` to the
 //! hosted member skips, on a second run, what the group's page already lists; the first member
 //! wins a filename two members hold (on the page and on download); a group of groups serves the
 //! files of both levels and the union of their projects; a project no member has is a 404; rules
 //! of the member and of the group both apply (and a denied file is never fetched); a member whose
-//! upstream is down is named in `X-Wheelgate-Unavailable` while the others answer, and a group
-//! whose every member failed is a 502; `wheelgate check` refuses unknown members and cycles; an
+//! upstream is down is named in `X-Wheelgate-Unavailable` while the others answer (and its outage
+//! is not passed off as a missing project), and a group whose every member failed is a 502; `wheelgate check` refuses unknown members and cycles; an
 //! upload to a group is a 405; the status page shows the group's kind.
 //!
 //! Hosted files are this project's own `wgpub-` uploads (`harness/uploads.rs`), remote files the
@@ -187,8 +188,10 @@ fn uv_publish_checked(
 #[test]
 fn uv_publish_checks_the_group_and_pip_and_uv_install_a_hosted_package_with_remote_dependencies_through_it(
 ) {
+    // The group is also the default repository, served at /simple/ (as the shipped proxy.toml has it).
     let (mut bed, publisher, _) = publishing_bed(|config| {
         config.groups = vec![GroupConfig::new(ALL, &[INTERNAL, PYPI])];
+        config.default_repository = ALL.to_owned();
     });
     // wgpub-app 1.1.0 requires wgfx-delta>=1.0, which only the remote member has.
     let app = uploads::app_next_wheel();
@@ -253,16 +256,23 @@ fn uv_publish_checks_the_group_and_pip_and_uv_install_a_hosted_package_with_remo
         );
     }
 
-    // pip and uv resolve the hosted package and its remote dependency through the group.
-    for client in ["pip", "uv"] {
-        let target = bed.target_dir(&format!("group-{client}"));
-        let run = install_with(client, &check_url, &target, &["wgpub-app"]);
+    // pip and uv resolve the hosted package and its remote dependency through the group, at
+    // /simple/ (the default repository) and at /all/simple/.
+    for (client, path) in [
+        ("pip", "/simple/"),
+        ("uv", "/all/simple/"),
+        ("pip", "/all/simple/"),
+        ("uv", "/simple/"),
+    ] {
+        let index_url = bed.url(path);
+        let target = bed.target_dir(&format!("{client}{}", path.replace('/', "-")));
+        let run = install_with(client, &index_url, &target, &["wgpub-app"]);
         assert_installed(
             &bed,
             &run,
             &target,
             &dists(&[("wgpub-app", "1.1.0"), ("wgfx-delta", "2.0.0")]),
-            &format!("{client} installing wgpub-app through /all/simple/"),
+            &format!("{client} installing wgpub-app through {index_url}"),
         );
     }
     bed.wheelgate.stop();
@@ -814,5 +824,27 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
     assert!(
         !alpha.is_empty(),
         "/remote-only/simple/wgfx-alpha/ must list the remote's files once its upstream is back"
+    );
+}
+
+#[test]
+fn a_project_only_a_down_remote_member_could_have_is_not_reported_as_missing() {
+    let bed = TestBed::start_hosted(|config| {
+        config.groups = vec![GroupConfig::new(ALL, &[INTERNAL, PYPI])];
+    });
+    bed.upstream.set_down(true);
+    // A project only the down member could have: internal answered that it has none, pypi could
+    // not answer at all, so "no member has it" is not known. A plain 404 would tell pip and uv
+    // the project does not exist and hide the outage; the answer must be a 502 or name pypi.
+    let path = "/all/simple/wgfx-alpha/";
+    let response = get_json(&bed, path);
+    assert!(
+        response.status == StatusCode::BAD_GATEWAY
+            || (response.status != StatusCode::OK && response.header(UNAVAILABLE_HEADER) == Some(PYPI)),
+        "{path} while pypi (the only member that could have wgfx-alpha) is down must be a 502, or at least name pypi in \
+         {UNAVAILABLE_HEADER}; got {} with headers:\n{}body:\n{}",
+        response.status,
+        response.headers_text(),
+        response.text()
     );
 }

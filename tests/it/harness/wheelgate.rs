@@ -60,6 +60,8 @@ pub struct RemoteConfig {
     pub extra_repositories: String,
     /// The group repositories (`type = "group"`), defined last.
     pub groups: Vec<GroupConfig>,
+    /// `[server] default_repository`, the repository served at `/simple/`: `pypi` unless changed.
+    pub default_repository: String,
     /// The `[[user]]` tables, in order.
     pub users: Vec<UserConfig>,
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
@@ -303,6 +305,7 @@ impl RemoteConfig {
             hosted: Vec::new(),
             extra_repositories: String::new(),
             groups: Vec::new(),
+            default_repository: "pypi".to_owned(),
             users: Vec::new(),
             extra_toml: String::new(),
             remote_toml: String::new(),
@@ -346,7 +349,7 @@ impl RemoteConfig {
         format!(
             "[server]\n\
              listen = {listen}\n\
-             default_repository = \"pypi\"\n\
+             default_repository = {default_repository}\n\
              {max_upload_size}\
              \n\
              [store]\n\
@@ -374,6 +377,7 @@ impl RemoteConfig {
              {extra}",
             extra = self.extra_toml,
             extra_repositories = self.extra_repositories,
+            default_repository = toml_string(&self.default_repository),
             remote = self.remote_toml,
             listen = toml_string(&self.listen),
             store = toml_string(&self.store.to_string_lossy()),
@@ -855,7 +859,9 @@ mod tests {
             GroupConfig::new("outer \"x\"", &["all", "mirror"]),
         ];
         config.extra_toml = rule_toml_in("all", "no-x", "DENY", Some("wgfx-x"), None);
+        config.default_repository = "all".into();
         let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        assert_eq!(parsed["server"]["default_repository"].as_str(), Some("all"));
         let repositories = parsed["repository"].as_array().expect("repositories");
         let shape: Vec<(Option<&str>, Option<&str>)> = repositories
             .iter()
