@@ -3,14 +3,15 @@
 //! A group is written into `proxy.toml` as an operator writes it (`type = "group"`, `members`)
 //! and checked from the outside, with pip, uv and plain HTTP against the real binary: pip and uv
 //! install a hosted package whose dependency only the remote member has, through the group at
-//! `/<group>/simple/` and as the default repository at `/simple/`; `uv publish` to the
-//! hosted member skips, on a second run, what the group's page already lists; the first member
-//! wins a filename two members hold (on the page and on download); a group of groups serves the
-//! files of both levels and the union of their projects; a project no member has is a 404; rules
-//! of the member and of the group both apply (and a denied file is never fetched); a member whose
+//! `/<group>/simple/` and as the default repository at `/simple/`; `uv publish` to the hosted
+//! member skips, on a second run, what the group's page already lists; the first member wins a
+//! filename two members hold (on the page and on download); a group of groups serves the files
+//! of both levels and the union of their projects; a project no member has is a 404; rules of the
+//! member and of the group both apply (and a denied file is never fetched); a member whose
 //! upstream is down is named in `X-Wheelgate-Unavailable` while the others answer (and its outage
-//! is not passed off as a missing project), and a group whose every member failed is a 502; `wheelgate check` refuses unknown members and cycles; an
-//! upload to a group is a 405; the status page shows the group's kind.
+//! is not passed off as a missing project), and a group whose every member failed is a 502;
+//! `wheelgate check` refuses unknown members and cycles; an upload to a group is a 405; the
+//! status page shows the group's kind.
 //!
 //! Hosted files are this project's own `wgpub-` uploads (`harness/uploads.rs`), remote files the
 //! fixture upstream's `wgfx-` projects, so a file on a group's page shows which member it came
