@@ -113,6 +113,8 @@ pub struct RepositoryConfig {
 }
 
 /// What a repository is.
+// One value per repository, built once per load: boxing the remote settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryKind {
     Remote(RemoteConfig),
@@ -347,6 +349,19 @@ impl Config {
                 RepositoryKind::Group(group) => {
                     let members: Vec<&str> = group.members.iter().map(RepoName::as_str).collect();
                     writeln!(out, "    members, first wins: {}", members.join(", "))?;
+                    // Through groups among its members, the repositories whose files it serves.
+                    let sources: Vec<&str> = self
+                        .sources_of(&repo.name)
+                        .into_iter()
+                        .map(|(source, _)| source.name.as_str())
+                        .collect();
+                    if sources != members {
+                        writeln!(
+                            out,
+                            "    serves the files of, first wins: {}",
+                            sources.join(", ")
+                        )?;
+                    }
                 }
             }
         }
@@ -519,7 +534,7 @@ mod tests {
     fn shipped_proxy_toml_loads_offline_with_an_empty_environment() {
         let config = parse(SHIPPED, "proxy.toml", &no_env).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:3141".parse().unwrap());
-        assert_eq!(config.server.default_repository.as_str(), "pypi");
+        assert_eq!(config.server.default_repository.as_str(), "all");
         assert_eq!(config.server.public_url, None);
         assert_eq!(config.server.tls, None);
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
@@ -529,9 +544,20 @@ mod tests {
         assert_eq!(config.store.max_size, 20 << 30);
         assert_eq!(config.store.memory_cache, 256 << 20);
         assert!(config.access.anonymous_read);
-        assert_eq!(config.repositories.len(), 2);
+        assert_eq!(config.repositories.len(), 3);
         assert_eq!(config.repositories[1].name.as_str(), "internal");
         assert_eq!(config.repositories[1].kind, RepositoryKind::Hosted);
+        // The default repository is the group of the two: the hosted one's files first.
+        assert_eq!(config.repositories[2].name.as_str(), "all");
+        assert_eq!(
+            config.repositories[2].kind,
+            RepositoryKind::Group(GroupConfig {
+                members: vec![
+                    RepoName::parse("internal").unwrap(),
+                    RepoName::parse("pypi").unwrap()
+                ],
+            })
+        );
         let remote = remote_of(&config, 0);
         assert_eq!(remote.url, None);
         assert!(remote.offline);
@@ -541,20 +567,32 @@ mod tests {
         assert_eq!(remote.retries, 3);
         assert!(remote.native_roots);
         assert!(config.describe().contains("offline (no url)"));
-        // The hosted repository's table is the file's second `[[repository]]` header.
-        let hosted_line = SHIPPED
+        // The hosted and group repositories' tables are the file's second and third
+        // `[[repository]]` headers.
+        let header_lines: Vec<usize> = SHIPPED
             .lines()
             .enumerate()
             .filter(|(_, line)| *line == "[[repository]]")
-            .nth(1)
             .map(|(index, _)| index + 1)
-            .unwrap();
+            .collect();
+        let described = config.describe();
         assert!(
-            config.describe().contains(&format!(
-                "internal (hosted, line {hosted_line}), served at /internal/simple/"
+            described.contains(&format!(
+                "internal (hosted, line {}), served at /internal/simple/",
+                header_lines[1]
             )),
-            "{}",
-            config.describe()
+            "{described}"
+        );
+        assert!(
+            described.contains(&format!(
+                "all (group, line {}), served at /all/simple/\n    members, first wins: internal, pypi\n",
+                header_lines[2]
+            )),
+            "{described}"
+        );
+        assert!(
+            described.contains("default repository: all (served at /simple/)"),
+            "{described}"
         );
     }
 

@@ -69,6 +69,15 @@ fn key_prefix(key: &str) -> String {
     }
 }
 
+/// The repositories a group could have as members, for a message about one that is not defined.
+fn other_repositories(defined: &[String]) -> String {
+    if defined.is_empty() {
+        "no other repository is defined".to_owned()
+    } else {
+        format!("the other repositories are {}", defined.join(", "))
+    }
+}
+
 fn position(line: Option<usize>, column: Option<usize>) -> String {
     let mut out = String::new();
     if let Some(line) = line {
@@ -129,8 +138,6 @@ pub enum Problem {
     MissingKey { hint: &'static str },
     #[error("repository type `{found}` is not one of remote, hosted, group")]
     UnknownRepositoryType { found: String },
-    #[error("repository type `{kind}` is not supported yet by this version of wheelgate; remove this [[repository]] or use type = \"remote\"")]
-    UnsupportedRepositoryType { kind: &'static str },
     #[error("`{key}` only applies to repositories of type `{applies_to}`; remove it from this {this} repository")]
     NotForType {
         key: &'static str,
@@ -150,6 +157,14 @@ pub enum Problem {
         first_line: usize,
         second_line: usize,
     },
+    #[error("a group cannot be a member of itself; remove \"{name}\" from its members")]
+    SelfMember { name: String },
+    #[error("\"{name}\" is listed twice; list each member once, at the place its files should take precedence")]
+    DuplicateMember { name: String },
+    #[error("no repository is named \"{name}\"; {}; define it, or remove it from members", other_repositories(.defined))]
+    UnknownMember { name: String, defined: Vec<String> },
+    #[error("groups contain each other in a cycle: {}; remove one of these members", .cycle.join(" -> "))]
+    GroupCycle { cycle: Vec<String> },
     #[error("no repository is named \"{name}\"; the defined repositories are {}", .defined.join(", "))]
     UnknownDefaultRepository { name: String, defined: Vec<String> },
     #[error("missing: with several repositories, say which one is served at /simple/, one of {}", .defined.join(", "))]

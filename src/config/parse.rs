@@ -9,9 +9,11 @@
 //! and the typed readers of single values (strings with `${VAR}`, durations, sizes, integers,
 //! booleans, paths). Each group of sections has its own file below it: `server` (`[server]`,
 //! `[server.tls]`), `store`, `repositories` (`[[repository]]`, remote settings and their
-//! `[repository.auth]`), `rules` (`[[rule]]`) and `access` (`[access]` and `[[user]]`).
+//! `[repository.auth]`), `groups` (a group's `members`), `rules` (`[[rule]]`) and `access`
+//! (`[access]` and `[[user]]`).
 
 mod access;
+mod groups;
 mod repositories;
 mod rules;
 mod server;
@@ -156,6 +158,10 @@ impl Parser<'_> {
             .trim()
             .replace("unknown field", "unknown key")
             .replace("missing field", "missing key")
+            .replace(
+                "expected a sequence",
+                "expected a list in brackets, e.g. [\"a\", \"b\"]",
+            )
             .replace('\n', "; ");
         if message.starts_with("unknown key") {
             let table = line

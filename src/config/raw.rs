@@ -91,8 +91,8 @@ pub(super) struct RawRepository {
     pub native_roots: Field,
     pub offline: Field,
     pub auth: Option<RawAuth>,
-    /// Only meaningful for `type = "group"`.
-    pub members: Option<Spanned<IgnoredAny>>,
+    /// Only meaningful for `type = "group"`: the names of its members.
+    pub members: Option<Spanned<Vec<Spanned<Scalar>>>>,
 }
 
 /// One `[[rule]]` table (SPEC §5).

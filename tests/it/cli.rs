@@ -45,10 +45,100 @@ fn check_accepts_the_shipped_config() {
         config.display(),
         run.output()
     );
-    assert!(
-        !run.stdout.trim().is_empty(),
-        "`wheelgate check` must print what the config defines"
-    );
+    // The shipped default is the group of the hosted repository and the remote one.
+    for line in [
+        "default repository: all (served at /simple/)",
+        "    members, first wins: internal, pypi\n",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "`wheelgate check` must print {line:?}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn check_prints_groups_with_their_members_and_refuses_a_cycle() {
+    let dir = temp_dir();
+    let config = dir.path().join("proxy.toml");
+    let store = toml_string(&dir.path().join("store").to_string_lossy());
+    // `all` holds the hosted `internal` and the group `mirrors`, defined after it; `mirrors`
+    // holds two remotes. Line 18 is the `members` of `mirrors`.
+    let file = |mirrors_members: &str| {
+        format!(
+            "[server]\n\
+             default_repository = \"all\"\n\
+             [store]\n\
+             path = {store}\n\
+             \n\
+             [[repository]]\n\
+             name = \"all\"\n\
+             type = \"group\"\n\
+             members = [\"internal\", \"mirrors\"]\n\
+             \n\
+             [[repository]]\n\
+             name = \"internal\"\n\
+             type = \"hosted\"\n\
+             \n\
+             [[repository]]\n\
+             name = \"mirrors\"\n\
+             type = \"group\"\n\
+             members = {mirrors_members}\n\
+             \n\
+             [[repository]]\n\
+             name = \"pypi\"\n\
+             type = \"remote\"\n\
+             url = \"\"\n\
+             \n\
+             [[repository]]\n\
+             name = \"corp\"\n\
+             type = \"remote\"\n\
+             url = \"\"\n"
+        )
+    };
+    let check = || {
+        wheelgate::run(
+            &["check", "--config", &config.to_string_lossy()],
+            dir.path(),
+        )
+    };
+
+    write_file(&config, &file("[\"pypi\", \"corp\"]"));
+    let run = check();
+    assert_eq!(run.exit_code, Some(0), "{}", run.output());
+    for expected in [
+        "default repository: all (served at /simple/)\n",
+        "  all (group, line 6), served at /all/simple/\n\
+         \x20   members, first wins: internal, mirrors\n\
+         \x20   serves the files of, first wins: internal, pypi, corp\n",
+        "  mirrors (group, line 15), served at /mirrors/simple/\n\
+         \x20   members, first wins: pypi, corp\n  pypi (remote, line 20)",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "`wheelgate check` must print {expected:?}:\n{}",
+            run.stdout
+        );
+    }
+
+    // Refused, exit 2, with the key and the line: `mirrors` back into `all` (a cycle, shown
+    // with its way round), and a member that is not defined (named, with those that are).
+    for (members, expected) in [
+        (
+            "[\"pypi\", \"all\"]",
+            "line 9: [[repository]] \"all\" members: groups contain each other in a cycle: all -> mirrors -> all",
+        ),
+        (
+            "[\"pypi\", \"crop\"]",
+            "line 18: [[repository]] \"mirrors\" members: no repository is named \"crop\"; the other repositories are all, internal, pypi, corp",
+        ),
+    ] {
+        write_file(&config, &file(members));
+        let run = check();
+        assert_eq!(run.exit_code, Some(2), "{}", run.output());
+        assert!(run.stderr.contains(expected), "{expected:?} not in:\n{}", run.stderr);
+    }
 }
 
 #[test]

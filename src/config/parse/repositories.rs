@@ -1,5 +1,6 @@
 //! `[[repository]]`: the list of repositories with their names, types and (for remote ones)
-//! upstream settings and `[repository.auth]`, and the checks across them (unique names).
+//! upstream settings and `[repository.auth]`, and the checks across them (unique names). A
+//! group's `members` are read and checked in `groups`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,6 +51,8 @@ impl Parser<'_> {
             first_seen.insert(repo.name.clone(), name_line);
             repositories.push(repo);
         }
+        // A member may be defined after its group: checked once every repository is known.
+        self.check_groups(raws, &repositories)?;
         Ok(repositories)
     }
 
@@ -80,7 +83,7 @@ impl Parser<'_> {
         };
         let name = RepoName::parse(&self.text(name_field, name_key)?)
             .map_err(|error| self.at(name_field, name_key, Problem::RepoName(error)))?;
-        let section = format!("[[repository]] \"{name}\"");
+        let section = repository_section(&name);
 
         let type_key = Key {
             section: &section,
@@ -91,31 +94,19 @@ impl Parser<'_> {
                 Some(self.line_of(header)),
                 type_key,
                 Problem::MissingKey {
-                    hint: "write type = \"remote\" (hosted and group come in a later version)",
+                    hint: "write type = \"remote\" (an upstream index), \"hosted\" (packages published to wheelgate) or \"group\" (several repositories served as one)",
                 },
             )
         })?;
-        let kind = match self.text(type_field, type_key)?.as_str() {
-            "remote" => "remote",
-            "hosted" => "hosted",
-            "group" => {
-                return Err(self.at(
-                    type_field,
-                    type_key,
-                    Problem::UnsupportedRepositoryType { kind: "group" },
-                ))
-            }
-            other => {
-                return Err(self.at(
-                    type_field,
-                    type_key,
-                    Problem::UnknownRepositoryType {
-                        found: other.to_owned(),
-                    },
-                ))
-            }
+        let text = self.text(type_field, type_key)?;
+        let Some(kind) = Type::parse(&text) else {
+            return Err(self.at(
+                type_field,
+                type_key,
+                Problem::UnknownRepositoryType { found: text },
+            ));
         };
-        if let Some(members) = &fields.members {
+        if let Some(members) = fields.members.as_ref().filter(|_| kind != Type::Group) {
             return Err(self.invalid(
                 Some(self.line_of(members.span().start)),
                 Key {
@@ -125,15 +116,20 @@ impl Parser<'_> {
                 Problem::NotForType {
                     key: "members",
                     applies_to: "group",
-                    this: kind,
+                    this: kind.as_str(),
                 },
             ));
         }
-        let kind = if kind == "hosted" {
-            self.refuse_remote_keys(&section, header, fields)?;
-            RepositoryKind::Hosted
-        } else {
-            RepositoryKind::Remote(self.remote(&section, header, fields)?)
+        let kind = match kind {
+            Type::Remote => RepositoryKind::Remote(self.remote(&section, header, fields)?),
+            Type::Hosted => {
+                self.refuse_remote_keys(&section, header, fields, kind.as_str())?;
+                RepositoryKind::Hosted
+            }
+            Type::Group => {
+                self.refuse_remote_keys(&section, header, fields, kind.as_str())?;
+                RepositoryKind::Group(self.group(&name, &section, header, fields)?)
+            }
         };
         let repo = RepositoryConfig {
             name,
@@ -143,12 +139,14 @@ impl Parser<'_> {
         Ok((repo, name_field.span().start))
     }
 
-    /// A hosted repository fetches nothing: the upstream keys of a remote one are mistakes.
+    /// A hosted or group repository fetches nothing itself: the upstream keys of a remote one
+    /// are mistakes. `this` is its type, as written.
     fn refuse_remote_keys(
         &self,
         section: &str,
         header: usize,
         fields: &RawRepository,
+        this: &'static str,
     ) -> Result<(), ConfigError> {
         let scalars = [
             ("url", &fields.url),
@@ -182,7 +180,7 @@ impl Parser<'_> {
                 Problem::NotForType {
                     key: name,
                     applies_to: "remote",
-                    this: "hosted",
+                    this,
                 },
             )),
             None => Ok(()),
@@ -329,6 +327,38 @@ impl Parser<'_> {
     }
 }
 
+/// The name of a repository's table in messages: `[[repository]] "pypi"`.
+pub(super) fn repository_section(name: &RepoName) -> String {
+    format!("[[repository]] \"{name}\"")
+}
+
+/// The `type` of a repository, as written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Remote,
+    Hosted,
+    Group,
+}
+
+impl Type {
+    fn parse(text: &str) -> Option<Type> {
+        match text {
+            "remote" => Some(Type::Remote),
+            "hosted" => Some(Type::Hosted),
+            "group" => Some(Type::Group),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Type::Remote => "remote",
+            Type::Hosted => "hosted",
+            Type::Group => "group",
+        }
+    }
+}
+
 /// Validates and lowercases one `auth_hosts` entry: a host name, IP address or `host:port`.
 fn auth_host(text: &str) -> Result<String, Problem> {
     let host = text.trim().to_ascii_lowercase();
@@ -432,18 +462,18 @@ mod tests {
     }
 
     #[test]
-    fn group_repositories_are_not_supported_yet() {
-        for kind in ["group"] {
-            let error = error_of(&format!("{MINIMAL}\n[[repository]]\nname = \"x\"\ntype = \"{kind}\"\nmembers = [\"pypi\"]\n"));
-            assert_eq!(error.line(), Some(8));
-            let message = error.to_string();
-            assert!(
-                message.contains(&format!(
-                    "repository type `{kind}` is not supported yet by this version of wheelgate"
-                )),
-                "{message}"
-            );
-        }
+    fn a_missing_type_names_every_type() {
+        let error = error_of("[[repository]]\nname = \"x\"\nurl = \"\"\n");
+        assert_eq!(error.line(), Some(1));
+        let message = error.to_string();
+        assert!(
+            message.contains("[[repository]] \"x\" type: missing; write type = \"remote\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("\"hosted\"") && message.contains("\"group\""),
+            "{message}"
+        );
     }
 
     #[test]
@@ -459,13 +489,23 @@ mod tests {
     }
 
     #[test]
-    fn members_on_a_remote_is_an_error() {
+    fn members_on_a_remote_or_hosted_repository_is_an_error() {
         let error = error_of(&format!("{MINIMAL}members = [\"a\"]\n"));
         assert_eq!(error.line(), Some(5));
         assert!(
+            error.to_string().contains(
+                "`members` only applies to repositories of type `group`; remove it from this remote repository"
+            ),
+            "{error}"
+        );
+        let error = error_of(&format!(
+            "[server]\ndefault_repository = \"pypi\"\n{MINIMAL}[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nmembers = [\"pypi\"]\n"
+        ));
+        assert_eq!(error.line(), Some(10));
+        assert!(
             error
                 .to_string()
-                .contains("only applies to repositories of type `group`"),
+                .contains("remove it from this hosted repository"),
             "{error}"
         );
     }
