@@ -10,6 +10,7 @@ mod cache;
 mod cache_cli;
 mod cli;
 mod deploy;
+mod groups;
 mod install;
 mod integrity;
 mod malformed;

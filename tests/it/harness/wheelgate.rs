@@ -55,6 +55,11 @@ pub struct RemoteConfig {
     pub anonymous_read: Option<bool>,
     /// The names of hosted repositories (`type = "hosted"`), defined after the remote one.
     pub hosted: Vec<String>,
+    /// Raw TOML of more `[[repository]]` tables (see `bare_remote_toml`), defined after the hosted
+    /// repositories and before the groups.
+    pub extra_repositories: String,
+    /// The group repositories (`type = "group"`), defined last.
+    pub groups: Vec<GroupConfig>,
     /// The `[[user]]` tables, in order.
     pub users: Vec<UserConfig>,
     /// Raw TOML appended after the repositories and users, such as `[[rule]]` tables (see
@@ -64,6 +69,41 @@ pub struct RemoteConfig {
     pub remote_toml: String,
     /// `[server] listen`: `127.0.0.1:0` (a free port) unless a test needs a known one.
     pub listen: String,
+}
+
+/// A `type = "group"` repository: its members, in order, served as one index (SPEC §1).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+impl GroupConfig {
+    pub fn new(name: &str, members: &[&str]) -> GroupConfig {
+        GroupConfig {
+            name: name.to_owned(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    /// The `[[repository]]` table, every value escaped.
+    pub fn to_toml(&self) -> String {
+        let members: Vec<String> = self.members.iter().map(|m| toml_string(m)).collect();
+        format!(
+            "\n[[repository]]\nname = {}\ntype = \"group\"\nmembers = [{}]\n",
+            toml_string(&self.name),
+            members.join(", ")
+        )
+    }
+}
+
+/// A `type = "remote"` repository table without credentials, pointing at `url`, with one retry.
+pub fn bare_remote_toml(name: &str, url: &str) -> String {
+    format!(
+        "\n[[repository]]\nname = {}\ntype = \"remote\"\nurl = {}\nretries = 1\n",
+        toml_string(name),
+        toml_string(url)
+    )
 }
 
 /// How a `[[user]]` proves who it is (SPEC §8).
@@ -210,8 +250,20 @@ pub fn rule_toml(
     package: Option<&str>,
     condition: Option<&str>,
 ) -> String {
+    rule_toml_in("pypi", name, action, package, condition)
+}
+
+/// As `rule_toml`, for the rule of `repository`.
+pub fn rule_toml_in(
+    repository: &str,
+    name: &str,
+    action: &str,
+    package: Option<&str>,
+    condition: Option<&str>,
+) -> String {
     let mut table = format!(
-        "\n[[rule]]\nrepository = \"pypi\"\nname = {}\naction = {}\n",
+        "\n[[rule]]\nrepository = {}\nname = {}\naction = {}\n",
+        toml_string(repository),
         toml_string(name),
         toml_string(action)
     );
@@ -249,6 +301,8 @@ impl RemoteConfig {
             max_upload_size: None,
             anonymous_read: None,
             hosted: Vec::new(),
+            extra_repositories: String::new(),
+            groups: Vec::new(),
             users: Vec::new(),
             extra_toml: String::new(),
             remote_toml: String::new(),
@@ -287,6 +341,7 @@ impl RemoteConfig {
                 )
             })
             .collect();
+        let groups: String = self.groups.iter().map(GroupConfig::to_toml).collect();
         let users: String = self.users.iter().map(UserConfig::to_toml).collect();
         format!(
             "[server]\n\
@@ -313,9 +368,12 @@ impl RemoteConfig {
              password_file = {password_file}\n\
              auth_hosts = [{auth_hosts}]\n\
              {hosted}\
+             {extra_repositories}\
+             {groups}\
              {users}\
              {extra}",
             extra = self.extra_toml,
+            extra_repositories = self.extra_repositories,
             remote = self.remote_toml,
             listen = toml_string(&self.listen),
             store = toml_string(&self.store.to_string_lossy()),
@@ -780,6 +838,53 @@ mod tests {
             toml::Value::from(vec!["internal"])
         );
         assert_eq!(parsed["rule"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn groups_and_more_remotes_follow_the_hosted_repositories() {
+        let mut config = RemoteConfig::new(
+            PathBuf::from("/tmp/store"),
+            "http://127.0.0.1:1/simple/".into(),
+            PathBuf::from("/tmp/t"),
+            Vec::new(),
+        );
+        config.hosted = vec!["internal".into()];
+        config.extra_repositories = bare_remote_toml("mirror", "http://127.0.0.1:2/simple/");
+        config.groups = vec![
+            GroupConfig::new("all", &["internal", "pypi"]),
+            GroupConfig::new("outer \"x\"", &["all", "mirror"]),
+        ];
+        config.extra_toml = rule_toml_in("all", "no-x", "DENY", Some("wgfx-x"), None);
+        let parsed: toml::Value = toml::from_str(&config.to_toml()).expect("valid TOML");
+        let repositories = parsed["repository"].as_array().expect("repositories");
+        let shape: Vec<(Option<&str>, Option<&str>)> = repositories
+            .iter()
+            .map(|r| (r["name"].as_str(), r["type"].as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (Some("pypi"), Some("remote")),
+                (Some("internal"), Some("hosted")),
+                (Some("mirror"), Some("remote")),
+                (Some("all"), Some("group")),
+                (Some("outer \"x\""), Some("group")),
+            ]
+        );
+        assert_eq!(
+            repositories[2]["url"].as_str(),
+            Some("http://127.0.0.1:2/simple/")
+        );
+        assert!(repositories[2].get("auth").is_none());
+        assert_eq!(
+            repositories[3]["members"],
+            toml::Value::from(vec!["internal", "pypi"])
+        );
+        assert_eq!(
+            repositories[4]["members"],
+            toml::Value::from(vec!["all", "mirror"])
+        );
+        assert_eq!(parsed["rule"][0]["repository"].as_str(), Some("all"));
     }
 
     #[test]
