@@ -186,6 +186,13 @@ url = "http://127.0.0.1:$UP_PORT/simple/"
 name = "internal"
 type = "hosted"
 
+# The group rows: the hosted repository first, as users configure it, so that every page of the
+# remote is asked of both members.
+[[repository]]
+name = "all"
+type = "group"
+members = ["internal", "pypi"]
+
 [[user]]
 name = "bench"
 password_hash = "$BENCH_HASH"
@@ -236,14 +243,15 @@ proc_kb() { # field of /proc/<wheelgate>/status, in KiB
 upstream_lines() { wc -l <"$WORK/nginx/upstream.log"; }
 
 # The absolute URL wheelgate's JSON page gives for a file of a project.
-wg_file_url() { # project filename
-    curl -sf -H 'Accept: application/vnd.pypi.simple.v1+json' "$WG/simple/$1/" | "$PY" -c '
+wg_file_url() { # project filename [repository path, default /simple]
+    local base="$WG${3:-/simple}/$1/"
+    curl -sf -H 'Accept: application/vnd.pypi.simple.v1+json' "$base" | "$PY" -c '
 import json, sys, urllib.parse
 page_url, filename = sys.argv[1], sys.argv[2]
 for f in json.load(sys.stdin)["files"]:
     if f["filename"] == filename:
         print(urllib.parse.urljoin(page_url, f["url"]).split("#")[0]); break
-' "$WG/simple/$1/" "$2"
+' "$base" "$2"
 }
 
 # --- measurements --------------------------------------------------------------------------------
@@ -540,6 +548,30 @@ PYEOF
     compare "artifact ~100 KiB" "$hot_url" "$DIRECT$HOT_PATH" "$hyper_wheel/"
     compare "page, pip Accept (JSON)" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.json" "$hyper_json/" "Accept: $PIP_ACCEPT"
     compare "page, text/html" "$WG/simple/$PAGE_PROJECT/" "$DIRECT/static/page.html" "$hyper_html/" "Accept: text/html"
+
+    # Group rows: the same page and file through the group `all` (hosted `internal`, then the
+    # remote), against the remote directly, alternating rounds; issue 13's target is a group
+    # page at 0.9x the remote page's req/s or better.
+    local group_hot_url
+    group_hot_url=$(wg_file_url "$HOT_PROJECT" "$HOT_FILE" /all/simple)
+    [ -n "$group_hot_url" ] || die "wheelgate's group page for $HOT_PROJECT does not list $HOT_FILE"
+    curl -sf -o /dev/null "$group_hot_url" || die "wheelgate does not serve $group_hot_url"
+    versus_remote() { # label group-url remote-url target [header]
+        local i g=() r=() best_g best_r ratio_g
+        say "wrk -c64: $1 through the group against the remote ($ROUNDS rounds each, alternating)"
+        for ((i = 0; i < ROUNDS; i++)); do
+            g+=("$(run_wrk 64 "$2" "${5:-X-Bench: 1}")")
+            r+=("$(run_wrk 64 "$3" "${5:-X-Bench: 1}")")
+        done
+        best_g=$(printf '%s\n' "${g[@]}" | sort -g -k1 | tail -n1 | awk '{ print $1 }')
+        best_r=$(printf '%s\n' "${r[@]}" | sort -g -k1 | tail -n1 | awk '{ print $1 }')
+        say "  group $best_g req/s; remote $best_r req/s"
+        ratio_g=$(ratio "$best_g" "$best_r")
+        row "$1 via group: req/s (64 conns)" "$(printf '%.0f' "$best_g")" "$(printf '%.0f' "$best_r") (remote)" "$ratio_g" "${4:--}" \
+            "$([ -n "${4:-}" ] && verdict "$ratio_g" ge 0.90 || echo info)"
+    }
+    versus_remote "page, pip Accept (JSON)" "$WG/all/simple/$PAGE_PROJECT/" "$WG/simple/$PAGE_PROJECT/" ">= 0.90x" "Accept: $PIP_ACCEPT"
+    versus_remote "artifact ~100 KiB" "$group_hot_url" "$hot_url" ""
 
     # 6. 1,000 connections on the warm artifact.
     say "wrk -c1000: artifact"
