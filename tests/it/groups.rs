@@ -734,6 +734,7 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
             GroupConfig::new(ALL, &[INTERNAL, PYPI]),
             GroupConfig::new("remote-only", &[PYPI]),
             GroupConfig::new("two-down", &[PYPI, "mirror"]),
+            GroupConfig::new("three", &[PYPI, INTERNAL, "mirror"]),
         ];
     });
     let wheel = uploads::app_wheel();
@@ -776,6 +777,28 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
         (StatusCode::OK, Some(PYPI)),
         "{path} as HTML must be a 200 naming pypi in {UNAVAILABLE_HEADER} too; headers:\n{}",
         html.headers_text()
+    );
+
+    // Two of three members failing: both are named, comma-separated.
+    let three = "/three/simple/wgpub-app/";
+    let response = get_json(&bed, three);
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{three} must be served from internal while pypi and mirror fail; body:\n{}",
+        response.text()
+    );
+    let named: BTreeSet<&str> = response
+        .header(UNAVAILABLE_HEADER)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        named,
+        BTreeSet::from([PYPI, "mirror"]),
+        "{three}: {UNAVAILABLE_HEADER} must name pypi and mirror, comma-separated; headers:\n{}",
+        response.headers_text()
     );
 
     let index = get_json(&bed, "/all/simple/");
