@@ -240,14 +240,18 @@ impl Group {
             })
             .collect();
         let what = format!("project {project}");
-        let unavailable = self.unavailable(&what, &asked.failures)?;
         if pages.is_empty() {
+            // A member that failed may have it: that is an outage, not an answer.
+            if !asked.failures.is_empty() {
+                return Err(self.failed(&what, &asked.failures));
+            }
             return Err(GroupError::ProjectNotFound {
                 repo: self.name.clone(),
                 project: project.clone(),
                 members: self.member_names(),
             });
         }
+        let unavailable = self.unavailable(&what, &asked.failures);
         let page = merge_pages(project, &pages);
         let weight = member_weight(&asked.answers);
         let merged = Arc::new(Merged {
@@ -280,7 +284,11 @@ impl Group {
                 _ => None,
             })
             .collect();
-        let unavailable = self.unavailable("the list of projects", &asked.failures)?;
+        let what = "the list of projects";
+        if indexes.is_empty() && !asked.failures.is_empty() {
+            return Err(self.failed(what, &asked.failures));
+        }
+        let unavailable = self.unavailable(what, &asked.failures);
         let index = merge_indexes(&indexes);
         let weight = index.projects.len() * 64 + 1024;
         let merged = Arc::new(Merged {
@@ -297,24 +305,26 @@ impl Group {
         Ok(self.view(&merged, asked.status))
     }
 
-    /// The members that failed, logged; an error when every member failed.
+    /// Every member that could have answered failed: a 502 naming each failure.
+    fn failed(&self, what: &str, failures: &[(RepoName, ServeError)]) -> GroupError {
+        GroupError::Unavailable {
+            repo: self.name.clone(),
+            what: what.to_owned(),
+            reasons: failures
+                .iter()
+                .map(|(member, error)| format!("{member}: {error}"))
+                .collect(),
+        }
+    }
+
+    /// The members a page is served without, because they failed: logged, and named.
     fn unavailable(
         &self,
         what: &str,
         failures: &[(RepoName, ServeError)],
-    ) -> Result<Option<Arc<[RepoName]>>, GroupError> {
+    ) -> Option<Arc<[RepoName]>> {
         if failures.is_empty() {
-            return Ok(None);
-        }
-        if failures.len() == self.members.len() {
-            return Err(GroupError::Unavailable {
-                repo: self.name.clone(),
-                what: what.to_owned(),
-                reasons: failures
-                    .iter()
-                    .map(|(member, error)| format!("{member}: {error}"))
-                    .collect(),
-            });
+            return None;
         }
         for (member, error) in failures {
             tracing::warn!(
@@ -323,9 +333,7 @@ impl Group {
                 "{what} is served without member {member}, which failed: {error}"
             );
         }
-        Ok(Some(
-            failures.iter().map(|(name, _)| name.clone()).collect(),
-        ))
+        Some(failures.iter().map(|(name, _)| name.clone()).collect())
     }
 
     fn view<T>(&self, merged: &Merged<T>, status: CacheStatus) -> PageView<T> {
