@@ -79,6 +79,28 @@ impl Kind for Source {
     }
 }
 
+impl Source {
+    /// A project's page, or `None` when the repository does not have the project.
+    async fn page_if_any(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Option<PageView<ProjectPage>>, ServeError> {
+        Ok(match self {
+            Source::Remote(remote) => remote.page_if_any(project).await?,
+            Source::Hosted(hosted) => hosted.page_if_any(project).await?,
+        })
+    }
+
+    /// The list of projects, or `None` when the repository has none to give.
+    async fn index_if_any(&self) -> Result<Option<PageView<ProjectIndex>>, ServeError> {
+        match self.index().await {
+            Ok(view) => Ok(Some(view)),
+            Err(error) if error.status() == StatusCode::NOT_FOUND => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// A repository a group's files come from, with the way there.
 pub struct Member {
     pub name: RepoName,
@@ -126,11 +148,21 @@ impl GroupError {
 
 /// What one member answered, as a merged page remembers it: a merge is reused only while every
 /// member answers the same.
-#[derive(Clone)]
 enum Answer<T> {
     Page(Arc<Cached<T>>),
     Absent,
     Failed,
+}
+
+// Not derived: the derive would ask `T: Clone`, and only the `Arc` is cloned.
+impl<T> Clone for Answer<T> {
+    fn clone(&self) -> Answer<T> {
+        match self {
+            Answer::Page(cached) => Answer::Page(cached.clone()),
+            Answer::Absent => Answer::Absent,
+            Answer::Failed => Answer::Failed,
+        }
+    }
 }
 
 impl<T> PartialEq for Answer<T> {
@@ -152,6 +184,8 @@ struct Merged<T> {
 
 /// What the members answered for one request.
 struct Answers<T> {
+    /// Every member answered as when the previous merge was made: `answers` is left empty.
+    same: bool,
     answers: Vec<Answer<T>>,
     status: CacheStatus,
     failures: Vec<(RepoName, ServeError)>,
@@ -195,40 +229,58 @@ impl Group {
         self.members.iter().map(|m| m.name.to_string()).collect()
     }
 
-    /// Asks every member, in order, with `ask`.
-    async fn ask<'s, T, F>(&'s self, ask: impl Fn(&'s Source) -> F) -> Answers<T>
+    /// Asks every member, in order, with `ask`. While the answers are those `previous` was made
+    /// from, nothing is collected: a warm request allocates nothing here.
+    async fn ask<'s, T, F>(
+        &'s self,
+        previous: Option<&Merged<T>>,
+        ask: impl Fn(&'s Source) -> F,
+    ) -> Answers<T>
     where
-        F: std::future::Future<Output = Result<PageView<T>, ServeError>>,
+        F: std::future::Future<Output = Result<Option<PageView<T>>, ServeError>>,
     {
-        let mut answers = Answers {
-            answers: Vec::with_capacity(self.members.len()),
+        let mut asked = Answers {
+            same: previous.is_some(),
+            answers: Vec::new(),
             status: CacheStatus::Hit,
             failures: Vec::new(),
         };
-        for member in &self.members {
+        for (index, member) in self.members.iter().enumerate() {
             let answer = match ask(&member.source).await {
-                Ok(view) => {
-                    answers.status = worse(answers.status, view.status);
+                Ok(Some(view)) => {
+                    asked.status = worse(asked.status, view.status);
                     Answer::Page(view.cached)
                 }
+                Ok(None) => Answer::Absent,
                 Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
                 Err(error) => {
-                    answers.failures.push((member.name.clone(), error));
+                    asked.failures.push((member.name.clone(), error));
                     Answer::Failed
                 }
             };
-            answers.answers.push(answer);
+            if let (true, Some(previous)) = (asked.same, previous) {
+                if previous.answers.get(index) == Some(&answer) {
+                    continue;
+                }
+                asked.same = false;
+                asked.answers.reserve(self.members.len());
+                asked
+                    .answers
+                    .extend(previous.answers[..index].iter().cloned());
+            }
+            asked.answers.push(answer);
         }
-        answers
+        asked
     }
 
     /// The page of `project`: the members' pages merged.
     async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, GroupError> {
-        let asked = self.ask(|source| source.project_page(project)).await;
-        if let Some(merged) = self.pages.get(project) {
-            if merged.answers == asked.answers {
-                return Ok(self.view(&merged, asked.status));
-            }
+        let previous = self.pages.get(project);
+        let asked = self
+            .ask(previous.as_deref(), |source| source.page_if_any(project))
+            .await;
+        if let (true, Some(merged)) = (asked.same, &previous) {
+            return Ok(self.view(merged, asked.status));
         }
         let pages: Vec<(&RepoName, &ProjectPage)> = self
             .members
@@ -270,11 +322,12 @@ impl Group {
 
     /// The list of projects: every member's.
     async fn project_list(&self) -> Result<PageView<ProjectIndex>, GroupError> {
-        let asked = self.ask(|source| source.index()).await;
-        if let Some(merged) = crate::lock(&self.index).clone() {
-            if merged.answers == asked.answers {
-                return Ok(self.view(&merged, asked.status));
-            }
+        let previous = crate::lock(&self.index).clone();
+        let asked = self
+            .ask(previous.as_deref(), |source| source.index_if_any())
+            .await;
+        if let (true, Some(merged)) = (asked.same, &previous) {
+            return Ok(self.view(merged, asked.status));
         }
         let indexes: Vec<&ProjectIndex> = asked
             .answers

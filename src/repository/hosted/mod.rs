@@ -143,13 +143,25 @@ impl Hosted {
     }
 
     async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, HostedError> {
+        self.page_if_any(project)
+            .await?
+            .ok_or_else(|| HostedError::ProjectNotFound {
+                repo: self.name.clone(),
+                project: project.clone(),
+            })
+    }
+
+    /// The project page, or `None` when nothing of the project is published here: a group asks
+    /// every member for every page, and an absent project is an answer there, not an error to
+    /// build.
+    pub(crate) async fn page_if_any(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Option<PageView<ProjectPage>>, HostedError> {
         let epoch = self.store.upload_epoch();
         if let Some((kept_epoch, kept)) = self.pages.get(project) {
             if kept_epoch == epoch {
-                return match kept {
-                    Some(cached) => Ok(PageView::new(cached, CacheStatus::Hit)),
-                    None => Err(self.not_found(project)),
-                };
+                return Ok(kept.map(|cached| PageView::new(cached, CacheStatus::Hit)));
             }
         }
         let (repo, name) = (self.name.to_string(), project.to_string());
@@ -164,7 +176,7 @@ impl Hosted {
             // Remembered too: a group asks each member for every project it is asked for, and
             // most are not published here.
             self.pages.insert(project.clone(), (epoch, None));
-            return Err(self.not_found(project));
+            return Ok(None);
         }
         let mut versions: Vec<String> = Vec::new();
         for file in &files {
@@ -190,14 +202,7 @@ impl Hosted {
         ));
         self.pages
             .insert(project.clone(), (epoch, Some(cached.clone())));
-        Ok(PageView::new(cached, CacheStatus::Hit))
-    }
-
-    fn not_found(&self, project: &ProjectName) -> HostedError {
-        HostedError::ProjectNotFound {
-            repo: self.name.clone(),
-            project: project.clone(),
-        }
+        Ok(Some(PageView::new(cached, CacheStatus::Hit)))
     }
 
     /// The page entry of one upload; `None` (logged) when its body has gone from the store.

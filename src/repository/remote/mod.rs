@@ -307,14 +307,25 @@ impl Remote {
 
     /// The project page, from memory, the store or the upstream.
     async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, RemoteError> {
+        self.page_if_any(project)
+            .await?
+            .ok_or_else(|| RemoteError::ProjectNotFound {
+                repo: self.name().clone(),
+                project: project.clone(),
+            })
+    }
+
+    /// The project page, or `None` when the upstream has no such project: a group asks every
+    /// member for every page, and an absent project is an answer there, not an error to build.
+    pub(crate) async fn page_if_any(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Option<PageView<ProjectPage>>, RemoteError> {
         let (loaded, ran) = self
             .pages
             .get_or_load(project, || self.loader.clone().project(project.clone()))
             .await?;
-        view(loaded, ran).ok_or_else(|| RemoteError::ProjectNotFound {
-            repo: self.name().clone(),
-            project: project.clone(),
-        })
+        Ok(view(loaded, ran))
     }
 
     /// The list of projects the upstream offers.
