@@ -302,15 +302,9 @@ fn health(path: &Path) -> ExitCode {
         }
     };
     let probe = Probe::for_server(&config.server);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(probe.run()) {
         Ok(()) => {
@@ -324,17 +318,20 @@ fn health(path: &Path) -> ExitCode {
     }
 }
 
+/// The async runtime of a command that talks to a server; a failure to start it is said.
+fn runtime(builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = builder;
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the async runtime: {error}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
 /// `wheelgate warm`: the summary on stdout; exit 1 when any file failed, 2 for a usage error.
 fn warm(options: WarmOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(wheelgate::warm::run(&options)) {
         Ok(summary) => {
