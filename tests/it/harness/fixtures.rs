@@ -409,7 +409,7 @@ pub fn provenance_object(filename: &str, sha256: &str) -> Vec<u8> {
     let statement = serde_json::json!({
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{ "name": filename, "digest": { "sha256": sha256 } }],
-        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicateType": "https://attestations.example.invalid/publish/v1",
         "predicate": null,
     });
     serde_json::json!({
