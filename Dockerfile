@@ -6,7 +6,8 @@
 #   docker run -d -p 3141:3141 -v wheelgate-store:/var/lib/wheelgate \
 #     -e WHEELGATE_UPSTREAM_URL=https://pypi-mirror.example.invalid/simple/ wheelgate
 #
-# The build downloads the crates listed in Cargo.lock (from crates.io) and the two base images.
+# The build downloads the crates listed in Cargo.lock (from the configured Cargo registry) and the
+# two base images.
 # The runtime image reads its configuration from $WHEELGATE_CONFIG (/etc/wheelgate/proxy.toml,
 # the repository's proxy.toml; mount your own over it) and keeps its store in /var/lib/wheelgate.
 
