@@ -38,7 +38,8 @@ use crate::store::{Store, StoreStats};
 use crate::upstream::{RedactedUrl, UpstreamError};
 use cached::PageView;
 use file::{FileInfo, Located, ServedFile};
-use group::{Group, Member, Source};
+pub use group::Source;
+use group::{Group, Member};
 use hosted::Hosted;
 use remote::flight::Flights;
 use remote::Remote;
@@ -75,10 +76,9 @@ pub(crate) trait Kind {
     fn describe(&self) -> Description;
 }
 
-/// A repository as served.
+/// A repository as served: one that holds files itself, or a group of those.
 pub enum Repository {
-    Remote(Arc<Remote>),
-    Hosted(Arc<Hosted>),
+    Source(Source),
     Group(Group),
 }
 
@@ -91,7 +91,7 @@ impl Repository {
                 Ok(member) => &member.through,
                 Err(_) => std::slice::from_ref(name),
             },
-            Repository::Remote(_) | Repository::Hosted(_) => std::slice::from_ref(name),
+            Repository::Source(_) => std::slice::from_ref(name),
         }
     }
 }
@@ -100,8 +100,7 @@ impl Repository {
 impl Kind for Repository {
     async fn index(&self) -> Result<PageView<ProjectIndex>, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.index().await,
-            Repository::Hosted(hosted) => hosted.index().await,
+            Repository::Source(source) => source.index().await,
             Repository::Group(group) => group.index().await,
         }
     }
@@ -111,32 +110,28 @@ impl Kind for Repository {
         project: &ProjectName,
     ) -> Result<PageView<ProjectPage>, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.project_page(project).await,
-            Repository::Hosted(hosted) => hosted.project_page(project).await,
+            Repository::Source(source) => source.project_page(project).await,
             Repository::Group(group) => group.project_page(project).await,
         }
     }
 
     fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.file_info(located, part),
-            Repository::Hosted(hosted) => hosted.file_info(located, part),
+            Repository::Source(source) => source.file_info(located, part),
             Repository::Group(group) => group.file_info(located, part),
         }
     }
 
     async fn open(&self, located: &Located, part: FilePart) -> Result<ServedFile, ServeError> {
         match self {
-            Repository::Remote(remote) => remote.open(located, part).await,
-            Repository::Hosted(hosted) => hosted.open(located, part).await,
+            Repository::Source(source) => source.open(located, part).await,
             Repository::Group(group) => group.open(located, part).await,
         }
     }
 
     fn describe(&self) -> Description {
         match self {
-            Repository::Remote(remote) => remote.describe(),
-            Repository::Hosted(hosted) => hosted.describe(),
+            Repository::Source(source) => source.describe(),
             Repository::Group(group) => group.describe(),
         }
     }
@@ -293,8 +288,7 @@ impl Repositories {
                     Repository::Group(Group::new(repo.name.clone(), members, memory))
                 }
                 _ => match source_of(&repo.name) {
-                    Some(Source::Remote(remote)) => Repository::Remote(remote),
-                    Some(Source::Hosted(hosted)) => Repository::Hosted(hosted),
+                    Some(source) => Repository::Source(source),
                     None => continue,
                 },
             };
@@ -384,7 +378,9 @@ impl Repositories {
     /// drop.
     pub fn forget_page_in_memory(&self, repository: &str, project: &ProjectName) {
         for (name, kind) in &self.list {
-            if let (true, Repository::Remote(remote)) = (name.as_ref() == repository, kind) {
+            if let (true, Repository::Source(Source::Remote(remote))) =
+                (name.as_ref() == repository, kind)
+            {
                 remote.forget_page_in_memory(project);
             }
         }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::hosted::{NewUpload, Published};
-use super::{Kind, Repositories, Repository, ServeError};
+use super::{Kind, Repositories, Repository, ServeError, Source};
 use crate::access::{Caller, Role};
 use crate::config::RepoName;
 use crate::upload;
@@ -39,14 +39,14 @@ impl Repositories {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (name, repository) = self.find(Some(request.repo))?;
-        let Repository::Hosted(hosted) = repository else {
+        let Repository::Source(Source::Hosted(hosted)) = repository else {
             return Err(ServeError::NotHosted {
                 repo: name.clone(),
                 kind: repository.describe().kind,
                 hosted: self
                     .list
                     .iter()
-                    .filter(|(_, r)| matches!(r, Repository::Hosted(_)))
+                    .filter(|(_, r)| matches!(r, Repository::Source(Source::Hosted(_))))
                     .map(|(n, _)| n.to_string())
                     .collect(),
             });

@@ -113,13 +113,21 @@ pub struct Member {
 /// Why a group could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    #[error("no member of group {repo} ({}) has project {project}", .members.join(", "))]
+    #[error(
+        "no member of group {repo} ({}) has project {project}; check the name, or publish it to \
+         a hosted member",
+        .members.join(", ")
+    )]
     ProjectNotFound {
         repo: RepoName,
         project: ProjectName,
         members: Vec<String>,
     },
-    #[error("every member of group {repo} that could have {what} failed: {}", .reasons.join("; "))]
+    #[error(
+        "every member of group {repo} that could have {what} failed: {}; retry when the failed \
+         members' upstreams answer again",
+        .reasons.join("; ")
+    )]
     Unavailable {
         repo: RepoName,
         what: String,
