@@ -14,6 +14,7 @@
 //! involves several keys, and `error` words what can go wrong.
 
 mod error;
+mod mode;
 mod parse;
 mod raw;
 mod rule;
@@ -27,7 +28,10 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::origin::{PackageGroups, Restriction, Setting};
+
 pub use error::{ConfigError, Problem};
+pub use mode::Mode;
 pub use rule::{Action, Operation, RuleConfig, RuleName, RuleNameError, MAX_RULE_NAME_LEN};
 pub use user::{
     Credential, HashScheme, PasswordHash, PasswordHashError, Role, Roles, UserConfig, UserName,
@@ -56,6 +60,9 @@ pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     /// `[[rule]]` download rules (SPEC §5), in file order; compiled by `crate::policy`.
     pub rules: Vec<RuleConfig>,
+    /// `[[package_group]]` origin controls (SPEC §6), matched and resolved at load; the root
+    /// group `/*` is always there.
+    pub package_groups: PackageGroups,
     /// The absolute path of the file, set by [`load`]; `None` when parsed from a string.
     pub source_path: Option<PathBuf>,
 }
@@ -380,10 +387,41 @@ impl Config {
                 "  {} in repository {} (line {}): {} {}, {scope}",
                 rule.name, rule.repository, rule.line, rule.action, rule.operation
             )?;
+            if rule.mode == Mode::Audit {
+                write!(out, ", audit only")?;
+            }
             match &rule.condition {
                 Some(condition) => writeln!(out, ", when {condition}")?,
                 None => writeln!(out, ", always")?,
             }
+        }
+        writeln!(out, "package groups (origin controls):")?;
+        for group in self.package_groups.configs() {
+            let place = match group.line {
+                Some(line) => format!("line {line}"),
+                None => "not configured".to_owned(),
+            };
+            let settings: Vec<String> = Restriction::ALL
+                .iter()
+                .map(|&restriction| match group.setting(restriction) {
+                    Setting::AllowSpecificRepositories(list) => {
+                        let names: Vec<&str> = list.iter().map(RepoName::as_str).collect();
+                        format!(
+                            "{} ALLOW_SPECIFIC_REPOSITORIES [{}]",
+                            restriction.key(),
+                            names.join(", ")
+                        )
+                    }
+                    other => format!("{} {}", restriction.key(), other.as_str()),
+                })
+                .collect();
+            writeln!(
+                out,
+                "  {} ({place}, mode {}): {}",
+                group.pattern,
+                group.mode,
+                settings.join(", ")
+            )?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use super::rule::RuleNameError;
 use super::user::{PasswordHashError, UserNameError};
 use super::values::{EnvError, RepoNameError};
+use crate::origin::PatternError;
 use crate::simple::NameError;
 
 /// Why a configuration could not be loaded.
@@ -221,4 +222,57 @@ pub enum Problem {
     UnknownRole { found: String },
     #[error("no repository is named \"{name}\"; a user's repositories are among the defined ones: {}", .defined.join(", "))]
     UnknownUserRepository { name: String, defined: Vec<String> },
+    #[error("\"{found}\" is not a mode; write \"enforce\" (the default) or \"audit\" (decisions are logged and counted as would-deny, nothing is refused)")]
+    UnknownMode { found: String },
+    #[error("{0}")]
+    Pattern(PatternError),
+    #[error("the pattern \"{pattern}\" is used by two package groups, at line {first_line} and at line {second_line}; merge them into one")]
+    DuplicatePattern {
+        pattern: String,
+        first_line: usize,
+        second_line: usize,
+    },
+    #[error("\"{found}\" is not an origin setting; write \"ALLOW\", \"BLOCK\", \"ALLOW_SPECIFIC_REPOSITORIES\" or \"INHERIT\" (in capitals)")]
+    UnknownSetting { found: String },
+    #[error("the root group /* has no parent to inherit from; write \"ALLOW\", \"BLOCK\" or \"ALLOW_SPECIFIC_REPOSITORIES\", or leave the key out (ALLOW)")]
+    RootInherit,
+    #[error("`{list_key}` is only read when {key} = \"ALLOW_SPECIFIC_REPOSITORIES\", but {key} is {setting}; set {key} = \"ALLOW_SPECIFIC_REPOSITORIES\" or remove the list")]
+    ListWithoutSpecificRepositories {
+        list_key: &'static str,
+        key: &'static str,
+        setting: &'static str,
+    },
+    #[error("{key} = \"ALLOW_SPECIFIC_REPOSITORIES\" needs `{list_key}` naming at least one {kind} repository; list them, or write \"BLOCK\" to allow none")]
+    EmptyRepositoryList {
+        key: &'static str,
+        list_key: &'static str,
+        kind: &'static str,
+    },
+    #[error("no repository is named \"{name}\"; `{list_key}` names {kind} repositories, {}", kind_candidates(.kind, .candidates))]
+    UnknownListRepository {
+        name: String,
+        list_key: &'static str,
+        kind: &'static str,
+        candidates: Vec<String>,
+    },
+    #[error("\"{name}\" is a {found} repository, but `{list_key}` names {kind} repositories ({why}); {}", kind_candidates(.kind, .candidates))]
+    WrongRepositoryKind {
+        name: String,
+        found: &'static str,
+        list_key: &'static str,
+        kind: &'static str,
+        why: &'static str,
+        candidates: Vec<String>,
+    },
+    #[error("\"{name}\" is listed twice; list each repository once")]
+    DuplicateListEntry { name: String },
+}
+
+/// The repositories of one kind, for a message about a list that names another.
+fn kind_candidates(kind: &str, candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        format!("and no {kind} repository is defined")
+    } else {
+        format!("the {kind} repositories are {}", candidates.join(", "))
+    }
 }

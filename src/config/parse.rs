@@ -9,11 +9,13 @@
 //! and the typed readers of single values (strings with `${VAR}`, durations, sizes, integers,
 //! booleans, paths). Each group of sections has its own file below it: `server` (`[server]`,
 //! `[server.tls]`), `store`, `repositories` (`[[repository]]`, remote settings and their
-//! `[repository.auth]`), `groups` (a group's `members`), `rules` (`[[rule]]`) and `access`
+//! `[repository.auth]`), `groups` (a group's `members`), `rules` (`[[rule]]`), `package_groups`
+//! (`[[package_group]]`) and `access`
 //! (`[access]` and `[[user]]`).
 
 mod access;
 mod groups;
+mod package_groups;
 mod repositories;
 mod rules;
 mod server;
@@ -68,6 +70,7 @@ impl Parser<'_> {
         let users = self.users(&raw.user, &repositories)?;
         let access = self.access(raw.access.as_ref(), &users)?;
         let rules = self.rules(&raw.rule, &repositories)?;
+        let package_groups = self.package_groups(&raw.package_group, &repositories)?;
         Ok(Config {
             server,
             store,
@@ -75,6 +78,7 @@ impl Parser<'_> {
             users,
             repositories,
             rules,
+            package_groups,
             source_path: None,
         })
     }
@@ -205,18 +209,11 @@ impl Parser<'_> {
     }
 
     fn refuse_unsupported_sections(&self, raw: &RawConfig) -> Result<(), ConfigError> {
-        let sections = [
-            (
-                raw.package_group.is_some(),
-                "package_group",
-                "origin controls",
-            ),
-            (
-                raw.package_origin.is_some(),
-                "package_origin",
-                "per-package origin overrides",
-            ),
-        ];
+        let sections = [(
+            raw.package_origin.is_some(),
+            "package_origin",
+            "per-package origin overrides",
+        )];
         // Report the one written first, so that fixing errors top to bottom works.
         let first = sections
             .into_iter()
@@ -682,12 +679,6 @@ mod tests {
             ),
             "{message}"
         );
-        // The one written first is reported.
-        let error = error_of(&format!(
-            "{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n\n[[package_origin]]\nrepository = \"pypi\"\n"
-        ));
-        assert_eq!(error.line(), Some(6));
-        assert!(error.to_string().contains("`[[package_group]]`"), "{error}");
     }
 
     #[test]

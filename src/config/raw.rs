@@ -8,8 +8,8 @@
 //!
 //! Tables are deliberately not wrapped in `Spanned`: toml 0.8 cannot give a span to a table that
 //! is only created implicitly (`[server.tls]` with no `[server]`, or `auth.password_file = …`),
-//! and fails with a confusing "expected a borrowed string". Only `[[repository]]`, `[[rule]]` and
-//! `[[user]]` entries, which are always explicit, leaf values and lists of them carry spans.
+//! and fails with a confusing "expected a borrowed string". Only `[[repository]]`, `[[rule]]`,
+//! `[[package_group]]` and `[[user]]` entries, which are always explicit, leaf values and lists of them carry spans.
 
 use std::fmt;
 
@@ -32,11 +32,12 @@ pub(super) struct RawConfig {
     pub rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub user: Vec<Spanned<RawUser>>,
-    // Sections of the SPEC §7 shape that later versions implement. They are accepted by the
-    // parser only so that their presence can be refused with a message naming what is missing,
-    // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds their line.
-    pub package_group: Option<IgnoredAny>,
+    // A section of the SPEC §7 shape that a later version implements. They are accepted by the
+    // parser only so that its presence can be refused with a message naming what is missing,
+    // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds its line.
     pub package_origin: Option<IgnoredAny>,
+    #[serde(default)]
+    pub package_group: Vec<Spanned<RawPackageGroup>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +106,26 @@ pub(super) struct RawRule {
     pub operation: Field,
     pub package: Field,
     pub condition: Field,
+    pub mode: Field,
+}
+
+/// A list of repository names with its span.
+pub(super) type NameList = Option<Spanned<Vec<Spanned<Scalar>>>>;
+
+/// One `[[package_group]]` table (SPEC §6).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPackageGroup {
+    pub pattern: Field,
+    pub description: Field,
+    pub contact: Field,
+    pub publish: Field,
+    pub external_upstream: Field,
+    pub internal_upstream: Field,
+    pub publish_repositories: NameList,
+    pub external_upstream_repositories: NameList,
+    pub internal_upstream_repositories: NameList,
+    pub mode: Field,
 }
 
 /// One `[[user]]` table (SPEC §8).

@@ -8,12 +8,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::mode::Mode;
 use super::values::RepoName;
 use crate::simple::ProjectName;
 
 /// The longest rule name accepted, in characters (a percent-encoded octet counts as the three
 /// characters it is written with, as in the vendor's API).
 pub const MAX_RULE_NAME_LEN: usize = 256;
+
+/// How many characters of a name too long to be a rule name a message shows.
+pub const SHOWN_OF_A_LONG_NAME: usize = 40;
 
 /// The punctuation a rule name may contain besides letters, digits and `%XX`.
 const RULE_NAME_PUNCTUATION: &str = "-._~:@+^";
@@ -30,8 +34,12 @@ pub struct RuleName(String);
 pub enum RuleNameError {
     #[error("a rule name cannot be empty; give a name such as \"no-old-django\"")]
     Empty,
-    #[error("the rule name is {len} characters long; rule names are at most {MAX_RULE_NAME_LEN} characters")]
-    TooLong { len: usize },
+    #[error("the rule name \"{start}…\" is {len} characters long; rule names are at most {MAX_RULE_NAME_LEN} characters, shorten it")]
+    TooLong {
+        /// The name's first [`SHOWN_OF_A_LONG_NAME`] characters, with control characters escaped.
+        start: String,
+        len: usize,
+    },
     #[error("rule name \"{name}\" contains {ch:?} at character {position}; rule names may contain only letters, digits, percent-encoded octets (%XX) and {RULE_NAME_PUNCTUATION}")]
     InvalidCharacter {
         name: String,
@@ -55,7 +63,11 @@ impl RuleName {
         }
         let len = name.chars().count();
         if len > MAX_RULE_NAME_LEN {
-            return Err(RuleNameError::TooLong { len });
+            let start: String = name.chars().take(SHOWN_OF_A_LONG_NAME).collect();
+            return Err(RuleNameError::TooLong {
+                start: start.escape_debug().to_string(),
+                len,
+            });
         }
         let chars: Vec<char> = name.chars().collect();
         let mut index = 0;
@@ -189,6 +201,8 @@ pub struct RuleConfig {
     /// The CEL expression as written; `None` matches every download the rule covers. Compiled by
     /// `crate::policy`, not here, so that `Config` stays plain data.
     pub condition: Option<String>,
+    /// `audit`: a DENY is logged and counted as a would-deny, and nothing is refused.
+    pub mode: Mode,
     /// The line of the rule's `[[rule]]` header, for messages about it at run time.
     pub line: usize,
 }
@@ -217,9 +231,23 @@ mod tests {
     #[test]
     fn invalid_rule_names() {
         assert_eq!(RuleName::parse(""), Err(RuleNameError::Empty));
+        let long = format!("{}{}", "a".repeat(39), "b".repeat(MAX_RULE_NAME_LEN - 38));
+        let error = RuleName::parse(&long).unwrap_err();
         assert_eq!(
-            RuleName::parse(&"x".repeat(MAX_RULE_NAME_LEN + 1)),
-            Err(RuleNameError::TooLong { len: 257 })
+            error,
+            RuleNameError::TooLong {
+                start: format!("{}b", "a".repeat(39)),
+                len: 257
+            }
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("\"{}b…\" is 257 characters long", "a".repeat(39))),
+            "{message}"
+        );
+        assert!(
+            !message.contains("bb"),
+            "only 40 characters are shown: {message}"
         );
         for (name, ch, position) in [
             ("no old", ' ', 3),

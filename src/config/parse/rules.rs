@@ -6,7 +6,7 @@ use toml::Spanned;
 use super::{Key, Parser};
 use crate::config::raw::RawRule;
 use crate::config::{
-    Action, ConfigError, Operation, Problem, RepoName, RepositoryConfig, RuleConfig, RuleName,
+    Action, ConfigError, Mode, Operation, Problem, RepoName, RepositoryConfig, RuleConfig, RuleName,
 };
 use crate::simple::ProjectName;
 
@@ -202,6 +202,22 @@ impl Parser<'_> {
             }
         };
 
+        let mode = match &fields.mode {
+            None => Mode::default(),
+            Some(field) => {
+                let text = self.text(field, key("mode"))?;
+                Mode::parse(text.trim()).ok_or_else(|| {
+                    self.at(
+                        field,
+                        key("mode"),
+                        Problem::UnknownMode {
+                            found: text.clone(),
+                        },
+                    )
+                })?
+            }
+        };
+
         Ok(RuleConfig {
             repository,
             name,
@@ -209,6 +225,7 @@ impl Parser<'_> {
             operation,
             package,
             condition,
+            mode,
             line,
         })
     }
@@ -326,7 +343,10 @@ mod tests {
             )],
             8,
             "[[rule]] #1 name",
-            "257 characters long; rule names are at most 256",
+            &format!(
+                "rule name \"{}…\" is 257 characters long; rule names are at most 256",
+                "x".repeat(40)
+            ),
         );
         assert_rule_error(
             &["repository = \"pypi\"\naction = \"DENY\"\n"],
