@@ -25,7 +25,8 @@ use crate::config::RepoName;
 use crate::logging::access::{self, AccessRecord};
 use crate::repository::{
     ArtifactBody, CacheStatus, Content, FileBody, FileRequest, Page, PageRequest, Published,
-    Rendered, ServeError, UploadRequest, VARY_PAGE, X_WHEELGATE_UNAVAILABLE,
+    Rendered, ServeError, UploadRequest, WouldDeny, VARY_PAGE, X_WHEELGATE_AUDIT,
+    X_WHEELGATE_UNAVAILABLE,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::name::ProjectName;
@@ -60,6 +61,7 @@ where
         bytes: header(&CONTENT_LENGTH).and_then(|v| v.parse().ok()),
         cache: header(&X_WHEELGATE_CACHE).unwrap_or("-"),
         denied_by: header(&X_WHEELGATE_DENIED).unwrap_or("-"),
+        audit: header(&X_WHEELGATE_AUDIT),
         elapsed: started.elapsed(),
     });
     response
@@ -365,8 +367,10 @@ async fn serve_file<B>(
         // A PEP 740 provenance object is JSON.
         FilePart::Provenance => "application/json",
     };
+    let audit: Option<WouldDeny>;
     let mut response = if head {
-        let info = app.repositories.file_info(caller, file).await?;
+        let (info, would_deny) = app.repositories.file_info(caller, file).await?;
+        audit = would_deny;
         let mut response = Response::new(response::empty());
         let headers = response.headers_mut();
         if let Some(size) = info.size {
@@ -384,7 +388,8 @@ async fn serve_file<B>(
         );
         response
     } else {
-        let served = app.repositories.file(caller, file).await?;
+        let (served, would_deny) = app.repositories.file(caller, file).await?;
+        audit = would_deny;
         let mut response = match served.body {
             FileBody::Stored { size, body } => stored_response(request, served.sha256, size, body),
             FileBody::Arriving { length, stream } => {
@@ -403,9 +408,11 @@ async fn serve_file<B>(
             .insert(X_WHEELGATE_CACHE, served.status.header_value());
         response
     };
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(value) = audit.and_then(|WouldDeny(rules)| HeaderValue::from_str(&rules).ok()) {
+        headers.insert(X_WHEELGATE_AUDIT, value);
+    }
     Ok(response)
 }
 

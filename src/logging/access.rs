@@ -42,6 +42,9 @@ pub struct AccessRecord<'a> {
     pub cache: &'a str,
     /// The rules or controls that refused the request, or `-`.
     pub denied_by: &'a str,
+    /// The audited rules (or controls) that would have refused the request, which was served
+    /// anyway; written as `audit=…` only when there are some.
+    pub audit: Option<&'a str>,
     /// Time to the response head.
     pub elapsed: Duration,
 }
@@ -78,6 +81,7 @@ pub fn write(record: &AccessRecord<'_>) {
             bytes = record.bytes,
             cache = record.cache,
             denied_by = record.denied_by,
+            audit = record.audit,
             ms,
             "request"
         );
@@ -120,6 +124,10 @@ fn format_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, record: &A
             out.extend_from_slice(record.cache.as_bytes());
             out.extend_from_slice(b" denied_by=");
             text_value(out, record.denied_by);
+            if let Some(audit) = record.audit {
+                out.extend_from_slice(b" audit=");
+                text_value(out, audit);
+            }
             out.extend_from_slice(b" ms=");
             millis(out, record.elapsed);
         }
@@ -143,6 +151,10 @@ fn format_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, record: &A
             json_string(out, record.cache);
             out.extend_from_slice(b",\"denied_by\":");
             json_string(out, record.denied_by);
+            if let Some(audit) = record.audit {
+                out.extend_from_slice(b",\"audit\":");
+                json_string(out, audit);
+            }
             out.extend_from_slice(b",\"ms\":");
             millis(out, record.elapsed);
             out.extend_from_slice(b"},\"target\":\"wheelgate::access\"}");
@@ -240,6 +252,7 @@ mod tests {
             bytes,
             cache: "hit",
             denied_by,
+            audit: None,
             elapsed: Duration::from_micros(1_041),
         }
     }
@@ -292,6 +305,27 @@ mod tests {
         assert_eq!(fields["bytes"], 5);
         assert_eq!(fields["denied_by"], "rule \"x\"\n");
         assert_eq!(fields["ms"], 1.041);
+    }
+
+    #[test]
+    fn an_audited_request_names_the_rules_after_audit() {
+        let audited = AccessRecord {
+            audit: Some("rule \"no-2\" in repository \"pypi\""),
+            ..record("-", Some(5))
+        };
+        let text = line(LogFormat::Text, &audited);
+        assert!(
+            text.contains(r#" denied_by=- audit="rule \"no-2\" in repository \"pypi\"" ms="#),
+            "{text}"
+        );
+        let json = line(LogFormat::Json, &audited);
+        let value: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(
+            value["fields"]["audit"],
+            "rule \"no-2\" in repository \"pypi\""
+        );
+        // Without an audit, no field at all.
+        assert!(!line(LogFormat::Text, &record("-", None)).contains("audit"));
     }
 
     #[test]

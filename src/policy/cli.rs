@@ -2,7 +2,8 @@
 //!
 //! The output follows the vendor's `gcloud artifacts rules` commands (seed 003), so that people
 //! who know those read it at once: `list` prints one `RULE:`/`PACKAGE:`/`ACTION:`/`OPERATION:`/
-//! `CONDITION:` block per rule, `describe` the resource in gcloud's YAML layout. The functions are
+//! `CONDITION:` block per rule, `describe` the resource in gcloud's YAML layout. Both add the rule's `mode` (`enforce` or
+//! `audit`), which the vendor's rules do not have. The functions are
 //! pure and return strings, so the binary only prints them and tests can check them whole.
 
 use std::fmt::Write as _;
@@ -65,6 +66,7 @@ pub fn list(policy: &Policy, repository: Option<&RepoName>) -> String {
         field(&mut out, "OPERATION", rule.operation.as_str());
         let condition = rule.condition.as_deref().map(one_line).unwrap_or_default();
         field(&mut out, "CONDITION", &condition);
+        field(&mut out, "MODE", rule.mode.as_str());
     }
     if out.is_empty() {
         match repository {
@@ -110,6 +112,7 @@ pub fn describe(
             yaml_scalar(condition.trim())
         );
     }
+    let _ = writeln!(out, "mode: {}", rule.mode);
     let _ = writeln!(
         out,
         "name: {}",
@@ -233,6 +236,12 @@ pub fn test(
             let _ = writeln!(text, "{rule}");
         }
         None => text.push_str("no rule matched\n"),
+    }
+    if let Some(rule) = decision.would_deny() {
+        let _ = writeln!(
+            text,
+            "  audit: {rule} (mode = \"audit\") would deny it; it is served, and the request is logged and counted as a would-deny"
+        );
     }
     for failure in &failures {
         let effect = match failure.action {

@@ -3,7 +3,8 @@
 //! A page keeps only the files the rules allow, so that pip and uv resolve to an allowed version
 //! on their own; a page the rules leave with no file at all is refused as a whole, naming every
 //! rule involved, because an empty page would read to a client as "no such version" rather than
-//! "forbidden here".
+//! "forbidden here". Files an audited rule would deny stay on the page; the decision names those
+//! rules so that the caller logs and counts the would-deny.
 
 use std::time::SystemTime;
 
@@ -31,7 +32,14 @@ impl<'a> FileFacts<'a> {
     }
 }
 
-/// A project page after the rules.
+/// A project page after the rules: what is served, and the audited rules that would have left
+/// files out (or refused the page) had they been enforced, each once.
+pub struct PageDecision {
+    pub filtered: Filtered,
+    pub would_deny: Vec<RuleRef>,
+}
+
+/// What is served of a project page.
 pub enum Filtered {
     /// Every file is allowed: serve the page as it is.
     Unchanged,
@@ -47,7 +55,7 @@ pub fn filter_page(
     repository: &RepoName,
     page: &ProjectPage,
     now: SystemTime,
-) -> Filtered {
+) -> PageDecision {
     filter_page_through(policy, |_| std::slice::from_ref(repository), page, now)
 }
 
@@ -58,16 +66,28 @@ pub fn filter_page_through<'r>(
     through: impl Fn(&FileEntry) -> &'r [RepoName],
     page: &ProjectPage,
     now: SystemTime,
-) -> Filtered {
+) -> PageDecision {
+    let mut would_deny: Vec<RuleRef> = Vec::new();
+    let decided = |filtered| PageDecision {
+        filtered,
+        would_deny: Vec::new(),
+    };
     if policy.is_empty() || page.files.is_empty() {
-        return Filtered::Unchanged;
+        return decided(Filtered::Unchanged);
     }
     let mut kept = Vec::with_capacity(page.files.len());
     let mut rules: Vec<RuleRef> = Vec::new();
     for entry in &page.files {
         let repositories = through(entry);
         match policy.decide_through(repositories, &FileFacts::of_entry(page, entry), now) {
-            Decision::Allow { .. } => kept.push(entry.clone()),
+            Decision::Allow { would_deny: by, .. } => {
+                kept.push(entry.clone());
+                if let Some(by) = by {
+                    if !would_deny.contains(&by) {
+                        would_deny.push(by);
+                    }
+                }
+            }
             Decision::Deny { by } => {
                 tracing::debug!(
                     repository = %repositories.first().map_or("-", RepoName::as_str),
@@ -83,11 +103,15 @@ pub fn filter_page_through<'r>(
             }
         }
     }
+    let decided = |filtered| PageDecision {
+        filtered,
+        would_deny,
+    };
     if rules.is_empty() {
-        return Filtered::Unchanged;
+        return decided(Filtered::Unchanged);
     }
     if kept.is_empty() {
-        return Filtered::Refused { rules };
+        return decided(Filtered::Refused { rules });
     }
     let hidden = page.files.len() - kept.len();
     // A version leaves the PEP 700 list only when it had files and none is left; versions the
@@ -106,7 +130,7 @@ pub fn filter_page_through<'r>(
         })
         .cloned()
         .collect();
-    Filtered::Reduced {
+    decided(Filtered::Reduced {
         page: ProjectPage {
             name: page.name.clone(),
             files: kept,
@@ -115,7 +139,7 @@ pub fn filter_page_through<'r>(
             dropped: page.dropped,
         },
         hidden,
-    }
+    })
 }
 
 /// How a list of rules reads in a refusal: `rule "a" in repository "r", rule "b" in …`.

@@ -4,7 +4,9 @@
 //! is parsed and checked then (a misspelt field is a configuration error, not a quiet denial at
 //! run time), against one shared CEL environment. [`Policy::decide`] then answers for one file in
 //! one repository, with the precedence of §5.1: the package's rule if it matches, else the
-//! repository-wide rule if it matches, else allow. A condition that cannot be evaluated fails
+//! repository-wide rule if it matches, else allow. A rule in `mode = "audit"` takes no part in
+//! that decision: when, enforced, it would have denied, the decision says so (`would_deny`) and
+//! the caller serves the file, logs and counts it. A condition that cannot be evaluated fails
 //! closed: it counts as matching a DENY rule and as not matching an ALLOW rule, so a broken rule
 //! never lets through what it was written to stop.
 //!
@@ -25,7 +27,7 @@ use std::time::SystemTime;
 
 use ::cel::{Context, Program};
 
-use crate::config::{Action, RepoName, RuleConfig, RuleName};
+use crate::config::{Action, Mode, RepoName, RuleConfig, RuleName};
 use crate::simple::{DistKind, ProjectName, StatusMarker};
 
 pub use self::cel::{ConditionError, EnvironmentError, Position};
@@ -73,9 +75,12 @@ impl fmt::Display for RuleRef {
 /// The outcome of the rules for one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// `by` is the ALLOW rule that matched, or `None` when no rule matched.
+    /// `by` is the enforced ALLOW rule that matched, or `None` when no enforced rule matched.
+    /// `would_deny` is an audited DENY rule that would have decided had it been enforced: the
+    /// file is served, and the caller logs and counts a would-deny.
     Allow {
         by: Option<RuleRef>,
+        would_deny: Option<RuleRef>,
     },
     Deny {
         by: RuleRef,
@@ -90,8 +95,16 @@ impl Decision {
     /// The rule that decided, if one did.
     pub fn rule(&self) -> Option<&RuleRef> {
         match self {
-            Decision::Allow { by } => by.as_ref(),
+            Decision::Allow { by, .. } => by.as_ref(),
             Decision::Deny { by } => Some(by),
+        }
+    }
+
+    /// The audited rule that would have denied an allowed file.
+    pub fn would_deny(&self) -> Option<&RuleRef> {
+        match self {
+            Decision::Allow { would_deny, .. } => would_deny.as_ref(),
+            Decision::Deny { .. } => None,
         }
     }
 }
@@ -249,8 +262,9 @@ impl Policy {
     }
 
     /// The decision for a file reached through several repositories, such as a group and the
-    /// member it comes from (SPEC §5): every repository's rules must allow it, and the first DENY
-    /// decides. An ALLOW names the first rule that allowed explicitly, if any.
+    /// member it comes from (SPEC §5): every repository's rules must allow it, and the first
+    /// enforced DENY decides. An ALLOW names the first rule that allowed explicitly, if any, and
+    /// the first audited rule that would have denied, if any.
     pub fn decide_through<'r>(
         &self,
         repositories: impl IntoIterator<Item = &'r RepoName>,
@@ -258,17 +272,24 @@ impl Policy {
         now: SystemTime,
     ) -> Decision {
         let mut allowed_by = None;
+        let mut audited = None;
         for repository in repositories {
             match self.decide(repository, file, now) {
                 deny @ Decision::Deny { .. } => return deny,
-                Decision::Allow { by } => {
+                Decision::Allow { by, would_deny } => {
                     if allowed_by.is_none() {
                         allowed_by = by;
+                    }
+                    if audited.is_none() {
+                        audited = would_deny;
                     }
                 }
             }
         }
-        Decision::Allow { by: allowed_by }
+        Decision::Allow {
+            by: allowed_by,
+            would_deny: audited,
+        }
     }
 
     /// The rules of `repository`, or of every repository, in file order (for `rules list`).
@@ -303,27 +324,49 @@ impl Policy {
         let mut failures = Vec::new();
         let Some(scopes) = self.repositories.get(repository) else {
             return Evaluation {
-                decision: Decision::Allow { by: None },
+                decision: Decision::Allow {
+                    by: None,
+                    would_deny: None,
+                },
                 failures,
             };
         };
         let scope = self::cel::Scope::new(file, now);
         let applicable = [scopes.packages.get(file.project), scopes.wide.as_ref()];
+        // An audited rule never decides: the decision is the one the enforced rules make
+        // without it. It is remembered when, enforced, it would have denied: it matched before
+        // any other rule (SPEC §5.1 order) and is a DENY.
+        let mut would_deny = None;
+        let mut matched_before = false;
         for index in applicable.into_iter().flatten() {
             let Some(rule) = self.rules.get(*index) else {
                 continue;
             };
-            if self.matches(rule, &scope, file, &mut failures) {
-                let by = rule.reference.clone();
-                let decision = match rule.config.action {
-                    Action::Allow => Decision::Allow { by: Some(by) },
-                    Action::Deny => Decision::Deny { by },
-                };
-                return Evaluation { decision, failures };
+            if !self.matches(rule, &scope, file, &mut failures) {
+                continue;
             }
+            let by = rule.reference.clone();
+            if rule.config.mode == Mode::Audit {
+                if !matched_before && rule.config.action == Action::Deny {
+                    would_deny = Some(by);
+                }
+                matched_before = true;
+                continue;
+            }
+            let decision = match rule.config.action {
+                Action::Allow => Decision::Allow {
+                    by: Some(by),
+                    would_deny,
+                },
+                Action::Deny => Decision::Deny { by },
+            };
+            return Evaluation { decision, failures };
         }
         Evaluation {
-            decision: Decision::Allow { by: None },
+            decision: Decision::Allow {
+                by: None,
+                would_deny,
+            },
             failures,
         }
     }

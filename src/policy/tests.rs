@@ -124,10 +124,149 @@ fn allowed_by(repository: &str, rule: &str) -> Decision {
             repository: repo(repository),
             rule: RuleName::parse(rule).unwrap(),
         }),
+        would_deny: None,
     }
 }
 
-const ALLOWED: Decision = Decision::Allow { by: None };
+const ALLOWED: Decision = Decision::Allow {
+    by: None,
+    would_deny: None,
+};
+
+fn rule_ref(repository: &str, rule: &str) -> RuleRef {
+    RuleRef {
+        repository: repo(repository),
+        rule: RuleName::parse(rule).unwrap(),
+    }
+}
+
+/// The rules of `rules`, with the ones named in `audited` in `mode = "audit"`.
+fn policy_auditing(rules: &[Rule<'_>], audited: &[&str]) -> Policy {
+    let mut config = config_with(rules);
+    for rule in &mut config.rules {
+        if audited.contains(&rule.name.as_str()) {
+            rule.mode = crate::config::Mode::Audit;
+        }
+    }
+    Policy::compile(&config.rules).unwrap()
+}
+
+#[test]
+fn an_audited_deny_allows_and_says_it_would_deny() {
+    let rules: &[Rule<'_>] = &[(
+        "pypi",
+        "no-2",
+        "DENY",
+        Some("wgfx-alpha"),
+        Some("pkg.version.id == '2.0'"),
+    )];
+    let policy = policy_auditing(rules, &["no-2"]);
+    assert_eq!(
+        decide(&policy, "pypi", &File::wheel("wgfx-alpha", "2.0")),
+        Decision::Allow {
+            by: None,
+            would_deny: Some(rule_ref("pypi", "no-2")),
+        }
+    );
+    // A file the condition does not match is no would-deny.
+    assert_eq!(
+        decide(&policy, "pypi", &File::wheel("wgfx-alpha", "1.0")),
+        ALLOWED
+    );
+    // Enforced, the same rule denies.
+    assert_eq!(
+        decide(
+            &policy_with(rules),
+            "pypi",
+            &File::wheel("wgfx-alpha", "2.0")
+        ),
+        denied_by("pypi", "no-2")
+    );
+}
+
+#[test]
+fn an_audited_rule_falls_through_to_what_applies_without_it() {
+    let file = File::wheel("wgfx-alpha", "2.0");
+    // Over an enforced repository-wide DENY: denied by it.
+    let policy = policy_auditing(
+        &[
+            ("pypi", "audited", "DENY", Some("wgfx-alpha"), None),
+            ("pypi", "wide", "DENY", None, None),
+        ],
+        &["audited"],
+    );
+    assert_eq!(decide(&policy, "pypi", &file), denied_by("pypi", "wide"));
+    // Over an enforced repository-wide ALLOW: allowed by it, with the would-deny.
+    let policy = policy_auditing(
+        &[
+            ("pypi", "audited", "DENY", Some("wgfx-alpha"), None),
+            ("pypi", "wide", "ALLOW", None, None),
+        ],
+        &["audited"],
+    );
+    assert_eq!(
+        decide(&policy, "pypi", &file),
+        Decision::Allow {
+            by: Some(rule_ref("pypi", "wide")),
+            would_deny: Some(rule_ref("pypi", "audited")),
+        }
+    );
+    // An audited ALLOW does not lift an enforced DENY.
+    let policy = policy_auditing(
+        &[
+            ("pypi", "audited", "ALLOW", Some("wgfx-alpha"), None),
+            ("pypi", "wide", "DENY", None, None),
+        ],
+        &["audited"],
+    );
+    assert_eq!(decide(&policy, "pypi", &file), denied_by("pypi", "wide"));
+    // An audited repository-wide DENY after an enforced package ALLOW would not have decided.
+    let policy = policy_auditing(
+        &[
+            ("pypi", "allowed", "ALLOW", Some("wgfx-alpha"), None),
+            ("pypi", "wide", "DENY", None, None),
+        ],
+        &["wide"],
+    );
+    assert_eq!(
+        decide(&policy, "pypi", &file),
+        allowed_by("pypi", "allowed")
+    );
+    // Nor after an audited package ALLOW (which, enforced, would have decided first).
+    let policy = policy_auditing(
+        &[
+            ("pypi", "allowed", "ALLOW", Some("wgfx-alpha"), None),
+            ("pypi", "wide", "DENY", None, None),
+        ],
+        &["allowed", "wide"],
+    );
+    assert_eq!(decide(&policy, "pypi", &file), ALLOWED);
+}
+
+#[test]
+fn through_several_repositories_an_enforced_deny_still_wins() {
+    let policy = policy_auditing(
+        &[
+            ("pypi", "audited", "DENY", None, None),
+            ("mirror", "enforced", "DENY", Some("wgfx-alpha"), None),
+        ],
+        &["audited"],
+    );
+    let file = File::wheel("wgfx-alpha", "2.0");
+    let through = [repo("pypi"), repo("mirror")];
+    assert_eq!(
+        policy.decide_through(&through, &file.facts(), now()),
+        denied_by("mirror", "enforced")
+    );
+    let other = File::wheel("wgfx-beta", "1.0");
+    assert_eq!(
+        policy.decide_through(&through, &other.facts(), now()),
+        Decision::Allow {
+            by: None,
+            would_deny: Some(rule_ref("pypi", "audited")),
+        }
+    );
+}
 
 #[test]
 fn policy_is_shareable_between_threads() {
@@ -888,13 +1027,13 @@ mod cli_text {
         let policy = sample();
         assert_eq!(
             cli::list(&policy, Some(&repo("pypi"))),
-            "RULE: no-2\nPACKAGE: wgfx-alpha\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION: pkg.version.id == '2.0'\n\
-             \nRULE: only-listed\nPACKAGE:\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION:\n"
+            "RULE: no-2\nPACKAGE: wgfx-alpha\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION: pkg.version.id == '2.0'\nMODE: enforce\n\
+             \nRULE: only-listed\nPACKAGE:\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION:\nMODE: enforce\n"
         );
         let all = cli::list(&policy, None);
         assert!(all.starts_with("REPOSITORY: pypi\nRULE: no-2\n"), "{all}");
         assert!(
-            all.ends_with("REPOSITORY: mirror\nRULE: cooldown\nPACKAGE:\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION: now - pkg.version.upload_time < duration('72h')\n"),
+            all.ends_with("REPOSITORY: mirror\nRULE: cooldown\nPACKAGE:\nACTION: DENY\nOPERATION: DOWNLOAD\nCONDITION: now - pkg.version.upload_time < duration('72h')\nMODE: enforce\n"),
             "{all}"
         );
         assert_eq!(
@@ -909,17 +1048,43 @@ mod cli_text {
         let name = RuleName::parse("no-2").unwrap();
         assert_eq!(
             cli::describe(&policy, &name, &repo("pypi")).unwrap(),
-            "action: DENY\ncondition:\n  expression: pkg.version.id == '2.0'\nname: repositories/pypi/rules/no-2\noperation: DOWNLOAD\npackageId: wgfx-alpha\n"
+            "action: DENY\ncondition:\n  expression: pkg.version.id == '2.0'\nmode: enforce\nname: repositories/pypi/rules/no-2\noperation: DOWNLOAD\npackageId: wgfx-alpha\n"
         );
         let wide = RuleName::parse("only-listed").unwrap();
         assert_eq!(
             cli::describe(&policy, &wide, &repo("pypi")).unwrap(),
-            "action: DENY\nname: repositories/pypi/rules/only-listed\noperation: DOWNLOAD\n"
+            "action: DENY\nmode: enforce\nname: repositories/pypi/rules/only-listed\noperation: DOWNLOAD\n"
         );
         let error = cli::describe(&policy, &name, &repo("mirror")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "repository \"mirror\" has no rule named \"no-2\"; its rules are cooldown"
+        );
+    }
+
+    #[test]
+    fn audited_rules_show_their_mode_and_what_they_would_do() {
+        let policy = policy_auditing(
+            &[(
+                "pypi",
+                "no-2",
+                "DENY",
+                Some("wgfx-alpha"),
+                Some("pkg.version.id == '2.0'"),
+            )],
+            &["no-2"],
+        );
+        assert!(cli::list(&policy, None).ends_with("MODE: audit\n"));
+        let name = RuleName::parse("no-2").unwrap();
+        assert!(cli::describe(&policy, &name, &repo("pypi"))
+            .unwrap()
+            .contains("\nmode: audit\n"));
+        let outcome = cli::test(&policy, &repo("pypi"), "wgfx-alpha", "2.0", None, now()).unwrap();
+        assert!(outcome.decision.is_allowed());
+        assert_eq!(
+            outcome.text,
+            "ALLOW wgfx-alpha 2.0 (wgfx_alpha-2.0-py3-none-any.whl): no rule matched\n  \
+             audit: rule \"no-2\" in repository \"pypi\" (mode = \"audit\") would deny it; it is served, and the request is logged and counted as a would-deny\n"
         );
     }
 

@@ -52,6 +52,10 @@ pub const X_WHEELGATE_CACHE: HeaderName = HeaderName::from_static("x-wheelgate-c
 /// The header naming the members a group's page was served without, because they failed.
 pub const X_WHEELGATE_UNAVAILABLE: HeaderName = HeaderName::from_static("x-wheelgate-unavailable");
 
+/// The header naming the audited rules (or controls) that would have refused what was served
+/// had they been enforced; the access log shows it as `audit=`.
+pub const X_WHEELGATE_AUDIT: HeaderName = HeaderName::from_static("x-wheelgate-audit");
+
 /// What a page's representation varies by.
 pub const VARY_PAGE: &str = "Accept, Accept-Encoding";
 
@@ -62,6 +66,9 @@ pub struct Rendered {
     identity: Variant,
     /// Set when the download rules refuse the page as a whole: the rules, as a refusal names them.
     pub denied: Option<String>,
+    /// Set when audited rules would have left files out of the page, or refused it: the rules,
+    /// as a refusal would name them. The page is served whole, with [`X_WHEELGATE_AUDIT`].
+    pub audited: Option<String>,
     gzip: OnceLock<Variant>,
     content_type: HeaderValue,
 }
@@ -106,6 +113,7 @@ impl Rendered {
                 false,
             ),
             denied: Some(rules),
+            audited: None,
             gzip: OnceLock::new(),
             content_type,
         }
@@ -120,9 +128,20 @@ impl Rendered {
         Rendered {
             identity: Variant::new(body, etag, &content_type, false),
             denied: None,
+            audited: None,
             gzip: OnceLock::new(),
             content_type,
         }
+    }
+
+    /// The rendering of a page that audited rules would have changed: `rules` names them, in
+    /// [`Rendered::audited`] and in the `X-Wheelgate-Audit` header of every variant.
+    pub fn with_audit(mut self, rules: String) -> Rendered {
+        if let Ok(value) = HeaderValue::from_str(&rules) {
+            self.identity.headers.insert(X_WHEELGATE_AUDIT, value);
+        }
+        self.audited = Some(rules);
+        self
     }
 
     /// The rendering as rendered.
@@ -154,7 +173,11 @@ impl Rendered {
                 .trim_end_matches('"');
             let etag = HeaderValue::from_str(&format!("{tag}-gzip\""))
                 .unwrap_or_else(|_| HeaderValue::from_static("\"0-gzip\""));
-            Variant::new(Bytes::from(compressed), etag, &self.content_type, true)
+            let mut variant = Variant::new(Bytes::from(compressed), etag, &self.content_type, true);
+            if let Some(audit) = self.identity.headers.get(X_WHEELGATE_AUDIT) {
+                variant.headers.insert(X_WHEELGATE_AUDIT, audit.clone());
+            }
+            variant
         })
     }
 }

@@ -45,13 +45,14 @@ use remote::flight::Flights;
 use remote::Remote;
 
 pub use cached::{
-    CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_CACHE, X_WHEELGATE_UNAVAILABLE,
+    CacheStatus, Page, Rendered, Variant, VARY_PAGE, X_WHEELGATE_AUDIT, X_WHEELGATE_CACHE,
+    X_WHEELGATE_UNAVAILABLE,
 };
 pub use error::ServeError;
 pub use file::{ArtifactBody, Content, FileBody};
 pub use hosted::Published;
 pub use publish::UploadRequest;
-pub use serve::{FileRequest, PageRequest};
+pub use serve::{FileRequest, PageRequest, WouldDeny};
 
 /// What every kind of repository answers. Errors are the layer's, so that a group can pass a
 /// member's failure on unchanged.
@@ -155,6 +156,9 @@ pub struct Counters {
     pub denials: AtomicU64,
     /// Files left out of pages by a rule.
     pub hidden_files: AtomicU64,
+    /// Requests served although an audited rule would have refused them or left files out of
+    /// them (counted by `Repositories::count_would_deny`).
+    pub would_denies: AtomicU64,
 }
 
 /// The repositories of one configuration, with the rules and limits they share.

@@ -16,7 +16,7 @@ use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::access::{Caller, Role};
 use crate::config::RepoName;
-use crate::policy::enforce::{describe_rules, filter_page_through, Filtered};
+use crate::policy::enforce::{describe_rules, filter_page_through, Filtered, PageDecision};
 use crate::policy::{Decision, FileFacts};
 use crate::simple::digest::FileKey;
 use crate::simple::filename::DistFilename;
@@ -36,6 +36,11 @@ pub struct PageRequest {
     /// many.
     pub depth: usize,
 }
+
+/// The audited rules (or controls) that would have refused a request served anyway, named as a
+/// refusal names them; the front sends it as `X-Wheelgate-Audit` and the access log shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WouldDeny(pub String);
 
 /// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata|.provenance]`, as typed
 /// values.
@@ -106,7 +111,11 @@ impl Repositories {
                 Rendered::new(Bytes::from(body), format.content_type())
             };
             let through = |entry: &FileEntry| repository.through(name, entry);
-            match filter_page_through(&self.policy, through, page, now) {
+            let PageDecision {
+                filtered,
+                would_deny,
+            } = filter_page_through(&self.policy, through, page, now);
+            let rendered = match filtered {
                 Filtered::Unchanged => render(page),
                 Filtered::Reduced { page, hidden } => {
                     self.counters
@@ -115,8 +124,16 @@ impl Repositories {
                     render(&page)
                 }
                 Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
+            };
+            if would_deny.is_empty() {
+                rendered
+            } else {
+                rendered.with_audit(describe_rules(&would_deny))
             }
         });
+        if let Some(rules) = &page.rendered().audited {
+            self.count_would_deny(name, project, "page", rules);
+        }
         if let Some(rules) = &page.rendered().denied {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -140,28 +157,30 @@ impl Repositories {
         &self,
         caller: &Caller,
         request: &FileRequest,
-    ) -> Result<FileInfo, ServeError> {
-        let (repository, located) = self.allowed(caller, request).await?;
-        repository.file_info(&located, request.part)
+    ) -> Result<(FileInfo, Option<WouldDeny>), ServeError> {
+        let (repository, located, would_deny) = self.allowed(caller, request).await?;
+        Ok((repository.file_info(&located, request.part)?, would_deny))
     }
 
     /// A file, its PEP 658 metadata or its PEP 740 provenance: located on its project's page,
-    /// decided by the rules, then opened from the store or fetched.
+    /// decided by the rules, then opened from the store or fetched. Served with the audited
+    /// rules that would have refused it, if any.
     pub async fn file(
         &self,
         caller: &Caller,
         request: &FileRequest,
-    ) -> Result<ServedFile, ServeError> {
-        let (repository, located) = self.allowed(caller, request).await?;
-        repository.open(&located, request.part).await
+    ) -> Result<(ServedFile, Option<WouldDeny>), ServeError> {
+        let (repository, located, would_deny) = self.allowed(caller, request).await?;
+        Ok((repository.open(&located, request.part).await?, would_deny))
     }
 
-    /// Finds a requested file on its page and applies the rules to it.
+    /// Finds a requested file on its page and applies the rules to it; an audited rule that
+    /// would have refused it is counted and returned.
     async fn allowed(
         &self,
         caller: &Caller,
         request: &FileRequest,
-    ) -> Result<(&Repository, Located), ServeError> {
+    ) -> Result<(&Repository, Located, Option<WouldDeny>), ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, Some(&request.repo))?;
         let view = repository.project_page(&request.project).await?;
         let position = view
@@ -182,10 +201,16 @@ impl Repositories {
         let entry = located.entry();
         let facts = FileFacts::of_entry(&located.page.value, entry);
         let through = repository.through(name, entry);
-        if let Decision::Deny { by } =
-            self.policy
-                .decide_through(through, &facts, SystemTime::now())
-        {
+        let decision = self
+            .policy
+            .decide_through(through, &facts, SystemTime::now());
+        if let Some(by) = decision.would_deny() {
+            let rules = by.to_string();
+            let what = request.part.of(&entry.filename).to_string();
+            self.count_would_deny(name, &request.project, &what, &rules);
+            return Ok((repository, located, Some(WouldDeny(rules))));
+        }
+        if let Decision::Deny { by } = decision {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 repository = %name,
@@ -201,7 +226,28 @@ impl Repositories {
                 cache: None,
             });
         }
-        Ok((repository, located))
+        Ok((repository, located, None))
+    }
+
+    /// The one place a would-deny is recorded: a request served although audited rules (or,
+    /// later, audited origin controls) would have refused `what` of `package` in `repository`
+    /// or left files out of it. Counted in [`super::Counters::would_denies`] and logged; the
+    /// access-log line of the request names the rules after `audit=`.
+    pub(crate) fn count_would_deny(
+        &self,
+        repository: &RepoName,
+        package: &ProjectName,
+        what: &str,
+        rules: &str,
+    ) {
+        self.counters.would_denies.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            repository = %repository,
+            package = %package,
+            what,
+            audit = rules,
+            "served in audit mode: an audited rule would deny this"
+        );
     }
 
     /// When a rule reads `now`, renderings are redone each minute so that a cooldown ends on

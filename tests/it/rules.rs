@@ -1010,6 +1010,115 @@ fn a_download_in_flight_finishes_under_the_rules_it_started_with() {
     );
 }
 
+// --- 6b. Audit mode ----------------------------------------------------------------------------
+
+/// The header naming the audited rules behind a request served anyway.
+const AUDIT_HEADER: &str = "x-wheelgate-audit";
+
+/// `no-kappa-2` in `mode = "audit"`.
+fn audited_no_kappa_2() -> String {
+    format!("{}mode = \"audit\"\n", no_kappa_2())
+}
+
+/// The access-log lines wheelgate has written so far.
+fn access_lines(bed: &TestBed) -> Vec<String> {
+    bed.wheelgate
+        .output()
+        .lines()
+        .filter(|line| line.contains(" INFO wheelgate::access: request "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn an_audited_deny_serves_the_file_and_logs_the_rule_then_enforced_by_reload_it_refuses() {
+    let mut bed = TestBed::start_with_rules(Mode::Json, &audited_no_kappa_2());
+    let url = bed.url("/simple/wgfx-kappa/");
+    let page = http::get(&url, &[ACCEPT_JSON]);
+    page.expect_ok(&url);
+    assert_eq!(
+        listed_versions(&page.json()),
+        ["1.0", "1.9", "2.0"],
+        "an audited rule leaves the page whole"
+    );
+    assert_eq!(
+        page.header(AUDIT_HEADER),
+        Some(named(NO_KAPPA_2).as_str()),
+        "the page names the audited rule; headers:\n{}",
+        page.headers_text()
+    );
+
+    let target = bed.target_dir("audited");
+    let run = clients::pip_install(&bed.wheelgate.index_url(), &target, &["wgfx-kappa"]);
+    run.assert_success();
+    assert_eq!(
+        clients::installed(&target),
+        dists(&[("wgfx-kappa", "2.0")]),
+        "pip installs the version the audited rule would deny:\n{}",
+        run.output()
+    );
+    let wheel = "wgfx_kappa-2.0-py3-none-any.whl";
+    let logged = wait_until(RELOAD_LIMIT, || {
+        access_lines(&bed).iter().any(|line| {
+            line.contains(wheel)
+                && line.contains(" status=200 ")
+                && line.contains(&format!(
+                    "audit=\"rule \\\"{NO_KAPPA_2}\\\" in repository \\\"pypi\\\"\""
+                ))
+        })
+    });
+    assert!(
+        logged,
+        "the access line of the audited download must name the rule after audit=:\n{}",
+        access_lines(&bed).join("\n")
+    );
+    // An allowed file's line carries no audit.
+    let response = http::get(&bed.url(&file_path("wgfx_kappa-1.9-py3-none-any.whl")), &[]);
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header(AUDIT_HEADER), None);
+    let direct = http::get(&bed.url(&file_path(wheel)), &[]);
+    assert_eq!(direct.status, StatusCode::OK);
+    assert_eq!(
+        direct.header(AUDIT_HEADER),
+        Some(named(NO_KAPPA_2).as_str())
+    );
+    assert!(
+        bed.wheelgate
+            .output()
+            .contains("served in audit mode: an audited rule would deny this"),
+        "the would-deny is logged:\n{}",
+        bed.wheelgate.output()
+    );
+
+    // The same rule enforced, by a live reload: the page rendered under the audit must not be
+    // served again.
+    bed.edit_config(|config| config.extra_toml = no_kappa_2());
+    bed.wheelgate.hangup();
+    let applied = wait_until(RELOAD_LIMIT, || {
+        listed_versions(&json_page(&bed, "wgfx-kappa")) == ["1.0", "1.9"]
+    });
+    assert!(
+        applied,
+        "the enforced rule must apply to the next page within {RELOAD_LIMIT:?}:\n{}",
+        bed.wheelgate.output()
+    );
+    let enforced = bed.target_dir("enforced");
+    let run = clients::pip_install(&bed.wheelgate.index_url(), &enforced, &["wgfx-kappa"]);
+    run.assert_success();
+    assert_eq!(
+        clients::installed(&enforced),
+        dists(&[("wgfx-kappa", "1.9")]),
+        "pip output:\n{}",
+        run.output()
+    );
+    assert_denied(
+        &http::get(&bed.url(&file_path(wheel)), &[]),
+        "2.0 with the rule enforced",
+        NO_KAPPA_2,
+        true,
+    );
+}
+
 // --- 7. The `wheelgate rules` commands ----------------------------------------------------------
 
 /// A package rule with a condition, a package ALLOW and a repository-wide DENY of sdists.
@@ -1062,6 +1171,7 @@ fn rules_list_prints_gcloud_style_blocks() {
             ("ACTION", "DENY"),
             ("OPERATION", "DOWNLOAD"),
             ("CONDITION", "pkg.version.id == '2.0'"),
+            ("MODE", "enforce"),
         ]),
         block(&[
             ("RULE", "allow-beta"),
@@ -1069,6 +1179,7 @@ fn rules_list_prints_gcloud_style_blocks() {
             ("ACTION", "ALLOW"),
             ("OPERATION", "DOWNLOAD"),
             ("CONDITION", ""),
+            ("MODE", "enforce"),
         ]),
         block(&[
             ("RULE", "deny-sdists"),
@@ -1076,6 +1187,7 @@ fn rules_list_prints_gcloud_style_blocks() {
             ("ACTION", "DENY"),
             ("OPERATION", "DOWNLOAD"),
             ("CONDITION", "pkg.file.kind == 'sdist'"),
+            ("MODE", "enforce"),
         ]),
     ];
     for args in [
