@@ -1,5 +1,5 @@
 //! The `wheelgate` command: `serve` (the default), `check`, `rules list|describe|test`,
-//! `cache stats|verify|gc|purge`, `hash-password`, `health` and `warm`.
+//! `origin list`, `cache stats|verify|gc|purge`, `hash-password`, `health` and `warm`.
 //!
 //! Exit codes (SPEC §9): 0 ok, 1 runtime failure, 2 usage error or invalid configuration;
 //! `rules test` exits 0 for allow, 1 for deny, 2 for an error; `cache verify` exits 1 when it
@@ -21,6 +21,7 @@ use wheelgate::config::{self, Config, RepoName, RuleName};
 use wheelgate::front::{shutdown_signal, Server};
 use wheelgate::logging::access::{self, LogFormat as AccessFormat};
 use wheelgate::logging::{buffered_stderr, LogGuard};
+use wheelgate::origin;
 use wheelgate::policy::{self, Policy};
 use wheelgate::probe::Probe;
 use wheelgate::store::Store;
@@ -57,6 +58,9 @@ enum Command {
     /// Inspect the download rules of the configuration.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Inspect the origin controls (package groups) of the configuration.
+    #[command(subcommand)]
+    Origin(OriginCommand),
     /// Inspect and maintain the store: through the running server when there is one (over the
     /// admin socket in the store directory), else on the store directly.
     #[command(subcommand)]
@@ -121,6 +125,13 @@ enum RulesCommand {
 }
 
 #[derive(Subcommand)]
+enum OriginCommand {
+    /// List the package groups as a tree, each under its parent, with the effective setting of
+    /// each restriction and where it is inherited from.
+    List,
+}
+
+#[derive(Subcommand)]
 enum CacheCommand {
     /// Print how many files and pages the store holds and how much of max_size they use.
     Stats,
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
+        Command::Origin(command) => origin(&cli.config, command),
         Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
         Command::HashPassword => hash_password(),
         Command::Warm {
@@ -423,6 +435,19 @@ fn rules(path: &Path, command: RulesCommand) -> ExitCode {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+fn origin(path: &Path, command: OriginCommand) -> ExitCode {
+    let (config, _) = match load_validated(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match command {
+        OriginCommand::List => {
+            print!("{}", origin::cli::list(&config.package_groups));
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn serve(path: &Path) -> ExitCode {

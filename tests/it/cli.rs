@@ -456,3 +456,121 @@ fn hash_password_prints_a_hash_that_a_user_accepts() {
     );
     assert!(empty.stdout.is_empty());
 }
+
+/// Three repositories and four package groups: `/pypi//acme-utils-core$` inherits through
+/// `/pypi//acme-utils~` from `/pypi//acme~`, which sets what `/pypi/*` would otherwise give.
+const ORIGIN_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+default_repository = "all"
+
+[store]
+path = "./data"
+
+[[repository]]
+name = "pypi"
+type = "remote"
+url = ""
+
+[[repository]]
+name = "internal"
+type = "hosted"
+
+[[repository]]
+name = "all"
+type = "group"
+members = ["internal", "pypi"]
+
+[[package_group]]
+pattern = "/pypi//acme-utils-core$"
+
+[[package_group]]
+pattern = "/pypi//acme~"
+description = "Acme's own packages"
+contact = "platform@example.invalid"
+publish = "ALLOW_SPECIFIC_REPOSITORIES"
+publish_repositories = ["internal"]
+external_upstream = "BLOCK"
+mode = "audit"
+
+[[package_group]]
+pattern = "/pypi//acme-utils~"
+
+[[package_group]]
+pattern = "/pypi/*"
+external_upstream = "ALLOW_SPECIFIC_REPOSITORIES"
+external_upstream_repositories = ["pypi"]
+publish = "BLOCK"
+"#;
+
+#[test]
+fn origin_list_prints_the_groups_as_a_tree_with_what_they_inherit() {
+    let dir = temp_dir();
+    let config = dir.path().join("proxy.toml");
+    write_file(&config, ORIGIN_CONFIG);
+    let config = config.to_string_lossy().into_owned();
+    let run = wheelgate::run(&["origin", "list", "--config", &config], dir.path());
+    assert_eq!(run.exit_code, Some(0), "{}", run.output());
+    let expected = "\
+/*  (mode enforce, not in the file: allows every origin)
+    publish: ALLOW, enforce
+    external_upstream: ALLOW, enforce
+    internal_upstream: ALLOW, enforce
+  /pypi/*  (mode enforce, line 38)
+      publish: BLOCK, enforce
+      external_upstream: ALLOW_SPECIFIC_REPOSITORIES [pypi], enforce
+      internal_upstream: ALLOW, enforce, inherited from /*
+    /pypi//acme~  (mode audit, line 26)
+        description: Acme's own packages
+        contact: platform@example.invalid
+        publish: ALLOW_SPECIFIC_REPOSITORIES [internal], audit
+        external_upstream: BLOCK, audit
+        internal_upstream: ALLOW, enforce, inherited from /*
+      /pypi//acme-utils~  (mode enforce, line 35)
+          publish: ALLOW_SPECIFIC_REPOSITORIES [internal], audit, inherited from /pypi//acme~
+          external_upstream: BLOCK, audit, inherited from /pypi//acme~
+          internal_upstream: ALLOW, enforce, inherited from /*
+        /pypi//acme-utils-core$  (mode enforce, line 23)
+            publish: ALLOW_SPECIFIC_REPOSITORIES [internal], audit, inherited from /pypi//acme~
+            external_upstream: BLOCK, audit, inherited from /pypi//acme~
+            internal_upstream: ALLOW, enforce, inherited from /*
+";
+    assert_eq!(
+        run.stdout, expected,
+        "`wheelgate origin list` printed:\n{}",
+        run.stdout
+    );
+
+    // `check` describes the same groups; an invalid one is refused naming its pattern and line.
+    let run = wheelgate::run(&["check", "--config", &config], dir.path());
+    assert_eq!(run.exit_code, Some(0), "{}", run.output());
+    assert!(
+        run.stdout.contains("  /pypi//acme~ (line 26, mode audit): publish ALLOW_SPECIFIC_REPOSITORIES [internal], external_upstream BLOCK, internal_upstream INHERIT\n"),
+        "{}",
+        run.stdout
+    );
+    let broken = dir.path().join("broken.toml");
+    write_file(
+        &broken,
+        &ORIGIN_CONFIG.replace(
+            "external_upstream_repositories = [\"pypi\"]",
+            "external_upstream_repositories = [\"all\"]",
+        ),
+    );
+    let broken = broken.to_string_lossy().into_owned();
+    for command in ["list", "check"] {
+        let args: Vec<&str> = if command == "list" {
+            vec!["origin", "list", "--config", &broken]
+        } else {
+            vec!["check", "--config", &broken]
+        };
+        let run = wheelgate::run(&args, dir.path());
+        assert_eq!(run.exit_code, Some(2), "{}", run.output());
+        assert!(
+            run.stderr.contains("line 41: [[package_group]] \"/pypi/*\" external_upstream_repositories: \"all\" is a group repository, but `external_upstream_repositories` names remote repositories"),
+            "`wheelgate {}`:\n{}",
+            args.join(" "),
+            run.output()
+        );
+    }
+}
