@@ -574,3 +574,50 @@ fn origin_list_prints_the_groups_as_a_tree_with_what_they_inherit() {
         );
     }
 }
+
+/// The shipped `proxy.toml` with its commented `[[package_group]]` examples written in.
+fn shipped_config_with_package_groups() -> String {
+    let shipped = std::fs::read_to_string(shipped_config())
+        .unwrap_or_else(|e| panic!("cannot read the shipped proxy.toml: {e}"));
+    let mut out = String::new();
+    let mut in_example = false;
+    for line in shipped.lines() {
+        let uncommented = line.strip_prefix("# ").unwrap_or_default();
+        if uncommented == "[[package_group]]" {
+            in_example = true;
+        } else if !(in_example && uncommented.contains(" = ")) {
+            in_example = false;
+        }
+        out.push_str(if in_example { uncommented } else { line });
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_shipped_package_group_example_is_valid_for_its_repositories() {
+    let dir = temp_dir();
+    let config = dir.path().join("proxy.toml");
+    let text = shipped_config_with_package_groups();
+    assert_eq!(
+        text.matches("\n[[package_group]]\n").count(),
+        2,
+        "the shipped proxy.toml has two commented [[package_group]] examples:\n{text}"
+    );
+    write_file(&config, &text);
+    let config = config.to_string_lossy().into_owned();
+    let run = wheelgate::run(&["origin", "list", "--config", &config], dir.path());
+    assert_eq!(run.exit_code, Some(0), "{}", run.output());
+    for line in [
+        "    /pypi//acme~  (mode enforce, line ",
+        "        publish: ALLOW_SPECIFIC_REPOSITORIES [internal], enforce\n",
+        "        external_upstream: BLOCK, enforce\n",
+        "        internal_upstream: ALLOW_SPECIFIC_REPOSITORIES [all], enforce, inherited from /pypi/*\n",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "`wheelgate origin list` must print {line:?}:\n{}",
+            run.stdout
+        );
+    }
+}
