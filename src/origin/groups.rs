@@ -140,9 +140,14 @@ impl PackageGroups {
             configs.push(PackageGroupConfig::implicit_root());
         }
         // Root, /pypi/*, prefixes shortest first, then exact names: every group's parent comes
-        // before it.
-        configs.sort_by(|a, b| rank(&a.pattern).cmp(&rank(&b.pattern)));
-        configs.dedup_by(|a, b| a.pattern == b.pattern);
+        // before it. Equal patterns end up side by side; the configuration refuses them, and
+        // here the first one written is kept.
+        configs.sort_by(|a, b| {
+            rank(&a.pattern)
+                .cmp(&rank(&b.pattern))
+                .then_with(|| a.pattern.cmp(&b.pattern))
+        });
+        configs.dedup_by(|later, first| later.pattern == first.pattern);
         let mut inner = Inner {
             groups: Vec::with_capacity(configs.len()),
             exact: HashMap::with_capacity_and_hasher(configs.len(), RandomState::default()),
