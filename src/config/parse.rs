@@ -30,7 +30,7 @@ use url::Url;
 
 use super::raw::{RawConfig, Scalar};
 use super::values::{expand_env, parse_duration, parse_size};
-use super::{Config, ConfigError, Problem};
+use super::{Config, ConfigError, Mode, Problem};
 
 /// The name of a key in messages: `[server] listen`, `[[repository]] "pypi" index_ttl`.
 #[derive(Clone, Copy)]
@@ -379,6 +379,23 @@ impl Parser<'_> {
                 },
             )),
         }
+    }
+
+    /// `mode = "enforce" | "audit"` of a rule or a package group; enforce when absent.
+    fn mode(&self, field: Option<&Spanned<Scalar>>, key: Key<'_>) -> Result<Mode, ConfigError> {
+        let Some(field) = field else {
+            return Ok(Mode::default());
+        };
+        let text = self.text(field, key)?;
+        Mode::parse(text.trim()).ok_or_else(|| {
+            self.at(
+                field,
+                key,
+                Problem::UnknownMode {
+                    found: text.clone(),
+                },
+            )
+        })
     }
 
     /// A path, resolved against the configuration file's directory.

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{Key, Parser};
 use crate::config::raw::{NameList, RawPackageGroup};
-use crate::config::{ConfigError, Mode, Problem, RepoName, RepositoryConfig, RepositoryKind};
+use crate::config::{ConfigError, Problem, RepoName, RepositoryConfig, RepositoryKind};
 use crate::origin::{PackageGroupConfig, PackageGroups, Pattern, Restriction, Setting};
 
 impl Parser<'_> {
@@ -78,21 +78,7 @@ impl Parser<'_> {
         };
         let description = optional_text(&fields.description, "description")?;
         let contact = optional_text(&fields.contact, "contact")?;
-        let mode = match &fields.mode {
-            None => Mode::default(),
-            Some(field) => {
-                let text = self.text(field, key("mode"))?;
-                Mode::parse(text.trim()).ok_or_else(|| {
-                    self.at(
-                        field,
-                        key("mode"),
-                        Problem::UnknownMode {
-                            found: text.clone(),
-                        },
-                    )
-                })?
-            }
-        };
+        let mode = self.mode(fields.mode.as_ref(), key("mode"))?;
         let root = pattern == Pattern::Root;
         let [publish, external_upstream, internal_upstream] = [
             (

@@ -6,7 +6,7 @@ use toml::Spanned;
 use super::{Key, Parser};
 use crate::config::raw::RawRule;
 use crate::config::{
-    Action, ConfigError, Mode, Operation, Problem, RepoName, RepositoryConfig, RuleConfig, RuleName,
+    Action, ConfigError, Operation, Problem, RepoName, RepositoryConfig, RuleConfig, RuleName,
 };
 use crate::simple::ProjectName;
 
@@ -202,21 +202,7 @@ impl Parser<'_> {
             }
         };
 
-        let mode = match &fields.mode {
-            None => Mode::default(),
-            Some(field) => {
-                let text = self.text(field, key("mode"))?;
-                Mode::parse(text.trim()).ok_or_else(|| {
-                    self.at(
-                        field,
-                        key("mode"),
-                        Problem::UnknownMode {
-                            found: text.clone(),
-                        },
-                    )
-                })?
-            }
-        };
+        let mode = self.mode(fields.mode.as_ref(), key("mode"))?;
 
         Ok(RuleConfig {
             repository,
