@@ -310,6 +310,9 @@ fn rendered_response<B>(
         headers.insert(VARY, HeaderValue::from_static(VARY_PAGE));
         headers.insert(ETAG, variant.etag.clone());
         headers.insert(X_WHEELGATE_CACHE, status.header_value());
+        if let Some(audit) = variant.headers.get(X_WHEELGATE_AUDIT) {
+            headers.insert(X_WHEELGATE_AUDIT, audit.clone());
+        }
         response
     } else {
         let mut response = Response::new(response::full(variant.body.clone()));

@@ -52,7 +52,7 @@ pub use error::ServeError;
 pub use file::{ArtifactBody, Content, FileBody};
 pub use hosted::Published;
 pub use publish::UploadRequest;
-pub use serve::{FileRequest, PageRequest, WouldDeny};
+pub use serve::{AuditedBy, FileRequest, PageRequest, WouldDeny};
 
 /// What every kind of repository answers. Errors are the layer's, so that a group can pass a
 /// member's failure on unchanged.
@@ -156,8 +156,8 @@ pub struct Counters {
     pub denials: AtomicU64,
     /// Files left out of pages by a rule.
     pub hidden_files: AtomicU64,
-    /// Requests served although an audited rule would have refused them or left files out of
-    /// them (counted by `Repositories::count_would_deny`).
+    /// Requests served although an audited rule (or package group) would have refused them or
+    /// left files out of them (counted by `Repositories::count_would_deny`, by kind in its log).
     pub would_denies: AtomicU64,
 }
 

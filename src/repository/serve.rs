@@ -42,6 +42,26 @@ pub struct PageRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WouldDeny(pub String);
 
+/// What kind of audited policy would have refused a request: the label the would-deny is
+/// counted under (`wheelgate_denials_total{kind="rule",mode="audit"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditedBy {
+    /// A `[[rule]]` in `mode = "audit"`.
+    Rule,
+    /// A `[[package_group]]` in `mode = "audit"`.
+    PackageGroup,
+}
+
+impl AuditedBy {
+    /// The metric label: `rule` or `package_group`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditedBy::Rule => "rule",
+            AuditedBy::PackageGroup => "package_group",
+        }
+    }
+}
+
 /// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata|.provenance]`, as typed
 /// values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +151,6 @@ impl Repositories {
                 rendered.with_audit(describe_rules(&would_deny))
             }
         });
-        if let Some(rules) = &page.rendered().audited {
-            self.count_would_deny(name, project, "page", rules);
-        }
         if let Some(rules) = &page.rendered().denied {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -147,6 +164,9 @@ impl Repositories {
                 rules: rules.clone(),
                 cache: Some(page.status),
             });
+        }
+        if let Some(rules) = &page.rendered().audited {
+            self.count_would_deny(AuditedBy::Rule, name, project, "page", rules);
         }
         Ok(page)
     }
@@ -207,7 +227,7 @@ impl Repositories {
         if let Some(by) = decision.would_deny() {
             let rules = by.to_string();
             let what = request.part.of(&entry.filename).to_string();
-            self.count_would_deny(name, &request.project, &what, &rules);
+            self.count_would_deny(AuditedBy::Rule, name, &request.project, &what, &rules);
             return Ok((repository, located, Some(WouldDeny(rules))));
         }
         if let Decision::Deny { by } = decision {
@@ -229,24 +249,30 @@ impl Repositories {
         Ok((repository, located, None))
     }
 
-    /// The one place a would-deny is recorded: a request served although audited rules (or,
-    /// later, audited origin controls) would have refused `what` of `package` in `repository`
-    /// or left files out of it. Counted in [`super::Counters::would_denies`] and logged; the
-    /// access-log line of the request names the rules after `audit=`.
+    /// The one place a would-deny is recorded: a request served although audited rules (or
+    /// audited package groups, `kind`) would have refused `what` of `package` in `repository`
+    /// or left files out of it; `by` names them. Counted in [`super::Counters::would_denies`]
+    /// and logged; the access-log line of the request names them after `audit=`.
     pub(crate) fn count_would_deny(
         &self,
+        kind: AuditedBy,
         repository: &RepoName,
         package: &ProjectName,
         what: &str,
-        rules: &str,
+        by: &str,
     ) {
         self.counters.would_denies.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
+            kind = kind.as_str(),
             repository = %repository,
             package = %package,
             what,
-            audit = rules,
-            "served in audit mode: an audited rule would deny this"
+            audit = by,
+            "served in audit mode: an audited {} would deny this",
+            match kind {
+                AuditedBy::Rule => "rule",
+                AuditedBy::PackageGroup => "package group",
+            }
         );
     }
 
