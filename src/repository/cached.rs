@@ -60,8 +60,8 @@ pub const VARY_PAGE: &str = "Accept, Accept-Encoding";
 /// a small header map and of `Bytes`, not a handful of header insertions.
 pub struct Rendered {
     identity: Variant,
-    /// Set when the download rules refuse the page as a whole: the rules, as a refusal names them.
-    pub denied: Option<String>,
+    /// Set when the download rules refuse the page as a whole.
+    pub denied: Option<Refusal>,
     gzip: OnceLock<Variant>,
     content_type: HeaderValue,
 }
@@ -94,9 +94,18 @@ impl Variant {
     }
 }
 
+/// Why a page is refused whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rules, as a refusal names them to the client.
+    pub rules: String,
+    /// The rules' names alone, for the `name` label of the denials metric.
+    pub names: String,
+}
+
 impl Rendered {
-    /// A page the rules refuse whole; `rules` names them.
-    pub fn denied(rules: String) -> Rendered {
+    /// A page the rules refuse whole.
+    pub fn denied(refusal: Refusal) -> Rendered {
         let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
         Rendered {
             identity: Variant::new(
@@ -105,7 +114,7 @@ impl Rendered {
                 &content_type,
                 false,
             ),
-            denied: Some(rules),
+            denied: Some(refusal),
             gzip: OnceLock::new(),
             content_type,
         }

@@ -11,11 +11,12 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::cached::{Page, RenderKey, Rendered};
+use super::cached::{Page, Refusal, RenderKey, Rendered};
 use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::access::{Caller, Role};
 use crate::config::RepoName;
+use crate::metrics::{Denial, DenialKind, DenialMode};
 use crate::policy::enforce::{describe_rules, filter_page_through, Filtered};
 use crate::policy::{Decision, FileFacts};
 use crate::simple::digest::FileKey;
@@ -114,20 +115,31 @@ impl Repositories {
                         .fetch_add(hidden as u64, Ordering::Relaxed);
                     render(&page)
                 }
-                Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
+                Filtered::Refused { rules } => Rendered::denied(Refusal {
+                    rules: describe_rules(&rules),
+                    names: rule_names(&rules),
+                }),
             }
         });
-        if let Some(rules) = &page.rendered().denied {
+        if let Some(refusal) = &page.rendered().denied {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            self.metrics().record_denial(Denial {
+                repository: name,
+                package: project,
+                version: None,
+                kind: DenialKind::Rule,
+                name: &refusal.names,
+                mode: DenialMode::Enforce,
+            });
             tracing::info!(
                 repository = %name,
                 package = %project,
-                rules = %rules,
+                rules = %refusal.rules,
                 "page refused: the download rules allow none of its files"
             );
             return Err(ServeError::Denied {
                 what: format!("every file of {project} in repository {name}"),
-                rules: rules.clone(),
+                rules: refusal.rules.clone(),
                 cache: Some(page.status),
             });
         }
@@ -187,6 +199,14 @@ impl Repositories {
                 .decide_through(through, &facts, SystemTime::now())
         {
             self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            self.metrics().record_denial(Denial {
+                repository: name,
+                package: &located.page.value.name,
+                version: facts.version,
+                kind: DenialKind::Rule,
+                name: by.rule.as_str(),
+                mode: DenialMode::Enforce,
+            });
             tracing::info!(
                 repository = %name,
                 package = %located.page.value.name,
@@ -215,4 +235,11 @@ impl Repositories {
             0
         }
     }
+}
+
+/// The names of the rules that refused a page, for the denials metric: `a` or `a,b`.
+fn rule_names(rules: &[crate::policy::RuleRef]) -> String {
+    let mut names: Vec<&str> = rules.iter().map(|r| r.rule.as_str()).collect();
+    names.dedup();
+    names.join(",")
 }
