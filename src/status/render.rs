@@ -26,7 +26,7 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.6rem 0 .5rem}\
 table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}\
 th{font-weight:600;white-space:nowrap}\
-td.wrap{word-break:break-all}\
+td.wrap{overflow-wrap:anywhere}\
 .state{font-weight:600;white-space:nowrap}\
 .online{color:#2a8a4a}.stale{color:#c07a00}.offline,.failing{color:#c0392b}\
 pre{background:#8881;border:1px solid var(--line);border-radius:.4rem;padding:.6rem;\
@@ -162,7 +162,7 @@ pub fn render(view: &StatusView) -> String {
          <div class=\"bar\"><i style=\"width:{percent:.1}%\"></i></div>\
          <span class=\"muted\">{} files, {} pages</span></div>\
          <div class=\"card\" id=\"hit-rate\">Cache hit rate since start<b>{hit_rate}</b>\
-         <span class=\"muted\">{} hits of {} pages and files</span></div>\
+         <span class=\"muted\">{} of {} pages and files served from the cache</span></div>\
          <div class=\"card\" id=\"policy\">Download rules<b>{}</b>\
          <span class=\"muted\">{} files left out of pages since start</span></div>\
          </section>\n",
