@@ -5,7 +5,8 @@
 //! `HELP`/`TYPE` lines, label escaping and histogram buckets. Counter series that are still zero
 //! are left out, so the exposition holds what happened rather than every label combination.
 
-use std::sync::atomic::Ordering;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -64,33 +65,73 @@ impl Scrape {
     }
 }
 
+/// The labels of one series: names with borrowed or made values.
+type Labels<'a, const N: usize> = [(&'static str, Cow<'a, str>); N];
+
+/// One counter family; series still at zero are left out unless `zeros`.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+    zeros: bool,
+) -> Result {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        if zeros || value > 0 {
+            counter(&mut e, &labels, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// One series per repository and label value: `value(repo, index)` reads slot `index`.
+fn per_repository<'a, T: Copy + 'a>(
+    repositories: &'a [Arc<RepoMetrics>],
+    values: &'a [T],
+    label: &'static str,
+    as_str: fn(T) -> &'static str,
+    value: fn(&RepoMetrics, usize) -> u64,
+) -> impl Iterator<Item = (Labels<'a, 2>, u64)> + 'a {
+    repositories.iter().flat_map(move |repo| {
+        values.iter().enumerate().map(move |(index, v)| {
+            let labels = [
+                ("repository", Cow::Borrowed(repo.name())),
+                (label, Cow::Borrowed(as_str(*v))),
+            ];
+            (labels, value(repo, index))
+        })
+    })
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result {
         let metrics = &self.metrics;
         let repositories = self.repositories();
 
-        let mut e = encoder.encode_descriptor(
+        let requests = repositories.iter().flat_map(|repo| {
+            Route::ALL.into_iter().flat_map(move |route| {
+                (0..STATUS_SLOTS).map(move |slot| {
+                    let labels: Labels<'_, 3> = [
+                        ("repository", Cow::Borrowed(repo.name())),
+                        ("route", Cow::Borrowed(route.as_str())),
+                        ("status", Cow::Owned(status_label(slot))),
+                    ];
+                    (labels, load(&repo.requests[route.index()][slot]))
+                })
+            })
+        });
+        counters(
+            &mut encoder,
             "wheelgate_http_requests",
             "Requests answered, by repository (\"-\" for none), route and status code.",
-            None,
-            MetricType::Counter,
+            requests,
+            false,
         )?;
-        for repo in &repositories {
-            for route in Route::ALL {
-                for slot in 0..STATUS_SLOTS {
-                    let value = repo.requests[route.index()][slot].load(Ordering::Relaxed);
-                    if value > 0 {
-                        let status = status_label(slot);
-                        let labels = [
-                            ("repository", repo.name()),
-                            ("route", route.as_str()),
-                            ("status", status.as_str()),
-                        ];
-                        counter(&mut e, &labels, value)?;
-                    }
-                }
-            }
-        }
 
         let mut e = encoder.encode_descriptor(
             "wheelgate_http_request_duration_seconds",
@@ -108,54 +149,52 @@ impl Collector for Scrape {
             }
         }
 
-        let mut e = encoder.encode_descriptor(
+        let cache = repositories.iter().flat_map(|repo| {
+            CacheKind::ALL.into_iter().flat_map(move |kind| {
+                CACHE_OUTCOMES.into_iter().map(move |status| {
+                    let labels: Labels<'_, 3> = [
+                        ("repository", Cow::Borrowed(repo.name())),
+                        ("kind", Cow::Borrowed(kind.as_str())),
+                        ("outcome", Cow::Borrowed(status.as_str())),
+                    ];
+                    (labels, repo.cache_count(kind, status))
+                })
+            })
+        });
+        counters(
+            &mut encoder,
             "wheelgate_cache_requests",
             "Pages and files served, by repository, kind and how the cache was involved.",
-            None,
-            MetricType::Counter,
+            cache,
+            false,
         )?;
-        for repo in &repositories {
-            for kind in CacheKind::ALL {
-                for status in CACHE_OUTCOMES {
-                    let value = repo.cache_count(kind, status);
-                    if value > 0 {
-                        let labels = [
-                            ("repository", repo.name()),
-                            ("kind", kind.as_str()),
-                            ("outcome", status.as_str()),
-                        ];
-                        counter(&mut e, &labels, value)?;
-                    }
-                }
-            }
-        }
 
-        let mut e = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "wheelgate_served_bytes",
             "Bytes of page and file bodies sent to clients, by where they came from.",
-            None,
-            MetricType::Counter,
+            Source::ALL.map(|source| {
+                (
+                    [("source", source.as_str())],
+                    load(&metrics.served_bytes[source as usize]),
+                )
+            }),
+            true,
         )?;
-        for source in Source::ALL {
-            let value = metrics.served_bytes[source as usize].load(Ordering::Relaxed);
-            counter(&mut e, &[("source", source.as_str())], value)?;
-        }
 
-        let mut e = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "wheelgate_upstream_requests",
             "Requests to upstreams (retries included), by repository and outcome.",
-            None,
-            MetricType::Counter,
+            per_repository(
+                &repositories,
+                &UpstreamOutcome::ALL,
+                "outcome",
+                UpstreamOutcome::as_str,
+                |repo, index| load(&repo.upstream[index]),
+            ),
+            false,
         )?;
-        for repo in &repositories {
-            for (index, outcome) in UpstreamOutcome::ALL.iter().enumerate() {
-                let value = repo.upstream[index].load(Ordering::Relaxed);
-                if value > 0 {
-                    let labels = [("repository", repo.name()), ("outcome", outcome.as_str())];
-                    counter(&mut e, &labels, value)?;
-                }
-            }
-        }
 
         let e = encoder.encode_descriptor(
             "wheelgate_upstream_request_duration_seconds",
@@ -165,23 +204,24 @@ impl Collector for Scrape {
         )?;
         histogram(&mut { e }, &metrics.upstream_duration.snapshot())?;
 
-        let mut e = encoder.encode_descriptor(
+        let denials = lock(&metrics.recent).denial_counts();
+        counters(
+            &mut encoder,
             "wheelgate_denials",
             "Downloads refused (mode enforce) or that would have been (mode audit), by repository, \
              kind (rule or origin), the rule or package group's name (at most 100 names, then \
              \"other\") and mode.",
-            None,
-            MetricType::Counter,
+            denials.iter().map(|(series, value)| {
+                let labels: Labels<'_, 4> = [
+                    ("repository", Cow::Borrowed(series.repository.as_str())),
+                    ("kind", Cow::Borrowed(series.kind)),
+                    ("name", Cow::Borrowed(series.name.as_str())),
+                    ("mode", Cow::Borrowed(series.mode)),
+                ];
+                (labels, *value)
+            }),
+            false,
         )?;
-        for (series, value) in lock(&metrics.recent).denial_counts() {
-            let labels = [
-                ("repository", series.repository.as_str()),
-                ("kind", series.kind),
-                ("name", series.name.as_str()),
-                ("mode", series.mode),
-            ];
-            counter(&mut e, &labels, value)?;
-        }
 
         let e = encoder.encode_descriptor(
             "wheelgate_singleflight_joins",
@@ -189,51 +229,51 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?;
-        let joins = metrics.page_joins.load(Ordering::Relaxed) + self.gauges.file_joins;
+        let joins = load(&metrics.page_joins) + self.gauges.file_joins;
         { e }.encode_counter::<NoLabelSet, u64, u64>(&joins, None)?;
 
-        let e = encoder.encode_descriptor(
-            "wheelgate_store_bytes",
-            "Bytes of the artifacts in the store.",
-            None,
-            MetricType::Gauge,
-        )?;
-        { e }.encode_gauge(&(self.gauges.store_bytes as i64))?;
+        for (name, help, value) in [
+            (
+                "wheelgate_store_bytes",
+                "Bytes of the artifacts in the store.",
+                self.gauges.store_bytes,
+            ),
+            (
+                "wheelgate_store_artifacts",
+                "Artifacts (files, metadata, provenance) in the store.",
+                self.gauges.store_artifacts,
+            ),
+        ] {
+            let e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            { e }.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX))?;
+        }
 
-        let e = encoder.encode_descriptor(
-            "wheelgate_store_artifacts",
-            "Artifacts (files, metadata, provenance) in the store.",
-            None,
-            MetricType::Gauge,
-        )?;
-        { e }.encode_gauge(&(self.gauges.store_artifacts as i64))?;
-
-        let mut e = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "wheelgate_uploads",
             "Uploads to hosted repositories, by repository and outcome.",
-            None,
-            MetricType::Counter,
+            per_repository(
+                &repositories,
+                &UploadOutcome::ALL,
+                "outcome",
+                UploadOutcome::as_str,
+                |repo, index| load(&repo.uploads[index]),
+            ),
+            false,
         )?;
-        for repo in &repositories {
-            for outcome in UploadOutcome::ALL {
-                let value = repo.uploads[outcome as usize].load(Ordering::Relaxed);
-                if value > 0 {
-                    let labels = [("repository", repo.name()), ("outcome", outcome.as_str())];
-                    counter(&mut e, &labels, value)?;
-                }
-            }
-        }
 
-        let mut e = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "wheelgate_config_reloads",
             "Configuration reloads, by result.",
-            None,
-            MetricType::Counter,
+            ReloadResult::ALL.map(|result| {
+                (
+                    [("result", result.as_str())],
+                    load(&metrics.reloads[result as usize]),
+                )
+            }),
+            true,
         )?;
-        for result in ReloadResult::ALL {
-            let value = metrics.reloads[result as usize].load(Ordering::Relaxed);
-            counter(&mut e, &[("result", result.as_str())], value)?;
-        }
 
         let e = encoder.encode_descriptor(
             "wheelgate_auth_failures",
@@ -241,7 +281,7 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?;
-        let failures = metrics.auth_failures.load(Ordering::Relaxed);
+        let failures = load(&metrics.auth_failures);
         { e }.encode_counter::<NoLabelSet, u64, u64>(&failures, None)?;
         Ok(())
     }

@@ -62,6 +62,8 @@ pub struct StatusView {
     pub cache_requests: u64,
     pub rules: usize,
     pub hidden_files: u64,
+    /// Slow password verifications since start (successful ones are remembered for minutes).
+    pub password_checks: u64,
     pub denials: Vec<DenialRecord>,
     pub upstream_errors: Vec<UpstreamErrorRecord>,
 }
@@ -139,6 +141,7 @@ pub fn view(app: &App, host: Option<&str>) -> StatusView {
         hidden_files: counters
             .hidden_files
             .load(std::sync::atomic::Ordering::Relaxed),
+        password_checks: repositories.users().verifications(),
         denials: metrics.recent_denials(),
         upstream_errors: metrics.recent_upstream_errors(),
     }

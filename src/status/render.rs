@@ -96,10 +96,10 @@ fn state(state: RepoState) -> String {
 }
 
 fn denial_row(out: &mut String, denial: &DenialRecord) {
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span class=\"muted\">{}</span>\
-         </td><td>{}</td></tr>\n",
+         </td><td>{}</td></tr>",
         time(denial.at),
         text(&denial.repository),
         text(&denial.package),
@@ -111,9 +111,9 @@ fn denial_row(out: &mut String, denial: &DenialRecord) {
 }
 
 fn upstream_error_row(out: &mut String, error: &UpstreamErrorRecord) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<tr><td>{}</td><td>{}</td><td class=\"wrap\">{}</td><td>{}</td></tr>\n",
+        "<tr><td>{}</td><td>{}</td><td class=\"wrap\">{}</td><td>{}</td></tr>",
         time(error.at),
         text(&error.repository),
         text(&error.url),
@@ -155,7 +155,7 @@ pub fn render(view: &StatusView) -> String {
     } else {
         "—".to_owned()
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<section class=\"cards\">\
          <div class=\"card\" id=\"store\">Store<b>{} of {}</b>\
@@ -163,9 +163,9 @@ pub fn render(view: &StatusView) -> String {
          <span class=\"muted\">{} files, {} pages</span></div>\
          <div class=\"card\" id=\"hit-rate\">Cache hit rate since start<b>{hit_rate}</b>\
          <span class=\"muted\">{} of {} pages and files served from the cache</span></div>\
-         <div class=\"card\" id=\"policy\">Download rules<b>{}</b>\
+         <div class=\"card\" id=\"policy\">Download rules<b>{} rules in force</b>\
          <span class=\"muted\">{} files left out of pages since start</span></div>\
-         </section>\n",
+         </section>",
         bytes(store.artifact_bytes),
         bytes(store.max_size),
         store.artifacts,
@@ -188,10 +188,10 @@ pub fn render(view: &StatusView) -> String {
         } else {
             ""
         };
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr><td><a href=\"{}/simple/\">{}</a>{default}</td><td>{}</td>\
-             <td class=\"wrap\">{}</td><td>{}</td></tr>\n",
+             <td class=\"wrap\">{}</td><td>{}</td></tr>",
             attr(&repo.name),
             text(&repo.name),
             repo.kind,
@@ -258,8 +258,13 @@ pub fn render(view: &StatusView) -> String {
 
     out.push_str(
         "<footer class=\"muted\"><a href=\"-/metrics\">metrics</a> · \
-         <a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a></footer>\n\
-         </body></html>\n",
+         <a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a>",
+    );
+    let _ = write!(
+        out,
+        " · slow password verifications: {} (successful ones are remembered for a few \
+         minutes)</footer>\n</body></html>\n",
+        view.password_checks
     );
     out
 }
@@ -305,6 +310,7 @@ mod tests {
             cache_requests: 4,
             rules: 2,
             hidden_files: 5,
+            password_checks: 1,
             denials: vec![DenialRecord {
                 at: now,
                 repository: "pypi".into(),
