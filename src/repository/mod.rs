@@ -152,8 +152,6 @@ pub struct Description {
 /// Counters that outlive configuration reloads.
 #[derive(Default)]
 pub struct Counters {
-    /// Downloads refused by a rule (direct file requests and pages left empty).
-    pub denials: AtomicU64,
     /// Files left out of pages by a rule.
     pub hidden_files: AtomicU64,
     /// What `/-/metrics` and the status page show.

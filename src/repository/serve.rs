@@ -122,7 +122,6 @@ impl Repositories {
             }
         });
         if let Some(refusal) = &page.rendered().denied {
-            self.counters.denials.fetch_add(1, Ordering::Relaxed);
             self.metrics().record_denial(Denial {
                 repository: name,
                 package: project,
@@ -198,7 +197,6 @@ impl Repositories {
             self.policy
                 .decide_through(through, &facts, SystemTime::now())
         {
-            self.counters.denials.fetch_add(1, Ordering::Relaxed);
             self.metrics().record_denial(Denial {
                 repository: name,
                 package: &located.page.value.name,
