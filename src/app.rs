@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::access::Users;
 use crate::config::{self, Config, ConfigError};
+use crate::metrics::ReloadResult;
 use crate::policy::{Policy, PolicyError};
 use crate::repository::remote::flight::Flights;
 use crate::repository::{self, BuildError, Counters, Repositories};
@@ -182,8 +183,18 @@ impl Live {
     }
 
     /// Reads, validates and builds the configuration file again and swaps it in. On any error
-    /// the configuration in force stays and the error is returned (the caller logs it).
+    /// the configuration in force stays and the error is returned (the caller logs it). Either
+    /// way the reload is counted in `wheelgate_config_reloads_total`.
     pub fn reload(&self) -> Result<(), AppError> {
+        let reloaded = self.load_and_swap();
+        self.counters.metrics.record_reload(match reloaded {
+            Ok(()) => ReloadResult::Success,
+            Err(_) => ReloadResult::Failure,
+        });
+        reloaded
+    }
+
+    fn load_and_swap(&self) -> Result<(), AppError> {
         let config = config::load(&self.config_path)?;
         let previous = self.current();
         let restart_only = previous.config.restart_only_changes(&config);

@@ -3,15 +3,15 @@
 //! ranges, the headers clients and operators read). What may be served is decided in
 //! `crate::repository`, never here.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt as _;
 use http::header::{
     HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, AUTHORIZATION,
-    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE, VARY,
-    WWW_AUTHENTICATE,
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, RANGE,
+    VARY, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -23,6 +23,7 @@ use crate::access::{Caller, CHALLENGE};
 use crate::app::App;
 use crate::config::RepoName;
 use crate::logging::access::{self, AccessRecord};
+use crate::metrics::{self, CacheKind, Gauges, Metrics, RepoMetrics, Source, UploadOutcome};
 use crate::repository::{
     ArtifactBody, CacheStatus, Content, FileBody, FileRequest, Page, PageRequest, Published,
     Rendered, ServeError, UploadRequest, WouldDeny, VARY_PAGE, X_WHEELGATE_AUDIT,
@@ -46,7 +47,11 @@ where
     let (parts, body) = request.into_parts();
     let request = Request::from_parts(parts, ());
     let method = request.method().clone();
-    let mut response = dispatch(&app, &request, body).await;
+    let Dispatched {
+        mut response,
+        route,
+        repo,
+    } = dispatch(&app, &request, body).await;
     if method == Method::HEAD {
         // Keep the headers (Content-Length included) and drop the body.
         *response.body_mut() = response::empty();
@@ -54,17 +59,48 @@ where
     let header = |name: &HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok());
     // `bytes` is the announced length (none for a stream of unknown length); `elapsed` is the
     // time to the response head: a streamed file's transfer goes on after this line.
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    app.repositories
+        .metrics()
+        .record_request(repo, route, status, elapsed);
     access::write(&AccessRecord {
         method: method.as_str(),
         path: request.uri().path(),
-        status: response.status().as_u16(),
+        status,
         bytes: header(&CONTENT_LENGTH).and_then(|v| v.parse().ok()),
         cache: header(&X_WHEELGATE_CACHE).unwrap_or("-"),
         denied_by: header(&X_WHEELGATE_DENIED).unwrap_or("-"),
         audit: header(&X_WHEELGATE_AUDIT),
-        elapsed: started.elapsed(),
+        elapsed,
     });
     response
+}
+
+/// A response with what the request metrics are labelled by.
+struct Dispatched<'a> {
+    response: Response<Body>,
+    route: metrics::Route,
+    /// The counters of the repository the request named (those of no repository otherwise).
+    repo: &'a RepoMetrics,
+}
+
+/// The `route` label of a route, and the repository it names.
+fn labels_of(route: &Route) -> (metrics::Route, Option<Option<&RepoName>>) {
+    match route {
+        Route::Home => (metrics::Route::Status, None),
+        Route::Health => (metrics::Route::Health, None),
+        Route::Ready => (metrics::Route::Ready, None),
+        Route::Metrics => (metrics::Route::Metrics, None),
+        Route::Index(repo) => (metrics::Route::Index, Some(named(repo))),
+        Route::Project(repo, _) => (metrics::Route::Project, Some(named(repo))),
+        Route::File(file) => match file.part {
+            FilePart::Metadata => (metrics::Route::Metadata, Some(Some(&file.repo))),
+            FilePart::File | FilePart::Provenance => (metrics::Route::File, Some(Some(&file.repo))),
+        },
+        Route::Repository(repo) => (metrics::Route::Upload, Some(Some(repo))),
+        Route::Redirect(_) | Route::LegacyJson => (metrics::Route::Other, None),
+    }
 }
 
 /// The methods each kind of route answers.
@@ -79,32 +115,68 @@ fn method_not_allowed(method: &Method, allow: &'static str) -> Response<Body> {
     response
 }
 
-async fn dispatch<B>(app: &App, request: &Request<()>, body: B) -> Response<Body>
+async fn dispatch<'a, B>(app: &'a App, request: &Request<()>, body: B) -> Dispatched<'a>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    let repositories = &app.repositories;
+    let metrics = repositories.metrics();
+    let unlabelled = |response| Dispatched {
+        response,
+        route: metrics::Route::Other,
+        repo: metrics.no_repository(),
+    };
     let route = match route::parse(request.uri().path()) {
         Ok(route) => route,
         Err(RouteError::BadRequest(reason)) => {
-            return response::error(StatusCode::BAD_REQUEST, &reason)
+            return unlabelled(response::error(StatusCode::BAD_REQUEST, &reason))
         }
         Err(RouteError::NotFound(reason)) => {
-            return response::error(StatusCode::NOT_FOUND, &reason)
+            return unlabelled(response::error(StatusCode::NOT_FOUND, &reason))
         }
+    };
+    let (label, named_repo) = labels_of(&route);
+    let repo = match named_repo {
+        Some(name) => repositories.repo_metrics(name),
+        None => metrics.no_repository(),
+    };
+    let labelled = |response, route| Dispatched {
+        response,
+        route,
+        repo,
     };
     let head = match (request.method(), &route) {
         (&Method::GET, _) => false,
         (&Method::HEAD, _) => true,
-        (&Method::POST, Route::Repository(repo)) => {
+        (&Method::POST, Route::Repository(name)) => {
             // Boxed: an upload's state is large and rare, and every connection's in-flight
             // request is sized to the largest path it may take.
-            return Box::pin(upload(app, request, repo, body))
-                .await
-                .unwrap_or_else(failure);
+            let published = Box::pin(upload(app, request, name, body)).await;
+            let outcome = match &published {
+                Ok(Published::Created) => UploadOutcome::Created,
+                Ok(Published::Identical) => UploadOutcome::Identical,
+                Err(error) if error.status().is_server_error() => UploadOutcome::Failed,
+                Err(_) => UploadOutcome::Rejected,
+            };
+            metrics.record_upload(repo, outcome);
+            return labelled(
+                published.map(published_response).unwrap_or_else(failure),
+                label,
+            );
         }
-        (method, Route::Repository(_)) => return method_not_allowed(method, "GET, HEAD, POST"),
-        (method, _) => return method_not_allowed(method, "GET, HEAD"),
+        (method, Route::Repository(_)) => {
+            return labelled(
+                method_not_allowed(method, "GET, HEAD, POST"),
+                metrics::Route::Other,
+            )
+        }
+        (method, _) => return labelled(method_not_allowed(method, "GET, HEAD"), label),
+    };
+    // A GET of `/<repo>/` is a redirect to its index, not an upload.
+    let label = match route {
+        Route::Repository(_) => metrics::Route::Other,
+        _ => label,
     };
     // Health, readiness and redirects answer everyone; every other route is for a caller
     // who may read.
@@ -121,7 +193,7 @@ where
     } else {
         match caller(app, request).await {
             Ok(caller) => caller,
-            Err(error) => return failure(error),
+            Err(error) => return labelled(failure(error), label),
         }
     };
     let result = match route {
@@ -143,12 +215,26 @@ where
              Accept: application/vnd.pypi.simple.v1+json)",
         )),
         Route::Repository(repo) => Ok(response::redirect(&format!("/{repo}/simple/"))),
-        Route::Home => home(app, &caller),
-        Route::Index(repo) => index_page(app, &caller, &repo, request).await,
-        Route::Project(repo, project) => project_page(app, &caller, &repo, &project, request).await,
-        Route::File(file) => serve_file(app, &caller, &file, head, request).await,
+        Route::Home => home(app, &caller, request),
+        Route::Metrics => exposition(app, &caller),
+        Route::Index(name) => {
+            let served = Served { repo, head };
+            index_page(app, &caller, &name, request, served).await
+        }
+        Route::Project(name, project) => {
+            let served = Served { repo, head };
+            project_page(app, &caller, &name, &project, request, served).await
+        }
+        Route::File(file) => serve_file(app, &caller, &file, head, request, repo).await,
     };
-    result.unwrap_or_else(failure)
+    labelled(result.unwrap_or_else(failure), label)
+}
+
+/// How a page request is counted: for its repository, and (unless HEAD) its bytes.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    repo: &'a RepoMetrics,
+    head: bool,
 }
 
 /// Who sent the request, from its `Authorization` header.
@@ -158,7 +244,11 @@ async fn caller<B>(app: &App, request: &Request<B>) -> Result<Caller, ServeError
     };
     // Boxed: a password check's state is large, and only credentialed requests take it.
     let users = app.repositories.users();
-    Ok(Box::pin(users.authenticate(Some(authorization.as_bytes()))).await?)
+    let authenticated = Box::pin(users.authenticate(Some(authorization.as_bytes()))).await;
+    if authenticated.is_err() {
+        app.repositories.metrics().record_auth_failure();
+    }
+    Ok(authenticated?)
 }
 
 /// `POST /<repo>/`: the legacy upload API.
@@ -167,7 +257,7 @@ async fn upload<B>(
     request: &Request<()>,
     repo: &RepoName,
     body: B,
-) -> Result<Response<Body>, ServeError>
+) -> Result<Published, ServeError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -182,8 +272,7 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let published = app
-        .repositories
+    app.repositories
         .upload(
             &caller,
             UploadRequest {
@@ -193,16 +282,16 @@ where
                 body: body.into_data_stream(),
             },
         )
-        .await?;
+        .await
+}
+
+/// The answer to a successful upload.
+fn published_response(published: Published) -> Response<Body> {
     let text = match published {
         Published::Created => "published\n",
         Published::Identical => "already published with the same content; nothing changed\n",
     };
-    Ok(response::with_body(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        text,
-    ))
+    response::with_body(StatusCode::OK, "text/plain; charset=utf-8", text)
 }
 
 /// The response for a request the repository layer could not serve.
@@ -279,8 +368,22 @@ fn not_modified<B>(request: &Request<B>, etag: &HeaderValue) -> bool {
 
 /// Sends a page: 304 when the client has it, gzip when it takes it. The headers were built with
 /// the rendering; a group's page served without some members names them.
-fn page_response<B, T>(request: &Request<B>, page: &Page<T>) -> Response<Body> {
+fn page_response<B, T>(
+    request: &Request<B>,
+    page: &Page<T>,
+    metrics: &Metrics,
+    served: Served<'_>,
+) -> Response<Body> {
+    served.repo.record_cache(CacheKind::Page, page.status);
     let mut response = rendered_response(request, page.rendered(), page.status);
+    if !served.head && response.status() == StatusCode::OK {
+        let source = match page.status {
+            CacheStatus::Miss => Source::Upstream,
+            _ => Source::Cache,
+        };
+        let length = hyper::body::Body::size_hint(response.body()).exact();
+        metrics.record_served(source, length.unwrap_or(0));
+    }
     if let Some(members) = &page.unavailable {
         let names: Vec<&str> = members.iter().map(RepoName::as_str).collect();
         // Repository names are header-safe by construction.
@@ -331,12 +434,18 @@ async fn index_page<B>(
     caller: &Caller,
     repo: &RepoRef,
     request: &Request<B>,
+    served: Served<'_>,
 ) -> Result<Response<Body>, ServeError> {
     let page = app
         .repositories
         .index_page(caller, named(repo), format_for(request))
         .await?;
-    Ok(page_response(request, &page))
+    Ok(page_response(
+        request,
+        &page,
+        app.repositories.metrics(),
+        served,
+    ))
 }
 
 async fn project_page<B>(
@@ -345,6 +454,7 @@ async fn project_page<B>(
     repo: &RepoRef,
     project: &ProjectName,
     request: &Request<B>,
+    served: Served<'_>,
 ) -> Result<Response<Body>, ServeError> {
     let page_request = PageRequest {
         format: format_for(request),
@@ -354,7 +464,12 @@ async fn project_page<B>(
         .repositories
         .project_page(caller, named(repo), project, page_request)
         .await?;
-    Ok(page_response(request, &page))
+    Ok(page_response(
+        request,
+        &page,
+        app.repositories.metrics(),
+        served,
+    ))
 }
 
 async fn serve_file<B>(
@@ -363,7 +478,9 @@ async fn serve_file<B>(
     file: &FileRequest,
     head: bool,
     request: &Request<B>,
+    repo: &RepoMetrics,
 ) -> Result<Response<Body>, ServeError> {
+    let metrics = app.repositories.metrics();
     let content_type = match file.part {
         FilePart::File => "application/octet-stream",
         FilePart::Metadata => "text/plain; charset=utf-8",
@@ -380,22 +497,29 @@ async fn serve_file<B>(
             headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
         }
         file_headers(headers, info.sha256, info.stored);
-        headers.insert(
-            X_WHEELGATE_CACHE,
-            if info.stored {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Miss
-            }
-            .header_value(),
-        );
+        let status = if info.stored {
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Miss
+        };
+        repo.record_cache(CacheKind::File, status);
+        headers.insert(X_WHEELGATE_CACHE, status.header_value());
         response
     } else {
         let (served, would_deny) = app.repositories.file(caller, file).await?;
         audit = would_deny;
+        repo.record_cache(CacheKind::File, served.status);
         let mut response = match served.body {
-            FileBody::Stored { size, body } => stored_response(request, served.sha256, size, body),
+            FileBody::Stored { size, body } => {
+                stored_response(request, served.sha256, size, body, metrics)
+            }
             FileBody::Arriving { length, stream } => {
+                // Counted as the bytes reach the client, so a transfer that fails midway
+                // counts what was sent.
+                let counter = metrics.clone();
+                let stream = stream.inspect_ok(move |bytes| {
+                    counter.record_served(Source::Upstream, bytes.len() as u64)
+                });
                 let mut response = Response::new(response::stream(stream));
                 if let Some(length) = length {
                     response
@@ -440,6 +564,7 @@ fn stored_response<B>(
     sha256: Option<Sha256Digest>,
     size: u64,
     body: ArtifactBody,
+    metrics: &Metrics,
 ) -> Response<Body> {
     let header = request.headers().get(RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range::parse(header, size) {
@@ -456,6 +581,7 @@ fn stored_response<B>(
             return response;
         }
     };
+    metrics.record_served(Source::Cache, len);
     let body = match body.read(start, len) {
         Content::Bytes(bytes) => response::full(bytes),
         Content::Stream(stream) => response::stream(stream),
@@ -475,45 +601,36 @@ fn stored_response<B>(
     response
 }
 
-/// The small page a person sees at `/`: open to whoever may read.
-fn home(app: &App, caller: &Caller) -> Result<Response<Body>, ServeError> {
-    let repositories = &app.repositories;
-    repositories.may_see_status(caller)?;
-    let mut rows = String::new();
-    for (name, description) in repositories.describe() {
-        rows.push_str(&format!(
-            "<li><a href=\"{name}/simple/\">{name}</a>: {}, {}</li>\n",
-            description.kind,
-            html_escape::encode_text(&description.detail)
-        ));
-    }
-    let default = repositories.default_name();
-    let stats = repositories.store_stats();
-    let counters = repositories.counters();
-    let denials = counters.denials.load(Ordering::Relaxed);
-    let hidden = counters.hidden_files.load(Ordering::Relaxed);
-    let rules = repositories.rule_count();
-    let body = format!(
-        "<!DOCTYPE html>\n<html><head><title>wheelgate</title></head><body>\n\
-         <h1>wheelgate</h1>\n\
-         <p>Point pip or uv here: <code>--index-url http://&lt;this host&gt;/simple/</code> \
-         (repository <b>{default}</b>).</p>\n<h2>Repositories</h2>\n<ul>\n{rows}</ul>\n\
-         <h2>Store</h2>\n<p>{} files, {} of {} bytes; {} pages.</p>\n\
-         <h2>Download rules</h2>\n<p>{rules} rules in force; {denials} downloads refused and \
-         {hidden} files left out of pages since start.</p>\n\
-         <h2>Users</h2>\n<p>slow password verifications: {verifications} (successful ones \
-         are remembered for a few minutes).</p>\n\
-         <p><a href=\"-/health\">health</a> · <a href=\"-/ready\">ready</a></p>\n</body></html>\n",
-        stats.artifacts,
-        stats.artifact_bytes,
-        stats.max_size,
-        stats.pages,
-        verifications = repositories.users().verifications(),
-    );
+/// The status page at `/`: open to whoever may read.
+fn home<B>(app: &App, caller: &Caller, request: &Request<B>) -> Result<Response<Body>, ServeError> {
+    app.repositories.may_see_status(caller)?;
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let body = crate::status::page(app, host);
     Ok(response::with_body(
         StatusCode::OK,
         "text/html; charset=utf-8",
         body,
+    ))
+}
+
+/// `/-/metrics`: the Prometheus exposition, readable by whoever may see the status page.
+fn exposition(app: &App, caller: &Caller) -> Result<Response<Body>, ServeError> {
+    let repositories = &app.repositories;
+    repositories.may_see_status(caller)?;
+    let stats = repositories.store_stats();
+    let text = repositories.metrics().encode(Gauges {
+        store_bytes: stats.artifact_bytes,
+        store_artifacts: stats.artifacts,
+        file_joins: repositories.file_joins(),
+    });
+    Ok(response::with_body(
+        StatusCode::OK,
+        metrics::CONTENT_TYPE,
+        text,
     ))
 }
 

@@ -55,6 +55,8 @@ pub enum Route {
     Home,
     Health,
     Ready,
+    /// `/-/metrics`: the Prometheus exposition.
+    Metrics,
     Index(RepoRef),
     Project(RepoRef, ProjectName),
     File(FileRequest),
@@ -133,6 +135,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         [""] => Ok(Route::Home),
         ["-", "health"] => Ok(Route::Health),
         ["-", "ready"] => Ok(Route::Ready),
+        ["-", "metrics"] => Ok(Route::Metrics),
         ["simple"] => Ok(Route::Redirect("/simple/".to_owned())),
         ["simple", ""] => Ok(Route::Index(RepoRef::Default)),
         ["simple", project] => project_redirect(RepoRef::Default, project),
@@ -502,5 +505,6 @@ mod tests {
         assert_eq!(parse("/"), Ok(Route::Home));
         assert_eq!(parse("/-/health"), Ok(Route::Health));
         assert_eq!(parse("/-/ready"), Ok(Route::Ready));
+        assert_eq!(parse("/-/metrics"), Ok(Route::Metrics));
     }
 }

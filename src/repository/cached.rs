@@ -64,11 +64,11 @@ pub const VARY_PAGE: &str = "Accept, Accept-Encoding";
 /// a small header map and of `Bytes`, not a handful of header insertions.
 pub struct Rendered {
     identity: Variant,
-    /// Set when the download rules refuse the page as a whole: the rules, as a refusal names them.
-    pub denied: Option<String>,
+    /// Set when the download rules refuse the page as a whole.
+    pub denied: Option<Refusal>,
     /// Set when audited rules would have left files out of the page, or refused it: the rules,
     /// as a refusal would name them. The page is served whole, with [`X_WHEELGATE_AUDIT`].
-    pub audited: Option<String>,
+    pub audited: Option<Refusal>,
     gzip: OnceLock<Variant>,
     content_type: HeaderValue,
 }
@@ -101,9 +101,18 @@ impl Variant {
     }
 }
 
+/// Why a page is refused whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rules, as a refusal names them to the client.
+    pub rules: String,
+    /// The rules' names alone, for the `name` label of the denials metric.
+    pub names: String,
+}
+
 impl Rendered {
-    /// A page the rules refuse whole; `rules` names them.
-    pub fn denied(rules: String) -> Rendered {
+    /// A page the rules refuse whole.
+    pub fn denied(refusal: Refusal) -> Rendered {
         let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
         Rendered {
             identity: Variant::new(
@@ -112,7 +121,7 @@ impl Rendered {
                 &content_type,
                 false,
             ),
-            denied: Some(rules),
+            denied: Some(refusal),
             audited: None,
             gzip: OnceLock::new(),
             content_type,
@@ -134,13 +143,13 @@ impl Rendered {
         }
     }
 
-    /// The rendering of a page that audited rules would have changed: `rules` names them, in
+    /// The rendering of a page that audited rules would have changed: `audit` names them, in
     /// [`Rendered::audited`] and in the `X-Wheelgate-Audit` header of every variant.
-    pub fn with_audit(mut self, rules: String) -> Rendered {
-        if let Ok(value) = HeaderValue::from_str(&rules) {
+    pub fn with_audit(mut self, audit: Refusal) -> Rendered {
+        if let Ok(value) = HeaderValue::from_str(&audit.rules) {
             self.identity.headers.insert(X_WHEELGATE_AUDIT, value);
         }
-        self.audited = Some(rules);
+        self.audited = Some(audit);
         self
     }
 

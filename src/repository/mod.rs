@@ -30,6 +30,7 @@ use url::Url;
 
 use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
+use crate::metrics::{Metrics, RepoMetrics};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
@@ -52,7 +53,7 @@ pub use error::ServeError;
 pub use file::{ArtifactBody, Content, FileBody};
 pub use hosted::Published;
 pub use publish::UploadRequest;
-pub use serve::{AuditedBy, FileRequest, PageRequest, WouldDeny};
+pub use serve::{FileRequest, PageRequest, WouldDeny};
 
 /// What every kind of repository answers. Errors are the layer's, so that a group can pass a
 /// member's failure on unchanged.
@@ -152,13 +153,10 @@ pub struct Description {
 /// Counters that outlive configuration reloads.
 #[derive(Default)]
 pub struct Counters {
-    /// Downloads refused by a rule (direct file requests and pages left empty).
-    pub denials: AtomicU64,
     /// Files left out of pages by a rule.
     pub hidden_files: AtomicU64,
-    /// Requests served although an audited rule (or package group) would have refused them or
-    /// left files out of them (counted by `Repositories::count_would_deny`, by kind in its log).
-    pub would_denies: AtomicU64,
+    /// What `/-/metrics` and the status page show.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The repositories of one configuration, with the rules and limits they share.
@@ -166,6 +164,10 @@ pub struct Repositories {
     /// In configuration order. A configuration has a handful of repositories: scanning them
     /// costs less than hashing the name a request gives.
     list: Vec<(RepoName, Repository)>,
+    /// The counters of each repository, in the order of `list`.
+    repo_metrics: Vec<Arc<RepoMetrics>>,
+    /// The counters of the default repository, found without a scan.
+    default_metrics: Arc<RepoMetrics>,
     default: RepoName,
     policy: Policy,
     /// Absolute links under this base instead of links relative to each page.
@@ -174,6 +176,8 @@ pub struct Repositories {
     rule_count: usize,
     store: Store,
     counters: Arc<Counters>,
+    /// The downloads in flight (the process's), for their join count.
+    flights: Arc<Flights>,
     /// Who may read and publish where.
     users: Arc<Users>,
     /// Bounds on an upload's body and on what is read from it.
@@ -238,6 +242,7 @@ impl Repositories {
         users: Arc<Users>,
     ) -> Result<Repositories, BuildError> {
         let memory = page_memory_per_repository(config);
+        let metrics = &counters.metrics;
         // Slots for concurrent upstream file transfers, shared by every remote.
         let fetch_slots = Arc::new(Semaphore::new(config.server.max_concurrent_fetches));
         // The repositories that hold files first: groups are made of them.
@@ -252,6 +257,7 @@ impl Repositories {
                         flights.clone(),
                         fetch_slots.clone(),
                         memory,
+                        metrics.clone(),
                     )
                     .map_err(|source| BuildError {
                         repo: repo.name.clone(),
@@ -298,7 +304,14 @@ impl Repositories {
             };
             list.push((repo.name.clone(), built));
         }
+        let repo_metrics = list
+            .iter()
+            .map(|(name, _)| metrics.repository(name))
+            .collect();
         Ok(Repositories {
+            repo_metrics,
+            default_metrics: metrics.repository(&config.server.default_repository),
+            flights,
             users,
             upload_limits: crate::upload::Limits::with_max_upload_size(
                 config.server.max_upload_size,
@@ -396,6 +409,30 @@ impl Repositories {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.counters.metrics
+    }
+
+    /// The counters of the repository a request names (the default one for `None`); those of
+    /// no repository for a name not configured. A scan of a handful of names, like
+    /// [`Repositories::find`]; the default repository's are at hand.
+    pub fn repo_metrics(&self, name: Option<&RepoName>) -> &RepoMetrics {
+        let Some(name) = name else {
+            return &self.default_metrics;
+        };
+        self.list
+            .iter()
+            .position(|(known, _)| known == name)
+            .and_then(|index| self.repo_metrics.get(index))
+            .unwrap_or(self.counters.metrics.no_repository())
+    }
+
+    /// How many requests joined a file download another request had started.
+    pub fn file_joins(&self) -> u64 {
+        self.flights.joins()
     }
 
     /// How many download rules are in force.

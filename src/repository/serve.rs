@@ -11,11 +11,13 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::cached::{Page, RenderKey, Rendered};
+use super::cached::{Page, Refusal, RenderKey, Rendered};
 use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::access::{Caller, Role};
 use crate::config::RepoName;
+use crate::config::Mode;
+use crate::metrics::{Denial, DenialKind};
 use crate::policy::enforce::{describe_rules, filter_page_through, Filtered, PageDecision};
 use crate::policy::{Decision, FileFacts};
 use crate::simple::digest::FileKey;
@@ -42,24 +44,20 @@ pub struct PageRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WouldDeny(pub String);
 
-/// What kind of audited policy would have refused a request: the label the would-deny is
-/// counted under (`wheelgate_denials_total{kind="rule",mode="audit"}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditedBy {
-    /// A `[[rule]]` in `mode = "audit"`.
-    Rule,
-    /// A `[[package_group]]` in `mode = "audit"`.
-    PackageGroup,
-}
-
-impl AuditedBy {
-    /// The metric label: `rule` or `package_group`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditedBy::Rule => "rule",
-            AuditedBy::PackageGroup => "package_group",
-        }
-    }
+/// A request served although audited policy would have refused it or left files out of it:
+/// what [`Repositories::count_would_deny`] records.
+pub(crate) struct WouldDenyOf<'a> {
+    /// A `[[rule]]` or an origin control (a `[[package_group]]`) in `mode = "audit"`.
+    pub kind: DenialKind,
+    pub repository: &'a RepoName,
+    pub package: &'a ProjectName,
+    pub version: Option<&'a str>,
+    /// What was served: `page`, or the file (or its metadata) by name.
+    pub what: &'a str,
+    /// The rules' or group's bare names, for the metric's `name` label.
+    pub names: &'a str,
+    /// The same as a refusal names them, for the log.
+    pub by: &'a str,
 }
 
 /// A file request: `/<repo>/files/<project>/<key>/<filename>[.metadata|.provenance]`, as typed
@@ -143,30 +141,51 @@ impl Repositories {
                         .fetch_add(hidden as u64, Ordering::Relaxed);
                     render(&page)
                 }
-                Filtered::Refused { rules } => Rendered::denied(describe_rules(&rules)),
+                Filtered::Refused { rules } => Rendered::denied(Refusal {
+                    rules: describe_rules(&rules),
+                    names: rule_names(&rules),
+                }),
             };
             if would_deny.is_empty() {
                 rendered
             } else {
-                rendered.with_audit(describe_rules(&would_deny))
+                rendered.with_audit(Refusal {
+                    rules: describe_rules(&would_deny),
+                    names: rule_names(&would_deny),
+                })
             }
         });
-        if let Some(rules) = &page.rendered().denied {
-            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+        if let Some(refusal) = &page.rendered().denied {
+            self.metrics().record_denial(Denial {
+                repository: name,
+                package: project,
+                version: None,
+                kind: DenialKind::Rule,
+                name: &refusal.names,
+                mode: Mode::Enforce,
+            });
             tracing::info!(
                 repository = %name,
                 package = %project,
-                rules = %rules,
+                rules = %refusal.rules,
                 "page refused: the download rules allow none of its files"
             );
             return Err(ServeError::Denied {
                 what: format!("every file of {project} in repository {name}"),
-                rules: rules.clone(),
+                rules: refusal.rules.clone(),
                 cache: Some(page.status),
             });
         }
-        if let Some(rules) = &page.rendered().audited {
-            self.count_would_deny(AuditedBy::Rule, name, project, "page", rules);
+        if let Some(audit) = &page.rendered().audited {
+            self.count_would_deny(WouldDenyOf {
+                kind: DenialKind::Rule,
+                repository: name,
+                package: project,
+                version: None,
+                what: "page",
+                names: &audit.names,
+                by: &audit.rules,
+            });
         }
         Ok(page)
     }
@@ -227,11 +246,26 @@ impl Repositories {
         if let Some(by) = decision.would_deny() {
             let rules = by.to_string();
             let what = request.part.of(&entry.filename).to_string();
-            self.count_would_deny(AuditedBy::Rule, name, &request.project, &what, &rules);
+            self.count_would_deny(WouldDenyOf {
+                kind: DenialKind::Rule,
+                repository: name,
+                package: &request.project,
+                version: facts.version,
+                what: &what,
+                names: by.rule.as_str(),
+                by: &rules,
+            });
             return Ok((repository, located, Some(WouldDeny(rules))));
         }
         if let Decision::Deny { by } = decision {
-            self.counters.denials.fetch_add(1, Ordering::Relaxed);
+            self.metrics().record_denial(Denial {
+                repository: name,
+                package: &located.page.value.name,
+                version: facts.version,
+                kind: DenialKind::Rule,
+                name: by.rule.as_str(),
+                mode: Mode::Enforce,
+            });
             tracing::info!(
                 repository = %name,
                 package = %located.page.value.name,
@@ -249,29 +283,29 @@ impl Repositories {
         Ok((repository, located, None))
     }
 
-    /// The one place a would-deny is recorded: a request served although audited rules (or
-    /// audited package groups, `kind`) would have refused `what` of `package` in `repository`
-    /// or left files out of it; `by` names them. Counted in [`super::Counters::would_denies`]
-    /// and logged; the access-log line of the request names them after `audit=`.
-    pub(crate) fn count_would_deny(
-        &self,
-        kind: AuditedBy,
-        repository: &RepoName,
-        package: &ProjectName,
-        what: &str,
-        by: &str,
-    ) {
-        self.counters.would_denies.fetch_add(1, Ordering::Relaxed);
+    /// The one place a would-deny is recorded: a request served although audited rules or
+    /// audited package groups would have refused it or left files out of it. Counted in
+    /// `wheelgate_denials_total{mode="audit"}`, listed on the status page and logged; the
+    /// access-log line of the request names them after `audit=`.
+    pub(crate) fn count_would_deny(&self, audit: WouldDenyOf<'_>) {
+        self.metrics().record_denial(Denial {
+            repository: audit.repository,
+            package: audit.package,
+            version: audit.version,
+            kind: audit.kind,
+            name: audit.names,
+            mode: Mode::Audit,
+        });
         tracing::info!(
-            kind = kind.as_str(),
-            repository = %repository,
-            package = %package,
-            what,
-            audit = by,
+            kind = audit.kind.as_str(),
+            repository = %audit.repository,
+            package = %audit.package,
+            what = audit.what,
+            audit = audit.by,
             "served in audit mode: an audited {} would deny this",
-            match kind {
-                AuditedBy::Rule => "rule",
-                AuditedBy::PackageGroup => "package group",
+            match audit.kind {
+                DenialKind::Rule => "rule",
+                DenialKind::Origin => "package group",
             }
         );
     }
@@ -287,4 +321,11 @@ impl Repositories {
             0
         }
     }
+}
+
+/// The names of the rules that refused a page, for the denials metric: `a` or `a,b`.
+fn rule_names(rules: &[crate::policy::RuleRef]) -> String {
+    let mut names: Vec<&str> = rules.iter().map(|r| r.rule.as_str()).collect();
+    names.dedup();
+    names.join(",")
 }

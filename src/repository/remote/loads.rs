@@ -19,6 +19,7 @@ use moka::sync::Cache;
 use super::RemoteError;
 use crate::config::RepoName;
 use crate::lock;
+use crate::metrics::Metrics;
 
 /// Hashes page keys. Every page request hashes its project name; std's SipHash cost more than
 /// the rest of the lookup. foldhash is seeded per process, so names chosen by a client cannot be
@@ -34,6 +35,8 @@ pub(super) struct Loads<K, V> {
     repo: RepoName,
     cache: Cache<K, V, PageHasher>,
     running: Arc<Mutex<HashMap<K, SharedLoad<V>, PageHasher>>>,
+    /// Where a request that joins a load under way is counted.
+    metrics: Arc<Metrics>,
 }
 
 impl<K, V> Loads<K, V>
@@ -41,11 +44,16 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub(super) fn new(repo: RepoName, cache: Cache<K, V, PageHasher>) -> Loads<K, V> {
+    pub(super) fn new(
+        repo: RepoName,
+        cache: Cache<K, V, PageHasher>,
+        metrics: Arc<Metrics>,
+    ) -> Loads<K, V> {
         Loads {
             repo,
             cache,
             running: Arc::new(Mutex::new(HashMap::default())),
+            metrics,
         }
     }
 
@@ -70,7 +78,10 @@ where
                 return Ok((value, false));
             }
             match running.get(key) {
-                Some(flight) => (flight.clone(), false),
+                Some(flight) => {
+                    self.metrics.record_page_join();
+                    (flight.clone(), false)
+                }
                 None => {
                     let flight = self.start(key.clone(), load());
                     running.insert(key.clone(), flight.clone());
@@ -131,6 +142,7 @@ mod tests {
             Cache::builder()
                 .max_capacity(100)
                 .build_with_hasher(PageHasher::default()),
+            Arc::default(),
         )
     }
 

@@ -28,6 +28,7 @@ use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
+use crate::metrics::{Metrics, RepoMetrics, UpstreamOutcome};
 use crate::repository::cached::{CacheStatus, Cached, PageView};
 use crate::repository::file::{FileBody, FileInfo, Located, ServedFile};
 use crate::repository::{shown_upstream, Description, Kind, ServeError};
@@ -212,6 +213,38 @@ struct Loader {
     upstream: Option<Upstream>,
     store: Store,
     ttl: Duration,
+    meter: UpstreamMeter,
+}
+
+/// Where a remote's upstream requests are counted, timed, and (when they fail) listed for the
+/// status page.
+#[derive(Clone)]
+struct UpstreamMeter {
+    metrics: Arc<Metrics>,
+    repo: Arc<RepoMetrics>,
+}
+
+impl UpstreamMeter {
+    /// Records one upstream request that took `elapsed`; `ok` is the outcome of a success.
+    fn record<T>(
+        &self,
+        url: &url::Url,
+        result: &Result<T, UpstreamError>,
+        ok: impl FnOnce(&T) -> UpstreamOutcome,
+        elapsed: Duration,
+    ) {
+        let outcome = match result {
+            Ok(value) => ok(value),
+            Err(error) if error.is_not_found() => UpstreamOutcome::NotFound,
+            Err(UpstreamError::Timeout { .. }) => UpstreamOutcome::Timeout,
+            Err(_) => UpstreamOutcome::Error,
+        };
+        self.metrics.record_upstream(&self.repo, outcome, elapsed);
+        if let (Err(error), false) = (result, outcome.is_success()) {
+            self.metrics
+                .record_upstream_error(&self.repo, &RedactedUrl::new(url), error);
+        }
+    }
 }
 
 /// One remote repository.
@@ -255,6 +288,7 @@ impl Remote {
         flights: Arc<Flights>,
         fetch_slots: Arc<Semaphore>,
         memory: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<Remote, UpstreamError> {
         let upstream = upstream_settings(&name, config)
             .map(Upstream::new)
@@ -274,15 +308,20 @@ impl Remote {
             .expire_after(freshness)
             .build_with_hasher(PageHasher::default());
         let (pages, index) = (
-            Loads::new(name.clone(), pages),
-            Loads::new(name.clone(), index),
+            Loads::new(name.clone(), pages, metrics.clone()),
+            Loads::new(name.clone(), index, metrics.clone()),
         );
+        let meter = UpstreamMeter {
+            repo: metrics.repository(&name),
+            metrics,
+        };
         Ok(Remote {
             loader: Loader {
                 repo: name,
                 upstream,
                 store,
                 ttl: config.index_ttl,
+                meter,
             },
             flights,
             fetch_slots,
@@ -441,12 +480,16 @@ impl Remote {
         let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
         let slots = self.fetch_slots.clone();
         let held = slot.clone();
+        let meter = self.loader.meter.clone();
         let source = async move {
             let permit = slots.acquire_owned().await.ok();
             if let Ok(mut guard) = held.lock() {
                 *guard = permit;
             }
-            upstream.fetch_file(&url).await
+            let started = Instant::now();
+            let fetched = upstream.fetch_file(&url).await;
+            meter.record(&url, &fetched, |_| UpstreamOutcome::Ok, started.elapsed());
+            fetched
         };
         let record = ArtifactRecord {
             sha256: declared.unwrap_or(url_key),
@@ -715,10 +758,17 @@ impl Loader {
         });
         let conditional = validators.as_ref().filter(|v| !v.is_empty());
         let now = SystemTime::now();
-        match upstream
+        let started = Instant::now();
+        let fetched = upstream
             .fetch_page(&url, UPSTREAM_ACCEPT, conditional, limit)
-            .await
-        {
+            .await;
+        let outcome = |fetch: &PageFetch| match fetch {
+            PageFetch::Fresh { .. } => UpstreamOutcome::Ok,
+            PageFetch::NotModified { .. } => UpstreamOutcome::NotModified,
+        };
+        self.meter
+            .record(&url, &fetched, outcome, started.elapsed());
+        match fetched {
             Ok(PageFetch::NotModified { validators, .. }) => {
                 let Some(page) = stored else {
                     return Err(RemoteError::UnexpectedNotModified {
@@ -772,6 +822,7 @@ impl Loader {
             }
             Err(error) => match &stored {
                 Some(page) => {
+                    self.meter.repo.record_stale();
                     tracing::warn!(
                         repository = %repo,
                         %error,
