@@ -14,6 +14,7 @@
 //! involves several keys, and `error` words what can go wrong.
 
 mod error;
+mod package_origin;
 mod parse;
 mod raw;
 mod rule;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use error::{ConfigError, Problem};
+pub use package_origin::PackageOriginConfig;
 pub use rule::{Action, Operation, RuleConfig, RuleName, RuleNameError, MAX_RULE_NAME_LEN};
 pub use user::{
     Credential, HashScheme, PasswordHash, PasswordHashError, Role, Roles, UserConfig, UserName,
@@ -56,6 +58,9 @@ pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     /// `[[rule]]` download rules (SPEC §5), in file order; compiled by `crate::policy`.
     pub rules: Vec<RuleConfig>,
+    /// `[[package_origin]]` overrides of package-level origin records (SPEC §6), in file order,
+    /// one per repository and package.
+    pub package_origins: Vec<PackageOriginConfig>,
     /// The absolute path of the file, set by [`load`]; `None` when parsed from a string.
     pub source_path: Option<PathBuf>,
 }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod front;
 pub mod logging;
+pub mod origin;
 pub mod policy;
 pub mod probe;
 pub mod repository;

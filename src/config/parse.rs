@@ -14,6 +14,7 @@
 
 mod access;
 mod groups;
+mod package_origins;
 mod repositories;
 mod rules;
 mod server;
@@ -68,6 +69,7 @@ impl Parser<'_> {
         let users = self.users(&raw.user, &repositories)?;
         let access = self.access(raw.access.as_ref(), &users)?;
         let rules = self.rules(&raw.rule, &repositories)?;
+        let package_origins = self.package_origins(&raw.package_origin, &repositories)?;
         Ok(Config {
             server,
             store,
@@ -75,6 +77,7 @@ impl Parser<'_> {
             users,
             repositories,
             rules,
+            package_origins,
             source_path: None,
         })
     }
@@ -210,11 +213,6 @@ impl Parser<'_> {
                 raw.package_group.is_some(),
                 "package_group",
                 "origin controls",
-            ),
-            (
-                raw.package_origin.is_some(),
-                "package_origin",
-                "per-package origin overrides",
             ),
         ];
         // Report the one written first, so that fixing errors top to bottom works.
@@ -672,19 +670,7 @@ mod tests {
     #[test]
     fn later_sections_are_not_supported_yet() {
         let error = error_of(&format!(
-            "{MINIMAL}\n[[package_origin]]\nrepository = \"pypi\"\n"
-        ));
-        assert_eq!(error.line(), Some(6));
-        let message = error.to_string();
-        assert!(
-            message.contains(
-                "`[[package_origin]]` (per-package origin overrides) is not supported yet by this version of wheelgate"
-            ),
-            "{message}"
-        );
-        // The one written first is reported.
-        let error = error_of(&format!(
-            "{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n\n[[package_origin]]\nrepository = \"pypi\"\n"
+            "{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n"
         ));
         assert_eq!(error.line(), Some(6));
         assert!(error.to_string().contains("`[[package_group]]`"), "{error}");

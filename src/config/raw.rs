@@ -36,7 +36,8 @@ pub(super) struct RawConfig {
     // parser only so that their presence can be refused with a message naming what is missing,
     // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds their line.
     pub package_group: Option<IgnoredAny>,
-    pub package_origin: Option<IgnoredAny>,
+    #[serde(default)]
+    pub package_origin: Vec<Spanned<RawPackageOrigin>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +106,16 @@ pub(super) struct RawRule {
     pub operation: Field,
     pub package: Field,
     pub condition: Field,
+}
+
+/// One `[[package_origin]]` table (SPEC §6).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPackageOrigin {
+    pub repository: Field,
+    pub package: Field,
+    pub publish: Field,
+    pub upstream: Field,
 }
 
 /// One `[[user]]` table (SPEC §8).
