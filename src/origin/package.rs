@@ -41,11 +41,35 @@ use crate::store::Store;
 /// Where the stored records come from: the store, or a map in tests.
 pub trait Records: Send + Sync {
     fn record(&self, repository: &RepoName, package: &ProjectName) -> Option<OriginRecord>;
+
+    /// One setting of the record, without copying the record: what every request asks.
+    fn allowance(
+        &self,
+        repository: &RepoName,
+        package: &ProjectName,
+        restriction: Restriction,
+    ) -> Option<Allowance> {
+        self.record(repository, package)
+            .map(|record| restriction.of_record(&record))
+    }
 }
 
 impl Records for Store {
     fn record(&self, repository: &RepoName, package: &ProjectName) -> Option<OriginRecord> {
         self.origin_record(repository.as_str(), package.as_str())
+    }
+
+    fn allowance(
+        &self,
+        repository: &RepoName,
+        package: &ProjectName,
+        restriction: Restriction,
+    ) -> Option<Allowance> {
+        self.origin_allowances(repository.as_str(), package.as_str())
+            .map(|(publish, upstream)| match restriction {
+                Restriction::Publish => publish,
+                Restriction::Upstream => upstream,
+            })
     }
 }
 
@@ -56,6 +80,22 @@ pub enum Restriction {
     Publish,
     /// A version entering through an upstream (a remote repository).
     Upstream,
+}
+
+impl Restriction {
+    fn of_record(self, record: &OriginRecord) -> Allowance {
+        match self {
+            Restriction::Publish => record.publish,
+            Restriction::Upstream => record.upstream,
+        }
+    }
+
+    fn of_entry(self, entry: &PackageOriginConfig) -> Option<Allowance> {
+        match self {
+            Restriction::Publish => entry.publish,
+            Restriction::Upstream => entry.upstream,
+        }
+    }
 }
 
 /// Where a setting in force comes from.
@@ -86,7 +126,7 @@ pub struct PackageControl {
 }
 
 impl PackageControl {
-    fn setting(&self, restriction: Restriction) -> &Setting {
+    pub fn setting(&self, restriction: Restriction) -> &Setting {
         match restriction {
             Restriction::Publish => &self.publish,
             Restriction::Upstream => &self.upstream,
@@ -216,7 +256,8 @@ enum NodeKind {
 pub struct PackageOrigins {
     records: Arc<dyn Records>,
     groups: Arc<dyn GroupLevel>,
-    overrides: HashMap<(RepoName, ProjectName), PackageOriginConfig>,
+    /// `[[package_origin]]` by repository, then package: looked up without building a key.
+    overrides: HashMap<RepoName, HashMap<ProjectName, PackageOriginConfig>>,
     nodes: Vec<(RepoName, Node)>,
 }
 
@@ -270,16 +311,14 @@ impl PackageOrigins {
                 )
             })
             .collect();
-        let overrides = config
-            .package_origins
-            .iter()
-            .map(|entry| {
-                (
-                    (entry.repository.clone(), entry.package.clone()),
-                    entry.clone(),
-                )
-            })
-            .collect();
+        let mut overrides: HashMap<RepoName, HashMap<ProjectName, PackageOriginConfig>> =
+            HashMap::new();
+        for entry in &config.package_origins {
+            overrides
+                .entry(entry.repository.clone())
+                .or_default()
+                .insert(entry.package.clone(), entry.clone());
+        }
         PackageOrigins {
             records,
             groups,
@@ -300,16 +339,16 @@ impl PackageOrigins {
     /// `[[package_origin]]` entry's keys, else the stored record's, else ALLOW.
     pub fn control(&self, repository: &RepoName, package: &ProjectName) -> PackageControl {
         let record = self.records.record(repository, package);
-        let entry = self.overrides.get(&(repository.clone(), package.clone()));
-        let setting = |key: fn(&PackageOriginConfig) -> Option<Allowance>,
-                       recorded: fn(&OriginRecord) -> Allowance| {
-            match (entry.and_then(|e| Some((key(e)?, e.line))), &record) {
+        let entry = self.entry(repository, package);
+        let setting = |restriction: Restriction| {
+            let configured = entry.and_then(|e| Some((restriction.of_entry(e)?, e.line)));
+            match (configured, &record) {
                 (Some((allowance, line)), _) => Setting {
                     allowance,
                     source: SettingSource::Configured { line },
                 },
                 (None, Some(record)) => Setting {
-                    allowance: recorded(record),
+                    allowance: restriction.of_record(record),
                     source: SettingSource::Recorded(record.clone()),
                 },
                 (None, None) => Setting {
@@ -321,21 +360,30 @@ impl PackageOrigins {
         PackageControl {
             repository: repository.clone(),
             package: package.clone(),
-            publish: setting(|e| e.publish, |r| r.publish),
-            upstream: setting(|e| e.upstream, |r| r.upstream),
+            publish: setting(Restriction::Publish),
+            upstream: setting(Restriction::Upstream),
         }
     }
 
-    /// The control of `package` in `repository` when its `restriction` setting is BLOCK.
+    fn entry(&self, repository: &RepoName, package: &ProjectName) -> Option<&PackageOriginConfig> {
+        self.overrides.get(repository)?.get(package)
+    }
+
+    /// The control of `package` in `repository` when its `restriction` setting is BLOCK. The
+    /// setting is read without copying anything; the control is built only for a block.
     fn blocks(
         &self,
         repository: &RepoName,
         package: &ProjectName,
         restriction: Restriction,
     ) -> Option<Control> {
-        let control = self.control(repository, package);
-        (control.setting(restriction).allowance == Allowance::Block).then(|| Control::Package {
-            control: Box::new(control),
+        let allowance = self
+            .entry(repository, package)
+            .and_then(|entry| restriction.of_entry(entry))
+            .or_else(|| self.records.allowance(repository, package, restriction))
+            .unwrap_or(Allowance::Allow);
+        (allowance == Allowance::Block).then(|| Control::Package {
+            control: Box::new(self.control(repository, package)),
             restriction,
         })
     }

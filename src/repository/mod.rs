@@ -18,6 +18,7 @@ mod error;
 pub mod file;
 pub mod group;
 pub mod hosted;
+mod origin;
 mod publish;
 pub mod remote;
 mod serve;
@@ -30,6 +31,7 @@ use url::Url;
 
 use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
+use crate::origin::package::{NoGroups, PackageOrigins};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
@@ -172,6 +174,8 @@ pub struct Repositories {
     counters: Arc<Counters>,
     /// Who may read and publish where.
     users: Arc<Users>,
+    /// Where packages may come from (SPEC §6): decided in `origin`.
+    origins: PackageOrigins,
     /// Bounds on an upload's body and on what is read from it.
     upload_limits: crate::upload::Limits,
 }
@@ -294,7 +298,10 @@ impl Repositories {
             };
             list.push((repo.name.clone(), built));
         }
+        // joined with PackageGroups::check at merge: the group level replaces `NoGroups`.
+        let origins = PackageOrigins::new(config, Arc::new(store.clone()), Arc::new(NoGroups));
         Ok(Repositories {
+            origins,
             users,
             upload_limits: crate::upload::Limits::with_max_upload_size(
                 config.server.max_upload_size,

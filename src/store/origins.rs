@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use super::catalog::{origin_key, Catalog};
 use super::engine::Store;
 use super::error::StoreError;
-pub use crate::origin::record::OriginRecord;
+pub use crate::origin::record::{Allowance, OriginRecord};
 
 /// The records by repository, then package.
 #[derive(Debug, Default)]
@@ -55,6 +55,12 @@ impl Mirror {
         map.get(repository)?.get(project).cloned()
     }
 
+    fn allowances(&self, repository: &str, project: &str) -> Option<(Allowance, Allowance)> {
+        let map = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let record = map.get(repository)?.get(project)?;
+        Some((record.publish, record.upstream))
+    }
+
     fn contains(&self, repository: &str, project: &str) -> bool {
         let map = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(repository).is_some_and(|m| m.contains_key(project))
@@ -72,6 +78,16 @@ impl Store {
     /// The origin record of `project` (normalised) in `repository`, if one was made.
     pub fn origin_record(&self, repository: &str, project: &str) -> Option<OriginRecord> {
         self.inner.origins.get(repository, project)
+    }
+
+    /// The publish and upstream settings of the record of `project` in `repository`, if any:
+    /// what a request asks, read without copying the record.
+    pub fn origin_allowances(
+        &self,
+        repository: &str,
+        project: &str,
+    ) -> Option<(Allowance, Allowance)> {
+        self.inner.origins.allowances(repository, project)
     }
 
     /// Records that `project` was first ingested through the remote `repository`, unless a
