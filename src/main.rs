@@ -61,6 +61,10 @@ enum Command {
     /// admin socket in the store directory), else on the store directly.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Inspect origin controls (where packages may come from), through the running server when
+    /// there is one, else on the store directly.
+    #[command(subcommand)]
+    Origin(OriginCommand),
     /// Print an argon2id hash of a password, for `password_hash` in a `[[user]]`. The password
     /// is typed at the terminal (twice, not echoed) or piped in as one line.
     HashPassword,
@@ -145,6 +149,21 @@ enum CacheCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum OriginCommand {
+    /// Print the package-level origin controls that bear on a repository and where each came
+    /// from (first upload, first ingestion, [[package_origin]]); with a version, the member the
+    /// repository would serve it from, or why none.
+    Explain {
+        /// The repository asked about.
+        #[arg(long)]
+        repo: String,
+        /// The package, in any spelling (it is normalised).
+        package: String,
+        version: Option<String>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -169,6 +188,18 @@ fn main() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
         Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
+        Command::Origin(OriginCommand::Explain {
+            repo,
+            package,
+            version,
+        }) => cache::cli::run(
+            &cli.config,
+            cache::cli::Command::OriginExplain {
+                repository: repo,
+                package,
+                version,
+            },
+        ),
         Command::HashPassword => hash_password(),
         Command::Warm {
             file,

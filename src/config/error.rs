@@ -190,7 +190,10 @@ pub enum Problem {
     #[error("a [[package_origin]] sets publish, upstream or both; add publish = \"ALLOW\" or \"BLOCK\", or upstream = \"ALLOW\" or \"BLOCK\"")]
     EmptyPackageOrigin,
     #[error("`publish` only applies to hosted repositories, and \"{repository}\" is a {kind} repository; to let a hosted repository publish a name first ingested from an upstream, write publish = \"ALLOW\" in a [[package_origin]] for that hosted repository")]
-    PublishNotHosted { repository: String, kind: &'static str },
+    PublishNotHosted {
+        repository: String,
+        kind: &'static str,
+    },
     #[error("package \"{package}\" of repository \"{repository}\" has two [[package_origin]] entries, at line {first_line} and at line {second_line}; merge them into one")]
     DuplicatePackageOrigin {
         repository: String,

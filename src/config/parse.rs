@@ -208,13 +208,11 @@ impl Parser<'_> {
     }
 
     fn refuse_unsupported_sections(&self, raw: &RawConfig) -> Result<(), ConfigError> {
-        let sections = [
-            (
-                raw.package_group.is_some(),
-                "package_group",
-                "origin controls",
-            ),
-        ];
+        let sections = [(
+            raw.package_group.is_some(),
+            "package_group",
+            "origin controls",
+        )];
         // Report the one written first, so that fixing errors top to bottom works.
         let first = sections
             .into_iter()
@@ -669,9 +667,7 @@ mod tests {
 
     #[test]
     fn later_sections_are_not_supported_yet() {
-        let error = error_of(&format!(
-            "{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n"
-        ));
+        let error = error_of(&format!("{MINIMAL}\n[[package_group]]\npattern = \"/*\"\n"));
         assert_eq!(error.line(), Some(6));
         assert!(error.to_string().contains("`[[package_group]]`"), "{error}");
     }

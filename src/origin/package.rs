@@ -328,7 +328,10 @@ impl PackageOrigins {
     }
 
     fn node(&self, name: &RepoName) -> Option<&Node> {
-        self.nodes.iter().find(|(n, _)| n == name).map(|(_, node)| node)
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, node)| node)
     }
 
     fn is(&self, name: &RepoName, kind: NodeKind) -> bool {
@@ -408,7 +411,9 @@ impl PackageOrigins {
                     .find_map(|group| self.blocks(group, package, Restriction::Upstream))
             })
             .or_else(|| {
-                let outer = self.node(&through[0]).filter(|n| n.kind == NodeKind::Group)?;
+                let outer = self
+                    .node(&through[0])
+                    .filter(|n| n.kind == NodeKind::Group)?;
                 outer
                     .hosted
                     .iter()

@@ -90,7 +90,9 @@ impl Repositories {
                 return Err(self.origin_denied(name, project, what(), control))
             }
             (Repository::Source(source), None) => return source.project_page(project).await,
-            (Repository::Group(group), control) => (group.page(project, &admitted.blocked).await, control),
+            (Repository::Group(group), control) => {
+                (group.page(project, &admitted.blocked).await, control)
+            }
         };
         match page {
             (Ok(page), _) => Ok(page),

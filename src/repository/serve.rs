@@ -169,12 +169,7 @@ impl Repositories {
         request: &FileRequest,
     ) -> Result<(&Repository, Located), ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, Some(&request.repo))?;
-        let what = || {
-            format!(
-                "{} (repository {name})",
-                request.part.of(&request.filename)
-            )
-        };
+        let what = || format!("{} (repository {name})", request.part.of(&request.filename));
         let view = self
             .admitted_page(name, repository, &request.project, what)
             .await?;

@@ -38,9 +38,10 @@ impl Mirror {
             let (Some(repository), Some(project)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let (Ok(repository), Ok(project)) =
-                (std::str::from_utf8(repository), std::str::from_utf8(project))
-            else {
+            let (Ok(repository), Ok(project)) = (
+                std::str::from_utf8(repository),
+                std::str::from_utf8(project),
+            ) else {
                 continue;
             };
             map.entry(repository.into())
@@ -51,23 +52,35 @@ impl Mirror {
     }
 
     fn get(&self, repository: &str, project: &str) -> Option<OriginRecord> {
-        let map = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(repository)?.get(project).cloned()
     }
 
     fn allowances(&self, repository: &str, project: &str) -> Option<(Allowance, Allowance)> {
-        let map = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let record = map.get(repository)?.get(project)?;
         Some((record.publish, record.upstream))
     }
 
     fn contains(&self, repository: &str, project: &str) -> bool {
-        let map = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.get(repository).is_some_and(|m| m.contains_key(project))
     }
 
     fn set(&self, repository: &str, project: &str, record: OriginRecord) {
-        let mut map = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(repository.into())
             .or_default()
             .insert(project.into(), record);
@@ -111,7 +124,12 @@ impl Store {
     }
 
     /// Brings the mirror up to date after an upload recorded (or did not replace) the record.
-    pub(super) fn mirror_first_upload(&self, repository: &str, project: &str, record: OriginRecord) {
+    pub(super) fn mirror_first_upload(
+        &self,
+        repository: &str,
+        project: &str,
+        record: OriginRecord,
+    ) {
         if !self.inner.origins.contains(repository, project) {
             self.inner.origins.set(repository, project, record);
         }

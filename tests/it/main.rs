@@ -14,6 +14,7 @@ mod groups;
 mod install;
 mod integrity;
 mod malformed;
+mod origin;
 mod provenance;
 mod publish;
 mod rules;

@@ -142,7 +142,11 @@ fn a_first_upload_blocks_upstreams_through_every_group_holding_the_repository() 
 #[test]
 fn a_first_ingestion_blocks_publishing_where_the_remote_shares_a_group() {
     let (origins, records) = origins("");
-    records.set("pypi", "six", OriginRecord::first_ingestion(at(1_700_000_000)));
+    records.set(
+        "pypi",
+        "six",
+        OriginRecord::first_ingestion(at(1_700_000_000)),
+    );
     let six = package("six");
     let control = blocked_by(origins.publish(&name("internal"), &six));
     assert_eq!(control.repository.as_str(), "pypi");
@@ -162,7 +166,11 @@ fn a_first_ingestion_blocks_publishing_where_the_remote_shares_a_group() {
         Verdict::Allowed
     );
     // A repository that published the name first keeps publishing it.
-    records.set("other", "six", OriginRecord::first_upload("1.0", at(1_600_000_000)));
+    records.set(
+        "other",
+        "six",
+        OriginRecord::first_upload("1.0", at(1_600_000_000)),
+    );
     assert_eq!(origins.publish(&name("other"), &six), Verdict::Allowed);
 }
 
@@ -196,7 +204,11 @@ upstream = "BLOCK"
         "acme-utils",
         OriginRecord::first_upload("1.0", at(1_700_000_000)),
     );
-    records.set("pypi", "six", OriginRecord::first_ingestion(at(1_700_000_000)));
+    records.set(
+        "pypi",
+        "six",
+        OriginRecord::first_ingestion(at(1_700_000_000)),
+    );
     let through = names(&["all", "inner", "pypi"]);
     // The record said upstream BLOCK; the configuration says ALLOW, and keeps publish ALLOW.
     assert_eq!(
@@ -204,21 +216,28 @@ upstream = "BLOCK"
         Verdict::Allowed
     );
     let control = origins.control(&name("internal"), &package("acme-utils"));
-    assert_eq!(control.upstream.source, SettingSource::Configured { line: 33 });
-    assert!(matches!(
-        control.publish.source,
-        SettingSource::Recorded(_)
-    ));
+    assert_eq!(
+        control.upstream.source,
+        SettingSource::Configured { line: 33 }
+    );
+    assert!(matches!(control.publish.source, SettingSource::Recorded(_)));
     // A name never seen is reserved.
     let control = blocked_by(origins.serve(&through, &package("reserved")));
-    assert_eq!(control.upstream.source, SettingSource::Configured { line: 38 });
+    assert_eq!(
+        control.upstream.source,
+        SettingSource::Configured { line: 38 }
+    );
     // Publishing a name first ingested is allowed by the hosted repository's own entry.
     assert_eq!(
         origins.publish(&name("internal"), &package("six")),
         Verdict::Allowed
     );
     // A remote's own BLOCK holds directly and through every group.
-    for way in [names(&["pypi"]), names(&["public", "pypi"]), through.clone()] {
+    for way in [
+        names(&["pypi"]),
+        names(&["public", "pypi"]),
+        through.clone(),
+    ] {
         blocked_by(origins.serve(&way, &package("evil")));
     }
 }
@@ -240,7 +259,9 @@ fn offering_upstreams_are_those_allowed_through_a_group_with_the_repository() {
         "acme-utils",
         OriginRecord::first_upload("1.0", at(1_700_000_000)),
     );
-    assert!(origins.offering_upstreams(&name("internal"), &acme).is_empty());
+    assert!(origins
+        .offering_upstreams(&name("internal"), &acme)
+        .is_empty());
 }
 
 /// The group level's BLOCK wins over a package-level ALLOW.

@@ -270,12 +270,12 @@ impl Group {
                 Answer::Blocked
             } else {
                 match ask(&member.source).await {
-                Ok(Some(view)) => {
-                    asked.status = worse(asked.status, view.status);
-                    Answer::Page(view.cached)
-                }
-                Ok(None) => Answer::Absent,
-                Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
+                    Ok(Some(view)) => {
+                        asked.status = worse(asked.status, view.status);
+                        Answer::Page(view.cached)
+                    }
+                    Ok(None) => Answer::Absent,
+                    Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
                     Err(error) => {
                         asked.failures.push((member.name.clone(), error));
                         Answer::Failed
