@@ -390,6 +390,23 @@ impl Config {
                 None => writeln!(out, ", always")?,
             }
         }
+        if !self.package_origins.is_empty() {
+            writeln!(out, "package-level origin overrides:")?;
+        }
+        for entry in &self.package_origins {
+            let settings: Vec<String> = [("publish", entry.publish), ("upstream", entry.upstream)]
+                .into_iter()
+                .filter_map(|(key, value)| Some(format!("{key} {}", value?.as_str())))
+                .collect();
+            writeln!(
+                out,
+                "  {} in repository {} (line {}): {}",
+                entry.package,
+                entry.repository,
+                entry.line,
+                settings.join(", ")
+            )?;
+        }
         Ok(())
     }
 }

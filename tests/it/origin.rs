@@ -388,3 +388,42 @@ fn origin_explain_prints_the_records_their_sources_and_where_a_version_comes_fro
         );
     }
 }
+
+#[test]
+fn the_shipped_package_origin_example_is_valid_once_uncommented() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let text = std::fs::read_to_string(&shipped)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", shipped.display()));
+    // The commented block from `# [[package_origin]]` to the next blank line, uncommented.
+    let mut uncommented = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        inside = inside || line == "# [[package_origin]]";
+        if inside && line.trim().is_empty() {
+            inside = false;
+        }
+        match (inside, line.strip_prefix("# ")) {
+            (true, Some(rest)) => uncommented.push_str(rest),
+            _ => uncommented.push_str(line),
+        }
+        uncommented.push('\n');
+    }
+    assert!(
+        uncommented.contains("\n[[package_origin]]\nrepository = \"internal\""),
+        "the shipped proxy.toml must carry a commented [[package_origin]] example"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a directory: {e}"));
+    let config = dir.path().join("proxy.toml");
+    crate::harness::write_file(&config, &uncommented);
+    let run = wheelgate::run(
+        &["check", "--config", &config.to_string_lossy()],
+        dir.path(),
+    );
+    assert!(run.success(), "wheelgate check:\n{}", run.output());
+    assert!(
+        run.stdout
+            .contains("package-level origin overrides:\n  acme-utils in repository internal (line"),
+        "wheelgate check must list the override:\n{}",
+        run.stdout
+    );
+}
