@@ -27,8 +27,8 @@ use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::{IVec, Transactional};
 
 use super::error::StoreError;
-use super::origins::OriginRecord;
 use super::PageKey;
+use crate::origin::record::OriginRecord;
 use crate::simple::Sha256Digest;
 
 /// The store layout this binary writes and understands. Bump it when a record's meaning

@@ -18,11 +18,14 @@ use std::time::SystemTime;
 use super::catalog::{origin_key, Catalog};
 use super::engine::Store;
 use super::error::StoreError;
-pub use crate::origin::record::{Allowance, OriginRecord};
+use crate::origin::record::{Allowance, OriginRecord};
+
+/// One repository's records, by package.
+type ByPackage = HashMap<Box<str>, OriginRecord>;
 
 /// The records by repository, then package.
 #[derive(Debug, Default)]
-pub(crate) struct Mirror(RwLock<HashMap<Box<str>, HashMap<Box<str>, OriginRecord>>>);
+pub(crate) struct Mirror(RwLock<HashMap<Box<str>, ByPackage>>);
 
 impl Mirror {
     /// Every readable record of `catalog`; unreadable ones are logged and ignored (as if the
@@ -32,7 +35,7 @@ impl Mirror {
         for (key, reason) in &scan.bad {
             tracing::warn!(key = %String::from_utf8_lossy(key), %reason, "skipping an unreadable package origin record");
         }
-        let mut map: HashMap<Box<str>, HashMap<Box<str>, OriginRecord>> = HashMap::new();
+        let mut map: HashMap<Box<str>, ByPackage> = HashMap::new();
         for (key, record) in scan.good {
             let mut parts = key.splitn(2, |&b| b == 0);
             let (Some(repository), Some(project)) = (parts.next(), parts.next()) else {

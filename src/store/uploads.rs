@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::catalog::{origin_key, upload_key, upload_prefix, HexDigest, Recorded, UploadEntry};
 use super::engine::Store;
 use super::error::StoreError;
-use super::origins::OriginRecord;
+use crate::origin::record::OriginRecord;
 use crate::simple::Sha256Digest;
 
 /// One file uploaded to a hosted repository.
