@@ -164,12 +164,12 @@ impl fmt::Display for Control {
                 match &setting.source {
                     SettingSource::Recorded(record) => {
                         let how = match record.event {
-                            OriginEvent::FirstUpload => "first published",
-                            OriginEvent::FirstIngestion => "first ingested from upstream",
+                            OriginEvent::FirstUpload => "first published to",
+                            OriginEvent::FirstIngestion => "first ingested from upstream through",
                         };
                         let date = chrono::DateTime::<chrono::Utc>::from(record.time())
                             .format("%Y-%m-%d %H:%M:%S UTC");
-                        write!(f, "{how} to {} on {date}", control.repository)?;
+                        write!(f, "{how} {} on {date}", control.repository)?;
                         if let Some(version) = &record.version {
                             write!(f, " (version {version})")?;
                         }
@@ -235,6 +235,9 @@ impl GroupLevel for NoGroups {
     }
 }
 
+/// The maps read on every request hash with foldhash (short names, written by the operator).
+type Fast = foldhash::fast::RandomState;
+
 /// What the decision needs to know of a repository.
 #[derive(Debug)]
 struct Node {
@@ -257,7 +260,7 @@ pub struct PackageOrigins {
     records: Arc<dyn Records>,
     groups: Arc<dyn GroupLevel>,
     /// `[[package_origin]]` by repository, then package: looked up without building a key.
-    overrides: HashMap<RepoName, HashMap<ProjectName, PackageOriginConfig>>,
+    overrides: HashMap<RepoName, HashMap<ProjectName, PackageOriginConfig, Fast>, Fast>,
     nodes: Vec<(RepoName, Node)>,
 }
 
@@ -311,8 +314,11 @@ impl PackageOrigins {
                 )
             })
             .collect();
-        let mut overrides: HashMap<RepoName, HashMap<ProjectName, PackageOriginConfig>> =
-            HashMap::new();
+        let mut overrides: HashMap<
+            RepoName,
+            HashMap<ProjectName, PackageOriginConfig, Fast>,
+            Fast,
+        > = HashMap::default();
         for entry in &config.package_origins {
             overrides
                 .entry(entry.repository.clone())

@@ -20,12 +20,16 @@ use super::engine::Store;
 use super::error::StoreError;
 use crate::origin::record::{Allowance, OriginRecord};
 
+/// Maps read on every request hash with foldhash: a few times faster than the default SipHash
+/// on short names, and the keys are names the configuration or the store wrote.
+type Fast = foldhash::fast::RandomState;
+
 /// One repository's records, by package.
-type ByPackage = HashMap<Box<str>, OriginRecord>;
+type ByPackage = HashMap<Box<str>, OriginRecord, Fast>;
 
 /// The records by repository, then package.
 #[derive(Debug, Default)]
-pub(crate) struct Mirror(RwLock<HashMap<Box<str>, ByPackage>>);
+pub(crate) struct Mirror(RwLock<HashMap<Box<str>, ByPackage, Fast>>);
 
 impl Mirror {
     /// Every readable record of `catalog`; unreadable ones are logged and ignored (as if the
@@ -35,7 +39,7 @@ impl Mirror {
         for (key, reason) in &scan.bad {
             tracing::warn!(key = %String::from_utf8_lossy(key), %reason, "skipping an unreadable package origin record");
         }
-        let mut map: HashMap<Box<str>, ByPackage> = HashMap::new();
+        let mut map: HashMap<Box<str>, ByPackage, Fast> = HashMap::default();
         for (key, record) in scan.good {
             let mut parts = key.splitn(2, |&b| b == 0);
             let (Some(repository), Some(project)) = (parts.next(), parts.next()) else {

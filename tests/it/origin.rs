@@ -5,9 +5,10 @@
 //! publishes `wgfx-acme-utils 1.0`, the fixture upstream offers `wgfx-acme-utils 99.0`; through
 //! the group `all = [internal, pypi]` every spelling of the name installs 1.0, 99.0 is on no page,
 //! its file URL is a 403 naming the package-level control, and the upstream is never asked for
-//! it (nor for the project's page). The reverse: a name first ingested from the upstream cannot be
-//! published (403 naming the control). `[[package_origin]]` reserves a name before its first
-//! upload, and allows an upstream so that publishing a version it offers is a 409.
+//! it (nor, once the record is made, for the project's page). The reverse: a name first ingested
+//! from the upstream cannot be published (403 naming the control). `[[package_origin]]` reserves
+//! a name before its first upload, and allows an upstream so that publishing a version it offers
+//! is a 409.
 //! `wheelgate origin explain` prints the records, their sources and where a version comes from.
 
 use std::path::PathBuf;

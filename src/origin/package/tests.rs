@@ -157,7 +157,7 @@ fn a_first_ingestion_blocks_publishing_where_the_remote_shares_a_group() {
     }
     .to_string();
     assert!(
-        refusal.contains("package-level origin control of six in repository pypi: first ingested from upstream to pypi on 2023-11-14 22:13:20 UTC; publishing is blocked; override with a [[package_origin]]"),
+        refusal.contains("package-level origin control of six in repository pypi: first ingested from upstream through pypi on 2023-11-14 22:13:20 UTC; publishing is blocked; override with a [[package_origin]]"),
         "{refusal}"
     );
     // Upstream versions still flow.
@@ -288,4 +288,37 @@ fn a_group_level_block_wins() {
         origins.publish(&name("internal"), &package("acme")),
         Verdict::Blocked(Control::Group { .. })
     ));
+}
+
+/// What the decision costs a warm group page: `cargo test --release --lib
+/// origin_decision_cost -- --ignored --nocapture` prints ns per member asked, over the store's
+/// records (a first upload recorded, as in the dependency-confusion scenario).
+#[test]
+#[ignore]
+fn origin_decision_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(crate::store::StoreOptions {
+        path: dir.path().to_path_buf(),
+        max_size: u64::MAX,
+        memory: 1 << 20,
+    })
+    .unwrap();
+    for i in 0..1000 {
+        store
+            .record_ingestion("pypi", &format!("pkg-{i}"), at(1_700_000_000))
+            .unwrap();
+    }
+    let config = crate::config::parse(REPOS, "proxy.toml", &|_| None).unwrap();
+    let origins = PackageOrigins::new(&config, Arc::new(store), Arc::new(NoGroups));
+    let through = names(&["all", "inner", "pypi"]);
+    let own = names(&["all", "internal"]);
+    let acme = package("pkg-500");
+    let rounds = 1_000_000u32;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(origins.serve(std::hint::black_box(&through), &acme));
+        std::hint::black_box(origins.serve(std::hint::black_box(&own), &acme));
+    }
+    let per_member = started.elapsed() / (rounds * 2);
+    println!("origin decision: {per_member:?} per member of a warm group page");
 }
