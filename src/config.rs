@@ -15,6 +15,7 @@
 
 mod error;
 mod mode;
+mod package_origin;
 mod parse;
 mod raw;
 mod rule;
@@ -32,6 +33,7 @@ use crate::origin::{PackageGroups, Restriction, Setting};
 
 pub use error::{ConfigError, Problem};
 pub use mode::Mode;
+pub use package_origin::PackageOriginConfig;
 pub use rule::{Action, Operation, RuleConfig, RuleName, RuleNameError, MAX_RULE_NAME_LEN};
 pub use user::{
     Credential, HashScheme, PasswordHash, PasswordHashError, Role, Roles, UserConfig, UserName,
@@ -63,6 +65,9 @@ pub struct Config {
     /// `[[package_group]]` origin controls (SPEC §6), matched and resolved at load; the root
     /// group `/*` is always there.
     pub package_groups: PackageGroups,
+    /// `[[package_origin]]` overrides of package-level origin records (SPEC §6), in file order,
+    /// one per repository and package.
+    pub package_origins: Vec<PackageOriginConfig>,
     /// The absolute path of the file, set by [`load`]; `None` when parsed from a string.
     pub source_path: Option<PathBuf>,
 }
@@ -420,6 +425,23 @@ impl Config {
                 "  {} ({place}, mode {}): {}",
                 group.pattern,
                 group.mode,
+                settings.join(", ")
+            )?;
+        }
+        if !self.package_origins.is_empty() {
+            writeln!(out, "package-level origin overrides:")?;
+        }
+        for entry in &self.package_origins {
+            let settings: Vec<String> = [("publish", entry.publish), ("upstream", entry.upstream)]
+                .into_iter()
+                .filter_map(|(key, value)| Some(format!("{key} {}", value?.as_str())))
+                .collect();
+            writeln!(
+                out,
+                "  {} in repository {} (line {}): {}",
+                entry.package,
+                entry.repository,
+                entry.line,
                 settings.join(", ")
             )?;
         }

@@ -58,13 +58,15 @@ enum Command {
     /// Inspect the download rules of the configuration.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Inspect the origin controls (package groups) of the configuration.
-    #[command(subcommand)]
-    Origin(OriginCommand),
     /// Inspect and maintain the store: through the running server when there is one (over the
     /// admin socket in the store directory), else on the store directly.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Inspect origin controls (where packages may come from): the package groups, and what
+    /// decides for one package (through the running server when there is one, else on the
+    /// store directly).
+    #[command(subcommand)]
+    Origin(OriginCommand),
     /// Print an argon2id hash of a password, for `password_hash` in a `[[user]]`. The password
     /// is typed at the terminal (twice, not echoed) or piped in as one line.
     HashPassword,
@@ -125,13 +127,6 @@ enum RulesCommand {
 }
 
 #[derive(Subcommand)]
-enum OriginCommand {
-    /// List the package groups as a tree, each under its parent, with the effective setting of
-    /// each restriction and where it is inherited from.
-    List,
-}
-
-#[derive(Subcommand)]
 enum CacheCommand {
     /// Print how many files and pages the store holds and how much of max_size they use.
     Stats,
@@ -153,6 +148,25 @@ enum CacheCommand {
         /// Only this remote repository (default: every remote repository).
         #[arg(long)]
         repo: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OriginCommand {
+    /// List the package groups as a tree, each under its parent, with the effective setting of
+    /// each restriction and where it is inherited from.
+    List,
+    /// Print the package's group with the effective mode of each restriction and where it is
+    /// inherited from, the package-level origin controls that bear on a repository and where
+    /// each came from (first upload, first ingestion, [[package_origin]]); with a version, the
+    /// member the repository would serve it from, or why none.
+    Explain {
+        /// The repository asked about.
+        #[arg(long)]
+        repo: String,
+        /// The package, in any spelling (it is normalised).
+        package: String,
+        version: Option<String>,
     },
 }
 
@@ -179,8 +193,20 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Serve => serve(&cli.config),
         Command::Rules(command) => rules(&cli.config, command),
-        Command::Origin(command) => origin(&cli.config, command),
+        Command::Origin(OriginCommand::List) => origin_list(&cli.config),
         Command::Cache(command) => cache::cli::run(&cli.config, cache_command(command)),
+        Command::Origin(OriginCommand::Explain {
+            repo,
+            package,
+            version,
+        }) => cache::cli::run(
+            &cli.config,
+            cache::cli::Command::OriginExplain {
+                repository: repo,
+                package,
+                version,
+            },
+        ),
         Command::HashPassword => hash_password(),
         Command::Warm {
             file,
@@ -437,17 +463,13 @@ fn rules(path: &Path, command: RulesCommand) -> ExitCode {
     })
 }
 
-fn origin(path: &Path, command: OriginCommand) -> ExitCode {
+fn origin_list(path: &Path) -> ExitCode {
     let (config, _) = match load_validated(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    match command {
-        OriginCommand::List => {
-            print!("{}", origin::cli::list(&config.package_groups));
-            ExitCode::SUCCESS
-        }
-    }
+    print!("{}", origin::cli::list(&config.package_groups));
+    ExitCode::SUCCESS
 }
 
 fn serve(path: &Path) -> ExitCode {

@@ -27,6 +27,11 @@ pub enum Command {
         project: String,
         repository: Option<String>,
     },
+    OriginExplain {
+        repository: String,
+        package: String,
+        version: Option<String>,
+    },
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -88,6 +93,15 @@ fn request_for(config: &Config, command: Command) -> Result<Request, CacheError>
                 repository,
             }
         }
+        Command::OriginExplain {
+            repository,
+            package,
+            version,
+        } => Request::OriginExplain {
+            repository,
+            package,
+            version,
+        },
     })
 }
 

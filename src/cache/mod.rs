@@ -1,4 +1,5 @@
-//! The cache commands (SPEC §9): `wheelgate cache stats | verify | gc | purge PROJECT`.
+//! The cache commands (SPEC §9): `wheelgate cache stats | verify | gc | purge PROJECT`, and
+//! `wheelgate origin explain`, which reads the store the same way.
 //!
 //! sled locks the store directory, so while a server runs on the store no other process can
 //! open it. A command therefore either asks the running server over its admin socket (see
@@ -37,6 +38,15 @@ pub enum Request {
         project: String,
         #[serde(default)]
         repository: Option<String>,
+    },
+    /// `wheelgate origin explain`: the package-level origin controls of `package` (any
+    /// spelling) bearing on `repository`, and where `version` would come from
+    /// (`crate::origin::explain`).
+    OriginExplain {
+        repository: String,
+        package: String,
+        #[serde(default)]
+        version: Option<String>,
     },
 }
 
@@ -194,6 +204,17 @@ pub fn execute(store: &Store, config: &Config, request: &Request) -> Result<Repo
                 repositories,
             })
         }
+        Request::OriginExplain {
+            repository,
+            package,
+            version,
+        } => Report::Origin(crate::origin::explain::explain(
+            store,
+            config,
+            repository,
+            package,
+            version.as_deref(),
+        )?),
     })
 }
 

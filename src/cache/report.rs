@@ -20,6 +20,7 @@ pub enum Report {
     Verify(VerifyReport),
     Gc(GcReport),
     Purge(PurgeReport),
+    Origin(crate::origin::explain::OriginReport),
 }
 
 impl Report {
@@ -36,6 +37,7 @@ impl fmt::Display for Report {
             Report::Verify(report) => report.fmt(f),
             Report::Gc(report) => report.fmt(f),
             Report::Purge(report) => report.fmt(f),
+            Report::Origin(report) => report.fmt(f),
         }
     }
 }

@@ -182,6 +182,26 @@ pub enum Problem {
     UnknownOperation { found: String },
     #[error("no repository is named \"{name}\"; a rule belongs to one of the defined repositories: {}", .defined.join(", "))]
     UnknownRuleRepository { name: String, defined: Vec<String> },
+    #[error("no repository is named \"{name}\"; a [[package_origin]] names one of the defined repositories: {}", .defined.join(", "))]
+    UnknownOriginRepository { name: String, defined: Vec<String> },
+    #[error("\"{written}\" is not a PEP 503 normalised name; write \"{normalised}\" (every spelling of a name reaches the same control)")]
+    NotNormalisedPackage { written: String, normalised: String },
+    #[error("\"{found}\" is neither \"ALLOW\" nor \"BLOCK\" (in capitals)")]
+    UnknownAllowance { found: String },
+    #[error("a [[package_origin]] sets publish, upstream or both; add publish = \"ALLOW\" or \"BLOCK\", or upstream = \"ALLOW\" or \"BLOCK\"")]
+    EmptyPackageOrigin,
+    #[error("`publish` only applies to hosted repositories, and \"{repository}\" is a {kind} repository; to let a hosted repository publish a name first ingested from an upstream, write publish = \"ALLOW\" in a [[package_origin]] for that hosted repository")]
+    PublishNotHosted {
+        repository: String,
+        kind: &'static str,
+    },
+    #[error("package \"{package}\" of repository \"{repository}\" has two [[package_origin]] entries, at line {first_line} and at line {second_line}; merge them into one")]
+    DuplicatePackageOrigin {
+        repository: String,
+        package: String,
+        first_line: usize,
+        second_line: usize,
+    },
     #[error("repository \"{repository}\" has two rules named \"{name}\", at line {first_line} and at line {second_line}; rule names are unique per repository, rename one of them")]
     DuplicateRuleName {
         repository: String,

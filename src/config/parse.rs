@@ -16,6 +16,7 @@
 mod access;
 mod groups;
 mod package_groups;
+mod package_origins;
 mod repositories;
 mod rules;
 mod server;
@@ -63,7 +64,6 @@ impl Parser<'_> {
     pub fn parse(&self) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(self.source).map_err(|error| self.syntax_error(&error))?;
-        self.refuse_unsupported_sections(&raw)?;
         let repositories = self.repositories(&raw.repository)?;
         let server = self.server(raw.server.as_ref(), &repositories)?;
         let store = self.store(raw.store.as_ref())?;
@@ -71,6 +71,7 @@ impl Parser<'_> {
         let access = self.access(raw.access.as_ref(), &users)?;
         let rules = self.rules(&raw.rule, &repositories)?;
         let package_groups = self.package_groups(&raw.package_group, &repositories)?;
+        let package_origins = self.package_origins(&raw.package_origin, &repositories)?;
         Ok(Config {
             server,
             store,
@@ -79,6 +80,7 @@ impl Parser<'_> {
             repositories,
             rules,
             package_groups,
+            package_origins,
             source_path: None,
         })
     }
@@ -205,26 +207,6 @@ impl Parser<'_> {
         match lines.into_iter().rev().find_map(table_header) {
             Some(header) => format!("in {header}"),
             None => "at the top level".to_owned(),
-        }
-    }
-
-    fn refuse_unsupported_sections(&self, raw: &RawConfig) -> Result<(), ConfigError> {
-        let sections = [(
-            raw.package_origin.is_some(),
-            "package_origin",
-            "per-package origin overrides",
-        )];
-        // Report the one written first, so that fixing errors top to bottom works.
-        let first = sections
-            .into_iter()
-            .filter(|(present, _, _)| *present)
-            .map(|(_, section, what)| (self.table_line(section), section, what))
-            .min_by_key(|(line, _, _)| line.unwrap_or(usize::MAX));
-        match first {
-            Some((line, section, what)) => {
-                Err(self.invalid(line, "", Problem::UnsupportedSection { section, what }))
-            }
-            None => Ok(()),
         }
     }
 
@@ -681,21 +663,6 @@ mod tests {
         assert!(error.to_string().contains("\"5s\""), "{error}");
         let error = error_of(&format!("{MINIMAL}connect_timeout = \"0s\"\n"));
         assert!(error.to_string().contains("must not be zero"), "{error}");
-    }
-
-    #[test]
-    fn later_sections_are_not_supported_yet() {
-        let error = error_of(&format!(
-            "{MINIMAL}\n[[package_origin]]\nrepository = \"pypi\"\n"
-        ));
-        assert_eq!(error.line(), Some(6));
-        let message = error.to_string();
-        assert!(
-            message.contains(
-                "`[[package_origin]]` (per-package origin overrides) is not supported yet by this version of wheelgate"
-            ),
-            "{message}"
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -32,12 +32,10 @@ pub(super) struct RawConfig {
     pub rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub user: Vec<Spanned<RawUser>>,
-    // A section of the SPEC §7 shape that a later version implements. They are accepted by the
-    // parser only so that its presence can be refused with a message naming what is missing,
-    // instead of a bare "unknown key". Not `Spanned` (see the module comment); `config.rs` finds its line.
-    pub package_origin: Option<IgnoredAny>,
     #[serde(default)]
     pub package_group: Vec<Spanned<RawPackageGroup>>,
+    #[serde(default)]
+    pub package_origin: Vec<Spanned<RawPackageOrigin>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +124,16 @@ pub(super) struct RawPackageGroup {
     pub external_upstream_repositories: NameList,
     pub internal_upstream_repositories: NameList,
     pub mode: Field,
+}
+
+/// One `[[package_origin]]` table (SPEC §6).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPackageOrigin {
+    pub repository: Field,
+    pub package: Field,
+    pub publish: Field,
+    pub upstream: Field,
 }
 
 /// One `[[user]]` table (SPEC §8).

@@ -38,6 +38,19 @@ pub enum ServeError {
         cache: Option<CacheStatus>,
     },
     #[error(
+        "version {version} of {project} is already offered by the upstream of repository \
+         {upstream}, which group {group} serves with {repo}: publishing it to {repo} would shadow \
+         it; publish another version, or block the upstream for {project} with a \
+         [[package_origin]]"
+    )]
+    OfferedUpstream {
+        repo: RepoName,
+        project: ProjectName,
+        version: String,
+        upstream: RepoName,
+        group: RepoName,
+    },
+    #[error(
         "repository {repo} is a {kind} repository and takes no uploads; publish to a hosted \
          repository{}",
         hosted_list(.hosted)
@@ -75,6 +88,7 @@ impl ServeError {
             }
             ServeError::Denied { .. } => StatusCode::FORBIDDEN,
             ServeError::NotHosted { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ServeError::OfferedUpstream { .. } => StatusCode::CONFLICT,
             ServeError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::Auth(error) => error.status(),
             ServeError::Upload(error) => error.status(),

@@ -18,6 +18,7 @@ mod error;
 pub mod file;
 pub mod group;
 pub mod hosted;
+mod origin;
 mod publish;
 pub mod remote;
 mod serve;
@@ -31,6 +32,7 @@ use url::Url;
 use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
 use crate::metrics::{Metrics, RepoMetrics};
+use crate::origin::package::{NoGroups, PackageOrigins};
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
@@ -180,6 +182,8 @@ pub struct Repositories {
     flights: Arc<Flights>,
     /// Who may read and publish where.
     users: Arc<Users>,
+    /// Where packages may come from (SPEC §6): decided in `origin`.
+    origins: PackageOrigins,
     /// Bounds on an upload's body and on what is read from it.
     upload_limits: crate::upload::Limits,
 }
@@ -308,7 +312,10 @@ impl Repositories {
             .iter()
             .map(|(name, _)| metrics.repository(name))
             .collect();
+        // joined with PackageGroups::check at merge: the group level replaces `NoGroups`.
+        let origins = PackageOrigins::new(config, Arc::new(store.clone()), Arc::new(NoGroups));
         Ok(Repositories {
+            origins,
             repo_metrics,
             default_metrics: metrics.repository(&config.server.default_repository),
             flights,

@@ -69,6 +69,15 @@ impl Repositories {
             .map_err(|join| ServeError::UploadTask {
                 reason: join.to_string(),
             })??;
+        // The origin controls, once the package and version are known and before any commit
+        // (a refused upload's temporary file goes with `checked`).
+        self.may_publish(
+            name,
+            &checked.project,
+            &checked.version,
+            checked.filename.as_str(),
+        )
+        .await?;
         let uploader = match caller.user() {
             Some(user) => user.to_string(),
             // `authorize` lets no anonymous caller publish.

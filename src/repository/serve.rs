@@ -4,7 +4,8 @@
 //! A project page is filtered by the download rules before it is rendered, and the rendering is
 //! kept with the page, so the rules run once per page revision (and per minute when a rule reads
 //! `now`), not per request. A file is looked up on the very page that lists it and decided with
-//! the same facts, so the page and the file's URL cannot disagree.
+//! the same facts, so the page and the file's URL cannot disagree. Before either, the origin
+//! controls (`origin`) leave out the members a package may not come from.
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -107,7 +108,11 @@ impl Repositories {
         request: PageRequest,
     ) -> Result<Page<ProjectPage>, ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, repo)?;
-        let view = repository.project_page(project).await?;
+        let view = self
+            .admitted_page(name, repository, project, || {
+                format!("every file of {project} in repository {name}")
+            })
+            .await?;
         let PageRequest { format, depth } = request;
         let now = SystemTime::now();
         let key = RenderKey {
@@ -117,6 +122,7 @@ impl Repositories {
             minute: self.policy_minute(now),
         };
         let page = view.render(key, |page| {
+            self.note_ingestion(name, page);
             let links = match &self.public_url {
                 Some(base) => Links::absolute(base, name.as_str()),
                 None => Links::relative(depth, name.as_str()),
@@ -221,21 +227,24 @@ impl Repositories {
         request: &FileRequest,
     ) -> Result<(&Repository, Located, Option<WouldDeny>), ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, Some(&request.repo))?;
-        let view = repository.project_page(&request.project).await?;
-        let position = view
-            .cached
-            .value
-            .files
-            .iter()
-            .position(|f| {
-                f.filename.as_str() == request.filename.as_str() && f.key() == request.key
-            })
-            .ok_or_else(|| ServeError::FileNotFound {
+        let what = || format!("{} (repository {name})", request.part.of(&request.filename));
+        let view = self
+            .admitted_page(name, repository, &request.project, what)
+            .await?;
+        let Some(position) = view.cached.value.files.iter().position(|f| {
+            f.filename.as_str() == request.filename.as_str() && f.key() == request.key
+        }) else {
+            // Not on the page: a member the origin controls left out may have offered it.
+            if let Some(control) = self.hidden_by(name, repository, &request.project) {
+                return Err(self.origin_denied(name, &request.project, what(), control));
+            }
+            return Err(ServeError::FileNotFound {
                 repo: name.clone(),
                 project: request.project.clone(),
                 filename: request.filename.as_str().to_owned(),
                 key: request.key.to_string(),
-            })?;
+            });
+        };
         let located = Located::new(view.cached, position);
         let entry = located.entry();
         let facts = FileFacts::of_entry(&located.page.value, entry);

@@ -16,6 +16,7 @@
 //! | `pages`           | [`page_key`] bytes            | [`PageEntry`] as JSON              |
 //! | `page_bodies`     | [`page_key`] bytes            | the body, for pages < 64 KiB       |
 //! | `uploads`         | [`upload_key`] bytes          | [`UploadEntry`] as JSON            |
+//! | `origins`         | [`origin_key`] bytes          | [`OriginRecord`] as JSON           |
 
 use std::convert::Infallible;
 use std::fmt;
@@ -27,6 +28,7 @@ use sled::{IVec, Transactional};
 
 use super::error::StoreError;
 use super::PageKey;
+use crate::origin::record::OriginRecord;
 use crate::simple::Sha256Digest;
 
 /// The store layout this binary writes and understands. Bump it when a record's meaning
@@ -191,6 +193,7 @@ pub(crate) struct Catalog {
     pages: sled::Tree,
     page_bodies: sled::Tree,
     uploads: sled::Tree,
+    origins: sled::Tree,
 }
 
 impl fmt::Debug for Catalog {
@@ -232,6 +235,7 @@ impl Catalog {
             pages: tree("pages")?,
             page_bodies: tree("page_bodies")?,
             uploads: tree("uploads")?,
+            origins: tree("origins")?,
             path: path.to_path_buf(),
             db,
         })
@@ -677,10 +681,12 @@ impl Catalog {
         key: &[u8],
         entry: &UploadEntry,
         artifacts: &[Sha256Digest],
+        first: (&[u8], &OriginRecord),
     ) -> Result<Recorded, StoreError> {
         let upload = encode(entry);
-        let result = (&self.uploads, &self.artifacts).transaction(
-            |(uploads, records)| -> ConflictableTransactionResult<Recorded, Infallible> {
+        let (origin_key, origin) = (first.0, encode(first.1));
+        let result = (&self.uploads, &self.artifacts, &self.origins).transaction(
+            |(uploads, records, origins)| -> ConflictableTransactionResult<Recorded, Infallible> {
                 if let Some(old) = uploads.get(key)? {
                     let existing = serde_json::from_slice::<UploadEntry>(&old)
                         .map(|old| old.sha256.0)
@@ -699,6 +705,10 @@ impl Catalog {
                     }
                 }
                 uploads.insert(key, upload.as_slice())?;
+                // The first upload of the package to this repository makes its origin record.
+                if origins.get(origin_key)?.is_none() {
+                    origins.insert(origin_key, origin.as_slice())?;
+                }
                 Ok(Recorded::New)
             },
         );
@@ -711,6 +721,51 @@ impl Catalog {
             .remove(key)
             .map(drop)
             .map_err(self.failed("drop an upload record"))
+    }
+}
+
+/// `repository \0 project`: the key of a package-level origin record.
+pub(crate) fn origin_key(repository: &str, project: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repository.len() + project.len() + 1);
+    key.extend_from_slice(repository.as_bytes());
+    key.push(0);
+    key.extend_from_slice(project.as_bytes());
+    key
+}
+
+impl Catalog {
+    /// Every package-level origin record; unreadable ones are reported in `bad`.
+    pub(crate) fn origin_records(&self) -> Result<Scan<IVec, OriginRecord>, StoreError> {
+        let mut scan = Scan::default();
+        for item in self.origins.iter() {
+            let (key, value) = item.map_err(self.failed("read the origin records"))?;
+            match serde_json::from_slice(&value) {
+                Ok(record) => scan.good.push((key, record)),
+                Err(error) => scan.bad.push((key, error.to_string())),
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Writes `record` under `key` unless a record is there; returns the record in force.
+    pub(crate) fn record_origin_if_absent(
+        &self,
+        key: &[u8],
+        record: &OriginRecord,
+    ) -> Result<OriginRecord, StoreError> {
+        let encoded = encode(record);
+        match self
+            .origins
+            .compare_and_swap(key, None::<&[u8]>, Some(encoded.as_slice()))
+            .map_err(self.failed("record a package origin"))?
+        {
+            Ok(()) => Ok(record.clone()),
+            Err(existing) => match existing.current {
+                Some(current) => serde_json::from_slice(&current)
+                    .map_err(|e| self.corrupt("a package origin record", e)),
+                None => Ok(record.clone()),
+            },
+        }
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(super) writer: Writer,
     /// Bumped by every recorded or forgotten upload (see `uploads`).
     pub(super) upload_epoch: AtomicU64,
+    /// The package-level origin records, mirrored (see `origins`).
+    pub(super) origins: super::origins::Mirror,
 }
 
 impl fmt::Debug for Store {
@@ -89,7 +91,7 @@ struct Repairs {
     blobs_without_record: usize,
 }
 
-pub(super) fn from_millis(ms: u64) -> SystemTime {
+pub fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_millis(ms))
         .unwrap_or(UNIX_EPOCH)
@@ -225,6 +227,7 @@ impl Store {
             .max_capacity(options.memory)
             .weigher(|_, body: &Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
             .build_with_hasher(foldhash::fast::RandomState::default());
+        let origins = super::origins::Mirror::load(&catalog)?;
         let (writer, queue) = Writer::new();
         let inner = Arc::new(Inner {
             path,
@@ -236,6 +239,7 @@ impl Store {
             hot,
             writer,
             upload_epoch: AtomicU64::new(0),
+            origins,
         });
         writer::start(Arc::downgrade(&inner), queue)?;
         Ok(Store { inner })

@@ -235,7 +235,7 @@ pub(crate) fn now_millis() -> u64 {
 }
 
 /// `time` as milliseconds since the Unix epoch, saturating at both ends.
-pub(crate) fn millis(time: SystemTime) -> u64 {
+pub fn millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)

@@ -44,6 +44,7 @@ mod catalog;
 mod engine;
 mod error;
 mod index;
+mod origins;
 mod pages;
 pub(crate) mod serve;
 mod uploads;
@@ -54,8 +55,10 @@ mod writer;
 mod tests;
 
 pub use artifacts::{Artifact, ArtifactRecord, Evicted, NewArtifact, Prepared, INLINE_LIMIT};
+pub use engine::from_millis;
 pub use engine::{Store, StoreOptions, StoreStats};
 pub use error::StoreError;
+pub use index::millis;
 pub use pages::{PageKey, StoredPage};
 pub use serve::{ArtifactBody, Content};
 pub use uploads::{Upload, UploadName, UploadOutcome};

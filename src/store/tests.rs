@@ -965,3 +965,52 @@ fn gc_evicts_down_to_the_given_size_least_recent_first_and_never_hosted_uploads(
     assert_eq!(store.stats().artifacts, 1, "the hosted upload stays");
     assert_eq!(store.unevictable(), (1, BIG as u64));
 }
+
+#[test]
+fn the_first_upload_records_the_package_origin_and_later_events_leave_it() {
+    use crate::origin::record::{Allowance, OriginEvent};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), u64::MAX);
+        assert_eq!(store.origin_record("internal", "acme"), None);
+        hosted_upload(&store, &vec![3u8; BIG], "acme-1.0-py3-none-any.whl");
+        let record = store.origin_record("internal", "acme").unwrap();
+        assert_eq!(
+            (record.publish, record.upstream, record.event),
+            (Allowance::Allow, Allowance::Block, OriginEvent::FirstUpload)
+        );
+        assert_eq!(record.version.as_deref(), Some("1.0"));
+        assert_eq!(
+            record.time(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        // An ingestion through a remote is the remote's record; the first one stays.
+        let first = store
+            .record_ingestion("pypi", "acme", UNIX_EPOCH + Duration::from_secs(10))
+            .unwrap();
+        let again = store
+            .record_ingestion("pypi", "acme", UNIX_EPOCH + Duration::from_secs(20))
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(
+            (first.publish, first.upstream, first.event),
+            (
+                Allowance::Block,
+                Allowance::Allow,
+                OriginEvent::FirstIngestion
+            )
+        );
+        assert_eq!(
+            store.origin_allowances("internal", "acme"),
+            Some((Allowance::Allow, Allowance::Block))
+        );
+        store.flush().unwrap();
+    }
+    // Both survive a restart (the mirror is loaded from the catalog).
+    let store = open(dir.path(), u64::MAX);
+    assert_eq!(
+        store.origin_record("internal", "acme").unwrap().event,
+        OriginEvent::FirstUpload
+    );
+    assert_eq!(store.origin_record("pypi", "acme").unwrap().at, 10_000);
+}

@@ -11,9 +11,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::catalog::{upload_key, upload_prefix, HexDigest, Recorded, UploadEntry};
+use super::catalog::{origin_key, upload_key, upload_prefix, HexDigest, Recorded, UploadEntry};
 use super::engine::Store;
 use super::error::StoreError;
+use crate::origin::record::OriginRecord;
 use crate::simple::Sha256Digest;
 
 /// One file uploaded to a hosted repository.
@@ -166,12 +167,17 @@ impl Store {
         let key = upload_key(repository, project, &upload.filename);
         let mut artifacts = vec![upload.sha256];
         artifacts.extend(upload.core_metadata);
+        // The first upload of the project to the repository makes its package-level origin
+        // record, in the same transaction (`origins`).
+        let first = OriginRecord::first_upload(&upload.version, upload.uploaded_at);
+        let origin = origin_key(repository, project);
         let _write = self.write_lock();
-        match self
-            .inner
-            .catalog
-            .record_upload(&key, &upload.entry(), &artifacts)?
-        {
+        match self.inner.catalog.record_upload(
+            &key,
+            &upload.entry(),
+            &artifacts,
+            (&origin, &first),
+        )? {
             Recorded::New => {}
             Recorded::Exists(digest) => return Ok(UploadOutcome::Exists(digest)),
             Recorded::BodyMissing => {
@@ -187,6 +193,7 @@ impl Store {
             }
         }
         self.inner.catalog.flush()?;
+        self.mirror_first_upload(repository, project, first);
         self.inner.upload_epoch.fetch_add(1, Ordering::Release);
         Ok(UploadOutcome::Recorded)
     }

@@ -15,6 +15,7 @@ mod install;
 mod integrity;
 mod malformed;
 mod metrics;
+mod origin;
 mod provenance;
 mod publish;
 mod rules;

@@ -160,6 +160,8 @@ enum Answer<T> {
     Page(Arc<Cached<T>>),
     Absent,
     Failed,
+    /// Not asked: the origin controls block the member for this project.
+    Blocked,
 }
 
 // Not derived: the derive would ask `T: Clone`, and only the `Arc` is cloned.
@@ -169,6 +171,7 @@ impl<T> Clone for Answer<T> {
             Answer::Page(cached) => Answer::Page(cached.clone()),
             Answer::Absent => Answer::Absent,
             Answer::Failed => Answer::Failed,
+            Answer::Blocked => Answer::Blocked,
         }
     }
 }
@@ -177,7 +180,9 @@ impl<T> PartialEq for Answer<T> {
     fn eq(&self, other: &Answer<T>) -> bool {
         match (self, other) {
             (Answer::Page(a), Answer::Page(b)) => Arc::ptr_eq(a, b),
-            (Answer::Absent, Answer::Absent) | (Answer::Failed, Answer::Failed) => true,
+            (Answer::Absent, Answer::Absent)
+            | (Answer::Failed, Answer::Failed)
+            | (Answer::Blocked, Answer::Blocked) => true,
             _ => false,
         }
     }
@@ -233,15 +238,22 @@ impl Group {
             })
     }
 
+    /// The members, flattened, in order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     fn member_names(&self) -> Vec<String> {
         self.members.iter().map(|m| m.name.to_string()).collect()
     }
 
-    /// Asks every member, in order, with `ask`. While the answers are those `previous` was made
-    /// from, nothing is collected: a warm request allocates nothing here.
+    /// Asks every member, in order, with `ask`, but those `blocked` marks (by position; an
+    /// empty slice blocks none). While the answers are those `previous` was made from, nothing
+    /// is collected: a warm request allocates nothing here.
     async fn ask<'s, T, F>(
         &'s self,
         previous: Option<&Merged<T>>,
+        blocked: &[bool],
         ask: impl Fn(&'s Source) -> F,
     ) -> Answers<T>
     where
@@ -254,16 +266,20 @@ impl Group {
             failures: Vec::new(),
         };
         for (index, member) in self.members.iter().enumerate() {
-            let answer = match ask(&member.source).await {
-                Ok(Some(view)) => {
-                    asked.status = worse(asked.status, view.status);
-                    Answer::Page(view.cached)
-                }
-                Ok(None) => Answer::Absent,
-                Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
-                Err(error) => {
-                    asked.failures.push((member.name.clone(), error));
-                    Answer::Failed
+            let answer = if blocked.get(index) == Some(&true) {
+                Answer::Blocked
+            } else {
+                match ask(&member.source).await {
+                    Ok(Some(view)) => {
+                        asked.status = worse(asked.status, view.status);
+                        Answer::Page(view.cached)
+                    }
+                    Ok(None) => Answer::Absent,
+                    Err(error) if error.status() == StatusCode::NOT_FOUND => Answer::Absent,
+                    Err(error) => {
+                        asked.failures.push((member.name.clone(), error));
+                        Answer::Failed
+                    }
                 }
             };
             if let (true, Some(previous)) = (asked.same, previous) {
@@ -281,11 +297,18 @@ impl Group {
         asked
     }
 
-    /// The page of `project`: the members' pages merged.
-    async fn page(&self, project: &ProjectName) -> Result<PageView<ProjectPage>, GroupError> {
+    /// The page of `project`: the pages of the members not `blocked` (by position, see
+    /// [`Group::members`]; the origin controls decide) merged. Members blocked are not asked.
+    pub(crate) async fn page(
+        &self,
+        project: &ProjectName,
+        blocked: &[bool],
+    ) -> Result<PageView<ProjectPage>, GroupError> {
         let previous = self.pages.get(project);
         let asked = self
-            .ask(previous.as_deref(), |source| source.page_if_any(project))
+            .ask(previous.as_deref(), blocked, |source| {
+                source.page_if_any(project)
+            })
             .await;
         if let (true, Some(merged)) = (asked.same, &previous) {
             return Ok(self.view(merged, asked.status));
@@ -332,7 +355,7 @@ impl Group {
     async fn project_list(&self) -> Result<PageView<ProjectIndex>, GroupError> {
         let previous = crate::lock(&self.index).clone();
         let asked = self
-            .ask(previous.as_deref(), |source| source.index_if_any())
+            .ask(previous.as_deref(), &[], |source| source.index_if_any())
             .await;
         if let (true, Some(merged)) = (asked.same, &previous) {
             return Ok(self.view(merged, asked.status));
@@ -444,7 +467,7 @@ impl Kind for Group {
         &self,
         project: &ProjectName,
     ) -> Result<PageView<ProjectPage>, ServeError> {
-        Ok(self.page(project).await?)
+        Ok(self.page(project, &[]).await?)
     }
 
     fn file_info(&self, located: &Located, part: FilePart) -> Result<FileInfo, ServeError> {

@@ -184,6 +184,11 @@ fn wheel_of<'a>(name: &'a str, version: &'a str, adjust: impl FnOnce(&mut Spec<'
     spec.wheel()
 }
 
+/// A plain wheel of `name` `version` (no dependencies), built anew on each call.
+pub fn plain_wheel(name: &str, version: &str) -> Dist {
+    Spec::new(name, version).wheel()
+}
+
 /// `wgpub-app 1.0.0`, the wheel: no dependencies, `Requires-Python: >=3.8`.
 pub fn app_wheel() -> &'static Dist {
     built_once!(Spec::new("wgpub-app", "1.0.0").wheel())
