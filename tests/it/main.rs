@@ -16,6 +16,7 @@ mod integrity;
 mod malformed;
 mod metrics;
 mod origin;
+mod package_groups;
 mod provenance;
 mod publish;
 mod rules;

@@ -55,10 +55,10 @@ pub(crate) fn kappa_file(version: &str) -> (String, u64) {
 
 /// One scrape: every series (`name{labels}`) with its value.
 #[derive(Debug)]
-struct Scrape(BTreeMap<String, f64>);
+pub(crate) struct Scrape(BTreeMap<String, f64>);
 
 impl Scrape {
-    fn of(bed: &TestBed) -> Scrape {
+    pub(crate) fn of(bed: &TestBed) -> Scrape {
         let url = bed.url("/-/metrics");
         let response = http::get(&url, &[]);
         let body = response.expect_ok(&url);
@@ -92,6 +92,19 @@ impl Scrape {
     /// A series' value; 0 for one not (yet) in the exposition.
     fn value(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// The sum of the series of metric `name` whose labels include each of `labels`
+    /// (`kind="origin"`), whatever their other labels; 0 when none is in the exposition.
+    pub(crate) fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        let prefix = format!("{name}{{");
+        self.0
+            .iter()
+            .filter(|(series, _)| {
+                series.starts_with(&prefix) && labels.iter().all(|label| series.contains(label))
+            })
+            .map(|(_, value)| value)
+            .sum()
     }
 }
 

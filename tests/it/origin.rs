@@ -25,17 +25,17 @@ use crate::publish::{
     publishing_bed, twine_upload_as, INTERNAL,
 };
 
-const ALL: &str = "all";
-const PYPI: &str = "pypi";
+pub(crate) const ALL: &str = "all";
+pub(crate) const PYPI: &str = "pypi";
 /// The private name the upstream also offers (fixtures/projects.toml).
-const ACME: &str = "wgfx-acme-utils";
-const UPSTREAM_FILE: &str = "wgfx_acme_utils-99.0-py3-none-any.whl";
-const DENIED_HEADER: &str = "x-wheelgate-denied";
+pub(crate) const ACME: &str = "wgfx-acme-utils";
+pub(crate) const UPSTREAM_FILE: &str = "wgfx_acme_utils-99.0-py3-none-any.whl";
+pub(crate) const DENIED_HEADER: &str = "x-wheelgate-denied";
 const CONTROL: &str = "package-level origin control of wgfx-acme-utils";
 
 /// A publishing bed whose default repository is the group `all = [internal, pypi]`, with
 /// `extra_toml` appended (`[[package_origin]]` tables).
-fn origin_bed(extra_toml: &str) -> (TestBed, Account) {
+pub(crate) fn origin_bed(extra_toml: &str) -> (TestBed, Account) {
     let (bed, publisher, _) = publishing_bed(|config| {
         config.groups = vec![GroupConfig::new(ALL, &[INTERNAL, PYPI])];
         config.default_repository = ALL.to_owned();
@@ -45,12 +45,12 @@ fn origin_bed(extra_toml: &str) -> (TestBed, Account) {
 }
 
 /// `[[package_origin]]` for `wgfx-acme-utils` in `internal` with `setting` (`upstream = "BLOCK"`).
-fn reserve(setting: &str) -> String {
+pub(crate) fn reserve(setting: &str) -> String {
     format!("\n[[package_origin]]\nrepository = \"{INTERNAL}\"\npackage = \"{ACME}\"\n{setting}\n")
 }
 
 /// Publishes `wgfx-acme-utils 1.0` to `internal` with twine.
-fn publish_acme_1_0(bed: &TestBed, publisher: &Account) {
+pub(crate) fn publish_acme_1_0(bed: &TestBed, publisher: &Account) {
     let dist = plain_wheel(ACME, "1.0");
     let files: Vec<PathBuf> = vec![dist.write_to(&bed.dir.path().join("dist"))];
     let run = twine_upload_as(bed, publisher, &files);
@@ -59,7 +59,7 @@ fn publish_acme_1_0(bed: &TestBed, publisher: &Account) {
 
 /// The filenames of the JSON page `/<repo>/simple/<project>/`, which must be a 200, with the
 /// page's URL for resolving links.
-fn page_files(bed: &TestBed, repo: &str, project: &str) -> Vec<(String, url::Url)> {
+pub(crate) fn page_files(bed: &TestBed, repo: &str, project: &str) -> Vec<(String, url::Url)> {
     let path = format!("/{repo}/simple/{project}/");
     let url = bed.url(&path);
     let response = http::get(&url, &[("accept", "application/vnd.pypi.simple.v1+json")]);
@@ -85,7 +85,7 @@ fn page_files(bed: &TestBed, repo: &str, project: &str) -> Vec<(String, url::Url
 }
 
 /// The paths the upstream was asked for that contain `part`.
-fn upstream_requests(bed: &TestBed, part: &str) -> Vec<String> {
+pub(crate) fn upstream_requests(bed: &TestBed, part: &str) -> Vec<String> {
     bed.upstream
         .requests()
         .into_iter()
@@ -106,14 +106,58 @@ fn assert_upstream_never_asked(bed: &TestBed, part: &str, what: &str) {
 /// A 403 naming the package-level control of `wgfx-acme-utils`, in the body, the reason phrase
 /// and `X-Wheelgate-Denied`, with each of `words`.
 fn assert_origin_denied(response: &http::RawResponse, what: &str, words: &[&str]) {
-    let mut named = vec![CONTROL];
+    assert_denied_by(response, what, CONTROL, words);
+}
+
+/// A 403 naming `control`, in the body, the reason phrase and `X-Wheelgate-Denied`, with each of
+/// `words` in the body.
+pub(crate) fn assert_denied_by(
+    response: &http::RawResponse,
+    what: &str,
+    control: &str,
+    words: &[&str],
+) {
+    let mut named = vec![control];
     named.extend_from_slice(words);
     assert_refusal(response, 403, what, &named);
     let header = response.header(DENIED_HEADER).unwrap_or_default();
     assert!(
-        header.contains(CONTROL),
-        "{what}: {DENIED_HEADER} must name the control, got {header:?}"
+        header.contains(control),
+        "{what}: {DENIED_HEADER} must name {control:?}, got {header:?}"
     );
+}
+
+/// The path of the upstream's `wgfx-acme-utils 99.0` wheel in `repo`, built from the URL shape
+/// of the one file the JSON page of `group` lists (`/<group>/files/<project>/<sha256>/<file>`):
+/// the path a client that guessed it would ask for.
+pub(crate) fn upstream_file_path(bed: &TestBed, group: &str, repo: &str) -> String {
+    let files = page_files(bed, group, ACME);
+    let (visible_name, visible) = files
+        .first()
+        .unwrap_or_else(|| panic!("the page of {ACME} in {group} lists no file"));
+    let upstream = catalog().expect_project(ACME).expect_file(UPSTREAM_FILE);
+    let visible_sha = visible.path().rsplit('/').nth(1).unwrap_or_default();
+    let path = visible
+        .path()
+        .replace(visible_name.as_str(), UPSTREAM_FILE)
+        .replace(visible_sha, &upstream.sha256)
+        .replacen(&format!("/{group}/"), &format!("/{repo}/"), 1);
+    assert!(
+        path.starts_with(&format!("/{repo}/files/{ACME}/")),
+        "{path}"
+    );
+    path
+}
+
+/// The standard output of `wheelgate origin explain --config <bed's> <args>`, which must succeed.
+pub(crate) fn origin_explain(bed: &TestBed, args: &[&str]) -> String {
+    let config = bed.config_path();
+    let config = config.to_string_lossy().into_owned();
+    let mut all = vec!["origin", "explain", "--config", config.as_str()];
+    all.extend_from_slice(args);
+    let run = wheelgate::run(&all, bed.dir.path());
+    assert!(run.success(), "wheelgate {all:?} failed:\n{}", run.output());
+    run.stdout
 }
 
 #[test]
@@ -173,17 +217,7 @@ fn a_first_upload_keeps_the_upstreams_version_of_the_name_out_of_the_group_for_e
     }
 
     // The 99.0 file URL through the group, built from the visible file's URL shape, is a 403.
-    let files = page_files(&bed, ALL, ACME);
-    let visible = &files[0].1;
-    let upstream = catalog().expect_project(ACME).expect_file(UPSTREAM_FILE);
-    let hidden_path = visible.path().replace(&files[0].0, UPSTREAM_FILE).replace(
-        visible.path().rsplit('/').nth(1).unwrap_or_default(),
-        &upstream.sha256,
-    );
-    assert!(
-        hidden_path.starts_with("/all/files/wgfx-acme-utils/"),
-        "{hidden_path}"
-    );
+    let hidden_path = upstream_file_path(&bed, ALL, ALL);
     for part in ["", ".metadata"] {
         let path = format!("{hidden_path}{part}");
         let response = bed.raw_get_as(&path, None);
@@ -343,19 +377,14 @@ fn origin_explain_prints_the_records_their_sources_and_where_a_version_comes_fro
             bed.wheelgate.stop();
         }
         let explain = |args: &[&str]| {
-            let config = bed.config_path();
-            let config = config.to_string_lossy().into_owned();
-            let mut all = vec!["origin", "explain", "--config", config.as_str()];
-            all.extend_from_slice(args);
-            let run = wheelgate::run(&all, bed.dir.path());
-            assert!(run.success(), "wheelgate {all:?} failed:\n{}", run.output());
+            let stdout = origin_explain(&bed, args);
             let how = if running {
                 "asked the running server"
             } else {
                 "no server running: opened the store"
             };
-            assert!(run.stdout.starts_with(how), "{}", run.stdout);
-            run.stdout
+            assert!(stdout.starts_with(how), "{stdout}");
+            stdout
         };
         let acme = explain(&["--repo", ALL, "Wgfx_Acme_Utils", "99.0"]);
         for expected in [

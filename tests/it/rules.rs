@@ -28,7 +28,7 @@ const ACCEPT_HTML: (&str, &str) = ("accept", "text/html");
 /// The header naming the rules behind a refusal.
 const DENIED_HEADER: &str = "x-wheelgate-denied";
 /// How long a running wheelgate may take to apply an edited configuration.
-const RELOAD_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 
 /// The rule of the first scenario: wgfx-kappa has 1.0, 1.9 and 2.0; 2.0 is denied.
 const NO_KAPPA_2: &str = "no-kappa-2";
@@ -1013,7 +1013,7 @@ fn a_download_in_flight_finishes_under_the_rules_it_started_with() {
 // --- 6b. Audit mode ----------------------------------------------------------------------------
 
 /// The header naming the audited rules behind a request served anyway.
-const AUDIT_HEADER: &str = "x-wheelgate-audit";
+pub(crate) const AUDIT_HEADER: &str = "x-wheelgate-audit";
 
 /// `no-kappa-2` in `mode = "audit"`.
 fn audited_no_kappa_2() -> String {
@@ -1021,7 +1021,7 @@ fn audited_no_kappa_2() -> String {
 }
 
 /// The access-log lines wheelgate has written so far.
-fn access_lines(bed: &TestBed) -> Vec<String> {
+pub(crate) fn access_lines(bed: &TestBed) -> Vec<String> {
     bed.wheelgate
         .output()
         .lines()

@@ -314,16 +314,10 @@ impl RemoteConfig {
     }
 
     pub fn to_toml(&self) -> String {
-        let auth_hosts: Vec<String> = self.auth_hosts.iter().map(|h| toml_string(h)).collect();
         let max_size = self
             .max_size
             .as_deref()
             .map(|size| format!("max_size = {}\n", toml_string(size)))
-            .unwrap_or_default();
-        let negative_ttl = self
-            .negative_ttl
-            .as_deref()
-            .map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl)))
             .unwrap_or_default();
         let max_upload_size = self
             .max_upload_size
@@ -356,9 +350,35 @@ impl RemoteConfig {
              path = {store}\n\
              {max_size}\
              {access}\
-             \n\
+             {remote}\
+             {hosted}\
+             {extra_repositories}\
+             {groups}\
+             {users}\
+             {extra}",
+            extra = self.extra_toml,
+            extra_repositories = self.extra_repositories,
+            default_repository = toml_string(&self.default_repository),
+            remote = self.remote_table("pypi"),
+            listen = toml_string(&self.listen),
+            store = toml_string(&self.store.to_string_lossy()),
+        )
+    }
+
+    /// The `[[repository]]` table of the remote `pypi`, named `name`: the fixture upstream with
+    /// its credentials. Another name gives a second remote on the same upstream (for
+    /// `extra_repositories`).
+    pub fn remote_table(&self, name: &str) -> String {
+        let auth_hosts: Vec<String> = self.auth_hosts.iter().map(|h| toml_string(h)).collect();
+        let negative_ttl = self
+            .negative_ttl
+            .as_deref()
+            .map(|ttl| format!("negative_ttl = {}\n", toml_string(ttl)))
+            .unwrap_or_default();
+        format!(
+            "\n\
              [[repository]]\n\
-             name = \"pypi\"\n\
+             name = {name}\n\
              type = \"remote\"\n\
              url = {url}\n\
              index_ttl = {index_ttl}\n\
@@ -369,18 +389,9 @@ impl RemoteConfig {
              [repository.auth]\n\
              username = \"__token__\"\n\
              password_file = {password_file}\n\
-             auth_hosts = [{auth_hosts}]\n\
-             {hosted}\
-             {extra_repositories}\
-             {groups}\
-             {users}\
-             {extra}",
-            extra = self.extra_toml,
-            extra_repositories = self.extra_repositories,
-            default_repository = toml_string(&self.default_repository),
+             auth_hosts = [{auth_hosts}]\n",
+            name = toml_string(name),
             remote = self.remote_toml,
-            listen = toml_string(&self.listen),
-            store = toml_string(&self.store.to_string_lossy()),
             url = toml_string(&self.upstream_url),
             password_file = toml_string(&self.password_file.to_string_lossy()),
             auth_hosts = auth_hosts.join(", "),
