@@ -384,6 +384,16 @@ fn page_response<B, T>(
         let length = hyper::body::Body::size_hint(response.body()).exact();
         metrics.record_served(source, length.unwrap_or(0));
     }
+    if let Some(WouldDeny(group)) = &page.audit {
+        // Beside the audited rules the rendering may already name.
+        let value = match response.headers().get(X_WHEELGATE_AUDIT) {
+            Some(rules) => format!("{}; {group}", String::from_utf8_lossy(rules.as_bytes())),
+            None => group.clone(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(X_WHEELGATE_AUDIT, value);
+        }
+    }
     if let Some(members) = &page.unavailable {
         let names: Vec<&str> = members.iter().map(RepoName::as_str).collect();
         // Repository names are header-safe by construction.

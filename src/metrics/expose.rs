@@ -290,8 +290,8 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RepoName;
     use crate::config::Mode;
+    use crate::config::RepoName;
     use crate::metrics::{Denial, DenialKind};
     use crate::repository::CacheStatus;
     use crate::simple::name::ProjectName;

@@ -16,10 +16,12 @@ use pep440_rs::Version;
 use serde::{Deserialize, Serialize};
 
 use super::package::{
-    NoGroups, PackageControl, PackageOrigins, Restriction, Setting, SettingSource, Verdict,
+    PackageControl, PackageOrigins, Restriction, Setting, SettingSource, Verdict,
 };
 use super::record::OriginEvent;
+use super::GroupExplanation;
 use crate::cache::CacheError;
+use crate::config::Mode;
 use crate::config::{Config, RepoName};
 use crate::simple::name::ProjectName;
 use crate::simple::page::{parse_project_html, parse_project_json};
@@ -70,8 +72,11 @@ pub fn explain(
         raw: package.to_owned(),
         source,
     })?;
-    // joined with PackageGroups::check at merge: the group level replaces `NoGroups`.
-    let origins = PackageOrigins::new(config, Arc::new(store.clone()), Arc::new(NoGroups));
+    let origins = PackageOrigins::new(
+        config,
+        Arc::new(store.clone()),
+        Arc::new(config.package_groups.clone()),
+    );
     let mut text = String::new();
     let _ = writeln!(text, "package {project} in repository {repo}");
     let _ = writeln!(text, "package-level origin controls:");
@@ -79,33 +84,37 @@ pub fn explain(
         let control = origins.control(&name, &project);
         let _ = writeln!(text, "  {}", describe(&control));
     }
-    // joined with PackageGroups::explain at merge: the package group, its effective modes and
-    // where each was inherited from.
-    let _ = writeln!(
-        text,
-        "package group: none configured (every origin is allowed at the group level)"
-    );
+    describe_group(&mut text, &config.package_groups.explain(&project));
     if let Some(version) = version {
         let _ = writeln!(text, "version {version}:");
         let mut served_from = None;
         let mut reasons = Vec::new();
         for (source, through) in origins.sources(&repo) {
-            let line = match origins.serve(&through, &project) {
+            let verdict = origins.serve(&through, &project);
+            let line = match &verdict {
                 Verdict::Blocked(control) => format!("{source}: blocked by {control}"),
-                Verdict::Allowed => match offers(store, &origins, &source, &project, version)? {
-                    Offer::Has => {
-                        served_from.get_or_insert(source.clone());
-                        format!("{source}: has {version}")
-                    }
-                    Offer::HasNot => format!("{source}: does not have {version}"),
-                    Offer::Unknown => {
-                        served_from.get_or_insert(source.clone());
-                        format!(
-                            "{source}: allowed; its page of {project} is not in the store, so \
+                Verdict::Allowed | Verdict::Audited(_) => {
+                    match offers(store, &origins, &source, &project, version)? {
+                        Offer::Has => {
+                            served_from.get_or_insert(source.clone());
+                            format!("{source}: has {version}")
+                        }
+                        Offer::HasNot => format!("{source}: does not have {version}"),
+                        Offer::Unknown => {
+                            served_from.get_or_insert(source.clone());
+                            format!(
+                                "{source}: allowed; its page of {project} is not in the store, so \
                              its upstream would be asked"
-                        )
+                            )
+                        }
                     }
-                },
+                }
+            };
+            let line = match verdict {
+                Verdict::Audited(control) => {
+                    format!("{line} (audit mode: {control}, so it is served anyway)")
+                }
+                _ => line,
             };
             let _ = writeln!(text, "  {line}");
             reasons.push(line);
@@ -120,6 +129,34 @@ pub fn explain(
         };
     }
     Ok(OriginReport { text })
+}
+
+/// The package's group and what each of its restrictions comes to, with the group each was
+/// inherited from.
+fn describe_group(text: &mut String, group: &GroupExplanation) {
+    let _ = write!(text, "package group: {}", group.group);
+    if group.mode == Mode::Audit {
+        let _ = write!(
+            text,
+            " (mode audit: its blocks are only logged and counted)"
+        );
+    }
+    let _ = writeln!(text);
+    for detail in [&group.description, &group.contact].into_iter().flatten() {
+        let _ = writeln!(text, "  {detail}");
+    }
+    for restriction in &group.restrictions {
+        let from = if restriction.inherited {
+            format!("inherited from {}", restriction.from)
+        } else {
+            format!("set by {}", restriction.from)
+        };
+        let _ = writeln!(
+            text,
+            "  {}: {} (mode {}, {from})",
+            restriction.restriction, restriction.effective, restriction.mode
+        );
+    }
 }
 
 /// One repository's line: both settings and where they came from.

@@ -27,14 +27,21 @@
 //! hosted repositories are never hidden: origin controls decide how new versions enter.
 //!
 //! A BLOCK at the package level or at the group level wins: [`PackageOrigins`] asks the group
-//! level through one slot, [`GroupLevel`], once the package level allows.
+//! level (`[[package_group]]`, [`PackageGroups`]) through one slot, [`GroupLevel`], once the
+//! package level allows. What the group level is asked, for a file travelling from the
+//! repository that holds it through the groups that serve it: `external_upstream` for the
+//! remote a file comes from, and `internal_upstream` for each group it passes through (whether
+//! it comes from a remote or a hosted member); for an upload, `publish` for the hosted
+//! repository. A group in `mode = "audit"` does not refuse: its block is a [`Verdict::Audited`],
+//! served, counted and logged as a would-deny.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{Config, PackageOriginConfig, RepoName, RepositoryKind};
+use crate::config::{Config, Mode, PackageOriginConfig, RepoName, RepositoryKind};
 use crate::origin::record::{Allowance, OriginEvent, OriginRecord};
+use crate::origin::{GroupVerdict, PackageGroups, Restriction as Way};
 use crate::simple::name::ProjectName;
 use crate::store::Store;
 
@@ -142,9 +149,12 @@ pub enum Control {
         control: Box<PackageControl>,
         restriction: Restriction,
     },
-    /// A package group (the group level's own words: its pattern and restriction).
-    // joined with PackageGroups::check at merge
-    Group { description: String },
+    /// A package group: its pattern, the restriction that does not allow `repository`.
+    Group {
+        group: Arc<str>,
+        restriction: Way,
+        repository: RepoName,
+    },
 }
 
 impl Control {
@@ -152,7 +162,7 @@ impl Control {
     /// `package-level` (the package is in the log and on the status page).
     pub fn name(&self) -> &str {
         match self {
-            Control::Group { description } => description,
+            Control::Group { group, .. } => group,
             Control::Package { .. } => "package-level",
         }
     }
@@ -161,7 +171,21 @@ impl Control {
 impl fmt::Display for Control {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Control::Group { description } => f.write_str(description),
+            Control::Group {
+                group,
+                restriction,
+                repository,
+            } => {
+                let what = match restriction {
+                    Way::Publish => "publishing to",
+                    Way::ExternalUpstream => "versions from the upstream of",
+                    Way::InternalUpstream => "versions taken from its members by",
+                };
+                write!(
+                    f,
+                    "package group {group}: its {restriction} restriction does not allow {what}                      repository {repository}"
+                )
+            }
             Control::Package {
                 control,
                 restriction,
@@ -213,36 +237,27 @@ impl fmt::Display for Control {
 pub enum Verdict {
     Allowed,
     Blocked(Control),
+    /// Allowed, but a package group in `mode = "audit"` would have blocked it: served, and
+    /// counted and logged as a would-deny.
+    Audited(Control),
 }
 
-/// The group level's answer, for the slot in [`PackageOrigins`].
-// joined with PackageGroups::check at merge: this becomes the group level's `GroupVerdict`
-// (with its mode: an audited block is counted and logged, not refused).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupVerdict {
-    Allowed,
-    Blocked { description: String },
+impl Verdict {
+    /// Whether the request goes ahead (allowed or only audited).
+    pub fn allows(&self) -> bool {
+        !matches!(self, Verdict::Blocked(_))
+    }
 }
 
-/// The group level as the decision asks it.
+/// The group level as the decision asks it: [`PackageGroups`], or a stand-in in tests.
 pub trait GroupLevel: Send + Sync {
-    /// `restriction` for `package` entering `repository` (the hosted repository published to,
-    /// or the remote repository a file comes from).
-    fn check(
-        &self,
-        package: &ProjectName,
-        restriction: Restriction,
-        repository: &RepoName,
-    ) -> GroupVerdict;
+    /// Whether `repository` may take a version of `package` the `way` it comes.
+    fn check(&self, package: &ProjectName, way: Way, repository: &RepoName) -> GroupVerdict;
 }
 
-/// No package group configured: everything is allowed at the group level.
-// joined with PackageGroups::check at merge
-pub struct NoGroups;
-
-impl GroupLevel for NoGroups {
-    fn check(&self, _: &ProjectName, _: Restriction, _: &RepoName) -> GroupVerdict {
-        GroupVerdict::Allowed
+impl GroupLevel for PackageGroups {
+    fn check(&self, package: &ProjectName, way: Way, repository: &RepoName) -> GroupVerdict {
+        PackageGroups::check(self, package, way, repository)
     }
 }
 
@@ -414,16 +429,18 @@ impl PackageOrigins {
         let Some(source) = through.last() else {
             return Verdict::Allowed;
         };
-        // Published files are never hidden; only files from an upstream are judged.
+        let groups = &through[..through.len() - 1];
+        // Published files are never hidden by package-level controls; only files from an
+        // upstream are. The group level judges every way a file travels.
         if !self.is(source, NodeKind::Remote) {
-            return Verdict::Allowed;
+            return self.through_groups(package, groups, Verdict::Allowed);
         }
         // The remote's own control, then each group on the way, then the hosted repositories
         // of the outermost group (a nested group's hosted members are among them).
         let blocked = self
             .blocks(source, package, Restriction::Upstream)
             .or_else(|| {
-                through[..through.len() - 1]
+                groups
                     .iter()
                     .find_map(|group| self.blocks(group, package, Restriction::Upstream))
             })
@@ -438,8 +455,37 @@ impl PackageOrigins {
             });
         match blocked {
             Some(control) => Verdict::Blocked(control),
-            None => self.group_level(package, Restriction::Upstream, source),
+            None => {
+                let external = self.group_level(package, Way::ExternalUpstream, source);
+                self.through_groups(package, groups, external)
+            }
         }
+    }
+
+    /// `verdict` so far, then the group level's `internal_upstream` for each group a file
+    /// passes through: the first block decides; else the first audit is kept.
+    fn through_groups(
+        &self,
+        package: &ProjectName,
+        groups: &[RepoName],
+        verdict: Verdict,
+    ) -> Verdict {
+        let mut verdict = verdict;
+        if let Verdict::Blocked(_) = verdict {
+            return verdict;
+        }
+        for group in groups {
+            match self.group_level(package, Way::InternalUpstream, group) {
+                Verdict::Allowed => {}
+                blocked @ Verdict::Blocked(_) => return blocked,
+                audited @ Verdict::Audited(_) => {
+                    if verdict == Verdict::Allowed {
+                        verdict = audited;
+                    }
+                }
+            }
+        }
+        verdict
     }
 
     /// Publishing `package` to the hosted repository `hosted`.
@@ -462,7 +508,7 @@ impl PackageOrigins {
         };
         match blocked {
             Some(control) => Verdict::Blocked(control),
-            None => self.group_level(package, Restriction::Publish, hosted),
+            None => self.group_level(package, Way::Publish, hosted),
         }
     }
 
@@ -478,7 +524,7 @@ impl PackageOrigins {
             if found.iter().any(|f| f.remote == remote) {
                 continue;
             }
-            if self.serve(&through, package) == Verdict::Allowed {
+            if self.serve(&through, package).allows() {
                 found.push(OfferingUpstream { remote, group });
             }
         }
@@ -502,16 +548,23 @@ impl PackageOrigins {
         found
     }
 
-    fn group_level(
-        &self,
-        package: &ProjectName,
-        restriction: Restriction,
-        repository: &RepoName,
-    ) -> Verdict {
-        match self.groups.check(package, restriction, repository) {
+    fn group_level(&self, package: &ProjectName, way: Way, repository: &RepoName) -> Verdict {
+        match self.groups.check(package, way, repository) {
             GroupVerdict::Allowed => Verdict::Allowed,
-            GroupVerdict::Blocked { description } => {
-                Verdict::Blocked(Control::Group { description })
+            GroupVerdict::Blocked {
+                group,
+                restriction,
+                mode,
+            } => {
+                let control = Control::Group {
+                    group,
+                    restriction,
+                    repository: repository.clone(),
+                };
+                match mode {
+                    Mode::Enforce => Verdict::Blocked(control),
+                    Mode::Audit => Verdict::Audited(control),
+                }
             }
         }
     }

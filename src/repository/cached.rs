@@ -332,6 +332,7 @@ impl<T> PageView<T> {
             cached: self.cached,
             status: self.status,
             unavailable: self.unavailable,
+            audit: None,
         }
     }
 }
@@ -343,6 +344,9 @@ pub struct Page<T> {
     pub status: CacheStatus,
     /// A group's page served without some members, which failed: their names.
     pub unavailable: Option<Arc<[RepoName]>>,
+    /// A package group in audit mode would have left some of the page's files out: it, as a
+    /// refusal would name it (sent in `X-Wheelgate-Audit` with the audited rules, if any).
+    pub audit: Option<super::WouldDeny>,
 }
 
 enum At {

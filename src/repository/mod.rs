@@ -32,7 +32,7 @@ use url::Url;
 use crate::access::{Caller, Role, Users};
 use crate::config::{Config, RepoName, RepositoryKind};
 use crate::metrics::{Metrics, RepoMetrics};
-use crate::origin::package::{NoGroups, PackageOrigins};
+use crate::origin::package::PackageOrigins;
 use crate::policy::Policy;
 use crate::simple::name::ProjectName;
 use crate::simple::page::{FileEntry, ProjectIndex, ProjectPage};
@@ -312,8 +312,11 @@ impl Repositories {
             .iter()
             .map(|(name, _)| metrics.repository(name))
             .collect();
-        // joined with PackageGroups::check at merge: the group level replaces `NoGroups`.
-        let origins = PackageOrigins::new(config, Arc::new(store.clone()), Arc::new(NoGroups));
+        let origins = PackageOrigins::new(
+            config,
+            Arc::new(store.clone()),
+            Arc::new(config.package_groups.clone()),
+        );
         Ok(Repositories {
             origins,
             repo_metrics,

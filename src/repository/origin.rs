@@ -22,12 +22,13 @@ use pep440_rs::Version;
 
 use super::cached::PageView;
 use super::group::Source;
+use super::serve::WouldDenyOf;
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::config::{Mode, RepoName};
 use crate::metrics::{Denial, DenialKind};
 use crate::origin::package::{Control, Verdict};
 use crate::simple::name::ProjectName;
-use crate::simple::page::ProjectPage;
+use crate::simple::page::{FileEntry, ProjectPage};
 
 /// What the origin controls leave of a repository for one package.
 pub(super) struct Admitted {
@@ -35,6 +36,39 @@ pub(super) struct Admitted {
     pub blocked: Vec<bool>,
     /// The control that left out the first member left out (or the repository itself).
     pub control: Option<Control>,
+    /// The repositories holding files (the members, or the repository itself) that a package
+    /// group in audit mode would have left out, with that group: served, and recorded as
+    /// would-denies when their files are.
+    pub audited: Vec<(RepoName, Control)>,
+}
+
+/// A page the origin controls admit, with the audited controls that would have left some of
+/// its members out.
+pub(super) struct Admission {
+    pub view: PageView<ProjectPage>,
+    pub audited: Vec<(RepoName, Control)>,
+}
+
+impl Admission {
+    /// The audited control that would have left out the repository holding `entry` (a
+    /// group's member, or the repository `name` itself).
+    pub fn audited_for(&self, name: &RepoName, entry: &FileEntry) -> Option<&Control> {
+        let holder = entry.origin.as_ref().map_or(name, |origin| &origin.repository);
+        self.audited
+            .iter()
+            .find(|(source, _)| source == holder)
+            .map(|(_, control)| control)
+    }
+
+    /// The first audited control whose repository has files on the page.
+    pub fn audited_on_page(&self, name: &RepoName) -> Option<&Control> {
+        self.view
+            .cached
+            .value
+            .files
+            .iter()
+            .find_map(|entry| self.audited_for(name, entry))
+    }
 }
 
 impl Repositories {
@@ -48,25 +82,31 @@ impl Repositories {
         let mut admitted = Admitted {
             blocked: Vec::new(),
             control: None,
+            audited: Vec::new(),
         };
         match repository {
             Repository::Source(Source::Hosted(_)) => {}
             Repository::Source(Source::Remote(_)) => {
-                if let Verdict::Blocked(control) =
-                    self.origins.serve(std::slice::from_ref(name), project)
-                {
-                    admitted.control = Some(control);
+                match self.origins.serve(std::slice::from_ref(name), project) {
+                    Verdict::Allowed => {}
+                    Verdict::Blocked(control) => admitted.control = Some(control),
+                    Verdict::Audited(control) => admitted.audited.push((name.clone(), control)),
                 }
             }
             Repository::Group(group) => {
                 for (index, member) in group.members().iter().enumerate() {
-                    if let Verdict::Blocked(control) = self.origins.serve(&member.through, project)
-                    {
-                        if admitted.blocked.is_empty() {
-                            admitted.blocked = vec![false; group.members().len()];
+                    match self.origins.serve(&member.through, project) {
+                        Verdict::Allowed => {}
+                        Verdict::Blocked(control) => {
+                            if admitted.blocked.is_empty() {
+                                admitted.blocked = vec![false; group.members().len()];
+                            }
+                            admitted.blocked[index] = true;
+                            admitted.control.get_or_insert(control);
                         }
-                        admitted.blocked[index] = true;
-                        admitted.control.get_or_insert(control);
+                        Verdict::Audited(control) => {
+                            admitted.audited.push((member.name.clone(), control))
+                        }
                     }
                 }
             }
@@ -83,20 +123,25 @@ impl Repositories {
         repository: &Repository,
         project: &ProjectName,
         what: impl FnOnce() -> String,
-    ) -> Result<PageView<ProjectPage>, ServeError> {
-        let admitted = self.admitted(name, repository, project);
-        let page = match (repository, admitted.control) {
+    ) -> Result<Admission, ServeError> {
+        let Admitted {
+            blocked,
+            control,
+            audited,
+        } = self.admitted(name, repository, project);
+        let page = match (repository, control) {
             // A remote blocked for the package is not asked.
             (Repository::Source(_), Some(control)) => {
                 return Err(self.origin_denied(name, project, what(), control))
             }
-            (Repository::Source(source), None) => return source.project_page(project).await,
-            (Repository::Group(group), control) => {
-                (group.page(project, &admitted.blocked).await, control)
+            (Repository::Source(source), None) => {
+                let view = source.project_page(project).await?;
+                return Ok(Admission { view, audited });
             }
+            (Repository::Group(group), control) => (group.page(project, &blocked).await, control),
         };
         match page {
-            (Ok(page), _) => Ok(page),
+            (Ok(view), _) => Ok(Admission { view, audited }),
             // No member left has the project, and the controls left some out: they refuse.
             (Err(error), Some(control)) if error.status() == http::StatusCode::NOT_FOUND => {
                 Err(self.origin_denied(name, project, what(), control))
@@ -186,13 +231,28 @@ impl Repositories {
         version: &str,
         filename: &str,
     ) -> Result<(), ServeError> {
-        if let Verdict::Blocked(control) = self.origins.publish(hosted, project) {
-            return Err(self.origin_denied(
-                hosted,
-                project,
-                format!("publishing {filename} to repository {hosted}"),
-                control,
-            ));
+        match self.origins.publish(hosted, project) {
+            Verdict::Allowed => {}
+            Verdict::Blocked(control) => {
+                return Err(self.origin_denied(
+                    hosted,
+                    project,
+                    format!("publishing {filename} to repository {hosted}"),
+                    control,
+                ))
+            }
+            Verdict::Audited(control) => {
+                let by = control.to_string();
+                self.count_would_deny(WouldDenyOf {
+                    kind: DenialKind::Origin,
+                    repository: hosted,
+                    package: project,
+                    version: Some(version),
+                    what: filename,
+                    names: control.name(),
+                    by: &by,
+                });
+            }
         }
         let wanted = Version::from_str(version).ok();
         for offering in self.origins.offering_upstreams(hosted, project) {

@@ -16,8 +16,8 @@ use super::cached::{Page, Refusal, RenderKey, Rendered};
 use super::file::{FileInfo, Located, ServedFile};
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::access::{Caller, Role};
-use crate::config::RepoName;
 use crate::config::Mode;
+use crate::config::RepoName;
 use crate::metrics::{Denial, DenialKind};
 use crate::policy::enforce::{describe_rules, filter_page_through, Filtered, PageDecision};
 use crate::policy::{Decision, FileFacts};
@@ -108,11 +108,13 @@ impl Repositories {
         request: PageRequest,
     ) -> Result<Page<ProjectPage>, ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, repo)?;
-        let view = self
+        let admission = self
             .admitted_page(name, repository, project, || {
                 format!("every file of {project} in repository {name}")
             })
             .await?;
+        let origin_audit = admission.audited_on_page(name).cloned();
+        let view = admission.view;
         let PageRequest { format, depth } = request;
         let now = SystemTime::now();
         let key = RenderKey {
@@ -121,7 +123,7 @@ impl Repositories {
             depth,
             minute: self.policy_minute(now),
         };
-        let page = view.render(key, |page| {
+        let mut page = view.render(key, |page| {
             self.note_ingestion(name, page);
             let links = match &self.public_url {
                 Some(base) => Links::absolute(base, name.as_str()),
@@ -193,6 +195,19 @@ impl Repositories {
                 by: &audit.rules,
             });
         }
+        if let Some(control) = origin_audit {
+            let by = control.to_string();
+            self.count_would_deny(WouldDenyOf {
+                kind: DenialKind::Origin,
+                repository: name,
+                package: project,
+                version: None,
+                what: "page",
+                names: control.name(),
+                by: &by,
+            });
+            page.audit = Some(WouldDeny(by));
+        }
         Ok(page)
     }
 
@@ -228,10 +243,10 @@ impl Repositories {
     ) -> Result<(&Repository, Located, Option<WouldDeny>), ServeError> {
         let (name, repository) = self.find_for(caller, Role::Read, Some(&request.repo))?;
         let what = || format!("{} (repository {name})", request.part.of(&request.filename));
-        let view = self
+        let admission = self
             .admitted_page(name, repository, &request.project, what)
             .await?;
-        let Some(position) = view.cached.value.files.iter().position(|f| {
+        let Some(position) = admission.view.cached.value.files.iter().position(|f| {
             f.filename.as_str() == request.filename.as_str() && f.key() == request.key
         }) else {
             // Not on the page: a member the origin controls left out may have offered it.
@@ -245,28 +260,17 @@ impl Repositories {
                 key: request.key.to_string(),
             });
         };
-        let located = Located::new(view.cached, position);
+        let origin_audit = admission
+            .audited_for(name, &admission.view.cached.value.files[position])
+            .cloned();
+        let located = Located::new(admission.view.cached, position);
         let entry = located.entry();
         let facts = FileFacts::of_entry(&located.page.value, entry);
         let through = repository.through(name, entry);
         let decision = self
             .policy
             .decide_through(through, &facts, SystemTime::now());
-        if let Some(by) = decision.would_deny() {
-            let rules = by.to_string();
-            let what = request.part.of(&entry.filename).to_string();
-            self.count_would_deny(WouldDenyOf {
-                kind: DenialKind::Rule,
-                repository: name,
-                package: &request.project,
-                version: facts.version,
-                what: &what,
-                names: by.rule.as_str(),
-                by: &rules,
-            });
-            return Ok((repository, located, Some(WouldDeny(rules))));
-        }
-        if let Decision::Deny { by } = decision {
+        if let Decision::Deny { by } = &decision {
             self.metrics().record_denial(Denial {
                 repository: name,
                 package: &located.page.value.name,
@@ -289,7 +293,37 @@ impl Repositories {
                 cache: None,
             });
         }
-        Ok((repository, located, None))
+        // Served: what audited rules and package groups would have refused is recorded.
+        let what = request.part.of(&entry.filename).to_string();
+        let mut audits: Vec<String> = Vec::new();
+        if let Some(by) = decision.would_deny() {
+            let rules = by.to_string();
+            self.count_would_deny(WouldDenyOf {
+                kind: DenialKind::Rule,
+                repository: name,
+                package: &request.project,
+                version: facts.version,
+                what: &what,
+                names: by.rule.as_str(),
+                by: &rules,
+            });
+            audits.push(rules);
+        }
+        if let Some(control) = origin_audit {
+            let by = control.to_string();
+            self.count_would_deny(WouldDenyOf {
+                kind: DenialKind::Origin,
+                repository: name,
+                package: &request.project,
+                version: facts.version,
+                what: &what,
+                names: control.name(),
+                by: &by,
+            });
+            audits.push(by);
+        }
+        let audit = (!audits.is_empty()).then(|| WouldDeny(audits.join("; ")));
+        Ok((repository, located, audit))
     }
 
     /// The one place a would-deny is recorded: a request served although audited rules or

@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::config::Mode;
 
 /// Records in a map, as the store would hold them.
 #[derive(Default)]
@@ -65,7 +66,7 @@ fn origins(extra: &str) -> (PackageOrigins, Arc<Map>) {
         .unwrap_or_else(|e| panic!("{e}"));
     let map = Arc::new(Map::default());
     (
-        PackageOrigins::new(&config, map.clone(), Arc::new(NoGroups)),
+        PackageOrigins::new(&config, map.clone(), Arc::new(PackageGroups::default())),
         map,
     )
 }
@@ -269,9 +270,11 @@ fn offering_upstreams_are_those_allowed_through_a_group_with_the_repository() {
 fn a_group_level_block_wins() {
     struct BlockAll;
     impl GroupLevel for BlockAll {
-        fn check(&self, _: &ProjectName, _: Restriction, _: &RepoName) -> GroupVerdict {
+        fn check(&self, _: &ProjectName, way: Way, _: &RepoName) -> GroupVerdict {
             GroupVerdict::Blocked {
-                description: "package group /pypi//acme~".to_owned(),
+                group: "/pypi//acme~".into(),
+                restriction: way,
+                mode: Mode::Enforce,
             }
         }
     }
@@ -281,7 +284,9 @@ fn a_group_level_block_wins() {
     assert_eq!(
         verdict,
         Verdict::Blocked(Control::Group {
-            description: "package group /pypi//acme~".to_owned()
+            group: "/pypi//acme~".into(),
+            restriction: Way::ExternalUpstream,
+            repository: name("pypi"),
         })
     );
     assert!(matches!(
@@ -309,7 +314,7 @@ fn origin_decision_cost() {
             .unwrap();
     }
     let config = crate::config::parse(REPOS, "proxy.toml", &|_| None).unwrap();
-    let origins = PackageOrigins::new(&config, Arc::new(store), Arc::new(NoGroups));
+    let origins = PackageOrigins::new(&config, Arc::new(store), Arc::new(PackageGroups::default()));
     let through = names(&["all", "inner", "pypi"]);
     let own = names(&["all", "internal"]);
     let acme = package("pkg-500");
