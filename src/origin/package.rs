@@ -183,7 +183,7 @@ impl fmt::Display for Control {
                 };
                 write!(
                     f,
-                    "package group {group}: its {restriction} restriction does not allow {what}                      repository {repository}"
+                    "package group {group}: its {restriction} restriction does not allow {what} repository {repository}"
                 )
             }
             Control::Package {

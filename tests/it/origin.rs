@@ -110,21 +110,22 @@ fn assert_origin_denied(response: &http::RawResponse, what: &str, words: &[&str]
 }
 
 /// A 403 naming `control`, in the body, the reason phrase and `X-Wheelgate-Denied`, with each of
-/// `words` in the body.
+/// `words` in the body. Returns the body's line.
 pub(crate) fn assert_denied_by(
     response: &http::RawResponse,
     what: &str,
     control: &str,
     words: &[&str],
-) {
+) -> String {
     let mut named = vec![control];
     named.extend_from_slice(words);
-    assert_refusal(response, 403, what, &named);
+    let line = assert_refusal(response, 403, what, &named);
     let header = response.header(DENIED_HEADER).unwrap_or_default();
     assert!(
         header.contains(control),
         "{what}: {DENIED_HEADER} must name {control:?}, got {header:?}"
     );
+    line
 }
 
 /// The path of the upstream's `wgfx-acme-utils 99.0` wheel in `repo`, built from the URL shape

@@ -7,7 +7,7 @@
 //!   no page, its file (through the group and through the remote) is a 403 naming the group, and
 //!   the upstream is never asked for anything of the name.
 //! - `ALLOW_SPECIFIC_REPOSITORIES` allows exactly its list: of two remotes on the same upstream,
-//!   and of two groups.
+//!   and of two groups. `internal_upstream` also governs a hosted member's files through a group.
 //! - INHERIT three levels deep, and `origin explain` printing the effective settings and the
 //!   group each was inherited from.
 //! - Audit: the confusion scenario with the group in `mode = "audit"` installs 99.0, logs and
@@ -83,16 +83,41 @@ fn listed(bed: &TestBed, repo: &str, project: &str) -> Vec<String> {
     names
 }
 
-/// `GET <path>` must be a 403 naming the package group `pattern` (body, reason phrase and
-/// `X-Wheelgate-Denied`).
-fn assert_group_denies(bed: &TestBed, path: &str, pattern: &str) {
-    let response = bed.raw_get_as(path, None);
-    assert_denied_by(
-        &response,
-        &format!("GET {path}"),
-        &group_named(pattern),
-        &[],
+/// What a group's refusal of a file from the remote `remote` says after the group's name.
+fn external(remote: &str) -> String {
+    format!("its EXTERNAL_UPSTREAM restriction does not allow versions from the upstream of repository {remote}")
+}
+
+/// What a group's refusal of a file passing through the group repository `group` says.
+fn internal(group: &str) -> String {
+    format!("its INTERNAL_UPSTREAM restriction does not allow versions taken from its members by repository {group}")
+}
+
+/// A 403 naming the package group `pattern` (body, reason phrase and `X-Wheelgate-Denied`),
+/// whose line goes on with `restriction` (see `external`), in single-spaced words.
+fn assert_refused_by_group(
+    response: &http::RawResponse,
+    what: &str,
+    pattern: &str,
+    restriction: &str,
+) {
+    let named = group_named(pattern);
+    let line = assert_denied_by(
+        response,
+        what,
+        &named,
+        &[&format!("{named}: {restriction}")],
     );
+    assert!(
+        !line.contains("  "),
+        "{what}: the reason must be single-spaced words, got {line:?}"
+    );
+}
+
+/// `GET <path>` must be a 403 naming the package group `pattern` and `restriction`.
+fn assert_group_denies(bed: &TestBed, path: &str, pattern: &str, restriction: &str) {
+    let response = bed.raw_get_as(path, None);
+    assert_refused_by_group(&response, &format!("GET {path}"), pattern, restriction);
 }
 
 /// The path wheelgate links the upstream's `filename` of `project` at in the remote `repo`:
@@ -166,14 +191,24 @@ fn a_package_group_keeps_the_upstreams_version_of_a_private_name_out_for_every_s
         "the group's HTML page must list 1.0 and not 99.0:\n{}",
         html.text()
     );
-    assert_group_denies(&bed, "/pypi/simple/wgfx-acme-utils/", ACME_GROUP);
+    assert_group_denies(
+        &bed,
+        "/pypi/simple/wgfx-acme-utils/",
+        ACME_GROUP,
+        &external(PYPI),
+    );
 
     // The 99.0 file URL, built from the visible file's URL shape, through the group and through
     // the remote: a 403 naming the group, for the file and its .metadata.
     for repo in [ALL, PYPI] {
         let path = upstream_file_path(&bed, ALL, repo);
         for suffix in ["", ".metadata"] {
-            assert_group_denies(&bed, &format!("{path}{suffix}"), ACME_GROUP);
+            assert_group_denies(
+                &bed,
+                &format!("{path}{suffix}"),
+                ACME_GROUP,
+                &external(PYPI),
+            );
         }
     }
 
@@ -224,8 +259,18 @@ fn allow_specific_repositories_allows_exactly_the_listed_remotes_and_groups() {
     let fetched = upstream_requests(&bed, UPSTREAM_FILE).len();
 
     // Through the other remote on the same upstream: refused, page and file.
-    assert_group_denies(&bed, "/pypi2/simple/wgfx-acme-utils/", group);
-    assert_group_denies(&bed, &remote_file_path("pypi2", ACME, UPSTREAM_FILE), group);
+    assert_group_denies(
+        &bed,
+        "/pypi2/simple/wgfx-acme-utils/",
+        group,
+        &external("pypi2"),
+    );
+    assert_group_denies(
+        &bed,
+        &remote_file_path("pypi2", ACME, UPSTREAM_FILE),
+        group,
+        &external("pypi2"),
+    );
     assert_install_fails(&bed, "uv", &bed.url("/pypi2/simple/"), ACME);
 
     // Through the listed group: only its member pypi serves the file (pypi2 is left out).
@@ -240,9 +285,14 @@ fn allow_specific_repositories_allows_exactly_the_listed_remotes_and_groups() {
         (ACME, "99.0"),
     );
     // Through a group not in the internal list, though its member is an allowed remote: refused.
-    assert_group_denies(&bed, "/only-pypi/simple/wgfx-acme-utils/", group);
+    assert_group_denies(
+        &bed,
+        "/only-pypi/simple/wgfx-acme-utils/",
+        group,
+        &internal("only-pypi"),
+    );
     let through_other = path.replacen("/pypi/", "/only-pypi/", 1);
-    assert_group_denies(&bed, &through_other, group);
+    assert_group_denies(&bed, &through_other, group, &internal("only-pypi"));
 
     // Whatever was refused never reached the upstream: only the allowed ways fetched the file.
     assert_eq!(
@@ -278,12 +328,27 @@ fn inherit_three_levels_deep_is_enforced_and_explained() {
     // The exact group inherits BLOCK through two INHERITs from /pypi/*: the remote and the
     // group refuse the page and the file, naming the package's own group.
     for repo in [PYPI, ALL] {
-        assert_group_denies(&bed, &format!("/{repo}/simple/wgfx-acme-utils/"), exact);
-        assert_group_denies(&bed, &remote_file_path(repo, ACME, UPSTREAM_FILE), exact);
+        assert_group_denies(
+            &bed,
+            &format!("/{repo}/simple/wgfx-acme-utils/"),
+            exact,
+            &external(PYPI),
+        );
+        assert_group_denies(
+            &bed,
+            &remote_file_path(repo, ACME, UPSTREAM_FILE),
+            exact,
+            &external(PYPI),
+        );
     }
     assert_install_fails(&bed, "pip", &bed.url("/simple/"), ACME);
     // One level up, a sibling name inherits the same BLOCK, named by its own group.
-    assert_group_denies(&bed, "/all/simple/wgfx-epsilon/", "/pypi//wgfx~");
+    assert_group_denies(
+        &bed,
+        "/all/simple/wgfx-epsilon/",
+        "/pypi//wgfx~",
+        &external(PYPI),
+    );
     // A group that says ALLOW under the same ancestors is served.
     assert_installs(
         &bed,
@@ -299,10 +364,10 @@ fn inherit_three_levels_deep_is_enforced_and_explained() {
     // mode, and where it was inherited from.
     let explained = origin_explain(&bed, &["--repo", ALL, "WGFX.Acme_Utils"]);
     for expected in [
-        "package group: /pypi//wgfx-acme-utils$",
-        "external_upstream: BLOCK, enforce, inherited from /pypi/*",
-        "publish: ALLOW, enforce, inherited from /*",
-        "internal_upstream: ALLOW, enforce, inherited from /*",
+        "package group: /pypi//wgfx-acme-utils$\n",
+        "EXTERNAL_UPSTREAM: BLOCK (mode enforce, inherited from /pypi/*)",
+        "PUBLISH: ALLOW (mode enforce, inherited from /*)",
+        "INTERNAL_UPSTREAM: ALLOW (mode enforce, inherited from /*)",
     ] {
         assert!(
             explained.contains(expected),
@@ -311,8 +376,8 @@ fn inherit_three_levels_deep_is_enforced_and_explained() {
     }
     let kappa = origin_explain(&bed, &["--repo", ALL, "wgfx-kappa"]);
     assert!(
-        kappa.contains("package group: /pypi//wgfx-kappa$")
-            && kappa.contains("external_upstream: ALLOW, enforce\n"),
+        kappa.contains("package group: /pypi//wgfx-kappa$\n")
+            && kappa.contains("EXTERNAL_UPSTREAM: ALLOW (mode enforce, set by /pypi//wgfx-kappa$)"),
         "wgfx-kappa's own ALLOW, not inherited:\n{kappa}"
     );
 }
@@ -361,6 +426,18 @@ fn an_audited_group_serves_the_upstreams_version_logs_and_counts_it_then_enforce
         "the audited file names the group; headers:\n{}",
         direct.headers_text()
     );
+    let explained = origin_explain(&bed, &["--repo", ALL, ACME, "99.0"]);
+    for expected in [
+        "package group: /pypi//wgfx-acme~ (mode audit",
+        "EXTERNAL_UPSTREAM: BLOCK (mode audit, set by /pypi//wgfx-acme~)",
+        "pypi: has 99.0 (audit mode: package group /pypi//wgfx-acme~",
+        "99.0: served by all from pypi",
+    ] {
+        assert!(
+            explained.contains(expected),
+            "expected {expected:?} in:\n{explained}"
+        );
+    }
     let counted = would_deny(&bed) - before;
     assert!(
         counted >= 1.0,
@@ -381,7 +458,7 @@ fn an_audited_group_serves_the_upstreams_version_logs_and_counts_it_then_enforce
         bed.wheelgate.output()
     );
     assert_installs(&bed, "pip", &bed.url("/all/simple/"), ACME, (ACME, "1.0"));
-    assert_group_denies(&bed, &path, ACME_GROUP);
+    assert_group_denies(&bed, &path, ACME_GROUP, &external(PYPI));
 }
 
 #[test]
@@ -402,11 +479,11 @@ fn a_group_that_blocks_publishing_refuses_the_upload_naming_the_group() {
     );
 
     let response = bed.upload(INTERNAL, &UploadForm::of(&dist), Some(&publisher));
-    assert_denied_by(
+    assert_refused_by_group(
         &response,
         "the upload of wgfx-acme-utils 1.0",
-        &group_named(ACME_GROUP),
-        &[],
+        ACME_GROUP,
+        "its PUBLISH restriction does not allow publishing to repository internal",
     );
     let page = bed.raw_get_as("/internal/simple/wgfx-acme-utils/", None);
     assert_eq!(page.status, 404, "nothing was stored: {}", page.text());
@@ -415,4 +492,34 @@ fn a_group_that_blocks_publishing_refuses_the_upload_naming_the_group() {
     let other = plain_wheel("wgfx-acmetools", "1.0");
     let response = bed.upload(INTERNAL, &UploadForm::of(&other), Some(&publisher));
     assert_uploaded(&bed, &response, "the upload of wgfx-acmetools 1.0");
+}
+
+#[test]
+fn a_hosted_members_files_pass_through_a_group_only_if_its_internal_upstream_allows_the_group() {
+    let tools = "wgfx-acmetools";
+    let (bed, publisher) = origin_bed(&package_group(
+        "/pypi//wgfx-acmetools$",
+        &["internal_upstream = \"BLOCK\""],
+    ));
+    let dist = plain_wheel(tools, "1.0");
+    let response = bed.upload(INTERNAL, &UploadForm::of(&dist), Some(&publisher));
+    assert_uploaded(&bed, &response, "the upload of wgfx-acmetools 1.0");
+
+    // The hosted repository itself serves its upload.
+    let files = page_files(&bed, INTERNAL, tools);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_installs(
+        &bed,
+        "pip",
+        &bed.url("/internal/simple/"),
+        tools,
+        (tools, "1.0"),
+    );
+    // The group may not take it from its member: page and file are refused naming the group.
+    let group = "/pypi//wgfx-acmetools$";
+    assert_group_denies(&bed, "/all/simple/wgfx-acmetools/", group, &internal(ALL));
+    let through_group = files[0].1.path().replacen("/internal/", "/all/", 1);
+    assert!(through_group.starts_with("/all/files/"), "{through_group}");
+    assert_group_denies(&bed, &through_group, group, &internal(ALL));
+    assert_install_fails(&bed, "uv", &bed.url("/all/simple/"), tools);
 }
