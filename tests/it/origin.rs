@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use crate::harness::clients::dists;
 use crate::harness::fixtures::catalog;
 use crate::harness::http;
-use crate::harness::uploads::{plain_wheel, UploadForm};
+use crate::harness::uploads::{plain_wheel, Dist, UploadForm};
 use crate::harness::wheelgate;
 use crate::harness::wheelgate::GroupConfig;
 use crate::harness::{Account, TestBed};
@@ -129,7 +129,7 @@ pub(crate) fn assert_denied_by(
 }
 
 /// The path of the upstream's `wgfx-acme-utils 99.0` wheel in `repo`, built from the URL shape
-/// of the one file the JSON page of `group` lists (`/<group>/files/<project>/<sha256>/<file>`):
+/// of the first file the JSON page of `group` lists (`/<group>/files/<project>/<sha256>/<file>`):
 /// the path a client that guessed it would ask for.
 pub(crate) fn upstream_file_path(bed: &TestBed, group: &str, repo: &str) -> String {
     let files = page_files(bed, group, ACME);
@@ -148,6 +148,24 @@ pub(crate) fn upstream_file_path(bed: &TestBed, group: &str, repo: &str) -> Stri
         "{path}"
     );
     path
+}
+
+/// twine uploads `dist` to `internal` as `publisher` and is refused with a 403 whose reason, as
+/// twine shows it, names `control`.
+pub(crate) fn assert_twine_refused(bed: &TestBed, publisher: &Account, dist: &Dist, control: &str) {
+    let files = vec![dist.write_to(&bed.dir.path().join("dist"))];
+    let run = twine_upload_as(bed, publisher, &files);
+    assert!(
+        !run.success() && run.output().contains("403"),
+        "twine upload of {} must be refused with a 403:\n{}",
+        dist.filename,
+        run.output()
+    );
+    assert!(
+        run.output().contains(control),
+        "twine must show the control that refused, {control:?}:\n{}",
+        run.output()
+    );
 }
 
 /// The standard output of `wheelgate origin explain --config <bed's> <args>`, which must succeed.
@@ -254,18 +272,11 @@ fn a_name_first_ingested_from_the_upstream_cannot_be_published() {
     );
 
     let dist = plain_wheel("wgfx-epsilon", "5.0");
-    let files = vec![dist.write_to(&bed.dir.path().join("dist"))];
-    let run = twine_upload_as(&bed, &publisher, &files);
-    assert!(
-        !run.success() && run.output().contains("403"),
-        "twine upload of a name first ingested must be refused with a 403:\n{}",
-        run.output()
-    );
-    assert!(
-        run.output()
-            .contains("package-level origin control of wgfx-epsilon"),
-        "twine must show the control that refused:\n{}",
-        run.output()
+    assert_twine_refused(
+        &bed,
+        &publisher,
+        &dist,
+        "package-level origin control of wgfx-epsilon",
     );
 
     let response = bed.upload(INTERNAL, &UploadForm::of(&dist), Some(&publisher));

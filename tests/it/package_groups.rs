@@ -25,10 +25,11 @@ use crate::harness::wheelgate::{toml_string, GroupConfig};
 use crate::harness::{wait_until, TestBed, TokenLayout};
 use crate::metrics::Scrape;
 use crate::origin::{
-    assert_denied_by, origin_bed, origin_explain, page_files, publish_acme_1_0, reserve,
-    upstream_file_path, upstream_requests, ACME, ALL, PYPI, UPSTREAM_FILE,
+    assert_denied_by, assert_twine_refused, origin_bed, origin_explain, page_files,
+    publish_acme_1_0, reserve, upstream_file_path, upstream_requests, ACME, ALL, PYPI,
+    UPSTREAM_FILE,
 };
-use crate::publish::{assert_installed, assert_uploaded, install_with, twine_upload_as, INTERNAL};
+use crate::publish::{assert_installed, assert_uploaded, install_with, INTERNAL};
 use crate::rules::{access_lines, AUDIT_HEADER, RELOAD_LIMIT};
 
 /// The group the private names belong to.
@@ -465,18 +466,7 @@ fn an_audited_group_serves_the_upstreams_version_logs_and_counts_it_then_enforce
 fn a_group_that_blocks_publishing_refuses_the_upload_naming_the_group() {
     let (bed, publisher) = origin_bed(&package_group(ACME_GROUP, &["publish = \"BLOCK\""]));
     let dist = plain_wheel(ACME, "1.0");
-    let files = vec![dist.write_to(&bed.dir.path().join("dist"))];
-    let run = twine_upload_as(&bed, &publisher, &files);
-    assert!(
-        !run.success() && run.output().contains("403"),
-        "twine upload of a name whose group blocks publishing must be a 403:\n{}",
-        run.output()
-    );
-    assert!(
-        run.output().contains(ACME_GROUP),
-        "twine must show the group that refused:\n{}",
-        run.output()
-    );
+    assert_twine_refused(&bed, &publisher, &dist, &group_named(ACME_GROUP));
 
     let response = bed.upload(INTERNAL, &UploadForm::of(&dist), Some(&publisher));
     assert_refused_by_group(
