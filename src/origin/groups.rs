@@ -118,6 +118,9 @@ struct Inner {
     exact: HashMap<Box<str>, usize, RandomState>,
     prefixes: HashMap<Box<str>, usize, RandomState>,
     python: Option<usize>,
+    /// By restriction: whether every group allows every repository, so that a check needs no
+    /// lookup (a configuration without package groups, or one that restricts only some ways).
+    open: [bool; 3],
 }
 
 /// Every package group of a configuration, matched and resolved (SPEC §6, §6.1). Immutable;
@@ -153,6 +156,7 @@ impl PackageGroups {
             exact: HashMap::with_capacity_and_hasher(configs.len(), RandomState::default()),
             prefixes: HashMap::with_capacity_and_hasher(configs.len(), RandomState::default()),
             python: None,
+            open: [true; 3],
         };
         for config in configs {
             let index = inner.groups.len();
@@ -204,6 +208,14 @@ impl PackageGroups {
                 restrictions,
             });
         }
+        for restriction in Restriction::ALL {
+            inner.open[restriction.index()] = inner.groups.iter().all(|group| {
+                matches!(
+                    group.restrictions[restriction.index()].effective,
+                    Effective::Allow
+                )
+            });
+        }
         PackageGroups {
             inner: Arc::new(inner),
         }
@@ -216,6 +228,9 @@ impl PackageGroups {
         restriction: Restriction,
         repository: &RepoName,
     ) -> GroupVerdict {
+        if self.inner.open[restriction.index()] {
+            return GroupVerdict::Allowed;
+        }
         let index = self.inner.group_of(package.as_str());
         let group = &self.inner.groups[index];
         let resolved = &group.restrictions[restriction.index()];
@@ -344,6 +359,9 @@ impl Inner {
     fn group_of(&self, name: &str) -> usize {
         if let Some(&index) = self.exact.get(name) {
             return index;
+        }
+        if self.prefixes.is_empty() {
+            return self.python.unwrap_or(ROOT);
         }
         self.longest_prefix(Some(name))
     }
