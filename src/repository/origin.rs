@@ -53,7 +53,10 @@ impl Admission {
     /// The audited control that would have left out the repository holding `entry` (a
     /// group's member, or the repository `name` itself).
     pub fn audited_for(&self, name: &RepoName, entry: &FileEntry) -> Option<&Control> {
-        let holder = entry.origin.as_ref().map_or(name, |origin| &origin.repository);
+        let holder = entry
+            .origin
+            .as_ref()
+            .map_or(name, |origin| &origin.repository);
         self.audited
             .iter()
             .find(|(source, _)| source == holder)
