@@ -47,7 +47,7 @@ pub(super) fn parse_http_date(text: &str) -> Option<SystemTime> {
         || minute > 59
         || second > 60
         || !(1..=31).contains(&day)
-        || year < 1970
+        || !(1970..=9999).contains(&year)
     {
         return None;
     }
@@ -78,6 +78,20 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream controls the year: one far beyond four digits is not a date (it once
+    /// overflowed `days_from_civil`, a panic in debug builds).
+    #[test]
+    fn absurd_years_are_not_dates() {
+        for text in [
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 10000",
+        ] {
+            assert_eq!(parse_http_date(text), None, "{text}");
+        }
+        assert!(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
+    }
 
     #[test]
     fn http_dates_in_all_three_forms() {

@@ -305,9 +305,11 @@ mod tests {
 
     #[tokio::test]
     async fn first_byte_timeouts_are_retried() {
+        // The first answer never starts: only an enforced first-byte timeout gets past it, and
+        // the second request proves it was retried rather than waited out.
         let index = serve(|_, n| async move {
             if n == 0 {
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
             }
             text(200, "ok")
         })
@@ -315,7 +317,14 @@ mod tests {
         let mut s = settings(&index.url("/simple/"));
         s.first_byte_timeout = Duration::from_millis(200);
         s.retries = 1;
-        page(&upstream(s), &index.url("/simple/")).await.unwrap();
+        let fetched = tokio::time::timeout(
+            Duration::from_secs(30),
+            page(&upstream(s), &index.url("/simple/")),
+        )
+        .await
+        .expect("the first-byte timeout was not enforced: the fetch waited for the silent answer");
+        fetched.unwrap();
+        assert_eq!(index.seen().len(), 2, "one silent answer, then one retry");
     }
 
     // ----- pure helpers -----
