@@ -29,7 +29,10 @@ impl Upstream {
             None => false,
             Some(auth) => {
                 url.origin() == self.inner.root.origin()
-                    || auth.hosts.iter().any(|h| h.matches(url))
+                    || auth
+                        .hosts
+                        .iter()
+                        .any(|h| h.matches(url, self.inner.root.scheme()))
             }
         }
     }
@@ -90,7 +93,8 @@ pub(super) fn build_auth(
     })
 }
 
-/// An `auth_hosts` entry: a host, and a port when the entry named one (otherwise any port).
+/// An `auth_hosts` entry: a host, and a port when the entry named one (otherwise the default
+/// port of the scheme).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AuthHost {
     host: url::Host<String>,
@@ -139,12 +143,24 @@ impl AuthHost {
         Ok(AuthHost { host, port })
     }
 
-    fn matches(&self, url: &Url) -> bool {
-        let host_matches = url.host().map(|h| h.to_owned()).as_ref() == Some(&self.host);
-        host_matches
-            && self
-                .port
-                .is_none_or(|port| url.port_or_known_default() == Some(port))
+    /// Whether `url` is this host, for an upstream whose URL has the scheme `upstream_scheme`.
+    /// The token travels over https, or over http only when the upstream itself is http (an
+    /// https upstream's token never goes out in cleartext); without a port in the entry, only
+    /// the scheme's default port is this host.
+    fn matches(&self, url: &Url, upstream_scheme: &str) -> bool {
+        let scheme_allowed = match url.scheme() {
+            "https" => true,
+            "http" => upstream_scheme == "http",
+            _ => false,
+        };
+        let port_matches = match self.port {
+            Some(port) => url.port_or_known_default() == Some(port),
+            // `Url` leaves out a port that is the scheme's default.
+            None => url.port().is_none(),
+        };
+        scheme_allowed
+            && port_matches
+            && url.host().map(|h| h.to_owned()).as_ref() == Some(&self.host)
     }
 }
 
@@ -372,21 +388,32 @@ mod tests {
 
     #[test]
     fn auth_hosts_parse_and_match() {
-        let any_port = AuthHost::parse("Files.Example.Invalid").unwrap();
-        assert!(any_port.matches(&Url::parse("https://files.example.invalid/x").unwrap()));
-        assert!(any_port.matches(&Url::parse("http://files.example.invalid:8080/x").unwrap()));
-        assert!(!any_port.matches(&Url::parse("https://evil.example.invalid/x").unwrap()));
-        assert!(
-            !any_port.matches(&Url::parse("https://files.example.invalid.evil.invalid/x").unwrap())
-        );
+        let url = |text: &str| Url::parse(text).unwrap();
+        let default_port = AuthHost::parse("Files.Example.Invalid").unwrap();
+        assert!(default_port.matches(&url("https://files.example.invalid/x"), "https"));
+        assert!(!default_port.matches(&url("https://evil.example.invalid/x"), "https"));
+        assert!(!default_port.matches(
+            &url("https://files.example.invalid.evil.invalid/x"),
+            "https"
+        ));
+        // Without a port in the entry, only the scheme's default port.
+        assert!(!default_port.matches(&url("https://files.example.invalid:8443/x"), "https"));
+        // An https upstream's token never goes out over http, on any port.
+        assert!(!default_port.matches(&url("http://files.example.invalid/x"), "https"));
+        assert!(!default_port.matches(&url("http://files.example.invalid:8080/x"), "https"));
+        // An http upstream's token may go to the host over http or https.
+        assert!(default_port.matches(&url("http://files.example.invalid/x"), "http"));
+        assert!(default_port.matches(&url("https://files.example.invalid/x"), "http"));
+        assert!(!default_port.matches(&url("ftp://files.example.invalid/x"), "http"));
 
         let with_port = AuthHost::parse("files.example.invalid:443").unwrap();
-        assert!(with_port.matches(&Url::parse("https://files.example.invalid/x").unwrap()));
-        assert!(!with_port.matches(&Url::parse("http://files.example.invalid/x").unwrap()));
+        assert!(with_port.matches(&url("https://files.example.invalid/x"), "https"));
+        assert!(!with_port.matches(&url("http://files.example.invalid:443/x"), "https"));
+        assert!(!with_port.matches(&url("http://files.example.invalid/x"), "http"));
 
         let v6 = AuthHost::parse("[::1]:8443").unwrap();
-        assert!(v6.matches(&Url::parse("https://[::1]:8443/x").unwrap()));
-        assert!(!v6.matches(&Url::parse("https://[::1]/x").unwrap()));
+        assert!(v6.matches(&url("https://[::1]:8443/x"), "https"));
+        assert!(!v6.matches(&url("https://[::1]/x"), "https"));
 
         for bad in [
             "",
