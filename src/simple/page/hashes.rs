@@ -19,6 +19,11 @@ pub(super) fn is_hex_value(value: &str) -> bool {
     !value.is_empty() && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// How many digests of algorithms other than sha256 a file keeps. Real indexes publish one or
+/// two (md5, blake2b_256); an upstream that sends thousands would otherwise cost a scan of the
+/// kept ones per entry (quadratic) and memory per file.
+pub(super) const MAX_OTHER_HASHES: usize = 16;
+
 /// A malformed sha256 makes a file unusable: we could not verify what we serve.
 pub(super) struct BadSha256;
 
@@ -44,7 +49,11 @@ impl Hashes {
         let value = value.trim();
         if algorithm == "sha256" {
             self.sha256 = Some(Sha256Digest::parse_hex(value).map_err(|_| BadSha256)?);
-        } else if is_hash_name(&algorithm) && is_hex_value(value) && !self.has(&algorithm) {
+        } else if self.other.len() < MAX_OTHER_HASHES
+            && is_hash_name(&algorithm)
+            && is_hex_value(value)
+            && !self.has(&algorithm)
+        {
             self.other.push((algorithm, value.to_ascii_lowercase()));
         }
         Ok(())
@@ -55,5 +64,24 @@ impl Hashes {
     pub(super) fn finish(mut self) -> (Option<Sha256Digest>, Vec<(String, String)>) {
         self.other.sort_unstable();
         (self.sha256, self.other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile page with tens of thousands of digests for one file keeps a bounded number,
+    /// so adding them is linear (each scan is over at most `MAX_OTHER_HASHES`).
+    #[test]
+    fn other_digests_are_capped() {
+        let mut hashes = Hashes::default();
+        for n in 0..40_000 {
+            hashes.add(&format!("algo{n}"), "abcdef").ok().unwrap();
+        }
+        hashes.add("sha256", &"a".repeat(64)).ok().unwrap();
+        let (sha256, other) = hashes.finish();
+        assert!(sha256.is_some());
+        assert_eq!(other.len(), MAX_OTHER_HASHES);
     }
 }
