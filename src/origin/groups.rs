@@ -63,6 +63,9 @@ pub enum GroupVerdict {
         restriction: Restriction,
         /// The mode of the group the restriction's setting comes from.
         mode: Mode,
+        /// Where the setting comes from and whom to ask, made at load: what a refusal adds so
+        /// that the reader knows what to change.
+        advice: Arc<str>,
     },
 }
 
@@ -110,6 +113,8 @@ struct Group {
     shown: Arc<str>,
     parent: Option<usize>,
     restrictions: [Resolved; 3],
+    /// By restriction: the advice a refusal carries (see [`GroupVerdict::Blocked`]).
+    advice: [Arc<str>; 3],
 }
 
 struct Inner {
@@ -206,7 +211,16 @@ impl PackageGroups {
                 config,
                 parent,
                 restrictions,
+                advice: Default::default(),
             });
+        }
+        let advice: Vec<[Arc<str>; 3]> = inner
+            .groups
+            .iter()
+            .map(|group| Restriction::ALL.map(|r| inner.advice(group, r)))
+            .collect();
+        for (group, advice) in inner.groups.iter_mut().zip(advice) {
+            group.advice = advice;
         }
         for restriction in Restriction::ALL {
             inner.open[restriction.index()] = inner.groups.iter().all(|group| {
@@ -246,6 +260,7 @@ impl PackageGroups {
                 group: group.shown.clone(),
                 restriction,
                 mode: resolved.mode,
+                advice: group.advice[restriction.index()].clone(),
             }
         }
     }
@@ -354,6 +369,30 @@ pub struct TreeNode<'a> {
 }
 
 impl Inner {
+    /// What a refusal by `group`'s `restriction` tells the reader: the setting, the group and
+    /// line it comes from, and the contact.
+    fn advice(&self, group: &Group, restriction: Restriction) -> Arc<str> {
+        let resolved = &group.restrictions[restriction.index()];
+        let source = &self.groups[resolved.source];
+        let place = match source.config.line {
+            Some(line) => format!("at line {line} of the configuration"),
+            None => "built in".to_owned(),
+        };
+        let mut advice = format!(
+            "the setting is {}, from package group {} {place} (change it there to allow this)",
+            resolved.effective, source.shown
+        );
+        if let Some(contact) = group
+            .config
+            .contact
+            .as_ref()
+            .or(source.config.contact.as_ref())
+        {
+            advice.push_str(&format!("; contact {contact}"));
+        }
+        advice.into()
+    }
+
     /// The group `name` belongs to: its exact group, else its longest prefix group, else
     /// `/pypi/*`, else the root.
     fn group_of(&self, name: &str) -> usize {
@@ -527,6 +566,10 @@ mod tests {
                 group: "/pypi//acme-utils-core~".into(),
                 restriction: Restriction::ExternalUpstream,
                 mode: Mode::Enforce,
+                advice: "the setting is ALLOW_SPECIFIC_REPOSITORIES [corp-mirror], from package \
+                         group /pypi//acme~ at line 1 of the configuration (change it there to \
+                         allow this)"
+                    .into(),
             }
         );
         // A sibling outside acme~ gets /pypi/*'s BLOCK.
@@ -591,6 +634,9 @@ mod tests {
                 group: "/pypi//acme~".into(),
                 restriction: Restriction::ExternalUpstream,
                 mode: Mode::Audit,
+                advice: "the setting is BLOCK, from package group /* built in (change it there \
+                         to allow this)"
+                    .into(),
             }
         );
     }

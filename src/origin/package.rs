@@ -154,6 +154,8 @@ pub enum Control {
         group: Arc<str>,
         restriction: Way,
         repository: RepoName,
+        /// Where the setting comes from and whom to ask ([`GroupVerdict::Blocked`]).
+        advice: Arc<str>,
     },
 }
 
@@ -175,6 +177,7 @@ impl fmt::Display for Control {
                 group,
                 restriction,
                 repository,
+                advice,
             } => {
                 let what = match restriction {
                     Way::Publish => "publishing to",
@@ -183,7 +186,7 @@ impl fmt::Display for Control {
                 };
                 write!(
                     f,
-                    "package group {group}: its {restriction} restriction does not allow {what} repository {repository}"
+                    "package group {group}: its {restriction} restriction does not allow {what} repository {repository}; {advice}"
                 )
             }
             Control::Package {
@@ -555,11 +558,13 @@ impl PackageOrigins {
                 group,
                 restriction,
                 mode,
+                advice,
             } => {
                 let control = Control::Group {
                     group,
                     restriction,
                     repository: repository.clone(),
+                    advice,
                 };
                 match mode {
                     Mode::Enforce => Verdict::Blocked(control),

@@ -275,6 +275,7 @@ fn a_group_level_block_wins() {
                 group: "/pypi//acme~".into(),
                 restriction: way,
                 mode: Mode::Enforce,
+                advice: "the setting is BLOCK".into(),
             }
         }
     }
@@ -287,6 +288,7 @@ fn a_group_level_block_wins() {
             group: "/pypi//acme~".into(),
             restriction: Way::ExternalUpstream,
             repository: name("pypi"),
+            advice: "the setting is BLOCK".into(),
         })
     );
     assert!(matches!(
