@@ -31,7 +31,7 @@ use url::Url;
 
 use super::raw::{RawConfig, Scalar};
 use super::values::{expand_env, parse_duration, parse_size};
-use super::{Config, ConfigError, Mode, Problem};
+use super::{Config, ConfigError, Mode, Problem, RepoName, RepositoryConfig};
 
 /// The name of a key in messages: `[server] listen`, `[[repository]] "pypi" index_ttl`.
 #[derive(Clone, Copy)]
@@ -122,6 +122,42 @@ impl Parser<'_> {
 
     fn at(&self, field: &Spanned<Scalar>, key: Key<'_>, problem: Problem) -> ConfigError {
         self.invalid(Some(self.line_of(field.span().start)), key, problem)
+    }
+
+    /// A required key that a table lacks, reported at the table's `line` with what to write.
+    fn missing_key(
+        &self,
+        line: usize,
+        section: &str,
+        name: &'static str,
+        hint: &'static str,
+    ) -> ConfigError {
+        self.invalid(
+            Some(line),
+            Key { section, name },
+            Problem::MissingKey { hint },
+        )
+    }
+
+    /// The `repository` key of a table that applies to a defined repository: its name checked,
+    /// and the repository it names; `unknown` is the problem when none is defined by that name
+    /// (it gets the name and the defined names).
+    fn defined_repository<'r>(
+        &self,
+        field: &Spanned<Scalar>,
+        key: Key<'_>,
+        repositories: &'r [RepositoryConfig],
+        unknown: impl FnOnce(String, Vec<String>) -> Problem,
+    ) -> Result<&'r RepositoryConfig, ConfigError> {
+        let name = RepoName::parse(&self.text(field, key)?)
+            .map_err(|error| self.at(field, key, Problem::RepoName(error)))?;
+        repositories
+            .iter()
+            .find(|repo| repo.name == name)
+            .ok_or_else(|| {
+                let defined = repositories.iter().map(|r| r.name.to_string()).collect();
+                self.at(field, key, unknown(name.to_string(), defined))
+            })
     }
 
     /// The line of the first of `fields` that is present: where a missing sibling key belongs.

@@ -6,9 +6,7 @@ use toml::Spanned;
 
 use super::{Key, Parser};
 use crate::config::raw::{Field, RawPackageOrigin};
-use crate::config::{
-    ConfigError, PackageOriginConfig, Problem, RepoName, RepositoryConfig, RepositoryKind,
-};
+use crate::config::{ConfigError, PackageOriginConfig, Problem, RepositoryConfig, RepositoryKind};
 use crate::origin::record::Allowance;
 use crate::simple::ProjectName;
 
@@ -54,13 +52,7 @@ impl Parser<'_> {
         let line = self.line_of(raw.span().start);
         let fields = raw.get_ref();
         let unnamed = format!("[[package_origin]] #{number}");
-        let missing = |section: &str, name: &'static str, hint: &'static str| {
-            self.invalid(
-                Some(line),
-                Key { section, name },
-                Problem::MissingKey { hint },
-            )
-        };
+        let missing = |section: &str, name, hint| self.missing_key(line, section, name, hint);
 
         let package_key = Key {
             section: &unnamed,
@@ -99,27 +91,13 @@ impl Parser<'_> {
                 "name the repository the control is for, e.g. repository = \"internal\"",
             )
         })?;
-        let repository = RepoName::parse(&self.text(repository_field, key("repository"))?)
-            .map_err(|error| {
-                self.at(
-                    repository_field,
-                    key("repository"),
-                    Problem::RepoName(error),
-                )
-            })?;
-        let Some(defined) = repositories.iter().find(|repo| repo.name == repository) else {
-            return Err(self.at(
-                repository_field,
-                key("repository"),
-                Problem::UnknownOriginRepository {
-                    name: repository.to_string(),
-                    defined: repositories
-                        .iter()
-                        .map(|repo| repo.name.to_string())
-                        .collect(),
-                },
-            ));
-        };
+        let defined = self.defined_repository(
+            repository_field,
+            key("repository"),
+            repositories,
+            |name, defined| Problem::UnknownOriginRepository { name, defined },
+        )?;
+        let repository = defined.name.clone();
 
         let publish = self.allowance(&fields.publish, key("publish"))?;
         let upstream = self.allowance(&fields.upstream, key("upstream"))?;

@@ -6,7 +6,7 @@ use toml::Spanned;
 use super::{Key, Parser};
 use crate::config::raw::RawRule;
 use crate::config::{
-    Action, ConfigError, Operation, Problem, RepoName, RepositoryConfig, RuleConfig, RuleName,
+    Action, ConfigError, Operation, Problem, RepositoryConfig, RuleConfig, RuleName,
 };
 use crate::simple::ProjectName;
 
@@ -84,13 +84,7 @@ impl Parser<'_> {
         let line = self.line_of(raw.span().start);
         let fields = raw.get_ref();
         let unnamed = format!("[[rule]] #{number}");
-        let missing = |section: &str, name: &'static str, hint: &'static str| {
-            self.invalid(
-                Some(line),
-                Key { section, name },
-                Problem::MissingKey { hint },
-            )
-        };
+        let missing = |section: &str, name, hint| self.missing_key(line, section, name, hint);
 
         let name_key = Key {
             section: &unnamed,
@@ -118,27 +112,15 @@ impl Parser<'_> {
                 "name the repository the rule belongs to, e.g. repository = \"pypi\"",
             )
         })?;
-        let repository_text = self.text(repository_field, key("repository"))?;
-        let repository = RepoName::parse(&repository_text).map_err(|error| {
-            self.at(
+        let repository = self
+            .defined_repository(
                 repository_field,
                 key("repository"),
-                Problem::RepoName(error),
-            )
-        })?;
-        if !repositories.iter().any(|repo| repo.name == repository) {
-            return Err(self.at(
-                repository_field,
-                key("repository"),
-                Problem::UnknownRuleRepository {
-                    name: repository.to_string(),
-                    defined: repositories
-                        .iter()
-                        .map(|repo| repo.name.to_string())
-                        .collect(),
-                },
-            ));
-        }
+                repositories,
+                |name, defined| Problem::UnknownRuleRepository { name, defined },
+            )?
+            .name
+            .clone();
 
         let action_field = fields.action.as_ref().ok_or_else(|| {
             missing(
