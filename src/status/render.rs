@@ -163,7 +163,7 @@ pub fn render(view: &StatusView) -> String {
          <span class=\"muted\">{} files, {} pages</span></div>\
          <div class=\"card\" id=\"hit-rate\">Cache hit rate since start<b>{hit_rate}</b>\
          <span class=\"muted\">{} of {} pages and files served from the cache</span></div>\
-         <div class=\"card\" id=\"policy\">Download rules<b>{} rules in force</b>\
+         <div class=\"card\" id=\"policy\">Download rules<b>{} {} in force</b>\
          <span class=\"muted\">{} files left out of pages since start</span></div>\
          </section>",
         bytes(store.artifact_bytes),
@@ -173,6 +173,7 @@ pub fn render(view: &StatusView) -> String {
         view.cache_hits,
         view.cache_requests,
         view.rules,
+        if view.rules == 1 { "rule" } else { "rules" },
         view.hidden_files,
     );
 
