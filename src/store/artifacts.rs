@@ -39,6 +39,11 @@ pub struct ArtifactRecord {
     pub url_key: Option<Sha256Digest>,
     /// `false` for hosted uploads, which are never evicted.
     pub evictable: bool,
+    /// The use that brought the artifact, from [`Store::use_stamp`] when the request began, so
+    /// that recency follows the order of the requests rather than the order in which their
+    /// commits finished (a big file's fsync can finish after a later small file's). `None`:
+    /// the commit is the use.
+    pub used_at: Option<u64>,
 }
 
 /// The body of an artifact being committed.

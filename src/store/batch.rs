@@ -157,7 +157,10 @@ impl Store {
                         filename: record.filename.clone(),
                         evictable: record.evictable,
                         inline: inline.is_some(),
-                        last_use: self.index().stamp(),
+                        last_use: match record.used_at {
+                            Some(used_at) => used_at,
+                            None => self.index().stamp(),
+                        },
                         url_keys: record.url_key.map(HexDigest).into_iter().collect(),
                     };
                     staged.digests.push(digest);

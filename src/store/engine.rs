@@ -300,6 +300,12 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A recency stamp for a use that begins now, later than every use so far, to put in
+    /// [`ArtifactRecord::used_at`](super::ArtifactRecord::used_at) of what the use will commit.
+    pub fn use_stamp(&self) -> u64 {
+        self.index().stamp()
+    }
+
     /// Writes the last-use times changed since the last call to the catalog in one batch and
     /// flushes; returns how many records were updated. Hits only touch memory (SPEC §4), so a
     /// crash loses at most the uses since the last call, which only blurs eviction order.

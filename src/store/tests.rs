@@ -56,6 +56,7 @@ fn commit_with(
                 filename: name.to_owned(),
                 url_key,
                 evictable,
+                used_at: None,
             },
         )
         .unwrap();
@@ -243,6 +244,7 @@ fn bodies_in_memory_are_committed_inline_or_as_blobs_and_survive_reopen() {
                 filename: name.to_owned(),
                 url_key: None,
                 evictable: true,
+                used_at: None,
             };
             store
                 .commit_artifact_bytes(Bytes::from(body.clone()), record)
@@ -299,6 +301,7 @@ fn wrong_size_is_refused_and_discarded() {
                 filename: "a.whl".to_owned(),
                 url_key: None,
                 evictable: true,
+                used_at: None,
             },
         )
         .unwrap_err();
@@ -419,6 +422,41 @@ fn eviction_follows_last_use_and_survives_reopen() {
         assert!(store.contains(&digests[kept]), "{kept}");
     }
     assert_eq!(store.stats().artifact_bytes, limit);
+}
+
+#[test]
+fn recency_follows_when_a_use_began_not_when_its_commit_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let (slow, quick) = (vec![1u8; BIG], vec![2u8; BIG]);
+    // The slow file was asked for first; its commit (a long fsync) lands after the quick one's.
+    let asked_first = store.use_stamp();
+    commit(&store, &quick, "quick.whl");
+    let (path, mut file) = store.create_temp().unwrap();
+    file.write_all(&slow).unwrap();
+    drop(file);
+    let record = ArtifactRecord {
+        sha256: Sha256Digest::of(&slow),
+        size: BIG as u64,
+        repository: "pypi".to_owned(),
+        filename: "slow.whl".to_owned(),
+        url_key: None,
+        evictable: true,
+        used_at: Some(asked_first),
+    };
+    store.commit_artifact(&path, record).unwrap();
+    assert_eq!(
+        store.gc(BIG as u64).unwrap(),
+        Evicted {
+            files: 1,
+            bytes: BIG as u64
+        }
+    );
+    assert!(
+        !store.contains(&Sha256Digest::of(&slow)),
+        "used first, evicted first"
+    );
+    assert!(store.contains(&Sha256Digest::of(&quick)));
 }
 
 #[test]
@@ -553,6 +591,7 @@ fn memory_commit(body: &[u8], name: &str, url_key: Option<Sha256Digest>) -> Comm
             filename: name.to_owned(),
             url_key,
             evictable: true,
+            used_at: None,
         },
     }
 }

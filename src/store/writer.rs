@@ -307,6 +307,7 @@ mod tests {
             filename: name.to_owned(),
             url_key: None,
             evictable: true,
+            used_at: None,
         }
     }
 

@@ -73,6 +73,7 @@ impl Hosted {
             // Evictable until the upload is recorded: a crash in between leaves a cached file,
             // not a body nothing names and nothing may evict.
             evictable: true,
+            used_at: None,
         };
         let metadata = upload.core_metadata.as_ref().map(|bytes| {
             let record = ArtifactRecord {
@@ -82,6 +83,7 @@ impl Hosted {
                 filename: format!("{filename}.metadata"),
                 url_key: None,
                 evictable: true,
+                used_at: None,
             };
             (bytes.clone(), record)
         });

@@ -498,6 +498,7 @@ impl Remote {
             filename: what.clone(),
             url_key: declared.is_none().then_some(url_key),
             evictable: true,
+            used_at: Some(store.use_stamp()),
         };
         let committer = store.clone();
         let commit = move |completed: Completed| async move {
