@@ -13,6 +13,7 @@ mod deploy;
 mod groups;
 mod install;
 mod integrity;
+mod load;
 mod malformed;
 mod metrics;
 mod origin;
