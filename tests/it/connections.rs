@@ -372,3 +372,55 @@ fn the_default_cap_follows_the_file_limit_and_accept_failures_are_rate_limited()
         asked.elapsed()
     );
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed_after_its_last_response() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let path = config(dir.path(), "request_header_timeout = \"1s\"", "");
+    let wheelgate = Wheelgate::start(&path, dir.path(), "info");
+    let url = wheelgate.url("/-/health");
+    let addr = wheelgate.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start a runtime: {e}"));
+    runtime.block_on(async {
+        // HTTP/2 with prior knowledge (h2c), as hyper's client speaks it; the client answers the
+        // server's pings, so only the idle limit can end the connection.
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(stream))
+                .await
+                .unwrap_or_else(|e| panic!("HTTP/2 handshake with {addr}: {e}"));
+        let driving = tokio::spawn(connection);
+        let request = ::http::Request::get(&url)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap_or_else(|e| panic!("request: {e}"));
+        let response = sender
+            .send_request(request)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url} over h2c: {e}"));
+        assert_eq!(response.version(), ::http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let _ = response.into_body().collect().await;
+        let answered = Instant::now();
+        let ended = tokio::time::timeout(DEADLINE + SLACK, driving).await;
+        let after = answered.elapsed();
+        assert!(
+            ended.is_ok(),
+            "the idle HTTP/2 connection is still open {after:?} after its response"
+        );
+        assert!(
+            after >= DEADLINE - Duration::from_millis(100),
+            "the HTTP/2 connection was closed {after:?} after its response, before the deadline"
+        );
+        drop(sender);
+    });
+}
