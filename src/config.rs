@@ -86,6 +86,13 @@ pub struct ServerConfig {
     pub max_upload_size: u64,
     /// At least 1.
     pub max_concurrent_fetches: usize,
+    /// How long a connection may go without a request in progress before it is closed: from
+    /// accept (TLS handshake included) to its first complete request head, and from the end of
+    /// one response to the next request head. Not zero.
+    pub request_header_timeout: Duration,
+    /// Connections served at once; `None` sizes the cap to the process's file limit at start
+    /// (see `front::limit`). At least 1.
+    pub max_connections: Option<usize>,
 }
 
 /// `[server.tls]`: PEM files, resolved against the configuration file's directory and present
@@ -263,7 +270,8 @@ impl Config {
         self.users.iter().find(|user| &user.name == name)
     }
 
-    /// Which settings that only take effect at restart (`listen`, `tls`, `store`) differ in
+    /// Which settings that only take effect at restart (`listen`, `tls`, `store`, the connection
+    /// limits) differ in
     /// `newer`, so that a reload can say it did not apply them.
     pub fn restart_only_changes(&self, newer: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -275,6 +283,12 @@ impl Config {
         }
         if self.store != newer.store {
             changed.push("store");
+        }
+        if self.server.request_header_timeout != newer.server.request_header_timeout {
+            changed.push("request_header_timeout");
+        }
+        if self.server.max_connections != newer.server.max_connections {
+            changed.push("max_connections");
         }
         changed
     }
@@ -320,6 +334,19 @@ impl Config {
             format_size(server.max_upload_size),
             server.max_concurrent_fetches
         )?;
+        match server.max_connections {
+            Some(max) => writeln!(
+                out,
+                "connections: request header timeout {}, at most {max} at once",
+                format_duration(server.request_header_timeout)
+            )?,
+            None => writeln!(
+                out,
+                "connections: request header timeout {}, at most as many at once as the file \
+                 limit allows (sized at start)",
+                format_duration(server.request_header_timeout)
+            )?,
+        }
         writeln!(
             out,
             "store: {} (max size {}, memory cache {})",

@@ -48,6 +48,8 @@ pub(super) struct RawServer {
     pub shutdown_grace: Field,
     pub max_upload_size: Field,
     pub max_concurrent_fetches: Field,
+    pub request_header_timeout: Field,
+    pub max_connections: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]

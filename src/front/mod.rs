@@ -1,36 +1,39 @@
 //! The HTTP front: accepting connections, speaking HTTP/1.1 and HTTP/2, shutting down gracefully.
 //!
 //! Connections are served by hyper-util's auto builder, which detects HTTP/2 by its preface
-//! (prior knowledge, what `h2c` clients send) and otherwise speaks HTTP/1.1. On SIGTERM or
-//! SIGINT the listener closes at once, in-flight requests get `shutdown_grace` to finish, and
-//! then the process exits 0, which is what Kubernetes and CI runners expect of a sidecar.
+//! (prior knowledge, what `h2c` clients send) and otherwise speaks HTTP/1.1. The accept loop takes
+//! a slot under `[server] max_connections` before each accept ([`limit`]), backs off when accept
+//! fails, and each connection is closed once it has gone `request_header_timeout` without a
+//! request in progress ([`connection`]). On SIGTERM or SIGINT the listener closes at once,
+//! in-flight requests get `shutdown_grace` to finish, and then the process exits 0, which is what
+//! Kubernetes and CI runners expect of a sidecar.
 
+pub mod connection;
 pub mod handler;
+pub mod limit;
 pub mod range;
 pub mod response;
 pub mod route;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::Live;
+use crate::logging::throttle::Throttle;
+use connection::{Accepted, Ending};
+use limit::{Admission, LOG_PERIOD};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first pause after a failed `accept`; it doubles while `accept` keeps failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 
-/// The most request-header bytes buffered per HTTP/1 connection. Simple-API requests carry a
-/// handful of short headers.
-const MAX_HEADER_BUF: usize = 64 * 1024;
+/// The longest pause after a failed `accept`.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A bound listener, ready to serve.
 pub struct Server {
@@ -71,72 +74,85 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains in-flight connections for at most the
     /// configured grace period.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BUF);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BUF as u32);
-        let graceful = GracefulShutdown::new();
-        let grace = self.live.current().config.server.shutdown_grace;
+        let builder = connection::builder();
+        let (grace, timeout, metrics, mut admission) = {
+            let app = self.live.current();
+            let server = &app.config.server;
+            let metrics = app.repositories.metrics().clone();
+            let admission = Admission::new(server.max_connections, metrics.clone());
+            (
+                server.shutdown_grace,
+                server.request_header_timeout,
+                metrics,
+                admission,
+            )
+        };
+        // Every connection holds a receiver; `closed` resolves when the last one has ended.
+        let (closing, _) = watch::channel(());
+        let mut accept_failures = Throttle::new(LOG_PERIOD);
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let live = self.live.clone();
-                    let service = service_fn(move |request| {
-                        // Each request keeps the configuration it started with to its end.
-                        let app = live.current();
-                        async move { Ok::<_, Infallible>(handler::handle(app, request).await) }
-                    });
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    let tls = self.tls.clone();
-                    tokio::spawn(async move {
-                        let served = match tls {
-                            None => {
-                                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                                watcher.watch(connection.into_owned()).await
-                            }
-                            Some(acceptor) => {
-                                // The handshake runs in the connection's task so a slow client
-                                // never holds up the accept loop.
-                                let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(error)) => {
-                                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                };
-                                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                                watcher.watch(connection.into_owned()).await
-                            }
-                        };
-                        if let Err(error) = served {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
-                    });
-                }
+            // A slot first, so that a full server stops accepting rather than accepting and
+            // dropping in a loop.
+            let slot = tokio::select! {
+                slot = admission.slot() => slot,
                 () = &mut shutdown => break,
-            }
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    pair
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // say so now and then rather than at every try.
+                    if let Some(repeated) = accept_failures.admit(std::time::Instant::now()) {
+                        tracing::warn!(
+                            %error,
+                            repeated,
+                            "accept failed; retrying (\"too many open files\": raise the file \
+                             limit, ulimit -n or LimitNOFILE=, or lower [server] max_connections)"
+                        );
+                    }
+                    drop(slot);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = Accepted {
+                live: self.live.clone(),
+                peer,
+                at: tokio::time::Instant::now(),
+                timeout,
+                shutdown: closing.subscribe(),
+            };
+            let builder = builder.clone();
+            let tls = self.tls.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                // Held until the connection is closed.
+                let _slot = slot;
+                // The handshake runs in the connection's task so a slow client never holds up
+                // the accept loop.
+                let ending = match tls {
+                    None => connection.serve_plain(&builder, stream).await,
+                    Some(acceptor) => connection.serve_tls(&builder, acceptor, stream).await,
+                };
+                if ending == Ending::NoRequest {
+                    metrics.record_header_timeout();
+                    tracing::debug!(%peer, "closed: no request within request_header_timeout");
+                }
+            });
         }
         drop(self.listener);
         tracing::info!(
@@ -147,7 +163,8 @@ impl Server {
         // be fsyncing its file before it is queued for the store.
         let flights = self.live.flights().clone();
         let drained = tokio::time::timeout(grace, async {
-            graceful.shutdown().await;
+            let _ = closing.send(());
+            closing.closed().await;
             flights.all_landed().await;
         })
         .await;

@@ -11,6 +11,7 @@
 //! [`LogGuard`] writes what is left at exit; a crash loses at most one period of lines.
 
 pub mod access;
+pub mod throttle;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

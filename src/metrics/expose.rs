@@ -283,6 +283,26 @@ impl Collector for Scrape {
         )?;
         let failures = load(&metrics.auth_failures);
         { e }.encode_counter::<NoLabelSet, u64, u64>(&failures, None)?;
+
+        let e = encoder.encode_descriptor(
+            "wheelgate_open_connections",
+            "Client connections open now.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let open = i64::try_from(load(&metrics.open_connections)).unwrap_or(i64::MAX);
+        { e }.encode_gauge(&open)?;
+
+        let e = encoder.encode_descriptor(
+            "wheelgate_connection_header_timeouts",
+            "Connections closed because no complete request head came within \
+             [server] request_header_timeout of their accept (silent or slow clients, unfinished \
+             TLS handshakes).",
+            None,
+            MetricType::Counter,
+        )?;
+        let timeouts = load(&metrics.header_timeouts);
+        { e }.encode_counter::<NoLabelSet, u64, u64>(&timeouts, None)?;
         Ok(())
     }
 }
@@ -321,6 +341,10 @@ mod tests {
         metrics.record_reload(ReloadResult::Failure);
         metrics.record_auth_failure();
         metrics.record_page_join();
+        metrics.record_connection_opened();
+        metrics.record_connection_opened();
+        metrics.record_connection_closed();
+        metrics.record_header_timeout();
         let text = metrics.encode(Gauges {
             store_bytes: 99,
             store_artifacts: 3,
@@ -346,6 +370,9 @@ mod tests {
             "wheelgate_config_reloads_total{result=\"failure\"} 1",
             "wheelgate_config_reloads_total{result=\"success\"} 0",
             "wheelgate_auth_failures_total 1",
+            "# TYPE wheelgate_open_connections gauge",
+            "wheelgate_open_connections 1",
+            "wheelgate_connection_header_timeouts_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

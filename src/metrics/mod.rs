@@ -163,6 +163,11 @@ pub struct Metrics {
     /// Requests that joined a page load under way (file downloads count their own joins).
     page_joins: AtomicU64,
     recent: Mutex<Recent>,
+    /// Client connections accepted and not yet closed.
+    open_connections: AtomicU64,
+    /// Connections closed because no complete request head came within
+    /// `[server] request_header_timeout` of their accept.
+    header_timeouts: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -178,6 +183,8 @@ impl Default for Metrics {
             reloads: Default::default(),
             page_joins: AtomicU64::new(0),
             recent: Mutex::new(Recent::default()),
+            open_connections: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
         }
     }
 }
@@ -282,6 +289,21 @@ impl Metrics {
     /// A request that joined a page load another request had started.
     pub fn record_page_join(&self) {
         self.page_joins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection accepted; [`Metrics::record_connection_closed`] when it closes.
+    pub fn record_connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection closed.
+    pub fn record_connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed because its first request head did not come in time.
+    pub fn record_header_timeout(&self) {
+        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The last denials, newest first.

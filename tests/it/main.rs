@@ -9,6 +9,7 @@ mod harness;
 mod cache;
 mod cache_cli;
 mod cli;
+mod connections;
 mod deploy;
 mod groups;
 mod install;

@@ -17,6 +17,9 @@ const DEFAULT_MAX_UPLOAD_SIZE: u64 = 1 << 30;
 const DEFAULT_MAX_CONCURRENT_FETCHES: i64 = 64;
 /// An upper bound that keeps a typo (an extra zero or two) from opening thousands of sockets.
 const MAX_CONCURRENT_FETCHES: i64 = 65_536;
+const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Far above any file limit a kernel grants by default; a larger number is a typo.
+const MAX_CONNECTIONS: i64 = 1 << 24;
 
 impl Parser<'_> {
     pub(super) fn server(
@@ -137,7 +140,37 @@ impl Parser<'_> {
             )?,
             // The range check above keeps this conversion lossless.
             max_concurrent_fetches: usize::try_from(max_concurrent_fetches).unwrap_or(1),
+            request_header_timeout: self.request_header_timeout(fields)?,
+            max_connections: match &fields.max_connections {
+                None => None,
+                Some(field) => {
+                    let max =
+                        self.integer(Some(field), key("max_connections"), 1, 1, MAX_CONNECTIONS)?;
+                    // The range check keeps this conversion lossless.
+                    Some(usize::try_from(max).unwrap_or(1))
+                }
+            },
         })
+    }
+
+    fn request_header_timeout(&self, fields: &RawServer) -> Result<Duration, ConfigError> {
+        let key = Key {
+            section: "[server]",
+            name: "request_header_timeout",
+        };
+        let field = fields.request_header_timeout.as_ref();
+        let timeout = self.duration(field, key, DEFAULT_REQUEST_HEADER_TIMEOUT, false)?;
+        match field {
+            Some(field) if timeout.is_zero() => Err(self.at(
+                field,
+                key,
+                Problem::Zero {
+                    hint: "; every connection would be closed before its request arrived, \
+                           so give clients some seconds, e.g. \"30s\"",
+                },
+            )),
+            _ => Ok(timeout),
+        }
     }
 
     fn tls(&self, fields: &RawTls) -> Result<TlsConfig, ConfigError> {
@@ -241,6 +274,60 @@ mod tests {
             error.to_string().contains("[server.tls] key_file: missing"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_checked() {
+        let config = parse_text(MINIMAL).unwrap();
+        assert_eq!(
+            config.server.request_header_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.server.max_connections, None);
+        let config = parse_text(&format!(
+            "[server]\nrequest_header_timeout = \"1500ms\"\nmax_connections = 20\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.server.request_header_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(config.server.max_connections, Some(20));
+        let config =
+            parse_text(&format!("[server]\nmax_connections = \"300\"\n{MINIMAL}")).unwrap();
+        assert_eq!(config.server.max_connections, Some(300));
+
+        for (value, says) in [
+            ("\"0s\"", "must not be zero"),
+            ("\"-5s\"", ""),
+            ("\"soon\"", ""),
+            ("30", "with a unit"),
+        ] {
+            let error = error_of(&format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nrequest_header_timeout = {value}\n{MINIMAL}"
+            ));
+            assert_eq!(error.line(), Some(3), "{value}: {error}");
+            let message = error.to_string();
+            assert!(
+                message.contains("[server] request_header_timeout") && message.contains(says),
+                "{value}: {message}"
+            );
+        }
+        for (value, says) in [
+            ("0", "from 1 to"),
+            ("-3", "from 1 to"),
+            ("\"many\"", "\"many\" is not a whole number"),
+            ("\"1m\"", "is not a whole number"),
+            ("1.5", "a whole number"),
+        ] {
+            let error = error_of(&format!("[server]\nmax_connections = {value}\n{MINIMAL}"));
+            assert_eq!(error.line(), Some(2), "{value}: {error}");
+            let message = error.to_string();
+            assert!(
+                message.contains("[server] max_connections") && message.contains(says),
+                "{value}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -418,6 +418,8 @@ struct Launch {
     cwd: PathBuf,
     log_level: String,
     env: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) set by `prlimit` before the binary runs; inherited when None.
+    file_limit: Option<u64>,
 }
 
 /// A memory figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
@@ -481,7 +483,29 @@ impl Wheelgate {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            file_limit: None,
         };
+        Self::launch(launch)
+    }
+
+    /// As `start`, with the process's file limit (`RLIMIT_NOFILE`, soft and hard) set to `limit`
+    /// by `prlimit`, which then runs the binary in its place (same pid).
+    pub fn start_with_file_limit(
+        config: &Path,
+        cwd: &Path,
+        log_level: &str,
+        limit: u64,
+    ) -> Wheelgate {
+        Self::launch(Launch {
+            config: config.to_owned(),
+            cwd: cwd.to_owned(),
+            log_level: log_level.to_owned(),
+            env: Vec::new(),
+            file_limit: Some(limit),
+        })
+    }
+
+    fn launch(launch: Launch) -> Wheelgate {
         let (child, addr, output) = spawn(&launch);
         Wheelgate {
             child: Some(child),
@@ -637,7 +661,17 @@ impl Wheelgate {
 
 /// `wheelgate serve --config <config>`, waiting until it logs its address.
 fn spawn(launch: &Launch) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut command = Command::new(binary());
+    let mut command = match launch.file_limit {
+        None => Command::new(binary()),
+        Some(limit) => {
+            let mut prlimit = Command::new("prlimit");
+            prlimit
+                .arg(format!("--nofile={limit}:{limit}"))
+                .arg("--")
+                .arg(binary());
+            prlimit
+        }
+    };
     command
         .arg("serve")
         .arg("--config")

@@ -1,0 +1,318 @@
+//! One accepted connection: served until it ends, falls quiet, or the server stops.
+//!
+//! hyper's header timeout starts only once the auto builder has recognised the protocol, so a
+//! client that sent nothing, part of the HTTP/2 preface or a few bytes of a request line held its
+//! connection (and a file descriptor) forever; so did a TLS client that never finished its
+//! handshake, and an idle keep-alive or HTTP/2 connection. One rule here covers every protocol:
+//! a connection on which no request has been in progress for `[server] request_header_timeout`
+//! is closed. The clock starts at accept (the TLS handshake runs on it) and again at the end of
+//! each response, and stops while any request is in progress, so a download that takes an hour
+//! is not idle. A request is in progress from its complete head until its response body is
+//! finished or dropped; [`Activity`] counts them per connection.
+//!
+//! A connection that never got a complete request head is dropped, and counted in
+//! `wheelgate_connection_header_timeouts_total`; one that served requests is shut down
+//! gracefully (HTTP/2 sends GOAWAY), for at most [`CLOSE_GRACE`]. HTTP/2 connections are also
+//! pinged every [`H2_KEEP_ALIVE_INTERVAL`] and closed when a ping goes unanswered for
+//! [`H2_KEEP_ALIVE_TIMEOUT`], so that a peer that vanished while a stream was open is noticed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::handler;
+use super::response::{Body, BoxError};
+use crate::app::Live;
+
+/// How often an HTTP/2 connection is pinged.
+pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long an HTTP/2 ping may go unanswered before the connection is closed.
+pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a quiet connection that served requests gets to close gracefully.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The most request-header bytes buffered per connection. Simple-API requests carry a handful
+/// of short headers.
+const MAX_HEADER_BUF: usize = 64 * 1024;
+
+/// The connection builder every connection is served with: HTTP/1.1, or HTTP/2 when the client
+/// starts with its preface (h2c prior knowledge, or h2 chosen by ALPN).
+pub fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The request deadline here covers HTTP/1 too, from accept rather than from the first
+        // byte; hyper's own (30 s by default) would cut a longer configured one short.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEADER_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BUF as u32)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed it, or the protocol did (an error, a client's GOAWAY).
+    Closed,
+    /// No complete request head (or no finished TLS handshake) within the timeout of accept.
+    NoRequest,
+    /// Quiet for the timeout after serving requests.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A connection just accepted, with what serving it needs.
+pub struct Accepted {
+    pub live: Arc<Live>,
+    pub peer: SocketAddr,
+    /// When it was accepted: the request deadline counts from here.
+    pub at: Instant,
+    /// `[server] request_header_timeout`.
+    pub timeout: Duration,
+    /// Changes when the server begins to shut down.
+    pub shutdown: watch::Receiver<()>,
+}
+
+impl Accepted {
+    /// Serves a plain-TCP connection.
+    pub async fn serve_plain(
+        self,
+        builder: &auto::Builder<TokioExecutor>,
+        stream: TcpStream,
+    ) -> Ending {
+        self.serve(builder, stream).await
+    }
+
+    /// Completes the TLS handshake, within the request deadline, then serves the connection.
+    pub async fn serve_tls(
+        mut self,
+        builder: &auto::Builder<TokioExecutor>,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+    ) -> Ending {
+        let peer = self.peer;
+        let stream = tokio::select! {
+            handshake = acceptor.accept(stream) => match handshake {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return Ending::Closed;
+                }
+            },
+            () = expiry(self.at, self.timeout) => return Ending::NoRequest,
+            _ = self.shutdown.changed() => return Ending::Shutdown,
+        };
+        self.serve(builder, stream).await
+    }
+
+    async fn serve<I>(mut self, builder: &auto::Builder<TokioExecutor>, io: I) -> Ending
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (activity, requests) = Activity::new();
+        let live = self.live.clone();
+        let service = service_fn(move |request| {
+            let in_flight = activity.begin();
+            // Each request keeps the configuration it started with to its end.
+            let app = live.current();
+            async move {
+                let response = handler::handle(app, request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        });
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let peer = self.peer;
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                Ending::Closed
+            }
+            served_any = quiet(requests, self.timeout, self.at) => {
+                if !served_any {
+                    return Ending::NoRequest;
+                }
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+                Ending::Idle
+            }
+            _ = self.shutdown.changed() => {
+                connection.as_mut().graceful_shutdown();
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                Ending::Shutdown
+            }
+        }
+    }
+}
+
+/// Resolves `limit` after `since`; never, when that is beyond what the clock can say.
+async fn expiry(since: Instant, limit: Duration) {
+    match since.checked_add(limit) {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once no request has been in progress for `limit`, counting from `since` (the accept)
+/// or from the end of the last request; with whether any request came.
+async fn quiet(mut requests: watch::Receiver<usize>, limit: Duration, since: Instant) -> bool {
+    let mut since = since;
+    let mut served = false;
+    loop {
+        // A request may have come and gone before the first look.
+        match requests.has_changed() {
+            Ok(true) => {
+                served = true;
+                since = Instant::now();
+            }
+            Ok(false) => {}
+            Err(_) => return std::future::pending().await,
+        }
+        let busy = *requests.borrow_and_update() > 0;
+        let changed = if busy {
+            requests.changed().await
+        } else {
+            tokio::select! {
+                () = expiry(since, limit) => return served,
+                changed = requests.changed() => changed,
+            }
+        };
+        if changed.is_err() {
+            // The connection is gone, and with it the service that counted its requests.
+            return std::future::pending().await;
+        }
+        served = true;
+        since = Instant::now();
+    }
+}
+
+/// Counts the requests in progress on one connection.
+#[derive(Clone)]
+struct Activity(Arc<watch::Sender<usize>>);
+
+/// One request in progress; it ends when dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl Activity {
+    fn new() -> (Activity, watch::Receiver<usize>) {
+        let (sender, receiver) = watch::channel(0);
+        (Activity(Arc::new(sender)), receiver)
+    }
+
+    fn begin(&self) -> InFlight {
+        self.0.send_modify(|count| *count += 1);
+        InFlight(self.0.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request in progress until it is finished or dropped.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_requests_is_quiet_at_the_limit_from_accept() {
+        let (_activity, requests) = Activity::new();
+        let accepted = Instant::now();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let served = quiet(requests, LIMIT, accepted).await;
+        assert!(!served);
+        assert_eq!(accepted.elapsed(), LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_holds_the_clock_and_its_end_restarts_it() {
+        let (activity, requests) = Activity::new();
+        let accepted = Instant::now();
+        let waiting = tokio::spawn(quiet(requests, LIMIT, accepted));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let request = activity.begin();
+        tokio::task::yield_now().await;
+        // A long download: three limits pass while it is in progress.
+        tokio::time::advance(LIMIT * 3).await;
+        assert!(!waiting.is_finished());
+        let ended = Instant::now();
+        drop(request);
+        // Let the waiting task see the end before the clock moves on.
+        tokio::task::yield_now().await;
+        tokio::time::advance(LIMIT - Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        let served = waiting.await.unwrap();
+        assert!(served);
+        assert_eq!(ended.elapsed(), LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_request_between_two_looks_still_counts() {
+        let (activity, requests) = Activity::new();
+        let accepted = Instant::now();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        drop(activity.begin());
+        let served = quiet(requests, LIMIT, accepted).await;
+        assert!(served);
+        assert_eq!(accepted.elapsed(), Duration::from_secs(29) + LIMIT);
+    }
+}
