@@ -42,8 +42,20 @@ pub use status::{ProjectStatus, StatusMarker};
 /// bigger is a misconfigured upstream or an attack on our memory.
 pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Most files accepted on one project page.
+/// Most files accepted on one project page. The biggest real projects (years of nightly wheels)
+/// list tens of thousands; the parsers count while they read and stop at the first file past
+/// this, so a hostile page cannot make wheelgate hold more.
 pub const MAX_FILES: usize = 200_000;
+
+/// Most entries accepted in a JSON page's PEP 700 `versions` list, counted while reading like
+/// files. A release without files is rare, so a project cannot plausibly have more versions than
+/// files; a page past either limit is refused whole rather than shown truncated, because a
+/// truncated list would tell clients that releases do not exist.
+pub const MAX_VERSIONS: usize = MAX_FILES;
+
+/// Longest version string kept in `versions`. PEP 440 sets no bound, but real versions,
+/// local labels included, are far shorter; a longer entry is dropped like an unusable file.
+pub const MAX_VERSION_LEN: usize = 128;
 
 /// PEP 592 yank status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,6 +168,17 @@ fn versions_from_files(files: &[FileEntry]) -> Vec<String> {
         .filter(|v| seen.insert(*v))
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether a PEP 700 `versions` entry can be a version: 1 to [`MAX_VERSION_LEN`] bytes of the
+/// characters PEP 440 and the legacy versions of old releases use (letters, digits, `.`, `-`,
+/// `_`, `+`, `!`, `*`). Anything else is not passed on to clients.
+fn is_version_text(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_VERSION_LEN
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+' | b'!' | b'*')
+        })
 }
 
 fn check_size(body: &[u8], kind: PageKind, at: &PageLocation) -> Result<(), PageError> {
