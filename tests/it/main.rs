@@ -17,6 +17,7 @@ mod malformed;
 mod metrics;
 mod origin;
 mod package_groups;
+mod page_limits;
 mod provenance;
 mod publish;
 mod rules;

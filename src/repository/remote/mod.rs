@@ -184,12 +184,17 @@ struct Freshness {
     ttl: Duration,
     negative_ttl: Duration,
     offline: bool,
+    /// The memory the cache holds pages in: a page heavier than all of it is not kept at all.
+    memory: u64,
 }
 
 impl Freshness {
     fn keep<T>(&self, loaded: &Loaded<T>) -> Duration {
         match loaded {
             Loaded::Missing | Loaded::Failed(_) => self.negative_ttl,
+            // Kept, it would only push every other page out until the cache evicted it; each
+            // request for it reads it again from the store (and says `miss`).
+            Loaded::Found(cached) if u64::from(cached.weight) > self.memory => Duration::ZERO,
             Loaded::Found(_) if self.offline => OFFLINE_KEEP,
             Loaded::Found(cached) if cached.status == CacheStatus::Stale => {
                 STALE_RETRY.min(self.ttl)
@@ -315,15 +320,20 @@ impl Remote {
             ttl: config.index_ttl,
             negative_ttl: config.negative_ttl,
             offline: upstream.is_none(),
+            memory,
         };
         let pages = Cache::builder()
             .max_capacity(memory)
             .weigher(weigh)
             .expire_after(freshness)
             .build_with_hasher(PageHasher::default());
+        // The one project list is kept whatever it weighs (it is not counted in `memory`).
         let index = Cache::builder()
             .max_capacity(1)
-            .expire_after(freshness)
+            .expire_after(Freshness {
+                memory: u64::MAX,
+                ..freshness
+            })
             .build_with_hasher(PageHasher::default());
         let (pages, index) = (
             Loads::new(name.clone(), pages, metrics.clone()),

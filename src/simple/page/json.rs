@@ -201,10 +201,23 @@ pub fn parse_project_json(
         page_url,
         passed: Cell::new(None),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let read = (&reading)
-        .deserialize(&mut deserializer)
-        .and_then(|page| deserializer.end().map(|()| page));
+    // A page big enough to list more files than the limit is first counted without building
+    // anything: one past the limit is then refused holding nothing but its body. (Reading it
+    // to the limit would cost about 100 MB of entries before the refusal.)
+    if body.len() > MAX_FILES.saturating_mul(SMALLEST_FILE) {
+        let mut counting = serde_json::Deserializer::from_slice(body);
+        // A page the count cannot read is left for the reading below to report.
+        let _ = Counting(&reading).deserialize(&mut counting);
+    }
+    let read = match reading.passed.get() {
+        Some(_) => Err(de::Error::custom("past a limit")),
+        None => {
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            (&reading)
+                .deserialize(&mut deserializer)
+                .and_then(|page| deserializer.end().map(|()| page))
+        }
+    };
     let page = match (read, reading.passed.get()) {
         (Ok(page), _) => page,
         (Err(_), Some(passed)) => {
@@ -335,6 +348,101 @@ impl<'de> Visitor<'de> for &Reading<'_> {
             versions: versions.flatten(),
             project_status: project_status.unwrap_or_default(),
         })
+    }
+}
+
+/// The fewest bytes a file takes in `files`: `{"filename":"","url":""},`.
+const SMALLEST_FILE: usize = 25;
+
+/// Counts a page's `files` and `versions` without keeping anything, stopping at the first entry
+/// past a limit (recorded in the reading).
+struct Counting<'r, 'a>(&'r Reading<'a>);
+
+/// Counts the entries of one list, as [`IgnoredAny`], up to `limit`.
+struct CountList<'r, 'a>(&'r Reading<'a>, Passed);
+
+impl<'de> DeserializeSeed<'de> for Counting<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Counting<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a PEP 691 project page (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<PageField>()? {
+            match field {
+                PageField::Files => map.next_value_seed(CountList(self.0, Passed::Files))?,
+                PageField::Versions => map.next_value_seed(CountList(self.0, Passed::Versions))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for CountList<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CountList<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut read = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            if read == self.1.limit() {
+                return Err(self.0.stop(self.1));
+            }
+            read += 1;
+        }
+        Ok(())
+    }
+
+    // Anything else is left for the reading to judge.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        IgnoredAny.visit_map(map).map(|_| ())
     }
 }
 
