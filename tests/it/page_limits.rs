@@ -412,7 +412,8 @@ fn pages_past_the_limits_are_refused_in_bounded_memory() {
     ] {
         let url = gate.url(&page_path(project));
         let refused = http::get(&url, &[ACCEPT_JSON]);
-        let reason = refused.text();
+        // The start is enough to judge (a wrong answer would be the whole 60 MiB page).
+        let reason: String = refused.text().chars().take(600).collect();
         assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{reason}");
         assert!(
             reason.contains(&format!("of {project}"))

@@ -951,6 +951,74 @@ mod tests {
         );
     }
 
+    fn cached(status: CacheStatus, weight: usize) -> Loaded<u32> {
+        Loaded::Found(Arc::new(Cached::new(
+            Arc::new(1),
+            SystemTime::now(),
+            status,
+            weight,
+        )))
+    }
+
+    #[test]
+    fn a_page_read_again_from_the_store_is_a_miss_for_its_reader_only() {
+        let status = |loaded: Loaded<u32>, ran| view(loaded, ran).unwrap().unwrap().status;
+        assert_eq!(status(cached(CacheStatus::Hit, 1), true), CacheStatus::Miss);
+        assert_eq!(status(cached(CacheStatus::Hit, 1), false), CacheStatus::Hit);
+        assert_eq!(
+            status(cached(CacheStatus::Miss, 1), false),
+            CacheStatus::Hit
+        );
+        assert_eq!(
+            status(cached(CacheStatus::Stale, 1), false),
+            CacheStatus::Stale
+        );
+        assert_eq!(
+            status(cached(CacheStatus::Revalidated, 1), true),
+            CacheStatus::Revalidated
+        );
+    }
+
+    #[test]
+    fn upstream_failures_are_remembered_for_negative_ttl_and_others_not() {
+        let repo = RepoName::parse("pypi").unwrap();
+        let bad_page = RemoteError::BadPage {
+            repo: repo.clone(),
+            source: crate::simple::page::parse_index_json(b"nope").unwrap_err(),
+        };
+        let Ok(Loaded::Failed(kept)) = remembered::<u32>(Err(bad_page)) else {
+            panic!("a malformed page is remembered");
+        };
+        assert!(matches!(
+            view::<u32>(Loaded::Failed(kept), false),
+            Err(RemoteError::Shared(_))
+        ));
+        let ours = RemoteError::Task {
+            repo,
+            reason: "panicked".into(),
+        };
+        assert!(matches!(
+            remembered::<u32>(Err(ours)),
+            Err(RemoteError::Task { .. })
+        ));
+        let freshness = Freshness {
+            ttl: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(60),
+            offline: false,
+            memory: 1000,
+        };
+        let failed = Loaded::<u32>::Failed(Arc::new(RemoteError::NoIndex {
+            repo: RepoName::parse("pypi").unwrap(),
+        }));
+        assert_eq!(freshness.keep(&failed), Duration::from_secs(60));
+        assert_eq!(
+            freshness.keep(&cached(CacheStatus::Miss, 1001)),
+            Duration::ZERO,
+            "heavier than the whole memory: not kept"
+        );
+        assert!(freshness.keep(&cached(CacheStatus::Miss, 1000)) > Duration::from_secs(500));
+    }
+
     #[test]
     fn json_detection() {
         assert!(is_json(Some("application/vnd.pypi.simple.v1+json")));
