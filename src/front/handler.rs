@@ -377,9 +377,10 @@ fn page_response<B, T>(
     served.repo.record_cache(CacheKind::Page, page.status);
     let mut response = rendered_response(request, page.rendered(), page.status);
     if !served.head && response.status() == StatusCode::OK {
-        let source = match page.status {
-            CacheStatus::Miss => Source::Upstream,
-            _ => Source::Cache,
+        let source = if page.from_upstream() {
+            Source::Upstream
+        } else {
+            Source::Cache
         };
         let length = hyper::body::Body::size_hint(response.body()).exact();
         metrics.record_served(source, length.unwrap_or(0));

@@ -21,9 +21,10 @@ use crate::simple::negotiate::Format;
 /// How a response was obtained, as the `X-Wheelgate-Cache` header says it (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
-    /// Served from memory or the store without asking the upstream.
+    /// Served from memory, parsed and rendered, without asking the upstream.
     Hit,
-    /// Fetched from the upstream for this request.
+    /// Fetched from the upstream for this request, or (a page) not in memory and read and parsed
+    /// again from the store.
     Miss,
     /// Stale, and the upstream could not be reached or failed: the stored copy was served.
     Stale,
@@ -268,8 +269,12 @@ pub struct Cached<T> {
     pub fetched_at: SystemTime,
     /// How the entry was obtained when it was loaded.
     pub status: CacheStatus,
-    /// Rough bytes of memory this entry holds, for the cache's weigher.
+    /// About the bytes of memory this entry holds, parsed and rendered, for the cache's weigher.
     pub weight: u32,
+    /// Rendering this page is heavy work ([`super::heavy`]): it is done off the async workers,
+    /// one rendering at a time (`turn`), compressed at once.
+    heavy: bool,
+    turn: tokio::sync::Mutex<()>,
     /// The renderings for the usual keys (no minute, a page at depth 2 or 3), each set once and
     /// then read without a lock: every warm request for a busy page reads one, from every core
     /// at once, and a lock (or a reference count) there is a cache line the cores fight over.
@@ -319,6 +324,28 @@ impl<T> PageView<T> {
         }
     }
 
+    /// As [`PageView::render`], with a heavy page's rendering (and its gzip form) made off the
+    /// async workers, one at a time: the other requests for it wait without holding a worker.
+    /// A light page, or a heavy one already rendered for `key`, is served as `render` serves it.
+    pub async fn render_off_workers(
+        self,
+        key: RenderKey<'_>,
+        render: impl Fn(&T) -> Rendered,
+    ) -> Page<T> {
+        if !self.cached.heavy || self.cached.has_rendered(&key) {
+            return self.render(key, render);
+        }
+        let cached = self.cached.clone();
+        let _turn = cached.turn.lock().await;
+        super::heavy::in_place(|| {
+            let page = self.render(key, render);
+            // A client that takes gzip would otherwise compress it on an async worker.
+            page.rendered().gzip();
+            page
+        })
+        .await
+    }
+
     /// The rendering for `key` (made by `render` the first time), kept with the page it was
     /// rendered from so that it can leave the repository layer.
     pub fn render(self, key: RenderKey<'_>, render: impl Fn(&T) -> Rendered) -> Page<T> {
@@ -355,6 +382,12 @@ enum At {
 }
 
 impl<T> Page<T> {
+    /// Whether the page was fetched from the upstream for this request (the bytes served came
+    /// from it), rather than found in memory or read again from the store.
+    pub fn from_upstream(&self) -> bool {
+        self.status == CacheStatus::Miss && self.cached.status == CacheStatus::Miss
+    }
+
     pub fn rendered(&self) -> &Rendered {
         match &self.at {
             At::Kept(rendered) => rendered,
@@ -396,9 +429,18 @@ impl<T> Cached<T> {
             fetched_at,
             status,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            heavy: weight >= super::heavy::HEAVY_WEIGHT,
+            turn: tokio::sync::Mutex::new(()),
             slots: Default::default(),
             renders: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether the rendering for `key` is made and in its slot (only keys with a slot say so).
+    fn has_rendered(&self, key: &RenderKey<'_>) -> bool {
+        slot_of(key)
+            .and_then(|index| self.slots[index].get())
+            .is_some_and(|slot| &*slot.repository == key.repository)
     }
 
     /// The rendering for `key`, made by `render` the first time it is asked for.

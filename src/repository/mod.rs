@@ -17,6 +17,7 @@ pub mod cached;
 mod error;
 pub mod file;
 pub mod group;
+mod heavy;
 pub mod hosted;
 mod origin;
 mod publish;

@@ -89,13 +89,15 @@ impl Repositories {
             depth: 0,
             minute: 0,
         };
-        Ok(view.render(key, |index| {
-            let body = match format {
-                Format::Json => render_index_json(index),
-                Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
-            };
-            Rendered::new(Bytes::from(body), format.content_type())
-        }))
+        Ok(view
+            .render_off_workers(key, |index| {
+                let body = match format {
+                    Format::Json => render_index_json(index),
+                    Format::HtmlV1 | Format::Html => render_index_html(index, "").into_bytes(),
+                };
+                Rendered::new(Bytes::from(body), format.content_type())
+            })
+            .await)
     }
 
     /// The page of `project` in `repo`, with the files the rules deny left out; a page they
@@ -123,46 +125,50 @@ impl Repositories {
             depth,
             minute: self.policy_minute(now),
         };
-        let mut page = view.render(key, |page| {
-            self.note_ingestion(name, page);
-            let links = match &self.public_url {
-                Some(base) => Links::absolute(base, name.as_str()),
-                None => Links::relative(depth, name.as_str()),
-            };
-            let render = |page: &ProjectPage| {
-                let body = match format {
-                    Format::Json => render_project_json(page, &links),
-                    Format::HtmlV1 | Format::Html => render_project_html(page, &links).into_bytes(),
+        let mut page = view
+            .render_off_workers(key, |page| {
+                self.note_ingestion(name, page);
+                let links = match &self.public_url {
+                    Some(base) => Links::absolute(base, name.as_str()),
+                    None => Links::relative(depth, name.as_str()),
                 };
-                Rendered::new(Bytes::from(body), format.content_type())
-            };
-            let through = |entry: &FileEntry| repository.through(name, entry);
-            let PageDecision {
-                filtered,
-                would_deny,
-            } = filter_page_through(&self.policy, through, page, now);
-            let rendered = match filtered {
-                Filtered::Unchanged => render(page),
-                Filtered::Reduced { page, hidden } => {
-                    self.counters
-                        .hidden_files
-                        .fetch_add(hidden as u64, Ordering::Relaxed);
-                    render(&page)
+                let render = |page: &ProjectPage| {
+                    let body = match format {
+                        Format::Json => render_project_json(page, &links),
+                        Format::HtmlV1 | Format::Html => {
+                            render_project_html(page, &links).into_bytes()
+                        }
+                    };
+                    Rendered::new(Bytes::from(body), format.content_type())
+                };
+                let through = |entry: &FileEntry| repository.through(name, entry);
+                let PageDecision {
+                    filtered,
+                    would_deny,
+                } = filter_page_through(&self.policy, through, page, now);
+                let rendered = match filtered {
+                    Filtered::Unchanged => render(page),
+                    Filtered::Reduced { page, hidden } => {
+                        self.counters
+                            .hidden_files
+                            .fetch_add(hidden as u64, Ordering::Relaxed);
+                        render(&page)
+                    }
+                    Filtered::Refused { rules } => Rendered::denied(Refusal {
+                        rules: describe_rules(&rules),
+                        names: rule_names(&rules),
+                    }),
+                };
+                if would_deny.is_empty() {
+                    rendered
+                } else {
+                    rendered.with_audit(Refusal {
+                        rules: describe_rules(&would_deny),
+                        names: rule_names(&would_deny),
+                    })
                 }
-                Filtered::Refused { rules } => Rendered::denied(Refusal {
-                    rules: describe_rules(&rules),
-                    names: rule_names(&rules),
-                }),
-            };
-            if would_deny.is_empty() {
-                rendered
-            } else {
-                rendered.with_audit(Refusal {
-                    rules: describe_rules(&would_deny),
-                    names: rule_names(&would_deny),
-                })
-            }
-        });
+            })
+            .await;
         if let Some(refusal) = &page.rendered().denied {
             self.metrics().record_denial(Denial {
                 repository: name,

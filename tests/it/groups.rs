@@ -739,6 +739,8 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
         // wgpub-app's first upload would block its upstreams through every group holding
         // internal (tests/it/origin.rs), and a member that is not asked cannot fail: allow them.
         config.extra_toml = "[[package_origin]]\nrepository = \"internal\"\npackage = \"wgpub-app\"\nupstream = \"ALLOW\"\n".to_owned();
+        // A failed load is remembered this long: the upstream is asked again once it is over.
+        config.negative_ttl = Some("2s".to_owned());
     });
     let wheel = uploads::app_wheel();
     // Down before the first request: the remote has no stale copy of anything (not even the
@@ -833,8 +835,10 @@ fn a_down_remote_member_is_named_in_x_wheelgate_unavailable_and_a_group_whose_ev
         );
     }
 
-    // Back up: every member answers, and nothing is named.
+    // Back up: every member answers (once the failures remembered for negative_ttl are
+    // forgotten), and nothing is named.
     bed.upstream.set_down(false);
+    std::thread::sleep(std::time::Duration::from_millis(2200));
     let response = get_json(&bed, path);
     assert_eq!(
         response.status,

@@ -19,6 +19,7 @@ mod malformed;
 mod metrics;
 mod origin;
 mod package_groups;
+mod page_limits;
 mod provenance;
 mod publish;
 mod rules;

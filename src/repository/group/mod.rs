@@ -335,8 +335,13 @@ impl Group {
             });
         }
         let unavailable = self.unavailable(&what, &asked.failures);
-        let page = merge_pages(project, &pages);
         let weight = member_weight(&asked.answers);
+        // Merging big pages is heavy work, done off the async workers like their rendering.
+        let page = if weight < super::heavy::HEAVY_WEIGHT {
+            merge_pages(project, &pages)
+        } else {
+            super::heavy::in_place(|| merge_pages(project, &pages)).await
+        };
         let merged = Arc::new(Merged {
             cached: Arc::new(Cached::new(
                 Arc::new(page),

@@ -31,7 +31,7 @@ use crate::config::{RemoteConfig, RepoName};
 use crate::metrics::{Metrics, RepoMetrics, UpstreamOutcome};
 use crate::repository::cached::{CacheStatus, Cached, PageView};
 use crate::repository::file::{FileBody, FileInfo, Located, ServedFile};
-use crate::repository::{shown_upstream, Description, Kind, ServeError};
+use crate::repository::{heavy, shown_upstream, Description, Kind, ServeError};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::simple::name::ProjectName;
 use crate::simple::page::{
@@ -147,12 +147,15 @@ impl RemoteError {
     }
 }
 
-/// A page load's outcome as kept in memory: the page, or the fact that the upstream has no such
-/// project (remembered for `negative_ttl`). Cloning it is one reference count: a warm lookup
-/// takes it out of the cache and moves it into the request's view.
+/// A page load's outcome as kept in memory: the page, the fact that the upstream has no such
+/// project, or the failure of a load that had no stored copy to fall back on (both remembered
+/// for `negative_ttl`, so that the requests meanwhile get the same answer without asking the
+/// upstream again). Cloning it is one reference count: a warm lookup takes it out of the cache
+/// and moves it into the request's view.
 enum Loaded<T> {
     Found(Arc<Cached<T>>),
     Missing,
+    Failed(Arc<RemoteError>),
 }
 
 impl<T> Clone for Loaded<T> {
@@ -160,8 +163,19 @@ impl<T> Clone for Loaded<T> {
         match self {
             Loaded::Found(cached) => Loaded::Found(cached.clone()),
             Loaded::Missing => Loaded::Missing,
+            Loaded::Failed(error) => Loaded::Failed(error.clone()),
         }
     }
+}
+
+/// How many renderings of a page the memory cache counts it with: pip and uv ask for JSON, a
+/// browser or an older client for HTML, and each is kept with its gzip form.
+const RENDERINGS_WEIGHED: usize = 3;
+
+/// What a remote keeps in memory for a parsed page or list: the parsed value and the
+/// renderings it will be served as.
+fn weight_of(held: usize, rendered_len: usize) -> usize {
+    held.saturating_add(rendered_len.saturating_mul(RENDERINGS_WEIGHED))
 }
 
 /// How long a loaded page stays in memory before the next request loads it again.
@@ -170,12 +184,17 @@ struct Freshness {
     ttl: Duration,
     negative_ttl: Duration,
     offline: bool,
+    /// The memory the cache holds pages in: a page heavier than all of it is not kept at all.
+    memory: u64,
 }
 
 impl Freshness {
     fn keep<T>(&self, loaded: &Loaded<T>) -> Duration {
         match loaded {
-            Loaded::Missing => self.negative_ttl,
+            Loaded::Missing | Loaded::Failed(_) => self.negative_ttl,
+            // Kept, it would only push every other page out until the cache evicted it; each
+            // request for it reads it again from the store (and says `miss`).
+            Loaded::Found(cached) if u64::from(cached.weight) > self.memory => Duration::ZERO,
             Loaded::Found(_) if self.offline => OFFLINE_KEEP,
             Loaded::Found(cached) if cached.status == CacheStatus::Stale => {
                 STALE_RETRY.min(self.ttl)
@@ -203,6 +222,7 @@ fn weigh<K, T>(_key: &K, value: &Loaded<T>) -> u32 {
     match value {
         Loaded::Found(cached) => cached.weight,
         Loaded::Missing => 64,
+        Loaded::Failed(_) => 512,
     }
 }
 
@@ -214,6 +234,9 @@ struct Loader {
     store: Store,
     ttl: Duration,
     meter: UpstreamMeter,
+    /// The slots of `server.max_concurrent_fetches`: a page fetch holds one as a file transfer
+    /// does.
+    fetch_slots: Arc<Semaphore>,
 }
 
 /// Where a remote's upstream requests are counted, timed, and (when they fail) listed for the
@@ -251,8 +274,8 @@ impl UpstreamMeter {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
-    /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`), shared
-    /// by every remote of the configuration.
+    /// Slots for concurrent upstream transfers, files and pages (`server.max_concurrent_fetches`),
+    /// shared by every remote of the configuration.
     fetch_slots: Arc<Semaphore>,
     pages: Loads<ProjectName, Loaded<ProjectPage>>,
     index: Loads<(), Loaded<ProjectIndex>>,
@@ -297,15 +320,20 @@ impl Remote {
             ttl: config.index_ttl,
             negative_ttl: config.negative_ttl,
             offline: upstream.is_none(),
+            memory,
         };
         let pages = Cache::builder()
             .max_capacity(memory)
             .weigher(weigh)
             .expire_after(freshness)
             .build_with_hasher(PageHasher::default());
+        // The one project list is kept whatever it weighs (it is not counted in `memory`).
         let index = Cache::builder()
             .max_capacity(1)
-            .expire_after(freshness)
+            .expire_after(Freshness {
+                memory: u64::MAX,
+                ..freshness
+            })
             .build_with_hasher(PageHasher::default());
         let (pages, index) = (
             Loads::new(name.clone(), pages, metrics.clone()),
@@ -322,6 +350,7 @@ impl Remote {
                 store,
                 ttl: config.index_ttl,
                 meter,
+                fetch_slots: fetch_slots.clone(),
             },
             flights,
             fetch_slots,
@@ -364,7 +393,7 @@ impl Remote {
             .pages
             .get_or_load(project, || self.loader.clone().project(project.clone()))
             .await?;
-        Ok(view(loaded, ran))
+        view(loaded, ran)
     }
 
     /// The list of projects the upstream offers.
@@ -373,7 +402,7 @@ impl Remote {
             .index
             .get_or_load(&(), || self.loader.clone().index())
             .await?;
-        view(loaded, ran).ok_or_else(|| RemoteError::NoIndex {
+        view(loaded, ran)?.ok_or_else(|| RemoteError::NoIndex {
             repo: self.name().clone(),
         })
     }
@@ -603,19 +632,47 @@ pub fn validate(name: &RepoName, config: &RemoteConfig) -> Result<(), UpstreamEr
     Ok(())
 }
 
-/// A request's view of a loaded entry: the load's own status for the request that ran it,
-/// `hit` (or `stale`) for everyone else; `None` when the upstream has no such page.
-fn view<T>(loaded: Loaded<T>, ran_here: bool) -> Option<PageView<T>> {
+/// A request's view of a loaded entry: the load's own status for the request that ran it (a
+/// page read again from the store is a `miss`: memory did not have it, and it was parsed again),
+/// `hit` (or `stale`) for everyone else; `None` when the upstream has no such page, the
+/// remembered failure when the load failed.
+fn view<T>(loaded: Loaded<T>, ran_here: bool) -> Result<Option<PageView<T>>, RemoteError> {
     match loaded {
-        Loaded::Missing => None,
+        Loaded::Missing => Ok(None),
+        Loaded::Failed(error) => Err(RemoteError::Shared(error)),
         Loaded::Found(cached) => {
             let status = match cached.status {
+                CacheStatus::Hit if ran_here => CacheStatus::Miss,
                 status if ran_here => status,
                 CacheStatus::Stale => CacheStatus::Stale,
                 _ => CacheStatus::Hit,
             };
-            Some(PageView::new(cached, status))
+            Ok(Some(PageView::new(cached, status)))
         }
+    }
+}
+
+impl RemoteError {
+    /// Whether the upstream caused this failure (it failed, or sent a page that cannot be used):
+    /// such a failure is remembered for `negative_ttl`. A refusal of the credentials is not (a
+    /// rotated token is used on the next request, SPEC §3), nor are failures of our own.
+    fn is_upstream_failure(&self) -> bool {
+        match self {
+            RemoteError::Upstream { source, .. } => {
+                !matches!(source, UpstreamError::CredentialsRefused { .. })
+            }
+            RemoteError::BadPage { .. } | RemoteError::UnexpectedNotModified { .. } => true,
+            RemoteError::Shared(inner) => inner.is_upstream_failure(),
+            _ => false,
+        }
+    }
+}
+
+/// A load's result as kept: a failure the upstream caused becomes a value to remember.
+fn remembered<T>(loaded: Result<Loaded<T>, RemoteError>) -> Result<Loaded<T>, RemoteError> {
+    match loaded {
+        Err(error) if error.is_upstream_failure() => Ok(Loaded::Failed(Arc::new(error))),
+        other => other,
     }
 }
 
@@ -669,16 +726,18 @@ impl Loader {
             url
         });
         let what = format!("the page of {project}");
-        self.load(key, url, PROJECT_PAGE_LIMIT, what, move |stored, url| {
-            let page = if is_json(stored.content_type.as_deref()) {
-                parse_project_json(&stored.body, url, &project)?
-            } else {
-                parse_project_html(&stored.body, url, &project)?
-            };
-            // Parsed entries and up to a few renderings of about the upstream's size each.
-            Ok((page, stored.body.len().saturating_mul(4) + 1024))
-        })
-        .await
+        let loaded = self
+            .load(key, url, PROJECT_PAGE_LIMIT, what, move |stored, url| {
+                let page = if is_json(stored.content_type.as_deref()) {
+                    parse_project_json(&stored.body, url, &project)?
+                } else {
+                    parse_project_html(&stored.body, url, &project)?
+                };
+                let weight = weight_of(page.held_bytes(), page.rendered_len());
+                Ok((page, weight))
+            })
+            .await;
+        remembered(loaded)
     }
 
     async fn index(self) -> Result<Loaded<ProjectIndex>, RemoteError> {
@@ -687,21 +746,24 @@ impl Loader {
             project: None,
         };
         let url = self.upstream.as_ref().map(|u| u.root().clone());
-        self.load(
-            key,
-            url,
-            INDEX_PAGE_LIMIT,
-            "the project index".to_owned(),
-            |stored, _| {
-                let index = if is_json(stored.content_type.as_deref()) {
-                    parse_index_json(&stored.body)?
-                } else {
-                    parse_index_html(&stored.body)?
-                };
-                Ok((index, stored.body.len().saturating_mul(4) + 1024))
-            },
-        )
-        .await
+        let loaded = self
+            .load(
+                key,
+                url,
+                INDEX_PAGE_LIMIT,
+                "the project index".to_owned(),
+                |stored, _| {
+                    let index = if is_json(stored.content_type.as_deref()) {
+                        parse_index_json(&stored.body)?
+                    } else {
+                        parse_index_html(&stored.body)?
+                    };
+                    let weight = weight_of(index.held_bytes(), index.rendered_len());
+                    Ok((index, weight))
+                },
+            )
+            .await;
+        remembered(loaded)
     }
 
     /// The one page-loading policy, for project pages and the index alike: fresh store copy,
@@ -712,8 +774,11 @@ impl Loader {
         url: Option<url::Url>,
         limit: usize,
         what: String,
-        parse: impl Fn(&StoredPage, &url::Url) -> Result<(T, usize), PageError> + Send + 'static,
-    ) -> Result<Loaded<T>, RemoteError> {
+        parse: impl Fn(&StoredPage, &url::Url) -> Result<(T, usize), PageError> + Send + Sync + 'static,
+    ) -> Result<Loaded<T>, RemoteError>
+    where
+        T: Send + Sync + 'static,
+    {
         let repo = self.repo.clone();
         let store = self.store.clone();
         // A page never stored (every page of a cold install) is known absent from memory.
@@ -723,34 +788,47 @@ impl Loader {
         } else {
             None
         };
-        let found = |stored: &StoredPage, fetched_at: SystemTime, status: CacheStatus| {
-            let final_url = url::Url::parse(&stored.final_url).map_err(|e| RemoteError::Task {
-                repo: repo.clone(),
-                reason: format!("the stored copy of {what} has an invalid url: {e}"),
-            })?;
-            let (value, weight) =
-                parse(stored, &final_url).map_err(|source| RemoteError::BadPage {
-                    repo: repo.clone(),
-                    source,
-                })?;
-            Ok(Loaded::Found(Arc::new(Cached::new(
-                Arc::new(value),
-                fetched_at,
-                status,
-                weight,
-            ))))
+        // Parsed on a blocking thread when the page is big (see `heavy`).
+        let parse = Arc::new(parse);
+        let found = |stored: StoredPage, fetched_at: SystemTime, status: CacheStatus| {
+            let (repo, what, parse) = (repo.clone(), what.clone(), parse.clone());
+            async move {
+                let final_url =
+                    url::Url::parse(&stored.final_url).map_err(|e| RemoteError::Task {
+                        repo: repo.clone(),
+                        reason: format!("the stored copy of {what} has an invalid url: {e}"),
+                    })?;
+                let parsed = if stored.body.len() < heavy::HEAVY_BODY {
+                    parse(&stored, &final_url)
+                } else {
+                    heavy::on_blocking_thread(move || parse(&stored, &final_url))
+                        .await
+                        .ok_or_else(|| RemoteError::Task {
+                            repo: repo.clone(),
+                            reason: format!("parsing {what} panicked"),
+                        })?
+                };
+                let (value, weight) =
+                    parsed.map_err(|source| RemoteError::BadPage { repo, source })?;
+                Ok(Loaded::Found(Arc::new(Cached::new(
+                    Arc::new(value),
+                    fetched_at,
+                    status,
+                    weight,
+                ))))
+            }
         };
 
         let (Some(upstream), Some(url)) = (self.upstream.as_ref(), url) else {
-            return match &stored {
-                Some(page) => found(page, page.fetched_at, CacheStatus::Hit),
+            return match stored {
+                Some(page) => found(page.clone(), page.fetched_at, CacheStatus::Hit).await,
                 None => Err(RemoteError::Offline { repo, what }),
             };
         };
         if let Some(page) = &stored {
             let age = page.fetched_at.elapsed().unwrap_or(Duration::ZERO);
             if age < self.ttl {
-                return found(page, page.fetched_at, CacheStatus::Hit);
+                return found(page.clone(), page.fetched_at, CacheStatus::Hit).await;
             }
         }
         let validators = stored.as_ref().map(|page| Validators {
@@ -758,11 +836,15 @@ impl Loader {
             last_modified: page.last_modified.clone(),
         });
         let conditional = validators.as_ref().filter(|v| !v.is_empty());
+        // The page fetch waits for a slot of `max_concurrent_fetches`, and holds it until the
+        // body is read.
+        let slot = self.fetch_slots.acquire().await.ok();
         let now = SystemTime::now();
         let started = Instant::now();
         let fetched = upstream
             .fetch_page(&url, UPSTREAM_ACCEPT, conditional, limit)
             .await;
+        drop(slot);
         let outcome = |fetch: &PageFetch| match fetch {
             PageFetch::Fresh { .. } => UpstreamOutcome::Ok,
             PageFetch::NotModified { .. } => UpstreamOutcome::NotModified,
@@ -790,7 +872,7 @@ impl Loader {
                 if let Err(error) = result {
                     tracing::warn!(repository = %repo, %error, "could not record a page revalidation");
                 }
-                found(&page, now, CacheStatus::Revalidated)
+                found(page, now, CacheStatus::Revalidated).await
             }
             Ok(PageFetch::Fresh {
                 final_url,
@@ -807,8 +889,22 @@ impl Loader {
                     last_modified: validators.last_modified,
                     fetched_at: now,
                 };
-                // Parse before storing: a page we cannot read must not replace one we can.
-                let loaded = found(&page, now, CacheStatus::Miss)?;
+                // Parse before storing: a page we cannot read must not replace one we can, and
+                // the stored copy is served instead (stale-if-error) while there is one.
+                let loaded = match (found(page.clone(), now, CacheStatus::Miss).await, stored) {
+                    (Ok(loaded), _) => loaded,
+                    (Err(error @ RemoteError::BadPage { .. }), Some(old)) => {
+                        self.meter.repo.record_stale();
+                        tracing::warn!(
+                            repository = %repo,
+                            %error,
+                            "serving the stored copy of {what} (stale-if-error)"
+                        );
+                        let fetched_at = old.fetched_at;
+                        return found(old, fetched_at, CacheStatus::Stale).await;
+                    }
+                    (Err(error), _) => return Err(error),
+                };
                 tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
                 // The client does not wait for the page to be made durable: the store's writer
                 // records it with others. A graceful stop waits for the writer (`Store::flush`),
@@ -821,7 +917,7 @@ impl Loader {
                 let _ = blocking(&repo, move || store.forget_page(&key)).await;
                 Ok(Loaded::Missing)
             }
-            Err(error) => match &stored {
+            Err(error) => match stored {
                 Some(page) => {
                     self.meter.repo.record_stale();
                     tracing::warn!(
@@ -829,7 +925,8 @@ impl Loader {
                         %error,
                         "upstream failed; serving the stored copy of {what} (stale-if-error)"
                     );
-                    found(page, page.fetched_at, CacheStatus::Stale)
+                    let fetched_at = page.fetched_at;
+                    found(page, fetched_at, CacheStatus::Stale).await
                 }
                 None => Err(RemoteError::Upstream {
                     repo,
@@ -852,6 +949,74 @@ mod tests {
             metadata_url(&url).as_str(),
             "https://files.example.invalid/a/b/x-1.0-py3-none-any.whl.metadata?sig=1"
         );
+    }
+
+    fn cached(status: CacheStatus, weight: usize) -> Loaded<u32> {
+        Loaded::Found(Arc::new(Cached::new(
+            Arc::new(1),
+            SystemTime::now(),
+            status,
+            weight,
+        )))
+    }
+
+    #[test]
+    fn a_page_read_again_from_the_store_is_a_miss_for_its_reader_only() {
+        let status = |loaded: Loaded<u32>, ran| view(loaded, ran).unwrap().unwrap().status;
+        assert_eq!(status(cached(CacheStatus::Hit, 1), true), CacheStatus::Miss);
+        assert_eq!(status(cached(CacheStatus::Hit, 1), false), CacheStatus::Hit);
+        assert_eq!(
+            status(cached(CacheStatus::Miss, 1), false),
+            CacheStatus::Hit
+        );
+        assert_eq!(
+            status(cached(CacheStatus::Stale, 1), false),
+            CacheStatus::Stale
+        );
+        assert_eq!(
+            status(cached(CacheStatus::Revalidated, 1), true),
+            CacheStatus::Revalidated
+        );
+    }
+
+    #[test]
+    fn upstream_failures_are_remembered_for_negative_ttl_and_others_not() {
+        let repo = RepoName::parse("pypi").unwrap();
+        let bad_page = RemoteError::BadPage {
+            repo: repo.clone(),
+            source: crate::simple::page::parse_index_json(b"nope").unwrap_err(),
+        };
+        let Ok(Loaded::Failed(kept)) = remembered::<u32>(Err(bad_page)) else {
+            panic!("a malformed page is remembered");
+        };
+        assert!(matches!(
+            view::<u32>(Loaded::Failed(kept), false),
+            Err(RemoteError::Shared(_))
+        ));
+        let ours = RemoteError::Task {
+            repo,
+            reason: "panicked".into(),
+        };
+        assert!(matches!(
+            remembered::<u32>(Err(ours)),
+            Err(RemoteError::Task { .. })
+        ));
+        let freshness = Freshness {
+            ttl: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(60),
+            offline: false,
+            memory: 1000,
+        };
+        let failed = Loaded::<u32>::Failed(Arc::new(RemoteError::NoIndex {
+            repo: RepoName::parse("pypi").unwrap(),
+        }));
+        assert_eq!(freshness.keep(&failed), Duration::from_secs(60));
+        assert_eq!(
+            freshness.keep(&cached(CacheStatus::Miss, 1001)),
+            Duration::ZERO,
+            "heavier than the whole memory: not kept"
+        );
+        assert!(freshness.keep(&cached(CacheStatus::Miss, 1000)) > Duration::from_secs(500));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::fmt;
 
 use url::Url;
 
+use crate::simple::name::ProjectName;
+
 /// Which kind of page an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageKind {
@@ -66,10 +68,23 @@ pub enum PageError {
         limit: usize,
     },
     #[error(
-        "the upstream project page{at} lists more than {limit} files, more than wheelgate accepts: \
-         check that the repository's url points at a simple index"
+        "the upstream project page of {project}{at} lists more than {limit} files, the most \
+         wheelgate accepts on one page: check that the repository's url points at a simple index"
     )]
-    TooManyFiles { at: PageLocation, limit: usize },
+    TooManyFiles {
+        project: ProjectName,
+        at: PageLocation,
+        limit: usize,
+    },
+    #[error(
+        "the upstream project page of {project}{at} lists more than {limit} versions, the most \
+         wheelgate accepts on one page: check that the repository's url points at a simple index"
+    )]
+    TooManyVersions {
+        project: ProjectName,
+        at: PageLocation,
+        limit: usize,
+    },
     #[error(
         "the upstream JSON {kind}{at} is not valid: {source}; check that the upstream serves \
          PEP 691 JSON for application/vnd.pypi.simple.v1+json"

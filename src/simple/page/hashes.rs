@@ -43,18 +43,21 @@ impl Hashes {
     }
 
     /// Records one published digest. Digests of other algorithms that do not look like hex are
-    /// ignored (we only pass them through); a bad sha256 is an error for the file.
+    /// ignored (we only pass them through); a bad sha256 is an error for the file. Past the cap,
+    /// another algorithm's digest costs a comparison, not an allocation.
     pub(super) fn add(&mut self, algorithm: &str, value: &str) -> Result<(), BadSha256> {
-        let algorithm = algorithm.trim().to_ascii_lowercase();
+        let algorithm = algorithm.trim();
         let value = value.trim();
-        if algorithm == "sha256" {
+        if algorithm.eq_ignore_ascii_case("sha256") {
             self.sha256 = Some(Sha256Digest::parse_hex(value).map_err(|_| BadSha256)?);
         } else if self.other.len() < MAX_OTHER_HASHES
-            && is_hash_name(&algorithm)
+            && is_hash_name(algorithm)
             && is_hex_value(value)
-            && !self.has(&algorithm)
         {
-            self.other.push((algorithm, value.to_ascii_lowercase()));
+            let algorithm = algorithm.to_ascii_lowercase();
+            if !self.has(&algorithm) {
+                self.other.push((algorithm, value.to_ascii_lowercase()));
+            }
         }
         Ok(())
     }

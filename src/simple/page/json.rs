@@ -1,6 +1,7 @@
 //! Reading PEP 691 JSON pages, with the PEP 700, 714, 740 and 792 additions.
 //!
-//! serde reads a page into loose structs that accept unknown keys and missing optional fields;
+//! serde reads a page into loose structs that accept unknown keys and missing optional fields
+//! (files are validated and counted as they are read, so the limits stop a page early);
 //! the page must then declare `meta.api-version` 1.x, and each file becomes a validated
 //! [`FileEntry`] or is dropped and counted. When serde cannot read a page that declares another
 //! API version, the version is reported rather than the mismatch it caused.
@@ -11,16 +12,20 @@
 //! `meta.project-status` / `meta.project-status-reason` strings of the specification's example;
 //! anything else is no status (`active`).
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use url::Url;
 
 use super::hashes::Hashes;
 use super::link::{resolve_file_url, split_fragment};
 use super::{
-    check_size, versions_from_files, CoreMetadata, FileEntry, PageError, PageKind, PageLocation,
-    ProjectIndex, ProjectPage, ProjectStatus, Yanked, MAX_FILES,
+    check_size, is_version_text, versions_from_files, CoreMetadata, FileEntry, PageError, PageKind,
+    PageLocation, ProjectIndex, ProjectPage, ProjectStatus, Yanked, MAX_FILES, MAX_VERSIONS,
 };
 use crate::simple::digest::Sha256Digest;
 use crate::simple::filename::DistFilename;
@@ -82,20 +87,10 @@ struct JsonMetaOnly {
 }
 
 #[derive(Deserialize)]
-struct JsonProjectPage {
-    meta: Option<JsonMeta>,
-    #[serde(default)]
-    files: Vec<JsonFile>,
-    versions: Option<Vec<String>>,
-    #[serde(rename = "project-status", default)]
-    project_status: JsonProjectStatus,
-}
-
-#[derive(Deserialize)]
 struct JsonFile {
     filename: String,
     url: String,
-    hashes: Option<BTreeMap<String, Option<String>>>,
+    hashes: Option<JsonHashes>,
     #[serde(rename = "requires-python")]
     requires_python: Option<String>,
     yanked: Option<JsonYanked>,
@@ -190,6 +185,10 @@ fn json_error(
 }
 
 /// Parses a PEP 691 JSON project page. Relative file URLs are resolved against `page_url`.
+///
+/// Files are validated as they are read and `versions` counted as it is read, so a page past
+/// [`MAX_FILES`] or [`MAX_VERSIONS`] is refused when the reader meets the first entry too many:
+/// the memory spent on it is bounded by the limits, not by what the upstream sent.
 pub fn parse_project_json(
     body: &[u8],
     page_url: &Url,
@@ -198,35 +197,385 @@ pub fn parse_project_json(
     let kind = PageKind::ProjectPage;
     let at = PageLocation::of(page_url);
     check_size(body, kind, &at)?;
-    let page: JsonProjectPage =
-        serde_json::from_slice(body).map_err(|e| json_error(body, kind, &at, e))?;
-    check_api_version(page.meta.as_ref(), kind, &at)?;
-    if page.files.len() > MAX_FILES {
-        return Err(PageError::TooManyFiles {
-            at,
-            limit: MAX_FILES,
-        });
+    let reading = Reading {
+        page_url,
+        passed: Cell::new(None),
+    };
+    // A page big enough to list more files than the limit is first counted without building
+    // anything: one past the limit is then refused holding nothing but its body. (Reading it
+    // to the limit would cost about 100 MB of entries before the refusal.)
+    if body.len() > MAX_FILES.saturating_mul(SMALLEST_FILE) {
+        let mut counting = serde_json::Deserializer::from_slice(body);
+        // A page the count cannot read is left for the reading below to report.
+        let _ = Counting(&reading).deserialize(&mut counting);
     }
-    let mut files = Vec::with_capacity(page.files.len());
-    let mut dropped = 0;
-    for raw in page.files {
-        match json_file(raw, page_url) {
-            Some(entry) => files.push(entry),
-            None => dropped += 1,
+    let read = match reading.passed.get() {
+        Some(_) => Err(de::Error::custom("past a limit")),
+        None => {
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            (&reading)
+                .deserialize(&mut deserializer)
+                .and_then(|page| deserializer.end().map(|()| page))
         }
-    }
+    };
+    let page = match (read, reading.passed.get()) {
+        (Ok(page), _) => page,
+        (Err(_), Some(passed)) => {
+            let (project, limit) = (expected.clone(), passed.limit());
+            return Err(match passed {
+                Passed::Files => PageError::TooManyFiles { project, at, limit },
+                Passed::Versions => PageError::TooManyVersions { project, at, limit },
+            });
+        }
+        (Err(error), None) => return Err(json_error(body, kind, &at, error)),
+    };
+    check_api_version(page.meta.as_ref(), kind, &at)?;
     let versions = match page.versions {
         Some(versions) => versions,
-        None => versions_from_files(&files),
+        None => versions_from_files(&page.files),
     };
     let status = project_status(&page.project_status, page.meta.as_ref());
     Ok(ProjectPage {
         name: expected.clone(),
-        files,
+        files: page.files,
         versions,
         status,
-        dropped,
+        dropped: page.dropped,
     })
+}
+
+/// Which limit a page passed, found by the readers that count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Files,
+    Versions,
+}
+
+impl Passed {
+    fn limit(self) -> usize {
+        match self {
+            Passed::Files => MAX_FILES,
+            Passed::Versions => MAX_VERSIONS,
+        }
+    }
+}
+
+/// What the readers of one page share: where relative links resolve, and the limit a reader
+/// stopped at (serde's error cannot carry it).
+struct Reading<'a> {
+    page_url: &'a Url,
+    passed: Cell<Option<Passed>>,
+}
+
+impl Reading<'_> {
+    /// Stops the page: `passed` is remembered for the error the caller builds.
+    fn stop<E: de::Error>(&self, passed: Passed) -> E {
+        self.passed.set(Some(passed));
+        E::custom(format_args!("more than {} entries", passed.limit()))
+    }
+}
+
+/// A project page as read: its files already validated (the unusable ones counted).
+struct ReadPage {
+    meta: Option<JsonMeta>,
+    files: Vec<FileEntry>,
+    dropped: usize,
+    versions: Option<Vec<String>>,
+    project_status: JsonProjectStatus,
+}
+
+/// The members of a project page that wheelgate reads; any other is skipped.
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum PageField {
+    #[serde(rename = "meta")]
+    Meta,
+    #[serde(rename = "files")]
+    Files,
+    #[serde(rename = "versions")]
+    Versions,
+    #[serde(rename = "project-status")]
+    ProjectStatus,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for &Reading<'_> {
+    type Value = ReadPage;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ReadPage, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &Reading<'_> {
+    type Value = ReadPage;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a PEP 691 project page (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadPage, A::Error> {
+        let mut meta = None;
+        let mut files = None;
+        let mut versions = None;
+        let mut project_status = None;
+        while let Some(field) = map.next_key::<PageField>()? {
+            match field {
+                PageField::Meta if meta.is_some() => {
+                    return Err(de::Error::duplicate_field("meta"))
+                }
+                PageField::Meta => meta = Some(map.next_value::<Option<JsonMeta>>()?),
+                PageField::Files if files.is_some() => {
+                    return Err(de::Error::duplicate_field("files"))
+                }
+                PageField::Files => files = Some(map.next_value_seed(FilesSeed(self))?),
+                PageField::Versions if versions.is_some() => {
+                    return Err(de::Error::duplicate_field("versions"))
+                }
+                PageField::Versions => versions = Some(map.next_value_seed(VersionsSeed(self))?),
+                PageField::ProjectStatus => project_status = Some(map.next_value()?),
+                PageField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let (files, dropped) = files.unwrap_or_default();
+        Ok(ReadPage {
+            meta: meta.flatten(),
+            files,
+            dropped,
+            versions: versions.flatten(),
+            project_status: project_status.unwrap_or_default(),
+        })
+    }
+}
+
+/// The fewest bytes a file takes in `files`: `{"filename":"","url":""},`.
+const SMALLEST_FILE: usize = 25;
+
+/// Counts a page's `files` and `versions` without keeping anything, stopping at the first entry
+/// past a limit (recorded in the reading).
+struct Counting<'r, 'a>(&'r Reading<'a>);
+
+/// Counts the entries of one list, as [`IgnoredAny`], up to `limit`.
+struct CountList<'r, 'a>(&'r Reading<'a>, Passed);
+
+impl<'de> DeserializeSeed<'de> for Counting<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Counting<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a PEP 691 project page (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<PageField>()? {
+            match field {
+                PageField::Files => map.next_value_seed(CountList(self.0, Passed::Files))?,
+                PageField::Versions => map.next_value_seed(CountList(self.0, Passed::Versions))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for CountList<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CountList<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut read = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            if read == self.1.limit() {
+                return Err(self.0.stop(self.1));
+            }
+            read += 1;
+        }
+        Ok(())
+    }
+
+    // Anything else is left for the reading to judge.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        IgnoredAny.visit_map(map).map(|_| ())
+    }
+}
+
+/// Reads `files`, each file validated as it is read and the page stopped at the first file past
+/// [`MAX_FILES`] (an unusable file counts: it cost the reading all the same).
+struct FilesSeed<'r, 'a>(&'r Reading<'a>);
+
+impl<'de> DeserializeSeed<'de> for FilesSeed<'_, '_> {
+    type Value = (Vec<FileEntry>, usize);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FilesSeed<'_, '_> {
+    type Value = (Vec<FileEntry>, usize);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of files")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut files = Vec::new();
+        let mut dropped = 0;
+        while let Some(raw) = seq.next_element::<JsonFile>()? {
+            if files.len() + dropped == MAX_FILES {
+                return Err(self.0.stop(Passed::Files));
+            }
+            match json_file(raw, self.0.page_url) {
+                Some(entry) => files.push(entry),
+                None => dropped += 1,
+            }
+        }
+        Ok((files, dropped))
+    }
+}
+
+/// Reads PEP 700 `versions` (or its absence), keeping the entries that can be versions
+/// ([`is_version_text`]) and stopping the page at the first entry past [`MAX_VERSIONS`].
+struct VersionsSeed<'r, 'a>(&'r Reading<'a>);
+
+/// One entry of `versions`: a string, or anything else (skipped).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VersionEntry {
+    Text(String),
+    Other(IgnoredAny),
+}
+
+impl<'de> DeserializeSeed<'de> for VersionsSeed<'_, '_> {
+    type Value = Option<Vec<String>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for VersionsSeed<'_, '_> {
+    type Value = Option<Vec<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of versions")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut versions = Vec::new();
+        let mut read = 0;
+        while let Some(entry) = seq.next_element::<VersionEntry>()? {
+            if read == MAX_VERSIONS {
+                return Err(self.0.stop(Passed::Versions));
+            }
+            read += 1;
+            if let VersionEntry::Text(text) = entry {
+                let text = text.trim();
+                if is_version_text(text) {
+                    versions.push(text.to_owned());
+                }
+            }
+        }
+        Ok(Some(versions))
+    }
+}
+
+/// A file's `hashes` dictionary, read straight into [`Hashes`] (which keeps a bounded number):
+/// a dictionary of a million digests costs time linear in its size and no memory.
+struct JsonHashes {
+    hashes: Hashes,
+    /// A sha256 that is not one: the file is unusable.
+    bad_sha256: bool,
+}
+
+impl<'de> Deserialize<'de> for JsonHashes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonHashes, D::Error> {
+        deserializer.deserialize_map(HashesVisitor)
+    }
+}
+
+struct HashesVisitor;
+
+impl<'de> Visitor<'de> for HashesVisitor {
+    type Value = JsonHashes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a dictionary of digests")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonHashes, A::Error> {
+        let mut read = JsonHashes {
+            hashes: Hashes::default(),
+            bad_sha256: false,
+        };
+        while let Some(algorithm) = map.next_key::<Cow<'de, str>>()? {
+            if let Some(value) = map.next_value::<Option<Cow<'de, str>>>()? {
+                if read.hashes.add(&algorithm, &value).is_err() {
+                    read.bad_sha256 = true;
+                }
+            }
+        }
+        Ok(read)
+    }
 }
 
 /// The page's PEP 792 status: the top-level `project-status`, else the `meta` strings.
@@ -251,12 +600,13 @@ fn project_status(top: &JsonProjectStatus, meta: Option<&JsonMeta>) -> ProjectSt
 fn json_file(raw: JsonFile, page_url: &Url) -> Option<FileEntry> {
     let filename = DistFilename::parse(&raw.filename).ok()?;
     let (url, fragment) = resolve_file_url(page_url, &raw.url)?;
-    let mut hashes = Hashes::default();
-    for (algorithm, value) in raw.hashes.iter().flatten() {
-        if let Some(value) = value {
-            hashes.add(algorithm, value).ok()?;
-        }
-    }
+    let mut hashes = match raw.hashes {
+        Some(JsonHashes {
+            bad_sha256: true, ..
+        }) => return None,
+        Some(read) => read.hashes,
+        None => Hashes::default(),
+    };
     // A digest in the URL fragment only fills in what the hashes dictionary left out.
     if let Some((algorithm, value)) = fragment.as_deref().and_then(split_fragment) {
         if !hashes.has(&algorithm) {
@@ -384,7 +734,7 @@ mod tests {
     use super::*;
     use crate::simple::digest::FileKey;
     use crate::simple::page::testing::*;
-    use crate::simple::page::StatusMarker;
+    use crate::simple::page::{StatusMarker, MAX_VERSION_LEN};
 
     #[test]
     fn json_with_all_fields() {
@@ -729,6 +1079,137 @@ mod tests {
             let _ = parse_project_json(&body, &page_url(), &foo());
             let _ = parse_index_json(&body);
         }
+    }
+
+    /// `n` valid files `foo-<i>.tar.gz`, as the entries of a `files` list.
+    fn tiny_files(n: usize) -> String {
+        (0..n)
+            .map(|i| format!(r#"{{"filename":"foo-{i}.tar.gz","url":"/f/{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn json_files_past_the_limit_stop_the_reading() {
+        let page = |files: &str, tail: &str| {
+            format!(r#"{{"meta":{{"api-version":"1.1"}},"files":[{files}{tail}"#)
+        };
+        let at_limit = page(&tiny_files(MAX_FILES), "]}");
+        let read = parse_project_json(at_limit.as_bytes(), &page_url(), &foo()).unwrap();
+        assert_eq!(read.files.len(), MAX_FILES);
+        // One file more, then bytes that are not JSON at all: the reader must stop at the file
+        // past the limit, never reaching them.
+        let past = page(&tiny_files(MAX_FILES + 1), ", this is not JSON");
+        let err = parse_project_json(past.as_bytes(), &page_url(), &foo()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PageError::TooManyFiles {
+                    limit: MAX_FILES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("of foo ")
+                && message.contains("index.example.invalid/simple/foo/")
+                && message.contains(&MAX_FILES.to_string()),
+            "{message}"
+        );
+        // Unusable files count as well: they cost the reading all the same.
+        let junk = vec![r#"{"filename":"x","url":"y"}"#; MAX_FILES + 1].join(",");
+        let err =
+            parse_project_json(page(&junk, "]}").as_bytes(), &page_url(), &foo()).unwrap_err();
+        assert!(matches!(err, PageError::TooManyFiles { .. }), "{err}");
+    }
+
+    #[test]
+    fn json_versions_are_validated_and_capped() {
+        let page = |versions: &str| {
+            format!(r#"{{"meta":{{"api-version":"1.1"}},"files":[],"versions":{versions}}}"#)
+        };
+        let read = |versions: &str| {
+            parse_project_json(page(versions).as_bytes(), &page_url(), &foo()).map(|p| p.versions)
+        };
+        let long = "1".repeat(MAX_VERSION_LEN + 1);
+        assert_eq!(
+            read(&format!(
+                r#"["1.0"," 2.0rc1 ","1!3.0+local.7","", "<script>","a b",7,null,{{}},["1"],"{long}"]"#
+            ))
+            .unwrap(),
+            ["1.0", "2.0rc1", "1!3.0+local.7"]
+        );
+        assert_eq!(read("[]").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            read("null").unwrap(),
+            Vec::<String>::new(),
+            "derived from no files"
+        );
+        assert!(matches!(read("3"), Err(PageError::Json { .. })));
+
+        let many = |n: usize| {
+            let list = vec![r#""1""#; n].join(",");
+            format!("[{list}")
+        };
+        assert_eq!(
+            read(&format!("{}]", many(MAX_VERSIONS))).unwrap().len(),
+            MAX_VERSIONS
+        );
+        // Past the limit the reader stops before the garbage that follows.
+        let err = read(&format!("{}, not JSON", many(MAX_VERSIONS + 1))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PageError::TooManyVersions {
+                    limit: MAX_VERSIONS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("versions"), "{err}");
+    }
+
+    /// A hostile `hashes` dictionary of 40 000 digests is read in linear time and kept bounded.
+    #[test]
+    fn json_huge_hashes_dictionary_is_linear_and_bounded() {
+        let digests: Vec<String> = (0..40_000)
+            .map(|n| format!(r#""algo{n}":"abcdef""#))
+            .collect();
+        let files: Vec<String> = (0..3)
+            .map(|i| {
+                format!(
+                    r#"{{"filename":"foo-{i}.tar.gz","url":"/f/{i}","hashes":{{{},"sha256":"{HEX_A}"}}}}"#,
+                    digests.join(",")
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"meta":{{"api-version":"1.1"}},"files":[{}]}}"#,
+            files.join(",")
+        );
+        let started = std::time::Instant::now();
+        let page = parse_project_json(body.as_bytes(), &page_url(), &foo()).unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < std::time::Duration::from_secs(1),
+            "120 000 digests took {elapsed:?}"
+        );
+        assert_eq!(page.files.len(), 3);
+        for file in &page.files {
+            assert_eq!(file.sha256, Some(digest(HEX_A)));
+            assert_eq!(
+                file.other_hashes.len(),
+                super::super::hashes::MAX_OTHER_HASHES
+            );
+        }
+        // A bad sha256 anywhere in the dictionary still makes the file unusable.
+        let bad = br#"{"meta":{"api-version":"1.1"},"files":[
+            {"filename":"foo-1.tar.gz","url":"/f","hashes":{"md5":"ab","SHA256":"zz","x":null}}]}"#;
+        let page = parse_project_json(bad, &page_url(), &foo()).unwrap();
+        assert_eq!((page.files.len(), page.dropped), (0, 1));
     }
 
     #[test]

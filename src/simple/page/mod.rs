@@ -42,8 +42,20 @@ pub use status::{ProjectStatus, StatusMarker};
 /// bigger is a misconfigured upstream or an attack on our memory.
 pub const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Most files accepted on one project page.
+/// Most files accepted on one project page. The biggest real projects (years of nightly wheels)
+/// list tens of thousands; the parsers count while they read and stop at the first file past
+/// this, so a hostile page cannot make wheelgate hold more.
 pub const MAX_FILES: usize = 200_000;
+
+/// Most entries accepted in a JSON page's PEP 700 `versions` list, counted while reading like
+/// files. A release without files is rare, so a project cannot plausibly have more versions than
+/// files; a page past either limit is refused whole rather than shown truncated, because a
+/// truncated list would tell clients that releases do not exist.
+pub const MAX_VERSIONS: usize = MAX_FILES;
+
+/// Longest version string kept in `versions`. PEP 440 sets no bound, but real versions,
+/// local labels included, are far shorter; a longer entry is dropped like an unusable file.
+pub const MAX_VERSION_LEN: usize = 128;
 
 /// PEP 592 yank status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -133,6 +145,59 @@ pub struct ProjectPage {
     pub dropped: usize,
 }
 
+impl FileEntry {
+    /// About the bytes this entry holds on the heap (its strings), beside its own size.
+    fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        // The filename's project name is a copy of its first part.
+        self.filename.as_str().len() * 2
+            + self.url.as_str().len()
+            + self.provenance.as_ref().map_or(0, |url| url.as_str().len())
+            + self.other_hashes.capacity() * std::mem::size_of::<(String, String)>()
+            + self
+                .other_hashes
+                .iter()
+                .map(|(algorithm, value)| algorithm.capacity() + value.capacity())
+                .sum::<usize>()
+            + text(&self.requires_python)
+            + text(&self.upload_time)
+            + match &self.yanked {
+                Yanked::Yes { reason } => text(reason),
+                Yanked::No => 0,
+            }
+    }
+}
+
+/// Bytes a rendering spends on one file besides its name and links: the digest (twice in the
+/// HTML link and fragment), the JSON keys, the attributes.
+const RENDERED_PER_FILE: usize = 200;
+
+impl ProjectPage {
+    /// About the bytes of memory the parsed page holds: what the memory cache weighs.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<ProjectPage>()
+            + self.files.capacity() * std::mem::size_of::<FileEntry>()
+            + self.files.iter().map(FileEntry::heap_bytes).sum::<usize>()
+            + self.versions.capacity() * std::mem::size_of::<String>()
+            + self.versions.iter().map(String::capacity).sum::<usize>()
+    }
+
+    /// About the length of one rendering of the page (JSON or HTML): each file's name, its link
+    /// back to wheelgate (which names it again) and its digest and attributes.
+    pub fn rendered_len(&self) -> usize {
+        self.files
+            .iter()
+            .map(|file| {
+                3 * file.filename.as_str().len()
+                    + file.requires_python.as_ref().map_or(0, String::len)
+                    + RENDERED_PER_FILE
+            })
+            .sum::<usize>()
+            + self.versions.iter().map(|v| v.len() + 3).sum::<usize>()
+            + 512
+    }
+}
+
 /// A parsed project list (`/simple/`): valid names only, deduplicated and sorted.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProjectIndex {
@@ -140,6 +205,25 @@ pub struct ProjectIndex {
 }
 
 impl ProjectIndex {
+    /// About the bytes of memory the parsed list holds.
+    pub fn held_bytes(&self) -> usize {
+        self.projects.capacity() * std::mem::size_of::<ProjectName>()
+            + self
+                .projects
+                .iter()
+                .map(|name| name.as_str().len())
+                .sum::<usize>()
+    }
+
+    /// About the length of one rendering of the list: each name twice (link and text).
+    pub fn rendered_len(&self) -> usize {
+        self.projects
+            .iter()
+            .map(|name| 2 * name.as_str().len() + 40)
+            .sum::<usize>()
+            + 512
+    }
+
     /// Sorts and deduplicates names gathered in page order.
     pub fn from_unsorted(mut projects: Vec<ProjectName>) -> ProjectIndex {
         projects.sort_unstable();
@@ -156,6 +240,17 @@ fn versions_from_files(files: &[FileEntry]) -> Vec<String> {
         .filter(|v| seen.insert(*v))
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether a PEP 700 `versions` entry can be a version: 1 to [`MAX_VERSION_LEN`] bytes of the
+/// characters PEP 440 and the legacy versions of old releases use (letters, digits, `.`, `-`,
+/// `_`, `+`, `!`, `*`). Anything else is not passed on to clients.
+fn is_version_text(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_VERSION_LEN
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+' | b'!' | b'*')
+        })
 }
 
 fn check_size(body: &[u8], kind: PageKind, at: &PageLocation) -> Result<(), PageError> {

@@ -64,6 +64,7 @@ pub fn parse_project_html(
         };
         if files.len() + dropped >= MAX_FILES {
             return Err(PageError::TooManyFiles {
+                project: expected.clone(),
                 at,
                 limit: MAX_FILES,
             });
