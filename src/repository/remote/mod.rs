@@ -541,6 +541,16 @@ impl Remote {
                 repo: self.name().clone(),
                 source,
             })?;
+        // A download that fails before its first byte is answered with its error (502, 504),
+        // not with a 200 that breaks off at once.
+        let body = download
+            .body
+            .started()
+            .await
+            .map_err(|source| RemoteError::Download {
+                repo: self.name().clone(),
+                source,
+            })?;
         Ok(ServedFile {
             status: if download.leader {
                 CacheStatus::Miss
@@ -550,7 +560,7 @@ impl Remote {
             sha256: declared,
             body: FileBody::Arriving {
                 length: download.content_length,
-                stream: download.body,
+                stream: body,
             },
         })
     }
@@ -807,8 +817,21 @@ impl Loader {
                     last_modified: validators.last_modified,
                     fetched_at: now,
                 };
-                // Parse before storing: a page we cannot read must not replace one we can.
-                let loaded = found(&page, now, CacheStatus::Miss)?;
+                // Parse before storing: a page we cannot read must not replace one we can, and
+                // is an upstream failure like any other (stale-if-error, SPEC §4).
+                let loaded = match (found(&page, now, CacheStatus::Miss), &stored) {
+                    (Ok(loaded), _) => loaded,
+                    (Err(error @ RemoteError::BadPage { .. }), Some(previous)) => {
+                        self.meter.repo.record_stale();
+                        tracing::warn!(
+                            repository = %repo,
+                            %error,
+                            "upstream sent an unreadable page; serving the stored copy of {what} (stale-if-error)"
+                        );
+                        return found(previous, previous.fetched_at, CacheStatus::Stale);
+                    }
+                    (Err(error), _) => return Err(error),
+                };
                 tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
                 // The client does not wait for the page to be made durable: the store's writer
                 // records it with others. A graceful stop waits for the writer (`Store::flush`),

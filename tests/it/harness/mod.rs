@@ -1,11 +1,13 @@
 //! The test harness: fixtures, a fixture upstream, the Python clients, the wheelgate process and
-//! small HTTP clients, plus `TestBed`, which wires one upstream to one wheelgate.
+//! small HTTP clients, plus `TestBed`, which wires one upstream to one wheelgate. A second, fault
+//! injecting upstream (`faulty`) comes with its own bed for the hardening tests.
 //!
 //! Every test builds its own bed (own ports, own store, own token) so that tests stay independent
 //! while cargo runs them on parallel threads.
 
 pub mod certs;
 pub mod clients;
+pub mod faulty;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
