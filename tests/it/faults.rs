@@ -354,6 +354,13 @@ fn assert_served_stale(bed: &FaultyBed, project: &str, fault: Fault, what: &str)
     assert_page_recovers(bed, project, what);
 }
 
+/// Promise 4 on the page of `wgfx-epsilon`: cached, gone stale, then served stale while the
+/// upstream answers with `fault`; and back from the upstream once it is healthy.
+fn stale_page_survives(bed: &FaultyBed, fault: Fault, what: &str) {
+    cache_then_go_stale(bed, "wgfx-epsilon");
+    assert_served_stale(bed, "wgfx-epsilon", fault, what);
+}
+
 /// Promise 3 for a page: once the upstream is healthy, the page comes from it again (a page
 /// served stale, or a failed load, may be remembered for a second).
 fn assert_page_recovers(bed: &FaultyBed, project: &str, what: &str) {
@@ -455,13 +462,7 @@ fn a_reset_mid_body_cuts_the_client_off_and_stores_nothing() {
         &["/simple/wgfx-zeta/"],
         "a cold page reset mid-body",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        reset_page,
-        "a stale page reset mid-body",
-    );
+    stale_page_survives(&bed, reset_page, "a stale page reset mid-body");
     bed.assert_store_sound("after resets");
 }
 
@@ -486,8 +487,7 @@ fn a_body_cut_short_of_its_content_length_is_an_error_not_a_short_file() {
         &["/simple/wgfx-zeta/"],
         "a cold page cut short",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(&bed, "wgfx-epsilon", cut_page, "a stale page cut short");
+    stale_page_survives(&bed, cut_page, "a stale page cut short");
     bed.assert_store_sound("after truncations");
 }
 
@@ -519,8 +519,7 @@ fn a_close_delimited_body_that_ends_early_fails_its_sha256() {
         &["/simple/wgfx-zeta/", "not valid"],
         "a cold page closed early",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(&bed, "wgfx-epsilon", cut_page, "a stale page closed early");
+    stale_page_survives(&bed, cut_page, "a stale page closed early");
     bed.assert_store_sound("after early closes");
 }
 
@@ -677,20 +676,8 @@ fn server_errors_are_retried_once_then_reported_and_never_cached() {
         &["503"],
         "a cold page always 503",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        Fault::Status(500),
-        "a stale page and a 500",
-    );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        Fault::Status(503),
-        "a stale page and 503s",
-    );
+    stale_page_survives(&bed, Fault::Status(500), "a stale page and a 500");
+    stale_page_survives(&bed, Fault::Status(503), "a stale page and 503s");
     bed.assert_store_sound("after server errors");
 }
 
@@ -737,13 +724,7 @@ fn refused_credentials_are_a_502_that_says_so_and_are_not_cached() {
         &["refused the credentials"],
         "a cold page refused with 403",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        Fault::Status(401),
-        "a stale page refused with 401",
-    );
+    stale_page_survives(&bed, Fault::Status(401), "a stale page refused with 401");
     bed.assert_store_sound("after refusals");
 }
 
@@ -779,13 +760,7 @@ fn a_response_that_never_starts_is_a_504_after_the_first_byte_timeout() {
         &["first_byte_timeout", "/simple/wgfx-zeta/"],
         "a cold page that never starts",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        Fault::NeverStarts,
-        "a stale page that never starts",
-    );
+    stale_page_survives(&bed, Fault::NeverStarts, "a stale page that never starts");
     bed.assert_store_sound("after silences");
 }
 
@@ -846,13 +821,7 @@ fn a_steady_drip_succeeds_and_one_slower_than_the_idle_timeout_fails_cleanly() {
         &["idle_timeout"],
         "a cold page dripping too slowly",
     );
-    cache_then_go_stale(&bed, "wgfx-epsilon");
-    assert_served_stale(
-        &bed,
-        "wgfx-epsilon",
-        stalling,
-        "a stale page dripping too slowly",
-    );
+    stale_page_survives(&bed, stalling, "a stale page dripping too slowly");
     bed.assert_store_sound("after drips");
 }
 

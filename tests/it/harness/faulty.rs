@@ -28,10 +28,12 @@ use tokio::net::TcpStream;
 use super::clients::ClientRun;
 use super::fixtures::{catalog, sha256_hex};
 use super::generated;
-use super::http;
 use super::upstream::JSON_MEDIA_TYPE;
 use super::wheelgate::{run_for, RemoteConfig, Wheelgate};
-use super::{files_under, link_in, new_token, wait_until, write_file, SecretFile, TokenLayout};
+use super::{
+    blob_path_in, file_url_on, files_under, new_token, wait_until, write_file, SecretFile,
+    TokenLayout,
+};
 
 /// The largest request head read; wheelgate's are a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
@@ -798,10 +800,7 @@ impl FaultyBed {
 
     /// The wheelgate URL of `filename`, as its project's JSON page links it (fetching the page).
     pub fn file_url(&self, project: &str, filename: &str) -> String {
-        let page_url = self.url(&format!("/simple/{project}/"));
-        let page = http::get(&page_url, &[("accept", JSON_MEDIA_TYPE)]);
-        page.expect_ok(&page_url);
-        link_in(&page, &page_url, filename)
+        file_url_on(&self.wheelgate, project, filename)
     }
 
     /// The store directory.
@@ -811,11 +810,7 @@ impl FaultyBed {
 
     /// Where the store keeps a blob: `<store>/blobs/sha256/<first two hex>/<all hex>`.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.store()
-            .join("blobs")
-            .join("sha256")
-            .join(sha256.get(..2).unwrap_or(sha256))
-            .join(sha256)
+        blob_path_in(&self.store(), sha256)
     }
 
     /// The regular files under `<store>/<sub>`.
