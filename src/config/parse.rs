@@ -481,16 +481,14 @@ fn base_url(text: &str) -> Result<Url, Problem> {
         )
     })?;
     if url.password().is_some() || !url.username().is_empty() {
-        // Never echo a password back into a log line.
-        let _ = url.set_password(url.password().map(|_| "***"));
         return Err(problem(
-            url.as_str(),
+            &masked(&url),
             "it contains credentials, which would end up in logs; for an upstream, put them in [repository.auth] (username and password_file)",
         ));
     }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(problem(
-            text,
+            &masked(&url),
             &format!(
                 "the scheme `{}` is not supported; use http or https",
                 url.scheme()
@@ -498,19 +496,38 @@ fn base_url(text: &str) -> Result<Url, Problem> {
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(problem(text, "it has no host"));
+        return Err(problem(&masked(&url), "it has no host"));
     }
     if url.query().is_some() {
-        return Err(problem(text, "it has a query string (?…); wheelgate appends paths to this URL, so give the bare root"));
+        return Err(problem(&masked(&url), "it has a query string (?…); wheelgate appends paths to this URL, so give the bare root"));
     }
     if url.fragment().is_some() {
-        return Err(problem(text, "it has a fragment (#…); remove it"));
+        return Err(problem(&masked(&url), "it has a fragment (#…); remove it"));
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// A URL as a configuration error may echo it: the user name, password, query and fragment
+/// masked, since a token can hide in any of them (`https://<token>@host/`, `?token=`).
+fn masked(url: &Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        shown.set_query(Some("***"));
+    }
+    if shown.fragment().is_some() {
+        shown.set_fragment(Some("***"));
+    }
+    shown.to_string()
 }
 
 /// The header on a source line (`[server]`, `[[repository]]`, `[repository.auth]`), if it is one.
@@ -741,13 +758,25 @@ mod tests {
 
     #[test]
     fn url_errors_never_echo_a_password() {
-        let error = error_of("[[repository]]\nname = \"p\"\ntype = \"remote\"\nurl = \"https://__token__:hunter2@example.invalid/simple/\"\n");
-        assert_eq!(error.line(), Some(4));
-        let message = error.to_string();
-        assert!(
-            !message.contains("hunter2") && message.contains("***"),
-            "{message}"
-        );
+        // A token hides in a password, a bare user name (`https://<token>@host/`), a query or a
+        // fragment, whatever else is wrong with the URL.
+        for url in [
+            "https://__token__:hunter2@example.invalid/simple/",
+            "https://hunter2@example.invalid/simple/",
+            "https://example.invalid/simple/?token=hunter2",
+            "https://example.invalid/simple/#hunter2",
+            "ftp://hunter2@example.invalid/simple/",
+        ] {
+            let error = error_of(&format!(
+                "[[repository]]\nname = \"p\"\ntype = \"remote\"\nurl = \"{url}\"\n"
+            ));
+            assert_eq!(error.line(), Some(4), "{url}");
+            let message = error.to_string();
+            assert!(
+                !message.contains("hunter2") && message.contains("***"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

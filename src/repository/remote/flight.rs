@@ -182,6 +182,26 @@ impl Stream for DownloadBody {
     }
 }
 
+impl DownloadBody {
+    /// Waits for the body's first bytes (or its end) and returns a body that starts with them,
+    /// or the download's error when it failed before any byte could be sent. A response whose
+    /// head is sent before that would break off at once, often before hyper wrote the head at
+    /// all, so that the client saw a closed connection instead of a status and a reason. No time
+    /// is lost: no byte can reach a client before the first readable one.
+    pub async fn started(mut self) -> Result<DownloadBody, DownloadError> {
+        let inner: Pin<Box<dyn Stream<Item = Result<Bytes, DownloadError>> + Send>> = match self
+            .next()
+            .await
+        {
+            Some(Err(error)) => return Err(error),
+            Some(Ok(first)) => Box::pin(stream::once(std::future::ready(Ok(first))).chain(self)),
+            // An ended body must not be polled again.
+            None => Box::pin(stream::empty()),
+        };
+        Ok(DownloadBody { inner })
+    }
+}
+
 impl fmt::Debug for DownloadBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DownloadBody").finish_non_exhaustive()
@@ -1517,6 +1537,89 @@ mod tests {
             assert!(commits.calls().is_empty());
         }
         assert_eq!(flights.mismatches(), 2);
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_before_its_first_byte_is_an_error_once_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned());
+        let data = pattern(3 * BLOCK + 5, 9);
+        // In memory (an announced length), through a file (none), and cut short before any
+        // block was readable.
+        let cases: [(&str, Option<u64>, Vec<u8>, Sha256Digest); 3] = [
+            (
+                "m.whl",
+                Some(12),
+                b"actual bytes".to_vec(),
+                Sha256Digest::of(b"declared"),
+            ),
+            (
+                "t.whl",
+                None,
+                data[..1000].to_vec(),
+                Sha256Digest::of(&data),
+            ),
+            (
+                "s.whl",
+                Some(data.len() as u64),
+                data[..BLOCK].to_vec(),
+                Sha256Digest::of(&data),
+            ),
+        ];
+        for (name, length, sent, declared) in cases {
+            let download = flights
+                .join_body(
+                    key(name),
+                    Some(declared),
+                    name.into(),
+                    async move { Ok((length, chunked(&sent, 100))) },
+                    Commits::default().callback(None),
+                )
+                .await
+                .unwrap();
+            let error = download.body.started().await.err();
+            assert!(
+                matches!(
+                    error,
+                    Some(DownloadError::Mismatch { .. } | DownloadError::ShortBody { .. })
+                ),
+                "{name}: {error:?}"
+            );
+        }
+        for (name, length) in [
+            ("whole.whl", Some(data.len() as u64)),
+            ("unknown.whl", None),
+        ] {
+            let body = chunked(&data, 10_000);
+            let download = flights
+                .join_body(
+                    key(name),
+                    Some(Sha256Digest::of(&data)),
+                    name.into(),
+                    async move { Ok((length, body)) },
+                    Commits::default().callback(None),
+                )
+                .await
+                .unwrap();
+            let started = download.body.started().await.unwrap();
+            let (bytes, error) = drain(started).await;
+            assert!(error.is_none(), "{name}: {error:?}");
+            assert!(bytes == data, "{name}: the first bytes are kept");
+        }
+        let empty = flights
+            .join_body(
+                key("empty.whl"),
+                Some(Sha256Digest::of(b"")),
+                "empty.whl".into(),
+                async { Ok((Some(0), chunked(b"", 1))) },
+                Commits::default().callback(None),
+            )
+            .await
+            .unwrap();
+        let (bytes, error) = drain(empty.body.started().await.unwrap()).await;
+        assert!(bytes.is_empty() && error.is_none(), "{error:?}");
+        eventually("the flights to land", || flights.in_flight() == 0).await;
         assert!(temp_files(dir.path()).is_empty());
     }
 

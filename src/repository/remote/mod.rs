@@ -570,6 +570,16 @@ impl Remote {
                 repo: self.name().clone(),
                 source,
             })?;
+        // A download that fails before its first byte is answered with its error (502, 504),
+        // not with a 200 that breaks off at once.
+        let body = download
+            .body
+            .started()
+            .await
+            .map_err(|source| RemoteError::Download {
+                repo: self.name().clone(),
+                source,
+            })?;
         Ok(ServedFile {
             status: if download.leader {
                 CacheStatus::Miss
@@ -579,7 +589,7 @@ impl Remote {
             sha256: declared,
             body: FileBody::Arriving {
                 length: download.content_length,
-                stream: download.body,
+                stream: body,
             },
         })
     }

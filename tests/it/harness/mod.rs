@@ -1,11 +1,13 @@
 //! The test harness: fixtures, a fixture upstream, the Python clients, the wheelgate process and
-//! small HTTP clients, plus `TestBed`, which wires one upstream to one wheelgate.
+//! small HTTP clients, plus `TestBed`, which wires one upstream to one wheelgate. A second, fault
+//! injecting upstream (`faulty`) comes with its own bed for the hardening tests.
 //!
 //! Every test builds its own bed (own ports, own store, own token) so that tests stay independent
 //! while cargo runs them on parallel threads.
 
 pub mod certs;
 pub mod clients;
+pub mod faulty;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
@@ -300,10 +302,7 @@ impl TestBed {
     /// The wheelgate URL of `filename`, as its project's JSON page links it (the page is fetched,
     /// which is also what lets wheelgate know where the file lives upstream).
     pub fn file_url(&self, project: &str, filename: &str) -> String {
-        let page_url = self.url(&format!("/simple/{project}/"));
-        let page = http::get(&page_url, &[("accept", upstream::JSON_MEDIA_TYPE)]);
-        page.expect_ok(&page_url);
-        link_in(&page, &page_url, filename)
+        file_url_on(&self.wheelgate, project, filename)
     }
 
     /// The store directory (`[store] path`).
@@ -314,11 +313,7 @@ impl TestBed {
     /// Where the store keeps the body whose sha256 is `sha256`:
     /// `<store>/blobs/sha256/<first two hex>/<all hex>`.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.store()
-            .join("blobs")
-            .join("sha256")
-            .join(sha256.get(..2).unwrap_or(sha256))
-            .join(sha256)
+        blob_path_in(&self.store(), sha256)
     }
 
     /// The regular files under `<store>/<sub>` (none when the directory does not exist).
@@ -384,6 +379,25 @@ pub fn standalone_config(dir: &Path, adjust: impl FnOnce(&mut RemoteConfig)) -> 
     let path = dir.join("proxy.toml");
     write_file(&path, &config.to_toml());
     path
+}
+
+/// The URL on `wheelgate` of `filename`, as its project's JSON page links it (the page is
+/// fetched, which is also what lets wheelgate know where the file lives upstream).
+pub fn file_url_on(wheelgate: &Wheelgate, project: &str, filename: &str) -> String {
+    let page_url = wheelgate.url(&format!("/simple/{project}/"));
+    let page = http::get(&page_url, &[("accept", upstream::JSON_MEDIA_TYPE)]);
+    page.expect_ok(&page_url);
+    link_in(&page, &page_url, filename)
+}
+
+/// Where a store keeps the body whose sha256 is `sha256`:
+/// `<store>/blobs/sha256/<first two hex>/<all hex>`.
+pub fn blob_path_in(store: &Path, sha256: &str) -> PathBuf {
+    store
+        .join("blobs")
+        .join("sha256")
+        .join(sha256.get(..2).unwrap_or(sha256))
+        .join(sha256)
 }
 
 /// Every regular file below `dir`, recursively; an absent directory holds none.
