@@ -48,6 +48,7 @@ pub(super) struct RawServer {
     pub shutdown_grace: Field,
     pub max_upload_size: Field,
     pub max_concurrent_fetches: Field,
+    pub max_file_size: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +64,7 @@ pub(super) struct RawStore {
     pub path: Field,
     pub max_size: Field,
     pub memory_cache: Field,
+    pub min_free_space: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +94,8 @@ pub(super) struct RawRepository {
     pub auth: Option<RawAuth>,
     /// Only meaningful for `type = "group"`: the names of its members.
     pub members: Option<Spanned<Vec<Spanned<Scalar>>>>,
+    /// Hosts on private, loopback or link-local addresses that file links may point to.
+    pub file_hosts: Option<Vec<Spanned<Scalar>>>,
 }
 
 /// One `[[rule]]` table (SPEC §5).

@@ -102,7 +102,7 @@ pub(super) struct AuthHost {
 }
 
 impl AuthHost {
-    fn parse(entry: &str) -> Result<AuthHost, &'static str> {
+    pub(super) fn parse(entry: &str) -> Result<AuthHost, &'static str> {
         let entry = entry.trim();
         if entry.is_empty() {
             return Err("is empty");
@@ -141,6 +141,12 @@ impl AuthHost {
             .transpose()?;
         let host = url::Host::parse(host).map_err(|_| "is not a valid host name or IP address")?;
         Ok(AuthHost { host, port })
+    }
+
+    /// Whether a connection to `host` on `port` goes to this entry: its host, and its port when
+    /// it names one (any port otherwise). For `file_hosts`, where no secret is at stake.
+    pub(super) fn is_destination(&self, host: &url::Host<String>, port: u16) -> bool {
+        self.host == *host && self.port.is_none_or(|own| own == port)
     }
 
     /// Whether `url` is this host, for an upstream whose URL has the scheme `upstream_scheme`.

@@ -21,8 +21,9 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use super::auth::{build_auth, UpstreamAuth};
+use super::auth::{build_auth, AuthHost, UpstreamAuth};
 use super::body::{read_limited, FileBody};
+use super::destination::{CheckedResolver, Policy};
 use super::proxy::ProxyConnector;
 use super::tls::{tls_config, Trust};
 use super::{
@@ -94,18 +95,34 @@ impl Upstream {
             .transpose()?;
         let (tls, trust) = tls_config(&settings)?;
 
-        let mut tcp = HttpConnector::new();
-        // The TLS layer above receives https URIs and hands them down; the scheme is its business.
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(settings.connect_timeout));
-        tcp.set_nodelay(true);
+        let file_hosts = settings
+            .file_hosts
+            .iter()
+            .map(|entry| {
+                AuthHost::parse(entry).map_err(|reason| UpstreamError::InvalidFileHost {
+                    repository: repository.clone(),
+                    entry: entry.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = Arc::new(Policy::new(&settings.url, file_hosts));
+        let checked = tuned(
+            HttpConnector::new_with_resolver(CheckedResolver {
+                policy: policy.clone(),
+            }),
+            settings.connect_timeout,
+        );
+        let open = tuned(HttpConnector::new(), settings.connect_timeout);
         let matcher = match proxy {
             ProxyMode::FromEnv => Matcher::from_env(),
             ProxyMode::Explicit(matcher) => matcher,
         };
         let connector = ProxyConnector {
-            tcp,
+            tcp: checked,
+            open,
             matcher: Arc::new(matcher),
+            policy,
         };
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -292,6 +309,15 @@ impl Upstream {
             _ => UpstreamError::Status { url, status },
         }
     }
+}
+
+/// A TCP connector set up for upstream connections.
+fn tuned<R>(mut connector: HttpConnector<R>, connect_timeout: Duration) -> HttpConnector<R> {
+    // The TLS layer above receives https URIs and hands them down; the scheme is its business.
+    connector.enforce_http(false);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector
 }
 
 fn check_root(repository: &str, root: &Url) -> Result<(), UpstreamError> {

@@ -7,6 +7,8 @@ use crate::config::{ConfigError, StoreConfig};
 const DEFAULT_STORE_PATH: &str = "./wheelgate-data";
 const DEFAULT_STORE_MAX_SIZE: u64 = 20 << 30;
 const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
+/// Room for the catalog, the logs and the rest of the system when the store shares their disk.
+const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 
 impl Parser<'_> {
     pub(super) fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
@@ -32,6 +34,12 @@ impl Parser<'_> {
                 fields.memory_cache.as_ref(),
                 key("memory_cache"),
                 DEFAULT_MEMORY_CACHE,
+                None,
+            )?,
+            min_free_space: self.size(
+                fields.min_free_space.as_ref(),
+                key("min_free_space"),
+                DEFAULT_MIN_FREE_SPACE,
                 None,
             )?,
         })

@@ -18,6 +18,7 @@
 
 pub mod flight;
 mod loads;
+pub mod size;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,7 @@ use crate::upstream::{
 };
 use flight::{Completed, DownloadError, Flights, Landed};
 use loads::{Loads, PageHasher};
+use size::Expected;
 
 /// What wheelgate asks an upstream for: PEP 691 JSON first, HTML as a fallback.
 const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
@@ -251,6 +253,8 @@ impl UpstreamMeter {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
+    /// `server.max_file_size`.
+    max_file_size: u64,
     /// Slots for concurrent upstream file transfers (`server.max_concurrent_fetches`), shared
     /// by every remote of the configuration.
     fetch_slots: Arc<Semaphore>,
@@ -275,12 +279,15 @@ fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamS
             password_file: auth.password_file.clone(),
             auth_hosts: auth.auth_hosts.clone(),
         }),
+        file_hosts: config.file_hosts.clone(),
     })
 }
 
 impl Remote {
     /// Builds the repository and its upstream client. Nothing is fetched yet. `memory` bounds the
-    /// bytes of parsed and rendered pages kept in memory.
+    /// bytes of parsed and rendered pages kept in memory; no file larger than `max_file_size`
+    /// is downloaded.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: RepoName,
         config: &RemoteConfig,
@@ -288,6 +295,7 @@ impl Remote {
         flights: Arc<Flights>,
         fetch_slots: Arc<Semaphore>,
         memory: u64,
+        max_file_size: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Remote, UpstreamError> {
         let upstream = upstream_settings(&name, config)
@@ -324,6 +332,7 @@ impl Remote {
                 meter,
             },
             flights,
+            max_file_size,
             fetch_slots,
             pages,
             index,
@@ -475,6 +484,7 @@ impl Remote {
             });
         };
         let what = part.of(&entry.filename).to_string();
+        let shown_url = RedactedUrl::new(&url);
         // The transfer's slot: taken by whichever request leads the download, released when
         // both the request phase and the flight (which owns `commit`) are over.
         let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
@@ -533,9 +543,16 @@ impl Remote {
             Some(digest) => FileKey::Sha256(digest),
             None => FileKey::Url(url_key),
         };
+        let expected = Expected {
+            sha256: declared,
+            // The page's size is the file's; its metadata and provenance have none.
+            size: entry.size.filter(|_| part == FilePart::File),
+            max_size: self.max_file_size,
+            url: shown_url.to_string(),
+        };
         let download = self
             .flights
-            .join(flight_key, declared, what, source, commit)
+            .join(flight_key, expected, what, source, commit)
             .await
             .map_err(|source| RemoteError::Download {
                 repo: self.name().clone(),
