@@ -10,6 +10,8 @@ mod cache;
 mod cache_cli;
 mod cli;
 mod deploy;
+mod disk_full;
+mod file_limits;
 mod groups;
 mod install;
 mod integrity;

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod clients;
+pub mod crafted;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
