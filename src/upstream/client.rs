@@ -393,6 +393,7 @@ mod tests {
 
     use super::*;
     use crate::upstream::testing::*;
+    use crate::upstream::AddressClass;
 
     // ----- statuses -----
 
@@ -492,6 +493,79 @@ mod tests {
         assert_eq!(
             seen[0].header(header::IF_MODIFIED_SINCE).as_deref(),
             Some("Sun, 06 Nov 1994 08:49:37 GMT")
+        );
+    }
+
+    // ----- the destination policy -----
+
+    #[tokio::test]
+    async fn internal_destinations_of_a_public_upstream_are_refused_without_connecting() {
+        let files = serve(|_, _| async { text(200, "file") }).await;
+        let port = files.addr.port();
+        // A public root (a documentation address, never contacted).
+        let public = Url::parse("http://192.0.2.1/simple/").unwrap();
+        let up = upstream(settings(&public));
+        for (link, class) in [
+            // A name: refused by the resolver, on what it resolves to.
+            (
+                format!("http://localhost:{port}/f.whl"),
+                AddressClass::Loopback,
+            ),
+            (
+                format!("http://127.0.0.1:{port}/f.whl"),
+                AddressClass::Loopback,
+            ),
+            (
+                "http://169.254.169.254/latest/f.whl".to_owned(),
+                AddressClass::LinkLocal,
+            ),
+            (
+                "http://[fd00::1]:8080/f.whl".to_owned(),
+                AddressClass::Private,
+            ),
+        ] {
+            let err = up
+                .fetch_file(&Url::parse(&link).unwrap())
+                .await
+                .unwrap_err();
+            match &err {
+                UpstreamError::Refused { reason, .. } => assert_eq!(reason.class, class, "{link}"),
+                other => panic!("{link}: expected a refusal, got {other:?}"),
+            }
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+            assert!(err.to_string().contains("file_hosts"), "{err}");
+        }
+        assert!(files.seen().is_empty(), "nothing was connected to");
+
+        // Listed: fetched.
+        let mut listed = settings(&public);
+        listed.file_hosts = vec!["localhost".to_owned(), format!("127.0.0.1:{port}")];
+        let up = upstream(listed);
+        for link in [
+            format!("http://localhost:{port}/f.whl"),
+            format!("http://127.0.0.1:{port}/f.whl"),
+        ] {
+            up.fetch_file(&Url::parse(&link).unwrap()).await.unwrap();
+        }
+        assert_eq!(files.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_loopback_upstream_may_link_to_loopback_but_not_to_private() {
+        let index = serve(|seen, _| async move {
+            if seen.path == "/away" {
+                redirect(302, "http://10.255.255.1:9/f.whl")
+            } else {
+                text(200, "file")
+            }
+        })
+        .await;
+        let up = upstream(settings(&index.url("/simple/")));
+        up.fetch_file(&index.url("/f.whl")).await.unwrap();
+        let err = up.fetch_file(&index.url("/away")).await.unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Refused { reason, .. } if reason.class == AddressClass::Private),
+            "{err:?}"
         );
     }
 

@@ -417,6 +417,30 @@ mod tests {
     }
 
     #[test]
+    fn file_hosts_are_read_lowercased_and_refused_where_nothing_is_fetched() {
+        let config = parse_text(&format!(
+            "{MINIMAL}file_hosts = [\"Files.Example.Internal\", \"10.0.0.5:8443\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            remote_of(&config, 0).file_hosts,
+            ["files.example.internal", "10.0.0.5:8443"]
+        );
+        assert!(remote_of(&parse_text(MINIMAL).unwrap(), 0)
+            .file_hosts
+            .is_empty());
+        let error = error_of(&format!(
+            "{MINIMAL}file_hosts = [\"http://files.example.internal/\"]\n"
+        ));
+        assert_eq!(error.line(), Some(5));
+        assert!(error.to_string().contains("file_hosts"), "{error}");
+        let error = error_of(
+            "[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nfile_hosts = [\"a\"]\n",
+        );
+        assert!(error.to_string().contains("file_hosts"), "{error}");
+    }
+
+    #[test]
     fn bad_repository_name_names_key_and_line() {
         let error =
             error_of("\n\n[[repository]]\nname = \"Bad Name\"\ntype = \"remote\"\nurl = \"\"\n");

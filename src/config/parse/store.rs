@@ -63,5 +63,18 @@ mod tests {
         .unwrap();
         assert_eq!(config.store.max_size, 1 << 20);
         assert_eq!(config.store.memory_cache, 0);
+        assert_eq!(config.store.min_free_space, 1 << 30, "the default floor");
+        let config = parse_text(&format!(
+            "{MINIMAL}[store]\nmin_free_space = \"0\"\n[server]\nmax_file_size = \"2GiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.store.min_free_space, 0);
+        assert_eq!(config.server.max_file_size, 2 << 30);
+        assert_eq!(parse_text(MINIMAL).unwrap().server.max_file_size, 8 << 30);
+        let error = error_of(&format!("{MINIMAL}[server]\nmax_file_size = 0\n"));
+        assert!(
+            error.to_string().contains("[server] max_file_size"),
+            "{error}"
+        );
     }
 }
