@@ -332,8 +332,9 @@ pub enum UpstreamError {
         repository: String,
         /// The URL, redacted.
         url: RedactedUrl,
-        /// The refusal: the host, its address and the address class.
-        reason: super::Refused,
+        /// The refusal: the host, its address and the address class (boxed: a rare error, and
+        /// every `Result` of the client would carry its size).
+        reason: Box<super::Refused>,
     },
     /// A page was larger than the caller allows.
     #[error("upstream page larger than {limit} bytes at {url}")]

@@ -78,7 +78,7 @@ impl Upstream {
                             return Err(UpstreamError::Refused {
                                 repository: inner.repository.clone(),
                                 url: RedactedUrl::new(url),
-                                reason: refused.clone(),
+                                reason: Box::new(refused.clone()),
                             });
                         }
                         // Any failure before response headers is retried, not only connect

@@ -126,13 +126,13 @@ fn a_full_disk_fails_cleanly_keeps_what_is_stored_and_recovers_when_space_return
     // Download until one does not fit.
     let mut stored = Vec::new();
     let mut refused = None;
-    for index in 0..files.len() {
+    for (index, file) in files.iter().enumerate() {
         let url = bed.file_url("wglim", &wheel_name(&tag(index)));
         let response = try_get(&url, &[]).unwrap();
         match response.status.as_u16() {
             200 => {
                 assert!(
-                    response.body_error.is_none() && response.body == files[index],
+                    response.body_error.is_none() && response.body == *file,
                     "file {index}: a 200 must carry the whole file ({} bytes, {:?})",
                     response.body.len(),
                     response.body_error
