@@ -21,7 +21,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use super::auth::{build_auth, AuthHost, UpstreamAuth};
+use super::auth::{build_auth, parse_hosts, UpstreamAuth};
 use super::body::{read_limited, FileBody};
 use super::destination::{CheckedResolver, Policy};
 use super::proxy::ProxyConnector;
@@ -95,17 +95,13 @@ impl Upstream {
             .transpose()?;
         let (tls, trust) = tls_config(&settings)?;
 
-        let file_hosts = settings
-            .file_hosts
-            .iter()
-            .map(|entry| {
-                AuthHost::parse(entry).map_err(|reason| UpstreamError::InvalidFileHost {
-                    repository: repository.clone(),
-                    entry: entry.clone(),
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let file_hosts = parse_hosts(&settings.file_hosts, |entry, reason| {
+            UpstreamError::InvalidFileHost {
+                repository: repository.clone(),
+                entry: entry.to_owned(),
+                reason,
+            }
+        })?;
         let policy = Arc::new(Policy::new(&settings.url, file_hosts));
         let checked = tuned(
             HttpConnector::new_with_resolver(CheckedResolver {

@@ -2,7 +2,8 @@
 //!
 //! This is where an upstream's untrusted bytes become a typed [`ProjectPage`], and where a file
 //! request is matched against the page that advertised it, so that wheelgate only ever fetches
-//! URLs an upstream page listed, and checks each file against the digest that page declared.
+//! URLs an upstream page listed, and checks each file against the digest and the size that page
+//! declared (and `max_file_size`, see [`size`]).
 //!
 //! Pages: the upstream's body is kept in the store with its validators; the parsed page (and its
 //! renderings) in memory. A page is fresh for `index_ttl`, then revalidated with the upstream's
