@@ -20,6 +20,11 @@
 //! and creating, writing, re-reading and deleting a file for each cost more CPU than the rest of
 //! the request.
 //!
+//! The body is held to its length as well (`size`: the `Content-Length`, else the size the index
+//! page declared, never over `max_file_size`), and its length is reserved on the store's disk
+//! before the first byte is written (`crate::store::Space`), so a file that would cross
+//! `min_free_space` is refused with 507 instead of filling the disk half way.
+//!
 //! This module knows nothing about the catalog: what to do with a verified file is the `commit`
 //! callback's business. The flight stays in the map until `commit`'s future has ended, so a
 //! request that finds no flight is sure to find the committed entry instead.
@@ -357,7 +362,8 @@ impl Flights {
     /// length disagrees with `expected` (the declared size, `max_file_size`), or the store's disk
     /// has no room for it, every caller of this flight gets the error here. Otherwise the body
     /// streams the file as it is written, held to its length, withholding the last block until
-    /// the sha256 matches `expected.sha256` (with `None`, the computed digest is taken as is). On success `commit` gets the verified body (a temporary
+    /// the sha256 matches `expected.sha256` (with `None`, the computed digest is taken as is).
+    /// On success `commit` gets the verified body (a temporary
     /// file, or the bytes) and the flight ends when its future does; its error is logged, and
     /// readers still get the verified bytes. `what` names the file in errors and logs.
     pub async fn join<S, C, F>(
@@ -1930,7 +1936,17 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            matches!(announced, DownloadError::TooLarge { limit: l, announced: Some(Length { bytes, announced: Announced::ContentLength }), .. } if l == limit && bytes == 4 * BLOCK as u64),
+            matches!(
+                announced,
+                DownloadError::TooLarge {
+                    limit: l,
+                    announced: Some(Length {
+                        bytes,
+                        announced: Announced::ContentLength,
+                    }),
+                    ..
+                } if l == limit && bytes == 4 * BLOCK as u64
+            ),
             "{announced:?}"
         );
         let message = announced.to_string();
