@@ -90,6 +90,7 @@ impl App {
         users: Arc<Users>,
     ) -> Result<App, AppError> {
         let policy = compile_policy(&config)?;
+        store.space().set_floor(config.store.min_free_space);
         let repositories = Repositories::build(&config, policy, store, flights, counters, users)?;
         Ok(App {
             config,
@@ -141,7 +142,7 @@ pub struct Live {
 impl Live {
     /// Builds the `App` of `config` over `store`, with the process's flights and counters.
     pub fn build(config: Config, config_path: PathBuf, store: Store) -> Result<Live, AppError> {
-        let flights = Arc::new(Flights::new(store.tmp_dir()));
+        let flights = Arc::new(Flights::new(store.tmp_dir(), store.space()));
         let counters = Arc::new(Counters::default());
         let app = App::build(config, store.clone(), flights.clone(), counters.clone())?;
         Ok(Live::new(app, config_path, store, flights, counters))

@@ -93,6 +93,8 @@ pub struct ServerConfig {
     /// Connections served at once; `None` sizes the cap to the process's file limit at start
     /// (see `front::limit`). At least 1.
     pub max_connections: Option<usize>,
+    /// The largest file downloaded from an upstream, in bytes; at least 1.
+    pub max_file_size: u64,
 }
 
 /// `[server.tls]`: PEM files, resolved against the configuration file's directory and present
@@ -112,6 +114,9 @@ pub struct StoreConfig {
     pub max_size: u64,
     /// Bytes; 0 disables the in-memory cache.
     pub memory_cache: u64,
+    /// Bytes of the store's disk that downloads and uploads leave free; 0 only refuses what the
+    /// disk cannot hold.
+    pub min_free_space: u64,
 }
 
 /// `[access]`.
@@ -185,6 +190,9 @@ pub struct RemoteConfig {
     /// callers need to look at one flag.
     pub offline: bool,
     pub auth: Option<RemoteAuth>,
+    /// Hosts (lowercase `host` or `host:port`) that file links may point to even though they
+    /// resolve to a loopback, private or link-local address.
+    pub file_hosts: Vec<String>,
 }
 
 /// `[repository.auth]`: credentials wheelgate sends upstream.

@@ -50,6 +50,7 @@ pub(super) struct RawServer {
     pub max_concurrent_fetches: Field,
     pub request_header_timeout: Field,
     pub max_connections: Field,
+    pub max_file_size: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +66,7 @@ pub(super) struct RawStore {
     pub path: Field,
     pub max_size: Field,
     pub memory_cache: Field,
+    pub min_free_space: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +96,8 @@ pub(super) struct RawRepository {
     pub auth: Option<RawAuth>,
     /// Only meaningful for `type = "group"`: the names of its members.
     pub members: Option<Spanned<Vec<Spanned<Scalar>>>>,
+    /// Hosts on private, loopback or link-local addresses that file links may point to.
+    pub file_hosts: Option<Vec<Spanned<Scalar>>>,
 }
 
 /// One `[[rule]]` table (SPEC §5).

@@ -672,7 +672,7 @@ mod tests {
             memory: 1 << 20,
         })
         .unwrap();
-        let flights = Arc::new(Flights::new(dir.path().join("tmp")));
+        let flights = Arc::new(Flights::new(dir.path().join("tmp"), store.space()));
         let app = Arc::new(App::build(config, store, flights, Default::default()).unwrap());
         let request = handle(app, Request::new(Full::new(Bytes::new())));
         let size = std::mem::size_of_val(&request);

@@ -12,6 +12,7 @@ use super::remote::RemoteError;
 use crate::access::AuthError;
 use crate::config::RepoName;
 use crate::simple::name::ProjectName;
+use crate::store::NoSpace;
 use crate::upload::UploadError;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,13 @@ pub enum ServeError {
          [server] max_upload_size)"
     )]
     UploadTooLarge { length: u64, limit: u64 },
+    /// The store's disk has no room for the upload.
+    #[error("the upload to repository {repo} was refused and nothing was stored: {source}")]
+    UploadNoSpace {
+        repo: RepoName,
+        #[source]
+        source: NoSpace,
+    },
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -90,6 +98,7 @@ impl ServeError {
             ServeError::NotHosted { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServeError::OfferedUpstream { .. } => StatusCode::CONFLICT,
             ServeError::UploadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::UploadNoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ServeError::Auth(error) => error.status(),
             ServeError::Upload(error) => error.status(),
             ServeError::UploadTask { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -262,6 +262,7 @@ impl Repositories {
                         flights.clone(),
                         fetch_slots.clone(),
                         memory,
+                        config.server.max_file_size,
                         metrics.clone(),
                     )
                     .map_err(|source| BuildError {

@@ -56,6 +56,16 @@ impl Repositories {
         if let Some(length) = request.length.filter(|&length| length > limit) {
             return Err(ServeError::UploadTooLarge { length, limit });
         }
+        // Room for the body before a byte of it is written, kept until it is committed: an
+        // upload that would fill the disk is refused now, not half way.
+        let _room = self
+            .store
+            .space()
+            .reserve(request.length.unwrap_or(0))
+            .map_err(|source| ServeError::UploadNoSpace {
+                repo: name.clone(),
+                source,
+            })?;
         let received = upload::receive(
             request.body,
             request.content_type,

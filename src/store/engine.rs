@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(super) writer: Writer,
     /// Bumped by every recorded or forgotten upload (see `uploads`).
     pub(super) upload_epoch: AtomicU64,
+    /// The disk budget of transfers under way (see `space`).
+    pub(super) space: super::Space,
     /// The package-level origin records, mirrored (see `origins`).
     pub(super) origins: super::origins::Mirror,
 }
@@ -229,6 +231,7 @@ impl Store {
             .build_with_hasher(foldhash::fast::RandomState::default());
         let origins = super::origins::Mirror::load(&catalog)?;
         let (writer, queue) = Writer::new();
+        let space = super::Space::new(&path, 0);
         let inner = Arc::new(Inner {
             path,
             max_size: options.max_size,
@@ -239,6 +242,7 @@ impl Store {
             hot,
             writer,
             upload_epoch: AtomicU64::new(0),
+            space,
             origins,
         });
         writer::start(Arc::downgrade(&inner), queue)?;
@@ -271,6 +275,12 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The disk budget of the store's transfers; its floor is 0 until the server sets
+    /// `[store] min_free_space`.
+    pub fn space(&self) -> super::Space {
+        self.inner.space.clone()
     }
 
     /// `<path>/tmp`: where downloads are written before they are committed.

@@ -117,6 +117,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the disk (or the quota) is full: the client should hear 507, not 500.
+    pub fn is_disk_full(&self) -> bool {
+        let full = |error: &io::Error| error.kind() == io::ErrorKind::StorageFull;
+        match self {
+            StoreError::Io { source, .. } | StoreError::CreateDir { source, .. } => full(source),
+            StoreError::Catalog { source, .. } => {
+                matches!(source, sled::Error::Io(error) if full(error))
+            }
+            StoreError::Shared(inner) => inner.is_disk_full(),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O failure with the action and the path it concerns.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         StoreError::Io {

@@ -34,6 +34,9 @@
 //! `verify` hashes every stored body again for `wheelgate cache verify`, and takes out what is
 //! damaged.
 //!
+//! `space` keeps `[store] min_free_space` free on the store's disk, counting what downloads and
+//! uploads under way have yet to write.
+//!
 //! `serve` streams stored bodies by ranges; the single-flight downloads of remote repositories
 //! (`repository::remote::flight`) read their growing files with its positioned reads.
 
@@ -47,6 +50,7 @@ mod index;
 mod origins;
 mod pages;
 pub(crate) mod serve;
+mod space;
 mod uploads;
 mod verify;
 mod writer;
@@ -61,6 +65,7 @@ pub use error::StoreError;
 pub use index::millis;
 pub use pages::{PageKey, StoredPage};
 pub use serve::{ArtifactBody, Content};
+pub use space::{NoSpace, Reservation, Space};
 pub use uploads::{Upload, UploadName, UploadOutcome};
 pub use verify::{BodyUser, Damaged, Problem, Repair, Verification};
 pub use writer::Outcome;

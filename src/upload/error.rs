@@ -200,6 +200,11 @@ impl UploadError {
     pub fn status(&self) -> StatusCode {
         match self {
             UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::TempFile { source }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             UploadError::TempFile { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }

@@ -75,17 +75,13 @@ pub(super) fn build_auth(
             repository: repository.to_owned(),
         });
     }
-    let hosts = settings
-        .auth_hosts
-        .iter()
-        .map(|entry| {
-            AuthHost::parse(entry).map_err(|reason| UpstreamError::InvalidAuthHost {
-                repository: repository.to_owned(),
-                entry: entry.clone(),
-                reason,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let hosts = parse_hosts(&settings.auth_hosts, |entry, reason| {
+        UpstreamError::InvalidAuthHost {
+            repository: repository.to_owned(),
+            entry: entry.to_owned(),
+            reason,
+        }
+    })?;
     Ok(UpstreamAuth {
         username: settings.username.clone(),
         secret: SecretFile::new(settings.password_file.clone()),
@@ -93,7 +89,19 @@ pub(super) fn build_auth(
     })
 }
 
-/// An `auth_hosts` entry: a host, and a port when the entry named one (otherwise the default
+/// Parses host entries (`auth_hosts`, `file_hosts`); `invalid` makes the error for an entry and
+/// what is wrong with it.
+pub(super) fn parse_hosts(
+    entries: &[String],
+    invalid: impl Fn(&str, &'static str) -> UpstreamError,
+) -> Result<Vec<AuthHost>, UpstreamError> {
+    entries
+        .iter()
+        .map(|entry| AuthHost::parse(entry).map_err(|reason| invalid(entry, reason)))
+        .collect()
+}
+
+/// An `auth_hosts` (or `file_hosts`) entry: a host, and a port when the entry named one (otherwise the default
 /// port of the scheme).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AuthHost {
@@ -102,7 +110,7 @@ pub(super) struct AuthHost {
 }
 
 impl AuthHost {
-    fn parse(entry: &str) -> Result<AuthHost, &'static str> {
+    pub(super) fn parse(entry: &str) -> Result<AuthHost, &'static str> {
         let entry = entry.trim();
         if entry.is_empty() {
             return Err("is empty");
@@ -141,6 +149,12 @@ impl AuthHost {
             .transpose()?;
         let host = url::Host::parse(host).map_err(|_| "is not a valid host name or IP address")?;
         Ok(AuthHost { host, port })
+    }
+
+    /// Whether a connection to `host` on `port` goes to this entry: its host, and its port when
+    /// it names one (any port otherwise). For `file_hosts`, where no secret is at stake.
+    pub(super) fn is_destination(&self, host: &url::Host<String>, port: u16) -> bool {
+        self.host == *host && self.port.is_none_or(|own| own == port)
     }
 
     /// Whether `url` is this host, for an upstream whose URL has the scheme `upstream_scheme`.

@@ -21,8 +21,9 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use super::auth::{build_auth, UpstreamAuth};
+use super::auth::{build_auth, parse_hosts, UpstreamAuth};
 use super::body::{read_limited, FileBody};
+use super::destination::{CheckedResolver, Policy};
 use super::proxy::ProxyConnector;
 use super::tls::{tls_config, Trust};
 use super::{
@@ -94,18 +95,30 @@ impl Upstream {
             .transpose()?;
         let (tls, trust) = tls_config(&settings)?;
 
-        let mut tcp = HttpConnector::new();
-        // The TLS layer above receives https URIs and hands them down; the scheme is its business.
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(settings.connect_timeout));
-        tcp.set_nodelay(true);
+        let file_hosts = parse_hosts(&settings.file_hosts, |entry, reason| {
+            UpstreamError::InvalidFileHost {
+                repository: repository.clone(),
+                entry: entry.to_owned(),
+                reason,
+            }
+        })?;
+        let policy = Arc::new(Policy::new(&settings.url, file_hosts));
+        let checked = tuned(
+            HttpConnector::new_with_resolver(CheckedResolver {
+                policy: policy.clone(),
+            }),
+            settings.connect_timeout,
+        );
+        let open = tuned(HttpConnector::new(), settings.connect_timeout);
         let matcher = match proxy {
             ProxyMode::FromEnv => Matcher::from_env(),
             ProxyMode::Explicit(matcher) => matcher,
         };
         let connector = ProxyConnector {
-            tcp,
+            tcp: checked,
+            open,
             matcher: Arc::new(matcher),
+            policy,
         };
         let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -294,6 +307,15 @@ impl Upstream {
     }
 }
 
+/// A TCP connector set up for upstream connections.
+fn tuned<R>(mut connector: HttpConnector<R>, connect_timeout: Duration) -> HttpConnector<R> {
+    // The TLS layer above receives https URIs and hands them down; the scheme is its business.
+    connector.enforce_http(false);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector
+}
+
 fn check_root(repository: &str, root: &Url) -> Result<(), UpstreamError> {
     let reason = if !matches!(root.scheme(), "http" | "https") {
         Some("is not an http or https URL")
@@ -367,6 +389,7 @@ mod tests {
 
     use super::*;
     use crate::upstream::testing::*;
+    use crate::upstream::AddressClass;
 
     // ----- statuses -----
 
@@ -466,6 +489,79 @@ mod tests {
         assert_eq!(
             seen[0].header(header::IF_MODIFIED_SINCE).as_deref(),
             Some("Sun, 06 Nov 1994 08:49:37 GMT")
+        );
+    }
+
+    // ----- the destination policy -----
+
+    #[tokio::test]
+    async fn internal_destinations_of_a_public_upstream_are_refused_without_connecting() {
+        let files = serve(|_, _| async { text(200, "file") }).await;
+        let port = files.addr.port();
+        // A public root (a documentation address, never contacted).
+        let public = Url::parse("http://192.0.2.1/simple/").unwrap();
+        let up = upstream(settings(&public));
+        for (link, class) in [
+            // A name: refused by the resolver, on what it resolves to.
+            (
+                format!("http://localhost:{port}/f.whl"),
+                AddressClass::Loopback,
+            ),
+            (
+                format!("http://127.0.0.1:{port}/f.whl"),
+                AddressClass::Loopback,
+            ),
+            (
+                "http://169.254.169.254/latest/f.whl".to_owned(),
+                AddressClass::LinkLocal,
+            ),
+            (
+                "http://[fd00::1]:8080/f.whl".to_owned(),
+                AddressClass::Private,
+            ),
+        ] {
+            let err = up
+                .fetch_file(&Url::parse(&link).unwrap())
+                .await
+                .unwrap_err();
+            match &err {
+                UpstreamError::Refused { reason, .. } => assert_eq!(reason.class, class, "{link}"),
+                other => panic!("{link}: expected a refusal, got {other:?}"),
+            }
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+            assert!(err.to_string().contains("file_hosts"), "{err}");
+        }
+        assert!(files.seen().is_empty(), "nothing was connected to");
+
+        // Listed: fetched.
+        let mut listed = settings(&public);
+        listed.file_hosts = vec!["localhost".to_owned(), format!("127.0.0.1:{port}")];
+        let up = upstream(listed);
+        for link in [
+            format!("http://localhost:{port}/f.whl"),
+            format!("http://127.0.0.1:{port}/f.whl"),
+        ] {
+            up.fetch_file(&Url::parse(&link).unwrap()).await.unwrap();
+        }
+        assert_eq!(files.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_loopback_upstream_may_link_to_loopback_but_not_to_private() {
+        let index = serve(|seen, _| async move {
+            if seen.path == "/away" {
+                redirect(302, "http://10.255.255.1:9/f.whl")
+            } else {
+                text(200, "file")
+            }
+        })
+        .await;
+        let up = upstream(settings(&index.url("/simple/")));
+        up.fetch_file(&index.url("/f.whl")).await.unwrap();
+        let err = up.fetch_file(&index.url("/away")).await.unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Refused { reason, .. } if reason.class == AddressClass::Private),
+            "{err:?}"
         );
     }
 

@@ -309,6 +309,33 @@ pub enum UpstreamError {
         /// What is wrong with the redirect.
         reason: String,
     },
+    /// A `file_hosts` entry is not a host or `host:port`.
+    #[error(
+        "repository {repository}: file_hosts entry {entry:?} {reason}; write a host name or \
+         host:port such as \"files.example.internal\" or \"10.0.0.5:8443\""
+    )]
+    InvalidFileHost {
+        /// The repository.
+        repository: String,
+        /// The entry as written.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The destination policy refused a link or redirect (see `destination`).
+    #[error(
+        "repository {repository}: will not fetch {url}: {reason}; if that host belongs to the \
+         index, add it to file_hosts in the repository's table"
+    )]
+    Refused {
+        /// The repository.
+        repository: String,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The refusal: the host, its address and the address class (boxed: a rare error, and
+        /// every `Result` of the client would carry its size).
+        reason: Box<super::Refused>,
+    },
     /// A page was larger than the caller allows.
     #[error("upstream page larger than {limit} bytes at {url}")]
     PageTooLarge {

@@ -12,12 +12,15 @@
 //! `auth` (who may receive the credentials), `redirect` (following redirects ourselves), `retry`
 //! (when to try again and how long to wait, with `http_date` for `Retry-After`), `proxy`
 //! (`CONNECT` tunnels chosen by `HTTPS_PROXY` and `NO_PROXY`), `tls` (the roots we trust), `body`
-//! (reading bodies under the idle timeout), `error` (what can go wrong, and how hyper's errors
+//! (reading bodies under the idle timeout), `destination` (the addresses a link may lead to:
+//! no loopback, private or link-local one unless the upstream is on one or `file_hosts` lists
+//! it), `error` (what can go wrong, and how hyper's errors
 //! become ours), and `redact` (URLs fit to be shown); the token file is read by `crate::secret`.
 
 mod auth;
 mod body;
 mod client;
+mod destination;
 mod error;
 mod http_date;
 mod proxy;
@@ -37,6 +40,7 @@ use url::Url;
 pub use crate::secret::{Secret, SecretError, SecretFile};
 pub use body::FileBody;
 pub use client::Upstream;
+pub use destination::{classify, AddressClass, Refused};
 pub(crate) use error::error_chain;
 pub use error::{TimeoutKind, UpstreamError};
 pub use proxy::ProxyMode;
@@ -64,6 +68,9 @@ pub struct UpstreamSettings {
     pub native_roots: bool,
     /// Credentials for the upstream, if it needs any.
     pub auth: Option<AuthSettings>,
+    /// Hosts (`host` or `host:port`) that may be connected to although they are on a loopback,
+    /// private or link-local address of a class the upstream itself is not on.
+    pub file_hosts: Vec<String>,
 }
 
 /// `[repository.auth]`: who we are towards the upstream. Holds the secret's path, never the secret.

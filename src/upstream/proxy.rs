@@ -17,6 +17,9 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
+use url::Host;
+
+use super::destination::{CheckedResolver, Policy};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,10 +45,16 @@ pub enum ProxyMode {
 /// sees request headers such as `Authorization`, and the TLS layer above runs end to end through
 /// the tunnel for `https://` upstreams. Only `http://` proxy URLs are supported; credentials in
 /// the proxy URL's userinfo become `Proxy-Authorization: Basic`.
+///
+/// Direct connections keep the destination policy (`destination`): `tcp` resolves names with
+/// the policy applied, literal addresses are checked here, and hosts listed in `file_hosts` go
+/// through `open`, as do connections to the proxy itself (the operator configured it).
 #[derive(Clone)]
 pub(super) struct ProxyConnector {
-    pub(super) tcp: HttpConnector,
+    pub(super) tcp: HttpConnector<CheckedResolver>,
+    pub(super) open: HttpConnector,
     pub(super) matcher: Arc<Matcher>,
+    pub(super) policy: Arc<Policy>,
 }
 
 /// Why a connection through the proxy layer failed. Proxy URLs are shown without userinfo (the
@@ -78,9 +87,17 @@ impl Service<Uri> for ProxyConnector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let mut tcp = self.tcp.clone();
+        let mut open = self.open.clone();
+        let policy = self.policy.clone();
         let Some(intercept) = self.matcher.intercept(&dst) else {
-            return Box::pin(async move { tcp.call(dst).await.map_err(Into::into) });
+            return Box::pin(async move {
+                match checked_literal(&policy, &dst).await? {
+                    Checked::Listed => open.call(dst).await.map_err(Into::into),
+                    Checked::Resolve => tcp.call(dst).await.map_err(Into::into),
+                }
+            });
         };
+        let tcp = open;
         let proxy_uri = intercept.uri().clone();
         let proxy = proxy_uri.to_string();
         let auth = intercept.basic_auth().cloned();
@@ -95,6 +112,8 @@ impl Service<Uri> for ProxyConnector {
             }
             let target = with_explicit_port(&dst)
                 .ok_or_else(|| ProxyConnectError::NoHost(dst.to_string()))?;
+            // The proxy resolves names; a literal address is judged here.
+            checked_literal(&policy, &target).await?;
             let mut tunnel = Tunnel::new(proxy_uri, tcp);
             if let Some(auth) = auth {
                 tunnel = tunnel.with_auth(auth);
@@ -108,6 +127,42 @@ impl Service<Uri> for ProxyConnector {
             })
         })
     }
+}
+
+/// What the policy says about a destination before any name is resolved.
+enum Checked {
+    /// Listed in `file_hosts`: connect without checking addresses.
+    Listed,
+    /// A name, or an allowed literal address: connect through the checked resolver.
+    Resolve,
+}
+
+/// Applies the destination policy to what can be judged without resolving: `file_hosts`, and
+/// a literal address (which the connector does not resolve).
+async fn checked_literal(policy: &Policy, dst: &Uri) -> Result<Checked, BoxError> {
+    let Some(text) = dst.host() else {
+        return Ok(Checked::Resolve);
+    };
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    let port = dst
+        .port_u16()
+        .unwrap_or(if dst.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    let host = match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
+        Err(_) => Host::Domain(bare.to_ascii_lowercase()),
+    };
+    if policy.is_listed(&host, port) {
+        return Ok(Checked::Listed);
+    }
+    if let Ok(address) = bare.parse::<std::net::IpAddr>() {
+        policy.check(text, address).await?;
+    }
+    Ok(Checked::Resolve)
 }
 
 /// `dst` with its port spelled out: hyper-util's tunnel assumes 443 when the URI has none, which

@@ -15,6 +15,7 @@ use rand::Rng as _;
 use url::Url;
 
 use super::client::Upstream;
+use super::destination::refusal;
 use super::error::classify_client_error;
 use super::http_date::parse_http_date;
 use super::{RedactedUrl, TimeoutKind, UpstreamError};
@@ -72,6 +73,14 @@ impl Upstream {
                         )
                     }
                     Ok(Err(error)) => {
+                        // A destination the policy refuses is refused again: not retried.
+                        if let Some(refused) = refusal(&error) {
+                            return Err(UpstreamError::Refused {
+                                repository: inner.repository.clone(),
+                                url: RedactedUrl::new(url),
+                                reason: Box::new(refused.clone()),
+                            });
+                        }
                         // Any failure before response headers is retried, not only connect
                         // errors: a GET that died before its answer (a reset pooled
                         // connection) is safe to repeat.

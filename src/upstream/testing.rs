@@ -147,6 +147,7 @@ pub(super) fn settings(root: &Url) -> UpstreamSettings {
         ca_file: None,
         native_roots: false,
         auth: None,
+        file_hosts: Vec::new(),
     }
 }
 

@@ -525,12 +525,9 @@ fn a_close_delimited_body_that_ends_early_fails_its_sha256() {
 
 /// A file whose upstream publishes no digest is pinned to the digest of its first download
 /// (SPEC §4). A close-delimited body that ends early is indistinguishable from a whole one at the
-/// HTTP level; only the `size` the JSON page declares (PEP 700) could tell, and wheelgate does
-/// not compare it yet. Enforcing the declared size belongs to the file-download hardening
-/// (branch h-files); until then this test fails: wheelgate serves the short body as a complete
-/// 200 and pins it.
+/// HTTP level; only the `size` the JSON page declares (PEP 700) tells, and wheelgate holds the
+/// body to it: without that check the short body was served as a complete 200 and pinned.
 #[test]
-#[ignore = "the declared PEP 700 size is not enforced yet (file downloads, h-files)"]
 fn a_hashless_file_cut_short_without_a_content_length_is_caught_by_its_declared_size() {
     let bed = FaultyBed::start(&["wgfx-nohash"], "info", |_| {});
     let subject = Subject::wheel("wgfx-nohash", "1.0.0");

@@ -12,6 +12,8 @@ mod cli;
 mod connections;
 mod deploy;
 mod faults;
+mod disk_full;
+mod file_limits;
 mod groups;
 mod install;
 mod integrity;

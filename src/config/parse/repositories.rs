@@ -9,7 +9,7 @@ use toml::Spanned;
 use url::Url;
 
 use super::{base_url, Key, Parser};
-use crate::config::raw::{RawAuth, RawRepository};
+use crate::config::raw::{RawAuth, RawRepository, Scalar};
 use crate::config::{
     ConfigError, Problem, RemoteAuth, RemoteConfig, RepoName, RepositoryConfig, RepositoryKind,
 };
@@ -172,6 +172,12 @@ impl Parser<'_> {
                     .auth
                     .as_ref()
                     .map(|_| ("auth", Some(self.line_of(header))))
+            })
+            .or_else(|| {
+                fields.file_hosts.as_ref().map(|hosts| {
+                    let line = hosts.first().map(|host| self.line_of(host.span().start));
+                    ("file_hosts", line.or(Some(self.line_of(header))))
+                })
             });
         match found {
             Some((name, line)) => Err(self.invalid(
@@ -268,7 +274,22 @@ impl Parser<'_> {
             native_roots: self.boolean(fields.native_roots.as_ref(), key("native_roots"), true)?,
             offline,
             auth,
+            file_hosts: self.hosts(fields.file_hosts.as_ref(), key("file_hosts"))?,
         })
+    }
+
+    /// A list of `host` or `host:port` entries (`auth_hosts`, `file_hosts`), lowercased.
+    fn hosts(
+        &self,
+        fields: Option<&Vec<Spanned<Scalar>>>,
+        key: Key<'_>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut hosts = Vec::new();
+        for field in fields.into_iter().flatten() {
+            let host = self.text(field, key)?;
+            hosts.push(auth_host(&host).map_err(|problem| self.at(field, key, problem))?);
+        }
+        Ok(hosts)
     }
 
     fn auth(
@@ -311,14 +332,7 @@ impl Parser<'_> {
             }
             Some(field) => self.path(field, key("auth.password_file"))?,
         };
-        let mut auth_hosts = Vec::new();
-        for field in fields.auth_hosts.iter().flatten() {
-            let host = self.text(field, key("auth.auth_hosts"))?;
-            auth_hosts.push(
-                auth_host(&host)
-                    .map_err(|problem| self.at(field, key("auth.auth_hosts"), problem))?,
-            );
-        }
+        let auth_hosts = self.hosts(fields.auth_hosts.as_ref(), key("auth.auth_hosts"))?;
         Ok(RemoteAuth {
             username,
             password_file,
@@ -400,6 +414,30 @@ mod tests {
         let remote = remote_of(&config, 0);
         assert_eq!(remote.url, None);
         assert!(remote.offline);
+    }
+
+    #[test]
+    fn file_hosts_are_read_lowercased_and_refused_where_nothing_is_fetched() {
+        let config = parse_text(&format!(
+            "{MINIMAL}file_hosts = [\"Files.Example.Internal\", \"10.0.0.5:8443\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            remote_of(&config, 0).file_hosts,
+            ["files.example.internal", "10.0.0.5:8443"]
+        );
+        assert!(remote_of(&parse_text(MINIMAL).unwrap(), 0)
+            .file_hosts
+            .is_empty());
+        let error = error_of(&format!(
+            "{MINIMAL}file_hosts = [\"http://files.example.internal/\"]\n"
+        ));
+        assert_eq!(error.line(), Some(5));
+        assert!(error.to_string().contains("file_hosts"), "{error}");
+        let error = error_of(
+            "[[repository]]\nname = \"internal\"\ntype = \"hosted\"\nfile_hosts = [\"a\"]\n",
+        );
+        assert!(error.to_string().contains("file_hosts"), "{error}");
     }
 
     #[test]

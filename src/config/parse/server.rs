@@ -14,6 +14,8 @@ use crate::config::{ConfigError, Problem, RepoName, RepositoryConfig, ServerConf
 const DEFAULT_PORT: u16 = 3141;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_UPLOAD_SIZE: u64 = 1 << 30;
+/// Above the largest files public indexes serve (GPU wheels of a few GiB), far below a disk.
+const DEFAULT_MAX_FILE_SIZE: u64 = 8 << 30;
 const DEFAULT_MAX_CONCURRENT_FETCHES: i64 = 64;
 /// An upper bound that keeps a typo (an extra zero or two) from opening thousands of sockets.
 const MAX_CONCURRENT_FETCHES: i64 = 65_536;
@@ -150,6 +152,12 @@ impl Parser<'_> {
                     Some(usize::try_from(max).unwrap_or(1))
                 }
             },
+            max_file_size: self.size(
+                fields.max_file_size.as_ref(),
+                key("max_file_size"),
+                DEFAULT_MAX_FILE_SIZE,
+                Some("; files larger than this are refused, so it must allow at least one byte"),
+            )?,
         })
     }
 

@@ -7,6 +7,8 @@ use crate::config::{ConfigError, StoreConfig};
 const DEFAULT_STORE_PATH: &str = "./wheelgate-data";
 const DEFAULT_STORE_MAX_SIZE: u64 = 20 << 30;
 const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
+/// Room for the catalog, the logs and the rest of the system when the store shares their disk.
+const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 
 impl Parser<'_> {
     pub(super) fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
@@ -34,6 +36,12 @@ impl Parser<'_> {
                 DEFAULT_MEMORY_CACHE,
                 None,
             )?,
+            min_free_space: self.size(
+                fields.min_free_space.as_ref(),
+                key("min_free_space"),
+                DEFAULT_MIN_FREE_SPACE,
+                None,
+            )?,
         })
     }
 }
@@ -55,5 +63,18 @@ mod tests {
         .unwrap();
         assert_eq!(config.store.max_size, 1 << 20);
         assert_eq!(config.store.memory_cache, 0);
+        assert_eq!(config.store.min_free_space, 1 << 30, "the default floor");
+        let config = parse_text(&format!(
+            "{MINIMAL}[store]\nmin_free_space = \"0\"\n[server]\nmax_file_size = \"2GiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.store.min_free_space, 0);
+        assert_eq!(config.server.max_file_size, 2 << 30);
+        assert_eq!(parse_text(MINIMAL).unwrap().server.max_file_size, 8 << 30);
+        let error = error_of(&format!("{MINIMAL}[server]\nmax_file_size = 0\n"));
+        assert!(
+            error.to_string().contains("[server] max_file_size"),
+            "{error}"
+        );
     }
 }

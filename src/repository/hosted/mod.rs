@@ -87,6 +87,9 @@ impl HostedError {
             | HostedError::NoMetadata { .. }
             | HostedError::NoProvenance { .. } => StatusCode::NOT_FOUND,
             HostedError::Exists { .. } => StatusCode::CONFLICT,
+            HostedError::Store { source, .. } if source.is_disk_full() => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             HostedError::BodyMissing { .. }
             | HostedError::Store { .. }
             | HostedError::Task { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,6 +20,11 @@
 //! and creating, writing, re-reading and deleting a file for each cost more CPU than the rest of
 //! the request.
 //!
+//! The body is held to its length as well (`size`: the `Content-Length`, else the size the index
+//! page declared, never over `max_file_size`), and its length is reserved on the store's disk
+//! before the first byte is written (`crate::store::Space`), so a file that would cross
+//! `min_free_space` is refused with 507 instead of filling the disk half way.
+//!
 //! This module knows nothing about the catalog: what to do with a verified file is the `commit`
 //! callback's business. The flight stays in the map until `commit`'s future has ended, so a
 //! request that finds no flight is sure to find the committed entry instead.
@@ -42,8 +47,10 @@ use http::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{watch, Notify};
 
+use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::store::serve::{read_block, BLOCK};
+use crate::store::{NoSpace, Reservation, Space};
 use crate::upstream::{FileFetch, UpstreamError};
 
 /// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps
@@ -72,30 +79,74 @@ pub enum DownloadError {
         /// The digest of what the upstream sent.
         actual: Sha256Digest,
     },
-    /// The upstream sent more bytes than its `Content-Length` announced.
+    /// The upstream sent more bytes than its `Content-Length` or the index page announced.
     #[error(
-        "the upstream sent more than the {declared} bytes its Content-Length announced for \
-         {what}; the transfer was aborted and nothing was stored; retry the request"
+        "the upstream sent more than the {declared} bytes {announced} for {what}; the transfer \
+         was aborted and nothing was stored; retry the request, and if it fails again the \
+         upstream serves a file that differs from its index"
     )]
     TooLong {
         /// The file.
         what: String,
         /// The announced length.
         declared: u64,
+        /// Who announced it.
+        announced: Announced,
     },
-    /// The upstream's body ended before its `Content-Length`.
+    /// The upstream's body ended before its `Content-Length` (or the index page's size).
     #[error(
-        "the upstream's body for {what} ended after {received} of the {declared} bytes its \
-         Content-Length announced; the transfer was aborted and nothing was stored; retry the \
-         request"
+        "the upstream's body for {what} ended after {received} of the {declared} bytes \
+         {announced}; the transfer was aborted and nothing was stored; retry the request"
     )]
     ShortBody {
         /// The file.
         what: String,
         /// The announced length.
         declared: u64,
+        /// Who announced it.
+        announced: Announced,
         /// What arrived.
         received: u64,
+    },
+    /// The upstream's `Content-Length` is not the size the index page declared.
+    #[error(
+        "the upstream announced {content_length} bytes (Content-Length) for {what} but its index \
+         page declared {declared} (PEP 700 size); the transfer was refused and nothing was \
+         stored; the upstream serves a file that differs from its index, so retry later or tell \
+         the index's operators"
+    )]
+    SizeDisagrees {
+        /// The file.
+        what: String,
+        /// The size on the index page.
+        declared: u64,
+        /// The upstream's `Content-Length`.
+        content_length: u64,
+    },
+    /// The file is larger than `[server] max_file_size`.
+    #[error(
+        "{what} is larger than [server] max_file_size ({limit} bytes): {}; the transfer was \
+         refused and nothing was stored; raise [server] max_file_size if the file is wanted",
+        match announced {
+            Some(length) => format!("{} {} bytes", length.announced, length.bytes),
+            None => "the upstream sent more than that".to_owned(),
+        }
+    )]
+    TooLarge {
+        /// The file.
+        what: String,
+        /// The cap.
+        limit: u64,
+        /// The length announced up front; `None` when the body went over the cap as it streamed.
+        announced: Option<Length>,
+    },
+    /// The store's disk has no room for the file (`[store] min_free_space`).
+    #[error("cannot download {what}: {source}")]
+    NoSpace {
+        /// The file.
+        what: String,
+        /// How much room there is and how much is needed.
+        source: NoSpace,
     },
     /// The temporary file could not be created, written or read.
     #[error(
@@ -125,11 +176,28 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// True for a download refused for its size or for lack of room, which is worth a line in
+    /// the log even when it happened before the first byte.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::SizeDisagrees { .. }
+                | DownloadError::TooLarge { .. }
+                | DownloadError::TooLong { .. }
+                | DownloadError::ShortBody { .. }
+                | DownloadError::NoSpace { .. }
+        )
+    }
+
     /// The status a client should see when the download fails before its response started: the
     /// upstream error's own status (404, 504, 502), 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self {
             DownloadError::Upstream(error) => error.status(),
+            DownloadError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            DownloadError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -224,6 +292,8 @@ impl fmt::Debug for Flights {
 
 struct Shared {
     tmp_dir: PathBuf,
+    /// The store's disk budget: a download reserves its length before it starts.
+    space: Space,
     flights: Mutex<HashMap<FileKey, Flight>>,
     /// Told when the last flight lands, for a graceful stop waiting on [`Flights::all_landed`].
     landed: Notify,
@@ -288,11 +358,13 @@ enum End {
 
 impl Flights {
     /// An empty map whose temporary files are created in `tmp_dir`, which must be on the same
-    /// filesystem as the store's blobs so that committing is a rename.
-    pub fn new(tmp_dir: PathBuf) -> Flights {
+    /// filesystem as the store's blobs so that committing is a rename; `space` is that disk's
+    /// budget.
+    pub fn new(tmp_dir: PathBuf, space: Space) -> Flights {
         Flights {
             shared: Arc::new(Shared {
                 tmp_dir,
+                space,
                 flights: Mutex::new(HashMap::new()),
                 landed: Notify::new(),
                 next_id: AtomicU64::new(0),
@@ -306,16 +378,18 @@ impl Flights {
     /// when there is none. `source` and `commit` are dropped unused when the caller joins an
     /// existing flight. The caller is expected to have looked in the store first.
     ///
-    /// Returns as soon as the upstream's response headers are known. If `source` fails, every
-    /// caller of this flight gets its error here. Otherwise the body streams the file as it is
-    /// written, withholding the last block until the sha256 matches `expected` (with `None`, the
-    /// computed digest is taken as is). On success `commit` gets the verified body (a temporary
+    /// Returns as soon as the upstream's response headers are known. If `source` fails, or its
+    /// length disagrees with `expected` (the declared size, `max_file_size`), or the store's disk
+    /// has no room for it, every caller of this flight gets the error here. Otherwise the body
+    /// streams the file as it is written, held to its length, withholding the last block until
+    /// the sha256 matches `expected.sha256` (with `None`, the computed digest is taken as is).
+    /// On success `commit` gets the verified body (a temporary
     /// file, or the bytes) and the flight ends when its future does; its error is logged, and
     /// readers still get the verified bytes. `what` names the file in errors and logs.
     pub async fn join<S, C, F>(
         &self,
         key: FileKey,
-        expected: Option<Sha256Digest>,
+        expected: Expected,
         what: String,
         source: S,
         commit: C,
@@ -337,7 +411,7 @@ impl Flights {
     async fn join_body<S, B, C, F>(
         &self,
         key: FileKey,
-        expected: Option<Sha256Digest>,
+        expected: Expected,
         what: String,
         source: S,
         commit: C,
@@ -549,7 +623,7 @@ struct Task {
     shared: Arc<Shared>,
     key: FileKey,
     id: u64,
-    expected: Option<Sha256Digest>,
+    expected: Expected,
     what: String,
     sender: watch::Sender<Progress>,
 }
@@ -611,13 +685,24 @@ impl Task {
             }
             Err(error) => {
                 let readable = self.sender.borrow().readable;
-                if !matches!(error, DownloadError::Mismatch { .. }) && landing.temp.is_some() {
+                if landing.temp.is_some() && !matches!(error, DownloadError::Mismatch { .. }) {
                     tracing::warn!(
                         file = %self.what,
                         key = %self.key,
+                        url = %self.expected.url,
+                        declared_size = ?self.expected.size,
                         readable_bytes = readable,
                         error = %error,
                         "download failed mid-transfer; clients were cut off and nothing was stored"
+                    );
+                } else if error.is_refusal() {
+                    tracing::warn!(
+                        file = %self.what,
+                        key = %self.key,
+                        url = %self.expected.url,
+                        declared_size = ?self.expected.size,
+                        error = %error,
+                        "download refused; nothing was stored"
                     );
                 }
                 self.sender.send_modify(|now| now.end = End::Failed(error));
@@ -642,11 +727,23 @@ impl Task {
         let (content_length, body) = source
             .await
             .map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
-        match content_length {
-            Some(declared) if declared <= WRITE_BLOCK as u64 => {
-                self.transfer_in_memory(declared, body).await
+        let length = self
+            .expected
+            .length(content_length)
+            .map_err(|refusal| self.refused(refusal))?;
+        let reservation = self
+            .shared
+            .space
+            .reserve(length.map_or(0, |length| length.bytes))
+            .map_err(|source| self.no_space(source))?;
+        match length {
+            Some(length) if length.bytes <= WRITE_BLOCK as u64 => {
+                self.transfer_in_memory(length, body).await
             }
-            _ => self.transfer_to_file(content_length, body, landing).await,
+            _ => {
+                self.transfer_to_file(length, body, landing, reservation)
+                    .await
+            }
         }
     }
 
@@ -654,7 +751,7 @@ impl Task {
     /// it arrives costs microseconds, less than a hop to a blocking thread).
     async fn transfer_in_memory<B>(
         &self,
-        declared: u64,
+        length: Length,
         mut body: B,
     ) -> Result<Transferred, DownloadError>
     where
@@ -662,22 +759,22 @@ impl Task {
     {
         self.sender.send_modify(|now| {
             now.opened = Some(Opened {
-                content_length: Some(declared),
+                content_length: Some(length.bytes),
                 temp: None,
             })
         });
-        let mut buffer = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        let mut buffer = Vec::with_capacity(usize::try_from(length.bytes).unwrap_or(0));
         let mut hasher = Sha256::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
-            if (buffer.len() + chunk.len()) as u64 > declared {
-                return Err(self.too_long(declared));
+            if (buffer.len() + chunk.len()) as u64 > length.bytes {
+                return Err(self.too_long(length));
             }
             hasher.update(&chunk);
             buffer.extend_from_slice(&chunk);
         }
         let size = buffer.len() as u64;
-        self.check_length(Some(declared), size)?;
+        self.check_length(Some(length), size)?;
         let sha256 = self.verify(hasher, size)?;
         let bytes = Bytes::from(buffer);
         self.publish_verified(0, bytes.clone());
@@ -691,9 +788,10 @@ impl Task {
     /// Any other body: written block by block to a temporary file that readers follow.
     async fn transfer_to_file<B>(
         &self,
-        content_length: Option<u64>,
+        length: Option<Length>,
         mut body: B,
         landing: &mut Landing,
+        mut reservation: Reservation,
     ) -> Result<Transferred, DownloadError>
     where
         B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
@@ -709,7 +807,7 @@ impl Task {
         let file = Arc::new(file);
         self.sender.send_modify(|now| {
             now.opened = Some(Opened {
-                content_length,
+                content_length: length.map(|length| length.bytes),
                 temp: Some(Temp {
                     file: file.clone(),
                     path: path.clone(),
@@ -722,8 +820,16 @@ impl Task {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
             received += chunk.len() as u64;
-            if let Some(declared) = content_length.filter(|&declared| received > declared) {
-                return Err(self.too_long(declared));
+            match length {
+                Some(length) if received > length.bytes => return Err(self.too_long(length)),
+                None if received > self.expected.max_size => {
+                    return Err(DownloadError::TooLarge {
+                        what: self.what.clone(),
+                        limit: self.expected.max_size,
+                        announced: None,
+                    })
+                }
+                _ => {}
             }
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
@@ -731,6 +837,9 @@ impl Task {
                 if writer.is_full() {
                     // The block just written is held back: readers may read up to where it starts.
                     let before = writer.written;
+                    reservation
+                        .write(writer.buffer.len() as u64)
+                        .map_err(|source| self.no_space(source))?;
                     writer.write().await.map_err(|source| {
                         self.io_error("write the temporary file", &path, source)
                     })?;
@@ -738,7 +847,10 @@ impl Task {
                 }
             }
         }
-        self.check_length(content_length, received)?;
+        self.check_length(length, received)?;
+        reservation
+            .write(writer.buffer.len() as u64)
+            .map_err(|source| self.no_space(source))?;
         let tail_offset = writer.written;
         let tail = writer
             .write_last()
@@ -754,19 +866,47 @@ impl Task {
         })
     }
 
-    fn too_long(&self, declared: u64) -> DownloadError {
+    fn too_long(&self, length: Length) -> DownloadError {
         DownloadError::TooLong {
             what: self.what.clone(),
-            declared,
+            declared: length.bytes,
+            announced: length.announced,
         }
     }
 
-    /// A body that ended before its `Content-Length` is an error.
-    fn check_length(&self, declared: Option<u64>, received: u64) -> Result<(), DownloadError> {
-        match declared {
-            Some(declared) if received < declared => Err(DownloadError::ShortBody {
-                what: self.what.clone(),
+    fn refused(&self, refusal: SizeRefusal) -> DownloadError {
+        let what = self.what.clone();
+        match refusal {
+            SizeRefusal::Disagrees {
                 declared,
+                content_length,
+            } => DownloadError::SizeDisagrees {
+                what,
+                declared,
+                content_length,
+            },
+            SizeRefusal::TooLarge { length, limit } => DownloadError::TooLarge {
+                what,
+                limit,
+                announced: Some(length),
+            },
+        }
+    }
+
+    fn no_space(&self, source: NoSpace) -> DownloadError {
+        DownloadError::NoSpace {
+            what: self.what.clone(),
+            source,
+        }
+    }
+
+    /// A body that ended before its announced length is an error.
+    fn check_length(&self, length: Option<Length>, received: u64) -> Result<(), DownloadError> {
+        match length {
+            Some(length) if received < length.bytes => Err(DownloadError::ShortBody {
+                what: self.what.clone(),
+                declared: length.bytes,
+                announced: length.announced,
                 received,
             }),
             _ => Ok(()),
@@ -776,7 +916,7 @@ impl Task {
     /// The body's digest, if it is the one the index declared (or none was declared).
     fn verify(&self, hasher: Sha256, size: u64) -> Result<Sha256Digest, DownloadError> {
         let actual = Sha256Digest::from_bytes(hasher.finalize().into());
-        match self.expected {
+        match self.expected.sha256 {
             Some(expected) if actual != expected => {
                 self.shared.mismatches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
@@ -994,6 +1134,21 @@ mod tests {
         )))
     }
 
+    /// What a test download expects: the digest, no declared size, no cap.
+    fn expect(sha256: Option<Sha256Digest>) -> Expected {
+        Expected {
+            sha256,
+            size: None,
+            max_size: u64::MAX,
+            url: "https://files.example.invalid/a.whl".to_owned(),
+        }
+    }
+
+    /// A disk budget with no floor.
+    fn unlimited() -> Space {
+        Space::new(Path::new("/"), 0)
+    }
+
     fn key(name: &str) -> FileKey {
         FileKey::for_url(&format!("https://files.example.invalid/{name}"))
     }
@@ -1104,7 +1259,7 @@ mod tests {
     async fn concurrent_joins_share_one_fetch() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = tempfile::tempdir().unwrap();
-        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
         let data = Arc::new(pattern(3 * BLOCK + 12_345, 7));
         let digest = Sha256Digest::of(&data);
         let polled = Arc::new(AtomicUsize::new(0));
@@ -1131,7 +1286,7 @@ mod tests {
                 let download = flights
                     .join_body(
                         key("a.whl"),
-                        Some(digest),
+                        expect(Some(digest)),
                         "a.whl".into(),
                         source,
                         commits.callback(Some(blob)),
@@ -1176,7 +1331,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn all_landed_waits_for_a_download_nobody_reads_any_more() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
         tokio::time::timeout(Duration::from_secs(1), flights.all_landed())
             .await
             .expect("with no download, all have landed");
@@ -1185,7 +1340,7 @@ mod tests {
         let download = flights
             .join_body(
                 key("c.whl"),
-                None,
+                expect(None),
                 "c.whl".into(),
                 async move { Ok((None, from_channel(receiver))) },
                 commits.callback(None),
@@ -1217,7 +1372,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_get_bytes_before_the_upstream_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let data = pattern(5 * BLOCK, 1);
         let (sender, receiver) = mpsc::channel(1024);
         let body = from_channel(receiver);
@@ -1225,7 +1380,7 @@ mod tests {
         let leader = flights
             .join_body(
                 key("b.whl"),
-                None,
+                expect(None),
                 "b.whl".into(),
                 async move { Ok((None, body)) },
                 commits.callback(None),
@@ -1235,7 +1390,7 @@ mod tests {
         let follower = flights
             .join_body(
                 key("b.whl"),
-                None,
+                expect(None),
                 "b.whl".into(),
                 async { Ok((None, chunked(b"other", 1))) },
                 commits.callback(None),
@@ -1297,7 +1452,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_hanging_up_does_not_cancel_the_fetch() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let data = pattern(6 * BLOCK + 3, 2);
         let (sender, receiver) = mpsc::channel(1024);
         let body = from_channel(receiver);
@@ -1307,7 +1462,7 @@ mod tests {
         let join = |source_polled: Arc<AtomicUsize>, body: Option<TestBody>| {
             flights.join_body(
                 key("c.whl"),
-                Some(Sha256Digest::of(&data)),
+                expect(Some(Sha256Digest::of(&data))),
                 "c.whl".into(),
                 async move {
                     source_polled.fetch_add(1, Ordering::SeqCst);
@@ -1345,7 +1500,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mismatch_fails_every_reader_and_withholds_the_last_block() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
         let data = pattern(4 * BLOCK + 999, 3);
         let wrong = Sha256Digest::of(b"what the index declared");
         let commits = Commits::default();
@@ -1362,7 +1517,7 @@ mod tests {
                 let download = flights
                     .join_body(
                         key("d.whl"),
-                        Some(wrong),
+                        expect(Some(wrong)),
                         "d-1.0-py3-none-any.whl".into(),
                         source,
                         commits.callback(None),
@@ -1421,7 +1576,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_file_announced_to_fit_in_one_block_never_touches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
         let data = pattern(100_000, 3);
         let digest = Sha256Digest::of(&data);
         let commits = Commits::default();
@@ -1430,7 +1585,7 @@ mod tests {
         let leader = flights
             .join_body(
                 key("m.whl"),
-                Some(digest),
+                expect(Some(digest)),
                 "m.whl".into(),
                 async move { Ok((Some(len), from_channel(receiver))) },
                 commits.callback(None),
@@ -1446,7 +1601,7 @@ mod tests {
         let follower = flights
             .join_body(
                 key("m.whl"),
-                Some(digest),
+                expect(Some(digest)),
                 "m.whl".into(),
                 async { Err::<(Option<u64>, TestBody), _>(not_found()) },
                 commits.callback(None),
@@ -1476,7 +1631,7 @@ mod tests {
     #[tokio::test]
     async fn one_block_is_the_limit_for_memory_and_unknown_lengths_go_to_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         for (len, announced, in_memory) in [
             (BLOCK, true, true),
             (BLOCK + 1, true, false),
@@ -1489,7 +1644,7 @@ mod tests {
             let download = flights
                 .join_body(
                     key(&format!("{len}-{announced}.whl")),
-                    Some(Sha256Digest::of(&data)),
+                    expect(Some(Sha256Digest::of(&data))),
                     "n.whl".into(),
                     async move { Ok((content_length, body)) },
                     commits.callback(None),
@@ -1513,14 +1668,14 @@ mod tests {
     #[tokio::test]
     async fn a_small_mismatching_file_delivers_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         // An unknown length goes through a temporary file, an announced one stays in memory.
         for (n, content_length) in [None, Some(12)].into_iter().enumerate() {
             let commits = Commits::default();
             let download = flights
                 .join_body(
                     key(&format!("e{n}.whl")),
-                    Some(Sha256Digest::of(b"declared")),
+                    expect(Some(Sha256Digest::of(b"declared"))),
                     "e.whl".into(),
                     async move { Ok((content_length, chunked(b"actual bytes", 5))) },
                     commits.callback(None),
@@ -1543,7 +1698,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_fails_before_its_first_byte_is_an_error_once_started() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let data = pattern(3 * BLOCK + 5, 9);
         // In memory (an announced length), through a file (none), and cut short before any
         // block was readable.
@@ -1571,7 +1726,7 @@ mod tests {
             let download = flights
                 .join_body(
                     key(name),
-                    Some(declared),
+                    expect(Some(declared)),
                     name.into(),
                     async move { Ok((length, chunked(&sent, 100))) },
                     Commits::default().callback(None),
@@ -1595,7 +1750,7 @@ mod tests {
             let download = flights
                 .join_body(
                     key(name),
-                    Some(Sha256Digest::of(&data)),
+                    expect(Some(Sha256Digest::of(&data))),
                     name.into(),
                     async move { Ok((length, body)) },
                     Commits::default().callback(None),
@@ -1610,7 +1765,7 @@ mod tests {
         let empty = flights
             .join_body(
                 key("empty.whl"),
-                Some(Sha256Digest::of(b"")),
+                expect(Some(Sha256Digest::of(b""))),
                 "empty.whl".into(),
                 async { Ok((Some(0), chunked(b"", 1))) },
                 Commits::default().callback(None),
@@ -1626,7 +1781,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_upstream_error_fails_every_join() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Arc::new(Flights::new(dir.path().to_owned()));
+        let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
         let commits = Commits::default();
         let (open, gate) = watch::channel(false);
         let mut joins = Vec::new();
@@ -1641,7 +1796,7 @@ mod tests {
                 flights
                     .join_body(
                         key("f.whl"),
-                        None,
+                        expect(None),
                         "f.whl".into(),
                         source,
                         commits.callback(None),
@@ -1667,7 +1822,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_error_comes_after_the_readable_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let data = pattern(3 * BLOCK, 4);
         let mut chunks: Vec<Result<Bytes, UpstreamError>> = data
             .chunks(BLOCK)
@@ -1679,7 +1834,7 @@ mod tests {
         let download = flights
             .join_body(
                 key("g.whl"),
-                None,
+                expect(None),
                 "g.whl".into(),
                 async { Ok((None, body)) },
                 commits.callback(None),
@@ -1704,7 +1859,7 @@ mod tests {
     #[tokio::test]
     async fn content_length_must_match_the_body() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let data = pattern(1000, 5);
         for (declared, name) in [(999u64, "long.whl"), (1001, "short.whl")] {
             let commits = Commits::default();
@@ -1712,7 +1867,7 @@ mod tests {
             let download = flights
                 .join_body(
                     key(name),
-                    None,
+                    expect(None),
                     name.into(),
                     async move { Ok((Some(declared), body)) },
                     commits.callback(None),
@@ -1730,6 +1885,7 @@ mod tests {
                     Some(DownloadError::TooLong {
                         what,
                         declared: 999,
+                        announced: Announced::ContentLength,
                     }),
                 ) => assert_eq!(what, name),
                 (
@@ -1748,10 +1904,215 @@ mod tests {
         assert!(temp_files(dir.path()).is_empty());
     }
 
+    /// Joins a flight for `data` sent in 64 KiB chunks with `content_length`, expecting
+    /// `expected`; the outcome of the join and, when it started, the bytes and error of its body.
+    async fn sized_download(
+        flights: &Flights,
+        name: &str,
+        expected: Expected,
+        content_length: Option<u64>,
+        data: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<DownloadError>), DownloadError> {
+        let commits = Commits::default();
+        let body = chunked(&data, 65_536);
+        let joined = flights
+            .join_body(
+                key(name),
+                expected,
+                name.into(),
+                async move { Ok((content_length, body)) },
+                commits.callback(None),
+            )
+            .await;
+        let result = match joined {
+            Ok(download) => Ok(drain(download.body).await),
+            Err(error) => Err(error),
+        };
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert!(
+            commits.calls().is_empty() || matches!(result, Ok((_, None))),
+            "{name}"
+        );
+        result
+    }
+
+    fn sized(size: Option<u64>, max_size: u64) -> Expected {
+        Expected {
+            size,
+            max_size,
+            ..expect(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_content_length_other_than_the_declared_size_is_refused_before_streaming() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
+        let data = pattern(3_000_000, 2);
+        let error = sized_download(
+            &flights,
+            "big.whl",
+            sized(Some(10), u64::MAX),
+            Some(3_000_000),
+            data,
+        )
+        .await
+        .unwrap_err();
+        match &error {
+            DownloadError::SizeDisagrees {
+                what,
+                declared: 10,
+                content_length: 3_000_000,
+            } => assert_eq!(what, "big.whl"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert!(error.to_string().contains("PEP 700 size"), "{error}");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_declared_size_holds_a_body_without_content_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
+        // Declared 10 bytes, 3 MB sent: cut at the first chunk past 10, nothing readable.
+        let (bytes, error) = sized_download(
+            &flights,
+            "long.whl",
+            sized(Some(10), u64::MAX),
+            None,
+            pattern(3_000_000, 3),
+        )
+        .await
+        .unwrap();
+        assert!(bytes.is_empty());
+        assert!(
+            matches!(
+                error,
+                Some(DownloadError::TooLong {
+                    declared: 10,
+                    announced: Announced::IndexPage,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        // Declared more than a block, fewer bytes sent: the end is short, the tail withheld.
+        let declared = 3 * BLOCK as u64;
+        let (bytes, error) = sized_download(
+            &flights,
+            "short.whl",
+            sized(Some(declared), u64::MAX),
+            None,
+            pattern(2 * BLOCK + 10, 4),
+        )
+        .await
+        .unwrap();
+        assert!(bytes.len() < 2 * BLOCK + 10, "the last block was withheld");
+        assert!(
+            matches!(
+                error,
+                Some(DownloadError::ShortBody {
+                    announced: Announced::IndexPage,
+                    received,
+                    ..
+                }) if received == 2 * BLOCK as u64 + 10
+            ),
+            "{error:?}"
+        );
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn max_file_size_refuses_an_announced_length_and_cuts_an_unannounced_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
+        let limit = 2 * BLOCK as u64;
+        let data = pattern(4 * BLOCK, 6);
+        let announced = sized_download(
+            &flights,
+            "a.whl",
+            sized(None, limit),
+            Some(data.len() as u64),
+            data.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                announced,
+                DownloadError::TooLarge {
+                    limit: l,
+                    announced: Some(Length {
+                        bytes,
+                        announced: Announced::ContentLength,
+                    }),
+                    ..
+                } if l == limit && bytes == 4 * BLOCK as u64
+            ),
+            "{announced:?}"
+        );
+        let message = announced.to_string();
+        assert!(
+            message.contains("max_file_size") && message.contains("a.whl"),
+            "{message}"
+        );
+        let declared = sized_download(
+            &flights,
+            "b.whl",
+            sized(Some(4 * BLOCK as u64), limit),
+            None,
+            data.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(declared, DownloadError::TooLarge { .. }),
+            "{declared:?}"
+        );
+        let (bytes, error) = sized_download(&flights, "c.whl", sized(None, limit), None, data)
+            .await
+            .unwrap();
+        assert!(bytes.len() as u64 <= limit);
+        assert!(
+            matches!(
+                error,
+                Some(DownloadError::TooLarge {
+                    announced: None,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_download_that_would_fill_the_disk_is_refused_with_507() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = Space::new(dir.path(), u64::MAX / 4);
+        let flights = Flights::new(dir.path().to_owned(), full.clone());
+        let data = pattern(3 * BLOCK, 7);
+        let error = sized_download(
+            &flights,
+            "a.whl",
+            expect(None),
+            Some(data.len() as u64),
+            data,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, DownloadError::NoSpace { .. }), "{error:?}");
+        assert_eq!(error.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(error.to_string().contains("min_free_space"), "{error}");
+        assert_eq!(full.pending(), 0);
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
     #[tokio::test]
     async fn a_new_join_after_landing_starts_a_new_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let commits = Commits::default();
         let polled = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
@@ -1763,7 +2124,7 @@ mod tests {
             let download = flights
                 .join_body(
                     key("h.whl"),
-                    None,
+                    expect(None),
                     "h.whl".into(),
                     source,
                     commits.callback(None),
@@ -1784,12 +2145,12 @@ mod tests {
     #[tokio::test]
     async fn an_empty_file_is_verified_and_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let commits = Commits::default();
         let download = flights
             .join_body(
                 key("empty.whl"),
-                Some(Sha256Digest::of(b"")),
+                expect(Some(Sha256Digest::of(b""))),
                 "empty.whl".into(),
                 async { Ok((Some(0), chunked(b"", 1))) },
                 commits.callback(None),
@@ -1807,11 +2168,11 @@ mod tests {
     async fn a_missing_tmp_dir_fails_the_join_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-dir");
-        let flights = Flights::new(missing.clone());
+        let flights = Flights::new(missing.clone(), unlimited());
         let error = flights
             .join_body(
                 key("i.whl"),
-                None,
+                expect(None),
                 "i.whl".into(),
                 async { Ok((None, chunked(b"x", 1))) },
                 Commits::default().callback(None),
@@ -1916,7 +2277,7 @@ mod tests {
             Sha256Digest::from_bytes(hasher.finalize().into())
         };
         let dir = tempfile::tempdir().unwrap();
-        let flights = Flights::new(dir.path().to_owned());
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
         let commits = Commits::default();
         let generator = TestBody(Box::pin(stream::iter(
             (0..SIZE / CHUNK).map(|i| Ok(chunk_at(i))),
@@ -1925,7 +2286,7 @@ mod tests {
         let download = flights
             .join_body(
                 key("big.whl"),
-                Some(expected),
+                expect(Some(expected)),
                 "big.whl".into(),
                 async move { Ok((Some(SIZE as u64), generator)) },
                 commits.callback(None),

@@ -2,7 +2,8 @@
 //!
 //! This is where an upstream's untrusted bytes become a typed [`ProjectPage`], and where a file
 //! request is matched against the page that advertised it, so that wheelgate only ever fetches
-//! URLs an upstream page listed, and checks each file against the digest that page declared.
+//! URLs an upstream page listed, and checks each file against the digest and the size that page
+//! declared (and `max_file_size`, see [`size`]).
 //!
 //! Pages: the upstream's body is kept in the store with its validators; the parsed page (and its
 //! renderings) in memory. A page is fresh for `index_ttl`, then revalidated with the upstream's
@@ -18,6 +19,7 @@
 
 pub mod flight;
 mod loads;
+pub mod size;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,7 @@ use crate::upstream::{
 };
 use flight::{Completed, DownloadError, Flights, Landed};
 use loads::{Loads, PageHasher};
+use size::Expected;
 
 /// What wheelgate asks an upstream for: PEP 691 JSON first, HTML as a fallback.
 const UPSTREAM_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
@@ -274,6 +277,8 @@ impl UpstreamMeter {
 pub struct Remote {
     loader: Loader,
     flights: Arc<Flights>,
+    /// `server.max_file_size`.
+    max_file_size: u64,
     /// Slots for concurrent upstream transfers, files and pages (`server.max_concurrent_fetches`),
     /// shared by every remote of the configuration.
     fetch_slots: Arc<Semaphore>,
@@ -298,12 +303,15 @@ fn upstream_settings(name: &RepoName, config: &RemoteConfig) -> Option<UpstreamS
             password_file: auth.password_file.clone(),
             auth_hosts: auth.auth_hosts.clone(),
         }),
+        file_hosts: config.file_hosts.clone(),
     })
 }
 
 impl Remote {
     /// Builds the repository and its upstream client. Nothing is fetched yet. `memory` bounds the
-    /// bytes of parsed and rendered pages kept in memory.
+    /// bytes of parsed and rendered pages kept in memory; no file larger than `max_file_size`
+    /// is downloaded.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: RepoName,
         config: &RemoteConfig,
@@ -311,6 +319,7 @@ impl Remote {
         flights: Arc<Flights>,
         fetch_slots: Arc<Semaphore>,
         memory: u64,
+        max_file_size: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Remote, UpstreamError> {
         let upstream = upstream_settings(&name, config)
@@ -353,6 +362,7 @@ impl Remote {
                 fetch_slots: fetch_slots.clone(),
             },
             flights,
+            max_file_size,
             fetch_slots,
             pages,
             index,
@@ -504,6 +514,7 @@ impl Remote {
             });
         };
         let what = part.of(&entry.filename).to_string();
+        let shown_url = RedactedUrl::new(&url);
         // The transfer's slot: taken by whichever request leads the download, released when
         // both the request phase and the flight (which owns `commit`) are over.
         let slot: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::new(Mutex::new(None));
@@ -562,9 +573,16 @@ impl Remote {
             Some(digest) => FileKey::Sha256(digest),
             None => FileKey::Url(url_key),
         };
+        let expected = Expected {
+            sha256: declared,
+            // The page's size is the file's; its metadata and provenance have none.
+            size: entry.size.filter(|_| part == FilePart::File),
+            max_size: self.max_file_size,
+            url: shown_url.to_string(),
+        };
         let download = self
             .flights
-            .join(flight_key, declared, what, source, commit)
+            .join(flight_key, expected, what, source, commit)
             .await
             .map_err(|source| RemoteError::Download {
                 repo: self.name().clone(),

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod clients;
 pub mod faulty;
+pub mod crafted;
 pub mod fixtures;
 pub mod generated;
 pub mod http;

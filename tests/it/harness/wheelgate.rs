@@ -71,6 +71,10 @@ pub struct RemoteConfig {
     pub remote_toml: String,
     /// `[server] listen`: `127.0.0.1:0` (a free port) unless a test needs a known one.
     pub listen: String,
+    /// Raw TOML lines at the end of `[server]` (`max_file_size`).
+    pub server_toml: String,
+    /// Raw TOML lines at the end of `[store]` (`min_free_space`).
+    pub store_toml: String,
 }
 
 /// A `type = "group"` repository: its members, in order, served as one index (SPEC §1).
@@ -310,6 +314,8 @@ impl RemoteConfig {
             extra_toml: String::new(),
             remote_toml: String::new(),
             listen: "127.0.0.1:0".to_owned(),
+            server_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 
@@ -345,10 +351,12 @@ impl RemoteConfig {
              listen = {listen}\n\
              default_repository = {default_repository}\n\
              {max_upload_size}\
+             {server_toml}\
              \n\
              [store]\n\
              path = {store}\n\
              {max_size}\
+             {store_toml}\
              {access}\
              {remote}\
              {hosted}\
@@ -357,6 +365,8 @@ impl RemoteConfig {
              {users}\
              {extra}",
             extra = self.extra_toml,
+            server_toml = self.server_toml,
+            store_toml = self.store_toml,
             extra_repositories = self.extra_repositories,
             default_repository = toml_string(&self.default_repository),
             remote = self.remote_table("pypi"),
