@@ -7,8 +7,8 @@
 
 pub mod certs;
 pub mod clients;
-pub mod faulty;
 pub mod crafted;
+pub mod faulty;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
