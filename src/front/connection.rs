@@ -19,6 +19,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -132,7 +133,8 @@ impl Accepted {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (activity, requests) = Activity::new();
+        let activity = Activity::new();
+        let requests = activity.clone();
         let live = self.live.clone();
         let service = service_fn(move |request| {
             let in_flight = activity.begin();
@@ -185,59 +187,86 @@ async fn expiry(since: Instant, limit: Duration) {
 
 /// Resolves once no request has been in progress for `limit`, counting from `since` (the accept)
 /// or from the end of the last request; with whether any request came.
-async fn quiet(mut requests: watch::Receiver<usize>, limit: Duration, since: Instant) -> bool {
-    let mut since = since;
-    let mut served = false;
+///
+/// It looks only when a limit could have run out, never per request: a request costs two atomic
+/// updates and a clock read, and a busy keep-alive connection wakes this task once per `limit`.
+async fn quiet(activity: Activity, limit: Duration, since: Instant) -> bool {
+    let mut deadline = since.checked_add(limit);
     loop {
-        // A request may have come and gone before the first look.
-        match requests.has_changed() {
-            Ok(true) => {
-                served = true;
-                since = Instant::now();
-            }
-            Ok(false) => {}
-            Err(_) => return std::future::pending().await,
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return std::future::pending().await,
         }
-        let busy = *requests.borrow_and_update() > 0;
-        let changed = if busy {
-            requests.changed().await
-        } else {
-            tokio::select! {
-                () = expiry(since, limit) => return served,
-                changed = requests.changed() => changed,
-            }
-        };
-        if changed.is_err() {
-            // The connection is gone, and with it the service that counted its requests.
-            return std::future::pending().await;
+        let now = Instant::now();
+        if activity.in_progress() > 0 {
+            // Its end restarts the clock; look again a limit from now at the latest.
+            deadline = now.checked_add(limit);
+            continue;
         }
-        served = true;
-        since = Instant::now();
+        let quiet_since = activity.last_end().map_or(since, |end| end.max(since));
+        match quiet_since.checked_add(limit) {
+            Some(at) if at <= now => return activity.served(),
+            later => deadline = later,
+        }
     }
 }
 
-/// Counts the requests in progress on one connection.
+/// Counts the requests in progress on one connection and remembers when the last one ended.
 #[derive(Clone)]
-struct Activity(Arc<watch::Sender<usize>>);
+struct Activity(Arc<Counts>);
+
+struct Counts {
+    /// The clock's origin for `last_end`.
+    origin: Instant,
+    in_progress: AtomicUsize,
+    /// Milliseconds from `origin` to the end of the last request, plus one; 0 when none ended.
+    last_end: AtomicU64,
+    served: AtomicBool,
+}
 
 /// One request in progress; it ends when dropped.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Activity);
 
 impl Activity {
-    fn new() -> (Activity, watch::Receiver<usize>) {
-        let (sender, receiver) = watch::channel(0);
-        (Activity(Arc::new(sender)), receiver)
+    fn new() -> Activity {
+        Activity(Arc::new(Counts {
+            origin: Instant::now(),
+            in_progress: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+        }))
     }
 
     fn begin(&self) -> InFlight {
-        self.0.send_modify(|count| *count += 1);
-        InFlight(self.0.clone())
+        self.0.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.0.served.store(true, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn in_progress(&self) -> usize {
+        self.0.in_progress.load(Ordering::Acquire)
+    }
+
+    fn served(&self) -> bool {
+        self.0.served.load(Ordering::Relaxed)
+    }
+
+    fn last_end(&self) -> Option<Instant> {
+        match self.0.last_end.load(Ordering::Acquire) {
+            0 => None,
+            stamp => Some(self.0.origin + Duration::from_millis(stamp - 1)),
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|count| *count = count.saturating_sub(1));
+        let counts = &self.0 .0;
+        let ms = counts.origin.elapsed().as_millis();
+        let stamp = u64::try_from(ms).unwrap_or(u64::MAX - 1).saturating_add(1);
+        // Stamped before the count drops, so a look that sees no request in progress sees its end.
+        counts.last_end.fetch_max(stamp, Ordering::AcqRel);
+        counts.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -275,19 +304,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_requests_is_quiet_at_the_limit_from_accept() {
-        let (_activity, requests) = Activity::new();
         let accepted = Instant::now();
+        let activity = Activity::new();
         tokio::time::advance(Duration::from_secs(10)).await;
-        let served = quiet(requests, LIMIT, accepted).await;
+        let served = quiet(activity, LIMIT, accepted).await;
         assert!(!served);
         assert_eq!(accepted.elapsed(), LIMIT);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_progress_holds_the_clock_and_its_end_restarts_it() {
-        let (activity, requests) = Activity::new();
         let accepted = Instant::now();
-        let waiting = tokio::spawn(quiet(requests, LIMIT, accepted));
+        let activity = Activity::new();
+        let waiting = tokio::spawn(quiet(activity.clone(), LIMIT, accepted));
         tokio::time::advance(Duration::from_secs(20)).await;
         let request = activity.begin();
         tokio::task::yield_now().await;
@@ -307,11 +336,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_request_between_two_looks_still_counts() {
-        let (activity, requests) = Activity::new();
         let accepted = Instant::now();
+        let activity = Activity::new();
         tokio::time::advance(Duration::from_secs(29)).await;
         drop(activity.begin());
-        let served = quiet(requests, LIMIT, accepted).await;
+        let served = quiet(activity, LIMIT, accepted).await;
         assert!(served);
         assert_eq!(accepted.elapsed(), Duration::from_secs(29) + LIMIT);
     }
