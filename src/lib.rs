@@ -20,6 +20,7 @@ pub mod secret;
 pub mod simple;
 pub mod status;
 pub mod store;
+pub mod trim;
 pub mod upload;
 pub mod upstream;
 pub mod warm;

@@ -552,6 +552,9 @@ fn serve(path: &Path) -> ExitCode {
             }
         };
         let recency = tokio::spawn(persist_recency(store.clone()));
+        let trim = tokio::spawn(wheelgate::trim::when_quiet(
+            live.current().repositories.metrics().clone(),
+        ));
         let reloader = tokio::spawn(watch_config(live));
         server.run(shutdown_signal()).await;
         if let Some(admin) = admin {
@@ -560,6 +563,7 @@ fn serve(path: &Path) -> ExitCode {
             let _ = admin.await;
         }
         recency.abort();
+        trim.abort();
         reloader.abort();
         match app::close_store(store).await {
             Ok(()) => {

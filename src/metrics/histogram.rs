@@ -58,6 +58,11 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// How many observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let buckets = BOUNDS
             .iter()

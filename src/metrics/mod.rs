@@ -219,6 +219,12 @@ impl Metrics {
         self.durations[route.index()].observe(elapsed);
     }
 
+    /// How many requests have been answered since start (read every few seconds, not per
+    /// request: it sums the duration histograms).
+    pub fn requests_answered(&self) -> u64 {
+        self.durations.iter().map(Histogram::count).sum()
+    }
+
     /// Bytes of a response body, by where they came from.
     pub fn record_served(&self, source: Source, bytes: u64) {
         self.served_bytes[source as usize].fetch_add(bytes, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 //! hot-file cache are in memory); a commit writes the blob (fsynced, renamed) before its record.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -18,10 +18,6 @@ use super::error::StoreError;
 use super::index::Entry;
 use super::serve::ArtifactBody;
 use crate::simple::Sha256Digest;
-
-/// Bodies smaller than this sit inline in the catalog; larger ones are blob files. sled keeps
-/// values whole in memory, so only small ones belong in it.
-pub const INLINE_LIMIT: u64 = 64 * 1024;
 
 /// The largest artifact kept in memory. Hot small wheels and `.metadata` files are what CI
 /// fleets ask for again and again; big files stream from disk in blocks.
@@ -49,18 +45,17 @@ pub struct ArtifactRecord {
 /// The body of an artifact being committed.
 #[derive(Debug)]
 pub enum NewArtifact {
-    /// A verified body held in memory: it goes inline, or is written to a blob by the commit.
+    /// A verified body held in memory, written to a blob by the commit.
     Memory(Bytes),
     /// A temporary file made durable by [`Store::prepare`].
     Prepared(Prepared),
 }
 
-/// A finished temporary file, checked against its record and fsynced; what is small enough to
-/// go inline has been read. The store owns the file.
+/// A finished temporary file, checked against its record and fsynced, ready to become a blob.
+/// The store owns the file.
 #[derive(Debug)]
 pub struct Prepared {
     pub(super) temp: PathBuf,
-    pub(super) inline: Option<Vec<u8>>,
 }
 
 /// What an eviction removed.
@@ -78,10 +73,9 @@ pub struct Artifact {
     pub body: ArtifactBody,
 }
 
-/// Checks the temporary file against the record and makes its bytes durable. Returns the
-/// bytes when the body is small enough to go inline.
-pub(super) fn prepare(temp: &Path, record: &ArtifactRecord) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut file =
+/// Checks the temporary file against the record and makes its bytes durable.
+pub(super) fn prepare(temp: &Path, record: &ArtifactRecord) -> Result<(), StoreError> {
+    let file =
         File::open(temp).map_err(|e| StoreError::io("open the finished download", temp, e))?;
     let actual = file
         .metadata()
@@ -96,23 +90,7 @@ pub(super) fn prepare(temp: &Path, record: &ArtifactRecord) -> Result<Option<Vec
         });
     }
     file.sync_all()
-        .map_err(|e| StoreError::io("sync the finished download", temp, e))?;
-    if actual >= INLINE_LIMIT {
-        return Ok(None);
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(actual).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| StoreError::io("read the finished download", temp, e))?;
-    if bytes.len() as u64 != actual {
-        // The file changed under us: whoever wrote it has not finished.
-        return Err(StoreError::SizeMismatch {
-            path: temp.to_path_buf(),
-            filename: record.filename.clone(),
-            expected: record.size,
-            actual: bytes.len() as u64,
-        });
-    }
-    Ok(Some(bytes))
+        .map_err(|e| StoreError::io("sync the finished download", temp, e))
 }
 
 impl Store {
@@ -246,16 +224,25 @@ impl Store {
 
     /// Checks a finished temporary file against `record` and makes its bytes durable (an
     /// fsync, which for a big file can take seconds: callers run this on a blocking thread of
-    /// their own before queueing). A body small enough to go inline is read into memory. The
-    /// store owns `temp` from here on.
+    /// their own before queueing). The store owns `temp` from here on.
     pub fn prepare(&self, temp: PathBuf, record: &ArtifactRecord) -> Result<Prepared, StoreError> {
         match prepare(&temp, record) {
-            Ok(inline) => Ok(Prepared { temp, inline }),
+            Ok(()) => Ok(Prepared { temp }),
             Err(error) => {
                 let _ = remove_if_present(&temp);
                 Err(error)
             }
         }
+    }
+
+    /// [`Store::prepare`] for a verified body held in memory: writes and fsyncs its temporary
+    /// file. Blocking, like `prepare`: callers run it on a blocking thread of their own, so that
+    /// the fsyncs of many small files overlap instead of queueing on the writer thread.
+    pub fn prepare_bytes(&self, bytes: &[u8]) -> Result<Prepared, StoreError> {
+        self.inner
+            .blobs
+            .write_temp(bytes)
+            .map(|temp| Prepared { temp })
     }
 
     /// The already-stored path: add a new URL pin, and pin hosted uploads against eviction.
@@ -271,6 +258,10 @@ impl Store {
         let protect = existing.evictable && !record.evictable;
         if new_pin.is_none() && !protect {
             return Ok(());
+        }
+        if protect && !existing.inline {
+            // Installed as a cached copy, whose rename was not made durable.
+            self.inner.blobs.make_durable(digest)?;
         }
         let mut entry = match self.inner.catalog.artifact(digest)? {
             Some(entry) => entry,
@@ -292,7 +283,7 @@ impl Store {
         entry.evictable &= record.evictable;
         self.inner
             .catalog
-            .put_artifact(digest, &entry, None, new_pin.as_ref())?;
+            .put_artifact(digest, &entry, new_pin.as_ref())?;
         let mut index = self.index();
         if let Some(url_key) = new_pin {
             index.pin(url_key, *digest);

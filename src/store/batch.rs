@@ -9,11 +9,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::artifacts::*;
-use super::blobs::remove_if_present;
+use super::blobs::{remove_if_present, Keep};
 use super::catalog::{page_key, ArtifactEntry, Change, HexDigest, PageBody, PageEntry};
 use super::engine::*;
 use super::error::StoreError;
@@ -32,6 +31,8 @@ pub(crate) enum Commit {
     Page {
         key: PageKey,
         page: StoredPage,
+        /// The body already written to a fsynced temporary file ([`Store::queue_page`]).
+        written: Option<PathBuf>,
     },
 }
 
@@ -40,31 +41,25 @@ pub(super) enum Ready {
     Artifact {
         /// With the size of the body actually held.
         record: ArtifactRecord,
-        inline: Option<Bytes>,
-        /// Renamed into a blob when the body is not inline, else deleted once recorded.
-        temp: Option<PathBuf>,
+        /// Renamed into the blob.
+        temp: PathBuf,
     },
-    /// With the temporary file of a body too large to go inline.
-    Page(PageChange, Option<PathBuf>),
+    /// With the temporary file of the page's body, renamed into its blob.
+    Page(PageChange, PathBuf),
 }
 
-/// A page record to write, and where its body goes.
+/// A page record to write, and the blob of its body.
 pub(super) struct PageChange {
     key: PageKey,
     entry: PageEntry,
-    /// The body, when it goes inline.
-    inline: Option<Bytes>,
-    /// The body's digest, when it is a blob.
-    blob: Option<Sha256Digest>,
+    blob: Sha256Digest,
 }
 
-/// A commit whose body is in place (inline or an installed blob), waiting for its transaction.
+/// A commit whose body is an installed blob, waiting for its transaction.
 pub(super) enum Staged {
     Artifact {
         record: ArtifactRecord,
         entry: ArtifactEntry,
-        inline: Option<Bytes>,
-        temp: Option<PathBuf>,
     },
     Page(PageChange),
 }
@@ -94,7 +89,7 @@ pub(crate) struct Replaced(pub(super) Option<Sha256Digest>);
 
 impl Store {
     /// Records a batch of commits without flushing the catalog (the caller flushes, once for
-    /// the batch). Bodies go inline or become blobs, one catalog transaction records them all
+    /// the batch). Bodies become blobs, one catalog transaction records them all
     /// (see [`Catalog::record_all`] for why one), then the index learns of them and eviction
     /// runs. Results come in the order of `commits`; a page's is the blob body its previous
     /// record used, which may be deleted (by [`Store::forget_replaced`]) once the catalog is
@@ -119,11 +114,7 @@ impl Store {
         let mut recorded = Vec::new();
         for (position, commit) in ready {
             match commit {
-                Ready::Artifact {
-                    record,
-                    inline,
-                    temp,
-                } => {
+                Ready::Artifact { record, temp } => {
                     let digest = record.sha256;
                     if staged.digests.contains(&digest) {
                         // The same file twice in one batch: the second sees the first recorded.
@@ -133,7 +124,7 @@ impl Store {
                     let existing =
                         existing.filter(|e| e.inline || self.inner.blobs.len(&digest).is_some());
                     if let Some(existing) = existing {
-                        discard(temp.as_deref());
+                        discard(Some(&temp));
                         self.index().touch(&digest);
                         results[position] = self
                             .amend_locked(&digest, existing, &record)
@@ -144,19 +135,22 @@ impl Store {
                             .map_err(Arc::new);
                         continue;
                     }
-                    if let (None, Some(temp)) = (&inline, &temp) {
-                        if let Err(error) = self.inner.blobs.install(temp, &digest) {
-                            discard(Some(temp));
-                            results[position] = Err(Arc::new(error));
-                            continue;
-                        }
+                    let keep = if record.evictable {
+                        Keep::Refetchable
+                    } else {
+                        Keep::Only
+                    };
+                    if let Err(error) = self.inner.blobs.install(&temp, &digest, keep) {
+                        discard(Some(&temp));
+                        results[position] = Err(Arc::new(error));
+                        continue;
                     }
                     let entry = ArtifactEntry {
                         size: record.size,
                         repository: record.repository.clone(),
                         filename: record.filename.clone(),
                         evictable: record.evictable,
-                        inline: inline.is_some(),
+                        inline: false,
                         last_use: match record.used_at {
                             Some(used_at) => used_at,
                             None => self.index().stamp(),
@@ -164,26 +158,22 @@ impl Store {
                         url_keys: record.url_key.map(HexDigest).into_iter().collect(),
                     };
                     staged.digests.push(digest);
-                    staged.commits.push((
-                        position,
-                        Staged::Artifact {
-                            record,
-                            entry,
-                            inline,
-                            temp,
-                        },
-                    ));
+                    staged
+                        .commits
+                        .push((position, Staged::Artifact { record, entry }));
                 }
                 Ready::Page(page, temp) => {
                     if staged.pages.contains(&page.key) {
                         self.record_staged(&mut staged, &mut results, &mut recorded);
                     }
-                    if let (Some(digest), Some(temp)) = (&page.blob, &temp) {
-                        if let Err(error) = self.inner.blobs.install(temp, digest) {
-                            discard(Some(temp));
-                            results[position] = Err(Arc::new(error));
-                            continue;
-                        }
+                    if let Err(error) =
+                        self.inner
+                            .blobs
+                            .install(&temp, &page.blob, Keep::Refetchable)
+                    {
+                        discard(Some(&temp));
+                        results[position] = Err(Arc::new(error));
+                        continue;
                     }
                     staged.pages.push(page.key.clone());
                     staged.commits.push((position, Staged::Page(page)));
@@ -211,59 +201,40 @@ impl Store {
     }
 
     /// The part of a commit that needs no lock: the body's temporary file written and fsynced
-    /// when it is to be a blob, and the page record built.
+    /// (unless the caller prepared it), and the page record built.
     pub(super) fn ready(&self, commit: Commit) -> Result<Ready, StoreError> {
         Ok(match commit {
             Commit::Artifact { body, record } => {
-                let (temp, inline, size) = match body {
-                    NewArtifact::Prepared(Prepared { temp, inline }) => {
-                        (Some(temp), inline.map(Bytes::from), record.size)
-                    }
+                let (temp, size) = match body {
+                    NewArtifact::Prepared(Prepared { temp }) => (temp, record.size),
                     NewArtifact::Memory(bytes) => {
-                        let size = bytes.len() as u64;
-                        if size < INLINE_LIMIT {
-                            (None, Some(bytes), size)
-                        } else {
-                            (Some(self.inner.blobs.write_temp(&bytes)?), None, size)
-                        }
+                        (self.inner.blobs.write_temp(&bytes)?, bytes.len() as u64)
                     }
                 };
                 Ready::Artifact {
                     record: ArtifactRecord { size, ..record },
-                    inline,
                     temp,
                 }
             }
-            Commit::Page { key, page } => {
+            Commit::Page { key, page, written } => {
                 let size = page.body.len() as u64;
-                let blob = (size >= INLINE_LIMIT).then(|| Sha256Digest::of(&page.body));
+                let blob = Sha256Digest::of(&page.body);
                 let entry = PageEntry {
                     content_type: page.content_type,
                     final_url: page.final_url,
                     etag: page.etag,
                     last_modified: page.last_modified,
                     fetched_at: millis(page.fetched_at),
-                    body: match blob {
-                        Some(sha256) => PageBody::Blob {
-                            sha256: HexDigest(sha256),
-                            size,
-                        },
-                        None => PageBody::Inline { size },
+                    body: PageBody::Blob {
+                        sha256: HexDigest(blob),
+                        size,
                     },
                 };
-                let (inline, temp) = match blob {
-                    Some(_) => (None, Some(self.inner.blobs.write_temp(&page.body)?)),
-                    None => (Some(page.body), None),
+                let temp = match written {
+                    Some(temp) => temp,
+                    None => self.inner.blobs.write_temp(&page.body)?,
                 };
-                Ready::Page(
-                    PageChange {
-                        key,
-                        entry,
-                        inline,
-                        blob,
-                    },
-                    temp,
-                )
+                Ready::Page(PageChange { key, entry, blob }, temp)
             }
         })
     }
@@ -284,21 +255,14 @@ impl Store {
         let changes: Vec<Change<'_>> = commits
             .iter()
             .map(|(_, commit)| match commit {
-                Staged::Artifact {
-                    record,
-                    entry,
-                    inline,
-                    ..
-                } => Change::Artifact {
+                Staged::Artifact { record, entry } => Change::Artifact {
                     digest: record.sha256,
                     entry,
-                    inline: inline.as_deref(),
                     pin: record.url_key,
                 },
                 Staged::Page(page) => Change::Page {
                     key: &page.key,
                     entry: &page.entry,
-                    inline: page.inline.as_deref(),
                 },
             })
             .collect();
@@ -318,24 +282,14 @@ impl Store {
         let mut index = self.index();
         for ((position, commit), old) in commits.into_iter().zip(olds) {
             match commit {
-                Staged::Artifact {
-                    record,
-                    entry,
-                    inline,
-                    temp,
-                } => {
-                    if inline.is_some() {
-                        // The bytes are in the catalog now; a leftover temp is cleared at the
-                        // next open.
-                        discard(temp.as_deref());
-                    }
+                Staged::Artifact { record, entry } => {
                     index.insert(
                         record.sha256,
                         Entry {
                             size: record.size,
                             last_use: entry.last_use,
                             evictable: record.evictable,
-                            inline: inline.is_some(),
+                            inline: false,
                         },
                     );
                     if let Some(url_key) = record.url_key {
@@ -345,13 +299,13 @@ impl Store {
                 }
                 Staged::Page(PageChange { key, blob, .. }) => {
                     let catalog_key = page_key(&key);
-                    index.add_page(&catalog_key, blob);
+                    index.add_page(&catalog_key, Some(blob));
                     let old_blob = old.and_then(|old| {
                         let old_blob = old.and_then(|o| o.body.blob());
                         index.remove_page(&catalog_key, old_blob);
                         old_blob
                     });
-                    results[position] = Ok(Replaced(old_blob.filter(|old| Some(*old) != blob)));
+                    results[position] = Ok(Replaced(old_blob.filter(|old| *old != blob)));
                 }
             }
         }
@@ -361,23 +315,13 @@ impl Store {
     /// blob it installed unless a record uses it.
     pub(super) fn unstage(&self, commit: Staged) {
         match commit {
-            Staged::Artifact {
-                record,
-                inline,
-                temp,
-                ..
-            } => {
-                discard(temp.as_deref());
-                if inline.is_none() && !self.index().blob_in_use(&record.sha256) {
+            Staged::Artifact { record, .. } => {
+                if !self.index().blob_in_use(&record.sha256) {
                     // Unrecorded blobs are garbage; remove it now rather than at the next open.
                     let _ = self.inner.blobs.remove(&record.sha256);
                 }
             }
-            Staged::Page(PageChange { blob, .. }) => {
-                if let Some(digest) = blob {
-                    self.delete_blob_if_unused(&digest);
-                }
-            }
+            Staged::Page(PageChange { blob, .. }) => self.delete_blob_if_unused(&blob),
         }
     }
 
@@ -420,10 +364,25 @@ impl Store {
         }
     }
 
-    /// Queues a fetched page for the writer thread. Its client is served already, so a
-    /// failure is only logged (by the writer).
+    /// Writes a fetched page's body to a fsynced temporary file, then queues the page for the
+    /// writer thread, which records it with others. Blocking (the write and its fsync): async
+    /// callers run it on a blocking thread, where the fsyncs of many pages overlap instead of
+    /// queueing on the writer. Its client is served already, so a failure is only logged.
     pub fn queue_page(&self, key: PageKey, page: StoredPage) {
-        if let Err(error) = self.inner.writer.send(Job::Page { key, page }) {
+        let written = match self.inner.blobs.write_temp(&page.body) {
+            Ok(temp) => temp,
+            Err(error) => {
+                tracing::warn!(page = %key, %error, "could not store a fetched page");
+                return;
+            }
+        };
+        let job = Job::Page {
+            key,
+            page,
+            written: written.clone(),
+        };
+        if let Err(error) = self.inner.writer.send(job) {
+            discard(Some(&written));
             tracing::warn!("{error}");
         }
     }

@@ -26,6 +26,20 @@ pub(crate) struct Blobs {
     tmp: PathBuf,
 }
 
+/// What losing a blob's rename to a power cut would cost, which decides whether
+/// [`Blobs::install`] fsyncs the directory (a cold install commits dozens of files at once, and
+/// a directory fsync each, serialised under the store's write lock, cost a quarter of the cold
+/// throughput under load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// The only copy there is (a hosted upload): the rename is made durable before the record.
+    Only,
+    /// A copy of something the upstream still has (a cached file or page). The file's bytes are
+    /// fsynced; if its rename is lost, the record without its blob is dropped at the next open
+    /// and the next request fetches it again.
+    Refetchable,
+}
+
 /// A file found under the blob directory.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -106,13 +120,15 @@ impl Blobs {
         ))
     }
 
-    /// Moves a fully written, already fsynced temporary file to the blob name of `digest` and
-    /// makes the rename durable. An existing blob of the same digest is replaced: by
-    /// content addressing its bytes are the same, and readers holding it open keep their copy.
+    /// Moves a fully written, already fsynced temporary file to the blob name of `digest`, and
+    /// makes the rename durable when `keep` says so. An existing blob of the same digest is
+    /// replaced: by content addressing its bytes are the same, and readers holding it open keep
+    /// their copy.
     pub(crate) fn install(
         &self,
         temp: &Path,
         digest: &Sha256Digest,
+        keep: Keep,
     ) -> Result<PathBuf, StoreError> {
         let target = self.path_of(digest);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
@@ -128,8 +144,17 @@ impl Blobs {
             moved => moved,
         };
         moved.map_err(|e| StoreError::io("move a finished download into", &target, e))?;
-        sync_dir(&dir)?;
+        if keep == Keep::Only {
+            sync_dir(&dir)?;
+        }
         Ok(target)
+    }
+
+    /// Makes the name of an installed blob durable: for a cached file that becomes the only
+    /// copy of a hosted upload (see [`Keep`]).
+    pub(crate) fn make_durable(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        let target = self.path_of(digest);
+        sync_dir(target.parent().unwrap_or(&self.root))
     }
 
     /// Writes `bytes` to a new temporary file and fsyncs it, ready for [`Blobs::install`].
@@ -285,7 +310,7 @@ mod tests {
         let d = Sha256Digest::of(&body);
         let temp = blobs.write_temp(&body).unwrap();
         assert!(temp.starts_with(blobs.tmp_dir()));
-        let path = blobs.install(&temp, &d).unwrap();
+        let path = blobs.install(&temp, &d, Keep::Only).unwrap();
         assert!(!temp.exists());
         assert_eq!(fs::read(&path).unwrap(), body);
         assert_eq!(blobs.len(&d), Some(100_000));
@@ -309,7 +334,7 @@ mod tests {
         let d = Sha256Digest::of(&body);
         fs::remove_dir(root.join(&d.to_hex()[..2])).unwrap();
         let temp = blobs.write_temp(&body).unwrap();
-        let path = blobs.install(&temp, &d).unwrap();
+        let path = blobs.install(&temp, &d, Keep::Only).unwrap();
         assert_eq!(fs::read(path).unwrap(), body);
     }
 

@@ -1,22 +1,26 @@
 //! The sled catalog: typed records over a handful of trees.
 //!
 //! sled is only the catalog (see the `store` module doc for the measurements behind that): it
-//! holds small records and bodies under 64 KiB. Every multi-record change is one sled transaction
-//! across the trees it touches, so a record and its inline body, or an artifact and its URL pin,
-//! appear and disappear together; the store writer records a whole batch of commits in one
-//! ([`Catalog::record_all`]). Records are JSON (small, debuggable with any sled dump, and
-//! tolerant of added fields); artifact keys are the raw 32 digest bytes.
+//! holds small records, and every body is a blob file. Every multi-record change is one sled
+//! transaction across the trees it touches, so an artifact and its URL pin, or a page record
+//! and the removal of an old inline body, appear and disappear together; the store writer
+//! records a whole batch of commits in one ([`Catalog::record_all`]). Records are JSON (small,
+//! debuggable with any sled dump, and tolerant of added fields); artifact keys are the raw 32
+//! digest bytes.
 //!
 //! | tree              | key                           | value                              |
 //! |-------------------|-------------------------------|------------------------------------|
 //! | `meta`            | `format`                      | format version, u32 big-endian     |
 //! | `artifacts`       | sha256 (32 bytes)             | [`ArtifactEntry`] as JSON          |
-//! | `artifact_bodies` | sha256 (32 bytes)             | the body, for artifacts < 64 KiB   |
+//! | `artifact_bodies` | sha256 (32 bytes)             | bodies earlier versions kept here  |
 //! | `url_pins`        | sha256 of the upstream URL    | content sha256 (32 bytes)          |
 //! | `pages`           | [`page_key`] bytes            | [`PageEntry`] as JSON              |
-//! | `page_bodies`     | [`page_key`] bytes            | the body, for pages < 64 KiB       |
+//! | `page_bodies`     | [`page_key`] bytes            | bodies earlier versions kept here  |
 //! | `uploads`         | [`upload_key`] bytes          | [`UploadEntry`] as JSON            |
 //! | `origins`         | [`origin_key`] bytes          | [`OriginRecord`] as JSON           |
+//!
+//! Versions before 2026-12 kept bodies under 64 KiB in `artifact_bodies` and `page_bodies`;
+//! `store::legacy` moves them to blobs when such a store opens, and the two trees stay empty.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -49,7 +53,8 @@ pub(crate) struct ArtifactEntry {
     pub filename: String,
     /// `false` for hosted uploads, which eviction must never remove.
     pub evictable: bool,
-    /// The body is in `artifact_bodies` rather than a blob file.
+    /// The body is in `artifact_bodies` rather than a blob file: only in stores written before
+    /// 2026-12 (moved out at open), or where that body did not match its digest.
     pub inline: bool,
     /// Last use in milliseconds since the Unix epoch, as of the last recency persist.
     pub last_use: u64,
@@ -95,15 +100,13 @@ pub(crate) enum Change<'a> {
     Artifact {
         digest: Sha256Digest,
         entry: &'a ArtifactEntry,
-        inline: Option<&'a [u8]>,
         pin: Option<Sha256Digest>,
     },
-    /// Inserts or replaces a page record with its inline body, or removes the inline body when
-    /// the page's body is a blob.
+    /// Inserts or replaces a page record, removing the inline body an earlier version may have
+    /// left for it.
     Page {
         key: &'a PageKey,
         entry: &'a PageEntry,
-        inline: Option<&'a [u8]>,
     },
 }
 
@@ -383,33 +386,26 @@ impl Catalog {
             .collect();
         let trees = (
             &self.artifacts,
-            &self.artifact_bodies,
             &self.url_pins,
             &self.pages,
             &self.page_bodies,
         );
         let olds = trees
             .transaction(
-                |(artifacts, artifact_bodies, pins, pages, page_bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                |(artifacts, pins, pages, page_bodies)| -> ConflictableTransactionResult<_, Infallible> {
                     let mut olds = Vec::with_capacity(changes.len());
                     for (change, (key, record)) in changes.iter().zip(&encoded) {
                         let old = match change {
-                            Change::Artifact { digest, inline, pin, .. } => {
+                            Change::Artifact { digest, pin, .. } => {
                                 artifacts.insert(key.as_slice(), record.as_slice())?;
-                                if let Some(body) = inline {
-                                    artifact_bodies.insert(key.as_slice(), *body)?;
-                                }
                                 if let Some(url_key) = pin {
                                     pins.insert(url_key.as_bytes(), digest.as_bytes())?;
                                 }
                                 None
                             }
-                            Change::Page { inline, .. } => {
+                            Change::Page { .. } => {
                                 let old = pages.insert(key.as_slice(), record.as_slice())?;
-                                match inline {
-                                    Some(body) => page_bodies.insert(key.as_slice(), *body)?,
-                                    None => page_bodies.remove(key.as_slice())?,
-                                };
+                                page_bodies.remove(key.as_slice())?;
                                 old
                             }
                         };
@@ -434,13 +430,11 @@ impl Catalog {
         &self,
         digest: &Sha256Digest,
         entry: &ArtifactEntry,
-        inline: Option<&[u8]>,
         pin: Option<&Sha256Digest>,
     ) -> Result<(), StoreError> {
         self.record_all(&[Change::Artifact {
             digest: *digest,
             entry,
-            inline,
             pin: pin.copied(),
         }])
         .map(drop)
@@ -594,6 +588,127 @@ impl Catalog {
             )
             .map_err(self.tx_failed("remove a page"))?;
         Ok(old.map(|old| serde_json::from_slice(&old).ok()))
+    }
+
+    // ---- bodies earlier versions kept inline
+
+    /// The digests of artifacts whose bodies an earlier version kept in `artifact_bodies`.
+    pub(crate) fn inline_artifact_digests(&self) -> Result<Vec<Sha256Digest>, StoreError> {
+        let keys: Vec<IVec> = self
+            .artifact_bodies
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(self.failed("list the inline artifact bodies"))?;
+        Ok(keys.iter().filter_map(|key| digest_of(key)).collect())
+    }
+
+    /// The keys of pages whose bodies an earlier version kept in `page_bodies`.
+    pub(crate) fn inline_page_keys(&self) -> Result<Vec<IVec>, StoreError> {
+        self.page_bodies
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(self.failed("list the inline page bodies"))
+    }
+
+    /// The inline body of the page at catalog key `raw`.
+    pub(crate) fn inline_page_body(&self, raw: &[u8]) -> Result<Option<IVec>, StoreError> {
+        self.page_bodies
+            .get(raw)
+            .map_err(self.failed("read a page body"))
+    }
+
+    /// Marks an artifact's body as its blob (which the caller installed) and drops the inline
+    /// copy, in one transaction. A body without a record is just dropped.
+    pub(crate) fn artifact_body_moved(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        let key = digest.as_bytes();
+        let record = match self.artifact(digest)? {
+            Some(mut entry) => {
+                entry.inline = false;
+                Some(encode(&entry))
+            }
+            None => None,
+        };
+        (&self.artifacts, &self.artifact_bodies)
+            .transaction(
+                |(artifacts, bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                    if let Some(record) = &record {
+                        artifacts.insert(key.as_slice(), record.as_slice())?;
+                    }
+                    bodies.remove(key.as_slice())?;
+                    Ok(())
+                },
+            )
+            .map_err(self.tx_failed("move an artifact body out of the catalog"))
+    }
+
+    /// Points the page record at `raw` to its body's blob (which the caller installed) and
+    /// drops the inline copy, in one transaction. A body without a record is just dropped.
+    pub(crate) fn page_body_moved(
+        &self,
+        raw: &[u8],
+        blob: &Sha256Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let record = self
+            .pages
+            .get(raw)
+            .map_err(self.failed("read a page record"))?
+            .and_then(|value| serde_json::from_slice::<PageEntry>(&value).ok())
+            .map(|mut entry| {
+                entry.body = PageBody::Blob {
+                    sha256: HexDigest(*blob),
+                    size,
+                };
+                encode(&entry)
+            });
+        (&self.pages, &self.page_bodies)
+            .transaction(
+                |(pages, bodies)| -> ConflictableTransactionResult<_, Infallible> {
+                    if let Some(record) = &record {
+                        pages.insert(raw, record.as_slice())?;
+                    }
+                    bodies.remove(raw)?;
+                    Ok(())
+                },
+            )
+            .map_err(self.tx_failed("move a page body out of the catalog"))
+    }
+
+    /// What versions before 2026-12 wrote for a small artifact: its record marked inline and
+    /// its body in `artifact_bodies`.
+    #[cfg(test)]
+    pub(crate) fn put_legacy_inline_artifact(
+        &self,
+        digest: &Sha256Digest,
+        entry: &ArtifactEntry,
+        body: &[u8],
+    ) {
+        let entry = ArtifactEntry {
+            inline: true,
+            ..entry.clone()
+        };
+        self.artifacts
+            .insert(digest.as_bytes(), encode(&entry))
+            .and_then(|_| self.artifact_bodies.insert(digest.as_bytes(), body))
+            .expect("a legacy record");
+    }
+
+    /// What versions before 2026-12 wrote for a small page: its record inline, its body in
+    /// `page_bodies`.
+    #[cfg(test)]
+    pub(crate) fn put_legacy_inline_page(&self, key: &PageKey, entry: &PageEntry, body: &[u8]) {
+        let entry = PageEntry {
+            body: PageBody::Inline {
+                size: body.len() as u64,
+            },
+            ..entry.clone()
+        };
+        self.pages
+            .insert(page_key(key), encode(&entry))
+            .and_then(|_| self.page_bodies.insert(page_key(key), body))
+            .expect("a legacy page");
     }
 }
 

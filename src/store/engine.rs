@@ -107,6 +107,15 @@ fn recover(catalog: &Catalog, blobs: &Blobs) -> Result<(Index, Repairs), StoreEr
         temp_files: blobs.clear_tmp()?,
         ..Repairs::default()
     };
+    let moved = super::legacy::move_inline_bodies(catalog, blobs)?;
+    if moved != super::legacy::Moved::default() {
+        tracing::info!(
+            artifacts = moved.artifacts,
+            pages = moved.pages,
+            mismatched = moved.mismatched,
+            "moved the small bodies an earlier version kept in the catalog to files (once)"
+        );
+    }
     let mut on_disk = std::collections::HashSet::new();
     for found in blobs.list()? {
         match found {

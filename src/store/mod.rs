@@ -2,20 +2,22 @@
 //! crashes.
 //!
 //! ```text
-//! <store>/catalog/                       sled database: records, and bodies under 64 KiB
-//! <store>/blobs/sha256/<2 hex>/<64 hex>  content-addressed bodies of 64 KiB and more
+//! <store>/catalog/                       sled database: records only
+//! <store>/blobs/sha256/<2 hex>/<64 hex>  content-addressed bodies, artifacts and pages
 //! <store>/tmp/                           files being written (same filesystem: rename is atomic)
 //! ```
 //!
 //! sled is only the catalog. Measured with sled 0.34.7, it holds each value whole in memory,
 //! grows with the bytes written whatever its cache size, and never gives back the space of
-//! deleted large values; so artifacts and big pages are files named by their sha256, and sled
-//! holds small records (the trees are listed in `catalog`).
+//! deleted large values; its page cache also keeps far more than its capacity resident (see
+//! `legacy`, which moves the small bodies earlier versions kept inline out to files). So every
+//! body is a file named by its sha256, and sled holds small records (the trees are listed in
+//! `catalog`).
 //!
 //! Invariants, which [`Store::open`] restores after a crash:
 //! - A record exists only once its body is durable: a blob is written to `tmp/`, fsynced,
 //!   renamed into `blobs/`, its directory fsynced, and only then recorded (and the catalog
-//!   flushed). An inline body is written in the same sled transaction as its record.
+//!   flushed).
 //! - A blob that no artifact or page record names is garbage (a crash between rename and
 //!   record, or between a record's removal and the unlink), and so is every entry of `tmp/` at
 //!   open (sled's lock guarantees no other process is writing there).
@@ -47,6 +49,7 @@ mod catalog;
 mod engine;
 mod error;
 mod index;
+mod legacy;
 mod origins;
 mod pages;
 pub(crate) mod serve;
@@ -58,7 +61,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use artifacts::{Artifact, ArtifactRecord, Evicted, NewArtifact, Prepared, INLINE_LIMIT};
+pub use artifacts::{Artifact, ArtifactRecord, Evicted, NewArtifact, Prepared};
 pub use engine::from_millis;
 pub use engine::{Store, StoreOptions, StoreStats};
 pub use error::StoreError;

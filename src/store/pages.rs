@@ -88,13 +88,14 @@ impl Store {
         Ok(None)
     }
 
-    /// Stores (or replaces) a page: inline under [`INLINE_LIMIT`], else as a blob, and flushes.
+    /// Stores (or replaces) a page, its body as a blob, and flushes.
     /// A replaced blob body is deleted unless another record uses it. Fetched pages go through
     /// [`Store::queue_page`] instead, which shares flushes; this is the one-off form.
     pub fn put_page(&self, key: &PageKey, page: &StoredPage) -> Result<(), StoreError> {
         let replaced = self.apply_one(Commit::Page {
             key: key.clone(),
             page: page.clone(),
+            written: None,
         })?;
         self.inner.catalog.flush()?;
         self.forget_replaced(replaced);

@@ -18,7 +18,8 @@ use super::serve::Content;
 
 use super::*;
 
-const BIG: usize = INLINE_LIMIT as usize;
+/// A body size the tests call big: several pages of sled had it been inline.
+const BIG: usize = 64 * 1024;
 
 fn open(dir: &Path, max_size: u64) -> Store {
     Store::reopen(StoreOptions {
@@ -60,10 +61,7 @@ fn commit_with(
             },
         )
         .unwrap();
-    match store.inner.catalog.artifact_body(&sha256).unwrap() {
-        Some(inline) => inline.to_vec(),
-        None => fs::read(store.inner.blobs.path_of(&sha256)).unwrap(),
-    }
+    fs::read(store.inner.blobs.path_of(&sha256)).unwrap()
 }
 
 fn read(artifact: Artifact) -> Vec<u8> {
@@ -204,7 +202,7 @@ fn second_open_is_locked() {
 }
 
 #[test]
-fn big_artifacts_are_blobs_and_small_ones_inline() {
+fn every_artifact_is_a_blob_whatever_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), u64::MAX);
     let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
@@ -215,7 +213,14 @@ fn big_artifacts_are_blobs_and_small_ones_inline() {
     commit(&store, &big, "big-1.0-py3-none-any.whl");
     assert_eq!(fs::read(blob_path(dir.path(), &big_digest)).unwrap(), big);
     commit(&store, &small, "small-1.0-py3-none-any.whl");
-    assert!(!blob_path(dir.path(), &small_digest).exists());
+    assert_eq!(
+        fs::read(blob_path(dir.path(), &small_digest)).unwrap(),
+        small
+    );
+    assert_eq!(
+        store.inner.catalog.artifact_body(&small_digest).unwrap(),
+        None
+    );
     assert_eq!(tmp_entries(dir.path()), 0, "temps are moved or deleted");
 
     let artifact = store.artifact(&big_digest).unwrap();
@@ -227,7 +232,7 @@ fn big_artifacts_are_blobs_and_small_ones_inline() {
 }
 
 #[test]
-fn bodies_in_memory_are_committed_inline_or_as_blobs_and_survive_reopen() {
+fn bodies_in_memory_are_committed_as_blobs_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let big: Vec<u8> = (0..BIG).map(|i| (i % 249) as u8).collect();
     let small = vec![2u8; BIG - 1];
@@ -263,7 +268,10 @@ fn bodies_in_memory_are_committed_inline_or_as_blobs_and_survive_reopen() {
         fs::read(blob_path(dir.path(), &Sha256Digest::of(&big))).unwrap(),
         big
     );
-    assert!(!blob_path(dir.path(), &Sha256Digest::of(&small)).exists());
+    assert_eq!(
+        fs::read(blob_path(dir.path(), &Sha256Digest::of(&small))).unwrap(),
+        small
+    );
     assert_eq!(read(store.artifact(&Sha256Digest::of(&big)).unwrap()), big);
     assert_eq!(
         read(store.artifact(&Sha256Digest::of(&small)).unwrap()),
@@ -527,7 +535,7 @@ fn url_pins_follow_commits_and_removal() {
 }
 
 #[test]
-fn pages_inline_and_blob_replace_refresh_forget() {
+fn pages_are_blobs_replaced_refreshed_and_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), u64::MAX);
     let project = key(Some("demo"));
@@ -536,6 +544,7 @@ fn pages_inline_and_blob_replace_refresh_forget() {
     let small = page(b"<a href=x>".to_vec(), Some("\"v1\""));
     store.put_page(&project, &small).unwrap();
     assert_eq!(store.page(&project).unwrap().unwrap(), small);
+    assert!(blob_path(dir.path(), &Sha256Digest::of(&small.body)).exists());
 
     let big_body = vec![b'y'; BIG + 10];
     let big_digest = Sha256Digest::of(&big_body);
@@ -561,7 +570,7 @@ fn pages_inline_and_blob_replace_refresh_forget() {
     );
     assert_eq!(refreshed.body, big.body);
 
-    // Replacing the blob page by a small one deletes the blob.
+    // Replacing the page deletes the body it no longer uses.
     store.put_page(&project, &small).unwrap();
     assert!(!blob_path(dir.path(), &big_digest).exists());
     assert_eq!(store.stats().pages, 1);
@@ -609,11 +618,13 @@ fn a_batch_records_files_and_pages_together_and_survives_reopen() {
             Commit::Page {
                 key: key(Some("demo")),
                 page: page(b"<a>demo</a>".to_vec(), None),
+                written: None,
             },
             memory_commit(&big, "big.whl", None),
             Commit::Page {
                 key: key(Some("huge")),
                 page: page(big_page.clone(), None),
+                written: None,
             },
         ]);
         assert_eq!(results.len(), 4);
@@ -657,10 +668,12 @@ fn a_page_twice_in_one_batch_ends_with_the_second_and_hands_back_the_first_blob(
         Commit::Page {
             key: project.clone(),
             page: page(first.clone(), Some("\"v1\"")),
+            written: None,
         },
         Commit::Page {
             key: project.clone(),
             page: page(second.clone(), Some("\"v2\"")),
+            written: None,
         },
     ]);
     let mut results = results.into_iter();
@@ -808,7 +821,7 @@ fn verify_finds_nothing_in_an_intact_store_and_counts_what_it_hashed() {
         Verification {
             files: 2,
             file_bytes: BIG as u64 + 5,
-            page_bodies: 1,
+            page_bodies: 2,
             damaged: Vec::new(),
         }
     );
@@ -875,26 +888,6 @@ fn verify_removes_a_rotten_or_missing_file_and_forgets_a_rotten_page() {
     drop(store);
     let store = open(dir.path(), u64::MAX);
     assert!(store.contains(&rotten_digest) && !store.contains(&lost_digest));
-}
-
-#[test]
-fn verify_rehashes_inline_bodies() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), u64::MAX);
-    let body = b"the real metadata".to_vec();
-    let digest = Sha256Digest::of(&body);
-    commit(&store, &body, "a.whl.metadata");
-    let entry = store.inner.catalog.artifact(&digest).unwrap().unwrap();
-    store
-        .inner
-        .catalog
-        .put_artifact(&digest, &entry, Some(b"the rotten metadata"), None)
-        .unwrap();
-    let report = store.verify(false).unwrap();
-    assert_eq!(report.damaged.len(), 1, "{report:?}");
-    assert_eq!(report.damaged[0].repair, Repair::Removed);
-    assert!(!store.contains(&digest));
-    assert_eq!(store.inner.catalog.artifact_body(&digest).unwrap(), None);
 }
 
 #[test]
@@ -1052,4 +1045,64 @@ fn the_first_upload_records_the_package_origin_and_later_events_leave_it() {
         OriginEvent::FirstUpload
     );
     assert_eq!(store.origin_record("pypi", "acme").unwrap().at, 10_000);
+}
+
+#[test]
+fn bodies_an_earlier_version_kept_inline_become_blobs_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, rotten, page_body) = (
+        b"a small wheel".to_vec(),
+        b"the real metadata".to_vec(),
+        b"<a href=demo-1.0.tar.gz>".to_vec(),
+    );
+    let (digest, rotten_digest) = (Sha256Digest::of(&file), Sha256Digest::of(&rotten));
+    let project = key(Some("demo"));
+    {
+        let store = open(dir.path(), u64::MAX);
+        commit(&store, &file, "demo-1.0-py3-none-any.whl");
+        commit(&store, &rotten, "demo-1.0-py3-none-any.whl.metadata");
+        store
+            .put_page(&project, &page(page_body.clone(), None))
+            .unwrap();
+        // Rewritten as versions before 2026-12 left them: bodies in the catalog, no blobs.
+        let catalog = &store.inner.catalog;
+        let entry = catalog.artifact(&digest).unwrap().unwrap();
+        catalog.put_legacy_inline_artifact(&digest, &entry, &file);
+        let entry = catalog.artifact(&rotten_digest).unwrap().unwrap();
+        catalog.put_legacy_inline_artifact(&rotten_digest, &entry, b"rotten metadata");
+        let entry = catalog.page(&project).unwrap().unwrap();
+        catalog.put_legacy_inline_page(&project, &entry, &page_body);
+        catalog.flush().unwrap();
+        for body in [&file, &rotten, &page_body] {
+            fs::remove_file(blob_path(dir.path(), &Sha256Digest::of(body))).unwrap();
+        }
+    }
+    let store = open(dir.path(), u64::MAX);
+    let catalog = &store.inner.catalog;
+    assert_eq!(fs::read(blob_path(dir.path(), &digest)).unwrap(), file);
+    assert_eq!(catalog.artifact_body(&digest).unwrap(), None);
+    assert!(!catalog.artifact(&digest).unwrap().unwrap().inline);
+    assert_eq!(read(store.artifact(&digest).unwrap()), file);
+    assert_eq!(
+        fs::read(blob_path(dir.path(), &Sha256Digest::of(&page_body))).unwrap(),
+        page_body
+    );
+    assert_eq!(catalog.page_body(&project).unwrap(), None);
+    assert_eq!(store.page(&project).unwrap().unwrap().body, page_body);
+    // A body that does not match its digest stays where it is, for `cache verify`.
+    assert!(catalog.artifact_body(&rotten_digest).unwrap().is_some());
+    assert!(!blob_path(dir.path(), &rotten_digest).exists());
+    let report = store.verify(false).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    drop(store);
+    // Nothing is left to move: a second open changes nothing.
+    let store = open(dir.path(), u64::MAX);
+    assert_eq!(read(store.artifact(&digest).unwrap()), file);
+    assert!(store.inner.catalog.inline_page_keys().unwrap().is_empty());
+    assert!(store
+        .inner
+        .catalog
+        .inline_artifact_digests()
+        .unwrap()
+        .is_empty());
 }

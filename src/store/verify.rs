@@ -16,8 +16,9 @@
 //!   caller asks for damaged uploads to be forgotten ([`Store::forget_uploads_using`]), after
 //!   which the files can be published again.
 //!
-//! Page bodies under 64 KiB sit in the catalog and have no digest to check against (sled checks
-//! its own log with CRCs).
+//! Every page body is a blob named by its digest. Stores written before 2026-12 kept small
+//! bodies in the catalog; those are moved out at open, and an artifact body that did not match
+//! its digest stays there for this check to find.
 
 use std::collections::HashMap;
 use std::fs::File;

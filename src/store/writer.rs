@@ -23,6 +23,7 @@
 //! closes the catalog (and, through the channel, ends the thread); it lets go of the store
 //! before reporting.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
@@ -64,7 +65,12 @@ pub(crate) enum Job {
         done: oneshot::Sender<Outcome>,
     },
     /// A fetched page: its failure is logged, since its client was served already.
-    Page { key: PageKey, page: StoredPage },
+    Page {
+        key: PageKey,
+        page: StoredPage,
+        /// The body, in a fsynced temporary file.
+        written: PathBuf,
+    },
     /// Reports once everything queued before it is durable.
     Barrier(mpsc::SyncSender<Outcome>),
 }
@@ -194,9 +200,13 @@ fn write_batch(store: &Store, batch: Vec<Job>) -> Vec<Report> {
                 });
                 commits.push(Commit::Artifact { body, record });
             }
-            Job::Page { key, page } => {
+            Job::Page { key, page, written } => {
                 waiting.push(Waiting::Page(key.clone()));
-                commits.push(Commit::Page { key, page });
+                commits.push(Commit::Page {
+                    key,
+                    page,
+                    written: Some(written),
+                });
             }
             // Nothing to record: its report says the batch it joined was flushed.
             Job::Barrier(done) => reports.push(Report::Barrier(done, Ok(()))),

@@ -548,20 +548,19 @@ impl Remote {
                 size: completed.size,
                 ..record
             };
-            let body = match completed.body {
-                Landed::Memory(bytes) => NewArtifact::Memory(bytes),
-                Landed::File(temp) => {
-                    // The fsync of a big file can take seconds: on a blocking thread of its own,
-                    // not the writer's, which commits everything else meanwhile.
-                    let store = committer.clone();
-                    let check = record.clone();
-                    tokio::task::spawn_blocking(move || store.prepare(temp, &check))
-                        .await
-                        .map_err(|join| format!("the commit task failed: {join}"))?
-                        .map(NewArtifact::Prepared)
-                        .map_err(|error| error.to_string())?
-                }
-            };
+            // Writing and fsyncing the body's file happens on a blocking thread of its own, not
+            // the writer's: a big file's fsync can take seconds, and many small files' fsyncs
+            // overlap this way instead of queueing one behind the other.
+            let store = committer.clone();
+            let check = record.clone();
+            let body = tokio::task::spawn_blocking(move || match completed.body {
+                Landed::Memory(bytes) => store.prepare_bytes(&bytes),
+                Landed::File(temp) => store.prepare(temp, &check),
+            })
+            .await
+            .map_err(|join| format!("the commit task failed: {join}"))?
+            .map(NewArtifact::Prepared)
+            .map_err(|error| error.to_string())?;
             match committer.queue_artifact(body, record).await {
                 // A writer that is gone logged nothing about this file.
                 Err(error) if matches!(*error, StoreError::WriterGone) => Err(error.to_string()),
@@ -934,10 +933,13 @@ impl Loader {
                     (Err(error), _) => return Err(error),
                 };
                 tracing::debug!(repository = %repo, page = %what, upstream_ms = elapsed.as_millis() as u64, "fetched");
-                // The client does not wait for the page to be made durable: the store's writer
-                // records it with others. A graceful stop waits for the writer (`Store::flush`),
-                // so only a crash can lose the write, and then the page is fetched again.
-                self.store.queue_page(key, page);
+                // The client does not wait for the page to be made durable: its body is written
+                // on a blocking thread and the store's writer records it with others. A page
+                // not yet recorded when the process stops is simply fetched again next time.
+                let store = self.store.clone();
+                drop(tokio::task::spawn_blocking(move || {
+                    store.queue_page(key, page)
+                }));
                 Ok(loaded)
             }
             Err(error) if error.is_not_found() => {

@@ -1,0 +1,51 @@
+//! Gives the heap that a burst of traffic freed back to the system once the server goes quiet.
+//!
+//! glibc keeps freed memory in its arenas (one per thread that allocated, up to eight per core)
+//! for reuse, and returns it only from the top of each heap. After a burst, a sidecar would keep
+//! its peak resident size for as long as it runs: measured after the load test, 221 MiB
+//! resident against 140 MiB after `malloc_trim` (the baseline before the burst was 139 MiB).
+//! So when a whole period passes without a request, after a period that had some, the free
+//! pages of every arena are handed back with `malloc_trim(0)`, on a blocking thread. A server
+//! under steady traffic never trims (the allocator would only take the pages back); one that
+//! stays idle trims once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+
+/// How long without a request before the heap is trimmed.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// Runs until the process ends: trims the heap after each burst of requests, once quiet.
+pub async fn when_quiet(metrics: Arc<Metrics>) {
+    let mut ticker = tokio::time::interval(QUIET);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = metrics.requests_answered();
+    let mut trimmed = seen;
+    loop {
+        ticker.tick().await;
+        let now = metrics.requests_answered();
+        if now == seen && now != trimmed {
+            trimmed = now;
+            if let Ok(released) = tokio::task::spawn_blocking(release_free_heap).await {
+                tracing::debug!(released, "returned freed heap to the system after a burst");
+            }
+        }
+        seen = now;
+    }
+}
+
+/// Returns the free pages of every arena to the system; whether any were.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_heap() -> bool {
+    // SAFETY: `malloc_trim` takes no pointers and only walks glibc's own free lists, under the
+    // arenas' locks; any thread may call it at any time.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+/// Other allocators (musl's, for one) return freed memory by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() -> bool {
+    false
+}
