@@ -40,6 +40,8 @@ pub struct Server {
     listener: TcpListener,
     live: Arc<Live>,
     tls: Option<TlsAcceptor>,
+    /// Decided (and logged) at bind, so the log says the cap before it says "listening".
+    admission: Admission,
 }
 
 impl Server {
@@ -51,10 +53,18 @@ impl Server {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
+        let admission = {
+            let app = live.current();
+            Admission::new(
+                app.config.server.max_connections,
+                app.repositories.metrics().clone(),
+            )
+        };
         Ok(Server {
             listener,
             live,
             tls,
+            admission,
         })
     }
 
@@ -75,16 +85,14 @@ impl Server {
     /// configured grace period.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let builder = connection::builder();
-        let (grace, timeout, metrics, mut admission) = {
+        let mut admission = self.admission;
+        let (grace, timeout, metrics) = {
             let app = self.live.current();
             let server = &app.config.server;
-            let metrics = app.repositories.metrics().clone();
-            let admission = Admission::new(server.max_connections, metrics.clone());
             (
                 server.shutdown_grace,
                 server.request_header_timeout,
-                metrics,
-                admission,
+                app.repositories.metrics().clone(),
             )
         };
         // Every connection holds a receiver; `closed` resolves when the last one has ended.
