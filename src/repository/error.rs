@@ -112,6 +112,7 @@ impl ServeError {
     pub fn denied_by(&self) -> Option<&str> {
         match self {
             ServeError::Denied { rules, .. } => Some(rules),
+            ServeError::Remote(error) => error.denied_by(),
             _ => None,
         }
     }

@@ -187,6 +187,20 @@ pub enum UpstreamError {
         /// 401 or 403.
         status: StatusCode,
     },
+    /// The upstream is a wheelgate whose download rules or origin controls refused (its 403
+    /// carried `X-Wheelgate-Denied`): passed on as a 403 with its reason, never retried, never
+    /// answered from a stored copy.
+    #[error("refused by the upstream wheelgate of repository {repository} ({url}): {reason}")]
+    Denied {
+        /// The repository.
+        repository: String,
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The upstream's `X-Wheelgate-Denied`: the rules or controls that refused.
+        rules: String,
+        /// The upstream's own explanation (its response body, first line, at most 1 KiB).
+        reason: String,
+    },
     /// The upstream answered 401/403 and the repository has no credentials.
     #[error(
         "the upstream demands credentials for repository {repository}: {url} answered {status} and \
@@ -353,7 +367,16 @@ impl UpstreamError {
         match self {
             UpstreamError::NotFound { .. } => StatusCode::NOT_FOUND,
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Denied { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The rules of an upstream wheelgate that refused, for our own `X-Wheelgate-Denied`.
+    pub fn denied_by(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Denied { rules, .. } => Some(rules),
+            _ => None,
         }
     }
 

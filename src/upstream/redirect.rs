@@ -7,7 +7,10 @@
 //! are followed, and once a hop leaves the origin the chain started from, no later hop carries the
 //! credentials, not even one that comes back to it.
 
+use std::time::Duration;
+
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use url::Url;
 
@@ -75,11 +78,54 @@ impl Upstream {
                     url: RedactedUrl::new(&url),
                     reason: "304 Not Modified to a request that was not conditional".to_owned(),
                 }),
+                StatusCode::FORBIDDEN if response.headers().contains_key(DENIED) => {
+                    Err(self.denial(&url, response).await)
+                }
                 _ => Err(self.status_error(&url, status, send_auth)),
             };
         }
     }
+
+    /// A chained wheelgate's refusal: its rules from the header, its reason from the body.
+    async fn denial(&self, url: &Url, response: Response<Incoming>) -> UpstreamError {
+        let rules = response
+            .headers()
+            .get(DENIED)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = Limited::new(response.into_body(), DENIAL_BODY_LIMIT).collect();
+        let reason = match tokio::time::timeout(DENIAL_BODY_WAIT, body).await {
+            Ok(Ok(body)) => {
+                let bytes = body.to_bytes();
+                let text = String::from_utf8_lossy(&bytes);
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            }
+            _ => String::new(),
+        };
+        let reason = if reason.is_empty() {
+            format!("denied by {rules}")
+        } else {
+            reason
+        };
+        UpstreamError::Denied {
+            repository: self.inner.repository.clone(),
+            url: RedactedUrl::new(url),
+            rules,
+            reason,
+        }
+    }
 }
+
+/// The header by which a wheelgate upstream marks its policy refusals (download rules, origin
+/// controls), unlike a refusal of our credentials.
+const DENIED: &str = "x-wheelgate-denied";
+
+/// How much of a refusal's body is read for its reason.
+const DENIAL_BODY_LIMIT: usize = 1024;
+
+/// How long a refusal's body may take to arrive before it is given up.
+const DENIAL_BODY_WAIT: Duration = Duration::from_secs(5);
 
 fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)

@@ -8,6 +8,7 @@ mod harness;
 
 mod cache;
 mod cache_cli;
+mod chaining;
 mod cli;
 mod connections;
 mod deploy;

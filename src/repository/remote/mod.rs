@@ -130,6 +130,19 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The rules of a chained wheelgate that refused, for our own `X-Wheelgate-Denied`.
+    pub fn denied_by(&self) -> Option<&str> {
+        match self {
+            RemoteError::Upstream { source, .. } => source.denied_by(),
+            RemoteError::Download {
+                source: DownloadError::Upstream(source),
+                ..
+            } => source.denied_by(),
+            RemoteError::Shared(inner) => inner.denied_by(),
+            _ => None,
+        }
+    }
+
     /// The HTTP status a client gets for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -682,12 +695,14 @@ fn view<T>(loaded: Loaded<T>, ran_here: bool) -> Result<Option<PageView<T>>, Rem
 impl RemoteError {
     /// Whether the upstream caused this failure (it failed, or sent a page that cannot be used):
     /// such a failure is remembered for `negative_ttl`. A refusal of the credentials is not (a
-    /// rotated token is used on the next request, SPEC §3), nor are failures of our own.
+    /// rotated token is used on the next request, SPEC §3), nor is a chained wheelgate's policy
+    /// refusal (its next reload may allow it), nor are failures of our own.
     fn is_upstream_failure(&self) -> bool {
         match self {
-            RemoteError::Upstream { source, .. } => {
-                !matches!(source, UpstreamError::CredentialsRefused { .. })
-            }
+            RemoteError::Upstream { source, .. } => !matches!(
+                source,
+                UpstreamError::CredentialsRefused { .. } | UpstreamError::Denied { .. }
+            ),
             RemoteError::BadPage { .. } | RemoteError::UnexpectedNotModified { .. } => true,
             RemoteError::Shared(inner) => inner.is_upstream_failure(),
             _ => false,
@@ -947,6 +962,12 @@ impl Loader {
                 let _ = blocking(&repo, move || store.forget_page(&key)).await;
                 Ok(Loaded::Missing)
             }
+            // A chained wheelgate that refuses the page now must not be overruled by the copy
+            // it allowed before.
+            Err(error @ UpstreamError::Denied { .. }) => Err(RemoteError::Upstream {
+                repo,
+                source: error,
+            }),
             Err(error) => match stored {
                 Some(page) => {
                     self.meter.repo.record_stale();
