@@ -190,17 +190,12 @@ pub enum UpstreamError {
     /// The upstream is a wheelgate whose download rules or origin controls refused (its 403
     /// carried `X-Wheelgate-Denied`): passed on as a 403 with its reason, never retried, never
     /// answered from a stored copy.
-    #[error("refused by the upstream wheelgate of repository {repository} ({url}): {reason}")]
-    Denied {
-        /// The repository.
-        repository: String,
-        /// The URL, redacted.
-        url: RedactedUrl,
-        /// The upstream's `X-Wheelgate-Denied`: the rules or controls that refused.
-        rules: String,
-        /// The upstream's own explanation (its response body, first line, at most 1 KiB).
-        reason: String,
-    },
+    #[error(
+        "refused by the upstream wheelgate of repository {}: {}",
+        .0.repository,
+        .0.reason
+    )]
+    Denied(Box<Denial>),
     /// The upstream answered 401/403 and the repository has no credentials.
     #[error(
         "the upstream demands credentials for repository {repository}: {url} answered {status} and \
@@ -367,7 +362,7 @@ impl UpstreamError {
         match self {
             UpstreamError::NotFound { .. } => StatusCode::NOT_FOUND,
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Denied { .. } => StatusCode::FORBIDDEN,
+            UpstreamError::Denied(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -375,7 +370,7 @@ impl UpstreamError {
     /// The rules of an upstream wheelgate that refused, for our own `X-Wheelgate-Denied`.
     pub fn denied_by(&self) -> Option<&str> {
         match self {
-            UpstreamError::Denied { rules, .. } => Some(rules),
+            UpstreamError::Denied(denial) => Some(&denial.rules),
             _ => None,
         }
     }
@@ -384,6 +379,20 @@ impl UpstreamError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, UpstreamError::NotFound { .. })
     }
+}
+
+/// A chained wheelgate's policy refusal ([`UpstreamError::Denied`]).
+#[derive(Debug)]
+pub struct Denial {
+    /// The repository.
+    pub repository: String,
+    /// The URL, redacted.
+    pub url: RedactedUrl,
+    /// The upstream's `X-Wheelgate-Denied`: the rules or controls that refused.
+    pub rules: String,
+    /// The upstream's own explanation (its response body's first line, at most 1 KiB), which
+    /// names the package and the rule.
+    pub reason: String,
 }
 
 /// Turns a hyper client error into ours. A connect timeout surfaces as an `io::ErrorKind::TimedOut`

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use url::Url;
 
 use super::client::{check_fetchable, Upstream};
+use super::error::Denial;
 use super::retry::RetryBudget;
 use super::{RedactedUrl, UpstreamError};
 
@@ -108,12 +109,12 @@ impl Upstream {
         } else {
             reason
         };
-        UpstreamError::Denied {
+        UpstreamError::Denied(Box::new(Denial {
             repository: self.inner.repository.clone(),
             url: RedactedUrl::new(url),
             rules,
             reason,
-        }
+        }))
     }
 }
 
