@@ -117,6 +117,34 @@ pub struct StoreConfig {
     /// Bytes of the store's disk that downloads and uploads leave free; 0 only refuses what the
     /// disk cannot hold.
     pub min_free_space: u64,
+    /// `[store.shared]`: the S3-compatible bucket central replicas share (issue 17).
+    pub shared: Option<SharedConfig>,
+}
+
+/// `[store.shared]`, validated: where the bucket is and how to sign for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedConfig {
+    /// An http(s) URL of an S3-compatible server (path-style requests); `None` for AWS S3.
+    pub endpoint: Option<Url>,
+    pub bucket: String,
+    pub region: String,
+    /// Empty, or ends with `/` and does not start with one.
+    pub prefix: String,
+    pub credentials: SharedCredentials,
+}
+
+/// How wheelgate signs its requests to the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedCredentials {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) from the
+    /// environment, read when the store opens.
+    Environment,
+    /// `access_key_id` and the secret in `secret_access_key_file` (trimmed), read when the store
+    /// opens.
+    Static {
+        access_key_id: String,
+        secret_access_key_file: PathBuf,
+    },
 }
 
 /// `[access]`.

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod probe;
 pub mod repository;
 pub mod secret;
+pub mod shared;
 pub mod simple;
 pub mod status;
 pub mod store;

@@ -499,6 +499,22 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
+        if let Some(shared) = &config.store.shared {
+            match wheelgate::shared::Shared::open(shared) {
+                Ok(bucket) => {
+                    store.attach_shared(bucket);
+                    tracing::info!(
+                        bucket = %shared.bucket,
+                        prefix = %shared.prefix,
+                        "files are shared with the other replicas through the bucket"
+                    );
+                }
+                Err(error) => {
+                    tracing::error!("{error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
         let live = match Live::build(config, path, store.clone()) {
             Ok(live) => Arc::new(live),
             Err(error) => {

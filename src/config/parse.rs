@@ -94,6 +94,15 @@ impl Parser<'_> {
             + 1
     }
 
+    /// The line of a table's header (`[store.shared]`), to report a key the table lacks; the
+    /// first line when the table was only created implicitly (`store.shared.bucket = …`).
+    fn header_line(&self, header: &str) -> usize {
+        self.source
+            .lines()
+            .position(|line| table_header(line).is_some_and(|found| found == header))
+            .map_or(1, |index| index + 1)
+    }
+
     fn column_of(&self, offset: usize) -> usize {
         let line_start = self
             .source

@@ -67,6 +67,19 @@ pub(super) struct RawStore {
     pub max_size: Field,
     pub memory_cache: Field,
     pub min_free_space: Field,
+    pub shared: Option<RawShared>,
+}
+
+/// `[store.shared]`: the bucket central replicas share.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShared {
+    pub endpoint: Field,
+    pub bucket: Field,
+    pub region: Field,
+    pub prefix: Field,
+    pub access_key_id: Field,
+    pub secret_access_key_file: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]

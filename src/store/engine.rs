@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use super::catalog::Catalog;
 use super::error::StoreError;
 use super::index::{Entry, Index};
 use super::writer::{self, Job, Writer};
+use crate::shared::Shared;
 use crate::simple::Sha256Digest;
 
 /// Where the store lives and how large it may grow.
@@ -72,6 +73,8 @@ pub(crate) struct Inner {
     pub(super) space: super::Space,
     /// The package-level origin records, mirrored (see `origins`).
     pub(super) origins: super::origins::Mirror,
+    /// The bucket central replicas share (`[store.shared]`), attached by a server.
+    pub(super) shared: OnceLock<Arc<Shared>>,
 }
 
 impl fmt::Debug for Store {
@@ -253,9 +256,21 @@ impl Store {
             upload_epoch: AtomicU64::new(0),
             space,
             origins,
+            shared: OnceLock::new(),
         });
         writer::start(Arc::downgrade(&inner), queue)?;
         Ok(Store { inner })
+    }
+
+    /// Makes `shared` the store's second tier (see [`crate::shared`]); a server does this once,
+    /// after opening the store. Returns `false` if a tier was attached already.
+    pub fn attach_shared(&self, shared: Shared) -> bool {
+        self.inner.shared.set(Arc::new(shared)).is_ok()
+    }
+
+    /// The bucket central replicas share, if `[store.shared]` configures one.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.inner.shared.get()
     }
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Store {

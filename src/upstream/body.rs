@@ -69,7 +69,7 @@ pub(super) async fn read_limited(
 /// finds no data, not when the last chunk was handed out, so a slow client that leaves the
 /// stream unpolled does not make the upstream look idle.
 pub struct FileBody {
-    body: Incoming,
+    body: Source,
     url: RedactedUrl,
     idle: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
@@ -86,13 +86,39 @@ impl std::fmt::Debug for FileBody {
     }
 }
 
+/// Where a file's bytes come from.
+enum Source {
+    /// An upstream response.
+    Upstream(Incoming),
+    /// Another tier with its own timeouts (the shared bucket).
+    Other(futures_util::stream::BoxStream<'static, Result<Bytes, UpstreamError>>),
+}
+
 impl FileBody {
     pub(super) fn new(body: Incoming, url: RedactedUrl, idle: Duration) -> FileBody {
         FileBody {
-            body,
+            body: Source::Upstream(body),
             url,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+            done: false,
+        }
+    }
+}
+
+impl FileBody {
+    /// A body from another tier than the upstream (the shared bucket), which keeps its own
+    /// timeouts; `url` names where it came from in errors.
+    pub fn from_stream(
+        stream: futures_util::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+        url: &Url,
+    ) -> FileBody {
+        FileBody {
+            body: Source::Other(stream),
+            url: RedactedUrl::new(url),
+            idle: Duration::MAX,
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
             waiting: false,
             done: false,
         }
@@ -107,8 +133,12 @@ impl Stream for FileBody {
         if this.done {
             return Poll::Ready(None);
         }
+        let body = match &mut this.body {
+            Source::Upstream(body) => body,
+            Source::Other(stream) => return stream.as_mut().poll_next(cx),
+        };
         loop {
-            match Pin::new(&mut this.body).poll_frame(cx) {
+            match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     this.waiting = false;
                     match frame.into_data() {

@@ -1,8 +1,9 @@
 //! `[store]`: where the cache lives on disk and how large it and its in-memory part may grow.
 
+use super::super::error::Problem;
 use super::{Key, Parser};
-use crate::config::raw::RawStore;
-use crate::config::{ConfigError, StoreConfig};
+use crate::config::raw::{RawShared, RawStore};
+use crate::config::{ConfigError, SharedConfig, SharedCredentials, StoreConfig};
 
 const DEFAULT_STORE_PATH: &str = "./wheelgate-data";
 const DEFAULT_STORE_MAX_SIZE: u64 = 20 << 30;
@@ -42,7 +43,123 @@ impl Parser<'_> {
                 DEFAULT_MIN_FREE_SPACE,
                 None,
             )?,
+            shared: fields
+                .shared
+                .as_ref()
+                .map(|shared| self.shared(shared))
+                .transpose()?,
         })
+    }
+
+    fn shared(&self, fields: &RawShared) -> Result<SharedConfig, ConfigError> {
+        let key = |name| Key {
+            section: "[store.shared]",
+            name,
+        };
+        let line = self.header_line("[store.shared]");
+        let bucket = match &fields.bucket {
+            Some(field) => {
+                let bucket = self.text(field, key("bucket"))?.trim().to_owned();
+                if bucket.is_empty() || bucket.contains('/') {
+                    return Err(self.at(
+                        field,
+                        key("bucket"),
+                        Problem::Empty {
+                            hint: "; give the bucket's name (no slashes), created beforehand",
+                        },
+                    ));
+                }
+                bucket
+            }
+            None => {
+                return Err(self.missing_key(
+                    line,
+                    "[store.shared]",
+                    "bucket",
+                    "; name the bucket the replicas share, created beforehand",
+                ))
+            }
+        };
+        let endpoint = match &fields.endpoint {
+            None => None,
+            Some(field) => {
+                let text = self.text(field, key("endpoint"))?;
+                let bad = |reason: &str| {
+                    self.at(
+                        field,
+                        key("endpoint"),
+                        Problem::Url {
+                            value: text.clone(),
+                            reason: reason.to_owned(),
+                        },
+                    )
+                };
+                let url = url::Url::parse(text.trim()).map_err(|e| bad(&e.to_string()))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(bad("the endpoint must be an http or https URL"));
+                }
+                if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+                    return Err(bad(
+                        "give only scheme, host and port (the bucket is named by `bucket`, \
+                         credentials by `access_key_id` and `secret_access_key_file`)",
+                    ));
+                }
+                Some(url)
+            }
+        };
+        let region = match &fields.region {
+            Some(field) => self.text(field, key("region"))?.trim().to_owned(),
+            None => DEFAULT_REGION.to_owned(),
+        };
+        let prefix = match &fields.prefix {
+            Some(field) => normalise_prefix(&self.text(field, key("prefix"))?),
+            None => String::new(),
+        };
+        let credentials = match (&fields.access_key_id, &fields.secret_access_key_file) {
+            (None, None) => SharedCredentials::Environment,
+            (Some(id), Some(file)) => SharedCredentials::Static {
+                access_key_id: self.text(id, key("access_key_id"))?.trim().to_owned(),
+                secret_access_key_file: self.path(file, key("secret_access_key_file"))?,
+            },
+            (Some(_), None) => {
+                return Err(self.missing_key(
+                    line,
+                    "[store.shared]",
+                    "secret_access_key_file",
+                    "; give it with access_key_id, or neither to use AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY from the environment",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.missing_key(
+                    line,
+                    "[store.shared]",
+                    "access_key_id",
+                    "; give it with secret_access_key_file, or neither to use \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment",
+                ))
+            }
+        };
+        Ok(SharedConfig {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            credentials,
+        })
+    }
+}
+
+/// The region when `[store.shared]` names none: what S3-compatible servers accept.
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// A key prefix as object keys use it: no leading slash, a trailing one unless empty.
+fn normalise_prefix(text: &str) -> String {
+    let trimmed = text.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}/")
     }
 }
 
@@ -74,6 +191,66 @@ mod tests {
         let error = error_of(&format!("{MINIMAL}[server]\nmax_file_size = 0\n"));
         assert!(
             error.to_string().contains("[server] max_file_size"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_shared_bucket_is_validated_once() {
+        use crate::config::SharedCredentials;
+        let config = parse_text(&format!(
+            "{MINIMAL}[store.shared]\nendpoint = \"http://127.0.0.1:7480\"\nbucket = \"fleet\"\n\
+             prefix = \"/central/\"\naccess_key_id = \"AKID\"\n\
+             secret_access_key_file = \"/run/secrets/s3\"\n"
+        ))
+        .unwrap();
+        let shared = config.store.shared.unwrap();
+        assert_eq!(shared.endpoint.unwrap().as_str(), "http://127.0.0.1:7480/");
+        assert_eq!(
+            (shared.bucket.as_str(), shared.region.as_str()),
+            ("fleet", "us-east-1")
+        );
+        assert_eq!(shared.prefix, "central/");
+        assert_eq!(
+            shared.credentials,
+            SharedCredentials::Static {
+                access_key_id: "AKID".to_owned(),
+                secret_access_key_file: "/run/secrets/s3".into(),
+            }
+        );
+        let shared = parse_text(&format!("{MINIMAL}[store.shared]\nbucket = \"fleet\"\n"))
+            .unwrap()
+            .store
+            .shared
+            .unwrap();
+        assert_eq!(
+            (shared.endpoint, shared.prefix.as_str(), shared.credentials),
+            (None, "", SharedCredentials::Environment)
+        );
+        assert!(parse_text(MINIMAL).unwrap().store.shared.is_none());
+
+        let error = error_of(&format!(
+            "{MINIMAL}[store.shared]\nregion = \"eu-west-1\"\n"
+        ));
+        assert_eq!(error.line(), Some(5), "{error}");
+        assert!(
+            error.to_string().contains("[store.shared] bucket"),
+            "{error}"
+        );
+        let error = error_of(&format!(
+            "{MINIMAL}[store.shared]\nbucket = \"b\"\nendpoint = \"http://s3.example.invalid/b\"\n"
+        ));
+        assert_eq!(error.line(), Some(7), "{error}");
+        assert!(
+            error.to_string().contains("only scheme, host and port"),
+            "{error}"
+        );
+        let error = error_of(&format!(
+            "{MINIMAL}[store.shared]\nbucket = \"b\"\naccess_key_id = \"AKID\"\n"
+        ));
+        assert!(
+            error.to_string().contains("secret_access_key_file")
+                && error.to_string().contains("AWS_ACCESS_KEY_ID"),
             "{error}"
         );
     }

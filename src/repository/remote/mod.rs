@@ -22,6 +22,7 @@ mod loads;
 pub mod size;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +35,7 @@ use crate::metrics::{Metrics, RepoMetrics, UpstreamOutcome};
 use crate::repository::cached::{CacheStatus, Cached, PageView};
 use crate::repository::file::{FileBody, FileInfo, Located, ServedFile};
 use crate::repository::{heavy, shown_upstream, Description, Kind, ServeError};
+use crate::shared::SharedArtifact;
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::simple::name::ProjectName;
 use crate::simple::page::{
@@ -43,9 +45,11 @@ use crate::simple::page::{
 use crate::simple::part::FilePart;
 use crate::store::{ArtifactRecord, NewArtifact, PageKey, Store, StoreError, StoredPage};
 use crate::upstream::{
-    AuthSettings, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings, Validators,
+    AuthSettings, FileFetch, PageFetch, RedactedUrl, Upstream, UpstreamError, UpstreamSettings,
+    Validators,
 };
 use flight::{Completed, DownloadError, Flights, Landed};
+use futures_util::StreamExt as _;
 use loads::{Loads, PageHasher};
 use size::Expected;
 
@@ -127,6 +131,28 @@ pub enum RemoteError {
     /// One failed load, reported to every request that waited on it.
     #[error(transparent)]
     Shared(Arc<RemoteError>),
+}
+
+/// An artifact from the shared bucket as a fetch, so that the flight streams, verifies and
+/// commits it as it would the upstream's (`url`, the upstream's link, names it where the bucket
+/// URL cannot be written).
+fn bucket_fetch(found: SharedArtifact, url: &url::Url) -> FileFetch {
+    let location = found.location.unwrap_or_else(|| url.clone());
+    let shown = RedactedUrl::new(&location);
+    let body = found
+        .body
+        .map(move |chunk| {
+            chunk.map_err(|error| UpstreamError::Protocol {
+                url: shown.clone(),
+                reason: error.to_string(),
+            })
+        })
+        .boxed();
+    FileFetch {
+        content_length: Some(found.size),
+        body: crate::upstream::FileBody::from_stream(body, &location),
+        final_url: location,
+    }
 }
 
 impl RemoteError {
@@ -534,10 +560,30 @@ impl Remote {
         let slots = self.fetch_slots.clone();
         let held = slot.clone();
         let meter = self.loader.meter.clone();
+        let shared = store.shared().cloned();
+        let from_bucket = Arc::new(AtomicBool::new(false));
+        let fetched_from_bucket = from_bucket.clone();
+        let bucket_repo = self.name().clone();
         let source = async move {
             let permit = slots.acquire_owned().await.ok();
             if let Ok(mut guard) = held.lock() {
                 *guard = permit;
+            }
+            // The replicas' shared bucket first: a file any of them fetched is there. It is
+            // verified against `declared` like an upstream's bytes.
+            if let (Some(shared), Some(digest)) = (&shared, declared) {
+                match shared.artifact(&digest).await {
+                    Ok(Some(found)) => {
+                        fetched_from_bucket.store(true, Ordering::Relaxed);
+                        return Ok(bucket_fetch(found, &url));
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(
+                        repository = %bucket_repo,
+                        %error,
+                        "the shared bucket failed; fetching from the upstream instead"
+                    ),
+                }
             }
             let started = Instant::now();
             let fetched = upstream.fetch_file(&url).await;
@@ -574,11 +620,27 @@ impl Remote {
             .map_err(|join| format!("the commit task failed: {join}"))?
             .map(NewArtifact::Prepared)
             .map_err(|error| error.to_string())?;
+            let sha256 = record.sha256;
             match committer.queue_artifact(body, record).await {
                 // A writer that is gone logged nothing about this file.
                 Err(error) if matches!(*error, StoreError::WriterGone) => Err(error.to_string()),
                 // The writer logged its own failures.
-                _ => Ok(()),
+                Err(_) => Ok(()),
+                Ok(()) => {
+                    // Copied to the other replicas' bucket in the background; the client's
+                    // stream never waits for it.
+                    if let Some(shared) = committer.shared().cloned() {
+                        if !from_bucket.load(Ordering::Relaxed) {
+                            let store = committer.clone();
+                            tokio::spawn(async move {
+                                if let Err(error) = shared.offer(&store, sha256).await {
+                                    tracing::warn!(%error, "could not copy a file to the shared bucket");
+                                }
+                            });
+                        }
+                    }
+                    Ok(())
+                }
             }
         };
         let flight_key = match declared {
