@@ -17,8 +17,8 @@ use prometheus_client::registry::Registry;
 use super::histogram::Snapshot;
 use super::labels::{status_label, CACHE_OUTCOMES, STATUS_SLOTS};
 use super::{
-    CacheKind, Gauges, Metrics, ReloadResult, RepoMetrics, Route, Source, UploadOutcome,
-    UpstreamOutcome,
+    CacheKind, Gauges, Metrics, ReloadResult, RepoMetrics, Route, SharedOutcome, Source,
+    UploadOutcome, UpstreamOutcome,
 };
 use crate::lock;
 
@@ -177,6 +177,21 @@ impl Collector for Scrape {
                 (
                     [("source", source.as_str())],
                     load(&metrics.served_bytes[source as usize]),
+                )
+            }),
+            true,
+        )?;
+
+        counters(
+            &mut encoder,
+            "wheelgate_shared_bucket_requests",
+            "Uses of the bucket central replicas share ([store.shared]), by outcome: a file \
+             found, missing or failed when asked for, and copied, present or failed to copy after \
+             an upstream fetch.",
+            SharedOutcome::ALL.map(|outcome| {
+                (
+                    [("outcome", outcome.as_str())],
+                    load(&metrics.shared[outcome as usize]),
                 )
             }),
             true,

@@ -160,6 +160,45 @@ impl Source {
     }
 }
 
+/// What one use of the shared bucket (`[store.shared]`) came to (`outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedOutcome {
+    /// A file asked for was in the bucket.
+    Found,
+    /// A file asked for was not: the upstream was asked.
+    Missing,
+    /// The bucket failed to answer: the upstream was asked.
+    Failed,
+    /// A file fetched from the upstream was copied to the bucket.
+    Copied,
+    /// It was there already.
+    Present,
+    /// Copying it failed (logged); another replica may fetch it from the upstream again.
+    CopyFailed,
+}
+
+impl SharedOutcome {
+    pub const ALL: [SharedOutcome; 6] = [
+        SharedOutcome::Found,
+        SharedOutcome::Missing,
+        SharedOutcome::Failed,
+        SharedOutcome::Copied,
+        SharedOutcome::Present,
+        SharedOutcome::CopyFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedOutcome::Found => "found",
+            SharedOutcome::Missing => "missing",
+            SharedOutcome::Failed => "failed",
+            SharedOutcome::Copied => "copied",
+            SharedOutcome::Present => "present",
+            SharedOutcome::CopyFailed => "copy_failed",
+        }
+    }
+}
+
 /// The `outcome` of one upstream request (a page or a file, retries included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamOutcome {

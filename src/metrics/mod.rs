@@ -28,7 +28,8 @@ use crate::simple::name::ProjectName;
 use histogram::Histogram;
 use labels::{cache_slot, status_slot, STATUS_SLOTS};
 pub use labels::{
-    CacheKind, DenialKind, ReloadResult, Route, Source, UploadOutcome, UpstreamOutcome,
+    CacheKind, DenialKind, ReloadResult, Route, SharedOutcome, Source, UploadOutcome,
+    UpstreamOutcome,
 };
 use recent::{DenialRecord, Recent, UpstreamErrorRecord};
 
@@ -168,6 +169,8 @@ pub struct Metrics {
     /// Connections closed because no complete request head came within
     /// `[server] request_header_timeout` of their accept.
     header_timeouts: AtomicU64,
+    /// Uses of the shared bucket, by [`SharedOutcome`].
+    shared: [AtomicU64; SharedOutcome::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -185,6 +188,7 @@ impl Default for Metrics {
             recent: Mutex::new(Recent::default()),
             open_connections: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            shared: Default::default(),
         }
     }
 }
@@ -217,6 +221,11 @@ impl Metrics {
     pub fn record_request(&self, repo: &RepoMetrics, route: Route, status: u16, elapsed: Duration) {
         repo.requests[route.index()][status_slot(status)].fetch_add(1, Ordering::Relaxed);
         self.durations[route.index()].observe(elapsed);
+    }
+
+    /// One use of the shared bucket.
+    pub fn record_shared(&self, outcome: SharedOutcome) {
+        self.shared[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many requests have been answered since start (read every few seconds, not per

@@ -31,7 +31,7 @@ use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RemoteConfig, RepoName};
-use crate::metrics::{Metrics, RepoMetrics, UpstreamOutcome};
+use crate::metrics::{Metrics, RepoMetrics, SharedOutcome, UpstreamOutcome};
 use crate::repository::cached::{CacheStatus, Cached, PageView};
 use crate::repository::file::{FileBody, FileInfo, Located, ServedFile};
 use crate::repository::{heavy, shown_upstream, Description, Kind, ServeError};
@@ -560,6 +560,7 @@ impl Remote {
         let slots = self.fetch_slots.clone();
         let held = slot.clone();
         let meter = self.loader.meter.clone();
+        let copy_meter = meter.metrics.clone();
         let shared = store.shared().cloned();
         let from_bucket = Arc::new(AtomicBool::new(false));
         let fetched_from_bucket = from_bucket.clone();
@@ -574,15 +575,19 @@ impl Remote {
             if let (Some(shared), Some(digest)) = (&shared, declared) {
                 match shared.artifact(&digest).await {
                     Ok(Some(found)) => {
+                        meter.metrics.record_shared(SharedOutcome::Found);
                         fetched_from_bucket.store(true, Ordering::Relaxed);
                         return Ok(bucket_fetch(found, &url));
                     }
-                    Ok(None) => {}
-                    Err(error) => tracing::warn!(
-                        repository = %bucket_repo,
-                        %error,
-                        "the shared bucket failed; fetching from the upstream instead"
-                    ),
+                    Ok(None) => meter.metrics.record_shared(SharedOutcome::Missing),
+                    Err(error) => {
+                        meter.metrics.record_shared(SharedOutcome::Failed);
+                        tracing::warn!(
+                            repository = %bucket_repo,
+                            %error,
+                            "the shared bucket failed; fetching from the upstream instead"
+                        );
+                    }
                 }
             }
             let started = Instant::now();
@@ -633,9 +638,15 @@ impl Remote {
                         if !from_bucket.load(Ordering::Relaxed) {
                             let store = committer.clone();
                             tokio::spawn(async move {
-                                if let Err(error) = shared.offer(&store, sha256).await {
-                                    tracing::warn!(%error, "could not copy a file to the shared bucket");
-                                }
+                                let outcome = match shared.offer(&store, sha256).await {
+                                    Ok(true) => SharedOutcome::Copied,
+                                    Ok(false) => SharedOutcome::Present,
+                                    Err(error) => {
+                                        tracing::warn!(%error, "could not copy a file to the shared bucket");
+                                        SharedOutcome::CopyFailed
+                                    }
+                                };
+                                copy_meter.record_shared(outcome);
                             });
                         }
                     }
