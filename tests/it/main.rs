@@ -27,6 +27,7 @@ mod page_limits;
 mod provenance;
 mod publish;
 mod rules;
+mod s3_server;
 mod secrets;
 mod simple_api;
 mod status_page;

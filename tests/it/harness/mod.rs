@@ -1,6 +1,7 @@
 //! The test harness: fixtures, a fixture upstream, the Python clients, the wheelgate process and
 //! small HTTP clients, plus `TestBed`, which wires one upstream to one wheelgate. A second, fault
-//! injecting upstream (`faulty`) comes with its own bed for the hardening tests.
+//! injecting upstream (`faulty`) comes with its own bed for the hardening tests. The shared store's
+//! tests run against a real S3 server (`s3`: Ceph's radosgw), one per test process.
 //!
 //! Every test builds its own bed (own ports, own store, own token) so that tests stay independent
 //! while cargo runs them on parallel threads.
@@ -12,6 +13,7 @@ pub mod faulty;
 pub mod fixtures;
 pub mod generated;
 pub mod http;
+pub mod s3;
 pub mod tls_front;
 pub mod uploads;
 pub mod upstream;
