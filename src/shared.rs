@@ -8,21 +8,40 @@
 //! client's stream never waits for it. A copy that fails only costs another upstream fetch
 //! later; it is logged and counted.
 //!
+//! Hosted uploads are in the bucket before their 200: the body (and its metadata) as artifacts,
+//! then the upload's record at `uploads/<repository>/<project>/<filename>`, written with a
+//! conditional create (`If-None-Match: *`), so that of two replicas receiving one filename at
+//! once exactly one wins and the other answers 409 (or 200 for the same bytes). A replica asked
+//! for a hosted project's page lists that project's records in the bucket (at most every
+//! [`SYNC_INTERVAL`] per project) and takes in those it lacks, bodies first: an upload made
+//! through one replica is on every replica's pages by then, and the first upload of a package
+//! makes its package-level origin record on each replica as it is taken in.
+//!
 //! The bucket is reached with the `object_store` crate (its HTTP client on rustls with the
 //! process's ring provider), signed with the credentials `[store.shared]` names or the
 //! `AWS_*` environment variables, read when the store opens.
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, ObjectStore, PutMultipartOptions, PutOptions, WriteMultipart};
+use object_store::{
+    GetOptions, ObjectStore, PutMode, PutMultipartOptions, PutOptions, WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::config::{SharedConfig, SharedCredentials};
 use crate::simple::Sha256Digest;
-use crate::store::{Content, Store};
+use crate::store::{ArtifactRecord, Content, Store, Upload};
+
+/// How often a replica lists one hosted project's uploads in the bucket: the longest an upload
+/// made through another replica takes to appear on this one's pages.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Parts of a multipart copy: big enough for few requests, small enough to hold a few in memory.
 const PART_SIZE: usize = 8 << 20;
@@ -64,6 +83,63 @@ pub struct Shared {
     bucket: Arc<dyn ObjectStore>,
     name: String,
     prefix: String,
+}
+
+/// An upload's record as the bucket keeps it (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct UploadObject {
+    filename: String,
+    version: String,
+    sha256: String,
+    size: u64,
+    requires_python: Option<String>,
+    core_metadata: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    uploaded_at: u64,
+    uploader: String,
+}
+
+impl UploadObject {
+    fn of(upload: &Upload) -> UploadObject {
+        UploadObject {
+            filename: upload.filename.clone(),
+            version: upload.version.clone(),
+            sha256: upload.sha256.to_hex(),
+            size: upload.size,
+            requires_python: upload.requires_python.clone(),
+            core_metadata: upload.core_metadata.map(|d| d.to_hex()),
+            uploaded_at: upload
+                .uploaded_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            uploader: upload.uploader.clone(),
+        }
+    }
+
+    fn upload(self) -> Option<Upload> {
+        Some(Upload {
+            sha256: Sha256Digest::parse_hex(&self.sha256).ok()?,
+            core_metadata: match self.core_metadata {
+                Some(hex) => Some(Sha256Digest::parse_hex(&hex).ok()?),
+                None => None,
+            },
+            filename: self.filename,
+            version: self.version,
+            size: self.size,
+            requires_python: self.requires_python,
+            uploaded_at: UNIX_EPOCH + Duration::from_millis(self.uploaded_at),
+            uploader: self.uploader,
+        })
+    }
+}
+
+/// Who holds an upload's filename in the bucket.
+#[derive(Debug)]
+pub enum Claim {
+    /// This replica's upload: the record was created.
+    Ours,
+    /// Another upload took the filename first: its record.
+    Taken(Upload),
 }
 
 /// An artifact found in the bucket: its size and its bytes as they arrive.
@@ -237,6 +313,151 @@ impl Shared {
             }
         }
         writer.finish().await.map(drop).map_err(self.failed(key))
+    }
+}
+
+impl Shared {
+    fn upload_prefix(&self, repository: &str, project: &str) -> String {
+        format!("{}uploads/{repository}/{project}/", self.prefix)
+    }
+
+    /// Takes the filename of `upload` in the bucket, first writer wins (see the module doc).
+    /// The upload's body and metadata must be in the bucket already ([`Shared::offer`]).
+    pub async fn claim(
+        &self,
+        repository: &str,
+        project: &str,
+        upload: &Upload,
+    ) -> Result<Claim, SharedError> {
+        let key = format!(
+            "{}{}",
+            self.upload_prefix(repository, project),
+            upload.filename
+        );
+        let path = ObjectPath::from(key.as_str());
+        let record = serde_json::to_vec(&UploadObject::of(upload)).unwrap_or_default();
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self.bucket.put_opts(&path, record.into(), create).await {
+            Ok(_) => Ok(Claim::Ours),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match self.upload_record(&path, &key).await? {
+                    Some(existing) => Ok(Claim::Taken(existing)),
+                    None => Err(self.failed(&key)(object_store::Error::Generic {
+                        store: "shared bucket",
+                        source: "the record of the upload that holds this filename is unreadable"
+                            .into(),
+                    })),
+                }
+            }
+            Err(source) => Err(self.failed(&key)(source)),
+        }
+    }
+
+    async fn upload_record(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+    ) -> Result<Option<Upload>, SharedError> {
+        let found = self
+            .bucket
+            .get_opts(path, GetOptions::default())
+            .await
+            .map_err(self.failed(key))?;
+        let bytes = found.bytes().await.map_err(self.failed(key))?;
+        Ok(serde_json::from_slice::<UploadObject>(&bytes)
+            .ok()
+            .and_then(UploadObject::upload))
+    }
+
+    /// The uploads of `project` to `repository` recorded in the bucket.
+    pub async fn uploads(
+        &self,
+        repository: &str,
+        project: &str,
+    ) -> Result<Vec<Upload>, SharedError> {
+        let prefix = self.upload_prefix(repository, project);
+        let listed: Vec<ObjectPath> = self
+            .bucket
+            .list(Some(&ObjectPath::from(prefix.as_str())))
+            .map(|meta| meta.map(|meta| meta.location))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(self.failed(&prefix))?;
+        let mut uploads = Vec::with_capacity(listed.len());
+        for path in listed {
+            let key = path.to_string();
+            match self.upload_record(&path, &key).await? {
+                Some(upload) => uploads.push(upload),
+                None => tracing::warn!(
+                    bucket = %self.name,
+                    key,
+                    "skipping an unreadable upload record in the shared bucket"
+                ),
+            }
+        }
+        Ok(uploads)
+    }
+
+    /// Copies the artifact `digest` of `size` bytes from the bucket into `store` (verified
+    /// against the digest), recorded as `filename` of `repository`, evictable until an upload
+    /// record names it. Returns `false` when the bucket does not have it.
+    pub async fn take_in(
+        &self,
+        store: &Store,
+        record: ArtifactRecord,
+    ) -> Result<bool, SharedError> {
+        let Some(found) = self.artifact(&record.sha256).await? else {
+            return Ok(false);
+        };
+        let key = self.artifact_key(&record.sha256);
+        let local = |error: std::io::Error| {
+            self.failed(&key)(object_store::Error::Generic {
+                store: "local store",
+                source: Box::new(error),
+            })
+        };
+        let (temp, file) = store
+            .create_temp()
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = Sha256::new();
+        let mut body = found.body;
+        let mut written = 0u64;
+        let outcome: Result<(), SharedError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(local)?;
+            }
+            file.flush().await.map_err(local)
+        }
+        .await;
+        drop(file);
+        let digest = Sha256Digest::from_bytes(hasher.finalize().into());
+        if outcome.is_err() || digest != record.sha256 || written != found.size {
+            let _ = std::fs::remove_file(&temp);
+            outcome?;
+            return Err(local(std::io::Error::other(format!(
+                "the bucket's copy of {} does not match its digest",
+                record.filename
+            ))));
+        }
+        let record = ArtifactRecord {
+            size: written,
+            ..record
+        };
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.commit_artifact(&temp, record))
+            .await
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+        Ok(true)
     }
 }
 

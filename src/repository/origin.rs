@@ -127,6 +127,9 @@ impl Repositories {
         project: &ProjectName,
         what: impl FnOnce() -> String,
     ) -> Result<Admission, ServeError> {
+        if let Repository::Group(group) = repository {
+            group.sync_hosted(project).await;
+        }
         let Admitted {
             blocked,
             control,

@@ -15,6 +15,7 @@ mod deploy;
 mod disk_full;
 mod faults;
 mod file_limits;
+mod fleet;
 mod groups;
 mod install;
 mod integrity;

@@ -243,6 +243,17 @@ impl Group {
         &self.members
     }
 
+    /// Takes in what other replicas published of `project` to the hosted members (see
+    /// `hosted::sync`), so that the origin records are current before they decide which members
+    /// to ask.
+    pub(crate) async fn sync_hosted(&self, project: &ProjectName) {
+        for member in &self.members {
+            if let Source::Hosted(hosted) = &member.source {
+                hosted.sync(project).await;
+            }
+        }
+    }
+
     fn member_names(&self) -> Vec<String> {
         self.members.iter().map(|m| m.name.to_string()).collect()
     }

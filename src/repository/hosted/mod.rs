@@ -32,6 +32,8 @@ use crate::store::{Store, StoreError, Upload};
 
 pub use publish::{NewUpload, Published};
 
+mod sync;
+
 /// How many projects' pages a hosted repository keeps in memory. Pages are rebuilt from the
 /// catalog cheaply; this only bounds memory.
 const PAGES_KEPT: u64 = 10_000;
@@ -78,6 +80,11 @@ pub enum HostedError {
     },
     #[error("hosted repository {repo}: a store task failed: {reason}")]
     Task { repo: RepoName, reason: String },
+    #[error(
+        "hosted repository {repo} cannot publish now: the bucket the replicas share is \
+         unreachable ({reason}); nothing was published, retry when it is back"
+    )]
+    SharedUnavailable { repo: RepoName, reason: String },
 }
 
 impl HostedError {
@@ -87,6 +94,7 @@ impl HostedError {
             | HostedError::NoMetadata { .. }
             | HostedError::NoProvenance { .. } => StatusCode::NOT_FOUND,
             HostedError::Exists { .. } => StatusCode::CONFLICT,
+            HostedError::SharedUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             HostedError::Store { source, .. } if source.is_disk_full() => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
@@ -109,6 +117,9 @@ pub struct Hosted {
     store: Store,
     pages: Cache<ProjectName, KeptPage, foldhash::fast::RandomState>,
     index: Mutex<Option<Kept<ProjectIndex>>>,
+    /// The projects whose uploads were taken in from the shared bucket in the last
+    /// [`crate::shared::SYNC_INTERVAL`] (see `sync`).
+    synced: Cache<ProjectName, (), foldhash::fast::RandomState>,
 }
 
 impl Hosted {
@@ -120,6 +131,10 @@ impl Hosted {
                 .max_capacity(PAGES_KEPT)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             index: Mutex::new(None),
+            synced: Cache::builder()
+                .max_capacity(PAGES_KEPT)
+                .time_to_live(crate::shared::SYNC_INTERVAL)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
@@ -161,6 +176,7 @@ impl Hosted {
         &self,
         project: &ProjectName,
     ) -> Result<Option<PageView<ProjectPage>>, HostedError> {
+        self.sync(project).await;
         let epoch = self.store.upload_epoch();
         if let Some((kept_epoch, kept)) = self.pages.get(project) {
             if kept_epoch == epoch {

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::{Hosted, HostedError};
+use crate::shared::Claim;
 use crate::simple::digest::Sha256Digest;
 use crate::simple::filename::DistFilename;
 use crate::simple::name::ProjectName;
@@ -98,14 +99,47 @@ impl Hosted {
             uploader: upload.uploader.clone(),
         };
         let temp = upload.temp.clone();
-        let outcome = self
-            .blocking(move |store| {
-                store.commit_artifact(&temp, body)?;
-                if let Some((bytes, record)) = metadata {
-                    store.commit_artifact_bytes(bytes, record)?;
+        let metadata_digest = record.core_metadata;
+        self.blocking(move |store| {
+            store.commit_artifact(&temp, body)?;
+            if let Some((bytes, record)) = metadata {
+                store.commit_artifact_bytes(bytes, record)?;
+            }
+            Ok(())
+        })
+        .await?;
+        // With replicas, the bucket decides who holds the filename, and holds the bytes before
+        // the 200 (see `crate::shared`).
+        if let Some(shared) = self.store.shared().cloned() {
+            let unavailable = |error: crate::shared::SharedError| HostedError::SharedUnavailable {
+                repo: self.name.clone(),
+                reason: error.to_string(),
+            };
+            for digest in std::iter::once(upload.sha256).chain(metadata_digest) {
+                shared
+                    .offer(&self.store, digest)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            match shared
+                .claim(&repo, &project, &record)
+                .await
+                .map_err(unavailable)?
+            {
+                Claim::Ours => {}
+                Claim::Taken(existing) if existing.sha256 == upload.sha256 => {
+                    // The same bytes through another replica: this one records that upload.
+                    let (repo, project) = (repo.clone(), project.clone());
+                    let _ = self
+                        .blocking(move |store| store.record_upload(&repo, &project, &existing))
+                        .await;
+                    return self.same_bytes(&upload, Some(upload.sha256));
                 }
-                store.record_upload(&repo, &project, &record)
-            })
+                Claim::Taken(existing) => return self.same_bytes(&upload, Some(existing.sha256)),
+            }
+        }
+        let outcome = self
+            .blocking(move |store| store.record_upload(&repo, &project, &record))
             .await?;
         match outcome {
             UploadOutcome::Recorded => {

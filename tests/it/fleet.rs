@@ -1,0 +1,268 @@
+//! Central replicas sharing one S3-compatible bucket (`[store.shared]`, issue 17), against a
+//! real server (Ceph's radosgw, started by `harness::s3`): a file any replica fetched reaches
+//! the others through the bucket, so the upstream sees each file once whichever replica a
+//! client reaches; an upload through one replica installs through another, two replicas given
+//! one filename at once agree on one winner, and a package first published through one replica
+//! keeps the upstream's versions of its name out of every replica's group.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::clients::{self, dists, installed};
+use crate::harness::http;
+use crate::harness::s3::{unique_bucket_name, S3Server};
+use crate::harness::uploads::{app_wheel, app_wheel_rebuilt, plain_wheel, Dist, UploadForm};
+use crate::harness::upstream::{Mode, Upstream};
+use crate::harness::wheelgate::{toml_string, GroupConfig, RemoteConfig, Wheelgate};
+use crate::harness::{new_token, wait_until, write_file, Account};
+use crate::install::expected_app_install;
+
+/// The `[store]` lines that put a replica on `bucket` of `s3`.
+fn shared_store_toml(s3: &S3Server, bucket: &str, secret_file: &Path) -> String {
+    format!(
+        "shared.endpoint = {}\nshared.bucket = {}\nshared.region = {}\n\
+         shared.access_key_id = {}\nshared.secret_access_key_file = {}\n",
+        toml_string(&s3.endpoint()),
+        toml_string(bucket),
+        toml_string(s3.region()),
+        toml_string(s3.access_key_id()),
+        toml_string(&secret_file.to_string_lossy()),
+    )
+}
+
+/// A replica with its own empty store in `dir/<name>`, in front of `upstream`, sharing `bucket`:
+/// the remote `pypi`, the hosted `internal` that `publisher` may publish to, and the group
+/// `all = [internal, pypi]`.
+fn replica(
+    dir: &Path,
+    name: &str,
+    upstream: &Upstream,
+    s3: &S3Server,
+    bucket: &str,
+    publisher: &Account,
+) -> Wheelgate {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{}: {e}", home.display()));
+    let token_file = home.join("upstream-token");
+    write_file(&token_file, &format!("{}\n", upstream.token()));
+    let secret_file = home.join("s3-secret");
+    write_file(&secret_file, &format!("{}\n", s3.secret_access_key()));
+    let mut config = RemoteConfig::new(
+        home.join("store"),
+        upstream.index_url(),
+        token_file,
+        vec![upstream.third_addr().to_string()],
+    );
+    config.store_toml = shared_store_toml(s3, bucket, &secret_file);
+    config.hosted = vec!["internal".to_owned()];
+    config.users = vec![publisher.user(&["read", "publish"])];
+    config.groups = vec![GroupConfig::new("all", &["internal", "pypi"])];
+    let path = home.join("proxy.toml");
+    write_file(&path, &config.to_toml());
+    Wheelgate::start(&path, &home, "info")
+}
+
+/// How many times the upstream was asked for each file (anything but an index page).
+fn file_requests(upstream: &Upstream) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for request in upstream.requests() {
+        if !request.path.starts_with("/simple/") {
+            *counts.entry(request.path).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The remote repository's own index on `replica` (its default is the group).
+fn pypi_index(replica: &Wheelgate) -> String {
+    replica.url("/pypi/simple/")
+}
+
+/// Publishes `dist` to `internal` on `replica` as `account`; returns the status.
+fn publish(replica: &Wheelgate, dist: &Dist, account: &Account) -> u16 {
+    let form = UploadForm::of(dist).multipart();
+    let content_type = form.content_type();
+    let authorization = account.authorization();
+    http::raw_request(
+        replica.addr(),
+        "POST",
+        b"/internal/",
+        &[
+            ("content-type", content_type.as_str()),
+            ("authorization", authorization.as_str()),
+        ],
+        &form.body(),
+    )
+    .unwrap_or_else(|e| panic!("upload of {}: {e}\n{}", dist.filename, replica.output()))
+    .status
+}
+
+/// The sha256 of the file `filename` on `project`'s JSON page of `index` on `replica`, if listed.
+fn listed_sha256(
+    replica: &Wheelgate,
+    index: &str,
+    project: &str,
+    filename: &str,
+) -> Option<String> {
+    let url = replica.url(&format!("/{index}/simple/{project}/"));
+    let page = http::get(
+        &url,
+        &[("accept", crate::harness::upstream::JSON_MEDIA_TYPE)],
+    );
+    if page.status != ::http::StatusCode::OK {
+        return None;
+    }
+    page.json()["files"].as_array()?.iter().find_map(|file| {
+        (file["filename"].as_str() == Some(filename))
+            .then(|| file["hashes"]["sha256"].as_str().map(str::to_owned))
+            .flatten()
+    })
+}
+
+fn target(dir: &Path, name: &str) -> PathBuf {
+    dir.join("targets").join(name)
+}
+
+#[test]
+fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
+    let s3 = S3Server::shared();
+    let bucket = unique_bucket_name("fleet");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let replicas: Vec<Wheelgate> = ["one", "two", "three"]
+        .iter()
+        .map(|name| replica(dir.path(), name, &upstream, s3, &bucket, &publisher))
+        .collect();
+
+    // A cold install through the first replica: every file comes from the upstream, and each
+    // is copied to the bucket in the background.
+    let first = target(dir.path(), "one");
+    let run = clients::pip_install(&pypi_index(&replicas[0]), &first, &["wgfx-app"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&first),
+        expected_app_install(),
+        "{}",
+        run.output()
+    );
+    let fetched = file_requests(&upstream);
+    // A file behind a redirect is two requests for one body.
+    let bodies = fetched
+        .keys()
+        .filter(|path| !path.starts_with("/redirect/"))
+        .count();
+    assert!(
+        bodies >= 2 * expected_app_install().len(),
+        "the first install fetched only {fetched:?}"
+    );
+    let copied = wait_until(Duration::from_secs(30), || {
+        s3.list(&bucket, "artifacts/sha256/").len() >= bodies
+    });
+    assert!(
+        copied,
+        "the bucket holds {:?} after the first install fetched {fetched:?}; replica one:\n{}",
+        s3.list(&bucket, "artifacts/sha256/"),
+        replicas[0].output()
+    );
+
+    // The two other replicas, their stores empty, install with pip and uv: from the bucket.
+    for (replica, name) in [(&replicas[1], "two"), (&replicas[2], "three")] {
+        let target = target(dir.path(), name);
+        let run = if name == "two" {
+            clients::pip_install(&pypi_index(replica), &target, &["wgfx-app"])
+        } else {
+            clients::uv_install(&pypi_index(replica), &target, &["wgfx-app"])
+        };
+        run.assert_success();
+        assert_eq!(
+            installed(&target),
+            expected_app_install(),
+            "{}",
+            run.output()
+        );
+    }
+    let twice: Vec<(String, usize)> = file_requests(&upstream)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "the upstream was asked more than once for {twice:?}; replica two:\n{}",
+        replicas[1].output()
+    );
+}
+
+#[test]
+fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
+    let s3 = S3Server::shared();
+    let bucket = unique_bucket_name("uploads");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+
+    // The same filename with different bytes through both replicas at once: one 200, one 409,
+    // and both replicas list the winner.
+    let (first, second) = (app_wheel(), app_wheel_rebuilt());
+    assert_eq!(first.filename, second.filename);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| publish(&one, first, &publisher));
+        let b = scope.spawn(|| publish(&two, second, &publisher));
+        (a.join().unwrap_or(0), b.join().unwrap_or(0))
+    });
+    let mut statuses = [a, b];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 409],
+        "one upload wins, the other is refused"
+    );
+    let winner = if a == 200 { first } else { second };
+    for replica in [&one, &two] {
+        let project = winner
+            .filename
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .replace('_', "-");
+        let listed = wait_until(Duration::from_secs(10), || {
+            listed_sha256(replica, "internal", &project, &winner.filename).as_deref()
+                == Some(winner.sha256.as_str())
+        });
+        assert!(
+            listed,
+            "a replica does not list the winning upload:\n{}",
+            replica.output()
+        );
+    }
+
+    // A package first published through replica one: replica two installs it from its group,
+    // and never offers the upstream's version of that name.
+    let acme = plain_wheel("wgfx-acme-utils", "1.0");
+    assert_eq!(publish(&one, &acme, &publisher), 200);
+    let target = dir.path().join("acme");
+    let run = clients::pip_install(&two.url("/all/simple/"), &target, &["wgfx-acme-utils"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&target),
+        dists(&[("wgfx-acme-utils", "1.0")]),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        listed_sha256(
+            &two,
+            "all",
+            "wgfx-acme-utils",
+            "wgfx_acme_utils-99.0-py3-none-any.whl"
+        ),
+        None,
+        "replica two offers the upstream's wgfx-acme-utils 99.0 though the name was published \
+         through replica one first"
+    );
+}
