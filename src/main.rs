@@ -502,6 +502,7 @@ fn serve(path: &Path) -> ExitCode {
         if let Some(shared) = &config.store.shared {
             match wheelgate::shared::Shared::open(shared) {
                 Ok(bucket) => {
+                    tokio::spawn(bucket.clone().watch());
                     store.attach_shared(bucket);
                     tracing::info!(
                         bucket = %shared.bucket,

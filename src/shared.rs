@@ -21,15 +21,16 @@
 //! process's ring provider), signed with the credentials `[store.shared]` names or the
 //! `AWS_*` environment variables, read when the store opens.
 
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    GetOptions, ObjectStore, PutMode, PutMultipartOptions, PutOptions, WriteMultipart,
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, PutMode, PutMultipartOptions,
+    PutOptions, RetryConfig, WriteMultipart,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -38,6 +39,9 @@ use tokio::io::AsyncWriteExt as _;
 use crate::config::{SharedConfig, SharedCredentials};
 use crate::simple::Sha256Digest;
 use crate::store::{ArtifactRecord, Content, Store, Upload};
+
+/// How often the bucket is probed when nothing else has used it.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often a replica lists one hosted project's uploads in the bucket: the longest an upload
 /// made through another replica takes to appear on this one's pages.
@@ -83,6 +87,19 @@ pub struct Shared {
     bucket: Arc<dyn ObjectStore>,
     name: String,
     prefix: String,
+    /// How the last request (or probe) fared.
+    state: Arc<Mutex<BucketState>>,
+}
+
+/// Whether the bucket answered the last time it was used or probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketState {
+    Up,
+    /// Unreachable or failing since `since`, for `reason`.
+    Down {
+        since: SystemTime,
+        reason: String,
+    },
 }
 
 /// An upload's record as the bucket keeps it (JSON).
@@ -159,7 +176,25 @@ impl Shared {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            .with_region(&config.region);
+            .with_region(&config.region)
+            // A bucket that does not answer must cost a read little more than an upstream
+            // fetch and an upload a prompt 503, not object_store's default of three minutes
+            // of retries.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            })
+            // No whole-request timeout: a multi-gigabyte file streams for as long as it takes.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_timeout_disabled(),
+            );
         if let Some(endpoint) = &config.endpoint {
             builder = builder
                 .with_endpoint(endpoint.as_str().trim_end_matches('/'))
@@ -189,7 +224,55 @@ impl Shared {
             bucket: Arc::new(bucket),
             name: config.bucket.clone(),
             prefix: config.prefix.clone(),
+            state: Arc::new(Mutex::new(BucketState::Up)),
         })
+    }
+
+    /// The bucket's state as last seen (see [`Shared::watch`]).
+    pub fn state(&self) -> BucketState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records how a request fared: an answer (a "not found" too) means the bucket is up.
+    fn note(&self, failure: Option<&object_store::Error>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match (failure, &*state) {
+            (None, BucketState::Up) => {}
+            (None, BucketState::Down { .. }) => {
+                tracing::info!(bucket = %self.name, "the shared bucket answers again");
+                *state = BucketState::Up;
+            }
+            (Some(error), BucketState::Up) => {
+                tracing::warn!(bucket = %self.name, %error, "the shared bucket is unreachable; uploads are refused until it answers again, files are served from this replica's store");
+                *state = BucketState::Down {
+                    since: SystemTime::now(),
+                    reason: error.to_string(),
+                };
+            }
+            (Some(_), BucketState::Down { .. }) => {}
+        }
+    }
+
+    /// Probes the bucket every few seconds, so that its state is current even when nothing
+    /// else uses it: `/-/ready`, the metrics and the uploads go by it. Runs until the process
+    /// ends.
+    pub async fn watch(self) {
+        let probe = ObjectPath::from(format!("{}wheelgate-probe", self.prefix).as_str());
+        let mut ticker = tokio::time::interval(PROBE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            let head = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            match self.bucket.get_opts(&probe, head).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => self.note(None),
+                Err(error) => self.note(Some(&error)),
+            }
+        }
     }
 
     /// The object key of the artifact `digest`.
@@ -199,10 +282,21 @@ impl Shared {
 
     fn failed(&self, key: &str) -> impl Fn(object_store::Error) -> SharedError + '_ {
         let key = key.to_owned();
-        move |source| SharedError::Request {
-            bucket: self.name.clone(),
-            key: key.clone(),
-            source,
+        move |source| {
+            if !matches!(
+                source,
+                object_store::Error::Generic {
+                    store: "local store",
+                    ..
+                }
+            ) {
+                self.note(Some(&source));
+            }
+            SharedError::Request {
+                bucket: self.name.clone(),
+                key: key.clone(),
+                source,
+            }
         }
     }
 
@@ -216,6 +310,7 @@ impl Shared {
         let path = ObjectPath::from(key.as_str());
         match self.bucket.get_opts(&path, GetOptions::default()).await {
             Ok(found) => {
+                self.note(None);
                 let size = found.meta.size;
                 let bucket = self.name.clone();
                 let failed_key = key.clone();
@@ -235,7 +330,10 @@ impl Shared {
                     body,
                 }))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.note(None);
+                Ok(None)
+            }
             Err(source) => Err(self.failed(&key)(source)),
         }
     }
@@ -341,7 +439,10 @@ impl Shared {
             ..PutOptions::default()
         };
         match self.bucket.put_opts(&path, record.into(), create).await {
-            Ok(_) => Ok(Claim::Ours),
+            Ok(_) => {
+                self.note(None);
+                Ok(Claim::Ours)
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 match self.upload_record(&path, &key).await? {
                     Some(existing) => Ok(Claim::Taken(existing)),

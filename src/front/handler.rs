@@ -202,11 +202,7 @@ where
             "text/plain; charset=utf-8",
             "ok\n",
         )),
-        Route::Ready => Ok(response::with_body(
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "ready\n",
-        )),
+        Route::Ready => Ok(ready(&app.repositories)),
         Route::Redirect(location) => Ok(response::redirect(&location)),
         Route::LegacyJson => Ok(response::error(
             StatusCode::NOT_FOUND,
@@ -290,6 +286,21 @@ fn published_response(published: Published) -> Response<Body> {
     let text = match published {
         Published::Created => "published\n",
         Published::Identical => "already published with the same content; nothing changed\n",
+    };
+    response::with_body(StatusCode::OK, "text/plain; charset=utf-8", text)
+}
+
+/// `/-/ready`: 200 while the server can serve. An unreachable shared bucket is said in the body
+/// but keeps the 200: the replica still serves what its own store holds, and taking it out of
+/// the load balancer would leave the clients less, not more.
+fn ready(repositories: &crate::repository::Repositories) -> Response<Body> {
+    let text = match repositories.shared_bucket() {
+        Some(crate::shared::BucketState::Down { since, reason }) => format!(
+            "ready, degraded: the shared bucket has been unreachable for {} s ({reason}); \
+             uploads are refused, files are served from this replica's store\n",
+            since.elapsed().map_or(0, |d| d.as_secs())
+        ),
+        _ => "ready\n".to_owned(),
     };
     response::with_body(StatusCode::OK, "text/plain; charset=utf-8", text)
 }
@@ -637,6 +648,9 @@ fn exposition(app: &App, caller: &Caller) -> Result<Response<Body>, ServeError> 
         store_bytes: stats.artifact_bytes,
         store_artifacts: stats.artifacts,
         file_joins: repositories.file_joins(),
+        shared_bucket_up: repositories
+            .shared_bucket()
+            .map(|state| state == crate::shared::BucketState::Up),
     });
     Ok(response::with_body(
         StatusCode::OK,

@@ -262,6 +262,16 @@ impl Collector for Scrape {
             let e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             { e }.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX))?;
         }
+        if let Some(up) = self.gauges.shared_bucket_up {
+            let e = encoder.encode_descriptor(
+                "wheelgate_shared_bucket_up",
+                "1 while the bucket central replicas share ([store.shared]) answers, 0 while it \
+                 is unreachable (uploads are refused, files are served from the local store).",
+                None,
+                MetricType::Gauge,
+            )?;
+            { e }.encode_gauge(&i64::from(up))?;
+        }
 
         counters(
             &mut encoder,
@@ -361,6 +371,7 @@ mod tests {
         metrics.record_connection_closed();
         metrics.record_header_timeout();
         let text = metrics.encode(Gauges {
+            shared_bucket_up: Some(false),
             store_bytes: 99,
             store_artifacts: 3,
             file_joins: 2,
@@ -388,6 +399,7 @@ mod tests {
             "# TYPE wheelgate_open_connections gauge",
             "wheelgate_open_connections 1",
             "wheelgate_connection_header_timeouts_total 1",
+            "wheelgate_shared_bucket_up 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

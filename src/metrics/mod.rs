@@ -360,6 +360,8 @@ pub struct Gauges {
     ///
     /// [`Flights::joins`]: crate::repository::remote::flight::Flights::joins
     pub file_joins: u64,
+    /// Whether the shared bucket answers (`None` without `[store.shared]`).
+    pub shared_bucket_up: Option<bool>,
 }
 
 impl Metrics {

@@ -419,6 +419,11 @@ impl Repositories {
         self.store.stats()
     }
 
+    /// The shared bucket's state, without `[store.shared]` `None`.
+    pub fn shared_bucket(&self) -> Option<crate::shared::BucketState> {
+        self.store.shared().map(|shared| shared.state())
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -18,12 +18,12 @@ use crate::harness::wheelgate::{toml_string, GroupConfig, RemoteConfig, Wheelgat
 use crate::harness::{new_token, wait_until, write_file, Account};
 use crate::install::expected_app_install;
 
-/// The `[store]` lines that put a replica on `bucket` of `s3`.
-fn shared_store_toml(s3: &S3Server, bucket: &str, secret_file: &Path) -> String {
+/// The `[store]` lines that put a replica on `bucket` of `s3`, reached at `endpoint`.
+fn shared_store_toml(s3: &S3Server, endpoint: &str, bucket: &str, secret_file: &Path) -> String {
     format!(
         "shared.endpoint = {}\nshared.bucket = {}\nshared.region = {}\n\
          shared.access_key_id = {}\nshared.secret_access_key_file = {}\n",
-        toml_string(&s3.endpoint()),
+        toml_string(endpoint),
         toml_string(bucket),
         toml_string(s3.region()),
         toml_string(s3.access_key_id()),
@@ -42,6 +42,19 @@ fn replica(
     bucket: &str,
     publisher: &Account,
 ) -> Wheelgate {
+    replica_through(dir, name, upstream, s3, &s3.endpoint(), bucket, publisher)
+}
+
+/// As `replica`, reaching the bucket at `endpoint` (a gateway of the test's own).
+fn replica_through(
+    dir: &Path,
+    name: &str,
+    upstream: &Upstream,
+    s3: &S3Server,
+    endpoint: &str,
+    bucket: &str,
+    publisher: &Account,
+) -> Wheelgate {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{}: {e}", home.display()));
     let token_file = home.join("upstream-token");
@@ -54,7 +67,7 @@ fn replica(
         token_file,
         vec![upstream.third_addr().to_string()],
     );
-    config.store_toml = shared_store_toml(s3, bucket, &secret_file);
+    config.store_toml = shared_store_toml(s3, endpoint, bucket, &secret_file);
     config.hosted = vec!["internal".to_owned()];
     config.users = vec![publisher.user(&["read", "publish"])];
     config.groups = vec![GroupConfig::new("all", &["internal", "pypi"])];
@@ -264,5 +277,144 @@ fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
         None,
         "replica two offers the upstream's wgfx-acme-utils 99.0 though the name was published \
          through replica one first"
+    );
+}
+
+#[test]
+fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recovers_by_itself() {
+    let s3 = S3Server::shared();
+    let gateway = s3.start_gateway();
+    let bucket = unique_bucket_name("outage");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let endpoint = gateway.endpoint();
+    let one = replica_through(
+        dir.path(),
+        "one",
+        &upstream,
+        s3,
+        &endpoint,
+        &bucket,
+        &publisher,
+    );
+    let run = clients::pip_install(
+        &pypi_index(&one),
+        &target(dir.path(), "before"),
+        &["wgfx-app"],
+    );
+    run.assert_success();
+    assert_eq!(
+        publish(&one, &plain_wheel("wgfx-outage", "1.0"), &publisher),
+        200
+    );
+
+    gateway.stop();
+    // What the replica holds installs as before.
+    let after = target(dir.path(), "during");
+    let run = clients::pip_install(&pypi_index(&one), &after, &["wgfx-app"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&after),
+        expected_app_install(),
+        "{}",
+        run.output()
+    );
+    // An upload is refused with 503 and the reason, and nothing of it is published.
+    assert_eq!(
+        publish(&one, &plain_wheel("wgfx-outage", "2.0"), &publisher),
+        503
+    );
+    assert_eq!(
+        listed_sha256(
+            &one,
+            "internal",
+            "wgfx-outage",
+            "wgfx_outage-2.0-py3-none-any.whl"
+        ),
+        None,
+        "a refused upload is listed"
+    );
+    let degraded = wait_until(Duration::from_secs(15), || {
+        http::get(&one.url("/-/ready"), &[])
+            .text()
+            .contains("the shared bucket")
+            && http::get(&one.url("/-/metrics"), &[])
+                .text()
+                .contains("wheelgate_shared_bucket_up 0")
+    });
+    assert!(
+        degraded,
+        "/-/ready and the metrics must say the bucket is down:\n{}",
+        one.output()
+    );
+    assert_eq!(
+        http::get(&one.url("/-/ready"), &[]).status,
+        ::http::StatusCode::OK,
+        "a replica that serves its store stays ready"
+    );
+
+    // The bucket back: the replica resumes by itself.
+    gateway.start();
+    let resumed = wait_until(Duration::from_secs(30), || {
+        publish(&one, &plain_wheel("wgfx-outage", "2.0"), &publisher) == 200
+    });
+    assert!(
+        resumed,
+        "uploads did not resume once the bucket was back:\n{}",
+        one.output()
+    );
+    let up = wait_until(Duration::from_secs(15), || {
+        http::get(&one.url("/-/ready"), &[]).text() == "ready\n"
+            && http::get(&one.url("/-/metrics"), &[])
+                .text()
+                .contains("wheelgate_shared_bucket_up 1")
+    });
+    assert!(
+        up,
+        "/-/ready and the metrics must say the bucket is back:\n{}",
+        one.output()
+    );
+}
+
+#[test]
+fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
+    let s3 = S3Server::shared();
+    let bucket = unique_bucket_name("kill");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let mut one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    let dist = plain_wheel("wgfx-durable", "1.0");
+    assert_eq!(publish(&one, &dist, &publisher), 200);
+    // The 200 came after the bucket had it: kill -9, and even a lost disk, lose nothing.
+    one.kill();
+    std::fs::remove_dir_all(dir.path().join("one").join("store"))
+        .unwrap_or_else(|e| panic!("cannot remove replica one's store: {e}"));
+    assert_eq!(
+        listed_sha256(&two, "internal", "wgfx-durable", &dist.filename).as_deref(),
+        Some(dist.sha256.as_str()),
+        "replica two does not list the upload replica one acknowledged:\n{}",
+        two.output()
+    );
+    let target = target(dir.path(), "durable");
+    let run = clients::uv_install(&two.url("/internal/simple/"), &target, &["wgfx-durable"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&target),
+        dists(&[("wgfx-durable", "1.0")]),
+        "{}",
+        run.output()
+    );
+    // Replica one, back with an empty store, serves it too.
+    one.start_again();
+    assert_eq!(
+        listed_sha256(&one, "internal", "wgfx-durable", &dist.filename).as_deref(),
+        Some(dist.sha256.as_str()),
+        "replica one does not list its own acknowledged upload after kill -9:\n{}",
+        one.output()
     );
 }
