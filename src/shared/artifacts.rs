@@ -1,0 +1,217 @@
+//! Files in the shared bucket: asked for before the upstream, copied there after an upstream
+//! fetch, and taken in from there (see the `shared` module doc).
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, PutMultipartOptions, PutOptions, WriteMultipart};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+use super::{Shared, SharedError};
+use crate::simple::Sha256Digest;
+use crate::store::{ArtifactRecord, Content, Store};
+
+/// Parts of a multipart copy: big enough for few requests, small enough to hold a few in memory.
+const PART_SIZE: usize = 8 << 20;
+
+/// How many parts of one copy are in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Bodies up to this size are copied in one request.
+const SINGLE_PUT_LIMIT: u64 = PART_SIZE as u64;
+
+/// An artifact found in the bucket: its size and its bytes as they arrive.
+pub struct SharedArtifact {
+    pub size: u64,
+    /// Where it came from, for logs: `s3://<bucket>/<key>`.
+    pub location: Option<url::Url>,
+    pub body: futures_util::stream::BoxStream<'static, Result<Bytes, SharedError>>,
+}
+
+impl Shared {
+    /// The object key of the artifact `digest`.
+    pub(super) fn artifact_key(&self, digest: &Sha256Digest) -> String {
+        format!("{}artifacts/sha256/{}", self.prefix, digest.to_hex())
+    }
+
+    /// The artifact `digest`, if the bucket has it. The caller verifies the bytes against the
+    /// digest as it does an upstream's.
+    pub async fn artifact(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<SharedArtifact>, SharedError> {
+        let key = self.artifact_key(digest);
+        let path = ObjectPath::from(key.as_str());
+        match self.bucket.get_opts(&path, GetOptions::default()).await {
+            Ok(found) => {
+                self.note(None);
+                let size = found.meta.size;
+                let bucket = self.name.clone();
+                let failed_key = key.clone();
+                let body = found
+                    .into_stream()
+                    .map(move |chunk| {
+                        chunk.map_err(|source| SharedError::Request {
+                            bucket: bucket.clone(),
+                            key: failed_key.clone(),
+                            source,
+                        })
+                    })
+                    .boxed();
+                Ok(Some(SharedArtifact {
+                    size,
+                    location: url::Url::parse(&format!("s3://{}/{key}", self.name)).ok(),
+                    body,
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.note(None);
+                Ok(None)
+            }
+            Err(source) => Err(self.failed(&key)(source)),
+        }
+    }
+
+    /// Copies the stored artifact `digest` to the bucket unless it is there already. Returns
+    /// whether it copied anything.
+    pub async fn offer(&self, store: &Store, digest: Sha256Digest) -> Result<bool, SharedError> {
+        let key = self.artifact_key(&digest);
+        let path = ObjectPath::from(key.as_str());
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.bucket.get_opts(&path, head).await {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(self.failed(&key)(source)),
+        }
+        // Gone from the store meanwhile (evicted): nothing to copy.
+        let Some(artifact) = store.artifact(&digest) else {
+            return Ok(false);
+        };
+        match artifact.body.read(0, artifact.size) {
+            Content::Bytes(bytes) => self.put(&path, &key, bytes).await?,
+            Content::Stream(stream) if artifact.size <= SINGLE_PUT_LIMIT => {
+                let bytes = collect(stream).await.map_err(|e| {
+                    self.failed(&key)(object_store::Error::Generic {
+                        store: "local store",
+                        source: Box::new(e),
+                    })
+                })?;
+                self.put(&path, &key, bytes).await?
+            }
+            Content::Stream(stream) => self.put_parts(&path, &key, stream).await?,
+        }
+        Ok(true)
+    }
+
+    async fn put(&self, path: &ObjectPath, key: &str, bytes: Bytes) -> Result<(), SharedError> {
+        self.bucket
+            .put_opts(path, bytes.into(), PutOptions::default())
+            .await
+            .map(drop)
+            .map_err(self.failed(key))
+    }
+
+    async fn put_parts(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+        mut stream: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+    ) -> Result<(), SharedError> {
+        let upload = self
+            .bucket
+            .put_multipart_opts(path, PutMultipartOptions::default())
+            .await
+            .map_err(self.failed(key))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    writer
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .map_err(self.failed(key))?;
+                    writer.put(chunk);
+                }
+                Err(error) => {
+                    let _ = writer.abort().await;
+                    return Err(self.failed(key)(object_store::Error::Generic {
+                        store: "local store",
+                        source: Box::new(error),
+                    }));
+                }
+            }
+        }
+        writer.finish().await.map(drop).map_err(self.failed(key))
+    }
+
+    /// Copies the artifact `digest` of `size` bytes from the bucket into `store` (verified
+    /// against the digest), recorded as `filename` of `repository`, evictable until an upload
+    /// record names it. Returns `false` when the bucket does not have it.
+    pub async fn take_in(
+        &self,
+        store: &Store,
+        record: ArtifactRecord,
+    ) -> Result<bool, SharedError> {
+        let Some(found) = self.artifact(&record.sha256).await? else {
+            return Ok(false);
+        };
+        let key = self.artifact_key(&record.sha256);
+        let local = |error: std::io::Error| {
+            self.failed(&key)(object_store::Error::Generic {
+                store: "local store",
+                source: Box::new(error),
+            })
+        };
+        let (temp, file) = store
+            .create_temp()
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = Sha256::new();
+        let mut body = found.body;
+        let mut written = 0u64;
+        let outcome: Result<(), SharedError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(local)?;
+            }
+            file.flush().await.map_err(local)
+        }
+        .await;
+        drop(file);
+        let digest = Sha256Digest::from_bytes(hasher.finalize().into());
+        if outcome.is_err() || digest != record.sha256 || written != found.size {
+            let _ = std::fs::remove_file(&temp);
+            outcome?;
+            return Err(local(std::io::Error::other(format!(
+                "the bucket's copy of {} does not match its digest",
+                record.filename
+            ))));
+        }
+        let record = ArtifactRecord {
+            size: written,
+            ..record
+        };
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.commit_artifact(&temp, record))
+            .await
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?
+            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+        Ok(true)
+    }
+}
+
+async fn collect(
+    mut stream: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+) -> std::io::Result<Bytes> {
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        all.extend_from_slice(&chunk?);
+    }
+    Ok(all.freeze())
+}
