@@ -94,12 +94,7 @@ impl Shared {
         match artifact.body.read(0, artifact.size) {
             Content::Bytes(bytes) => self.put(&path, &key, bytes).await?,
             Content::Stream(stream) if artifact.size <= SINGLE_PUT_LIMIT => {
-                let bytes = collect(stream).await.map_err(|e| {
-                    self.failed(&key)(object_store::Error::Generic {
-                        store: "local store",
-                        source: Box::new(e),
-                    })
-                })?;
+                let bytes = collect(stream).await.map_err(|e| self.local(&key, e))?;
                 self.put(&path, &key, bytes).await?
             }
             Content::Stream(stream) => self.put_parts(&path, &key, stream).await?,
@@ -138,10 +133,7 @@ impl Shared {
                 }
                 Err(error) => {
                     let _ = writer.abort().await;
-                    return Err(self.failed(key)(object_store::Error::Generic {
-                        store: "local store",
-                        source: Box::new(error),
-                    }));
+                    return Err(self.local(key, error));
                 }
             }
         }
@@ -160,15 +152,8 @@ impl Shared {
             return Ok(false);
         };
         let key = self.artifact_key(&record.sha256);
-        let local = |error: std::io::Error| {
-            self.failed(&key)(object_store::Error::Generic {
-                store: "local store",
-                source: Box::new(error),
-            })
-        };
-        let (temp, file) = store
-            .create_temp()
-            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+        let local = |reason: &dyn std::fmt::Display| self.local(&key, reason);
+        let (temp, file) = store.create_temp().map_err(|e| local(&e))?;
         let mut file = tokio::fs::File::from_std(file);
         let mut hasher = Sha256::new();
         let mut body = found.body;
@@ -178,9 +163,9 @@ impl Shared {
                 let chunk = chunk?;
                 hasher.update(&chunk);
                 written += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(local)?;
+                file.write_all(&chunk).await.map_err(|e| local(&e))?;
             }
-            file.flush().await.map_err(local)
+            file.flush().await.map_err(|e| local(&e))
         }
         .await;
         drop(file);
@@ -188,10 +173,10 @@ impl Shared {
         if outcome.is_err() || digest != record.sha256 || written != found.size {
             let _ = std::fs::remove_file(&temp);
             outcome?;
-            return Err(local(std::io::Error::other(format!(
-                "the bucket's copy of {} does not match its digest",
-                record.filename
-            ))));
+            return Err(SharedError::Mismatch {
+                bucket: self.name.clone(),
+                key,
+            });
         }
         let record = ArtifactRecord {
             size: written,
@@ -200,8 +185,8 @@ impl Shared {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.commit_artifact(&temp, record))
             .await
-            .map_err(|e| local(std::io::Error::other(e.to_string())))?
-            .map_err(|e| local(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| local(&e))?
+            .map_err(|e| local(&e))?;
         Ok(true)
     }
 }

@@ -59,6 +59,25 @@ pub enum SharedError {
         bucket: String,
         source: object_store::Error,
     },
+    #[error(
+        "could not copy {key} between the shared bucket {bucket} and this replica's store: \
+         {reason}; check the store's disk (wheelgate cache verify)"
+    )]
+    Local {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "the shared bucket {bucket} holds a copy of {key} that does not match its digest; \
+         delete that object: the next upstream fetch puts the right bytes there"
+    )]
+    Mismatch { bucket: String, key: String },
+    #[error(
+        "the shared bucket {bucket} holds an unreadable upload record at {key}; restore it from \
+         a backup of the bucket, or delete it and publish the file again"
+    )]
+    UnreadableRecord { bucket: String, key: String },
     #[error("the shared bucket {bucket} failed for {key}: {source}")]
     Request {
         bucket: String,
@@ -196,23 +215,25 @@ impl Shared {
         }
     }
 
+    /// A failed bucket request for `key`: noted in the bucket's state.
     fn failed(&self, key: &str) -> impl Fn(object_store::Error) -> SharedError + '_ {
         let key = key.to_owned();
         move |source| {
-            if !matches!(
-                source,
-                object_store::Error::Generic {
-                    store: "local store",
-                    ..
-                }
-            ) {
-                self.note(Some(&source));
-            }
+            self.note(Some(&source));
             SharedError::Request {
                 bucket: self.name.clone(),
                 key: key.clone(),
                 source,
             }
+        }
+    }
+
+    /// A failure on this replica's side of a copy of `key`: the bucket's state is untouched.
+    fn local(&self, key: &str, reason: impl std::fmt::Display) -> SharedError {
+        SharedError::Local {
+            bucket: self.name.clone(),
+            key: key.to_owned(),
+            reason: reason.to_string(),
         }
     }
 }

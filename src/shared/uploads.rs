@@ -105,11 +105,10 @@ impl Shared {
             Err(object_store::Error::AlreadyExists { .. }) => {
                 match self.upload_record(&path, &key).await? {
                     Some(existing) => Ok(Claim::Taken(existing)),
-                    None => Err(self.failed(&key)(object_store::Error::Generic {
-                        store: "shared bucket",
-                        source: "the record of the upload that holds this filename is unreadable"
-                            .into(),
-                    })),
+                    None => Err(SharedError::UnreadableRecord {
+                        bucket: self.name.clone(),
+                        key,
+                    }),
                 }
             }
             Err(source) => Err(self.failed(&key)(source)),
