@@ -65,15 +65,36 @@ pub struct Admission {
     full: Throttle,
 }
 
-/// One connection's place under the cap, and its count in `wheelgate_open_connections`; freed
-/// when dropped.
+/// A place under the cap, taken before `accept`; freed when dropped. It becomes a [`Held`]
+/// connection once one is accepted into it.
 #[derive(Debug)]
 pub struct Slot {
+    permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Slot {
+    /// The slot now holds an accepted connection: counted in `wheelgate_open_connections` until
+    /// dropped. (A slot waiting in the accept loop is not a connection, so a scrape never counts
+    /// the one the loop holds ready for the next client.)
+    pub fn hold(self) -> Held {
+        self.metrics.record_connection_opened();
+        Held {
+            _permit: self.permit,
+            metrics: self.metrics,
+        }
+    }
+}
+
+/// One accepted connection's place under the cap and its count in `wheelgate_open_connections`;
+/// both are given back when it is dropped.
+#[derive(Debug)]
+pub struct Held {
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
 
-impl Drop for Slot {
+impl Drop for Held {
     fn drop(&mut self) {
         self.metrics.record_connection_closed();
     }
@@ -145,9 +166,8 @@ impl Admission {
                 }
             }
         };
-        self.metrics.record_connection_opened();
         Slot {
-            _permit: permit,
+            permit,
             metrics: self.metrics.clone(),
         }
     }
@@ -173,7 +193,7 @@ mod tests {
     async fn slots_are_counted_and_freed() {
         let metrics = Arc::new(Metrics::default());
         let mut admission = Admission::new(Some(2), metrics.clone());
-        let first = admission.slot().await;
+        let first = admission.slot().await.hold();
         let _second = admission.slot().await;
         assert!(
             tokio::time::timeout(Duration::from_millis(50), admission.slot())
@@ -184,10 +204,12 @@ mod tests {
         drop(first);
         let _third = tokio::time::timeout(Duration::from_secs(5), admission.slot())
             .await
-            .unwrap();
+            .unwrap()
+            .hold();
+        // The second slot waits for a connection and is not counted; the third holds one.
         let text = metrics.encode(crate::metrics::Gauges::default());
         assert!(
-            text.lines().any(|l| l == "wheelgate_open_connections 2"),
+            text.lines().any(|l| l == "wheelgate_open_connections 1"),
             "{text}"
         );
     }

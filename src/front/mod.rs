@@ -136,6 +136,7 @@ impl Server {
                     continue;
                 }
             };
+            let held = slot.hold();
             let _ = stream.set_nodelay(true);
             let connection = Accepted {
                 live: self.live.clone(),
@@ -149,7 +150,7 @@ impl Server {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 // Held until the connection is closed.
-                let _slot = slot;
+                let _held = held;
                 // The handshake runs in the connection's task so a slow client never holds up
                 // the accept loop.
                 let ending = match tls {
