@@ -18,6 +18,8 @@
 #                      and the ratios are the median of the repetitions' own ratios
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
 #   BENCH_TMPDIR=/tmp  where the temporary directory is created (needs ~2.5 GB free)
+#   BENCH_ONLY=big,fleet  run only these sections (comma-separated): installs, big, upload, warm,
+#                      many, fleet; all of them when unset
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +29,9 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 REPS=${BENCH_REPS:-5}
 PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
+
+# True when the section is to run (BENCH_ONLY unset, or naming it).
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -373,6 +378,10 @@ PYEOF
     start_nginx
     say "nginx: $DIRECT (reference), upstream for wheelgate on port $UP_PORT"
 
+    # Sections run in this order; each starts its own wheelgate process. The warm rows use the
+    # store the last uv install left (or an empty one when installs are skipped).
+    local store="$WORK/store-uv-$REPS"
+    if want installs; then
     # 4. installs. Minimum upstream requests: what the client itself fetched from nginx directly
     # (each page and each file once; clients run without a cache).
     local client url
@@ -414,10 +423,12 @@ PYEOF
         row "$client upstream requests, warm" "$worst_warm" "0 (pages fresh)" "-" "= 0" "$(verdict "$worst_warm" eq 0)"
     done
 
+    fi
+
+    if want big; then
     # 5. the 1 GiB artifact: cold on a fresh process (so VmHWM is this transfer's peak), then warm
     # on another fresh process.
     stop_wheelgate
-    local store="$WORK/store-uv-$REPS"
     start_wheelgate "$store"
     local big_url mid_url out ttfb total size code ref_ttfb
     big_url=$(wg_file_url bench-huge "$BIG_FILE")
@@ -452,6 +463,9 @@ PYEOF
     row "1 GiB warm: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
     row "1 GiB warm: peak RSS (VmHWM)" "$(mib "$hwm_warm")" "-" "-" "< 64 MiB" "$(verdict "$hwm_warm" lt 65536)"
 
+    fi
+
+    if want upload; then
     # 7. a 200 MiB upload to the hosted repository, on a fresh process (so VmHWM is the upload's
     # peak): the body is streamed to a temporary file, hashed three ways, its METADATA read, and
     # the file fsynced and recorded before the 200.
@@ -485,6 +499,9 @@ PYEOF
     else
         row "200 MiB upload: time (s)" "HTTP $upload_code" "-" "-" "-" "FAIL"
     fi
+    fi
+
+    if want warm || want many; then
     stop_wheelgate
     start_wheelgate "$store"
 
@@ -509,6 +526,7 @@ PYEOF
     local loaded_rss; loaded_rss=$(proc_kb VmRSS)
 
     local rps p50 p99 err bpr rrps rp50 rp99 rerr rbpr hrps hp50 hp99 herr hbpr label
+    if want warm; then
     # wrk's numbers move by 10-20% from one run to the next on two shared cores (nginx's most of
     # all: which worker takes which connections varies), so each side gets ROUNDS runs,
     # alternating, and keeps its best req/s; latencies and errors come from all its rounds.
@@ -572,8 +590,10 @@ PYEOF
     }
     versus_remote "page, pip Accept (JSON)" "$WG/all/simple/$PAGE_PROJECT/" "$WG/simple/$PAGE_PROJECT/" ">= 0.90x" "Accept: $PIP_ACCEPT"
     versus_remote "artifact ~100 KiB" "$group_hot_url" "$hot_url" ""
+    fi
 
     # 6. 1,000 connections on the warm artifact.
+    if want many; then
     say "wrk -c1000: artifact"
     read -r rps p50 p99 err bpr <<<"$(run_wrk 1000 "$hot_url")"
     read -r rrps rp50 rp99 rerr rbpr <<<"$(run_wrk 1000 "$DIRECT$HOT_PATH")"
@@ -582,11 +602,14 @@ PYEOF
     row "artifact, 1000 conns: p99 latency" "$(ms "$p99")" "$(ms "$rp99")" "$(ratio "$p99" "$rp99")" "-" "info"
     row "artifact, 1000 conns: errors" "$err" "$rerr (nginx)" "-" "= 0" "$(verdict "$err" eq 0)"
 
+    fi
+
     sleep 3
     local idle; idle=$(proc_kb VmRSS)
     row "idle RSS after the run (VmRSS)" "$(mib "$idle")" "-" "-" "< 40 MiB" "$(verdict "$idle" lt 40960)"
     row "RSS after warm-up, before the -c64 runs" "$(mib "$loaded_rss")" "-" "-" "-" "info"
     row "peak RSS of the last process (VmHWM)" "$(mib "$(proc_kb VmHWM)")" "-" "-" "-" "info"
+    fi
     if grep -qiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log; then
         say "wheelgate logged warnings or errors:"
         grep -hiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -10 >&2
