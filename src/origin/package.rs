@@ -515,6 +515,18 @@ impl PackageOrigins {
         }
     }
 
+    /// The remote repositories that share a group with `hosted`: whose records of a package
+    /// decide whether it may be published there when it never was (see [`Self::publish`]).
+    pub fn remotes_beside(&self, hosted: &RepoName) -> Vec<RepoName> {
+        let mut remotes: Vec<RepoName> = Vec::new();
+        for (remote, _) in self.neighbours(hosted) {
+            if !remotes.contains(&remote) {
+                remotes.push(remote);
+            }
+        }
+        remotes
+    }
+
     /// The remote repositories whose upstream is allowed to offer `package` through a group
     /// that contains `hosted`: an upload of a version one of them offers is a conflict (409).
     pub fn offering_upstreams(

@@ -13,7 +13,9 @@
 //! a page that the controls leave without any member.
 //!
 //! Recording: a page served with files from a remote repository records the package's first
-//! ingestion through that remote (once per rendering; the store keeps the first).
+//! ingestion through that remote (once per rendering; the store keeps the first). With
+//! replicas sharing a bucket, a new record is shared there, and an upload first takes in the
+//! records other replicas made (`crate::shared`).
 
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -22,6 +24,7 @@ use pep440_rs::Version;
 
 use super::cached::PageView;
 use super::group::Source;
+use super::hosted::HostedError;
 use super::serve::WouldDenyOf;
 use super::{Kind, Repositories, Repository, ServeError};
 use crate::config::{Mode, RepoName};
@@ -213,18 +216,98 @@ impl Repositories {
                 continue;
             }
             noted.push(remote);
-            if let Err(error) =
-                self.store
-                    .record_ingestion(remote.as_str(), page.name.as_str(), SystemTime::now())
-            {
-                tracing::warn!(
+            let shared = self
+                .store
+                .shared()
+                .filter(|_| {
+                    self.store
+                        .origin_allowances(remote.as_str(), page.name.as_str())
+                        .is_none()
+                })
+                .cloned();
+            match self.store.record_ingestion(
+                remote.as_str(),
+                page.name.as_str(),
+                SystemTime::now(),
+            ) {
+                // A record made here just now goes to the bucket too, for the other replicas;
+                // in the background: the page waits for nothing.
+                Ok(record) => {
+                    if let Some(shared) = shared {
+                        let (remote, project) = (remote.to_string(), page.name.to_string());
+                        tokio::spawn(async move {
+                            if let Err(error) =
+                                shared.share_origin(&remote, &project, &record).await
+                            {
+                                tracing::warn!(
+                                    repository = %remote,
+                                    package = %project,
+                                    %error,
+                                    "cannot share the package's first ingestion with the other \
+                                     replicas; they may accept an upload of it"
+                                );
+                            }
+                        });
+                    }
+                }
+                Err(error) => tracing::warn!(
                     repository = %remote,
                     package = %page.name,
                     %error,
                     "cannot record the package's first ingestion; publishing it is not blocked by it"
-                );
+                ),
             }
         }
+    }
+
+    /// With replicas sharing a bucket, takes in the records other replicas made of `project` in
+    /// the remotes beside `hosted`, before the controls decide on its publishing here: a name
+    /// one replica ingested from an upstream is not published through another. The bucket
+    /// unreachable refuses the upload (503), as its claim in the bucket would.
+    async fn take_in_shared_origins(
+        &self,
+        hosted: &RepoName,
+        project: &ProjectName,
+    ) -> Result<(), ServeError> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(());
+        };
+        if self
+            .store
+            .origin_allowances(hosted.as_str(), project.as_str())
+            .is_some()
+        {
+            // Published here before: this repository's own record decides.
+            return Ok(());
+        }
+        for remote in self.origins.remotes_beside(hosted) {
+            if self
+                .store
+                .origin_allowances(remote.as_str(), project.as_str())
+                .is_some()
+            {
+                continue;
+            }
+            let found = shared
+                .origin(remote.as_str(), project.as_str())
+                .await
+                .map_err(|error| HostedError::SharedUnavailable {
+                    repo: hosted.clone(),
+                    reason: error.to_string(),
+                })?;
+            if let Some(record) = found {
+                self.store
+                    .record_origin(remote.as_str(), project.as_str(), record)
+                    .map_err(|error| HostedError::SharedUnavailable {
+                        repo: hosted.clone(),
+                        reason: format!(
+                            "the package origin record of {project} in {remote} from the bucket \
+                             could not be recorded here: {error}"
+                        ),
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether `version` of `project` may be published to the hosted repository `hosted`: not
@@ -237,6 +320,7 @@ impl Repositories {
         version: &str,
         filename: &str,
     ) -> Result<(), ServeError> {
+        self.take_in_shared_origins(hosted, project).await?;
         match self.origins.publish(hosted, project) {
             Verdict::Allowed => {}
             Verdict::Blocked(control) => {

@@ -35,12 +35,16 @@ impl Shared {
         format!("{}artifacts/sha256/{}", self.prefix, digest.to_hex())
     }
 
-    /// The artifact `digest`, if the bucket has it. The caller verifies the bytes against the
-    /// digest as it does an upstream's.
+    /// The artifact `digest`, if the bucket has a copy this replica still trusts. The caller
+    /// verifies the bytes against the digest as it does an upstream's, and tells
+    /// [`Shared::distrust`] when they do not match.
     pub async fn artifact(
         &self,
         digest: &Sha256Digest,
     ) -> Result<Option<SharedArtifact>, SharedError> {
+        if !self.trusts(digest) {
+            return Ok(None);
+        }
         let key = self.artifact_key(digest);
         let path = ObjectPath::from(key.as_str());
         match self.bucket.get_opts(&path, GetOptions::default()).await {
@@ -82,10 +86,14 @@ impl Shared {
             head: true,
             ..GetOptions::default()
         };
-        match self.bucket.get_opts(&path, head).await {
-            Ok(_) => return Ok(false),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => return Err(self.failed(&key)(source)),
+        // A copy known to be wrong is overwritten with the verified one.
+        let replacing = !self.trusts(&digest);
+        if !replacing {
+            match self.bucket.get_opts(&path, head).await {
+                Ok(_) => return Ok(false),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(self.failed(&key)(source)),
+            }
         }
         // Gone from the store meanwhile (evicted): nothing to copy.
         let Some(artifact) = store.artifact(&digest) else {
@@ -99,7 +107,34 @@ impl Shared {
             }
             Content::Stream(stream) => self.put_parts(&path, &key, stream).await?,
         }
+        if replacing {
+            self.distrusted().remove(&digest);
+            tracing::info!(bucket = %self.name, key, "replaced the shared bucket's wrong copy with the verified file");
+        }
         Ok(true)
+    }
+
+    /// The bucket's copy of `digest` did not match it: this replica fetches the file from the
+    /// upstream from now on, and its next verified copy overwrites the bucket's.
+    pub fn distrust(&self, digest: Sha256Digest) {
+        if self.distrusted().insert(digest) {
+            tracing::error!(
+                bucket = %self.name,
+                key = %self.artifact_key(&digest),
+                "the shared bucket's copy of a file does not match its digest; fetching it from \
+                 the upstream instead, whose verified copy will replace it"
+            );
+        }
+    }
+
+    fn trusts(&self, digest: &Sha256Digest) -> bool {
+        !self.distrusted().contains(digest)
+    }
+
+    fn distrusted(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Sha256Digest>> {
+        self.distrusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn put(&self, path: &ObjectPath, key: &str, bytes: Bytes) -> Result<(), SharedError> {

@@ -22,8 +22,10 @@
 //! `AWS_*` environment variables, read when the store opens.
 //!
 //! `artifacts` holds the files (looked up, copied, taken in), `uploads` the hosted upload
-//! records; this module holds the client, its errors and the bucket's state.
+//! records, `origins` the package-level origin records of first ingestions; this module holds
+//! the client, its errors and the bucket's state.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -32,8 +34,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, RetryConfig};
 
 use crate::config::{SharedConfig, SharedCredentials};
+use crate::simple::Sha256Digest;
 
 mod artifacts;
+mod origins;
 mod uploads;
 
 pub use artifacts::SharedArtifact;
@@ -69,8 +73,10 @@ pub enum SharedError {
         reason: String,
     },
     #[error(
-        "the shared bucket {bucket} holds a copy of {key} that does not match its digest; \
-         delete that object: the next upstream fetch puts the right bytes there"
+        "the shared bucket {bucket} holds a copy of {key} that does not match its digest; for a \
+         file from an upstream, replicas fetch it from the upstream instead and overwrite the \
+         copy; for a hosted upload, put back the blob of that digest from the store of a \
+         replica that lists the upload"
     )]
     Mismatch { bucket: String, key: String },
     #[error(
@@ -78,6 +84,11 @@ pub enum SharedError {
          a backup of the bucket, or delete it and publish the file again"
     )]
     UnreadableRecord { bucket: String, key: String },
+    #[error(
+        "the shared bucket {bucket} holds an unreadable package origin record at {key}; delete \
+         that object: the next replica to ingest or publish the package makes it again"
+    )]
+    UnreadableOrigin { bucket: String, key: String },
     #[error("the shared bucket {bucket} failed for {key}: {source}")]
     Request {
         bucket: String,
@@ -94,6 +105,9 @@ pub struct Shared {
     prefix: String,
     /// How the last request (or probe) fared.
     state: Arc<Mutex<BucketState>>,
+    /// Artifacts whose copy in the bucket did not match their digest: fetched from the
+    /// upstream instead, and overwritten by the next verified copy.
+    distrusted: Arc<Mutex<HashSet<Sha256Digest>>>,
 }
 
 /// Whether the bucket answered the last time it was used or probed.
@@ -165,6 +179,7 @@ impl Shared {
             name: config.bucket.clone(),
             prefix: config.prefix.clone(),
             state: Arc::new(Mutex::new(BucketState::Up)),
+            distrusted: Arc::default(),
         })
     }
 
@@ -241,9 +256,8 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simple::Sha256Digest;
 
-    fn config(prefix: &str) -> SharedConfig {
+    pub(super) fn config(prefix: &str) -> SharedConfig {
         SharedConfig {
             endpoint: url::Url::parse("http://127.0.0.1:9/").ok(),
             bucket: "wheelgate".to_owned(),

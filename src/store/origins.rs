@@ -119,13 +119,25 @@ impl Store {
         project: &str,
         at: SystemTime,
     ) -> Result<OriginRecord, StoreError> {
+        self.record_origin(repository, project, OriginRecord::first_ingestion(at))
+    }
+
+    /// Records `record` for `project` in `repository` unless a record exists: one another
+    /// replica made first (taken in from the shared bucket), or a first ingestion. Returns the
+    /// record in force.
+    pub fn record_origin(
+        &self,
+        repository: &str,
+        project: &str,
+        record: OriginRecord,
+    ) -> Result<OriginRecord, StoreError> {
         if let Some(record) = self.origin_record(repository, project) {
             return Ok(record);
         }
-        let record = self.inner.catalog.record_origin_if_absent(
-            &origin_key(repository, project),
-            &OriginRecord::first_ingestion(at),
-        )?;
+        let record = self
+            .inner
+            .catalog
+            .record_origin_if_absent(&origin_key(repository, project), &record)?;
         self.inner.origins.set(repository, project, record.clone());
         Ok(record)
     }

@@ -123,6 +123,22 @@ fn available(path: &Path) -> Option<u64> {
     Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
+/// Claims `len` bytes of disk for `file` up front, when the file system can (ext4, xfs, btrfs).
+///
+/// A transfer whose length is known writes into blocks already allocated: on ext4 here that made
+/// buffered writes of 256 KiB blocks several times faster than letting delayed allocation find
+/// room page by page (benches/README.md, "cold large file"). Best effort: a file system that
+/// cannot (tmpfs before 2.6.x, some network file systems) is written as before, and a disk without
+/// room fails at the first write, which the reservation already guards against.
+pub fn preallocate(file: &std::fs::File, len: u64) {
+    if len == 0 {
+        return;
+    }
+    if let Err(error) = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        tracing::trace!(%error, len, "the file system did not preallocate; writing without");
+    }
+}
+
 /// Bytes a transfer has reserved and not written yet; given back when it is dropped.
 #[derive(Debug)]
 pub struct Reservation {

@@ -2,8 +2,9 @@
 //! real server (Ceph's radosgw, started by `harness::s3`): a file any replica fetched reaches
 //! the others through the bucket, so the upstream sees each file once whichever replica a
 //! client reaches; an upload through one replica installs through another, two replicas given
-//! one filename at once agree on one winner, and a package first published through one replica
-//! keeps the upstream's versions of its name out of every replica's group.
+//! one filename at once agree on one winner, a package first published through one replica
+//! keeps the upstream's versions of its name out of every replica's group, and a name one
+//! replica ingested from the upstream is not published through another.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -415,6 +416,108 @@ fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
         listed_sha256(&one, "internal", "wgfx-durable", &dist.filename).as_deref(),
         Some(dist.sha256.as_str()),
         "replica one does not list its own acknowledged upload after kill -9:\n{}",
+        one.output()
+    );
+}
+
+#[test]
+fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_another() {
+    let s3 = S3Server::shared();
+    let bucket = unique_bucket_name("ingested");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    // Installed through replica one's group: its page lists the upstream's files, which makes
+    // the name's first-ingestion record there, and shares it.
+    let target = target(dir.path(), "epsilon");
+    let run = clients::pip_install(&one.url("/all/simple/"), &target, &["wgfx-epsilon"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&target),
+        dists(&[("wgfx-epsilon", "0.3.0")]),
+        "{}",
+        run.output()
+    );
+    // Replica two never served that page; a publish of the name through it is refused by the
+    // record replica one made (it reaches the bucket in the background, just after the page).
+    let shared = wait_until(Duration::from_secs(10), || {
+        !s3.list(&bucket, "origins/pypi/wgfx-epsilon").is_empty()
+    });
+    assert!(
+        shared,
+        "replica one never shared the record:\n{}",
+        one.output()
+    );
+    let dist = plain_wheel("wgfx-epsilon", "5.0");
+    let status = publish(&two, &dist, &publisher);
+    assert_eq!(
+        status,
+        403,
+        "replica two accepted a name replica one ingested from the upstream:\n{}",
+        two.output()
+    );
+    // And replica one refuses it too, as a single node does.
+    assert_eq!(publish(&one, &dist, &publisher), 403);
+}
+
+#[test]
+fn a_wrong_copy_in_the_bucket_is_fetched_from_the_upstream_instead_and_replaced() {
+    let s3 = S3Server::shared();
+    let bucket = unique_bucket_name("wrong");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    // The bucket holds other bytes under the digest of wgfx-epsilon's wheel, as a damaged or
+    // tampered copy would.
+    let page = http::get(
+        &one.url("/pypi/simple/wgfx-epsilon/"),
+        &[("accept", crate::harness::upstream::JSON_MEDIA_TYPE)],
+    );
+    let files = page.json()["files"].as_array().cloned().unwrap_or_default();
+    let wheel = files
+        .iter()
+        .find(|f| {
+            f["filename"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(".whl") && n.contains("0.3.0"))
+        })
+        .unwrap_or_else(|| panic!("no wgfx-epsilon 0.3.0 wheel on {files:?}"));
+    let sha256 = wheel["hashes"]["sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = format!("artifacts/sha256/{sha256}");
+    let planted = s3.put_object(&bucket, &key, b"not the wheel at all", &[]);
+    assert_eq!(planted.status, 200, "{}", planted.text());
+
+    // pip installs it all the same: the copy fails its digest, the upstream's is served.
+    let target = target(dir.path(), "epsilon");
+    let run = clients::pip_install(&pypi_index(&one), &target, &["wgfx-epsilon"]);
+    run.assert_success();
+    assert_eq!(
+        installed(&target),
+        dists(&[("wgfx-epsilon", "0.3.0")]),
+        "{}\n{}",
+        run.output(),
+        one.output()
+    );
+    // And the verified copy replaces the wrong one in the bucket, for every replica.
+    let replaced = wait_until(Duration::from_secs(10), || {
+        crate::harness::fixtures::sha256_hex(&s3.get_object(&bucket, &key).body) == sha256
+    });
+    assert!(
+        replaced,
+        "the wrong copy stayed in the bucket:\n{}",
+        one.output()
+    );
+    assert!(
+        one.output().contains("does not match its digest"),
+        "the wrong copy was not logged:\n{}",
         one.output()
     );
 }

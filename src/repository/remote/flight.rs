@@ -29,7 +29,7 @@
 //! callback's business. The flight stays in the map until `commit`'s future has ended, so a
 //! request that finds no flight is sure to find the committed entry instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -45,18 +45,26 @@ use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use http::StatusCode;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::store::serve::{read_block, BLOCK};
-use crate::store::{NoSpace, Reservation, Space};
+use crate::store::{preallocate, NoSpace, Reservation, Space};
 use crate::upstream::{FileFetch, UpstreamError};
 
 /// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps
 /// the number of blocking tasks and syscalls low; it is also the size of what is withheld from
 /// readers until the digest is verified.
 const WRITE_BLOCK: usize = BLOCK;
+
+/// Blocks waiting for each stage of a download (hashing, writing): enough to keep both busy
+/// while the next block is received, few enough that a download holds a couple of MiB at most.
+const QUEUED_BLOCKS: usize = 2;
+
+/// Written blocks kept in memory for readers a little behind the newest one, so they need not
+/// read the temporary file back.
+const KEPT_BLOCKS: usize = 4;
 
 /// Why a download failed. Cloneable because one failure is reported to every reader of a flight.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -189,6 +197,18 @@ impl DownloadError {
         )
     }
 
+    /// True when the source sent other bytes than the index declared: another digest, or
+    /// another length than the page's or its own `Content-Length`.
+    pub fn is_wrong_bytes(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::Mismatch { .. }
+                | DownloadError::SizeDisagrees { .. }
+                | DownloadError::TooLong { .. }
+                | DownloadError::ShortBody { .. }
+        )
+    }
+
     /// The status a client should see when the download fails before its response started: the
     /// upstream error's own status (404, 504, 502), 502 for everything else.
     pub fn status(&self) -> StatusCode {
@@ -270,6 +290,24 @@ impl DownloadBody {
     }
 }
 
+impl DownloadBody {
+    /// Calls `noticed` if the bytes turn out not to be the declared ones (the error this body
+    /// then ends with: [`DownloadError::is_wrong_bytes`]), so that their source can be told.
+    pub fn on_wrong_bytes(self, noticed: impl FnOnce() + Send + 'static) -> DownloadBody {
+        let mut noticed = Some(noticed);
+        let inner = self.inspect(move |item| {
+            if item.as_ref().is_err_and(DownloadError::is_wrong_bytes) {
+                if let Some(noticed) = noticed.take() {
+                    noticed();
+                }
+            }
+        });
+        DownloadBody {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
 impl fmt::Debug for DownloadBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DownloadBody").finish_non_exhaustive()
@@ -320,25 +358,34 @@ struct Flight {
 struct Progress {
     /// Set once the upstream answered (and the temporary file exists, if there is one).
     opened: Option<Opened>,
-    /// Bytes `0..readable` of the temporary file may be sent to clients.
+    /// Bytes `0..readable` may be sent to clients.
     readable: u64,
-    /// The last block, in memory, set with [`End::Verified`]: it ends at `readable`.
-    tail: Option<Tail>,
+    /// The latest blocks, in order and contiguous, kept in memory so that readers keeping up
+    /// never read the temporary file: every readable byte before the first of them is in the
+    /// file. The newest block is the one withheld until the digest is verified (it starts at
+    /// `readable` until then).
+    recent: VecDeque<Block>,
     end: End,
 }
 
-/// The verified last block of a file and where it starts.
+/// A block of the body and where it starts.
 #[derive(Clone)]
-struct Tail {
+struct Block {
     offset: u64,
     bytes: Bytes,
+}
+
+impl Block {
+    fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
 }
 
 /// The response has started: the upstream answered (and the temporary file exists, if any).
 #[derive(Clone)]
 struct Opened {
     content_length: Option<u64>,
-    /// `None` for a flight held in memory: its readable bytes are all in [`Progress::tail`].
+    /// `None` for a flight held in memory: its readable bytes are all in [`Progress::recent`].
     temp: Option<Temp>,
 }
 
@@ -433,7 +480,7 @@ impl Flights {
                     let (sender, progress) = watch::channel(Progress {
                         opened: None,
                         readable: 0,
-                        tail: None,
+                        recent: VecDeque::new(),
                         end: End::Running,
                     });
                     let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -561,33 +608,44 @@ impl Reader {
     async fn next(&mut self) -> Option<Result<Bytes, DownloadError>> {
         let mut task_gone = false;
         loop {
-            let (readable, end, tail) = {
+            let position = self.position;
+            let (readable, end, in_memory, in_file) = {
                 let now = self.progress.borrow_and_update();
                 let end = match &now.end {
                     End::Running => None,
                     End::Verified => Some(Ok(())),
                     End::Failed(error) => Some(Err(error.clone())),
                 };
-                (now.readable, end, now.tail.clone())
+                let in_memory = now
+                    .recent
+                    .iter()
+                    .find(|block| block.offset <= position && position < block.end())
+                    .cloned();
+                // Readable bytes before the first block in memory are in the file.
+                let in_file = now
+                    .recent
+                    .front()
+                    .map_or(now.readable, |first| first.offset);
+                (now.readable, end, in_memory, in_file)
             };
-            if let Some(tail) =
-                tail.filter(|t| self.position >= t.offset && self.position < readable)
-            {
-                let start = usize::try_from(self.position - tail.offset).unwrap_or(usize::MAX);
-                let block = tail.bytes.slice(start.min(tail.bytes.len())..);
-                self.position += block.len() as u64;
-                return Some(Ok(block));
-            }
-            if self.position < readable {
-                // A flight in memory publishes its bytes only as the tail, so there is a file
-                // whenever bytes before the tail are readable.
+            if position < readable {
+                if let Some(block) = in_memory {
+                    let start = usize::try_from(position - block.offset).unwrap_or(usize::MAX);
+                    let stop = usize::try_from(readable.min(block.end()) - block.offset)
+                        .unwrap_or(usize::MAX);
+                    let bytes = block.bytes.slice(start.min(stop)..stop);
+                    self.position += bytes.len() as u64;
+                    return Some(Ok(bytes));
+                }
+                // A flight in memory publishes its bytes as one block, so there is a file
+                // whenever readable bytes are not in memory.
                 let Some(temp) = &self.opened.temp else {
-                    debug_assert!(false, "readable bytes outside the tail of a memory flight");
+                    debug_assert!(false, "readable bytes outside the block of a memory flight");
                     return Some(Err(DownloadError::Abandoned {
                         what: self.what.clone(),
                     }));
                 };
-                let len = usize::try_from(readable - self.position)
+                let len = usize::try_from(in_file.saturating_sub(position))
                     .unwrap_or(usize::MAX)
                     .min(BLOCK);
                 let read = read_block(temp.file.clone(), self.position, len).await;
@@ -800,7 +858,7 @@ impl Task {
             self.shared
                 .tmp_dir
                 .join(format!("{}.{:016x}.part", self.key, rand::random::<u64>()));
-        let file = create_temp(path.clone())
+        let file = create_temp(path.clone(), length.map_or(0, |length| length.bytes))
             .await
             .map_err(|source| self.io_error("create the temporary file", &path, source))?;
         landing.temp = Some(path.clone());
@@ -815,7 +873,8 @@ impl Task {
             })
         });
 
-        let mut writer = BlockWriter::new(file);
+        let mut stages = Stages::start(file);
+        let mut gather = Gather::default();
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
@@ -833,31 +892,54 @@ impl Task {
             }
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() {
-                rest = writer.fill(rest);
-                if writer.is_full() {
-                    // The block just written is held back: readers may read up to where it starts.
-                    let before = writer.written;
+                rest = gather.fill(rest);
+                if gather.is_full() {
+                    let block = gather.take();
                     reservation
-                        .write(writer.buffer.len() as u64)
+                        .write(block.len() as u64)
                         .map_err(|source| self.no_space(source))?;
-                    writer.write().await.map_err(|source| {
-                        self.io_error("write the temporary file", &path, source)
-                    })?;
-                    self.sender.send_modify(|now| now.readable = before);
+                    let offset = stages.queued;
+                    if stages.push(block.clone()).await.is_err() {
+                        let source = stages.failure().await;
+                        return Err(self.io_error("write the temporary file", &path, source));
+                    }
+                    // The newest block is held back: readers may read up to where it starts.
+                    let written = stages.written();
+                    self.sender.send_modify(|now| {
+                        now.recent.push_back(Block {
+                            offset,
+                            bytes: block,
+                        });
+                        now.readable = offset;
+                        while now.recent.len() > KEPT_BLOCKS
+                            && now
+                                .recent
+                                .front()
+                                .is_some_and(|first| first.end() <= written)
+                        {
+                            now.recent.pop_front();
+                        }
+                    });
                 }
             }
         }
         self.check_length(length, received)?;
+        let tail = gather.take();
         reservation
-            .write(writer.buffer.len() as u64)
+            .write(tail.len() as u64)
             .map_err(|source| self.no_space(source))?;
-        let tail_offset = writer.written;
-        let tail = writer
-            .write_last()
+        let tail_offset = stages.queued;
+        if !tail.is_empty() {
+            if stages.push(tail.clone()).await.is_err() {
+                let source = stages.failure().await;
+                return Err(self.io_error("write the temporary file", &path, source));
+            }
+        }
+        let (hasher, size) = stages
+            .finish()
             .await
             .map_err(|source| self.io_error("write the temporary file", &path, source))?;
-        let size = writer.written;
-        let sha256 = self.verify(std::mem::take(&mut writer.hasher), size)?;
+        let sha256 = self.verify(hasher, size)?;
         self.publish_verified(tail_offset, tail);
         Ok(Transferred {
             body: Landed::File(path),
@@ -942,10 +1024,12 @@ impl Task {
     fn publish_verified(&self, offset: u64, tail: Bytes) {
         self.sender.send_modify(|now| {
             now.readable = offset + tail.len() as u64;
-            now.tail = Some(Tail {
-                offset,
-                bytes: tail,
-            });
+            if !tail.is_empty() && now.recent.back().is_none_or(|last| last.offset < offset) {
+                now.recent.push_back(Block {
+                    offset,
+                    bytes: tail,
+                });
+            }
             now.end = End::Verified;
         });
     }
@@ -985,27 +1069,18 @@ impl Task {
     }
 }
 
-/// Gathers the body into blocks of [`WRITE_BLOCK`] bytes and writes each with positioned I/O on a
-/// blocking thread, hashing it there too. The buffer never exceeds one block.
-struct BlockWriter {
-    file: Arc<File>,
+/// Gathers the body into blocks of [`WRITE_BLOCK`] bytes; it never holds more than one.
+#[derive(Default)]
+struct Gather {
     buffer: Vec<u8>,
-    hasher: Sha256,
-    written: u64,
 }
 
-impl BlockWriter {
-    fn new(file: Arc<File>) -> BlockWriter {
-        BlockWriter {
-            file,
-            buffer: Vec::with_capacity(WRITE_BLOCK),
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
+impl Gather {
     /// Takes as much of `bytes` as fits in the current block; returns the rest.
     fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(WRITE_BLOCK);
+        }
         let room = WRITE_BLOCK.saturating_sub(self.buffer.len());
         let (now, rest) = bytes.split_at(room.min(bytes.len()));
         self.buffer.extend_from_slice(now);
@@ -1016,62 +1091,123 @@ impl BlockWriter {
         self.buffer.len() >= WRITE_BLOCK
     }
 
-    /// Writes and hashes the buffered block, if any.
-    async fn write(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let mut buffer = std::mem::take(&mut self.buffer);
-        let mut hasher = std::mem::take(&mut self.hasher);
-        let file = self.file.clone();
-        let offset = self.written;
-        let (buffer, hasher, result) = tokio::task::spawn_blocking(move || {
-            hasher.update(&buffer);
-            let result = file.write_all_at(&buffer, offset);
-            let len = buffer.len() as u64;
-            buffer.clear();
-            (buffer, hasher, result.map(|()| len))
-        })
-        .await
-        .map_err(|join| io::Error::other(format!("the write task failed: {join}")))?;
-        self.buffer = buffer;
-        self.hasher = hasher;
-        self.written += result?;
-        Ok(())
-    }
-
-    /// Writes and hashes the last block and returns it, so that readers get it from memory.
-    async fn write_last(&mut self) -> io::Result<Bytes> {
-        let block = Bytes::from(std::mem::take(&mut self.buffer));
-        if block.is_empty() {
-            return Ok(block);
-        }
-        let mut hasher = std::mem::take(&mut self.hasher);
-        let file = self.file.clone();
-        let offset = self.written;
-        let written = block.clone();
-        let (hasher, result) = tokio::task::spawn_blocking(move || {
-            hasher.update(&written);
-            let result = file.write_all_at(&written, offset);
-            (hasher, result)
-        })
-        .await
-        .map_err(|join| io::Error::other(format!("the write task failed: {join}")))?;
-        self.hasher = hasher;
-        result?;
-        self.written += block.len() as u64;
-        Ok(block)
+    /// The gathered bytes as a block of their own (shared by the stages and the readers); the
+    /// next block starts empty.
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.buffer))
     }
 }
 
-/// Creates a new temporary file (never reusing an existing one) open for reading and writing.
-async fn create_temp(path: PathBuf) -> io::Result<File> {
+/// A stage of [`Stages`] is gone.
+struct Stopped;
+
+/// The two blocking stages every block of a file goes through, each on a thread of its own and
+/// in order: the sha256, and the write to the temporary file. Receiving the next block, hashing
+/// this one and writing the one before run at once, so a cold transfer costs the slowest of the
+/// three rather than their sum (benches/README.md, "cold large file"). Each stage holds at most
+/// [`QUEUED_BLOCKS`] blocks waiting, so a slow disk slows the upstream instead of filling memory.
+struct Stages {
+    to_hash: mpsc::Sender<Bytes>,
+    to_write: mpsc::Sender<Bytes>,
+    hashed: tokio::task::JoinHandle<Sha256>,
+    written: tokio::task::JoinHandle<io::Result<u64>>,
+    /// How far the writing stage has got: bytes `0..written` are in the file.
+    progress: Arc<AtomicU64>,
+    /// Bytes handed to the stages so far.
+    queued: u64,
+}
+
+impl Stages {
+    fn start(file: Arc<File>) -> Stages {
+        let (to_hash, mut hash_queue) = mpsc::channel::<Bytes>(QUEUED_BLOCKS);
+        let (to_write, mut write_queue) = mpsc::channel::<Bytes>(QUEUED_BLOCKS);
+        let progress = Arc::new(AtomicU64::new(0));
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(block) = hash_queue.blocking_recv() {
+                hasher.update(&block);
+            }
+            hasher
+        });
+        let written = {
+            let progress = progress.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut offset = 0u64;
+                while let Some(block) = write_queue.blocking_recv() {
+                    file.write_all_at(&block, offset)?;
+                    offset += block.len() as u64;
+                    progress.store(offset, Ordering::Release);
+                }
+                Ok(offset)
+            })
+        };
+        Stages {
+            to_hash,
+            to_write,
+            hashed,
+            written,
+            progress,
+            queued: 0,
+        }
+    }
+
+    /// Queues the next block; waits while a stage has [`QUEUED_BLOCKS`] waiting. An error means
+    /// a stage stopped (the write failed): [`Stages::failure`] says why.
+    async fn push(&mut self, block: Bytes) -> Result<(), Stopped> {
+        let len = block.len() as u64;
+        self.to_hash
+            .send(block.clone())
+            .await
+            .map_err(|_| Stopped)?;
+        self.to_write.send(block).await.map_err(|_| Stopped)?;
+        self.queued += len;
+        Ok(())
+    }
+
+    /// Why a stage stopped before the end.
+    async fn failure(self) -> io::Error {
+        match self.finish().await {
+            Err(error) => error,
+            Ok(_) => io::Error::other("the hashing stage stopped before the end"),
+        }
+    }
+
+    /// Bytes already in the file.
+    fn written(&self) -> u64 {
+        self.progress.load(Ordering::Acquire)
+    }
+
+    /// Waits for both stages to finish the queued blocks: the hash of the whole body and its size.
+    async fn finish(self) -> io::Result<(Sha256, u64)> {
+        let Stages {
+            to_hash,
+            to_write,
+            hashed,
+            written,
+            ..
+        } = self;
+        drop((to_hash, to_write));
+        let size = written
+            .await
+            .map_err(|join| io::Error::other(format!("the write task failed: {join}")))??;
+        let hasher = hashed
+            .await
+            .map_err(|join| io::Error::other(format!("the hash task failed: {join}")))?;
+        Ok((hasher, size))
+    }
+}
+
+/// Creates a new temporary file (never reusing an existing one) open for reading and writing,
+/// with `len` bytes allocated on disk when the length is known.
+async fn create_temp(path: PathBuf, len: u64) -> io::Result<File> {
     tokio::task::spawn_blocking(move || {
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)
+            .open(path)?;
+        preallocate(&file, len);
+        Ok(file)
     })
     .await
     .map_err(|join| io::Error::other(format!("the create task failed: {join}")))?
@@ -1447,6 +1583,55 @@ mod tests {
             "the computed digest is final"
         );
         assert_eq!(calls[0].0.size, data.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_far_behind_reads_from_the_file_what_memory_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
+        let blocks = 4 * (KEPT_BLOCKS + QUEUED_BLOCKS);
+        let data = pattern(blocks * BLOCK + 321, 5);
+        let (sender, receiver) = mpsc::channel(1024);
+        let body = from_channel(receiver);
+        let commits = Commits::default();
+        let size = data.len() as u64;
+        let download = flights
+            .join_body(
+                key("far.whl"),
+                expect(Some(Sha256Digest::of(&data))),
+                "far.whl".into(),
+                async move { Ok((Some(size), body)) },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        // Everything but the last block arrives while this reader reads nothing: most of the
+        // file is then only in the temporary file.
+        let (most, last) = data.split_at(blocks * BLOCK);
+        for chunk in most.chunks(100_000) {
+            sender
+                .send(Ok(Bytes::copy_from_slice(chunk)))
+                .await
+                .unwrap();
+        }
+        let progress = flights.shared.flights()[&key("far.whl")].progress.clone();
+        eventually("the body to be written", || {
+            let now = progress.borrow();
+            now.readable == (blocks as u64 - 1) * BLOCK as u64
+                && now.recent.len() <= KEPT_BLOCKS + QUEUED_BLOCKS + 2
+        })
+        .await;
+        assert!(
+            progress.borrow().recent.front().unwrap().offset > 0,
+            "written blocks were let go"
+        );
+        sender.send(Ok(Bytes::copy_from_slice(last))).await.unwrap();
+        drop(sender);
+        let (bytes, error) = drain(download.body).await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(bytes == data);
+        eventually("the flight to land", || flights.in_flight() == 0).await;
+        assert_eq!(commits.calls().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2198,36 +2383,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_write_buffer_never_exceeds_one_block() {
+    async fn blocks_are_gathered_one_at_most_then_hashed_and_written_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(tempfile::tempfile_in(dir.path()).unwrap());
-        let mut writer = BlockWriter::new(file.clone());
+        let mut gather = Gather::default();
+        let mut stages = Stages::start(file.clone());
         // One upstream chunk far larger than a block, as a misbehaving peer could send.
         let huge = pattern(10 * WRITE_BLOCK + 17, 9);
         let mut rest: &[u8] = &huge;
-        let mut writes = 0;
+        let mut pushes = 0;
         while !rest.is_empty() {
-            rest = writer.fill(rest);
-            assert!(writer.buffer.len() <= WRITE_BLOCK);
+            rest = gather.fill(rest);
+            assert!(gather.buffer.len() <= WRITE_BLOCK);
             assert!(
-                writer.buffer.capacity() < 2 * WRITE_BLOCK,
+                gather.buffer.capacity() < 2 * WRITE_BLOCK,
                 "the buffer grew"
             );
-            if writer.is_full() {
-                writer.write().await.unwrap();
-                writes += 1;
+            if gather.is_full() {
+                assert!(stages.push(gather.take()).await.is_ok());
+                pushes += 1;
             }
         }
-        writer.write().await.unwrap();
-        assert_eq!(writes, 10);
-        assert_eq!(writer.written, huge.len() as u64);
+        assert!(stages.push(gather.take()).await.is_ok());
+        assert_eq!(pushes, 10);
+        assert_eq!(stages.queued, huge.len() as u64);
+        let (hasher, size) = stages.finish().await.unwrap();
+        assert_eq!(size, huge.len() as u64);
         assert_eq!(
-            Sha256Digest::from_bytes(writer.hasher.finalize().into()),
+            Sha256Digest::from_bytes(hasher.finalize().into()),
             Sha256Digest::of(&huge)
         );
         let mut written = Vec::new();
         io::Read::read_to_end(&mut &*file, &mut written).unwrap();
         assert!(written == huge);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_stops_the_stages_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, b"").unwrap();
+        // Open for reading only: every write fails with EBADF.
+        let file = Arc::new(File::open(&path).unwrap());
+        let mut stages = Stages::start(file);
+        let mut stopped = false;
+        // The queue takes a few blocks before the failure is seen.
+        for _ in 0..2 * QUEUED_BLOCKS + 4 {
+            if stages.push(Bytes::from(vec![1u8; 1024])).await.is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped, "pushing went on after the write failed");
+        let error = stages.failure().await;
+        assert_eq!(
+            error.raw_os_error(),
+            Some(rustix::io::Errno::BADF.raw_os_error()),
+            "{error}"
+        );
     }
 
     /// Set in the child process that runs the large-file test alone, so that its memory

@@ -536,8 +536,43 @@ impl Remote {
         Box::pin(self.download(entry, url.into_owned(), declared, part)).await
     }
 
-    /// Downloads a file that is not stored (or joins its download under way).
+    /// Downloads a file that is not stored (or joins its download under way). With replicas
+    /// sharing a bucket, bytes other than the declared ones make this replica distrust the
+    /// bucket's copy (a wrong copy there must not fail every replica for good), and when that is
+    /// found before the first byte, the download is retried at once, from the upstream.
     async fn download(
+        &self,
+        entry: &FileEntry,
+        url: url::Url,
+        declared: Option<Sha256Digest>,
+        part: FilePart,
+    ) -> Result<ServedFile, RemoteError> {
+        let shared = self.loader.store.shared().cloned();
+        let (Some(shared), Some(digest)) = (shared, declared) else {
+            return self.download_once(entry, url, declared, part).await;
+        };
+        match self.download_once(entry, url.clone(), declared, part).await {
+            Err(RemoteError::Download { source, .. }) if source.is_wrong_bytes() => {
+                shared.distrust(digest);
+                self.download_once(entry, url, declared, part).await
+            }
+            Ok(ServedFile {
+                status,
+                sha256,
+                body: FileBody::Arriving { length, stream },
+            }) => Ok(ServedFile {
+                status,
+                sha256,
+                body: FileBody::Arriving {
+                    length,
+                    stream: stream.on_wrong_bytes(move || shared.distrust(digest)),
+                },
+            }),
+            other => other,
+        }
+    }
+
+    async fn download_once(
         &self,
         entry: &FileEntry,
         url: url::Url,

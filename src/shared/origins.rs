@@ -1,0 +1,90 @@
+//! Package-level origin records in the shared bucket, so that the dependency-confusion defence
+//! holds whichever replica a request reaches (see the `shared` module doc).
+//!
+//! A record is an object `origins/<repository>/<project>` holding the record as JSON, created
+//! once with a conditional create and never changed: the first event on any replica decides,
+//! as the first event decides on one node (`crate::store::origins`). A replica shares the
+//! records it makes when a remote's page first lists a package (first ingestion), and before
+//! it accepts the first upload of a package it looks in the bucket for the records of the
+//! remotes that share a group with the hosted repository. First uploads need no object of
+//! their own: the upload's record in the bucket is taken in with it (`uploads`), and taking it
+//! in makes the origin record.
+
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, PutMode, PutOptions};
+
+use super::{Shared, SharedError};
+use crate::origin::record::OriginRecord;
+
+impl Shared {
+    fn origin_key(&self, repository: &str, project: &str) -> String {
+        format!("{}origins/{repository}/{project}", self.prefix)
+    }
+
+    /// Puts `record` in the bucket unless the package has one there already (whose record then
+    /// stands: it was first).
+    pub async fn share_origin(
+        &self,
+        repository: &str,
+        project: &str,
+        record: &OriginRecord,
+    ) -> Result<(), SharedError> {
+        let key = self.origin_key(repository, project);
+        let body = serde_json::to_vec(record).map_err(|e| self.local(&key, e))?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .bucket
+            .put_opts(&ObjectPath::from(key.as_str()), body.into(), create)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {
+                self.note(None);
+                Ok(())
+            }
+            Err(source) => Err(self.failed(&key)(source)),
+        }
+    }
+
+    /// The record of `project` in `repository` in the bucket, if any replica made one.
+    pub async fn origin(
+        &self,
+        repository: &str,
+        project: &str,
+    ) -> Result<Option<OriginRecord>, SharedError> {
+        let key = self.origin_key(repository, project);
+        let path = ObjectPath::from(key.as_str());
+        let found = match self.bucket.get_opts(&path, GetOptions::default()).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => {
+                self.note(None);
+                return Ok(None);
+            }
+            Err(source) => return Err(self.failed(&key)(source)),
+        };
+        let bytes = found.bytes().await.map_err(self.failed(&key))?;
+        match serde_json::from_slice(&bytes) {
+            Ok(record) => Ok(Some(record)),
+            Err(_) => Err(SharedError::UnreadableOrigin {
+                bucket: self.name.clone(),
+                key,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_keyed_by_repository_and_project_under_the_prefix() {
+        let shared = Shared::open(&super::super::tests::config("fleet-a/")).unwrap();
+        assert_eq!(
+            shared.origin_key("pypi", "acme-internal"),
+            "fleet-a/origins/pypi/acme-internal"
+        );
+    }
+}
