@@ -20,11 +20,18 @@
 #   BENCH_TMPDIR=/tmp  where the temporary directory is created (needs ~2.5 GB free)
 #   BENCH_ONLY=big,fleet  run only these sections (comma-separated): installs, big, upload, warm,
 #                      many, fleet; all of them when unset
+#   BENCH_BIN=PATH     a wheelgate binary built beforehand: used as is, nothing is rebuilt (cargo is
+#                      then needed only for the warm and many sections' hyper_alone)
+#   BENCH_BIG_MIB=200,1024  sizes of the big artifacts (gen_upstream.py --big-mib); smaller ones
+#                      make the generation quick while working on sections that do not use them
+#   BENCH_FLEET_SIDECARS=5   fleet: sidecar wheelgates chained to one central wheelgate
+#   BENCH_FLEET_CLIENTS=50   fleet: cold installs started at once, round-robin over the sidecars
+#   BENCH_FLEET_CLIENT=uv    fleet: the client, uv or pip
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCHES="$REPO/benches"
-BIN="$REPO/target/release/wheelgate"
+BIN=${BENCH_BIN:-"$REPO/target/release/wheelgate"}
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 REPS=${BENCH_REPS:-5}
@@ -53,7 +60,11 @@ ensure_tools() {
             || die "could not install nginx and wrk with apt-get: install them by hand and rerun"
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-    for tool in curl python3 cargo; do
+    local tools=(curl python3)
+    # cargo builds wheelgate unless BENCH_BIN names one, and hyper_alone for the throughput rows.
+    if [ -z "${BENCH_BIN:-}" ] || want warm || want many; then tools+=(cargo); fi
+    want fleet && tools+=(flock)
+    for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null || die "$tool is required and not on PATH"
     done
     # The real interpreter, not a pyenv shim: the clients run with an empty environment and a
@@ -62,10 +73,15 @@ ensure_tools() {
 }
 
 ensure_binary() {
-    if [ ! -x "$BIN" ] || [ -n "$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -newer "$BIN" -print -quit)" ]; then
+    if [ -n "${BENCH_BIN:-}" ]; then
+        # A binary built elsewhere (another worktree, a release): measured as given.
+        [ -x "$BIN" ] || die "BENCH_BIN=$BIN is not an executable"
+    elif [ ! -x "$BIN" ] || [ -n "$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -newer "$BIN" -print -quit)" ]; then
         say "building wheelgate (cargo build --release; a few minutes from clean)"
         (cd "$REPO" && cargo build --release --bin wheelgate) >&2 || die "cargo build --release failed"
     fi
+    # Only the warm and many sections start hyper_alone; the others need no build at all.
+    want warm || want many || return 0
     # The ceiling of the throughput rows (benches/hyper_alone.rs). cargo decides whether it is
     # fresh and names the executable, which has a hash in its file name.
     say "building benches/hyper_alone.rs (cargo build --release --bench hyper_alone)"
@@ -99,10 +115,12 @@ ensure_uv() {
 NGINX_PID=""
 WG_PID=""
 HYPER_PIDS=()
+FLEET_PIDS=()   # the fleet's central and sidecars
+LAUNCHED_PID="" # the last wheelgate started, in case it never said where it listens
 cleanup() {
     [ -n "$WG_PID" ] && kill "$WG_PID" 2>/dev/null && wait "$WG_PID" 2>/dev/null
     local pid
-    for pid in "${HYPER_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    for pid in "${HYPER_PIDS[@]}" "${FLEET_PIDS[@]}" $LAUNCHED_PID; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
     [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
     if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
         if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
@@ -203,19 +221,30 @@ name = "bench"
 password_hash = "$BENCH_HASH"
 roles = ["read", "publish"]
 EOF
+    launch_wheelgate "$WORK/wheelgate-$WG_RUN.toml" "$log"
+    WG_PID=$LAUNCHED_PID
+    WG=$LAUNCHED_URL
+}
+
+# Starts wheelgate on a configuration and waits for its address; sets LAUNCHED_PID and
+# LAUNCHED_URL (globals, not printed: in a command substitution the server would be a subshell's
+# child, out of cleanup's reach). The caller records the PID where cleanup finds it.
+launch_wheelgate() { # config log
+    local config=$1 log=$2
     # wheelgate's default log level: it is part of what is measured (one access-log line per
     # request), and "listening on" is logged at info.
-    env -u WHEELGATE_LOG "$BIN" serve --config "$WORK/wheelgate-$WG_RUN.toml" 2>"$log" >&2 &
-    WG_PID=$!
+    : >"$log" # before the server opens it, for the wait below
+    env -u WHEELGATE_LOG "$BIN" serve --config "$config" 2>"$log" >&2 &
+    LAUNCHED_PID=$!
     local i addr=""
     for i in $(seq 200); do
         addr=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'listening on http://[0-9.:]*' | head -1 | sed 's|listening on http://||')
         [ -n "$addr" ] && break
-        kill -0 "$WG_PID" 2>/dev/null || die "wheelgate exited at start: $(tail -5 "$log")"
+        kill -0 "$LAUNCHED_PID" 2>/dev/null || die "wheelgate exited at start: $(tail -5 "$log")"
         sleep 0.1
     done
     [ -n "$addr" ] || die "wheelgate did not log 'listening on http://ADDR' within 20 s: $(tail -5 "$log")"
-    WG="http://$addr"
+    LAUNCHED_URL="http://$addr"
 }
 
 stop_wheelgate() {
@@ -309,6 +338,157 @@ pair_ratios() { # "a1 a2 ..." "b1 b2 ..."
     paste <(printf '%s\n' $1) <(printf '%s\n' $2) | while read -r a b; do ratio "$a" "$b"; done
 }
 
+# --- the fleet -----------------------------------------------------------------------------------
+# README's "At fleet scale": sidecars whose remote repository is one central wheelgate, which
+# alone asks the upstream (nginx's UP server, whose log therefore counts the fleet's upstream
+# requests). The processes are in FLEET_PIDS for cleanup; SIDECARS holds the sidecars' URLs.
+SIDECARS=()
+CENTRAL_PID=""
+
+# The central: the nginx upstream behind a wheelgate that only its `sidecar` user, a token user,
+# may read (as tests/it/chaining.rs sets it up). Sets CENTRAL, CENTRAL_PID and CENTRAL_TOKEN.
+start_central() { # dir
+    local dir=$1
+    mkdir -p "$dir"
+    CENTRAL_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
+    printf '%s\n' "$CENTRAL_TOKEN" >"$dir/sidecar-token"
+    cat >"$dir/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+default_repository = "pypi"
+
+[store]
+path = "$dir/store"
+
+# Sidecars read with their token; nobody else does (the metrics too need it).
+[access]
+anonymous_read = false
+
+[[repository]]
+name = "pypi"
+type = "remote"
+url = "http://127.0.0.1:$UP_PORT/simple/"
+
+[[user]]
+name = "sidecar"
+token_file = "$dir/sidecar-token"
+roles = ["read"]
+EOF
+    launch_wheelgate "$dir/proxy.toml" "$WORK/wheelgate-fleet-central.log"
+    CENTRAL_PID=$LAUNCHED_PID
+    CENTRAL=$LAUNCHED_URL
+    FLEET_PIDS+=("$CENTRAL_PID")
+}
+
+# A sidecar with an empty store in dir, its default repository the central, with the central's
+# token in [repository.auth] (sent as __token__). Appends its URL to SIDECARS.
+start_sidecar() { # dir
+    local dir=$1
+    mkdir -p "$dir"
+    printf '%s\n' "$CENTRAL_TOKEN" >"$dir/central-token"
+    cat >"$dir/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+default_repository = "pypi"
+
+[store]
+path = "$dir/store"
+
+[[repository]]
+name = "pypi"
+type = "remote"
+url = "$CENTRAL/simple/"
+
+[repository.auth]
+password_file = "$dir/central-token"
+EOF
+    launch_wheelgate "$dir/proxy.toml" "$WORK/wheelgate-fleet-$(basename "$dir").log"
+    FLEET_PIDS+=("$LAUNCHED_PID")
+    SIDECARS+=("$LAUNCHED_URL")
+}
+
+# Stops the sidecars, and the central too with "all", gracefully as stop_wheelgate does.
+stop_fleet() { # [all]
+    local pid keep=()
+    for pid in "${FLEET_PIDS[@]}"; do
+        if [ "${1:-}" != all ] && [ "$pid" = "$CENTRAL_PID" ]; then keep+=("$pid"); continue; fi
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    FLEET_PIDS=("${keep[@]}")
+    SIDECARS=()
+}
+
+# A process's CPU time so far (utime + stime of all its threads), in clock ticks: fields 14 and
+# 15 of /proc/PID/stat, counted after the ") " that ends the command name.
+proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+central_ticks() { proc_ticks "$CENTRAL_PID"; }
+
+# Page and file body bytes the central has sent (wheelgate_served_bytes_total, both sources).
+central_served_bytes() {
+    curl -sf -u "__token__:$CENTRAL_TOKEN" "$CENTRAL/-/metrics" \
+        | awk '/^wheelgate_served_bytes_total[{ ]/ { b += $NF } END { printf "%.0f\n", b }'
+}
+
+# Upstream requests after line `from` of nginx's upstream log whose path matches regex; prints
+# "requests distinct_paths".
+upstream_counts() { # from regex
+    tail -n +"$(($1 + 1))" "$WORK/nginx/upstream.log" \
+        | awk -v re="$2" '$7 ~ re { n++; if (!seen[$7]++) d++ } END { print n + 0, d + 0 }'
+}
+
+# Runs FLEET_CLIENTS cold installs at once, client i through index i mod (number of indexes),
+# each isolated as timed_install isolates it. They wait on a lock the script holds until every one of them has
+# started, so that they hit the fleet together. Sets FLEET_WALL (seconds from the release to the
+# last exit) and FLEET_FAILED; client i's time (or FAIL) is in $WORK/fleet/TAG/i.
+run_fleet_clients() { # tag index_url...
+    local tag=$1
+    shift
+    local urls=("$@") dir="$WORK/fleet/$tag" lock="$WORK/fleet/$tag.lock" fd i pids=() start
+    mkdir -p "$dir/ready"
+    exec {fd}>"$lock"
+    flock -x "$fd"
+    for ((i = 0; i < FLEET_CLIENTS; i++)); do
+        (
+            exec {fd}>&-
+            touch "$dir/ready/$i"
+            flock -s "$lock" true
+            timed_install "$FLEET_CLIENT" "${urls[i % ${#urls[@]}]}" >"$dir/$i"
+        ) &
+        pids+=($!)
+    done
+    # A client that reaches flock after the release goes at once: nothing waits forever.
+    until [ "$(find "$dir/ready" -type f | wc -l)" -ge "$FLEET_CLIENTS" ]; do sleep 0.05; done
+    sleep 0.2
+    start=$EPOCHREALTIME
+    flock -u "$fd"
+    exec {fd}>&-
+    wait "${pids[@]}"
+    FLEET_WALL=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f\n", b - a }')
+    local times ok
+    mapfile -t times < <(cat "$dir"/[0-9]*)
+    ok=$(printf '%s\n' "${times[@]}" | grep -v FAIL | sort -g)
+    FLEET_FAILED=$(printf '%s\n' "${times[@]}" | grep -c FAIL)
+    say "fleet $tag: $FLEET_CLIENTS installs in ${FLEET_WALL}s; per client (s): min $(head -1 <<<"$ok"), median $(median_of "${times[@]}"), max $(tail -1 <<<"$ok"); $FLEET_FAILED failed"
+}
+
+# The CPU time of the sidecars so far, in clock ticks.
+sidecar_ticks() {
+    local pid total=0
+    for pid in "${FLEET_PIDS[@]}"; do
+        [ "$pid" = "$CENTRAL_PID" ] || total=$((total + $(proc_ticks "$pid")))
+    done
+    echo "$total"
+}
+
+# A row of the central's CPU seconds per GB it served, from tick and byte deltas over a run.
+cpu_row() { # label ticks bytes
+    local hz per
+    hz=$(getconf CLK_TCK)
+    per=$(awk -v t="$2" -v b="$3" -v hz="$hz" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.1f\n", (t / hz) / (b / 1e9) }')
+    row "$1" "$per" "$(awk -v t="$2" -v b="$3" -v hz="$hz" 'BEGIN { printf "%.2f s CPU, %.1f MB served", t / hz, b / 1e6 }')" "-" "-" "info"
+}
+
 # --- the table -----------------------------------------------------------------------------------
 ROWS=()
 # row metric wheelgate reference ratio target verdict
@@ -347,7 +527,7 @@ main() {
     chmod 755 "$WORK"
     WWW="$WORK/www"
     say "generating the upstream in $WWW"
-    "$PY" "$BENCHES/gen_upstream.py" "$WWW" --manifest "$WORK/manifest.json" || die "generating the upstream failed"
+    "$PY" "$BENCHES/gen_upstream.py" "$WWW" --manifest "$WORK/manifest.json" --big-mib "${BENCH_BIG_MIB:-200,1024}" || die "generating the upstream failed"
     manifest() { "$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"m": m}))' "$WORK/manifest.json" "$1"; }
     REQUIREMENT=$(manifest 'm["requirement"]')
     HOT_PROJECT=$(manifest 'm["hot_wheel"]["project"]')
@@ -610,6 +790,94 @@ PYEOF
     row "RSS after warm-up, before the -c64 runs" "$(mib "$loaded_rss")" "-" "-" "-" "info"
     row "peak RSS of the last process (VmHWM)" "$(mib "$(proc_kb VmHWM)")" "-" "-" "-" "info"
     fi
+
+    if want fleet; then
+    # 8. the fleet: S sidecars chained to one central, and N cold clients started at once, spread
+    # round-robin over the sidecars. The central alone asks the upstream, so nginx's UP log says
+    # whether the fleet fetched each file and page once; the central's CPU time
+    # (/proc/PID/stat) over the bytes it served to the sidecars (its wheelgate_served_bytes_total,
+    # the page and file bodies it sent) is what one central costs per GB of fleet traffic.
+    # uv by default: 50 pip processes on two cores spend most of the wall time in their own
+    # interpreter start and resolver, which would hide the proxies (BENCH_FLEET_CLIENT=pip runs
+    # pip anyway; neither needs a venv, both install with --target as timed_install does).
+    FLEET_SIDECARS=${BENCH_FLEET_SIDECARS:-5}
+    FLEET_CLIENTS=${BENCH_FLEET_CLIENTS:-50}
+    FLEET_CLIENT=${BENCH_FLEET_CLIENT:-uv}
+    # The references: one cold install through one plain wheelgate straight at nginx (the median
+    # of three, each on a fresh store: one install is a fraction of a second), and, just before
+    # each fleet run, the same clients all at once straight at nginx: what the clients cost by
+    # themselves on these two cores, measured next to the run so that whatever else loads the
+    # machine weighs on both.
+    stop_wheelgate
+    local refs=() i
+    for i in 1 2 3; do
+        start_wheelgate "$WORK/store-fleet-reference-$i"
+        refs+=("$(timed_install "$FLEET_CLIENT" "$WG/simple/")")
+        stop_wheelgate
+    done
+    local fleet_ref
+    fleet_ref=$(median_of "${refs[@]}")
+    say "fleet: one cold $FLEET_CLIENT install through one wheelgate: ${refs[*]} s"
+
+    start_central "$WORK/fleet/central"
+    for ((i = 1; i <= FLEET_SIDECARS; i++)); do start_sidecar "$WORK/fleet/sidecar-$i"; done
+    say "fleet: central $CENTRAL, sidecars ${SIDECARS[*]}; $FLEET_CLIENTS cold $FLEET_CLIENT clients"
+    local direct_wall from ticks bytes side files_n files_d pages_n pages_d cold_failed cold_wall
+    run_fleet_clients direct-1 "$DIRECT/simple/"
+    direct_wall=$FLEET_WALL
+    from=$(upstream_lines); ticks=$(central_ticks); bytes=$(central_served_bytes); side=$(sidecar_ticks)
+    run_fleet_clients cold "${SIDECARS[@]/%//simple/}"
+    # What the central still does for the run once the last client is gone (stores' fsyncs).
+    sleep 1
+    ticks=$(($(central_ticks) - ticks)); bytes=$(($(central_served_bytes) - bytes)); side=$(($(sidecar_ticks) - side))
+    cold_failed=$FLEET_FAILED; cold_wall=$FLEET_WALL
+    read -r files_n files_d <<<"$(upstream_counts "$from" '^/packages/')"
+    read -r pages_n pages_d <<<"$(upstream_counts "$from" '^/simple/')"
+    say "fleet cold: upstream asked $files_n times for $files_d files, $pages_n times for $pages_d pages; central $ticks ticks for $bytes bytes; sidecars $side ticks (CLK_TCK $(getconf CLK_TCK))"
+    tail -n +"$((from + 1))" "$WORK/nginx/upstream.log" | awk '{ print $7 }' | sort | uniq -d | sed 's/^/  asked more than once: /' >&2
+    local per
+    per=$(ratio "$files_n" "$files_d")
+    row "fleet: upstream requests per artifact" "$per ($files_n for $files_d)" "1.00 (each once)" "-" "= 1.00" "$(verdict "$per" eq 1.00)"
+    per=$(ratio "$pages_n" "$pages_d")
+    row "fleet: upstream requests per page" "$per ($pages_n for $pages_d)" "1.00 (each once)" "-" "= 1.00" "$(verdict "$per" eq 1.00)"
+    cpu_row "fleet: central CPU per served GB (s)" "$ticks" "$bytes"
+    row "fleet: $FLEET_CLIENTS cold installs, wall time (s)" "$cold_wall" "$fleet_ref (1 install, 1 wheelgate)" "$(ratio "$cold_wall" "$fleet_ref")" "-" "info"
+    row "fleet: $FLEET_CLIENTS cold installs, wall time against nginx" "$cold_wall" "$direct_wall ($FLEET_CLIENTS at once, direct)" "$(ratio "$cold_wall" "$direct_wall")" "-" "info"
+
+    # The same clients again through new, empty sidecars: the central now serves everything from
+    # its store, which is its steady state (sidecars that are warm themselves send it nothing).
+    stop_fleet
+    for ((i = 1; i <= FLEET_SIDECARS; i++)); do start_sidecar "$WORK/fleet/sidecar-again-$i"; done
+    run_fleet_clients direct-2 "$DIRECT/simple/"
+    direct_wall=$FLEET_WALL
+    from=$(upstream_lines); ticks=$(central_ticks); bytes=$(central_served_bytes); side=$(sidecar_ticks)
+    run_fleet_clients central-warm "${SIDECARS[@]/%//simple/}"
+    sleep 1
+    ticks=$(($(central_ticks) - ticks)); bytes=$(($(central_served_bytes) - bytes)); side=$(($(sidecar_ticks) - side))
+    local warm_up
+    warm_up=$(($(upstream_lines) - from))
+    say "fleet, central warm: upstream asked $warm_up times; central $ticks ticks for $bytes bytes; sidecars $side ticks"
+    cpu_row "fleet, central warm: central CPU per served GB (s)" "$ticks" "$bytes"
+    row "fleet, central warm: upstream requests" "$warm_up" "0 (pages fresh)" "-" "= 0" "$(verdict "$warm_up" eq 0)"
+    row "fleet, central warm: $FLEET_CLIENTS installs, wall time (s)" "$FLEET_WALL" "$direct_wall ($FLEET_CLIENTS at once, direct)" "$(ratio "$FLEET_WALL" "$direct_wall")" "-" "info"
+    local failed=$((cold_failed + FLEET_FAILED))
+
+    # Once more through the same sidecars, now warm with pages fresh: CI's steady state, in which
+    # the central should hear nothing at all (its CPU meanwhile is what it costs idle).
+    run_fleet_clients direct-3 "$DIRECT/simple/"
+    direct_wall=$FLEET_WALL
+    ticks=$(central_ticks); bytes=$(central_served_bytes)
+    run_fleet_clients all-warm "${SIDECARS[@]/%//simple/}"
+    ticks=$(($(central_ticks) - ticks)); bytes=$(($(central_served_bytes) - bytes))
+    failed=$((failed + FLEET_FAILED))
+    say "fleet, all warm: central $ticks ticks for $bytes bytes"
+    row "fleet, sidecars warm: $FLEET_CLIENTS installs, wall time (s)" "$FLEET_WALL" "$direct_wall ($FLEET_CLIENTS at once, direct)" "$(ratio "$FLEET_WALL" "$direct_wall")" "-" "info"
+    row "fleet, sidecars warm: bytes from the central" "$bytes" "0" "-" "= 0" "$(verdict "$bytes" eq 0)"
+    row "fleet, sidecars warm: central CPU, idle (s)" "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }')" "in ${FLEET_WALL} s" "-" "-" "info"
+    row "fleet: failed installs" "$failed" "of $((3 * FLEET_CLIENTS))" "-" "= 0" "$(verdict "$failed" eq 0)"
+    stop_fleet all
+    fi
+
     if grep -qiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log; then
         say "wheelgate logged warnings or errors:"
         grep -hiE ' (ERROR|WARN) ' "$WORK"/wheelgate-*.log | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -10 >&2
