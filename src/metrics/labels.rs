@@ -59,9 +59,9 @@ impl Route {
 
 /// The response codes wheelgate sends, each with its own slot of the `status` label; any other
 /// code is counted as `other`.
-pub const STATUS_CODES: [u16; 22] = [
+pub const STATUS_CODES: [u16; 23] = [
     200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 406, 409, 413, 416, 429, 431, 500,
-    502, 503, 504,
+    502, 503, 504, 507,
 ];
 
 /// Slots of the `status` label: the known codes and `other`.
@@ -92,6 +92,7 @@ pub(crate) fn status_slot(code: u16) -> usize {
         502 => 19,
         503 => 20,
         504 => 21,
+        507 => 22,
         _ => STATUS_CODES.len(),
     }
 }

@@ -34,7 +34,6 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +46,7 @@ use http::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::chunks::{Chunks, Gather};
 use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::store::serve::{read_block, BLOCK};
@@ -372,7 +372,7 @@ struct Progress {
 #[derive(Clone)]
 struct Block {
     offset: u64,
-    bytes: Bytes,
+    bytes: Chunks,
 }
 
 impl Block {
@@ -633,7 +633,9 @@ impl Reader {
                     let start = usize::try_from(position - block.offset).unwrap_or(usize::MAX);
                     let stop = usize::try_from(readable.min(block.end()) - block.offset)
                         .unwrap_or(usize::MAX);
-                    let bytes = block.bytes.slice(start.min(stop)..stop);
+                    let bytes = block
+                        .bytes
+                        .slice_from(start, stop.saturating_sub(start).min(BLOCK));
                     self.position += bytes.len() as u64;
                     return Some(Ok(bytes));
                 }
@@ -835,7 +837,7 @@ impl Task {
         self.check_length(Some(length), size)?;
         let sha256 = self.verify(hasher, size)?;
         let bytes = Bytes::from(buffer);
-        self.publish_verified(0, bytes.clone());
+        self.publish_verified(0, Chunks::from(bytes.clone()));
         Ok(Transferred {
             body: Landed::Memory(bytes),
             sha256,
@@ -874,7 +876,7 @@ impl Task {
         });
 
         let mut stages = Stages::start(file);
-        let mut gather = Gather::default();
+        let mut gather = Gather::new(WRITE_BLOCK);
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| DownloadError::Upstream(Arc::new(error)))?;
@@ -890,7 +892,7 @@ impl Task {
                 }
                 _ => {}
             }
-            let mut rest: &[u8] = &chunk;
+            let mut rest = chunk;
             while !rest.is_empty() {
                 rest = gather.fill(rest);
                 if gather.is_full() {
@@ -1021,7 +1023,7 @@ impl Task {
     }
 
     /// Releases the withheld last block (`tail`, starting at `offset`) to every reader.
-    fn publish_verified(&self, offset: u64, tail: Bytes) {
+    fn publish_verified(&self, offset: u64, tail: Chunks) {
         self.sender.send_modify(|now| {
             now.readable = offset + tail.len() as u64;
             if !tail.is_empty() && now.recent.back().is_none_or(|last| last.offset < offset) {
@@ -1069,35 +1071,6 @@ impl Task {
     }
 }
 
-/// Gathers the body into blocks of [`WRITE_BLOCK`] bytes; it never holds more than one.
-#[derive(Default)]
-struct Gather {
-    buffer: Vec<u8>,
-}
-
-impl Gather {
-    /// Takes as much of `bytes` as fits in the current block; returns the rest.
-    fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        if self.buffer.capacity() == 0 {
-            self.buffer.reserve_exact(WRITE_BLOCK);
-        }
-        let room = WRITE_BLOCK.saturating_sub(self.buffer.len());
-        let (now, rest) = bytes.split_at(room.min(bytes.len()));
-        self.buffer.extend_from_slice(now);
-        rest
-    }
-
-    fn is_full(&self) -> bool {
-        self.buffer.len() >= WRITE_BLOCK
-    }
-
-    /// The gathered bytes as a block of their own (shared by the stages and the readers); the
-    /// next block starts empty.
-    fn take(&mut self) -> Bytes {
-        Bytes::from(std::mem::take(&mut self.buffer))
-    }
-}
-
 /// A stage of [`Stages`] is gone.
 struct Stopped;
 
@@ -1107,8 +1080,8 @@ struct Stopped;
 /// three rather than their sum (benches/README.md, "cold large file"). Each stage holds at most
 /// [`QUEUED_BLOCKS`] blocks waiting, so a slow disk slows the upstream instead of filling memory.
 struct Stages {
-    to_hash: mpsc::Sender<Bytes>,
-    to_write: mpsc::Sender<Bytes>,
+    to_hash: mpsc::Sender<Chunks>,
+    to_write: mpsc::Sender<Chunks>,
     hashed: tokio::task::JoinHandle<Sha256>,
     written: tokio::task::JoinHandle<io::Result<u64>>,
     /// How far the writing stage has got: bytes `0..written` are in the file.
@@ -1119,13 +1092,15 @@ struct Stages {
 
 impl Stages {
     fn start(file: Arc<File>) -> Stages {
-        let (to_hash, mut hash_queue) = mpsc::channel::<Bytes>(QUEUED_BLOCKS);
-        let (to_write, mut write_queue) = mpsc::channel::<Bytes>(QUEUED_BLOCKS);
+        let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
+        let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
         let progress = Arc::new(AtomicU64::new(0));
         let hashed = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
             while let Some(block) = hash_queue.blocking_recv() {
-                hasher.update(&block);
+                for part in block.parts() {
+                    hasher.update(part);
+                }
             }
             hasher
         });
@@ -1134,7 +1109,7 @@ impl Stages {
             tokio::task::spawn_blocking(move || {
                 let mut offset = 0u64;
                 while let Some(block) = write_queue.blocking_recv() {
-                    file.write_all_at(&block, offset)?;
+                    block.write_all_at(&file, offset)?;
                     offset += block.len() as u64;
                     progress.store(offset, Ordering::Release);
                 }
@@ -1153,7 +1128,7 @@ impl Stages {
 
     /// Queues the next block; waits while a stage has [`QUEUED_BLOCKS`] waiting. An error means
     /// a stage stopped (the write failed): [`Stages::failure`] says why.
-    async fn push(&mut self, block: Bytes) -> Result<(), Stopped> {
+    async fn push(&mut self, block: Chunks) -> Result<(), Stopped> {
         let len = block.len() as u64;
         self.to_hash
             .send(block.clone())
@@ -2386,19 +2361,15 @@ mod tests {
     async fn blocks_are_gathered_one_at_most_then_hashed_and_written_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(tempfile::tempfile_in(dir.path()).unwrap());
-        let mut gather = Gather::default();
+        let mut gather = Gather::new(WRITE_BLOCK);
         let mut stages = Stages::start(file.clone());
         // One upstream chunk far larger than a block, as a misbehaving peer could send.
         let huge = pattern(10 * WRITE_BLOCK + 17, 9);
-        let mut rest: &[u8] = &huge;
+        let mut rest = Bytes::from(huge.clone());
         let mut pushes = 0;
         while !rest.is_empty() {
             rest = gather.fill(rest);
-            assert!(gather.buffer.len() <= WRITE_BLOCK);
-            assert!(
-                gather.buffer.capacity() < 2 * WRITE_BLOCK,
-                "the buffer grew"
-            );
+            assert!(gather.len() <= WRITE_BLOCK);
             if gather.is_full() {
                 assert!(stages.push(gather.take()).await.is_ok());
                 pushes += 1;
@@ -2429,7 +2400,11 @@ mod tests {
         let mut stopped = false;
         // The queue takes a few blocks before the failure is seen.
         for _ in 0..2 * QUEUED_BLOCKS + 4 {
-            if stages.push(Bytes::from(vec![1u8; 1024])).await.is_err() {
+            if stages
+                .push(Chunks::from(Bytes::from(vec![1u8; 1024])))
+                .await
+                .is_err()
+            {
                 stopped = true;
                 break;
             }

@@ -17,6 +17,7 @@
 //! same way, from the location its page gives (provenance has no declared digest, so it is keyed
 //! by its upstream URL and pinned to the digest of its first download, SPEC §4).
 
+mod chunks;
 pub mod flight;
 mod loads;
 pub mod size;
