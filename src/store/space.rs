@@ -127,7 +127,7 @@ fn available(path: &Path) -> Option<u64> {
 ///
 /// A transfer whose length is known writes into blocks already allocated: on ext4 here that made
 /// buffered writes of 256 KiB blocks several times faster than letting delayed allocation find
-/// room page by page (benches/README.md, "cold large file"). Best effort: a file system that
+/// room page by page (benches/README.md, "Cold large file"). Best effort: a file system that
 /// cannot (tmpfs before 2.6.x, some network file systems) is written as before, and a disk without
 /// room fails at the first write, which the reservation already guards against.
 pub fn preallocate(file: &std::fs::File, len: u64) {

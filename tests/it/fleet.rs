@@ -19,6 +19,31 @@ use crate::harness::wheelgate::{toml_string, GroupConfig, RemoteConfig, Wheelgat
 use crate::harness::{new_token, wait_until, write_file, Account};
 use crate::install::expected_app_install;
 
+/// What every test here starts from: a new bucket on the shared S3 server, an upstream, a
+/// directory for the replicas' homes, and the account that publishes.
+struct Fleet {
+    s3: &'static S3Server,
+    bucket: String,
+    upstream: Upstream,
+    dir: tempfile::TempDir,
+    publisher: Account,
+}
+
+impl Fleet {
+    fn new(purpose: &str) -> Fleet {
+        let s3 = S3Server::shared();
+        let bucket = unique_bucket_name(purpose);
+        s3.create_bucket(&bucket);
+        Fleet {
+            s3,
+            bucket,
+            upstream: Upstream::start(Mode::Json, &new_token()),
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}")),
+            publisher: Account::new("fleet-publisher"),
+        }
+    }
+}
+
 /// The `[store]` lines that put a replica on `bucket` of `s3`, reached at `endpoint`.
 fn shared_store_toml(s3: &S3Server, endpoint: &str, bucket: &str, secret_file: &Path) -> String {
     format!(
@@ -140,12 +165,13 @@ fn target(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
-    let s3 = S3Server::shared();
-    let bucket = unique_bucket_name("fleet");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("fleet");
     let replicas: Vec<Wheelgate> = ["one", "two", "three"]
         .iter()
         .map(|name| replica(dir.path(), name, &upstream, s3, &bucket, &publisher))
@@ -211,12 +237,13 @@ fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
 
 #[test]
 fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
-    let s3 = S3Server::shared();
-    let bucket = unique_bucket_name("uploads");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("uploads");
     let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
     let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
 
@@ -381,12 +408,13 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
 
 #[test]
 fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
-    let s3 = S3Server::shared();
-    let bucket = unique_bucket_name("kill");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("kill");
     let mut one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
     let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
     let dist = plain_wheel("wgfx-durable", "1.0");
@@ -422,12 +450,13 @@ fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
 
 #[test]
 fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_another() {
-    let s3 = S3Server::shared();
-    let bucket = unique_bucket_name("ingested");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("ingested");
     let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
     let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
     // Installed through replica one's group: its page lists the upstream's files, which makes
@@ -465,12 +494,13 @@ fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_anothe
 
 #[test]
 fn a_wrong_copy_in_the_bucket_is_fetched_from_the_upstream_instead_and_replaced() {
-    let s3 = S3Server::shared();
-    let bucket = unique_bucket_name("wrong");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("wrong");
     let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
     // The bucket holds other bytes under the digest of wgfx-epsilon's wheel, as a damaged or
     // tampered copy would.

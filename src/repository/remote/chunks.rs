@@ -1,7 +1,7 @@
 //! A block of a download kept as the chunks the upstream's body arrived in, never copied into a
 //! buffer of its own: the hash, the write to the temporary file (one `pwritev`) and the readers
 //! all use the same bytes. Gathering 1 GiB into blocks first cost a memory copy of the whole body
-//! and a fresh buffer per block (benches/README.md, "cold large file").
+//! and a fresh buffer per block (benches/README.md, "Cold large file").
 
 use std::fs::File;
 use std::io;

@@ -4,9 +4,15 @@
 //! all fifty must start receiving bytes as they arrive. moka's `try_get_with` cannot do that (it
 //! returns only when the loader ends), so a download is a *flight*: the first caller (the leader)
 //! spawns a task that writes the upstream's body to a temporary file, and every caller, leader
-//! included, reads that growing file through its own cursor. Progress is published on a
-//! `tokio::sync::watch` channel, which never blocks the writer, so a slow client slows nobody, and
-//! since the fetch runs in its own task a client hanging up neither cancels nor restarts it.
+//! included, follows it through its own cursor: the latest blocks from memory, anything older from
+//! the file. Progress is published on a `tokio::sync::watch` channel, which never blocks the
+//! writer, so a slow client slows nobody, and since the fetch runs in its own task a client
+//! hanging up neither cancels nor restarts it.
+//!
+//! Each block is hashed and written on two blocking threads of its own ([`Stages`]) while the
+//! next one is received, and kept as the chunks it arrived in (`super::chunks`), so a cold
+//! transfer costs the slowest of receiving, hashing and writing rather than their sum
+//! (benches/README.md, "Cold large file").
 //!
 //! The body is hashed as it is written and the last block written is withheld from every reader
 //! until the sha256 is known to match the one the index declared. On a mismatch the readers get an
@@ -931,11 +937,9 @@ impl Task {
             .write(tail.len() as u64)
             .map_err(|source| self.no_space(source))?;
         let tail_offset = stages.queued;
-        if !tail.is_empty() {
-            if stages.push(tail.clone()).await.is_err() {
-                let source = stages.failure().await;
-                return Err(self.io_error("write the temporary file", &path, source));
-            }
+        if !tail.is_empty() && stages.push(tail.clone()).await.is_err() {
+            let source = stages.failure().await;
+            return Err(self.io_error("write the temporary file", &path, source));
         }
         let (hasher, size) = stages
             .finish()
@@ -1077,7 +1081,7 @@ struct Stopped;
 /// The two blocking stages every block of a file goes through, each on a thread of its own and
 /// in order: the sha256, and the write to the temporary file. Receiving the next block, hashing
 /// this one and writing the one before run at once, so a cold transfer costs the slowest of the
-/// three rather than their sum (benches/README.md, "cold large file"). Each stage holds at most
+/// three rather than their sum (benches/README.md, "Cold large file"). Each stage holds at most
 /// [`QUEUED_BLOCKS`] blocks waiting, so a slow disk slows the upstream instead of filling memory.
 struct Stages {
     to_hash: mpsc::Sender<Chunks>,
