@@ -244,7 +244,7 @@ impl Repositories {
                                     package = %project,
                                     %error,
                                     "cannot share the package's first ingestion with the other \
-                                     replicas; they may accept an upload of it"
+                                     replicas now; it is shared when the bucket answers again"
                                 );
                             }
                         });

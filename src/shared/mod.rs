@@ -108,6 +108,8 @@ pub struct Shared {
     /// Artifacts whose copy in the bucket did not match their digest: fetched from the
     /// upstream instead, and overwritten by the next verified copy.
     distrusted: Arc<Mutex<HashSet<Sha256Digest>>>,
+    /// Package origin records made while the bucket was unreachable, shared when it answers.
+    pending_origins: Arc<Mutex<Vec<origins::Pending>>>,
 }
 
 /// Whether the bucket answered the last time it was used or probed.
@@ -180,6 +182,7 @@ impl Shared {
             prefix: config.prefix.clone(),
             state: Arc::new(Mutex::new(BucketState::Up)),
             distrusted: Arc::default(),
+            pending_origins: Arc::default(),
         })
     }
 
@@ -224,7 +227,10 @@ impl Shared {
                 ..GetOptions::default()
             };
             match self.bucket.get_opts(&probe, head).await {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => self.note(None),
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                    self.note(None);
+                    self.share_pending().await;
+                }
                 Err(error) => self.note(Some(&error)),
             }
         }

@@ -9,6 +9,10 @@
 //! remotes that share a group with the hosted repository. First uploads need no object of
 //! their own: the upload's record in the bucket is taken in with it (`uploads`), and taking it
 //! in makes the origin record.
+//!
+//! A record that cannot be shared because the bucket is unreachable is kept (up to
+//! [`PENDING_LIMIT`]) and shared once the bucket answers again ([`Shared::share_pending`], from
+//! the bucket's watch): an ingestion is recorded once per replica, so it would not come again.
 
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, PutMode, PutOptions};
@@ -16,14 +20,71 @@ use object_store::{GetOptions, PutMode, PutOptions};
 use super::{Shared, SharedError};
 use crate::origin::record::OriginRecord;
 
+/// At most this many records wait for the bucket; later ones are dropped with a warning (a
+/// replica ingests that many new packages during an outage only when something else is wrong).
+const PENDING_LIMIT: usize = 100_000;
+
+/// A record waiting to be shared: (repository, project, record).
+pub(super) type Pending = (String, String, OriginRecord);
+
 impl Shared {
     fn origin_key(&self, repository: &str, project: &str) -> String {
         format!("{}origins/{repository}/{project}", self.prefix)
     }
 
     /// Puts `record` in the bucket unless the package has one there already (whose record then
-    /// stands: it was first).
+    /// stands: it was first). When the bucket fails, the record waits for it to answer again.
     pub async fn share_origin(
+        &self,
+        repository: &str,
+        project: &str,
+        record: &OriginRecord,
+    ) -> Result<(), SharedError> {
+        let shared = self.put_origin(repository, project, record).await;
+        if shared.is_err() {
+            self.keep_for_later((repository.to_owned(), project.to_owned(), record.clone()));
+        }
+        shared
+    }
+
+    /// Shares the records that waited for the bucket; those that fail again wait on.
+    pub(super) async fn share_pending(&self) {
+        let waiting = std::mem::take(&mut *self.pending_origins());
+        if waiting.is_empty() {
+            return;
+        }
+        let (mut shared, total) = (0, waiting.len());
+        for (repository, project, record) in waiting {
+            match self.put_origin(&repository, &project, &record).await {
+                Ok(()) => shared += 1,
+                Err(_) => self.keep_for_later((repository, project, record)),
+            }
+        }
+        tracing::info!(bucket = %self.name, shared, total, "shared the package origin records that waited for the bucket");
+    }
+
+    fn keep_for_later(&self, pending: Pending) {
+        let mut waiting = self.pending_origins();
+        if waiting.len() < PENDING_LIMIT {
+            waiting.push(pending);
+        } else {
+            tracing::warn!(
+                bucket = %self.name,
+                repository = %pending.0,
+                package = %pending.1,
+                "too many package origin records wait for the shared bucket; this one is \
+                 dropped, and other replicas may accept an upload of the package"
+            );
+        }
+    }
+
+    fn pending_origins(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.pending_origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn put_origin(
         &self,
         repository: &str,
         project: &str,

@@ -349,6 +349,9 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
         "{}",
         run.output()
     );
+    // A package first ingested meanwhile: its record waits for the bucket.
+    let page = http::get(&one.url("/pypi/simple/wgfx-kappa/"), &[]);
+    assert_eq!(page.status, ::http::StatusCode::OK, "{}", one.output());
     // An upload is refused with 503 and the reason, and nothing of it is published.
     assert_eq!(
         publish(&one, &plain_wheel("wgfx-outage", "2.0"), &publisher),
@@ -402,6 +405,15 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
     assert!(
         up,
         "/-/ready and the metrics must say the bucket is back:\n{}",
+        one.output()
+    );
+    // And the record made during the outage reaches the bucket, for the other replicas.
+    let shared = wait_until(Duration::from_secs(15), || {
+        !s3.list(&bucket, "origins/pypi/wgfx-kappa").is_empty()
+    });
+    assert!(
+        shared,
+        "the first ingestion of wgfx-kappa during the outage never reached the bucket:\n{}",
         one.output()
     );
 }
