@@ -148,12 +148,14 @@ pub struct Reservation {
 
 impl Reservation {
     /// Accounts for `bytes` about to be written: taken from the reservation, and what goes beyond
-    /// it (a body longer than announced, or of unknown size) is checked against the floor first.
-    pub fn write(&mut self, bytes: u64) -> Result<(), NoSpace> {
+    /// it (a body longer than announced, or of unknown size) is checked against the floor first,
+    /// together with the `unwritten` bytes handed to a writer before them that the disk may not
+    /// show yet.
+    pub fn write(&mut self, bytes: u64, unwritten: u64) -> Result<(), NoSpace> {
         let covered = bytes.min(self.left);
         let beyond = bytes - covered;
         if beyond > 0 {
-            self.inner.check(beyond)?;
+            self.inner.check(beyond.saturating_add(unwritten))?;
         }
         self.left -= covered;
         self.inner.pending.fetch_sub(covered, Ordering::Relaxed);
@@ -187,10 +189,10 @@ mod tests {
         let mut first = space.reserve(1000).unwrap();
         let second = space.reserve(500).unwrap();
         assert_eq!(space.pending(), 1500);
-        first.write(400).unwrap();
+        first.write(400, 0).unwrap();
         assert_eq!(space.pending(), 1100);
         // Beyond the reservation: checked, not counted as pending.
-        first.write(700).unwrap();
+        first.write(700, 0).unwrap();
         assert_eq!(space.pending(), 500);
         drop(second);
         drop(first);
@@ -218,9 +220,12 @@ mod tests {
         let free = available(dir.path()).unwrap();
         let space = Space::new(dir.path(), free / 2);
         let mut unknown = space.reserve(0).unwrap();
-        unknown.write(1).unwrap();
-        let refused = unknown.write(free).unwrap_err();
+        unknown.write(1, 0).unwrap();
+        let refused = unknown.write(free, 0).unwrap_err();
         assert_eq!(refused.wanted, free);
         assert_eq!(space.pending(), 0);
+        // Bytes queued before this block and not on the disk yet count as well.
+        let refused = unknown.write(1, free).unwrap_err();
+        assert_eq!(refused.wanted, free + 1);
     }
 }

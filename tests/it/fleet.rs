@@ -159,6 +159,14 @@ fn listed_sha256(
     })
 }
 
+/// Whether the first-ingestion record of `package` through `pypi` reaches the bucket within 15 s.
+fn origin_shared(s3: &S3Server, bucket: &str, package: &str) -> bool {
+    wait_until(Duration::from_secs(15), || {
+        !s3.list(bucket, &format!("origins/pypi/{package}"))
+            .is_empty()
+    })
+}
+
 fn target(dir: &Path, name: &str) -> PathBuf {
     dir.join("targets").join(name)
 }
@@ -408,11 +416,8 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
         one.output()
     );
     // And the record made during the outage reaches the bucket, for the other replicas.
-    let shared = wait_until(Duration::from_secs(15), || {
-        !s3.list(&bucket, "origins/pypi/wgfx-kappa").is_empty()
-    });
     assert!(
-        shared,
+        origin_shared(s3, &bucket, "wgfx-kappa"),
         "the first ingestion of wgfx-kappa during the outage never reached the bucket:\n{}",
         one.output()
     );
@@ -484,11 +489,8 @@ fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_anothe
     );
     // Replica two never served that page; a publish of the name through it is refused by the
     // record replica one made (it reaches the bucket in the background, just after the page).
-    let shared = wait_until(Duration::from_secs(10), || {
-        !s3.list(&bucket, "origins/pypi/wgfx-epsilon").is_empty()
-    });
     assert!(
-        shared,
+        origin_shared(s3, &bucket, "wgfx-epsilon"),
         "replica one never shared the record:\n{}",
         one.output()
     );

@@ -904,7 +904,7 @@ impl Task {
                 if gather.is_full() {
                     let block = gather.take();
                     reservation
-                        .write(block.len() as u64)
+                        .write(block.len() as u64, stages.unwritten())
                         .map_err(|source| self.no_space(source))?;
                     let offset = stages.queued;
                     if stages.push(block.clone()).await.is_err() {
@@ -934,7 +934,7 @@ impl Task {
         self.check_length(length, received)?;
         let tail = gather.take();
         reservation
-            .write(tail.len() as u64)
+            .write(tail.len() as u64, stages.unwritten())
             .map_err(|source| self.no_space(source))?;
         let tail_offset = stages.queued;
         if !tail.is_empty() && stages.push(tail.clone()).await.is_err() {
@@ -1154,6 +1154,11 @@ impl Stages {
     /// Bytes already in the file.
     fn written(&self) -> u64 {
         self.progress.load(Ordering::Acquire)
+    }
+
+    /// Bytes queued and not in the file yet: what the disk's free space does not show.
+    fn unwritten(&self) -> u64 {
+        self.queued.saturating_sub(self.written())
     }
 
     /// Waits for both stages to finish the queued blocks: the hash of the whole body and its size.
