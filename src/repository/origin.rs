@@ -216,24 +216,16 @@ impl Repositories {
                 continue;
             }
             noted.push(remote);
-            let shared = self
-                .store
-                .shared()
-                .filter(|_| {
-                    self.store
-                        .origin_allowances(remote.as_str(), page.name.as_str())
-                        .is_none()
-                })
-                .cloned();
             match self.store.record_ingestion(
                 remote.as_str(),
                 page.name.as_str(),
                 SystemTime::now(),
             ) {
+                Ok(None) => {}
                 // A record made here just now goes to the bucket too, for the other replicas;
                 // in the background: the page waits for nothing.
-                Ok(record) => {
-                    if let Some(shared) = shared {
+                Ok(Some(record)) => {
+                    if let Some(shared) = self.store.shared().cloned() {
                         let (remote, project) = (remote.to_string(), page.name.to_string());
                         tokio::spawn(async move {
                             if let Err(error) =
@@ -298,12 +290,9 @@ impl Repositories {
             if let Some(record) = found {
                 self.store
                     .record_origin(remote.as_str(), project.as_str(), record)
-                    .map_err(|error| HostedError::SharedUnavailable {
+                    .map_err(|source| HostedError::Store {
                         repo: hosted.clone(),
-                        reason: format!(
-                            "the package origin record of {project} in {remote} from the bucket \
-                             could not be recorded here: {error}"
-                        ),
+                        source,
                     })?;
             }
         }

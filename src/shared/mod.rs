@@ -31,7 +31,9 @@ use std::time::{Duration, SystemTime};
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, PutMode, PutOptions, RetryConfig,
+};
 
 use crate::config::{SharedConfig, SharedCredentials};
 use crate::simple::Sha256Digest;
@@ -233,6 +235,30 @@ impl Shared {
                 }
                 Err(error) => self.note(Some(&error)),
             }
+        }
+    }
+
+    /// Creates `key` with `body` unless it exists (a conditional create, `If-None-Match: *`):
+    /// whether this call created it. How first-writer-wins records are written.
+    async fn create(&self, key: &str, body: Vec<u8>) -> Result<bool, SharedError> {
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .bucket
+            .put_opts(&ObjectPath::from(key), body.into(), create)
+            .await
+        {
+            Ok(_) => {
+                self.note(None);
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.note(None);
+                Ok(false)
+            }
+            Err(source) => Err(self.failed(key)(source)),
         }
     }
 

@@ -15,7 +15,7 @@
 //! the bucket's watch): an ingestion is recorded once per replica, so it would not come again.
 
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, PutMode, PutOptions};
+use object_store::GetOptions;
 
 use super::{Shared, SharedError};
 use crate::origin::record::OriginRecord;
@@ -92,21 +92,8 @@ impl Shared {
     ) -> Result<(), SharedError> {
         let key = self.origin_key(repository, project);
         let body = serde_json::to_vec(record).map_err(|e| self.local(&key, e))?;
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .bucket
-            .put_opts(&ObjectPath::from(key.as_str()), body.into(), create)
-            .await
-        {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {
-                self.note(None);
-                Ok(())
-            }
-            Err(source) => Err(self.failed(&key)(source)),
-        }
+        // Made already by another replica: theirs was first and stands.
+        self.create(&key, body).await.map(|_| ())
     }
 
     /// The record of `project` in `repository` in the bucket, if any replica made one.

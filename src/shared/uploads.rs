@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, PutMode, PutOptions};
+use object_store::GetOptions;
 use serde::{Deserialize, Serialize};
 
 use super::{Shared, SharedError};
@@ -91,27 +91,19 @@ impl Shared {
             self.upload_prefix(repository, project),
             upload.filename
         );
-        let path = ObjectPath::from(key.as_str());
         let record = serde_json::to_vec(&UploadObject::of(upload)).unwrap_or_default();
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self.bucket.put_opts(&path, record.into(), create).await {
-            Ok(_) => {
-                self.note(None);
-                Ok(Claim::Ours)
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                match self.upload_record(&path, &key).await? {
-                    Some(existing) => Ok(Claim::Taken(existing)),
-                    None => Err(SharedError::UnreadableRecord {
-                        bucket: self.name.clone(),
-                        key,
-                    }),
-                }
-            }
-            Err(source) => Err(self.failed(&key)(source)),
+        if self.create(&key, record).await? {
+            return Ok(Claim::Ours);
+        }
+        match self
+            .upload_record(&ObjectPath::from(key.as_str()), &key)
+            .await?
+        {
+            Some(existing) => Ok(Claim::Taken(existing)),
+            None => Err(SharedError::UnreadableRecord {
+                bucket: self.name.clone(),
+                key,
+            }),
         }
     }
 

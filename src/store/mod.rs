@@ -68,7 +68,7 @@ pub use error::StoreError;
 pub use index::millis;
 pub use pages::{PageKey, StoredPage};
 pub use serve::{ArtifactBody, Content};
-pub use space::{preallocate, NoSpace, Reservation, Space};
+pub use space::{NoSpace, Reservation, Space};
 pub use uploads::{Upload, UploadName, UploadOutcome};
 pub use verify::{BodyUser, Damaged, Problem, Repair, Verification};
 pub use writer::Outcome;

@@ -112,34 +112,36 @@ impl Store {
 
     /// Records that `project` was first ingested through the remote `repository`, unless a
     /// record exists. Not flushed: sled writes it out within half a second, and losing it in a
-    /// crash only delays it to the next ingestion. Returns the record in force.
+    /// crash only delays it to the next ingestion. Returns the record when this call made it
+    /// (`None`: one was there already), for the replicas sharing a bucket to hear of it.
     pub fn record_ingestion(
         &self,
         repository: &str,
         project: &str,
         at: SystemTime,
-    ) -> Result<OriginRecord, StoreError> {
+    ) -> Result<Option<OriginRecord>, StoreError> {
         self.record_origin(repository, project, OriginRecord::first_ingestion(at))
     }
 
     /// Records `record` for `project` in `repository` unless a record exists: one another
     /// replica made first (taken in from the shared bucket), or a first ingestion. Returns the
-    /// record in force.
+    /// record when this call made it (`None`: one was there already).
     pub fn record_origin(
         &self,
         repository: &str,
         project: &str,
         record: OriginRecord,
-    ) -> Result<OriginRecord, StoreError> {
-        if let Some(record) = self.origin_record(repository, project) {
-            return Ok(record);
+    ) -> Result<Option<OriginRecord>, StoreError> {
+        if self.inner.origins.contains(repository, project) {
+            return Ok(None);
         }
-        let record = self
+        let in_force = self
             .inner
             .catalog
             .record_origin_if_absent(&origin_key(repository, project), &record)?;
-        self.inner.origins.set(repository, project, record.clone());
-        Ok(record)
+        let made = in_force == record;
+        self.inner.origins.set(repository, project, in_force);
+        Ok(made.then_some(record))
     }
 
     /// Brings the mirror up to date after an upload recorded (or did not replace) the record.

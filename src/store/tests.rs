@@ -1019,11 +1019,13 @@ fn the_first_upload_records_the_package_origin_and_later_events_leave_it() {
         // An ingestion through a remote is the remote's record; the first one stays.
         let first = store
             .record_ingestion("pypi", "acme", UNIX_EPOCH + Duration::from_secs(10))
-            .unwrap();
+            .unwrap()
+            .expect("the first ingestion makes the record");
         let again = store
             .record_ingestion("pypi", "acme", UNIX_EPOCH + Duration::from_secs(20))
             .unwrap();
-        assert_eq!(first, again);
+        assert_eq!(again, None, "a later ingestion makes nothing");
+        assert_eq!(store.origin_record("pypi", "acme"), Some(first.clone()));
         assert_eq!(
             (first.publish, first.upstream, first.event),
             (

@@ -6,11 +6,11 @@
 //! keeps the upstream's versions of its name out of every replica's group, and a name one
 //! replica ingested from the upstream is not published through another.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::clients::{self, dists, installed};
+use crate::harness::clients::{self, dists, installed, ClientRun};
 use crate::harness::http;
 use crate::harness::s3::{unique_bucket_name, S3Server};
 use crate::harness::uploads::{app_wheel, app_wheel_rebuilt, plain_wheel, Dist, UploadForm};
@@ -167,6 +167,12 @@ fn origin_shared(s3: &S3Server, bucket: &str, package: &str) -> bool {
     })
 }
 
+/// `run` succeeded and left exactly `expected` in `target`.
+fn assert_installed(run: &ClientRun, target: &Path, expected: BTreeSet<(String, String)>) {
+    run.assert_success();
+    assert_eq!(installed(target), expected, "{}", run.output());
+}
+
 fn target(dir: &Path, name: &str) -> PathBuf {
     dir.join("targets").join(name)
 }
@@ -189,13 +195,7 @@ fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
     // is copied to the bucket in the background.
     let first = target(dir.path(), "one");
     let run = clients::pip_install(&pypi_index(&replicas[0]), &first, &["wgfx-app"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&first),
-        expected_app_install(),
-        "{}",
-        run.output()
-    );
+    assert_installed(&run, &first, expected_app_install());
     let fetched = file_requests(&upstream);
     // A file behind a redirect is two requests for one body.
     let bodies = fetched
@@ -224,13 +224,7 @@ fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
         } else {
             clients::uv_install(&pypi_index(replica), &target, &["wgfx-app"])
         };
-        run.assert_success();
-        assert_eq!(
-            installed(&target),
-            expected_app_install(),
-            "{}",
-            run.output()
-        );
+        assert_installed(&run, &target, expected_app_install());
     }
     let twice: Vec<(String, usize)> = file_requests(&upstream)
         .into_iter()
@@ -296,13 +290,7 @@ fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
     assert_eq!(publish(&one, &acme, &publisher), 200);
     let target = dir.path().join("acme");
     let run = clients::pip_install(&two.url("/all/simple/"), &target, &["wgfx-acme-utils"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&target),
-        dists(&[("wgfx-acme-utils", "1.0")]),
-        "{}",
-        run.output()
-    );
+    assert_installed(&run, &target, dists(&[("wgfx-acme-utils", "1.0")]));
     assert_eq!(
         listed_sha256(
             &two,
@@ -350,13 +338,7 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
     // What the replica holds installs as before.
     let after = target(dir.path(), "during");
     let run = clients::pip_install(&pypi_index(&one), &after, &["wgfx-app"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&after),
-        expected_app_install(),
-        "{}",
-        run.output()
-    );
+    assert_installed(&run, &after, expected_app_install());
     // A package first ingested meanwhile: its record waits for the bucket.
     let page = http::get(&one.url("/pypi/simple/wgfx-kappa/"), &[]);
     assert_eq!(page.status, ::http::StatusCode::OK, "{}", one.output());
@@ -448,13 +430,7 @@ fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
     );
     let target = target(dir.path(), "durable");
     let run = clients::uv_install(&two.url("/internal/simple/"), &target, &["wgfx-durable"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&target),
-        dists(&[("wgfx-durable", "1.0")]),
-        "{}",
-        run.output()
-    );
+    assert_installed(&run, &target, dists(&[("wgfx-durable", "1.0")]));
     // Replica one, back with an empty store, serves it too.
     one.start_again();
     assert_eq!(
@@ -480,13 +456,7 @@ fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_anothe
     // the name's first-ingestion record there, and shares it.
     let target = target(dir.path(), "epsilon");
     let run = clients::pip_install(&one.url("/all/simple/"), &target, &["wgfx-epsilon"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&target),
-        dists(&[("wgfx-epsilon", "0.3.0")]),
-        "{}",
-        run.output()
-    );
+    assert_installed(&run, &target, dists(&[("wgfx-epsilon", "0.3.0")]));
     // Replica two never served that page; a publish of the name through it is refused by the
     // record replica one made (it reaches the bucket in the background, just after the page).
     assert!(
@@ -542,14 +512,7 @@ fn a_wrong_copy_in_the_bucket_is_fetched_from_the_upstream_instead_and_replaced(
     // pip installs it all the same: the copy fails its digest, the upstream's is served.
     let target = target(dir.path(), "epsilon");
     let run = clients::pip_install(&pypi_index(&one), &target, &["wgfx-epsilon"]);
-    run.assert_success();
-    assert_eq!(
-        installed(&target),
-        dists(&[("wgfx-epsilon", "0.3.0")]),
-        "{}\n{}",
-        run.output(),
-        one.output()
-    );
+    assert_installed(&run, &target, dists(&[("wgfx-epsilon", "0.3.0")]));
     // And the verified copy replaces the wrong one in the bucket, for every replica.
     let replaced = wait_until(Duration::from_secs(10), || {
         crate::harness::fixtures::sha256_hex(&s3.get_object(&bucket, &key).body) == sha256

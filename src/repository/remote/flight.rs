@@ -56,7 +56,7 @@ use super::chunks::{Chunks, Gather};
 use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::store::serve::{read_block, BLOCK};
-use crate::store::{preallocate, NoSpace, Reservation, Space};
+use crate::store::{NoSpace, Reservation, Space};
 use crate::upstream::{FileFetch, UpstreamError};
 
 /// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps
@@ -857,7 +857,7 @@ impl Task {
         length: Option<Length>,
         mut body: B,
         landing: &mut Landing,
-        mut reservation: Reservation,
+        reservation: Reservation,
     ) -> Result<Transferred, DownloadError>
     where
         B: Stream<Item = Result<Bytes, UpstreamError>> + Unpin,
@@ -866,7 +866,7 @@ impl Task {
             self.shared
                 .tmp_dir
                 .join(format!("{}.{:016x}.part", self.key, rand::random::<u64>()));
-        let file = create_temp(path.clone(), length.map_or(0, |length| length.bytes))
+        let (file, mut reservation) = create_temp(path.clone(), reservation)
             .await
             .map_err(|source| self.io_error("create the temporary file", &path, source))?;
         landing.temp = Some(path.clone());
@@ -1086,10 +1086,10 @@ struct Stopped;
 struct Stages {
     to_hash: mpsc::Sender<Chunks>,
     to_write: mpsc::Sender<Chunks>,
-    hashed: tokio::task::JoinHandle<Sha256>,
-    written: tokio::task::JoinHandle<io::Result<u64>>,
-    /// How far the writing stage has got: bytes `0..written` are in the file.
-    progress: Arc<AtomicU64>,
+    hashing: tokio::task::JoinHandle<Sha256>,
+    writing: tokio::task::JoinHandle<io::Result<u64>>,
+    /// How far the writing stage has got: bytes `0..on_disk` are in the file.
+    on_disk: Arc<AtomicU64>,
     /// Bytes handed to the stages so far.
     queued: u64,
 }
@@ -1098,8 +1098,8 @@ impl Stages {
     fn start(file: Arc<File>) -> Stages {
         let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
         let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
-        let progress = Arc::new(AtomicU64::new(0));
-        let hashed = tokio::task::spawn_blocking(move || {
+        let on_disk = Arc::new(AtomicU64::new(0));
+        let hashing = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
             while let Some(block) = hash_queue.blocking_recv() {
                 for part in block.parts() {
@@ -1108,14 +1108,14 @@ impl Stages {
             }
             hasher
         });
-        let written = {
-            let progress = progress.clone();
+        let writing = {
+            let on_disk = on_disk.clone();
             tokio::task::spawn_blocking(move || {
                 let mut offset = 0u64;
                 while let Some(block) = write_queue.blocking_recv() {
                     block.write_all_at(&file, offset)?;
                     offset += block.len() as u64;
-                    progress.store(offset, Ordering::Release);
+                    on_disk.store(offset, Ordering::Release);
                 }
                 Ok(offset)
             })
@@ -1123,9 +1123,9 @@ impl Stages {
         Stages {
             to_hash,
             to_write,
-            hashed,
-            written,
-            progress,
+            hashing,
+            writing,
+            on_disk,
             queued: 0,
         }
     }
@@ -1153,7 +1153,7 @@ impl Stages {
 
     /// Bytes already in the file.
     fn written(&self) -> u64 {
-        self.progress.load(Ordering::Acquire)
+        self.on_disk.load(Ordering::Acquire)
     }
 
     /// Bytes queued and not in the file yet: what the disk's free space does not show.
@@ -1166,15 +1166,15 @@ impl Stages {
         let Stages {
             to_hash,
             to_write,
-            hashed,
-            written,
+            hashing,
+            writing,
             ..
         } = self;
         drop((to_hash, to_write));
-        let size = written
+        let size = writing
             .await
             .map_err(|join| io::Error::other(format!("the write task failed: {join}")))??;
-        let hasher = hashed
+        let hasher = hashing
             .await
             .map_err(|join| io::Error::other(format!("the hash task failed: {join}")))?;
         Ok((hasher, size))
@@ -1182,16 +1182,19 @@ impl Stages {
 }
 
 /// Creates a new temporary file (never reusing an existing one) open for reading and writing,
-/// with `len` bytes allocated on disk when the length is known.
-async fn create_temp(path: PathBuf, len: u64) -> io::Result<File> {
+/// with the bytes `reservation` holds (a known length) allocated on disk where it can be.
+async fn create_temp(
+    path: PathBuf,
+    mut reservation: Reservation,
+) -> io::Result<(File, Reservation)> {
     tokio::task::spawn_blocking(move || {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
-        preallocate(&file, len);
-        Ok(file)
+        reservation.preallocate(&file);
+        Ok((file, reservation))
     })
     .await
     .map_err(|join| io::Error::other(format!("the create task failed: {join}")))?
