@@ -360,6 +360,12 @@ struct Flight {
     progress: watch::Receiver<Progress>,
 }
 
+impl Flight {
+    fn failed(&self) -> bool {
+        matches!(self.progress.borrow().end, End::Failed(_))
+    }
+}
+
 /// What the download task publishes to its readers.
 struct Progress {
     /// Set once the upstream answered (and the temporary file exists, if there is one).
@@ -477,7 +483,9 @@ impl Flights {
     {
         let (progress, leader) = {
             let mut flights = self.shared.flights();
-            match flights.get(&key) {
+            // A flight that failed stays in the map until its task has cleaned up; a request
+            // arriving meanwhile starts a new one rather than taking the old one's error.
+            match flights.get(&key).filter(|flight| !flight.failed()) {
                 Some(flight) => {
                     self.shared.joins.fetch_add(1, Ordering::Relaxed);
                     (flight.progress.clone(), false)
@@ -1570,6 +1578,45 @@ mod tests {
             "the computed digest is final"
         );
         assert_eq!(calls[0].0.size, data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flight_not_yet_landed_is_not_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let flights = Flights::new(dir.path().to_owned(), unlimited());
+        // A flight that has failed and whose task has not removed it from the map yet.
+        let (failed, progress) = watch::channel(Progress {
+            opened: None,
+            readable: 0,
+            recent: VecDeque::new(),
+            end: End::Failed(DownloadError::Abandoned {
+                what: "f.whl".into(),
+            }),
+        });
+        flights
+            .shared
+            .flights()
+            .insert(key("f.whl"), Flight { id: 999, progress });
+        let data = pattern(1000, 3);
+        let commits = Commits::default();
+        let download = flights
+            .join_body(
+                key("f.whl"),
+                expect(Some(Sha256Digest::of(&data))),
+                "f.whl".into(),
+                {
+                    let data = data.clone();
+                    async move { Ok((Some(1000), chunked(&data, 100))) }
+                },
+                commits.callback(None),
+            )
+            .await
+            .unwrap();
+        assert!(download.leader, "a new flight started");
+        let (bytes, error) = drain(download.body).await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(bytes == data);
+        drop(failed);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
