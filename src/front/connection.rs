@@ -37,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::handler;
 use super::response::{Body, BoxError};
+use super::sendfile::{Regions, Sendable, ZeroCopy};
 use crate::app::Live;
 
 /// How often an HTTP/2 connection is pinged.
@@ -98,13 +99,15 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// Serves a plain-TCP connection.
+    /// Serves a plain-TCP connection; stored bodies leave it by `sendfile` (`front::sendfile`).
     pub async fn serve_plain(
         self,
         builder: &auto::Builder<TokioExecutor>,
         stream: TcpStream,
     ) -> Ending {
-        self.serve(builder, stream).await
+        let regions = Regions::new();
+        let stream = ZeroCopy::new(stream, regions.clone());
+        self.serve(builder, stream, Some(regions)).await
     }
 
     /// Completes the TLS handshake, within the request deadline, then serves the connection.
@@ -126,22 +129,37 @@ impl Accepted {
             () = expiry(self.at, self.timeout) => return Ending::NoRequest,
             _ = self.shutdown.changed() => return Ending::Shutdown,
         };
-        self.serve(builder, stream).await
+        self.serve(builder, stream, None).await
     }
 
-    async fn serve<I>(mut self, builder: &auto::Builder<TokioExecutor>, io: I) -> Ending
+    /// Serves `io`; `regions` when `io` sends the bodies registered there from their files.
+    async fn serve<I>(
+        mut self,
+        builder: &auto::Builder<TokioExecutor>,
+        io: I,
+        regions: Option<Arc<Regions>>,
+    ) -> Ending
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Activity::new();
         let requests = activity.clone();
         let live = self.live.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
             // Each request keeps the configuration it started with to its end.
             let app = live.current();
+            // A HEAD response's body is never written: nothing to register.
+            let regions = regions
+                .clone()
+                .filter(|_| request.method() != hyper::Method::HEAD);
             async move {
-                let response = handler::handle(app, request).await;
+                let mut response = handler::handle(app, request).await;
+                if let Some(sendable) = response.extensions_mut().remove::<Sendable>() {
+                    if let Some(regions) = regions {
+                        regions.register(sendable);
+                    }
+                }
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,

@@ -19,6 +19,7 @@ use http_body_util::BodyExt as _;
 use super::range::{self, ByteRange};
 use super::response::{self, Body, BoxError, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
 use super::route::{self, RepoRef, Route, RouteError};
+use super::sendfile::Sendable;
 use crate::access::{Caller, CHALLENGE};
 use crate::app::App;
 use crate::config::RepoName;
@@ -604,11 +605,18 @@ fn stored_response<B>(
         }
     };
     metrics.record_served(Source::Cache, len);
+    let mut sendable = None;
     let body = match body.read(start, len) {
-        Content::Bytes(bytes) => response::full(bytes),
+        Content::Bytes(bytes, file) => {
+            sendable = file.map(|file| Sendable::new(bytes.clone(), file));
+            response::full(bytes)
+        }
         Content::Stream(stream) => response::stream(stream),
     };
     let mut response = Response::new(body);
+    if let Some(sendable) = sendable {
+        response.extensions_mut().insert(sendable);
+    }
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod range;
 pub mod response;
 pub mod route;
+pub mod sendfile;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -100,7 +100,7 @@ impl Shared {
             return Ok(false);
         };
         match artifact.body.read(0, artifact.size) {
-            Content::Bytes(bytes) => self.put(&path, &key, bytes).await?,
+            Content::Bytes(bytes, _) => self.put(&path, &key, bytes).await?,
             Content::Stream(stream) if artifact.size <= SINGLE_PUT_LIMIT => {
                 let bytes = collect(stream).await.map_err(|e| self.local(&key, e))?;
                 self.put(&path, &key, bytes).await?

@@ -16,7 +16,7 @@ use super::catalog::{ArtifactEntry, HexDigest};
 use super::engine::*;
 use super::error::StoreError;
 use super::index::Entry;
-use super::serve::ArtifactBody;
+use super::serve::{ArtifactBody, FILE_SLICE_MIN};
 use crate::simple::Sha256Digest;
 
 /// The largest artifact kept in memory. Hot small wheels and `.metadata` files are what CI
@@ -101,10 +101,20 @@ impl Store {
         let mut index = self.index();
         let entry = index.touch(digest)?;
         if let Some(body) = self.inner.hot.get(digest) {
+            let (size, inline) = (entry.size, entry.inline);
+            drop(index);
+            // The blob too, for the front to send from without copying; outside the index lock,
+            // since the bytes in memory do not need it: one evicted meanwhile is simply absent.
+            let file = (!inline && size >= FILE_SLICE_MIN)
+                .then(|| self.inner.blobs.open(digest).ok())
+                .flatten();
             return Some(Artifact {
                 sha256: *digest,
-                size: entry.size,
-                body: ArtifactBody::memory(body),
+                size,
+                body: match file {
+                    Some(file) => ArtifactBody::memory_on_disk(body, file),
+                    None => ArtifactBody::memory(body),
+                },
             });
         }
         if !entry.inline {
@@ -169,7 +179,11 @@ impl Store {
             return Artifact {
                 sha256: *digest,
                 size,
-                body: ArtifactBody::memory(body),
+                body: if size >= FILE_SLICE_MIN {
+                    ArtifactBody::memory_on_disk(body, file)
+                } else {
+                    ArtifactBody::memory(body)
+                },
             };
         }
         let _ = file.rewind();

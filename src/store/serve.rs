@@ -26,19 +26,44 @@ pub struct ArtifactBody(Held);
 
 #[derive(Debug)]
 enum Held {
-    Memory(Bytes),
+    /// In memory; with the blob that holds the same bytes, when it is open.
+    Memory {
+        bytes: Bytes,
+        file: Option<Arc<File>>,
+    },
     File(File),
 }
 
 /// A range of a stored body: bytes already in memory, or a stream of blocks read on demand.
 pub enum Content {
-    Bytes(Bytes),
+    /// With where the same bytes are on disk, when the blob is open: the front sends them from
+    /// there without copying (`front::sendfile`).
+    Bytes(Bytes, Option<FileSlice>),
     Stream(BoxStream<'static, io::Result<Bytes>>),
+}
+
+/// Hot bodies smaller than this come without their blob: opening and closing it for the request
+/// costs more than copying them to the socket.
+pub const FILE_SLICE_MIN: u64 = 32 * 1024;
+
+/// Bytes of a blob file from `offset` on: the same bytes as the [`Content::Bytes`] they come with.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub offset: u64,
 }
 
 impl ArtifactBody {
     pub(crate) fn memory(bytes: Bytes) -> ArtifactBody {
-        ArtifactBody(Held::Memory(bytes))
+        ArtifactBody(Held::Memory { bytes, file: None })
+    }
+
+    /// In memory, and in `file` too.
+    pub(crate) fn memory_on_disk(bytes: Bytes, file: File) -> ArtifactBody {
+        ArtifactBody(Held::Memory {
+            bytes,
+            file: Some(Arc::new(file)),
+        })
     }
 
     pub(crate) fn file(file: File) -> ArtifactBody {
@@ -48,14 +73,18 @@ impl ArtifactBody {
     /// `len` bytes from `start`; the caller has checked the range against the artifact's size.
     pub fn read(self, start: u64, len: u64) -> Content {
         match self.0 {
-            Held::Memory(bytes) => {
+            Held::Memory { bytes, file } => {
                 let from = usize::try_from(start)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
                 let to = usize::try_from(start.saturating_add(len))
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
-                Content::Bytes(bytes.slice(from..to))
+                let file = file.map(|file| FileSlice {
+                    file,
+                    offset: from as u64,
+                });
+                Content::Bytes(bytes.slice(from..to), file)
             }
             Held::File(file) => Content::Stream(file_stream(file, start, len)),
         }

@@ -67,7 +67,7 @@ fn commit_with(
 fn read(artifact: Artifact) -> Vec<u8> {
     let size = artifact.size;
     match artifact.body.read(0, size) {
-        Content::Bytes(bytes) => bytes.to_vec(),
+        Content::Bytes(bytes, _) => bytes.to_vec(),
         Content::Stream(stream) => tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()

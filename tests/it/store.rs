@@ -637,3 +637,144 @@ fn max_size_evicts_the_least_recently_used_file_first() {
         "upstream requests for A and C"
     );
 }
+
+/// One response read off a raw HTTP/1.1 connection.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// Reads the answers to `heads` (the methods of requests pipelined on one connection) from
+/// `raw`, everything the connection sent until it closed.
+fn split_answers(raw: &[u8], heads: &[bool]) -> Vec<Answer> {
+    let mut rest = raw;
+    let mut answers = Vec::new();
+    for &is_head in heads {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("answer {} has no complete head", answers.len() + 1));
+        let headers = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let status: u16 = headers[9..12].parse().expect("a status code");
+        let length: usize = headers
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("a Content-Length");
+        rest = &rest[end + 4..];
+        let take = if is_head { 0 } else { length };
+        assert!(
+            rest.len() >= take,
+            "answer {} is cut short",
+            answers.len() + 1
+        );
+        answers.push(Answer {
+            status,
+            headers,
+            body: rest[..take].to_vec(),
+        });
+        rest = &rest[take..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last answer",
+        rest.len()
+    );
+    answers
+}
+
+/// A warm file kept in memory leaves plain connections by sendfile from its blob
+/// (src/front/sendfile.rs). However a connection asks for it (a HEAD before it, a range, the same
+/// file twice in one pipelined write, HTTP/2) every byte must be the file's, and each answer must
+/// end where its Content-Length says, or the next answer on the connection would be misread.
+#[test]
+fn a_warm_file_is_served_byte_for_byte_however_a_connection_asks_for_it() {
+    use std::io::{Read as _, Write as _};
+
+    let bed = TestBed::start(Mode::Json);
+    let warm = generated::expect("wgfx-warm");
+    let whole = warm.bytes(0, warm.size);
+    let url = bed.file_url(warm.project, warm.filename);
+    let cold = http::get(&url, &[]);
+    assert!(
+        cold.expect_ok(&url) == whole.as_slice(),
+        "cold: wrong bytes"
+    );
+    // Stored once its commit is through; until then requests share the finished download.
+    let stored = wait_until(Duration::from_secs(10), || {
+        http::head(&url, &[]).cache() == Some("hit")
+    });
+    assert!(stored, "{url} was not stored within 10 s");
+    // Read into memory by the first request that finds it stored.
+    let first = http::get(&url, &[]);
+    assert!(
+        first.expect_ok(&url) == whole.as_slice(),
+        "stored: wrong bytes"
+    );
+    assert_eq!(
+        first.header("accept-ranges"),
+        Some("bytes"),
+        "served from the store"
+    );
+
+    let parsed = url::Url::parse(&url).expect("a file URL");
+    let path = parsed.path();
+    let (start, end) = (1_000, 250_000);
+    let requests = [
+        ("HEAD", None),
+        ("GET", None),
+        ("GET", Some(format!("bytes={start}-{end}"))),
+        ("GET", None),
+        ("GET", None),
+    ];
+    let mut wire = String::new();
+    for (i, (method, range)) in requests.iter().enumerate() {
+        wire.push_str(&format!("{method} {path} HTTP/1.1\r\nHost: wheelgate\r\n"));
+        if let Some(range) = range {
+            wire.push_str(&format!("Range: {range}\r\n"));
+        }
+        if i + 1 == requests.len() {
+            wire.push_str("Connection: close\r\n");
+        }
+        wire.push_str("\r\n");
+    }
+    let mut connection = std::net::TcpStream::connect(bed.wheelgate.addr()).expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    connection
+        .write_all(wire.as_bytes())
+        .expect("send the requests");
+    let mut raw = Vec::new();
+    connection.read_to_end(&mut raw).expect("read the answers");
+    let heads: Vec<bool> = requests.iter().map(|(m, _)| *m == "HEAD").collect();
+    let answers = split_answers(&raw, &heads);
+
+    assert_eq!(answers[0].status, 200, "HEAD: {}", answers[0].headers);
+    for i in [1, 3, 4] {
+        assert_eq!(answers[i].status, 200, "GET {i}: {}", answers[i].headers);
+        assert!(answers[i].body == whole, "GET {i}: wrong bytes");
+    }
+    assert_eq!(answers[2].status, 206, "range: {}", answers[2].headers);
+    assert!(
+        answers[2].body == whole[start..=end],
+        "range {start}-{end}: wrong bytes"
+    );
+
+    let (status, version, body) = http::get_http2(&url).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (status, version),
+        (StatusCode::OK, ::http::Version::HTTP_2),
+        "{url}"
+    );
+    assert!(body == whole, "{url}: wrong bytes over HTTP/2");
+    assert_eq!(
+        bed.upstream.requests_for(&warm.path()).len(),
+        1,
+        "the upstream was asked for the file more than once"
+    );
+}

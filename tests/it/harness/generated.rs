@@ -2,10 +2,11 @@
 //!
 //! The store tests need a 200 MiB file (memory stays bounded, kill -9 mid-transfer), a file whose
 //! transfer the test can hold open (single flight), a blob-sized file whose bytes betray its
-//! declared sha256 (nothing is committed) and three plain 1 MiB files to fill a store capped by
-//! `max_size` (least recently used eviction). None of them is ever installed, so their bytes are
-//! deterministic pseudo-random data computed on the fly from the offset: any range can be produced
-//! again without holding the file in memory, and the upstream streams them chunk by chunk.
+//! declared sha256 (nothing is committed), three plain 1 MiB files to fill a store capped by
+//! `max_size` (least recently used eviction) and a 300 KiB one that stays in memory once warm.
+//! None of them is ever installed, so their bytes are deterministic pseudo-random data computed
+//! on the fly from the offset: any range can be produced again without holding the file in
+//! memory, and the upstream streams them chunk by chunk.
 
 use std::sync::OnceLock;
 
@@ -40,7 +41,7 @@ pub struct Generated {
 }
 
 /// Every generated file. Each has its own project, so that a test reasons about one file only.
-static GENERATED: [Generated; 6] = [
+static GENERATED: [Generated; 7] = [
     Generated {
         project: "wgfx-huge",
         version: "1.0.0",
@@ -96,6 +97,17 @@ static GENERATED: [Generated; 6] = [
         size: MIB,
         delivery: Delivery::Plain,
         seed: 0x7767_6678_6c72_7563,
+        sha256: OnceLock::new(),
+    },
+    // Small enough to be kept in memory once warm and large enough to leave by sendfile
+    // (src/front/sendfile.rs), and larger than a socket's send buffer, so writes are partial.
+    Generated {
+        project: "wgfx-warm",
+        version: "1.0.0",
+        filename: "wgfx_warm-1.0.0-py3-none-any.whl",
+        size: 300 * 1024,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_7761_726d,
         sha256: OnceLock::new(),
     },
 ];
