@@ -6,12 +6,13 @@
 //! itself, and the fresh socket memory the client's reads then miss in cache.
 //!
 //! hyper owns the connection and writes whatever `Bytes` a body yields, so the file cannot be
-//! handed to it. Instead the store gives, beside the bytes of a hot body, the blob file that holds
-//! the same bytes ([`crate::store::FileSlice`]); the handler attaches both to the response as a
-//! [`Sendable`] extension, the connection registers it in its [`Regions`] before hyper sees the
-//! response, and [`ZeroCopy`], the stream hyper writes to, recognises those bytes by their
-//! address when hyper writes them: everything before them leaves by `sendmsg` with `MSG_MORE`
-//! (so the head and the body share packets), the bytes themselves by `sendfile` from the blob.
+//! handed to it. Instead the store gives, beside the bytes of a hot body, the blob file that
+//! holds the same bytes ([`crate::repository::FileSlice`]); the handler attaches both to the
+//! response as a [`Sendable`] extension, the connection registers it in its [`Regions`] before
+//! hyper sees the response, and [`ZeroCopy`], the stream hyper writes to, recognises those bytes
+//! by their address when hyper writes them: everything before them leaves by `sendmsg` with
+//! `MSG_MORE` (so the head and the body share packets), the bytes themselves by `sendfile` from
+//! the blob.
 //!
 //! Nothing here can send wrong bytes: a blob is content-addressed and never rewritten in place,
 //! and the registered bytes are the ones hyper would have written. A blob that is shorter than
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::store::FileSlice;
+use crate::repository::FileSlice;
 
 /// How many responses' bodies one connection keeps registered. HTTP/1 writes one response at a
 /// time; HTTP/2 interleaves a few. A region displaced before it was sent is written from memory.

@@ -11,7 +11,7 @@ use super::remote::flight::DownloadBody;
 use crate::simple::digest::Sha256Digest;
 use crate::simple::page::{FileEntry, ProjectPage};
 
-pub use crate::store::{ArtifactBody, Content};
+pub use crate::store::{ArtifactBody, Content, FileSlice};
 
 /// A file found on its project's current page.
 pub struct Located {
