@@ -1,8 +1,8 @@
 //! Chaining (issue 17): a sidecar wheelgate whose remote repository's upstream is a central
 //! wheelgate, with `[repository.auth]` on the sidecar and a `[[user]]` with a token on the
 //! central. What the upstream said about each file reaches the sidecar's clients unchanged; a
-//! refusal by the central reaches them as the central's 403 and reason; with the central down the
-//! sidecar serves what it holds.
+//! refusal by the central reaches them as the central's 403 and reason, and counts on the sidecar
+//! as a refusal, not an upstream error; with the central down the sidecar serves what it holds.
 
 use std::path::Path;
 use std::time::Duration;
@@ -220,5 +220,43 @@ fn pip_and_uv_install_through_a_sidecar_and_keep_installing_once_the_central_is_
         expected,
         "uv with the central down: {}",
         run.output()
+    );
+}
+
+/// The sum of `wheelgate_upstream_requests_total` samples with `outcome="<outcome>"` in a
+/// Prometheus exposition.
+fn upstream_requests(metrics: &str, outcome: &str) -> u64 {
+    let label = format!("outcome=\"{outcome}\"");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("wheelgate_upstream_requests_total{") && line.contains(&label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
+#[test]
+fn a_central_refusal_is_counted_as_refused_on_the_sidecar_not_as_an_upstream_error() {
+    let (central, token) = central();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let sidecar = sidecar(dir.path(), &central.wheelgate, &token, "10m");
+    for path in ["/simple/wgfx-zeta/", "/simple/wgfx-zeta/"] {
+        let denied = http::get(&sidecar.url(path), &[("accept", JSON_MEDIA_TYPE)]);
+        assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text());
+    }
+    let metrics = http::get(&sidecar.url("/-/metrics"), &[]);
+    metrics.expect_ok(&sidecar.url("/-/metrics"));
+    let metrics = metrics.text();
+    assert!(
+        upstream_requests(&metrics, "refused") >= 1 && upstream_requests(&metrics, "error") == 0,
+        "the central's 403 must count as outcome=\"refused\" on the sidecar, never \"error\" \
+         (which WheelgateUpstreamFailing alerts on):\n{}",
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("wheelgate_upstream_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

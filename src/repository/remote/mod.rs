@@ -303,6 +303,7 @@ impl UpstreamMeter {
             Ok(value) => ok(value),
             Err(error) if error.is_not_found() => UpstreamOutcome::NotFound,
             Err(UpstreamError::Timeout { .. }) => UpstreamOutcome::Timeout,
+            Err(UpstreamError::Denied(_)) => UpstreamOutcome::Refused,
             Err(_) => UpstreamOutcome::Error,
         };
         self.metrics.record_upstream(&self.repo, outcome, elapsed);
