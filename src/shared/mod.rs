@@ -21,6 +21,8 @@
 //!
 //! A bucket that accepts connections and stalls gives a request up after `idle_timeout` without
 //! a byte (object_store's read timeout), which counts as unreachable like a refused connection.
+//! While it counts as unreachable, lookups, copies and listings fail at once without asking it;
+//! the probe alone finds it back.
 //!
 //! The bucket is reached with the `object_store` crate (its HTTP client on rustls with the
 //! process's ring provider), signed with the credentials `[store.shared]` names (the secret
@@ -99,6 +101,15 @@ pub enum SharedError {
          that object: the next replica to ingest or publish the package makes it again"
     )]
     UnreadableOrigin { bucket: String, key: String },
+    #[error(
+        "the shared bucket {bucket} has been unreachable for {seconds} s ({reason}); it is not \
+         asked again until its probe (every 5 s) gets an answer"
+    )]
+    Unreachable {
+        bucket: String,
+        seconds: u64,
+        reason: String,
+    },
     #[error("the shared bucket {bucket} failed for {key}: {source}")]
     Request {
         bucket: String,
@@ -200,6 +211,20 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Fails at once while the bucket counts as unreachable: a request that needs the bucket
+    /// (a lookup, a copy, a listing) does not wait for a failure already known, which for a
+    /// stalled bucket would cost `idle_timeout` each time. The probe alone finds it back.
+    fn reachable(&self) -> Result<(), SharedError> {
+        match self.state() {
+            BucketState::Up => Ok(()),
+            BucketState::Down { since, reason } => Err(SharedError::Unreachable {
+                bucket: self.name.clone(),
+                seconds: since.elapsed().map_or(0, |elapsed| elapsed.as_secs()),
+                reason,
+            }),
+        }
     }
 
     /// Records how a request fared: an answer (a "not found" too) means the bucket is up.

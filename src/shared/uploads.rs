@@ -126,6 +126,7 @@ impl Shared {
     /// The projects of `repository` that have an upload recorded in the bucket: one listing
     /// with a delimiter (`uploads/<repository>/<project>/`), the names as the records spell them.
     pub async fn hosted_projects(&self, repository: &str) -> Result<Vec<String>, SharedError> {
+        self.reachable()?;
         let prefix = format!("{}uploads/{repository}/", self.prefix);
         let listed = self
             .bucket
@@ -146,6 +147,7 @@ impl Shared {
         repository: &str,
         project: &str,
     ) -> Result<Vec<Upload>, SharedError> {
+        self.reachable()?;
         let prefix = self.upload_prefix(repository, project);
         let listed: Vec<ObjectPath> = self
             .bucket

@@ -737,7 +737,7 @@ fn a_bucket_that_accepts_and_never_answers_costs_a_request_its_idle_timeout_not_
             access_key_id: s3.access_key_id().to_owned(),
             secret_access_key: s3.secret_access_key().to_owned(),
         },
-        extra_toml: "shared.idle_timeout = \"1s\"\n".to_owned(),
+        extra_toml: "shared.idle_timeout = \"3s\"\n".to_owned(),
     };
     let one = replica_on(dir.path(), "one", &upstream, s3, &bucket, &publisher);
     // Every file is looked up in the bucket first: each lookup gives up after the idle timeout
@@ -749,6 +749,24 @@ fn a_bucket_that_accepts_and_never_answers_costs_a_request_its_idle_timeout_not_
     assert!(
         bucket_down_noticed(&one),
         "/-/ready never said the stalled bucket is unreachable:\n{}",
+        one.output()
+    );
+    // From then on a miss does not ask it (which would cost at least the idle timeout) until
+    // the probe gets an answer.
+    let page_url = one.url("/pypi/simple/wgfx-epsilon/");
+    let page = http::get(
+        &page_url,
+        &[("accept", crate::harness::upstream::JSON_MEDIA_TYPE)],
+    );
+    let wheel = "wgfx_epsilon-0.3.0-py3-none-any.whl";
+    let file_url = crate::harness::link_in(&page, &page_url, wheel);
+    let started = std::time::Instant::now();
+    let file = http::get(&file_url, &[]);
+    let took = started.elapsed();
+    assert_eq!(file.status, ::http::StatusCode::OK, "{}", one.output());
+    assert!(
+        took < Duration::from_secs(2),
+        "a miss waited {took:?} for the stalled bucket its probe had found unreachable:\n{}",
         one.output()
     );
     // An upload is refused with 503, promptly.
@@ -813,6 +831,22 @@ fn an_upload_is_refused_at_once_when_the_probe_already_found_the_bucket_unreacha
     assert!(
         took < Duration::from_secs(5),
         "the upload was refused after {took:?}, not at once:\n{}",
+        one.output()
+    );
+    // A package never published here: its origin records are not looked up in the bucket
+    // either.
+    let started = std::time::Instant::now();
+    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt-other", "1.0"), &publisher);
+    let took = started.elapsed();
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the first upload of a package was refused after {took:?}, not at once:\n{}",
         one.output()
     );
 }
