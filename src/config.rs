@@ -131,6 +131,9 @@ pub struct SharedConfig {
     /// Empty, or ends with `/` and does not start with one.
     pub prefix: String,
     pub credentials: SharedCredentials,
+    /// How long a request to the bucket may go without a byte arriving (its answer's head
+    /// included) before it is given up and the bucket counted unreachable for it.
+    pub idle_timeout: Duration,
 }
 
 /// How wheelgate signs its requests to the bucket.
@@ -140,7 +143,7 @@ pub enum SharedCredentials {
     /// environment, read when the store opens.
     Environment,
     /// `access_key_id` and the secret in `secret_access_key_file` (trimmed), read when the store
-    /// opens.
+    /// opens and again whenever the file changes.
     Static {
         access_key_id: String,
         secret_access_key_file: PathBuf,

@@ -294,7 +294,7 @@ impl Parser<'_> {
                 field,
                 key,
                 Problem::Zero {
-                    hint: "; a zero timeout would fail every upstream request",
+                    hint: "; a zero timeout would fail every request it governs",
                 },
             ));
         }

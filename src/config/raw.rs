@@ -80,6 +80,7 @@ pub(super) struct RawShared {
     pub prefix: Field,
     pub access_key_id: Field,
     pub secret_access_key_file: Field,
+    pub idle_timeout: Field,
 }
 
 #[derive(Debug, Default, Deserialize)]

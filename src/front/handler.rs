@@ -17,7 +17,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 
 use super::range::{self, ByteRange};
-use super::response::{self, Body, BoxError, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED};
+use super::response::{
+    self, Body, BoxError, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED, X_WHEELGATE_RETRIED,
+};
 use super::route::{self, RepoRef, Route, RouteError};
 use super::sendfile::Sendable;
 use crate::access::{Caller, CHALLENGE};
@@ -323,6 +325,9 @@ fn failure(error: ServeError) -> Response<Body> {
     }
     if let Some(cache) = error.cache_status() {
         headers.insert(X_WHEELGATE_CACHE, cache.header_value());
+    }
+    if error.after_upstream_retries() {
+        headers.insert(X_WHEELGATE_RETRIED, HeaderValue::from_static("upstream"));
     }
     if error.wants_credentials() {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));

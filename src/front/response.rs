@@ -20,6 +20,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub const X_WHEELGATE_DENIED: HeaderName = HeaderName::from_static("x-wheelgate-denied");
 
 pub use crate::repository::X_WHEELGATE_CACHE;
+pub use crate::upstream::X_WHEELGATE_RETRIED;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

@@ -213,15 +213,19 @@ pub enum UpstreamOutcome {
     Timeout,
     /// Anything else: refused connections, TLS failures, 5xx, refused credentials, bad bodies.
     Error,
+    /// A chained wheelgate refused by its download rule or origin control (a 403 with
+    /// `X-Wheelgate-Denied`): it answered as it should, so this is not an upstream failure.
+    Refused,
 }
 
 impl UpstreamOutcome {
-    pub const ALL: [UpstreamOutcome; 5] = [
+    pub const ALL: [UpstreamOutcome; 6] = [
         UpstreamOutcome::Ok,
         UpstreamOutcome::NotModified,
         UpstreamOutcome::NotFound,
         UpstreamOutcome::Timeout,
         UpstreamOutcome::Error,
+        UpstreamOutcome::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -231,6 +235,7 @@ impl UpstreamOutcome {
             UpstreamOutcome::NotFound => "not_found",
             UpstreamOutcome::Timeout => "timeout",
             UpstreamOutcome::Error => "error",
+            UpstreamOutcome::Refused => "refused",
         }
     }
 

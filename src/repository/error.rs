@@ -117,6 +117,19 @@ impl ServeError {
         }
     }
 
+    /// True for a 502/503/504 that comes from an upstream's failure, after the retries this
+    /// wheelgate makes: marked `X-Wheelgate-Retried`, so that a wheelgate in front does not
+    /// retry it again.
+    pub fn after_upstream_retries(&self) -> bool {
+        let retryable = matches!(self.status().as_u16(), 502..=504);
+        retryable
+            && match self {
+                ServeError::Remote(error) => error.from_upstream(),
+                ServeError::Group(error) => error.from_upstream(),
+                _ => false,
+            }
+    }
+
     /// True when the client should send (other) credentials: the response carries a
     /// `WWW-Authenticate` challenge.
     pub fn wants_credentials(&self) -> bool {

@@ -45,6 +45,7 @@ impl Shared {
         if !self.trusts(digest) {
             return Ok(None);
         }
+        self.reachable()?;
         let key = self.artifact_key(digest);
         let path = ObjectPath::from(key.as_str());
         match self.bucket.get_opts(&path, GetOptions::default()).await {
@@ -80,6 +81,7 @@ impl Shared {
     /// Copies the stored artifact `digest` to the bucket unless it is there already. Returns
     /// whether it copied anything.
     pub async fn offer(&self, store: &Store, digest: Sha256Digest) -> Result<bool, SharedError> {
+        self.reachable()?;
         let key = self.artifact_key(&digest);
         let path = ObjectPath::from(key.as_str());
         let head = GetOptions {

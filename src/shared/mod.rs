@@ -8,18 +8,26 @@
 //! client's stream never waits for it. A copy that fails only costs another upstream fetch
 //! later; it is logged and counted.
 //!
-//! Hosted uploads are in the bucket before their 200: the body (and its metadata) as artifacts,
-//! then the upload's record at `uploads/<repository>/<project>/<filename>`, written with a
+//! Hosted uploads are in the bucket before their 200 (and refused at once while the probe finds
+//! the bucket unreachable): the body (and its metadata) as artifacts, then the upload's record at `uploads/<repository>/<project>/<filename>`, written with a
 //! conditional create (`If-None-Match: *`), so that of two replicas receiving one filename at
 //! once exactly one wins and the other answers 409 (or 200 for the same bytes). A replica asked
 //! for a hosted project's page lists that project's records in the bucket (at most every
 //! [`SYNC_INTERVAL`] per project) and takes in those it lacks, bodies first: an upload made
 //! through one replica is on every replica's pages by then, and the first upload of a package
-//! makes its package-level origin record on each replica as it is taken in.
+//! makes its package-level origin record on each replica as it is taken in. A hosted project list
+//! adds the projects the bucket lists under `uploads/<repository>/` (one delimited listing, as
+//! often).
+//!
+//! A bucket that accepts connections and stalls gives a request up after `idle_timeout` without
+//! a byte (object_store's read timeout), which counts as unreachable like a refused connection.
+//! While it counts as unreachable, lookups, copies and listings fail at once without asking it;
+//! the probe alone finds it back.
 //!
 //! The bucket is reached with the `object_store` crate (its HTTP client on rustls with the
-//! process's ring provider), signed with the credentials `[store.shared]` names or the
-//! `AWS_*` environment variables, read when the store opens.
+//! process's ring provider), signed with the credentials `[store.shared]` names (the secret
+//! file re-read when it changes, see `credentials`) or the `AWS_*` environment variables, read
+//! when the store opens.
 //!
 //! `artifacts` holds the files (looked up, copied, taken in), `uploads` the hosted upload
 //! records, `origins` the package-level origin records of first ingestions; this module holds
@@ -35,15 +43,20 @@ use object_store::{
     BackoffConfig, ClientOptions, GetOptions, ObjectStore, PutMode, PutOptions, RetryConfig,
 };
 
+use self::credentials::SecretFileCredentials;
 use crate::config::{SharedConfig, SharedCredentials};
 use crate::simple::Sha256Digest;
 
 mod artifacts;
+mod credentials;
 mod origins;
 mod uploads;
 
 pub use artifacts::SharedArtifact;
 pub use uploads::{Claim, SYNC_INTERVAL};
+
+/// How long connecting to the bucket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often the bucket is probed when nothing else has used it.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -52,14 +65,11 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
     #[error(
-        "[store.shared] cannot read secret_access_key_file {path}: {source}; create it with the \
+        "[store.shared] cannot read secret_access_key_file {source}; create it with the \
          bucket's secret key, or remove access_key_id and secret_access_key_file to use \
          AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )]
-    SecretFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    SecretFile { source: crate::secret::SecretError },
     #[error("[store.shared] bucket {bucket}: {source}")]
     Client {
         bucket: String,
@@ -91,6 +101,15 @@ pub enum SharedError {
          that object: the next replica to ingest or publish the package makes it again"
     )]
     UnreadableOrigin { bucket: String, key: String },
+    #[error(
+        "the shared bucket {bucket} has been unreachable for {seconds} s ({reason}); it is not \
+         asked again until its probe (every 5 s) gets an answer"
+    )]
+    Unreachable {
+        bucket: String,
+        seconds: u64,
+        reason: String,
+    },
     #[error("the shared bucket {bucket} failed for {key}: {source}")]
     Request {
         bucket: String,
@@ -148,9 +167,13 @@ impl Shared {
                 retry_timeout: Duration::from_secs(10),
             })
             // No whole-request timeout: a multi-gigabyte file streams for as long as it takes.
+            // But a bucket that accepts a connection and then stalls gives up a request after
+            // `idle_timeout` without a byte (waiting for an answer's head included), which then
+            // counts as unreachable: the reader's read times out, like any other failure.
             .with_client_options(
                 ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_read_timeout(config.idle_timeout)
                     .with_timeout_disabled(),
             );
         if let Some(endpoint) = &config.endpoint {
@@ -164,15 +187,9 @@ impl Shared {
             secret_access_key_file,
         } = &config.credentials
         {
-            let secret = std::fs::read_to_string(secret_access_key_file).map_err(|source| {
-                SharedError::SecretFile {
-                    path: secret_access_key_file.clone(),
-                    source,
-                }
-            })?;
-            builder = builder
-                .with_access_key_id(access_key_id)
-                .with_secret_access_key(secret.trim());
+            let credentials = SecretFileCredentials::open(access_key_id, secret_access_key_file)
+                .map_err(|source| SharedError::SecretFile { source })?;
+            builder = builder.with_credentials(Arc::new(credentials));
         }
         let bucket = builder.build().map_err(|source| SharedError::Client {
             bucket: config.bucket.clone(),
@@ -194,6 +211,20 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Fails at once while the bucket counts as unreachable: a request that needs the bucket
+    /// (a lookup, a copy, a listing) does not wait for a failure already known, which for a
+    /// stalled bucket would cost `idle_timeout` each time. The probe alone finds it back.
+    fn reachable(&self) -> Result<(), SharedError> {
+        match self.state() {
+            BucketState::Up => Ok(()),
+            BucketState::Down { since, reason } => Err(SharedError::Unreachable {
+                bucket: self.name.clone(),
+                seconds: since.elapsed().map_or(0, |elapsed| elapsed.as_secs()),
+                reason,
+            }),
+        }
     }
 
     /// Records how a request fared: an answer (a "not found" too) means the bucket is up.
@@ -296,6 +327,7 @@ mod tests {
             region: "us-east-1".to_owned(),
             prefix: prefix.to_owned(),
             credentials: SharedCredentials::Environment,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 

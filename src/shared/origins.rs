@@ -102,6 +102,7 @@ impl Shared {
         repository: &str,
         project: &str,
     ) -> Result<Option<OriginRecord>, SharedError> {
+        self.reachable()?;
         let key = self.origin_key(repository, project);
         let path = ObjectPath::from(key.as_str());
         let found = match self.bucket.get_opts(&path, GetOptions::default()).await {

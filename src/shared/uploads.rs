@@ -1,5 +1,5 @@
-//! Hosted upload records in the shared bucket: first writer wins, listed by project (see the
-//! `shared` module doc).
+//! Hosted upload records in the shared bucket: first writer wins, listed by project, and the
+//! projects that have any listed per repository (see the `shared` module doc).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -123,12 +123,31 @@ impl Shared {
             .and_then(UploadObject::upload))
     }
 
+    /// The projects of `repository` that have an upload recorded in the bucket: one listing
+    /// with a delimiter (`uploads/<repository>/<project>/`), the names as the records spell them.
+    pub async fn hosted_projects(&self, repository: &str) -> Result<Vec<String>, SharedError> {
+        self.reachable()?;
+        let prefix = format!("{}uploads/{repository}/", self.prefix);
+        let listed = self
+            .bucket
+            .list_with_delimiter(Some(&ObjectPath::from(prefix.as_str())))
+            .await
+            .map_err(self.failed(&prefix))?;
+        self.note(None);
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|path| path.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// The uploads of `project` to `repository` recorded in the bucket.
     pub async fn uploads(
         &self,
         repository: &str,
         project: &str,
     ) -> Result<Vec<Upload>, SharedError> {
+        self.reachable()?;
         let prefix = self.upload_prefix(repository, project);
         let listed: Vec<ObjectPath> = self
             .bucket

@@ -46,6 +46,12 @@ pub use error::{TimeoutKind, UpstreamError};
 pub use proxy::ProxyMode;
 pub use redact::RedactedUrl;
 
+/// On an error response (502/503/504) wheelgate sends because its own upstream failed, after the
+/// retries it makes itself: a wheelgate chained in front (a sidecar) does not retry such an
+/// answer, so that retries do not multiply through the hops. Its value is `upstream`.
+pub const X_WHEELGATE_RETRIED: http::HeaderName =
+    http::HeaderName::from_static("x-wheelgate-retried");
+
 /// Settings for one remote repository's upstream, filled from `proxy.toml` by the config module.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {

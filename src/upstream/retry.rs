@@ -5,7 +5,9 @@
 //! retry budget lasts, after the wait the upstream asked for in `Retry-After` or else after an
 //! exponential backoff with jitter, so that many proxies retrying at once spread out. A
 //! `Retry-After` longer than a waiting client should sit through ends the fetch instead. Nothing
-//! is retried once the response headers are in.
+//! is retried once the response headers are in, nor an answer of a chained wheelgate marked
+//! `X-Wheelgate-Retried` (it has retried its own upstream already: retrying it too would multiply
+//! the upstream's requests by every hop's retries).
 
 use std::time::{Duration, SystemTime};
 
@@ -48,7 +50,10 @@ impl Upstream {
                 {
                     Ok(Ok(response)) => {
                         let status = response.status();
-                        if !may_retry || !retryable_status(status) {
+                        // A chained wheelgate that answers so has retried its own upstream.
+                        let retried_upstream =
+                            response.headers().contains_key(super::X_WHEELGATE_RETRIED);
+                        if !may_retry || !retryable_status(status) || retried_upstream {
                             return Ok(response);
                         }
                         let delay = match retry_after(status, response.headers(), SystemTime::now())
@@ -224,6 +229,24 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("120"), "{err}");
+        assert_eq!(index.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chained_wheelgates_error_after_its_own_retries_is_not_retried() {
+        let index = serve(|_, _| async {
+            Response::builder()
+                .status(502)
+                .header(super::super::X_WHEELGATE_RETRIED, "upstream")
+                .body(Full::new(Bytes::from_static(b"the upstream failed")).boxed())
+                .unwrap()
+        })
+        .await;
+        let mut s = settings(&index.url("/simple/"));
+        s.retries = 3;
+        let up = upstream(s);
+        let err = page(&up, &index.url("/simple/x/")).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{err:?}");
         assert_eq!(index.seen().len(), 1);
     }
 

@@ -1,8 +1,9 @@
 //! Chaining (issue 17): a sidecar wheelgate whose remote repository's upstream is a central
 //! wheelgate, with `[repository.auth]` on the sidecar and a `[[user]]` with a token on the
 //! central. What the upstream said about each file reaches the sidecar's clients unchanged; a
-//! refusal by the central reaches them as the central's 403 and reason; with the central down the
-//! sidecar serves what it holds.
+//! refusal by the central reaches them as the central's 403 and reason, and counts on the sidecar
+//! as a refusal, not an upstream error; a failure the central retried upstream is not retried
+//! again by the sidecar; with the central down the sidecar serves what it holds.
 
 use std::path::Path;
 use std::time::Duration;
@@ -220,5 +221,106 @@ fn pip_and_uv_install_through_a_sidecar_and_keep_installing_once_the_central_is_
         expected,
         "uv with the central down: {}",
         run.output()
+    );
+}
+
+/// The sum of `wheelgate_upstream_requests_total` samples with `outcome="<outcome>"` in a
+/// Prometheus exposition.
+fn upstream_requests(metrics: &str, outcome: &str) -> u64 {
+    let label = format!("outcome=\"{outcome}\"");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("wheelgate_upstream_requests_total{") && line.contains(&label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
+#[test]
+fn a_central_refusal_is_counted_as_refused_on_the_sidecar_not_as_an_upstream_error() {
+    let (central, token) = central();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let sidecar = sidecar(dir.path(), &central.wheelgate, &token, "10m");
+    for path in ["/simple/wgfx-zeta/", "/simple/wgfx-zeta/"] {
+        let denied = http::get(&sidecar.url(path), &[("accept", JSON_MEDIA_TYPE)]);
+        assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text());
+    }
+    let metrics = http::get(&sidecar.url("/-/metrics"), &[]);
+    metrics.expect_ok(&sidecar.url("/-/metrics"));
+    let metrics = metrics.text();
+    assert!(
+        upstream_requests(&metrics, "refused") >= 1 && upstream_requests(&metrics, "error") == 0,
+        "the central's 403 must count as outcome=\"refused\" on the sidecar, never \"error\" \
+         (which WheelgateUpstreamFailing alerts on):\n{}",
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("wheelgate_upstream_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn a_centrals_error_after_its_own_retries_is_not_retried_by_the_sidecar() {
+    use crate::harness::faulty::{Fault, Faulty, FaultyBed};
+    use crate::harness::wheelgate::UserConfig;
+
+    // The central: a faulty upstream behind a wheelgate with one retry, whose `sidecar` user
+    // the sidecar reads as.
+    let token = new_token();
+    let central = FaultyBed::start(&["wgfx-alpha"], "info", |config| {
+        let token_file = config.store.with_file_name("sidecar-token");
+        write_file(&token_file, &format!("{token}\n"));
+        config.users = vec![UserConfig::with_token_file(
+            "sidecar",
+            &token_file,
+            &["read"],
+        )];
+    });
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let sidecar = sidecar(dir.path(), &central.wheelgate, &token, "10m");
+
+    let wheel = crate::harness::fixtures::catalog()
+        .expect_project("wgfx-alpha")
+        .wheel("1.0.0");
+    let file_path = Faulty::file_path("wgfx-alpha", &wheel.filename);
+    central.faulty.always(&file_path, Fault::Status(503));
+    let page_url = sidecar.url("/simple/wgfx-alpha/");
+    let page = http::get(&page_url, &[("accept", JSON_MEDIA_TYPE)]);
+    page.expect_ok(&page_url);
+    let file_url = link_in(&page, &page_url, &wheel.filename);
+    let failed = http::get(&file_url, &[]);
+    assert_eq!(
+        failed.status,
+        StatusCode::BAD_GATEWAY,
+        "{}\n{}",
+        failed.text(),
+        sidecar.output()
+    );
+    // The central asked once and retried once; the sidecar (one retry too) did not ask again.
+    let asked = central.faulty.requests_for(&file_path).len();
+    assert_eq!(
+        asked,
+        2,
+        "the upstream was asked {asked} times for the file: the sidecar's retries multiplied the \
+         central's\nsidecar:\n{}",
+        sidecar.output()
+    );
+    // The central's answer carries the mark that stopped the sidecar.
+    let as_sidecar = http::basic_auth("__token__", &token);
+    let central_url = central.url("/pypi/simple/wgfx-alpha/");
+    let central_page = http::get(
+        &central_url,
+        &[("accept", JSON_MEDIA_TYPE), ("authorization", &as_sidecar)],
+    );
+    let central_file = link_in(&central_page, &central_url, &wheel.filename);
+    let answer = http::get(&central_file, &[("authorization", &as_sidecar)]);
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
+    assert_eq!(
+        answer.header("x-wheelgate-retried"),
+        Some("upstream"),
+        "the central's 502 after its retries must carry X-Wheelgate-Retried"
     );
 }

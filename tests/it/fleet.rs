@@ -4,7 +4,9 @@
 //! client reaches; an upload through one replica installs through another, two replicas given
 //! one filename at once agree on one winner, a package first published through one replica
 //! keeps the upstream's versions of its name out of every replica's group, and a name one
-//! replica ingested from the upstream is not published through another.
+//! replica ingested from the upstream is not published through another. And what the bucket's
+//! own troubles cost: a stalled endpoint its idle timeout, an outage the probe has noticed an
+//! upload nothing at all, a rotated secret no restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use crate::harness::clients::{self, dists, installed, ClientRun};
 use crate::harness::http;
+use crate::harness::s3::signed::Credentials;
 use crate::harness::s3::{unique_bucket_name, S3Server};
 use crate::harness::uploads::{app_wheel, app_wheel_rebuilt, plain_wheel, Dist, UploadForm};
 use crate::harness::upstream::{Mode, Upstream};
@@ -44,15 +47,22 @@ impl Fleet {
     }
 }
 
-/// The `[store]` lines that put a replica on `bucket` of `s3`, reached at `endpoint`.
-fn shared_store_toml(s3: &S3Server, endpoint: &str, bucket: &str, secret_file: &Path) -> String {
+/// The `[store]` lines that put a replica on `bucket` of `s3`, reached at `endpoint`, signing as
+/// `access_key_id` with the secret in `secret_file`.
+fn shared_store_toml(
+    s3: &S3Server,
+    endpoint: &str,
+    bucket: &str,
+    access_key_id: &str,
+    secret_file: &Path,
+) -> String {
     format!(
         "shared.endpoint = {}\nshared.bucket = {}\nshared.region = {}\n\
          shared.access_key_id = {}\nshared.secret_access_key_file = {}\n",
         toml_string(endpoint),
         toml_string(bucket),
         toml_string(s3.region()),
-        toml_string(s3.access_key_id()),
+        toml_string(access_key_id),
         toml_string(&secret_file.to_string_lossy()),
     )
 }
@@ -81,19 +91,58 @@ fn replica_through(
     bucket: &str,
     publisher: &Account,
 ) -> Wheelgate {
+    let bucket = Bucket {
+        endpoint: endpoint.to_owned(),
+        name: bucket.to_owned(),
+        credentials: Credentials {
+            access_key_id: s3.access_key_id().to_owned(),
+            secret_access_key: s3.secret_access_key().to_owned(),
+        },
+        extra_toml: String::new(),
+    };
+    replica_on(dir, name, upstream, s3, &bucket, publisher)
+}
+
+/// How a replica reaches its bucket.
+struct Bucket {
+    endpoint: String,
+    name: String,
+    credentials: Credentials,
+    /// More `[store]` lines (`shared.idle_timeout`).
+    extra_toml: String,
+}
+
+/// As `replica`, on `bucket`.
+fn replica_on(
+    dir: &Path,
+    name: &str,
+    upstream: &Upstream,
+    s3: &S3Server,
+    bucket: &Bucket,
+    publisher: &Account,
+) -> Wheelgate {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{}: {e}", home.display()));
     let token_file = home.join("upstream-token");
     write_file(&token_file, &format!("{}\n", upstream.token()));
     let secret_file = home.join("s3-secret");
-    write_file(&secret_file, &format!("{}\n", s3.secret_access_key()));
+    write_file(
+        &secret_file,
+        &format!("{}\n", bucket.credentials.secret_access_key),
+    );
     let mut config = RemoteConfig::new(
         home.join("store"),
         upstream.index_url(),
         token_file,
         vec![upstream.third_addr().to_string()],
     );
-    config.store_toml = shared_store_toml(s3, endpoint, bucket, &secret_file);
+    config.store_toml = shared_store_toml(
+        s3,
+        &bucket.endpoint,
+        &bucket.name,
+        &bucket.credentials.access_key_id,
+        &secret_file,
+    ) + &bucket.extra_toml;
     config.hosted = vec!["internal".to_owned()];
     config.users = vec![publisher.user(&["read", "publish"])];
     config.groups = vec![GroupConfig::new("all", &["internal", "pypi"])];
@@ -120,6 +169,11 @@ fn pypi_index(replica: &Wheelgate) -> String {
 
 /// Publishes `dist` to `internal` on `replica` as `account`; returns the status.
 fn publish(replica: &Wheelgate, dist: &Dist, account: &Account) -> u16 {
+    publish_answer(replica, dist, account).status
+}
+
+/// Publishes `dist` to `internal` on `replica` as `account`; returns the answer.
+fn publish_answer(replica: &Wheelgate, dist: &Dist, account: &Account) -> http::RawResponse {
     let form = UploadForm::of(dist).multipart();
     let content_type = form.content_type();
     let authorization = account.authorization();
@@ -134,7 +188,6 @@ fn publish(replica: &Wheelgate, dist: &Dist, account: &Account) -> u16 {
         &form.body(),
     )
     .unwrap_or_else(|e| panic!("upload of {}: {e}\n{}", dist.filename, replica.output()))
-    .status
 }
 
 /// The sha256 of the file `filename` on `project`'s JSON page of `index` on `replica`, if listed.
@@ -526,5 +579,333 @@ fn a_wrong_copy_in_the_bucket_is_fetched_from_the_upstream_instead_and_replaced(
         one.output().contains("does not match its digest"),
         "the wrong copy was not logged:\n{}",
         one.output()
+    );
+}
+
+/// The project names `/internal/simple/` on `replica` lists as PEP 691 JSON, or `None` unless
+/// it answers 200.
+fn internal_projects_json(replica: &Wheelgate) -> Option<BTreeSet<String>> {
+    let index = http::get(
+        &replica.url("/internal/simple/"),
+        &[("accept", crate::harness::upstream::JSON_MEDIA_TYPE)],
+    );
+    if index.status != ::http::StatusCode::OK {
+        return None;
+    }
+    Some(
+        index.json()["projects"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+#[test]
+fn a_project_uploaded_through_one_replica_is_on_every_replicas_project_list() {
+    let Fleet {
+        s3,
+        bucket,
+        upstream,
+        dir,
+        publisher,
+    } = Fleet::new("list");
+    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    // Replica two builds its project list before the upload: it must not keep it.
+    assert_eq!(
+        internal_projects_json(&two),
+        Some(BTreeSet::new()),
+        "{}",
+        two.output()
+    );
+    assert_eq!(
+        publish(&one, &plain_wheel("wgfx-listed", "1.0"), &publisher),
+        200
+    );
+    // Nobody asks replica two for wgfx-listed's own page: its project list names it all the
+    // same, within the bucket's sync interval.
+    let listed = wait_until(Duration::from_secs(10), || {
+        internal_projects_json(&two).is_some_and(|names| names.contains("wgfx-listed"))
+    });
+    assert!(
+        listed,
+        "replica two's /internal/simple/ (JSON) never named wgfx-listed, uploaded through \
+         replica one: {:?}\n{}",
+        internal_projects_json(&two),
+        two.output()
+    );
+    let html = http::get(&two.url("/internal/simple/"), &[("accept", "text/html")]);
+    assert_eq!(html.status, ::http::StatusCode::OK, "{}", html.text());
+    assert!(
+        html.text().contains(">wgfx-listed<"),
+        "replica two's /internal/simple/ (HTML) does not name wgfx-listed:\n{}",
+        html.text()
+    );
+    // And the page the list links to is there.
+    assert!(
+        listed_sha256(
+            &two,
+            "internal",
+            "wgfx-listed",
+            "wgfx_listed-1.0-py3-none-any.whl"
+        )
+        .is_some(),
+        "{}",
+        two.output()
+    );
+}
+
+/// A bucket endpoint that accepts connections and never answers: what a stalled server, a
+/// half-dead load balancer or a black-holing firewall looks like. Stops accepting when dropped.
+struct Stall {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stall {
+    /// On a free port of loopback.
+    fn start() -> Stall {
+        Stall::on("127.0.0.1:0")
+    }
+
+    /// On `addr` (the port of a gateway just stopped).
+    fn on(addr: &str) -> Stall {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("cannot listen on {addr} for the stalled bucket: {e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("stalled bucket: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("stalled bucket: {e}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accepting = std::thread::spawn(move || {
+            // Held open, never read from, never answered.
+            let mut held = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Stall {
+            addr,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
+/// Whether `/-/ready` on `replica` says the shared bucket is unreachable within 20 s.
+fn bucket_down_noticed(replica: &Wheelgate) -> bool {
+    wait_until(Duration::from_secs(20), || {
+        http::get(&replica.url("/-/ready"), &[])
+            .text()
+            .contains("the shared bucket")
+    })
+}
+
+#[test]
+fn a_bucket_that_accepts_and_never_answers_costs_a_request_its_idle_timeout_not_forever() {
+    let s3 = S3Server::shared();
+    let stall = Stall::start();
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let bucket = Bucket {
+        endpoint: stall.endpoint(),
+        name: unique_bucket_name("stall"),
+        credentials: Credentials {
+            access_key_id: s3.access_key_id().to_owned(),
+            secret_access_key: s3.secret_access_key().to_owned(),
+        },
+        extra_toml: "shared.idle_timeout = \"3s\"\n".to_owned(),
+    };
+    let one = replica_on(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    // Every file is looked up in the bucket first: each lookup gives up after the idle timeout
+    // (and object_store's retries), and the file comes from the upstream.
+    let target = target(dir.path(), "stalled");
+    let run = clients::pip_install(&pypi_index(&one), &target, &["wgfx-app"]);
+    assert_installed(&run, &target, expected_app_install());
+    // The probe times out too: the bucket counts as unreachable.
+    assert!(
+        bucket_down_noticed(&one),
+        "/-/ready never said the stalled bucket is unreachable:\n{}",
+        one.output()
+    );
+    // From then on a miss does not ask it (which would cost at least the idle timeout) until
+    // the probe gets an answer.
+    let page_url = one.url("/pypi/simple/wgfx-epsilon/");
+    let page = http::get(
+        &page_url,
+        &[("accept", crate::harness::upstream::JSON_MEDIA_TYPE)],
+    );
+    let wheel = "wgfx_epsilon-0.3.0-py3-none-any.whl";
+    let file_url = crate::harness::link_in(&page, &page_url, wheel);
+    let started = std::time::Instant::now();
+    let file = http::get(&file_url, &[]);
+    let took = started.elapsed();
+    assert_eq!(file.status, ::http::StatusCode::OK, "{}", one.output());
+    assert!(
+        took < Duration::from_secs(2),
+        "a miss waited {took:?} for the stalled bucket its probe had found unreachable:\n{}",
+        one.output()
+    );
+    // An upload is refused with 503, promptly.
+    let started = std::time::Instant::now();
+    let answer = publish_answer(&one, &plain_wheel("wgfx-stalled", "1.0"), &publisher);
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the refused upload took {:?}",
+        started.elapsed()
+    );
+    // The hosted project list is served meanwhile.
+    assert!(internal_projects_json(&one).is_some(), "{}", one.output());
+}
+
+#[test]
+fn an_upload_is_refused_at_once_when_the_probe_already_found_the_bucket_unreachable() {
+    let s3 = S3Server::shared();
+    let gateway = s3.start_gateway();
+    let bucket = unique_bucket_name("refuse");
+    s3.create_bucket(&bucket);
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let endpoint = gateway.endpoint();
+    let one = replica_through(
+        dir.path(),
+        "one",
+        &upstream,
+        s3,
+        &endpoint,
+        &bucket,
+        &publisher,
+    );
+    assert_eq!(
+        publish(&one, &plain_wheel("wgfx-prompt", "1.0"), &publisher),
+        200
+    );
+    gateway.stop();
+    assert!(
+        bucket_down_noticed(&one),
+        "/-/ready never said the stopped bucket is unreachable:\n{}",
+        one.output()
+    );
+    // Its port now accepts and never answers: an upload that tried the bucket would wait for
+    // the idle timeout (30 s); one that believes the probe answers at once.
+    let _stall = Stall::on(endpoint.trim_start_matches("http://"));
+    let started = std::time::Instant::now();
+    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt", "2.0"), &publisher);
+    let took = started.elapsed();
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_eq!(answer.status, 503, "{body}");
+    assert!(
+        body.contains("unreachable") && body.contains("retry when it is back"),
+        "the 503 does not give the reason: {body}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the upload was refused after {took:?}, not at once:\n{}",
+        one.output()
+    );
+    // A package never published here: its origin records are not looked up in the bucket
+    // either.
+    let started = std::time::Instant::now();
+    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt-other", "1.0"), &publisher);
+    let took = started.elapsed();
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the first upload of a package was refused after {took:?}, not at once:\n{}",
+        one.output()
+    );
+}
+
+#[test]
+fn a_rotated_secret_key_is_used_without_a_restart() {
+    let s3 = S3Server::shared();
+    let uid = format!("wg-rotate-{:08x}", rand::random::<u32>());
+    let credentials = s3.create_user(&uid);
+    // The bucket belongs to that user, so that only this test signs with the key it rotates.
+    let owner = s3.signer_as(credentials.clone());
+    let bucket_name = unique_bucket_name("rotate");
+    let created = owner.expect_answer("PUT", &format!("/{bucket_name}"), &[], None);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let upstream = Upstream::start(Mode::Json, &new_token());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let publisher = Account::new("fleet-publisher");
+    let bucket = Bucket {
+        endpoint: s3.endpoint(),
+        name: bucket_name.clone(),
+        credentials: credentials.clone(),
+        extra_toml: String::new(),
+    };
+    let one = replica_on(dir.path(), "one", &upstream, s3, &bucket, &publisher);
+    assert_eq!(
+        publish(&one, &plain_wheel("wgfx-rotated", "1.0"), &publisher),
+        200,
+        "{}",
+        one.output()
+    );
+
+    let secret = s3.rotate_secret(&uid, &credentials.access_key_id);
+    // The old secret no longer signs (radosgw has taken the rotation).
+    let refused = wait_until(Duration::from_secs(15), || {
+        owner
+            .request("GET", &format!("/{bucket_name}"), &[], None)
+            .is_ok_and(|answer| answer.status == 403)
+    });
+    assert!(refused, "radosgw still accepts the rotated-out secret");
+    write_file(
+        &dir.path().join("one").join("s3-secret"),
+        &format!("{secret}\n"),
+    );
+    // The running replica signs with the new one: an upload goes through.
+    let published = wait_until(Duration::from_secs(30), || {
+        publish(&one, &plain_wheel("wgfx-rotated", "2.0"), &publisher) == 200
+    });
+    assert!(
+        published,
+        "uploads fail after the secret file was rotated:\n{}",
+        one.output()
+    );
+    assert!(
+        !s3.signer_as(Credentials {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: secret,
+        })
+        .list(&bucket_name, "uploads/internal/wgfx-rotated/")
+        .is_empty(),
+        "the upload is not in the bucket"
     );
 }

@@ -1,5 +1,7 @@
 //! `[store]`: where the cache lives on disk and how large it and its in-memory part may grow.
 
+use std::time::Duration;
+
 use super::super::error::Problem;
 use super::{Key, Parser};
 use crate::config::raw::{RawShared, RawStore};
@@ -140,15 +142,26 @@ impl Parser<'_> {
                 ))
             }
         };
+        let idle_timeout = self.duration(
+            fields.idle_timeout.as_ref(),
+            key("idle_timeout"),
+            DEFAULT_SHARED_IDLE_TIMEOUT,
+            true,
+        )?;
         Ok(SharedConfig {
             endpoint,
             bucket,
             region,
             prefix,
             credentials,
+            idle_timeout,
         })
     }
 }
+
+/// `[store.shared] idle_timeout` when not given: long enough for a busy bucket's pause, short
+/// enough that a stalled one costs a request half a minute, not forever.
+const DEFAULT_SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The region when `[store.shared]` names none: what S3-compatible servers accept.
 const DEFAULT_REGION: &str = "us-east-1";

@@ -152,6 +152,12 @@ impl GroupError {
             GroupError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
         }
     }
+
+    /// True when every member that could answer failed: their upstreams, after the retries
+    /// each makes.
+    pub fn from_upstream(&self) -> bool {
+        matches!(self, GroupError::Unavailable { .. })
+    }
 }
 
 /// What one member answered, as a merged page remembers it: a merge is reused only while every

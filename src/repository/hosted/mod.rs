@@ -12,7 +12,7 @@
 mod publish;
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use http::StatusCode;
 use moka::sync::Cache;
@@ -111,12 +111,18 @@ type Kept<T> = (u64, Arc<Cached<T>>);
 /// A project's page, or that it has none, with the upload epoch that is current for.
 type KeptPage = (u64, Option<Arc<Cached<ProjectPage>>>);
 
+/// The projects a listing of the shared bucket found, sorted.
+type BucketProjects = Arc<Vec<ProjectName>>;
+
 /// One hosted repository.
 pub struct Hosted {
     name: RepoName,
     store: Store,
     pages: Cache<ProjectName, KeptPage, foldhash::fast::RandomState>,
-    index: Mutex<Option<Kept<ProjectIndex>>>,
+    /// The project list with the bucket's projects it was built with (see `bucket_projects`).
+    index: Mutex<Option<(BucketProjects, Kept<ProjectIndex>)>>,
+    /// The projects the shared bucket lists for this repository, and when they were listed.
+    listed: Mutex<Option<(Instant, BucketProjects)>>,
     /// The projects whose uploads were taken in from the shared bucket in the last
     /// [`crate::shared::SYNC_INTERVAL`] (see `sync`).
     synced: Cache<ProjectName, (), foldhash::fast::RandomState>,
@@ -131,6 +137,7 @@ impl Hosted {
                 .max_capacity(PAGES_KEPT)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             index: Mutex::new(None),
+            listed: Mutex::new(None),
             synced: Cache::builder()
                 .max_capacity(PAGES_KEPT)
                 .time_to_live(crate::shared::SYNC_INTERVAL)
@@ -269,10 +276,13 @@ impl Hosted {
         })
     }
 
+    /// The project list: the projects this replica has taken in, and with a shared bucket the
+    /// projects it lists (see `bucket_projects`).
     async fn project_list(&self) -> Result<PageView<ProjectIndex>, HostedError> {
+        let in_bucket = self.bucket_projects().await;
         let epoch = self.store.upload_epoch();
-        if let Some((kept_epoch, cached)) = crate::lock(&self.index).clone() {
-            if kept_epoch == epoch {
+        if let Some((kept_bucket, (kept_epoch, cached))) = crate::lock(&self.index).clone() {
+            if kept_epoch == epoch && kept_bucket == in_bucket {
                 return Ok(PageView::new(cached, CacheStatus::Hit));
             }
         }
@@ -283,6 +293,7 @@ impl Hosted {
         let projects = names
             .iter()
             .filter_map(|name| ProjectName::parse(name).ok())
+            .chain(in_bucket.iter().cloned())
             .collect();
         let index = ProjectIndex::from_unsorted(projects);
         let weight = index.projects.len() * 64 + 1024;
@@ -292,8 +303,51 @@ impl Hosted {
             CacheStatus::Hit,
             weight,
         ));
-        *crate::lock(&self.index) = Some((epoch, cached.clone()));
+        *crate::lock(&self.index) = Some((in_bucket, (epoch, cached.clone())));
         Ok(PageView::new(cached, CacheStatus::Hit))
+    }
+
+    /// The projects of this repository the shared bucket lists, if there is one: listed at most
+    /// once per [`crate::shared::SYNC_INTERVAL`] (requests meanwhile take the last listing), and
+    /// not while the bucket is known to be unreachable or when listing fails (logged): the list
+    /// then names what this replica has and what the bucket listed last. A project listed here
+    /// and not yet taken in is taken in when its page is asked for.
+    async fn bucket_projects(&self) -> BucketProjects {
+        let Some(shared) = self.store.shared().cloned() else {
+            return Arc::default();
+        };
+        let last = {
+            let mut listed = crate::lock(&self.listed);
+            let last = listed
+                .as_ref()
+                .map(|(_, names)| names.clone())
+                .unwrap_or_default();
+            let fresh = listed
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < crate::shared::SYNC_INTERVAL);
+            if fresh || shared.state() != crate::shared::BucketState::Up {
+                return last;
+            }
+            *listed = Some((Instant::now(), last.clone()));
+            last
+        };
+        match shared.hosted_projects(self.name.as_ref()).await {
+            Ok(names) => {
+                let mut names: Vec<ProjectName> = names
+                    .iter()
+                    .filter_map(|name| ProjectName::parse(name).ok())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                let names = Arc::new(names);
+                *crate::lock(&self.listed) = Some((Instant::now(), names.clone()));
+                names
+            }
+            Err(error) => {
+                tracing::warn!(repository = %self.name, %error, "could not list the shared bucket's projects; the project list names this replica's");
+                last
+            }
+        }
     }
 
     /// The digest of a part of a located file: the file or its metadata (a hosted file has no

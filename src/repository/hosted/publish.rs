@@ -55,6 +55,18 @@ impl Hosted {
             upload.project.to_string(),
             upload.filename.as_str().to_owned(),
         );
+        // With replicas, a bucket already known to be unreachable refuses the upload at once,
+        // rather than after the attempts to reach it fail.
+        if let Some(crate::shared::BucketState::Down { since, reason }) =
+            self.store.shared().map(|shared| shared.state())
+        {
+            let _ = std::fs::remove_file(&upload.temp);
+            let seconds = since.elapsed().map_or(0, |elapsed| elapsed.as_secs());
+            return Err(HostedError::SharedUnavailable {
+                repo: self.name.clone(),
+                reason: format!("for {seconds} s: {reason}"),
+            });
+        }
         // The common re-run case first: nothing to write.
         let existing = {
             let (repo, project, filename) = (repo.clone(), project.clone(), filename.clone());

@@ -171,6 +171,20 @@ impl RemoteError {
         }
     }
 
+    /// True when the upstream's answer (or its absence) is the failure: the upstream client
+    /// has made its retries.
+    pub fn from_upstream(&self) -> bool {
+        match self {
+            RemoteError::Upstream { .. }
+            | RemoteError::Download {
+                source: DownloadError::Upstream(_),
+                ..
+            } => true,
+            RemoteError::Shared(inner) => inner.from_upstream(),
+            _ => false,
+        }
+    }
+
     /// The HTTP status a client gets for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -304,6 +318,7 @@ impl UpstreamMeter {
             Ok(value) => ok(value),
             Err(error) if error.is_not_found() => UpstreamOutcome::NotFound,
             Err(UpstreamError::Timeout { .. }) => UpstreamOutcome::Timeout,
+            Err(UpstreamError::Denied(_)) => UpstreamOutcome::Refused,
             Err(_) => UpstreamOutcome::Error,
         };
         self.metrics.record_upstream(&self.repo, outcome, elapsed);

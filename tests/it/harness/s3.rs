@@ -114,6 +114,65 @@ impl S3Server {
         REGION
     }
 
+    /// Creates a user `uid` of the test's own with a new key pair: a test that rotates a key
+    /// does it on a user no other test signs with.
+    pub fn create_user(&self, uid: &str) -> Credentials {
+        let credentials = Credentials {
+            access_key_id: format!("WG{:018X}", rand::random::<u128>() >> 56),
+            secret_access_key: format!("wgs3-secret-{:032x}", rand::random::<u128>()),
+        };
+        run_tool(
+            &self.conf,
+            &self.dir,
+            "radosgw-admin",
+            &[
+                "user",
+                "create",
+                "--uid",
+                uid,
+                "--display-name",
+                uid,
+                "--access-key",
+                &credentials.access_key_id,
+                "--secret-key",
+                &credentials.secret_access_key,
+            ],
+        );
+        credentials
+    }
+
+    /// Gives the access key `access_key_id` of `uid` a new secret, which the gateways take from
+    /// then on; returns it.
+    pub fn rotate_secret(&self, uid: &str, access_key_id: &str) -> String {
+        let secret = format!("wgs3-rotated-{:032x}", rand::random::<u128>());
+        run_tool(
+            &self.conf,
+            &self.dir,
+            "radosgw-admin",
+            &[
+                "key",
+                "create",
+                "--uid",
+                uid,
+                "--key-type",
+                "s3",
+                "--access-key",
+                access_key_id,
+                "--secret-key",
+                &secret,
+            ],
+        );
+        secret
+    }
+
+    /// What signs requests to the shared gateway as `credentials`.
+    pub fn signer_as(&self, credentials: Credentials) -> Signer {
+        Signer {
+            credentials,
+            ..self.signer().clone()
+        }
+    }
+
     /// Starts a radosgw of the caller's own over the same cluster (same buckets and objects), on a
     /// free port, and returns once it answers. It may be stopped and started; it is killed when
     /// dropped.
