@@ -53,7 +53,6 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::chunks::{Chunks, Gather};
-use super::direct::{self, DirectWriter};
 use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
 use crate::store::serve::{read_block, BLOCK};
@@ -875,8 +874,7 @@ impl Task {
             self.shared
                 .tmp_dir
                 .join(format!("{}.{:016x}.part", self.key, rand::random::<u64>()));
-        let direct = length.is_some_and(|length| length.bytes >= direct::DIRECT_MIN);
-        let (file, direct, mut reservation) = create_temp(path.clone(), reservation, direct)
+        let (file, mut reservation) = create_temp(path.clone(), reservation)
             .await
             .map_err(|source| self.io_error("create the temporary file", &path, source))?;
         landing.temp = Some(path.clone());
@@ -891,7 +889,7 @@ impl Task {
             })
         });
 
-        let mut stages = Stages::start(file, direct);
+        let mut stages = Stages::start(file);
         let mut gather = Gather::new(WRITE_BLOCK);
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
@@ -1105,8 +1103,7 @@ struct Stages {
 }
 
 impl Stages {
-    /// `direct`: a descriptor of the same file for direct writes ([`direct`]), for large files.
-    fn start(file: Arc<File>, direct: Option<File>) -> Stages {
+    fn start(file: Arc<File>) -> Stages {
         let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
         let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
         let on_disk = Arc::new(AtomicU64::new(0));
@@ -1122,25 +1119,11 @@ impl Stages {
         let writing = {
             let on_disk = on_disk.clone();
             tokio::task::spawn_blocking(move || {
-                let mut direct = direct.map(DirectWriter::new).transpose()?;
                 let mut offset = 0u64;
                 while let Some(block) = write_queue.blocking_recv() {
+                    block.write_all_at(&file, offset)?;
                     offset += block.len() as u64;
-                    match direct.as_mut() {
-                        // Whole staging buffers reach the disk; the rest waits for more.
-                        Some(writer) => {
-                            for part in block.parts() {
-                                on_disk.store(writer.write(part)?, Ordering::Release);
-                            }
-                        }
-                        None => {
-                            block.write_all_at(&file, offset - block.len() as u64)?;
-                            on_disk.store(offset, Ordering::Release);
-                        }
-                    }
-                }
-                if let Some(writer) = direct {
-                    on_disk.store(writer.finish(&file)?, Ordering::Release);
+                    on_disk.store(offset, Ordering::Release);
                 }
                 Ok(offset)
             })
@@ -1207,23 +1190,19 @@ impl Stages {
 }
 
 /// Creates a new temporary file (never reusing an existing one) open for reading and writing,
-/// with the bytes `reservation` holds (a known length) allocated on disk where it can be; and,
-/// when `direct` is asked for and the file system allows it, a second descriptor of it for
-/// direct writes.
+/// with the bytes `reservation` holds (a known length) allocated on disk where it can be.
 async fn create_temp(
     path: PathBuf,
     mut reservation: Reservation,
-    direct: bool,
-) -> io::Result<(File, Option<File>, Reservation)> {
+) -> io::Result<(File, Reservation)> {
     tokio::task::spawn_blocking(move || {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)?;
+            .open(path)?;
         reservation.preallocate(&file);
-        let direct = if direct { direct::open(&path) } else { None };
-        Ok((file, direct, reservation))
+        Ok((file, reservation))
     })
     .await
     .map_err(|join| io::Error::other(format!("the create task failed: {join}")))?
@@ -2439,32 +2418,12 @@ mod tests {
 
     #[tokio::test]
     async fn blocks_are_gathered_one_at_most_then_hashed_and_written_in_order() {
-        gathered_hashed_and_written(false).await;
-    }
-
-    /// The same through a direct descriptor where the file system allows one (not tmpfs).
-    #[tokio::test]
-    async fn blocks_written_directly_make_the_same_file() {
-        gathered_hashed_and_written(true).await;
-    }
-
-    async fn gathered_hashed_and_written(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("download.part");
-        let file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .unwrap(),
-        );
-        let direct = if direct { direct::open(&path) } else { None };
+        let file = Arc::new(tempfile::tempfile_in(dir.path()).unwrap());
         let mut gather = Gather::new(WRITE_BLOCK);
-        let mut stages = Stages::start(file.clone(), direct);
+        let mut stages = Stages::start(file.clone());
         // One upstream chunk far larger than a block, as a misbehaving peer could send.
-        // Beyond one direct write's staging buffer, so both kinds of write are made.
-        let huge = pattern(20 * WRITE_BLOCK + 17, 9);
+        let huge = pattern(10 * WRITE_BLOCK + 17, 9);
         let mut rest = Bytes::from(huge.clone());
         let mut pushes = 0;
         while !rest.is_empty() {
@@ -2476,7 +2435,7 @@ mod tests {
             }
         }
         assert!(stages.push(gather.take()).await.is_ok());
-        assert_eq!(pushes, 20);
+        assert_eq!(pushes, 10);
         assert_eq!(stages.queued, huge.len() as u64);
         let (hasher, size) = stages.finish().await.unwrap();
         assert_eq!(size, huge.len() as u64);
@@ -2496,7 +2455,7 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         // Open for reading only: every write fails with EBADF.
         let file = Arc::new(File::open(&path).unwrap());
-        let mut stages = Stages::start(file, None);
+        let mut stages = Stages::start(file);
         let mut stopped = false;
         // The queue takes a few blocks before the failure is seen.
         for _ in 0..2 * QUEUED_BLOCKS + 4 {

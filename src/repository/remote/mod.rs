@@ -18,7 +18,6 @@
 //! by its upstream URL and pinned to the digest of its first download, SPEC §4).
 
 mod chunks;
-mod direct;
 pub mod flight;
 mod loads;
 pub mod size;
