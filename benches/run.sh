@@ -14,6 +14,7 @@
 #   BENCH_ROUNDS=3     wrk rounds per throughput comparison, wheelgate, nginx and hyper alone
 #                      alternating (the best req/s of each side is kept, latencies are the median
 #                      round's)
+#   BENCH_MANY_ROUNDS=5  the same for the 1,000-connection row, whose rounds vary more
 #   BENCH_REPS=5       repetitions of each install; each runs direct, cold and warm back to back,
 #                      and the ratios are the median of the repetitions' own ratios
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
@@ -34,6 +35,7 @@ BENCHES="$REPO/benches"
 BIN=${BENCH_BIN:-"$REPO/target/release/wheelgate"}
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
+MANY_ROUNDS=${BENCH_MANY_ROUNDS:-5}
 REPS=${BENCH_REPS:-5}
 PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
 
@@ -776,9 +778,9 @@ PYEOF
     if want many; then
     # Alternating rounds as at 64 connections: one run per side moved the ratio by 0.1 from one
     # run to the next. Each side keeps its best req/s, the median of its p99s and all its errors.
-    say "wrk -c1000: artifact ($ROUNDS rounds each, alternating)"
+    say "wrk -c1000: artifact ($MANY_ROUNDS rounds each, alternating)"
     local many_wg=() many_ref=() i
-    for ((i = 0; i < ROUNDS; i++)); do
+    for ((i = 0; i < MANY_ROUNDS; i++)); do
         many_wg+=("$(run_wrk 1000 "$hot_url")")
         many_ref+=("$(run_wrk 1000 "$DIRECT$HOT_PATH")")
     done
