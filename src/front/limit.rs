@@ -10,9 +10,9 @@
 //! delays a new client by at most that long; nothing is reserved for health checks.
 //!
 //! The default is sized to the soft `RLIMIT_NOFILE` of the process at start:
-//! `(limit - RESERVED_FILES) / 2`, at least [`MIN_CONNECTIONS`]: a reserve for the store (sled and
-//! its files), the listener and the runtime, and then one descriptor of headroom per connection
-//! for the file it is being served or the upstream socket it waits on.
+//! `(limit - RESERVED_FILES) / 2`, at least [`MIN_CONNECTIONS`]: a reserve for the store (sled,
+//! its files and the blobs it keeps open), the listener and the runtime, and then one descriptor
+//! of headroom per connection for the file it is being served or the upstream socket it waits on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +22,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::logging::throttle::Throttle;
 use crate::metrics::Metrics;
 
-/// Descriptors kept aside from the default cap for everything that is not a client connection.
-pub const RESERVED_FILES: u64 = 64;
+/// Descriptors kept aside from the default cap for everything that is not a client connection:
+/// the store, the listener and the runtime, and the blob files the store keeps open for
+/// `sendfile`.
+pub const RESERVED_FILES: u64 = 64 + crate::repository::OPEN_BLOBS;
 
 /// The smallest default cap, whatever the file limit.
 pub const MIN_CONNECTIONS: usize = 16;
@@ -179,11 +181,11 @@ mod tests {
 
     #[test]
     fn the_default_leaves_a_reserve_and_headroom_per_connection() {
-        assert_eq!(default_for(Some(1024)), 480);
-        assert_eq!(default_for(Some(1_048_576)), 524_256);
+        assert_eq!(default_for(Some(1024)), 464);
+        assert_eq!(default_for(Some(1_048_576)), 524_240);
         // A tiny limit still serves a few clients.
-        assert_eq!(default_for(Some(128)), 32);
-        assert_eq!(default_for(Some(64)), MIN_CONNECTIONS);
+        assert_eq!(default_for(Some(160)), 32);
+        assert_eq!(default_for(Some(96)), MIN_CONNECTIONS);
         assert_eq!(default_for(Some(0)), MIN_CONNECTIONS);
         assert_eq!(default_for(None), UNLIMITED_CONNECTIONS);
         assert_eq!(default_for(Some(u64::MAX)), UNLIMITED_CONNECTIONS);

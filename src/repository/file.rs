@@ -11,7 +11,7 @@ use super::remote::flight::DownloadBody;
 use crate::simple::digest::Sha256Digest;
 use crate::simple::page::{FileEntry, ProjectPage};
 
-pub use crate::store::{ArtifactBody, Content, FileSlice};
+pub use crate::store::{ArtifactBody, Content, FileSlice, OPEN_BLOBS};
 
 /// A file found on its project's current page.
 pub struct Located {

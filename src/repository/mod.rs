@@ -53,7 +53,7 @@ pub use cached::{
     X_WHEELGATE_UNAVAILABLE,
 };
 pub use error::ServeError;
-pub use file::{ArtifactBody, Content, FileBody, FileSlice};
+pub use file::{ArtifactBody, Content, FileBody, FileSlice, OPEN_BLOBS};
 pub use hosted::Published;
 pub use publish::UploadRequest;
 pub use serve::{FileRequest, PageRequest, WouldDeny};

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -106,7 +107,7 @@ impl Store {
             // The blob too, for the front to send from without copying; outside the index lock,
             // since the bytes in memory do not need it: one evicted meanwhile is simply absent.
             let file = (!inline && size >= FILE_SLICE_MIN)
-                .then(|| self.inner.blobs.open(digest).ok())
+                .then(|| self.open_blob(digest))
                 .flatten();
             return Some(Artifact {
                 sha256: *digest,
@@ -167,6 +168,17 @@ impl Store {
         }
     }
 
+    /// The open blob of a hot body: kept from an earlier request, or opened now and kept. `None`
+    /// when it cannot be opened (evicted meanwhile): the bytes in memory serve anyway.
+    fn open_blob(&self, digest: &Sha256Digest) -> Option<Arc<File>> {
+        if let Some(file) = self.inner.open_blobs.get(digest) {
+            return Some(file);
+        }
+        let file = Arc::new(self.inner.blobs.open(digest).ok()?);
+        self.inner.open_blobs.insert(*digest, file.clone());
+        Some(file)
+    }
+
     /// Reads a small stored file into memory once, so later requests are served from there. A
     /// read that fails or comes up short leaves the file to be streamed from disk instead.
     pub(super) fn warm_up(&self, digest: &Sha256Digest, size: u64, mut file: File) -> Artifact {
@@ -180,6 +192,8 @@ impl Store {
                 sha256: *digest,
                 size,
                 body: if size >= FILE_SLICE_MIN {
+                    let file = Arc::new(file);
+                    self.inner.open_blobs.insert(*digest, file.clone());
                     ArtifactBody::memory_on_disk(body, file)
                 } else {
                     ArtifactBody::memory(body)
@@ -323,6 +337,8 @@ impl Store {
     pub(super) fn unrecord_locked(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
         let in_index = self.index().remove(digest).is_some();
         self.inner.hot.invalidate(digest);
+        // Closed, so that the blob's space is freed once it is deleted.
+        self.inner.open_blobs.invalidate(digest);
         let pins = self.inner.catalog.remove_artifact(digest)?;
         let in_catalog = pins.is_some();
         let mut index = self.index();

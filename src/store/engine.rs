@@ -65,6 +65,9 @@ pub(crate) struct Inner {
     pub(super) index: Mutex<Index>,
     /// Immutable bodies by digest: an entry never goes stale, it only ages out.
     pub(super) hot: moka::sync::Cache<Sha256Digest, Bytes, foldhash::fast::RandomState>,
+    /// The blob files of hot bodies, kept open (at most [`super::serve::OPEN_BLOBS`]) so that a
+    /// warm request sent by `sendfile` does not open and close its file each time.
+    pub(super) open_blobs: moka::sync::Cache<Sha256Digest, Arc<File>, foldhash::fast::RandomState>,
     /// Where queued commits go (see `writer`).
     pub(super) writer: Writer,
     /// Bumped by every recorded or forgotten upload (see `uploads`).
@@ -241,6 +244,9 @@ impl Store {
             .max_capacity(options.memory)
             .weigher(|_, body: &Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
             .build_with_hasher(foldhash::fast::RandomState::default());
+        let open_blobs = moka::sync::Cache::builder()
+            .max_capacity(super::serve::OPEN_BLOBS)
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let origins = super::origins::Mirror::load(&catalog)?;
         let (writer, queue) = Writer::new();
         let space = super::Space::new(&path, 0);
@@ -252,6 +258,7 @@ impl Store {
             write: Mutex::new(()),
             index: Mutex::new(index),
             hot,
+            open_blobs,
             writer,
             upload_epoch: AtomicU64::new(0),
             space,

@@ -67,7 +67,7 @@ pub use engine::{Store, StoreOptions, StoreStats};
 pub use error::StoreError;
 pub use index::millis;
 pub use pages::{PageKey, StoredPage};
-pub use serve::{ArtifactBody, Content, FileSlice};
+pub use serve::{ArtifactBody, Content, FileSlice, OPEN_BLOBS};
 pub use space::{NoSpace, Reservation, Space};
 pub use uploads::{Upload, UploadName, UploadOutcome};
 pub use verify::{BodyUser, Damaged, Problem, Repair, Verification};

@@ -46,6 +46,10 @@ pub enum Content {
 /// costs more than copying them to the socket.
 pub const FILE_SLICE_MIN: u64 = 32 * 1024;
 
+/// How many blob files of hot bodies stay open for `sendfile`: part of the descriptors the front
+/// keeps aside from its connection cap (`front::limit::RESERVED_FILES`).
+pub const OPEN_BLOBS: u64 = 32;
+
 /// Bytes of a blob file from `offset` on: the same bytes as the [`Content::Bytes`] they come with.
 #[derive(Debug, Clone)]
 pub struct FileSlice {
@@ -59,10 +63,10 @@ impl ArtifactBody {
     }
 
     /// In memory, and in `file` too.
-    pub(crate) fn memory_on_disk(bytes: Bytes, file: File) -> ArtifactBody {
+    pub(crate) fn memory_on_disk(bytes: Bytes, file: Arc<File>) -> ArtifactBody {
         ArtifactBody(Held::Memory {
             bytes,
-            file: Some(Arc::new(file)),
+            file: Some(file),
         })
     }
 

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use super::batch::*;
 use super::catalog::*;
 use super::engine::*;
 use super::pages::*;
-use super::serve::Content;
+use super::serve::{Content, FILE_SLICE_MIN};
 
 use super::*;
 
@@ -465,6 +466,42 @@ fn recency_follows_when_a_use_began_not_when_its_commit_finished() {
         "used first, evicted first"
     );
     assert!(store.contains(&Sha256Digest::of(&quick)));
+}
+
+#[test]
+fn a_hot_body_comes_with_its_kept_open_blob_until_it_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let body = vec![7u8; BIG];
+    let digest = Sha256Digest::of(&body);
+    commit(&store, &body, "hot.whl");
+    let blob_of = |artifact: Artifact| match artifact.body.read(0, artifact.size) {
+        Content::Bytes(bytes, Some(file)) => {
+            assert!(bytes == body);
+            file
+        }
+        Content::Bytes(_, None) => panic!("a hot body of {BIG} bytes came without its blob"),
+        Content::Stream(_) => panic!("a body of {BIG} bytes was not kept in memory"),
+    };
+    // Read into memory by the first request, then served from there, the same file both times.
+    let first = blob_of(store.artifact(&digest).unwrap());
+    let second = blob_of(store.artifact(&digest).unwrap());
+    assert!(Arc::ptr_eq(&first.file, &second.file));
+    assert!(store.inner.open_blobs.contains_key(&digest));
+    // Removed: the store lets the file go, so its space is freed once the last sender is done.
+    store.remove_artifact(&digest).unwrap();
+    assert!(!store.inner.open_blobs.contains_key(&digest));
+    // A small body is copied rather than sent from its file.
+    let small = vec![8u8; (FILE_SLICE_MIN - 1) as usize];
+    commit(&store, &small, "small.whl");
+    let digest = Sha256Digest::of(&small);
+    for _ in 0..2 {
+        let artifact = store.artifact(&digest).unwrap();
+        assert!(matches!(
+            artifact.body.read(0, artifact.size),
+            Content::Bytes(_, None)
+        ));
+    }
 }
 
 #[test]
