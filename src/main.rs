@@ -571,6 +571,7 @@ fn serve(path: &Path) -> ExitCode {
         let recency = tokio::spawn(persist_recency(store.clone()));
         let trim = tokio::spawn(wheelgate::trim::when_quiet(
             live.current().repositories.metrics().clone(),
+            store.clone(),
         ));
         let reloader = tokio::spawn(watch_config(live));
         server.run(shutdown_signal()).await;

@@ -179,6 +179,17 @@ impl Store {
         Some(file)
     }
 
+    /// Closes the blob files kept open for `sendfile`; the next warm request opens its own again.
+    /// Called once the server has gone quiet (`trim`), so that an idle server holds no more
+    /// descriptors than before its burst.
+    pub fn close_open_blobs(&self) {
+        let open: Vec<Sha256Digest> = self.inner.open_blobs.iter().map(|(d, _)| *d).collect();
+        for digest in &open {
+            self.inner.open_blobs.invalidate(digest);
+        }
+        self.inner.open_blobs.run_pending_tasks();
+    }
+
     /// Reads a small stored file into memory once, so later requests are served from there. A
     /// read that fails or comes up short leaves the file to be streamed from disk instead.
     pub(super) fn warm_up(&self, digest: &Sha256Digest, size: u64, mut file: File) -> Artifact {

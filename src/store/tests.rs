@@ -488,6 +488,18 @@ fn a_hot_body_comes_with_its_kept_open_blob_until_it_is_removed() {
     let second = blob_of(store.artifact(&digest).unwrap());
     assert!(Arc::ptr_eq(&first.file, &second.file));
     assert!(store.inner.open_blobs.contains_key(&digest));
+    // Closed once the server is quiet: the store holds it no more, and reopens it when asked.
+    assert_eq!(Arc::strong_count(&first.file), 3);
+    store.close_open_blobs();
+    assert_eq!(
+        Arc::strong_count(&first.file),
+        2,
+        "the store still holds the file"
+    );
+    drop((first, second));
+    let again = blob_of(store.artifact(&digest).unwrap());
+    assert!(store.inner.open_blobs.contains_key(&digest));
+    drop(again);
     // Removed: the store lets the file go, so its space is freed once the last sender is done.
     store.remove_artifact(&digest).unwrap();
     assert!(!store.inner.open_blobs.contains_key(&digest));
