@@ -42,8 +42,8 @@ pub enum Content {
     Stream(BoxStream<'static, io::Result<Bytes>>),
 }
 
-/// Hot bodies smaller than this come without their blob: opening and closing it for the request
-/// costs more than copying them to the socket.
+/// Hot bodies smaller than this come without their blob: copying them costs less than a
+/// `sendfile` beside the head, and they would take places among the [`OPEN_BLOBS`] kept open.
 pub const FILE_SLICE_MIN: u64 = 32 * 1024;
 
 /// How many blob files of hot bodies stay open for `sendfile`: part of the descriptors the front

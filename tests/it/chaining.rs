@@ -27,18 +27,23 @@ const APP_SET: [&str; 5] = [
     "wgfx-hop",
 ];
 
+/// Gives a central the one user `sidecar`, who reads with `token` (from a file beside the store).
+fn sidecar_reads(config: &mut RemoteConfig, token: &str) {
+    let token_file = config.store.with_file_name("sidecar-token");
+    write_file(&token_file, &format!("{token}\n"));
+    config.users = vec![UserConfig::with_token_file(
+        "sidecar",
+        &token_file,
+        &["read"],
+    )];
+}
+
 /// The central: the fixture upstream behind a wheelgate that lets only its `sidecar` user read,
 /// and denies `wgfx-zeta` by a download rule. Returns it with the sidecar's token.
 fn central() -> (TestBed, String) {
     let token = new_token();
     let bed = TestBed::start_configured(Mode::Json, TokenLayout::File, "info", |config| {
-        let token_file = config.store.with_file_name("sidecar-token");
-        write_file(&token_file, &format!("{token}\n"));
-        config.users = vec![UserConfig::with_token_file(
-            "sidecar",
-            &token_file,
-            &["read"],
-        )];
+        sidecar_reads(config, &token);
         config.anonymous_read = Some(false);
         config.extra_toml = rule_toml("no-zeta", "DENY", Some("wgfx-zeta"), None);
     });
@@ -265,19 +270,12 @@ fn a_central_refusal_is_counted_as_refused_on_the_sidecar_not_as_an_upstream_err
 #[test]
 fn a_centrals_error_after_its_own_retries_is_not_retried_by_the_sidecar() {
     use crate::harness::faulty::{Fault, Faulty, FaultyBed};
-    use crate::harness::wheelgate::UserConfig;
 
     // The central: a faulty upstream behind a wheelgate with one retry, whose `sidecar` user
     // the sidecar reads as.
     let token = new_token();
     let central = FaultyBed::start(&["wgfx-alpha"], "info", |config| {
-        let token_file = config.store.with_file_name("sidecar-token");
-        write_file(&token_file, &format!("{token}\n"));
-        config.users = vec![UserConfig::with_token_file(
-            "sidecar",
-            &token_file,
-            &["read"],
-        )];
+        sidecar_reads(config, &token);
     });
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let sidecar = sidecar(dir.path(), &central.wheelgate, &token, "10m");

@@ -789,25 +789,21 @@ fn a_bucket_that_accepts_and_never_answers_costs_a_request_its_idle_timeout_not_
 
 #[test]
 fn an_upload_is_refused_at_once_when_the_probe_already_found_the_bucket_unreachable() {
-    let s3 = S3Server::shared();
+    let fleet = Fleet::new("refuse");
+    let (s3, publisher) = (fleet.s3, &fleet.publisher);
     let gateway = s3.start_gateway();
-    let bucket = unique_bucket_name("refuse");
-    s3.create_bucket(&bucket);
-    let upstream = Upstream::start(Mode::Json, &new_token());
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let publisher = Account::new("fleet-publisher");
     let endpoint = gateway.endpoint();
     let one = replica_through(
-        dir.path(),
+        fleet.dir.path(),
         "one",
-        &upstream,
+        &fleet.upstream,
         s3,
         &endpoint,
-        &bucket,
-        &publisher,
+        &fleet.bucket,
+        publisher,
     );
     assert_eq!(
-        publish(&one, &plain_wheel("wgfx-prompt", "1.0"), &publisher),
+        publish(&one, &plain_wheel("wgfx-prompt", "1.0"), publisher),
         200
     );
     gateway.stop();
@@ -820,7 +816,7 @@ fn an_upload_is_refused_at_once_when_the_probe_already_found_the_bucket_unreacha
     // the idle timeout (30 s); one that believes the probe answers at once.
     let _stall = Stall::on(endpoint.trim_start_matches("http://"));
     let started = std::time::Instant::now();
-    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt", "2.0"), &publisher);
+    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt", "2.0"), publisher);
     let took = started.elapsed();
     let body = String::from_utf8_lossy(&answer.body).into_owned();
     assert_eq!(answer.status, 503, "{body}");
@@ -836,7 +832,7 @@ fn an_upload_is_refused_at_once_when_the_probe_already_found_the_bucket_unreacha
     // A package never published here: its origin records are not looked up in the bucket
     // either.
     let started = std::time::Instant::now();
-    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt-other", "1.0"), &publisher);
+    let answer = publish_answer(&one, &plain_wheel("wgfx-prompt-other", "1.0"), publisher);
     let took = started.elapsed();
     assert_eq!(
         answer.status,
