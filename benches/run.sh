@@ -15,6 +15,8 @@
 #                      alternating (the best req/s of each side is kept, latencies are the median
 #                      round's)
 #   BENCH_MANY_ROUNDS=5  the same for the 1,000-connection row, whose rounds vary more
+#   BENCH_BIG_ROUNDS=3   cold 1 GiB transfers, each on an empty store and each followed by nginx's;
+#                      the best of each side is compared
 #   BENCH_REPS=5       repetitions of each install; each runs direct, cold and warm back to back,
 #                      and the ratios are the median of the repetitions' own ratios
 #   BENCH_KEEP=1       keep the temporary directory (logs, store, nginx root) instead of deleting it
@@ -608,42 +610,58 @@ PYEOF
     fi
 
     if want big; then
-    # 5. the 1 GiB artifact: cold on a fresh process (so VmHWM is this transfer's peak), then warm
-    # on another fresh process.
-    stop_wheelgate
-    start_wheelgate "$store"
-    local big_url mid_url out ttfb total size code ref_ttfb
-    big_url=$(wg_file_url bench-huge "$BIG_FILE")
-    mid_url=$(wg_file_url bench-huge "$MID_FILE")
-    [ -n "$big_url" ] && [ -n "$mid_url" ] || die "wheelgate's page for bench-huge does not list $BIG_FILE and $MID_FILE"
-    out=$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
-    read -r ttfb total size code <<<"$out"
-    local hwm_cold; hwm_cold=$(proc_kb VmHWM)
-    ref_ttfb=$(curl -s -o /dev/null -w '%{time_starttransfer}' "$DIRECT$BIG_PATH")
-    say "1 GiB cold: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm_cold KiB"
-    [ "$code" = 200 ] && [ "$size" = "$(manifest 'm["big"][-1]["size"]')" ] || say "warning: the cold 1 GiB transfer was incomplete (HTTP $code, $size bytes)"
+    # 5. the 1 GiB artifact, cold: BENCH_BIG_ROUNDS rounds (default 3), each on a fresh process and
+    # an empty store (so VmHWM is that transfer's peak), each followed by nginx serving the same
+    # file straight from its page cache; the best of each is compared (single transfers on a shared
+    # VM vary by half). Then warm on another fresh process, on the last round's store.
+    local big_url mid_url out ttfb total size code ref_ttfb round
+    local best_total="" best_ttfb="" best_ref="" best_ref_ttfb="" hwm_cold=0 hwm
+    local big_store="$WORK/store-big"
+    for round in $(seq "${BENCH_BIG_ROUNDS:-3}"); do
+        stop_wheelgate
+        rm -rf "$big_store"
+        start_wheelgate "$big_store"
+        big_url=$(wg_file_url bench-huge "$BIG_FILE")
+        [ -n "$big_url" ] || die "wheelgate's page for bench-huge does not list $BIG_FILE"
+        out=$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
+        read -r ttfb total size code <<<"$out"
+        hwm=$(proc_kb VmHWM)
+        [ "$hwm" -gt "$hwm_cold" ] && hwm_cold=$hwm
+        say "1 GiB cold, round $round: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm KiB"
+        [ "$code" = 200 ] && [ "$size" = "$(manifest 'm["big"][-1]["size"]')" ] || say "warning: the cold 1 GiB transfer was incomplete (HTTP $code, $size bytes)"
+        read -r ref_ttfb ref_total <<<"$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}' "$DIRECT$BIG_PATH")"
+        say "1 GiB from nginx, round $round: first byte ${ref_ttfb}s, total ${ref_total}s"
+        best_total=$(printf '%s\n' $best_total "$total" | sort -g | head -1)
+        best_ttfb=$(printf '%s\n' $best_ttfb "$ttfb" | sort -g | head -1)
+        best_ref=$(printf '%s\n' $best_ref "$ref_total" | sort -g | head -1)
+        best_ref_ttfb=$(printf '%s\n' $best_ref_ttfb "$ref_ttfb" | sort -g | head -1)
+    done
     local ttfb_ms ref_ms
-    ttfb_ms=$(awk -v s="$ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
-    ref_ms=$(awk -v s="$ref_ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
+    ttfb_ms=$(awk -v s="$best_ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
+    ref_ms=$(awk -v s="$best_ref_ttfb" 'BEGIN { printf "%.1f", s * 1000 }')
     row "1 GiB cold: time to first byte (ms)" "$ttfb_ms" "$ref_ms (nginx)" "$(ratio "$ttfb_ms" "$ref_ms")" "< 50 ms" "$(verdict "$ttfb_ms" lt 50)"
-    local ref_total
-    ref_total=$(curl -s -o /dev/null -w '%{time_total}' "$DIRECT$BIG_PATH")
-    row "1 GiB cold: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
+    local cold_ratio
+    cold_ratio=$(ratio "$best_total" "$best_ref")
+    row "1 GiB cold: transfer time (s)" "$(printf '%.2f' "$best_total")" "$(printf '%.2f' "$best_ref") (nginx)" "$cold_ratio" "<= 2.00x" "$(verdict "${cold_ratio%x}" le 2.00)"
     row "1 GiB cold: peak RSS (VmHWM)" "$(mib "$hwm_cold")" "-" "-" "< 64 MiB" "$(verdict "$hwm_cold" lt 65536)"
     # The 200 MB artifact, cold: transfer time through wheelgate against nginx direct.
     local mid_total mid_ref
+    mid_url=$(wg_file_url bench-huge "$MID_FILE")
+    [ -n "$mid_url" ] || die "wheelgate's page for bench-huge does not list $MID_FILE"
     mid_total=$(curl -s -o /dev/null -w '%{time_total}' "$mid_url")
     mid_ref=$(curl -s -o /dev/null -w '%{time_total}' "$DIRECT$MID_PATH")
     row "200 MiB cold: transfer time (s)" "$(printf '%.2f' "$mid_total")" "$(printf '%.2f' "$mid_ref") (nginx)" "$(ratio "$mid_total" "$mid_ref")" "-" "info"
     stop_wheelgate
-    start_wheelgate "$store"
+    start_wheelgate "$big_store"
     big_url=$(wg_file_url bench-huge "$BIG_FILE")
     out=$(curl -s -D "$WORK/big-warm.headers" -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
     read -r ttfb total size code <<<"$out"
     local hwm_warm; hwm_warm=$(proc_kb VmHWM)
     say "1 GiB warm: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm_warm KiB, $(grep -i '^x-wheelgate-cache' "$WORK/big-warm.headers" | tr -d '\r')"
-    row "1 GiB warm: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$ref_total") (nginx)" "$(ratio "$total" "$ref_total")" "-" "info"
+    row "1 GiB warm: transfer time (s)" "$(printf '%.2f' "$total")" "$(printf '%.2f' "$best_ref") (nginx)" "$(ratio "$total" "$best_ref")" "-" "info"
     row "1 GiB warm: peak RSS (VmHWM)" "$(mib "$hwm_warm")" "-" "-" "< 64 MiB" "$(verdict "$hwm_warm" lt 65536)"
+    stop_wheelgate
+    rm -rf "$big_store"
 
     fi
 

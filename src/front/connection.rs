@@ -37,7 +37,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::handler;
 use super::response::{Body, BoxError};
-use super::sendfile::{Regions, Sendable, ZeroCopy};
+use super::sendfile::{Regions, ZeroCopy};
 use crate::app::Live;
 
 /// How often an HTTP/2 connection is pinged.
@@ -145,21 +145,19 @@ impl Accepted {
         let activity = Activity::new();
         let requests = activity.clone();
         let live = self.live.clone();
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let in_flight = activity.begin();
             // Each request keeps the configuration it started with to its end.
             let app = live.current();
-            // A HEAD response's body is never written: nothing to register.
-            let regions = regions
-                .clone()
-                .filter(|_| request.method() != hyper::Method::HEAD);
-            async move {
-                let mut response = handler::handle(app, request).await;
-                if let Some(sendable) = response.extensions_mut().remove::<Sendable>() {
-                    if let Some(regions) = regions {
-                        regions.register(sendable);
-                    }
+            // Offered to the handler, which registers the file bodies it answers with. A HEAD
+            // response's body is never written: nothing to register.
+            if let Some(regions) = &regions {
+                if request.method() != hyper::Method::HEAD {
+                    request.extensions_mut().insert(regions.clone());
                 }
+            }
+            async move {
+                let response = handler::handle(app, request).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,

@@ -21,7 +21,7 @@ use super::response::{
     self, Body, BoxError, X_WHEELGATE_CACHE, X_WHEELGATE_DENIED, X_WHEELGATE_RETRIED,
 };
 use super::route::{self, RepoRef, Route, RouteError};
-use super::sendfile::Sendable;
+use super::sendfile::Regions;
 use crate::access::{Caller, CHALLENGE};
 use crate::app::App;
 use crate::config::RepoName;
@@ -545,8 +545,13 @@ async fn serve_file<B>(
                 // Counted as the bytes reach the client, so a transfer that fails midway
                 // counts what was sent.
                 let counter = metrics.clone();
-                let stream = stream.inspect_ok(move |bytes| {
-                    counter.record_served(Source::Upstream, bytes.len() as u64)
+                let regions = Regions::of(request).cloned();
+                let stream = stream.map_ok(move |piece| {
+                    counter.record_served(Source::Upstream, piece.bytes.len() as u64);
+                    if let (Some(regions), Some(file)) = (&regions, piece.file) {
+                        regions.register(piece.bytes.clone(), file);
+                    }
+                    piece.bytes
                 });
                 let mut response = Response::new(response::stream(stream));
                 if let Some(length) = length {
@@ -610,18 +615,16 @@ fn stored_response<B>(
         }
     };
     metrics.record_served(Source::Cache, len);
-    let mut sendable = None;
     let body = match body.read(start, len) {
         Content::Bytes(bytes, file) => {
-            sendable = file.map(|file| Sendable::new(bytes.clone(), file));
+            if let (Some(regions), Some(file)) = (Regions::of(request), file) {
+                regions.register(bytes.clone(), file);
+            }
             response::full(bytes)
         }
         Content::Stream(stream) => response::stream(stream),
     };
     let mut response = Response::new(body);
-    if let Some(sendable) = sendable {
-        response.extensions_mut().insert(sendable);
-    }
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));

@@ -1,21 +1,24 @@
-//! Warm file bodies leave by `sendfile(2)` on plain-TCP connections, without being copied.
+//! File bodies leave by `sendfile(2)` on plain-TCP connections, without being copied.
 //!
 //! A warm wheel is served from memory, and writing it to a socket copies every byte into the
 //! kernel once more. At 1,000 connections on a 100 KiB wheel that copy was the difference between
 //! wheelgate and nginx, whose `sendfile` hands the page cache's pages to the socket: the copy
-//! itself, and the fresh socket memory the client's reads then miss in cache.
+//! itself, and the fresh socket memory the client's reads then miss in cache. A cold download
+//! paid it too, on top of reading back the temporary file it had just written.
 //!
 //! hyper owns the connection and writes whatever `Bytes` a body yields, so the file cannot be
 //! handed to it. Instead the store gives, beside the bytes of a hot body, the blob file that
-//! holds the same bytes ([`crate::repository::FileSlice`]); the handler attaches both to the
-//! response as a [`Sendable`] extension, the connection registers it in its [`Regions`] before
-//! hyper sees the response, and [`ZeroCopy`], the stream hyper writes to, recognises those bytes
-//! by their address when hyper writes them: everything before them leaves by `sendmsg` with
-//! `MSG_MORE` (so the head and the body share packets), the bytes themselves by `sendfile` from
-//! the blob.
+//! holds the same bytes ([`crate::repository::FileSlice`]), and a download gives each piece with
+//! where it is in the temporary file (bytes the file already holds come mapped, not read). The
+//! connection offers its [`Regions`] to the handler as a request extension; the handler
+//! registers each body's bytes with their file as it hands them to hyper, and [`ZeroCopy`], the
+//! stream hyper writes to, recognises those bytes by their address when hyper writes them:
+//! everything before them leaves by `sendmsg` with `MSG_MORE` (so the head and the body share
+//! packets), the bytes themselves by `sendfile` from the file.
 //!
 //! Nothing here can send wrong bytes: a blob is content-addressed and never rewritten in place,
-//! and the registered bytes are the ones hyper would have written. A blob that is shorter than
+//! a temporary file's written bytes are never rewritten either, and the registered bytes are the
+//! ones hyper would have written. A file that is shorter than
 //! expected (damaged behind our back), or a file system that refuses `sendfile`, makes the
 //! stream write the bytes from memory instead. Bytes hyper writes that are not registered (every
 //! page, every error, TLS and its records) are written as before. A registered region holds a
@@ -40,23 +43,8 @@ use crate::repository::FileSlice;
 /// time; HTTP/2 interleaves a few. A region displaced before it was sent is written from memory.
 const KEPT: usize = 4;
 
-/// A response body's bytes and the blob that holds the same bytes: a response extension, from the
-/// handler to the connection.
-#[derive(Debug, Clone)]
-pub struct Sendable {
-    bytes: Bytes,
-    file: FileSlice,
-}
-
-impl Sendable {
-    /// `bytes` must be the very `Bytes` the response body yields (the same address), and
-    /// `file` the same bytes on disk.
-    pub fn new(bytes: Bytes, file: FileSlice) -> Sendable {
-        Sendable { bytes, file }
-    }
-}
-
-/// The bodies registered on one connection, looked up by address when hyper writes.
+/// The bodies registered on one connection, looked up by address when hyper writes. The
+/// connection puts an `Arc<Regions>` in each request's extensions ([`Regions::of`]).
 #[derive(Debug, Default)]
 pub struct Regions(Mutex<VecDeque<Region>>);
 
@@ -92,9 +80,15 @@ impl Regions {
         Arc::new(Regions::default())
     }
 
-    /// Registers a response body about to be written on this connection.
-    pub fn register(&self, sendable: Sendable) {
-        if sendable.bytes.is_empty() {
+    /// The regions of the connection `request` came on, when its body can leave by `sendfile`.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&Arc<Regions>> {
+        request.extensions().get::<Arc<Regions>>()
+    }
+
+    /// Registers body bytes about to be written on this connection: `bytes` must be the very
+    /// `Bytes` the response body yields (the same address), and `file` the same bytes on disk.
+    pub fn register(&self, bytes: Bytes, file: FileSlice) {
+        if bytes.is_empty() {
             return;
         }
         let mut regions = crate::lock(&self.0);
@@ -102,9 +96,9 @@ impl Regions {
             regions.pop_front();
         }
         regions.push_back(Region {
-            bytes: sendable.bytes,
-            file: sendable.file.file,
-            offset: sendable.file.offset,
+            bytes,
+            file: file.file,
+            offset: file.offset,
             refused: false,
         });
     }
@@ -369,7 +363,7 @@ mod tests {
         // Memory and file differ on purpose: what arrives shows which one was sent.
         let memory = Bytes::from(vec![b'm'; 300_000]);
         let file = blob(&[b'f'; 300_000]);
-        regions.register(Sendable::new(memory.clone(), FileSlice { file, offset: 0 }));
+        regions.register(memory.clone(), FileSlice { file, offset: 0 });
         let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n");
         let writer = tokio::spawn(write_all(server, vec![head.clone(), memory]));
         let mut received = Vec::new();
@@ -388,13 +382,13 @@ mod tests {
         let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let whole = Bytes::from(content.clone());
         let range = whole.slice(70_000..150_000);
-        regions.register(Sendable::new(
+        regions.register(
             range.clone(),
             FileSlice {
                 file: blob(&content),
                 offset: 70_000,
             },
-        ));
+        );
         let writer = tokio::spawn(write_all(server, vec![range]));
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
@@ -407,13 +401,13 @@ mod tests {
         let regions = Regions::new();
         let (server, mut client) = pair(regions.clone()).await;
         let memory = Bytes::from(vec![b'm'; 100_000]);
-        regions.register(Sendable::new(
+        regions.register(
             memory.clone(),
             FileSlice {
                 file: blob(&[b'f'; 40_000]),
                 offset: 0,
             },
-        ));
+        );
         let writer = tokio::spawn(write_all(server, vec![memory]));
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
@@ -429,13 +423,13 @@ mod tests {
         let regions = Regions::new();
         let (server, mut client) = pair(regions.clone()).await;
         let registered = Bytes::from(vec![b'm'; 1000]);
-        regions.register(Sendable::new(
+        regions.register(
             registered,
             FileSlice {
                 file: blob(&[b'f'; 1000]),
                 offset: 0,
             },
-        ));
+        );
         // Equal content at another address: not the registered body.
         let other = Bytes::from(vec![b'm'; 1000]);
         let writer = tokio::spawn(write_all(server, vec![other]));
@@ -454,13 +448,13 @@ mod tests {
         for _ in 0..KEPT + 2 {
             let bytes = Bytes::from(vec![1u8; 10]);
             all.push(bytes.clone());
-            regions.register(Sendable::new(
+            regions.register(
                 bytes,
                 FileSlice {
                     file: file.clone(),
                     offset: 0,
                 },
-            ));
+            );
         }
         assert_eq!(regions.len(), KEPT);
         assert!(regions.find(&[IoSlice::new(&all[0])]).is_none());

@@ -127,6 +127,28 @@ fn file_stream(file: File, offset: u64, len: u64) -> BoxStream<'static, io::Resu
     }))
 }
 
+/// Maps `len` bytes of `file` from `position` into memory, read-only, without reading them: for
+/// bytes the front most often sends from the file itself (`front::sendfile`), so that they are
+/// only ever touched (paged in from the page cache) when it cannot. Mapping does no I/O, so it
+/// needs no blocking thread. `len` must not reach past what is already written to the file.
+pub(crate) fn map_bytes(file: &File, position: u64, len: usize) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the mapping is read-only and private to the returned `Bytes`. Its range is
+    // already written and wheelgate never rewrites or truncates written bytes of a file (blobs
+    // and temporary files only grow, and are replaced by rename or unlinked, which leaves a
+    // mapping valid). Only a process outside wheelgate truncating a file in the store's own
+    // directory could make a read of the mapping fault.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(position)
+            .len(len)
+            .map(file)?
+    };
+    Ok(Bytes::from_owner(map))
+}
+
 /// Reads exactly `len` bytes at `position` on a blocking thread.
 pub(crate) async fn read_block(file: Arc<File>, position: u64, len: usize) -> io::Result<Bytes> {
     tokio::task::spawn_blocking(move || {

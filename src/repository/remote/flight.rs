@@ -55,22 +55,32 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::chunks::{Chunks, Gather};
 use super::size::{Announced, Expected, Length, SizeRefusal};
 use crate::simple::digest::{FileKey, Sha256Digest};
-use crate::store::serve::{read_block, BLOCK};
-use crate::store::{NoSpace, Reservation, Space};
+use crate::store::serve::{map_bytes, read_block, BLOCK};
+use crate::store::{FileSlice, NoSpace, Reservation, Space};
 use crate::upstream::{FileFetch, UpstreamError};
 
-/// How many bytes are gathered before each write to the temporary file. Writing large blocks keeps
-/// the number of blocking tasks and syscalls low; it is also the size of what is withheld from
-/// readers until the digest is verified.
+/// How many bytes are gathered into each block published to readers. It is also the size of
+/// what is withheld from readers until the digest is verified, and the largest file gathered in
+/// memory rather than written.
 const WRITE_BLOCK: usize = BLOCK;
 
-/// Blocks waiting for each stage of a download (hashing, writing): enough to keep both busy
-/// while the next block is received, few enough that a download holds a couple of MiB at most.
-const QUEUED_BLOCKS: usize = 2;
+/// Blocks handed to the hashing and writing stages at once. Each hand-off wakes both stages'
+/// threads: with one block at a time, a cold 1 GiB transfer switched threads 15,000 times.
+const BATCH: usize = 4;
 
-/// Written blocks kept in memory for readers a little behind the newest one, so they need not
-/// read the temporary file back.
-const KEPT_BLOCKS: usize = 4;
+/// Batches waiting for each stage of a download (hashing, writing) besides the one it works on:
+/// enough to keep both busy while the next blocks are received, few enough that a download holds
+/// a few MiB at most.
+const QUEUED_BATCHES: usize = 1;
+
+/// At most this many bytes of the temporary file are handed out at once to a reader behind the
+/// blocks in memory: they are mapped, not read, so a larger piece costs nothing but fewer calls.
+const MAPPED_PIECE: usize = 4 * BLOCK;
+
+/// Written blocks kept in memory for readers a little behind the newest one. Readers further
+/// behind get the file's bytes mapped, which costs them nothing on plain TCP (they leave by
+/// `sendfile`) and a copy on TLS.
+const KEPT_BLOCKS: usize = 2;
 
 /// Why a download failed. Cloneable because one failure is reported to every reader of a flight.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -265,11 +275,20 @@ pub struct Download {
 /// The bytes of a download, read from the growing temporary file. Ends after the last byte once
 /// the digest is verified, or with the flight's error after the bytes that were already readable.
 pub struct DownloadBody {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, DownloadError>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<Piece, DownloadError>> + Send>>,
+}
+
+/// Bytes of a download as a reader gets them: with where the same bytes are in the temporary
+/// file once they are written there, so the front can send them from the file without copying
+/// (`front::sendfile`).
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub bytes: Bytes,
+    pub file: Option<FileSlice>,
 }
 
 impl Stream for DownloadBody {
-    type Item = Result<Bytes, DownloadError>;
+    type Item = Result<Piece, DownloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
@@ -283,7 +302,7 @@ impl DownloadBody {
     /// all, so that the client saw a closed connection instead of a status and a reason. No time
     /// is lost: no byte can reach a client before the first readable one.
     pub async fn started(mut self) -> Result<DownloadBody, DownloadError> {
-        let inner: Pin<Box<dyn Stream<Item = Result<Bytes, DownloadError>> + Send>> = match self
+        let inner: Pin<Box<dyn Stream<Item = Result<Piece, DownloadError>> + Send>> = match self
             .next()
             .await
         {
@@ -372,6 +391,8 @@ struct Progress {
     opened: Option<Opened>,
     /// Bytes `0..readable` may be sent to clients.
     readable: u64,
+    /// Bytes `0..written` are in the temporary file (as of the latest block queued).
+    written: u64,
     /// The latest blocks, in order and contiguous, kept in memory so that readers keeping up
     /// never read the temporary file: every readable byte before the first of them is in the
     /// file. The newest block is the one withheld until the digest is verified (it starts at
@@ -405,6 +426,16 @@ struct Opened {
 struct Temp {
     file: Arc<File>,
     path: PathBuf,
+}
+
+impl Temp {
+    /// The file's bytes from `offset` on.
+    fn slice(&self, offset: u64) -> FileSlice {
+        FileSlice {
+            file: self.file.clone(),
+            offset,
+        }
+    }
 }
 
 enum End {
@@ -494,6 +525,7 @@ impl Flights {
                     let (sender, progress) = watch::channel(Progress {
                         opened: None,
                         readable: 0,
+                        written: 0,
                         recent: VecDeque::new(),
                         end: End::Running,
                     });
@@ -619,11 +651,11 @@ impl Reader {
     }
 
     /// The next readable block, the end, or the flight's error once the readable bytes are out.
-    async fn next(&mut self) -> Option<Result<Bytes, DownloadError>> {
+    async fn next(&mut self) -> Option<Result<Piece, DownloadError>> {
         let mut task_gone = false;
         loop {
             let position = self.position;
-            let (readable, end, in_memory, in_file) = {
+            let (readable, written, end, in_memory, in_file) = {
                 let now = self.progress.borrow_and_update();
                 let end = match &now.end {
                     End::Running => None,
@@ -640,7 +672,7 @@ impl Reader {
                     .recent
                     .front()
                     .map_or(now.readable, |first| first.offset);
-                (now.readable, end, in_memory, in_file)
+                (now.readable, now.written, end, in_memory, in_file)
             };
             if position < readable {
                 if let Some(block) = in_memory {
@@ -651,7 +683,13 @@ impl Reader {
                         .bytes
                         .slice_from(start, stop.saturating_sub(start).min(BLOCK));
                     self.position += bytes.len() as u64;
-                    return Some(Ok(bytes));
+                    let file = self
+                        .opened
+                        .temp
+                        .as_ref()
+                        .filter(|_| self.position <= written)
+                        .map(|temp| temp.slice(position));
+                    return Some(Ok(Piece { bytes, file }));
                 }
                 // A flight in memory publishes its bytes as one block, so there is a file
                 // whenever readable bytes are not in memory.
@@ -663,12 +701,20 @@ impl Reader {
                 };
                 let len = usize::try_from(in_file.saturating_sub(position))
                     .unwrap_or(usize::MAX)
-                    .min(BLOCK);
-                let read = read_block(temp.file.clone(), self.position, len).await;
+                    .min(MAPPED_PIECE);
+                // Mapped rather than read: the front most often sends these bytes from the file,
+                // so they are never touched here. Where mapping fails, they are read.
+                let read = match map_bytes(&temp.file, position, len) {
+                    Ok(bytes) => Ok(bytes),
+                    Err(_) => read_block(temp.file.clone(), position, len.min(BLOCK)).await,
+                };
                 return Some(match read {
-                    Ok(block) => {
-                        self.position += block.len() as u64;
-                        Ok(block)
+                    Ok(bytes) => {
+                        self.position += bytes.len() as u64;
+                        Ok(Piece {
+                            bytes,
+                            file: Some(temp.slice(position)),
+                        })
                     }
                     Err(source) => Err(DownloadError::Io {
                         what: self.what.clone(),
@@ -927,6 +973,7 @@ impl Task {
                             bytes: block,
                         });
                         now.readable = offset;
+                        now.written = written;
                         while now.recent.len() > KEPT_BLOCKS
                             && now
                                 .recent
@@ -1038,6 +1085,14 @@ impl Task {
     fn publish_verified(&self, offset: u64, tail: Chunks) {
         self.sender.send_modify(|now| {
             now.readable = offset + tail.len() as u64;
+            // Called once every block is written (or for a flight held in memory, never written).
+            if now
+                .opened
+                .as_ref()
+                .is_some_and(|opened| opened.temp.is_some())
+            {
+                now.written = now.readable;
+            }
             if !tail.is_empty() && now.recent.back().is_none_or(|last| last.offset < offset) {
                 now.recent.push_back(Block {
                     offset,
@@ -1087,10 +1142,11 @@ impl Task {
 struct Stopped;
 
 /// The two blocking stages every block of a file goes through, each on a thread of its own and
-/// in order: the sha256, and the write to the temporary file. Receiving the next block, hashing
-/// this one and writing the one before run at once, so a cold transfer costs the slowest of the
-/// three rather than their sum (benches/README.md, "Cold large file"). Each stage holds at most
-/// [`QUEUED_BLOCKS`] blocks waiting, so a slow disk slows the upstream instead of filling memory.
+/// in order: the sha256, and the write to the temporary file. Receiving the next blocks, hashing
+/// these and writing the ones before run at once, so a cold transfer costs the slowest of the
+/// three rather than their sum (benches/README.md, "Cold large file"). Blocks are handed over
+/// [`BATCH`] at a time, and each stage holds at most [`QUEUED_BATCHES`] batches waiting, so a slow
+/// disk slows the upstream instead of filling memory.
 struct Stages {
     to_hash: mpsc::Sender<Chunks>,
     to_write: mpsc::Sender<Chunks>,
@@ -1098,14 +1154,16 @@ struct Stages {
     writing: tokio::task::JoinHandle<io::Result<u64>>,
     /// How far the writing stage has got: bytes `0..on_disk` are in the file.
     on_disk: Arc<AtomicU64>,
-    /// Bytes handed to the stages so far.
+    /// Bytes pushed so far, handed to the stages or pending.
     queued: u64,
+    /// Blocks pushed and not handed over yet: the next batch.
+    pending: Vec<Chunks>,
 }
 
 impl Stages {
     fn start(file: Arc<File>) -> Stages {
-        let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
-        let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BLOCKS);
+        let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BATCHES);
+        let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BATCHES);
         let on_disk = Arc::new(AtomicU64::new(0));
         let hashing = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
@@ -1135,20 +1193,33 @@ impl Stages {
             writing,
             on_disk,
             queued: 0,
+            pending: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Queues the next block; waits while a stage has [`QUEUED_BLOCKS`] waiting. An error means
-    /// a stage stopped (the write failed): [`Stages::failure`] says why.
+    /// Queues the next block, handing a batch to the stages once there are [`BATCH`] of them;
+    /// waits while a stage has [`QUEUED_BATCHES`] batches waiting. An error means a stage stopped
+    /// (the write failed): [`Stages::failure`] says why.
     async fn push(&mut self, block: Chunks) -> Result<(), Stopped> {
-        let len = block.len() as u64;
+        self.queued += block.len() as u64;
+        self.pending.push(block);
+        if self.pending.len() < BATCH {
+            return Ok(());
+        }
+        self.hand_over().await
+    }
+
+    /// Hands the pending blocks to both stages as one batch.
+    async fn hand_over(&mut self) -> Result<(), Stopped> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = Chunks::join(&std::mem::take(&mut self.pending));
         self.to_hash
-            .send(block.clone())
+            .send(batch.clone())
             .await
             .map_err(|_| Stopped)?;
-        self.to_write.send(block).await.map_err(|_| Stopped)?;
-        self.queued += len;
-        Ok(())
+        self.to_write.send(batch).await.map_err(|_| Stopped)
     }
 
     /// Why a stage stopped before the end.
@@ -1170,7 +1241,9 @@ impl Stages {
     }
 
     /// Waits for both stages to finish the queued blocks: the hash of the whole body and its size.
-    async fn finish(self) -> io::Result<(Sha256, u64)> {
+    async fn finish(mut self) -> io::Result<(Sha256, u64)> {
+        // A stage that stopped says why below.
+        let _ = self.hand_over().await;
         let Stages {
             to_hash,
             to_write,
@@ -1229,6 +1302,7 @@ async fn remove_temp(path: PathBuf, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -1345,8 +1419,9 @@ mod tests {
         while let Some(item) = body.next().await {
             match item {
                 Ok(block) => {
+                    let block = block.bytes;
                     assert!(
-                        !block.is_empty() && block.len() <= BLOCK,
+                        !block.is_empty() && block.len() <= MAPPED_PIECE,
                         "block of {}",
                         block.len()
                     );
@@ -1391,7 +1466,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = tempfile::tempdir().unwrap();
         let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
-        let data = Arc::new(pattern(3 * BLOCK + 12_345, 7));
+        let data = Arc::new(pattern(3 * WRITE_BLOCK + 12_345, 7));
         let digest = Sha256Digest::of(&data);
         let polled = Arc::new(AtomicUsize::new(0));
         let (open, gate) = watch::channel(false);
@@ -1424,7 +1499,10 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                assert_eq!(download.content_length, Some(3 * BLOCK as u64 + 12_345));
+                assert_eq!(
+                    download.content_length,
+                    Some(3 * WRITE_BLOCK as u64 + 12_345)
+                );
                 let leader = download.leader;
                 let (bytes, error) = drain(download.body).await;
                 (leader, bytes, error)
@@ -1504,7 +1582,7 @@ mod tests {
     async fn readers_get_bytes_before_the_upstream_finishes() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let data = pattern(5 * BLOCK, 1);
+        let data = pattern(5 * WRITE_BLOCK, 1);
         let (sender, receiver) = mpsc::channel(1024);
         let body = from_channel(receiver);
         let commits = Commits::default();
@@ -1531,7 +1609,7 @@ mod tests {
         assert!(leader.leader && !follower.leader);
         assert_eq!(leader.content_length, None);
 
-        let (first_half, second_half) = data.split_at(3 * BLOCK);
+        let (first_half, second_half) = data.split_at(3 * WRITE_BLOCK);
         for chunk in first_half.chunks(50_000) {
             sender
                 .send(Ok(Bytes::copy_from_slice(chunk)))
@@ -1541,13 +1619,13 @@ mod tests {
         let mut bodies = [leader.body, follower.body];
         let mut received = [Vec::new(), Vec::new()];
         for (body, out) in bodies.iter_mut().zip(received.iter_mut()) {
-            while out.len() < BLOCK {
+            while out.len() < WRITE_BLOCK {
                 let block = tokio::time::timeout(Duration::from_secs(10), body.next())
                     .await
                     .expect("bytes must flow while the upstream is still sending")
                     .unwrap()
                     .unwrap();
-                out.extend_from_slice(&block);
+                out.extend_from_slice(&block.bytes);
             }
             assert!(
                 out.len() < first_half.len(),
@@ -1588,6 +1666,7 @@ mod tests {
         let (failed, progress) = watch::channel(Progress {
             opened: None,
             readable: 0,
+            written: 0,
             recent: VecDeque::new(),
             end: End::Failed(DownloadError::Abandoned {
                 what: "f.whl".into(),
@@ -1623,8 +1702,8 @@ mod tests {
     async fn a_reader_far_behind_reads_from_the_file_what_memory_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let blocks = 4 * (KEPT_BLOCKS + QUEUED_BLOCKS);
-        let data = pattern(blocks * BLOCK + 321, 5);
+        let blocks = 2 * (KEPT_BLOCKS + BATCH * (QUEUED_BATCHES + 2));
+        let data = pattern(blocks * WRITE_BLOCK + 321, 5);
         let (sender, receiver) = mpsc::channel(1024);
         let body = from_channel(receiver);
         let commits = Commits::default();
@@ -1641,7 +1720,7 @@ mod tests {
             .unwrap();
         // Everything but the last block arrives while this reader reads nothing: most of the
         // file is then only in the temporary file.
-        let (most, last) = data.split_at(blocks * BLOCK);
+        let (most, last) = data.split_at(blocks * WRITE_BLOCK);
         for chunk in most.chunks(100_000) {
             sender
                 .send(Ok(Bytes::copy_from_slice(chunk)))
@@ -1651,19 +1730,46 @@ mod tests {
         let progress = flights.shared.flights()[&key("far.whl")].progress.clone();
         eventually("the body to be written", || {
             let now = progress.borrow();
-            now.readable == (blocks as u64 - 1) * BLOCK as u64
-                && now.recent.len() <= KEPT_BLOCKS + QUEUED_BLOCKS + 2
+            now.readable == (blocks as u64 - 1) * WRITE_BLOCK as u64
+                && now.recent.len() <= KEPT_BLOCKS + BATCH * (QUEUED_BATCHES + 2)
         })
         .await;
         assert!(
             progress.borrow().recent.front().unwrap().offset > 0,
             "written blocks were let go"
         );
+        let in_memory_from = progress.borrow().recent.front().unwrap().offset;
         sender.send(Ok(Bytes::copy_from_slice(last))).await.unwrap();
         drop(sender);
-        let (bytes, error) = drain(download.body).await;
-        assert!(error.is_none(), "{error:?}");
+        let mut body = download.body;
+        let (mut bytes, mut from_file) = (Vec::new(), 0);
+        while let Some(piece) = body.next().await {
+            let piece = piece.unwrap();
+            let at = bytes.len() as u64;
+            // Each piece says where the same bytes are in the file once they are written there,
+            // so the front can send them from it (`front::sendfile`).
+            if let Some(slice) = &piece.file {
+                assert_eq!(slice.offset, at);
+                let mut on_disk = vec![0; piece.bytes.len()];
+                slice
+                    .file
+                    .read_exact_at(&mut on_disk, slice.offset)
+                    .unwrap();
+                assert!(
+                    on_disk == piece.bytes,
+                    "the piece at {at} differs from its file"
+                );
+                from_file += 1;
+            } else {
+                assert!(
+                    at >= in_memory_from,
+                    "a piece only in the file came without it"
+                );
+            }
+            bytes.extend_from_slice(&piece.bytes);
+        }
         assert!(bytes == data);
+        assert!(from_file > 0);
         eventually("the flight to land", || flights.in_flight() == 0).await;
         assert_eq!(commits.calls().len(), 1);
     }
@@ -1672,7 +1778,7 @@ mod tests {
     async fn a_reader_hanging_up_does_not_cancel_the_fetch() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let data = pattern(6 * BLOCK + 3, 2);
+        let data = pattern(6 * WRITE_BLOCK + 3, 2);
         let (sender, receiver) = mpsc::channel(1024);
         let body = from_channel(receiver);
         let commits = Commits::default();
@@ -1692,16 +1798,16 @@ mod tests {
         };
         let mut quitter = join(polled.clone(), Some(body)).await.unwrap();
         let stayer = join(polled.clone(), None).await.unwrap();
-        for chunk in data[..3 * BLOCK].chunks(40_000) {
+        for chunk in data[..3 * WRITE_BLOCK].chunks(40_000) {
             sender
                 .send(Ok(Bytes::copy_from_slice(chunk)))
                 .await
                 .unwrap();
         }
         let first = quitter.body.next().await.unwrap().unwrap();
-        assert!(!first.is_empty());
+        assert!(!first.bytes.is_empty());
         drop(quitter);
-        for chunk in data[3 * BLOCK..].chunks(40_000) {
+        for chunk in data[3 * WRITE_BLOCK..].chunks(40_000) {
             sender
                 .send(Ok(Bytes::copy_from_slice(chunk)))
                 .await
@@ -1720,7 +1826,7 @@ mod tests {
     async fn a_mismatch_fails_every_reader_and_withholds_the_last_block() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Arc::new(Flights::new(dir.path().to_owned(), unlimited()));
-        let data = pattern(4 * BLOCK + 999, 3);
+        let data = pattern(4 * WRITE_BLOCK + 999, 3);
         let wrong = Sha256Digest::of(b"what the index declared");
         let commits = Commits::default();
         let (open, gate) = watch::channel(false);
@@ -1764,7 +1870,7 @@ mod tests {
             }
             // The final write (the 999-byte tail) and the block before it were never readable.
             assert!(
-                bytes.len() <= data.len() - 999 - BLOCK,
+                bytes.len() <= data.len() - 999 - WRITE_BLOCK,
                 "{} bytes leaked",
                 bytes.len()
             );
@@ -1852,8 +1958,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
         for (len, announced, in_memory) in [
-            (BLOCK, true, true),
-            (BLOCK + 1, true, false),
+            (WRITE_BLOCK, true, true),
+            (WRITE_BLOCK + 1, true, false),
             (10, false, false),
         ] {
             let data = pattern(len, 9);
@@ -1918,7 +2024,7 @@ mod tests {
     async fn a_body_that_fails_before_its_first_byte_is_an_error_once_started() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let data = pattern(3 * BLOCK + 5, 9);
+        let data = pattern(3 * WRITE_BLOCK + 5, 9);
         // In memory (an announced length), through a file (none), and cut short before any
         // block was readable.
         let cases: [(&str, Option<u64>, Vec<u8>, Sha256Digest); 3] = [
@@ -1937,7 +2043,7 @@ mod tests {
             (
                 "s.whl",
                 Some(data.len() as u64),
-                data[..BLOCK].to_vec(),
+                data[..WRITE_BLOCK].to_vec(),
                 Sha256Digest::of(&data),
             ),
         ];
@@ -2042,9 +2148,9 @@ mod tests {
     async fn a_body_error_comes_after_the_readable_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let data = pattern(3 * BLOCK, 4);
+        let data = pattern(3 * WRITE_BLOCK, 4);
         let mut chunks: Vec<Result<Bytes, UpstreamError>> = data
-            .chunks(BLOCK)
+            .chunks(WRITE_BLOCK)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         chunks.push(Err(not_found()));
@@ -2067,7 +2173,7 @@ mod tests {
         );
         assert_eq!(
             bytes,
-            data[..2 * BLOCK],
+            data[..2 * WRITE_BLOCK],
             "the blocks before the last one were readable"
         );
         eventually("the flight to land", || flights.in_flight() == 0).await;
@@ -2217,17 +2323,20 @@ mod tests {
             "{error:?}"
         );
         // Declared more than a block, fewer bytes sent: the end is short, the tail withheld.
-        let declared = 3 * BLOCK as u64;
+        let declared = 3 * WRITE_BLOCK as u64;
         let (bytes, error) = sized_download(
             &flights,
             "short.whl",
             sized(Some(declared), u64::MAX),
             None,
-            pattern(2 * BLOCK + 10, 4),
+            pattern(2 * WRITE_BLOCK + 10, 4),
         )
         .await
         .unwrap();
-        assert!(bytes.len() < 2 * BLOCK + 10, "the last block was withheld");
+        assert!(
+            bytes.len() < 2 * WRITE_BLOCK + 10,
+            "the last block was withheld"
+        );
         assert!(
             matches!(
                 error,
@@ -2235,7 +2344,7 @@ mod tests {
                     announced: Announced::IndexPage,
                     received,
                     ..
-                }) if received == 2 * BLOCK as u64 + 10
+                }) if received == 2 * WRITE_BLOCK as u64 + 10
             ),
             "{error:?}"
         );
@@ -2246,8 +2355,8 @@ mod tests {
     async fn max_file_size_refuses_an_announced_length_and_cuts_an_unannounced_one() {
         let dir = tempfile::tempdir().unwrap();
         let flights = Flights::new(dir.path().to_owned(), unlimited());
-        let limit = 2 * BLOCK as u64;
-        let data = pattern(4 * BLOCK, 6);
+        let limit = 2 * WRITE_BLOCK as u64;
+        let data = pattern(4 * WRITE_BLOCK, 6);
         let announced = sized_download(
             &flights,
             "a.whl",
@@ -2267,7 +2376,7 @@ mod tests {
                         announced: Announced::ContentLength,
                     }),
                     ..
-                } if l == limit && bytes == 4 * BLOCK as u64
+                } if l == limit && bytes == 4 * WRITE_BLOCK as u64
             ),
             "{announced:?}"
         );
@@ -2279,7 +2388,7 @@ mod tests {
         let declared = sized_download(
             &flights,
             "b.whl",
-            sized(Some(4 * BLOCK as u64), limit),
+            sized(Some(4 * WRITE_BLOCK as u64), limit),
             None,
             data.clone(),
         )
@@ -2311,7 +2420,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let full = Space::new(dir.path(), u64::MAX / 4);
         let flights = Flights::new(dir.path().to_owned(), full.clone());
-        let data = pattern(3 * BLOCK, 7);
+        let data = pattern(3 * WRITE_BLOCK, 7);
         let error = sized_download(
             &flights,
             "a.whl",
@@ -2457,8 +2566,8 @@ mod tests {
         let file = Arc::new(File::open(&path).unwrap());
         let mut stages = Stages::start(file);
         let mut stopped = false;
-        // The queue takes a few blocks before the failure is seen.
-        for _ in 0..2 * QUEUED_BLOCKS + 4 {
+        // The queues take a few batches before the failure is seen.
+        for _ in 0..BATCH * (2 * QUEUED_BATCHES + 4) {
             if stages
                 .push(Chunks::from(Bytes::from(vec![1u8; 1024])))
                 .await
@@ -2543,8 +2652,12 @@ mod tests {
         let mut body = download.body;
         let (mut total, mut hasher, mut peak) = (0usize, Sha256::new(), 0u64);
         while let Some(block) = body.next().await {
-            let block = block.unwrap();
-            assert!(block.len() <= BLOCK, "a block of {} bytes", block.len());
+            let block = block.unwrap().bytes;
+            assert!(
+                block.len() <= MAPPED_PIECE,
+                "a block of {} bytes",
+                block.len()
+            );
             total += block.len();
             hasher.update(&block);
             if measure {
