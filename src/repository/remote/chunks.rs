@@ -89,20 +89,6 @@ impl Chunks {
     }
 }
 
-impl Chunks {
-    /// The blocks one after the other, as one (no byte is copied).
-    pub(super) fn join(blocks: &[Chunks]) -> Chunks {
-        let parts: Vec<Bytes> = blocks
-            .iter()
-            .flat_map(|block| block.parts.iter().cloned())
-            .collect();
-        Chunks {
-            parts: parts.into(),
-            len: blocks.iter().map(Chunks::len).sum(),
-        }
-    }
-}
-
 impl From<Bytes> for Chunks {
     fn from(bytes: Bytes) -> Chunks {
         let len = bytes.len();

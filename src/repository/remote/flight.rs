@@ -391,8 +391,6 @@ struct Progress {
     opened: Option<Opened>,
     /// Bytes `0..readable` may be sent to clients.
     readable: u64,
-    /// Bytes `0..written` are in the temporary file (as of the latest block queued).
-    written: u64,
     /// The latest blocks, in order and contiguous, kept in memory so that readers keeping up
     /// never read the temporary file: every readable byte before the first of them is in the
     /// file. The newest block is the one withheld until the digest is verified (it starts at
@@ -426,9 +424,16 @@ struct Opened {
 struct Temp {
     file: Arc<File>,
     path: PathBuf,
+    /// Bytes `0..on_disk` are in the file: updated by the writing stage as each block is written.
+    on_disk: Arc<AtomicU64>,
 }
 
 impl Temp {
+    /// Whether bytes `0..end` are in the file.
+    fn holds(&self, end: u64) -> bool {
+        end <= self.on_disk.load(Ordering::Acquire)
+    }
+
     /// The file's bytes from `offset` on.
     fn slice(&self, offset: u64) -> FileSlice {
         FileSlice {
@@ -525,7 +530,6 @@ impl Flights {
                     let (sender, progress) = watch::channel(Progress {
                         opened: None,
                         readable: 0,
-                        written: 0,
                         recent: VecDeque::new(),
                         end: End::Running,
                     });
@@ -655,7 +659,7 @@ impl Reader {
         let mut task_gone = false;
         loop {
             let position = self.position;
-            let (readable, written, end, in_memory, in_file) = {
+            let (readable, end, in_memory, in_file) = {
                 let now = self.progress.borrow_and_update();
                 let end = match &now.end {
                     End::Running => None,
@@ -672,7 +676,7 @@ impl Reader {
                     .recent
                     .front()
                     .map_or(now.readable, |first| first.offset);
-                (now.readable, now.written, end, in_memory, in_file)
+                (now.readable, end, in_memory, in_file)
             };
             if position < readable {
                 if let Some(block) = in_memory {
@@ -687,7 +691,7 @@ impl Reader {
                         .opened
                         .temp
                         .as_ref()
-                        .filter(|_| self.position <= written)
+                        .filter(|temp| temp.holds(self.position))
                         .map(|temp| temp.slice(position));
                     return Some(Ok(Piece { bytes, file }));
                 }
@@ -925,17 +929,18 @@ impl Task {
             .map_err(|source| self.io_error("create the temporary file", &path, source))?;
         landing.temp = Some(path.clone());
         let file = Arc::new(file);
+        let mut stages = Stages::start(file.clone());
         self.sender.send_modify(|now| {
             now.opened = Some(Opened {
                 content_length: length.map(|length| length.bytes),
                 temp: Some(Temp {
-                    file: file.clone(),
+                    file,
                     path: path.clone(),
+                    on_disk: stages.on_disk.clone(),
                 }),
             })
         });
 
-        let mut stages = Stages::start(file);
         let mut gather = Gather::new(WRITE_BLOCK);
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
@@ -973,7 +978,6 @@ impl Task {
                             bytes: block,
                         });
                         now.readable = offset;
-                        now.written = written;
                         while now.recent.len() > KEPT_BLOCKS
                             && now
                                 .recent
@@ -1085,14 +1089,6 @@ impl Task {
     fn publish_verified(&self, offset: u64, tail: Chunks) {
         self.sender.send_modify(|now| {
             now.readable = offset + tail.len() as u64;
-            // Called once every block is written (or for a flight held in memory, never written).
-            if now
-                .opened
-                .as_ref()
-                .is_some_and(|opened| opened.temp.is_some())
-            {
-                now.written = now.readable;
-            }
             if !tail.is_empty() && now.recent.back().is_none_or(|last| last.offset < offset) {
                 now.recent.push_back(Block {
                     offset,
@@ -1141,6 +1137,9 @@ impl Task {
 /// A stage of [`Stages`] is gone.
 struct Stopped;
 
+/// Blocks handed to the stages together.
+type Batch = Arc<[Chunks]>;
+
 /// The two blocking stages every block of a file goes through, each on a thread of its own and
 /// in order: the sha256, and the write to the temporary file. Receiving the next blocks, hashing
 /// these and writing the ones before run at once, so a cold transfer costs the slowest of the
@@ -1148,11 +1147,12 @@ struct Stopped;
 /// [`BATCH`] at a time, and each stage holds at most [`QUEUED_BATCHES`] batches waiting, so a slow
 /// disk slows the upstream instead of filling memory.
 struct Stages {
-    to_hash: mpsc::Sender<Chunks>,
-    to_write: mpsc::Sender<Chunks>,
+    to_hash: mpsc::Sender<Batch>,
+    to_write: mpsc::Sender<Batch>,
     hashing: tokio::task::JoinHandle<Sha256>,
     writing: tokio::task::JoinHandle<io::Result<u64>>,
-    /// How far the writing stage has got: bytes `0..on_disk` are in the file.
+    /// How far the writing stage has got: bytes `0..on_disk` are in the file. Readers see it too
+    /// ([`Temp::on_disk`]).
     on_disk: Arc<AtomicU64>,
     /// Bytes pushed so far, handed to the stages or pending.
     queued: u64,
@@ -1162,13 +1162,13 @@ struct Stages {
 
 impl Stages {
     fn start(file: Arc<File>) -> Stages {
-        let (to_hash, mut hash_queue) = mpsc::channel::<Chunks>(QUEUED_BATCHES);
-        let (to_write, mut write_queue) = mpsc::channel::<Chunks>(QUEUED_BATCHES);
+        let (to_hash, mut hash_queue) = mpsc::channel::<Batch>(QUEUED_BATCHES);
+        let (to_write, mut write_queue) = mpsc::channel::<Batch>(QUEUED_BATCHES);
         let on_disk = Arc::new(AtomicU64::new(0));
         let hashing = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
-            while let Some(block) = hash_queue.blocking_recv() {
-                for part in block.parts() {
+            while let Some(batch) = hash_queue.blocking_recv() {
+                for part in batch.iter().flat_map(Chunks::parts) {
                     hasher.update(part);
                 }
             }
@@ -1178,10 +1178,13 @@ impl Stages {
             let on_disk = on_disk.clone();
             tokio::task::spawn_blocking(move || {
                 let mut offset = 0u64;
-                while let Some(block) = write_queue.blocking_recv() {
-                    block.write_all_at(&file, offset)?;
-                    offset += block.len() as u64;
-                    on_disk.store(offset, Ordering::Release);
+                while let Some(batch) = write_queue.blocking_recv() {
+                    // Block by block, so readers see each one on disk as soon as it is.
+                    for block in batch.iter() {
+                        block.write_all_at(&file, offset)?;
+                        offset += block.len() as u64;
+                        on_disk.store(offset, Ordering::Release);
+                    }
                 }
                 Ok(offset)
             })
@@ -1214,7 +1217,7 @@ impl Stages {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = Chunks::join(&std::mem::take(&mut self.pending));
+        let batch: Batch = std::mem::take(&mut self.pending).into();
         self.to_hash
             .send(batch.clone())
             .await
@@ -1666,7 +1669,6 @@ mod tests {
         let (failed, progress) = watch::channel(Progress {
             opened: None,
             readable: 0,
-            written: 0,
             recent: VecDeque::new(),
             end: End::Failed(DownloadError::Abandoned {
                 what: "f.whl".into(),
