@@ -687,6 +687,66 @@ fn split_answers(raw: &[u8], heads: &[bool]) -> Vec<Answer> {
     answers
 }
 
+/// A cold download's bytes leave plain connections from its temporary file: those already written
+/// by sendfile, those a reader far behind asks for mapped rather than read (src/front/sendfile.rs,
+/// src/repository/remote/flight.rs). A client that reads nothing until the download has landed,
+/// on a connection that pipelines a second request behind it, must still get every byte, and
+/// the first answer must end where its Content-Length says; over HTTP/2 as well.
+#[test]
+fn a_cold_file_is_served_byte_for_byte_to_a_reader_far_behind_its_download() {
+    use std::io::{Read as _, Write as _};
+
+    let bed = TestBed::start(Mode::Json);
+    let cold = generated::expect("wgfx-cold-a");
+    let whole = cold.bytes(0, cold.size);
+    let url = bed.file_url(cold.project, cold.filename);
+    let path = url::Url::parse(&url).expect("a file URL").path().to_owned();
+    let wire = format!(
+        "GET {path} HTTP/1.1\r\nHost: wheelgate\r\n\r\n\
+         GET {path} HTTP/1.1\r\nHost: wheelgate\r\nConnection: close\r\n\r\n"
+    );
+    let mut connection = std::net::TcpStream::connect(bed.wheelgate.addr()).expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a read timeout");
+    connection
+        .write_all(wire.as_bytes())
+        .expect("send the requests");
+    // Nothing is read until the download has landed: the socket's buffers fill at once, and the
+    // rest of the first answer is read from the temporary file or the stored blob.
+    let blob = bed.blob_path(cold.sha256());
+    let landed = wait_until(Duration::from_secs(30), || blob.exists());
+    assert!(landed, "the download of {url} did not land within 30 s");
+    let mut raw = Vec::new();
+    connection.read_to_end(&mut raw).expect("read the answers");
+    let answers = split_answers(&raw, &[false, false]);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 200, "answer {}: {}", i + 1, answer.headers);
+        assert!(answer.body == whole, "answer {}: wrong bytes", i + 1);
+    }
+    assert!(
+        answers[0]
+            .headers
+            .to_ascii_lowercase()
+            .contains("x-wheelgate-cache: miss"),
+        "the first answer came from the download: {}",
+        answers[0].headers
+    );
+
+    let cold = generated::expect("wgfx-cold-b");
+    let url = bed.file_url(cold.project, cold.filename);
+    let (status, version, body) = http::get_http2(&url).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (status, version),
+        (StatusCode::OK, ::http::Version::HTTP_2),
+        "{url}"
+    );
+    assert!(
+        body == cold.bytes(0, cold.size),
+        "{url}: wrong bytes over HTTP/2"
+    );
+}
+
 /// A warm file kept in memory leaves plain connections by sendfile from its blob
 /// (src/front/sendfile.rs). However a connection asks for it (a HEAD before it, a range, the same
 /// file twice in one pipelined write, HTTP/2) every byte must be the file's, and each answer must

@@ -3,7 +3,8 @@
 //! The store tests need a 200 MiB file (memory stays bounded, kill -9 mid-transfer), a file whose
 //! transfer the test can hold open (single flight), a blob-sized file whose bytes betray its
 //! declared sha256 (nothing is committed), three plain 1 MiB files to fill a store capped by
-//! `max_size` (least recently used eviction) and a 300 KiB one that stays in memory once warm.
+//! `max_size` (least recently used eviction), two 8 MiB ones read cold by a slow reader, and a
+//! 300 KiB one that stays in memory once warm.
 //! None of them is ever installed, so their bytes are deterministic pseudo-random data computed
 //! on the fly from the offset: any range can be produced again without holding the file in
 //! memory, and the upstream streams them chunk by chunk.
@@ -41,7 +42,7 @@ pub struct Generated {
 }
 
 /// Every generated file. Each has its own project, so that a test reasons about one file only.
-static GENERATED: [Generated; 7] = [
+static GENERATED: [Generated; 9] = [
     Generated {
         project: "wgfx-huge",
         version: "1.0.0",
@@ -97,6 +98,27 @@ static GENERATED: [Generated; 7] = [
         size: MIB,
         delivery: Delivery::Plain,
         seed: 0x7767_6678_6c72_7563,
+        sha256: OnceLock::new(),
+    },
+    // Two cold files of several blocks, so that a reader far behind the download gets the
+    // temporary file's bytes (mapped, and sent by sendfile on plain connections): one read over
+    // HTTP/1.1, one over HTTP/2.
+    Generated {
+        project: "wgfx-cold-a",
+        version: "1.0.0",
+        filename: "wgfx_cold_a-1.0.0-py3-none-any.whl",
+        size: 8 * MIB + 12_345,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_636f_6c61,
+        sha256: OnceLock::new(),
+    },
+    Generated {
+        project: "wgfx-cold-b",
+        version: "1.0.0",
+        filename: "wgfx_cold_b-1.0.0-py3-none-any.whl",
+        size: 8 * MIB + 54_321,
+        delivery: Delivery::Plain,
+        seed: 0x7767_6678_636f_6c62,
         sha256: OnceLock::new(),
     },
     // Small enough to be kept in memory once warm and large enough to leave by sendfile
