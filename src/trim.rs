@@ -47,13 +47,16 @@ pub async fn when_quiet(metrics: Arc<Metrics>, store: Store) {
     }
 }
 
-/// Blocks from this size up are mapped on their own and unmapped when freed.
+/// Blocks from this size up are mapped on their own and unmapped when freed: above the largest
+/// buffer hyper reads a body into (about 400 KiB), and low enough that the many small
+/// allocations of a burst of connections do not leave more heap behind than glibc's own
+/// thresholds would (1 MiB left 7 MiB more resident after 1,000 connections).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+const MMAP_THRESHOLD: libc::c_int = 512 << 10;
 
 /// Free memory at the top of an arena is kept for reuse up to this size.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 8 << 20;
+const TRIM_THRESHOLD: libc::c_int = 4 << 20;
 
 /// Fixes glibc's thresholds so that buffers of a transfer are reused rather than returned and
 /// faulted in again. Called once, before any thread starts.
