@@ -694,8 +694,6 @@ fn split_answers(raw: &[u8], heads: &[bool]) -> Vec<Answer> {
 /// the first answer must end where its Content-Length says; over HTTP/2 as well.
 #[test]
 fn a_cold_file_is_served_byte_for_byte_to_a_reader_far_behind_its_download() {
-    use std::io::{Read as _, Write as _};
-
     let bed = TestBed::start(Mode::Json);
     let cold = generated::expect("wgfx-cold-a");
     let whole = cold.bytes(0, cold.size);
@@ -705,20 +703,13 @@ fn a_cold_file_is_served_byte_for_byte_to_a_reader_far_behind_its_download() {
         "GET {path} HTTP/1.1\r\nHost: wheelgate\r\n\r\n\
          GET {path} HTTP/1.1\r\nHost: wheelgate\r\nConnection: close\r\n\r\n"
     );
-    let mut connection = std::net::TcpStream::connect(bed.wheelgate.addr()).expect("connect");
-    connection
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("a read timeout");
-    connection
-        .write_all(wire.as_bytes())
-        .expect("send the requests");
     // Nothing is read until the download has landed: the socket's buffers fill at once, and the
     // rest of the first answer is read from the temporary file or the stored blob.
     let blob = bed.blob_path(cold.sha256());
-    let landed = wait_until(Duration::from_secs(30), || blob.exists());
-    assert!(landed, "the download of {url} did not land within 30 s");
-    let mut raw = Vec::new();
-    connection.read_to_end(&mut raw).expect("read the answers");
+    let raw = pipelined(&bed, &wire, || {
+        let landed = wait_until(Duration::from_secs(30), || blob.exists());
+        assert!(landed, "the download of {url} did not land within 30 s");
+    });
     let answers = split_answers(&raw, &[false, false]);
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer.status, 200, "answer {}: {}", i + 1, answer.headers);
@@ -735,16 +726,36 @@ fn a_cold_file_is_served_byte_for_byte_to_a_reader_far_behind_its_download() {
 
     let cold = generated::expect("wgfx-cold-b");
     let url = bed.file_url(cold.project, cold.filename);
-    let (status, version, body) = http::get_http2(&url).unwrap_or_else(|e| panic!("{e}"));
+    assert_served_over_http2(&url, &cold.bytes(0, cold.size));
+}
+
+/// Writes `wire` (pipelined requests, the last one closing) on one new connection, calls
+/// `before_reading`, then reads everything the connection sends until it closes.
+fn pipelined(bed: &TestBed, wire: &str, before_reading: impl FnOnce()) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+
+    let mut connection = std::net::TcpStream::connect(bed.wheelgate.addr()).expect("connect");
+    connection
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a read timeout");
+    connection
+        .write_all(wire.as_bytes())
+        .expect("send the requests");
+    before_reading();
+    let mut raw = Vec::new();
+    connection.read_to_end(&mut raw).expect("read the answers");
+    raw
+}
+
+/// `url` answers 200 over HTTP/2 (prior knowledge) with exactly `expected`.
+fn assert_served_over_http2(url: &str, expected: &[u8]) {
+    let (status, version, body) = http::get_http2(url).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (status, version),
         (StatusCode::OK, ::http::Version::HTTP_2),
         "{url}"
     );
-    assert!(
-        body == cold.bytes(0, cold.size),
-        "{url}: wrong bytes over HTTP/2"
-    );
+    assert!(body == expected, "{url}: wrong bytes over HTTP/2");
 }
 
 /// A warm file kept in memory leaves plain connections by sendfile from its blob
@@ -753,8 +764,6 @@ fn a_cold_file_is_served_byte_for_byte_to_a_reader_far_behind_its_download() {
 /// end where its Content-Length says, or the next answer on the connection would be misread.
 #[test]
 fn a_warm_file_is_served_byte_for_byte_however_a_connection_asks_for_it() {
-    use std::io::{Read as _, Write as _};
-
     let bed = TestBed::start(Mode::Json);
     let warm = generated::expect("wgfx-warm");
     let whole = warm.bytes(0, warm.size);
@@ -802,15 +811,7 @@ fn a_warm_file_is_served_byte_for_byte_however_a_connection_asks_for_it() {
         }
         wire.push_str("\r\n");
     }
-    let mut connection = std::net::TcpStream::connect(bed.wheelgate.addr()).expect("connect");
-    connection
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("a read timeout");
-    connection
-        .write_all(wire.as_bytes())
-        .expect("send the requests");
-    let mut raw = Vec::new();
-    connection.read_to_end(&mut raw).expect("read the answers");
+    let raw = pipelined(&bed, &wire, || {});
     let heads: Vec<bool> = requests.iter().map(|(m, _)| *m == "HEAD").collect();
     let answers = split_answers(&raw, &heads);
 
@@ -825,13 +826,7 @@ fn a_warm_file_is_served_byte_for_byte_however_a_connection_asks_for_it() {
         "range {start}-{end}: wrong bytes"
     );
 
-    let (status, version, body) = http::get_http2(&url).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        (status, version),
-        (StatusCode::OK, ::http::Version::HTTP_2),
-        "{url}"
-    );
-    assert!(body == whole, "{url}: wrong bytes over HTTP/2");
+    assert_served_over_http2(&url, &whole);
     assert_eq!(
         bed.upstream.requests_for(&warm.path()).len(),
         1,

@@ -5,14 +5,16 @@
 //! returns only when the loader ends), so a download is a *flight*: the first caller (the leader)
 //! spawns a task that writes the upstream's body to a temporary file, and every caller, leader
 //! included, follows it through its own cursor: the latest blocks from memory, anything older from
-//! the file. Progress is published on a `tokio::sync::watch` channel, which never blocks the
-//! writer, so a slow client slows nobody, and since the fetch runs in its own task a client
-//! hanging up neither cancels nor restarts it.
+//! the file, mapped rather than read. Each [`Piece`] a reader gets says where its bytes are in
+//! the file once they are written there, so the front sends them from it (`front::sendfile`).
+//! Progress is published on a `tokio::sync::watch` channel, which never blocks the writer, so a
+//! slow client slows nobody, and since the fetch runs in its own task a client hanging up
+//! neither cancels nor restarts it.
 //!
-//! Each block is hashed and written on two blocking threads of its own ([`Stages`]) while the
-//! next one is received, and kept as the chunks it arrived in (`super::chunks`), so a cold
-//! transfer costs the slowest of receiving, hashing and writing rather than their sum
-//! (benches/README.md, "Cold large file").
+//! Blocks are hashed and written on two blocking threads of their own ([`Stages`]), handed over
+//! [`BATCH`] at a time, while the next ones are received, and kept as the chunks they arrived in
+//! (`super::chunks`), so a cold transfer costs the slowest of receiving, hashing and writing
+//! rather than their sum (benches/README.md, "Cold large file", "Cold downloads by sendfile").
 //!
 //! The body is hashed as it is written and the last block written is withheld from every reader
 //! until the sha256 is known to match the one the index declared. On a mismatch the readers get an
