@@ -12,7 +12,7 @@
 //! neither cancels nor restarts it.
 //!
 //! Blocks are hashed and written on two blocking threads of their own ([`Stages`]), handed over
-//! [`BATCH`] at a time, while the next ones are received, and kept as the chunks they arrived in
+//! `BATCH` at a time, while the next ones are received, and kept as the chunks they arrived in
 //! (`super::chunks`), so a cold transfer costs the slowest of receiving, hashing and writing
 //! rather than their sum (benches/README.md, "Cold large file", "Cold downloads by sendfile").
 //!
