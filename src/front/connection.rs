@@ -149,10 +149,10 @@ impl Accepted {
             let in_flight = activity.begin();
             // Each request keeps the configuration it started with to its end.
             let app = live.current();
-            // Offered to the handler, which registers the file bodies it answers with. A HEAD
-            // response's body is never written: nothing to register.
+            // Offered to the handler, which registers the file bodies it answers with: only
+            // GETs get a file body (a HEAD response's is never written).
             if let Some(regions) = &regions {
-                if request.method() != hyper::Method::HEAD {
+                if request.method() == hyper::Method::GET {
                     request.extensions_mut().insert(regions.clone());
                 }
             }

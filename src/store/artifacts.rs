@@ -175,19 +175,26 @@ impl Store {
             return Some(file);
         }
         let file = Arc::new(self.inner.blobs.open(digest).ok()?);
+        self.keep_open(digest, &file);
+        Some(file)
+    }
+
+    /// Keeps a hot body's blob open, unless its artifact was removed meanwhile:
+    /// `unrecord_locked` takes the digest out of the index before it closes the kept file, so
+    /// one of the two sees the other and a removed blob is never kept (holding its disk space).
+    fn keep_open(&self, digest: &Sha256Digest, file: &Arc<File>) {
         self.inner.open_blobs.insert(*digest, file.clone());
-        // Removed meanwhile: `unrecord_locked` takes the digest out of the index before it
-        // closes the kept file, so one of the two sees the other and the file is not kept.
         if !self.contains(digest) {
             self.inner.open_blobs.invalidate(digest);
         }
-        Some(file)
     }
 
     /// Closes the blob files kept open for `sendfile`; the next warm request opens its own again.
     /// Called once the server has gone quiet (`trim`), so that an idle server holds no more
     /// descriptors than before its burst.
     pub fn close_open_blobs(&self) {
+        // One by one: moka's `invalidate_all` only hides the entries and drops them (closing the
+        // files) at some later housekeeping.
         let open: Vec<Sha256Digest> = self.inner.open_blobs.iter().map(|(d, _)| *d).collect();
         for digest in &open {
             self.inner.open_blobs.invalidate(digest);
@@ -209,7 +216,7 @@ impl Store {
                 size,
                 body: if size >= FILE_SLICE_MIN {
                     let file = Arc::new(file);
-                    self.inner.open_blobs.insert(*digest, file.clone());
+                    self.keep_open(digest, &file);
                     ArtifactBody::memory_on_disk(body, file)
                 } else {
                     ArtifactBody::memory(body)
