@@ -35,6 +35,15 @@ use super::{
 /// request racing the far side's close is retried anyway).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
+/// The most a connection reads from an upstream at once; hyper's default is about 400 KiB. A fast
+/// upstream (a central on the same network) fills any buffer, and draining its socket in a few
+/// large reads instead of many small ones cut a cold 1 GiB transfer's CPU by a tenth or more
+/// (fewer receive calls, window updates and wake-ups on both sides: benches/README.md, "Larger
+/// upstream reads"). hyper grows a connection's buffer towards this only while reads fill it, so
+/// pages and slow upstreams keep small buffers. [`crate::trim`] sizes the allocator's thresholds
+/// from it.
+pub const READ_BUFFER: usize = 4 << 20;
+
 type HttpClient = Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>;
 
 /// The client for one remote repository's upstream. Cloning is cheap: clones share the pool.
@@ -127,6 +136,7 @@ impl Upstream {
             .enable_http2()
             .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
+            .http1_max_buf_size(READ_BUFFER)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)

@@ -39,7 +39,7 @@ use url::Url;
 
 pub use crate::secret::{Secret, SecretError, SecretFile};
 pub use body::FileBody;
-pub use client::Upstream;
+pub use client::{Upstream, READ_BUFFER};
 pub use destination::{classify, AddressClass, Refused};
 pub(crate) use error::error_chain;
 pub use error::{TimeoutKind, UpstreamError};
