@@ -2,15 +2,15 @@
 //! and not before.
 //!
 //! While it serves, freed buffers should be reused, not handed back: a download's body arrives
-//! in fresh buffers of up to [`READ_BUFFER`](crate::upstream::READ_BUFFER) (hyper allocates a new one for each read while the
-//! last is still queued for the hash and the disk), and glibc's default thresholds (which adapt
-//! to the largest block freed) unmapped or trimmed them as they were freed, so the next ones were
-//! faulted in again page by page: 100,000 page faults and a tenth of the CPU of a cold 1 GiB
-//! transfer. [`keep_freed_buffers`] fixes both thresholds at the start, so such buffers come
-//! from, and go back to, the arenas. The price is memory kept between transfers: a cold 1 GiB
-//! transfer from a fast upstream peaks near 50 MiB resident instead of 27, and a burst of
-//! connections leaves more heap behind (512 KiB, then 1 MiB, had left 7 MiB more after 1,000
-//! connections), both until the quiet trim below.
+//! in fresh buffers of up to [`READ_BUFFER`](crate::upstream::READ_BUFFER) (hyper allocates a
+//! new one for each read while the last is still queued for the hash and the disk), and glibc's
+//! default thresholds (which adapt to the largest block freed) unmapped or trimmed them as they
+//! were freed, so the next ones were faulted in again page by page: 100,000 page faults and a
+//! tenth of the CPU of a cold 1 GiB transfer. [`keep_freed_buffers`] fixes both thresholds at
+//! the start, so such buffers come from, and go back to, the arenas. The price is heap kept
+//! between transfers until the quiet trim below: a cold 1 GiB transfer from a fast upstream peaks
+//! near 50 MiB resident instead of 27, and the load test's peak rose by 25 to 50 MiB (settled
+//! memory, after the trim, did not).
 //!
 //! glibc keeps freed memory in its arenas (one per thread that allocated, up to eight per core)
 //! for reuse, and returns it only from the top of each heap. After a burst, a sidecar would keep
