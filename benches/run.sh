@@ -835,9 +835,10 @@ PYEOF
 
     fi
 
-    # Measured twice: 3 s after the last request (what the burst left), and once a whole quiet
-    # period (src/trim.rs, 10 s) has passed and the server has given its freed heap back: that
-    # is what an idle sidecar holds.
+    # Measured twice: 3 s after the last request (what the burst left), and once the quiet trim
+    # has run (src/trim.rs: a 10 s tick that finds no request since the one before, so at most
+    # 20 s after the last request) and the server has given its freed heap back: that is what an
+    # idle sidecar holds.
     sleep 3
     local after; after=$(proc_kb VmRSS)
     row "RSS 3 s after the run (VmRSS)" "$(mib "$after")" "-" "-" "-" "info"

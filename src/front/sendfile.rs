@@ -18,12 +18,12 @@
 //!
 //! Nothing here can send wrong bytes: a blob is content-addressed and never rewritten in place,
 //! a temporary file's written bytes are never rewritten either, and the registered bytes are the
-//! ones hyper would have written. A file that is shorter than
-//! expected (damaged behind our back), or a file system that refuses `sendfile`, makes the
-//! stream write the bytes from memory instead. Bytes hyper writes that are not registered (every
-//! page, every error, TLS and its records) are written as before. A registered region holds a
-//! reference to its bytes, so their memory cannot be reused at the same address while it is
-//! registered, and is let go once its last byte is sent, or when a newer region displaces it.
+//! ones hyper would have written. A file that is shorter than expected (damaged behind our
+//! back), or a file system that refuses `sendfile`, makes the stream write the bytes from memory
+//! instead. Bytes hyper writes that are not registered (every page, every error, TLS and its
+//! records) are written as before. A registered region holds a reference to its bytes, so their
+//! memory cannot be reused at the same address while it is registered, and is let go once its
+//! last byte is sent, or when a newer region displaces it.
 
 use std::collections::VecDeque;
 use std::fs::File;
