@@ -436,6 +436,14 @@ stop_fleet() { # [all]
 # A process's CPU time so far (utime + stime of all its threads), in clock ticks: fields 14 and
 # 15 of /proc/PID/stat, counted after the ") " that ends the command name.
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# The CPU ticks of a process's children it has waited for (fields 16 and 17, cutime and cstime).
+child_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"; }
+# nginx's workers' CPU ticks, all together.
+nginx_ticks() {
+    local pid total=0
+    for pid in $(pgrep -P "$NGINX_PID"); do total=$((total + $(proc_ticks "$pid"))); done
+    echo "$total"
+}
 central_ticks() { proc_ticks "$CENTRAL_PID"; }
 
 # Page and file body bytes the central has sent (wheelgate_served_bytes_total, both sources).
@@ -627,17 +635,31 @@ PYEOF
     local big_url mid_url out ttfb total size code ref_ttfb round
     local best_total="" best_ttfb="" best_ref="" best_ref_ttfb="" hwm_cold=0 hwm
     local big_store="$WORK/store-big"
+    # The floor: benches/relay_floor.py does only what a cold fetch must (receive, sha256, write,
+    # send, the last bytes withheld until the digest matches) and reports its CPU. Each round
+    # compares wheelgate's CPU over its transfer with the relay's over the same file from nginx.
+    local relay_port relay_pid ticks0 others0 others cpu relay_cpu floor hz
+    local best_cpu="" best_relay_cpu="" best_floor=""
+    hz=$(getconf CLK_TCK)
+    relay_port=$(free_port)
+    "$PY" "$BENCHES/relay_floor.py" "$relay_port" "$DIRECT_PORT" "$WORK" >"$WORK/relay-floor.log" 2>&1 &
+    relay_pid=$!
+    HYPER_PIDS+=("$relay_pid")
     for round in $(seq "${BENCH_BIG_ROUNDS:-3}"); do
         stop_wheelgate
         rm -rf "$big_store"
         start_wheelgate "$big_store"
         big_url=$(wg_file_url bench-huge "$BIG_FILE")
         [ -n "$big_url" ] || die "wheelgate's page for bench-huge does not list $BIG_FILE"
+        ticks0=$(proc_ticks "$WG_PID")
+        others0=$(($(child_ticks $$) + $(nginx_ticks)))
         out=$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$big_url")
+        cpu=$(awk -v a="$ticks0" -v b="$(proc_ticks "$WG_PID")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+        others=$(awk -v a="$others0" -v b="$(($(child_ticks $$) + $(nginx_ticks)))" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
         read -r ttfb total size code <<<"$out"
         hwm=$(proc_kb VmHWM)
         [ "$hwm" -gt "$hwm_cold" ] && hwm_cold=$hwm
-        say "1 GiB cold, round $round: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, VmHWM $hwm KiB"
+        say "1 GiB cold, round $round: HTTP $code, $size bytes, first byte ${ttfb}s, total ${total}s, CPU ${cpu}s (curl and nginx ${others}s), VmHWM $hwm KiB"
         [ "$code" = 200 ] && [ "$size" = "$(manifest 'm["big"][-1]["size"]')" ] || say "warning: the cold 1 GiB transfer was incomplete (HTTP $code, $size bytes)"
         # The commit (an fsync of the whole file) runs after the client has its bytes: let it end,
         # and every dirty page reach the disk, so no round pays for the one before.
@@ -645,6 +667,22 @@ PYEOF
         sync
         read -r ref_ttfb ref_total <<<"$(curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}' "$DIRECT$BIG_PATH")"
         say "1 GiB from nginx, round $round: first byte ${ref_ttfb}s, total ${ref_total}s"
+        curl -s -o /dev/null "http://127.0.0.1:$relay_port/$(manifest 'm["big"][-1]["sha256"]')$BIG_PATH"
+        # The relay reports once it has closed its file, which can be after curl has the bytes.
+        for _ in $(seq 300); do
+            [ "$(grep -c '^cpu ' "$WORK/relay-floor.log")" -ge "$round" ] && break
+            sleep 0.1
+        done
+        relay_cpu=$(awk -v n="$round" '$1 == "cpu" && NR == n && $5 == "ok" { print $2 }' "$WORK/relay-floor.log")
+        [ -n "$relay_cpu" ] || die "the floor relay did not relay the 1 GiB file: $(tail -3 "$WORK/relay-floor.log")"
+        # The least wall time this transfer could take here: the relay's CPU, plus what curl and
+        # nginx spent on wheelgate's transfer, spread perfectly over the cores.
+        floor=$(awk -v r="$relay_cpu" -v o="$others" -v n="$(nproc)" 'BEGIN { printf "%.2f", (r + o) / n }')
+        say "1 GiB through the floor relay, round $round: CPU ${relay_cpu}s; floor for the transfer on $(nproc) cores ${floor}s"
+        sync
+        best_cpu=$(printf '%s\n' $best_cpu "$cpu" | sort -g | head -1)
+        best_relay_cpu=$(printf '%s\n' $best_relay_cpu "$relay_cpu" | sort -g | head -1)
+        best_floor=$(printf '%s\n' $best_floor "$floor" | sort -g | head -1)
         best_total=$(printf '%s\n' $best_total "$total" | sort -g | head -1)
         best_ttfb=$(printf '%s\n' $best_ttfb "$ttfb" | sort -g | head -1)
         best_ref=$(printf '%s\n' $best_ref "$ref_total" | sort -g | head -1)
@@ -657,6 +695,8 @@ PYEOF
     local cold_ratio
     cold_ratio=$(ratio "$best_total" "$best_ref")
     row "1 GiB cold: transfer time (s)" "$(printf '%.2f' "$best_total")" "$(printf '%.2f' "$best_ref") (nginx)" "$cold_ratio" "<= 2.00x" "$(verdict "${cold_ratio%x}" le 2.00)"
+    row "1 GiB cold: CPU (s)" "$best_cpu" "$(printf '%.2f' "$best_relay_cpu") (floor relay)" "$(ratio "$best_cpu" "$best_relay_cpu")" "-" "info"
+    row "1 GiB cold: time against the floor (s)" "$(printf '%.2f' "$best_total")" "$best_floor (floor, $(nproc) cores)" "$(ratio "$best_total" "$best_floor")" "-" "info"
     row "1 GiB cold: peak RSS (VmHWM)" "$(mib "$hwm_cold")" "-" "-" "< 64 MiB" "$(verdict "$hwm_cold" lt 65536)"
     # The 200 MB artifact, cold: transfer time through wheelgate against nginx direct.
     local mid_total mid_ref
