@@ -42,8 +42,8 @@ def relay(client, upstream_port, directory, buf):
     client.sendall(head)
     name = os.path.join(directory, "relay-floor.tmp")
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    # Blocks allocated up front, as wheelgate does: ext4's delayed allocation, finding room page
-    # by page, doubled this relay's CPU.
+    # Blocks allocated up front, as wheelgate does (for this relay it made no measurable
+    # difference: benches/README.md, "The floor of a cold transfer").
     os.posix_fallocate(fd, 0, length)
     view = memoryview(buf)
     digest = hashlib.sha256()

@@ -638,13 +638,12 @@ PYEOF
     # The floor: benches/relay_floor.py does only what a cold fetch must (receive, sha256, write,
     # send, the last bytes withheld until the digest matches) and reports its CPU. Each round
     # compares wheelgate's CPU over its transfer with the relay's over the same file from nginx.
-    local relay_port relay_pid ticks0 others0 others cpu relay_cpu floor hz
+    local relay_port ticks0 others0 others cpu relay_cpu floor hz
     local best_cpu="" best_relay_cpu="" best_floor=""
     hz=$(getconf CLK_TCK)
     relay_port=$(free_port)
     "$PY" "$BENCHES/relay_floor.py" "$relay_port" "$DIRECT_PORT" "$WORK" >"$WORK/relay-floor.log" 2>&1 &
-    relay_pid=$!
-    HYPER_PIDS+=("$relay_pid")
+    HYPER_PIDS+=($!) # cleanup stops it with the hyper_alone servers
     for round in $(seq "${BENCH_BIG_ROUNDS:-3}"); do
         stop_wheelgate
         rm -rf "$big_store"
@@ -673,7 +672,7 @@ PYEOF
             [ "$(grep -c '^cpu ' "$WORK/relay-floor.log")" -ge "$round" ] && break
             sleep 0.1
         done
-        relay_cpu=$(awk -v n="$round" '$1 == "cpu" && NR == n && $5 == "ok" { print $2 }' "$WORK/relay-floor.log")
+        relay_cpu=$(awk -v n="$round" '$1 == "cpu" && ++k == n && $5 == "ok" { print $2 }' "$WORK/relay-floor.log")
         [ -n "$relay_cpu" ] || die "the floor relay did not relay the 1 GiB file: $(tail -3 "$WORK/relay-floor.log")"
         # The least wall time this transfer could take here: the relay's CPU, plus what curl and
         # nginx spent on wheelgate's transfer, spread perfectly over the cores.
