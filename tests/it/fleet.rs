@@ -3,13 +3,16 @@
 //! the others through the bucket, so the upstream sees each file once whichever replica a
 //! client reaches; an upload through one replica installs through another, two replicas given
 //! one filename at once agree on one winner, a package first published through one replica
-//! keeps the upstream's versions of its name out of every replica's group, and a name one
-//! replica ingested from the upstream is not published through another. And what the bucket's
+//! keeps the upstream's versions of its name out of every replica's group, a replica killed amid
+//! uploads loses none it acknowledged and leaves no filename half taken, and a name one replica
+//! ingested from the upstream is not published through another. And what the bucket's
 //! own troubles cost: a stalled endpoint its idle timeout, an outage the probe has noticed an
 //! upload nothing at all, a rotated secret no restart.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::harness::clients::{self, dists, installed, ClientRun};
@@ -33,6 +36,18 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// A replica named `name` on this fleet's bucket and upstream (see `replica`).
+    fn replica(&self, name: &str) -> Wheelgate {
+        replica(
+            self.dir.path(),
+            name,
+            &self.upstream,
+            self.s3,
+            &self.bucket,
+            &self.publisher,
+        )
+    }
+
     fn new(purpose: &str) -> Fleet {
         let s3 = S3Server::shared();
         let bucket = unique_bucket_name(purpose);
@@ -174,20 +189,29 @@ fn publish(replica: &Wheelgate, dist: &Dist, account: &Account) -> u16 {
 
 /// Publishes `dist` to `internal` on `replica` as `account`; returns the answer.
 fn publish_answer(replica: &Wheelgate, dist: &Dist, account: &Account) -> http::RawResponse {
+    try_publish(replica.addr(), dist, &account.authorization())
+        .unwrap_or_else(|e| panic!("upload of {}: {e}\n{}", dist.filename, replica.output()))
+}
+
+/// Publishes `dist` to `internal` at `addr` with the `authorization` header; Err when the
+/// connection ends without an answer.
+fn try_publish(
+    addr: SocketAddr,
+    dist: &Dist,
+    authorization: &str,
+) -> Result<http::RawResponse, String> {
     let form = UploadForm::of(dist).multipart();
     let content_type = form.content_type();
-    let authorization = account.authorization();
     http::raw_request(
-        replica.addr(),
+        addr,
         "POST",
         b"/internal/",
         &[
             ("content-type", content_type.as_str()),
-            ("authorization", authorization.as_str()),
+            ("authorization", authorization),
         ],
         &form.body(),
     )
-    .unwrap_or_else(|e| panic!("upload of {}: {e}\n{}", dist.filename, replica.output()))
 }
 
 /// The sha256 of the file `filename` on `project`'s JSON page of `index` on `replica`, if listed.
@@ -292,23 +316,17 @@ fn three_replicas_on_one_bucket_fetch_each_file_from_the_upstream_once() {
 
 #[test]
 fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
-    let Fleet {
-        s3,
-        bucket,
-        upstream,
-        dir,
-        publisher,
-    } = Fleet::new("uploads");
-    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
-    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    let fleet = Fleet::new("uploads");
+    let (one, two) = (fleet.replica("one"), fleet.replica("two"));
+    let (dir, publisher) = (&fleet.dir, &fleet.publisher);
 
     // The same filename with different bytes through both replicas at once: one 200, one 409,
     // and both replicas list the winner.
     let (first, second) = (app_wheel(), app_wheel_rebuilt());
     assert_eq!(first.filename, second.filename);
     let (a, b) = std::thread::scope(|scope| {
-        let a = scope.spawn(|| publish(&one, first, &publisher));
-        let b = scope.spawn(|| publish(&two, second, &publisher));
+        let a = scope.spawn(|| publish(&one, first, publisher));
+        let b = scope.spawn(|| publish(&two, second, publisher));
         (a.join().unwrap_or(0), b.join().unwrap_or(0))
     });
     let mut statuses = [a, b];
@@ -340,7 +358,7 @@ fn uploads_through_one_replica_are_everywhere_and_a_filename_has_one_winner() {
     // A package first published through replica one: replica two installs it from its group,
     // and never offers the upstream's version of that name.
     let acme = plain_wheel("wgfx-acme-utils", "1.0");
-    assert_eq!(publish(&one, &acme, &publisher), 200);
+    assert_eq!(publish(&one, &acme, publisher), 200);
     let target = dir.path().join("acme");
     let run = clients::pip_install(&two.url("/all/simple/"), &target, &["wgfx-acme-utils"]);
     assert_installed(&run, &target, dists(&[("wgfx-acme-utils", "1.0")]));
@@ -460,17 +478,11 @@ fn with_the_bucket_down_a_replica_serves_what_it_holds_refuses_uploads_and_recov
 
 #[test]
 fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
-    let Fleet {
-        s3,
-        bucket,
-        upstream,
-        dir,
-        publisher,
-    } = Fleet::new("kill");
-    let mut one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
-    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    let fleet = Fleet::new("kill");
+    let (mut one, two) = (fleet.replica("one"), fleet.replica("two"));
+    let (dir, publisher) = (&fleet.dir, &fleet.publisher);
     let dist = plain_wheel("wgfx-durable", "1.0");
-    assert_eq!(publish(&one, &dist, &publisher), 200);
+    assert_eq!(publish(&one, &dist, publisher), 200);
     // The 200 came after the bucket had it: kill -9, and even a lost disk, lose nothing.
     one.kill();
     std::fs::remove_dir_all(dir.path().join("one").join("store"))
@@ -495,16 +507,149 @@ fn an_upload_acknowledged_by_a_replica_killed_right_after_is_not_lost() {
 }
 
 #[test]
+fn kill_9_amid_uploads_loses_none_acknowledged_and_leaves_no_filename_half_taken() {
+    let fleet = Fleet::new("killmid");
+    let (mut one, two) = (fleet.replica("one"), fleet.replica("two"));
+    let (dir, publisher) = (&fleet.dir, &fleet.publisher);
+    let addr = one.addr();
+    let authorization = publisher.authorization();
+
+    // One upload certainly in flight when the kill comes: half of its body sent, the rest never.
+    let stalled = plain_wheel("wgfx-stalled", "1.0");
+    let form = UploadForm::of(&stalled).multipart();
+    let (content_type, body) = (form.content_type(), form.body());
+    let headers = [
+        ("content-type", content_type.as_str()),
+        ("authorization", authorization.as_str()),
+    ];
+    let mut stalled_request = http::begin_request(
+        addr,
+        "POST",
+        b"/internal/",
+        &headers,
+        Some(body.len() as u64),
+    )
+    .unwrap_or_else(|e| panic!("the stalled upload: {e}"));
+    stalled_request
+        .send(&body[..body.len() / 2])
+        .unwrap_or_else(|e| panic!("the stalled upload's first half: {e}"));
+
+    // Two clients publishing one wheel after another through replica one, until it dies under
+    // them: the kill lands in the middle of their uploads (receiving, storing or putting into
+    // the bucket), wherever that is.
+    const ACKNOWLEDGED_BEFORE_THE_KILL: usize = 6;
+    let acknowledged = AtomicUsize::new(0);
+    let outcomes: Vec<(Dist, Result<u16, String>)> = std::thread::scope(|scope| {
+        let uploaders: Vec<_> = (0..2)
+            .map(|client| {
+                let (acknowledged, authorization) = (&acknowledged, &authorization);
+                scope.spawn(move || {
+                    let mut outcomes = Vec::new();
+                    // Bounded, should the kill never come.
+                    for i in 0..200 {
+                        let dist = plain_wheel(&format!("wgfx-burst-{client}-{i}"), "1.0");
+                        let answer =
+                            try_publish(addr, &dist, authorization).map(|answer| answer.status);
+                        let cut_off = answer.is_err();
+                        if answer == Ok(200) {
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                        }
+                        outcomes.push((dist, answer));
+                        if cut_off {
+                            break;
+                        }
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let enough = wait_until(Duration::from_secs(60), || {
+            acknowledged.load(Ordering::SeqCst) >= ACKNOWLEDGED_BEFORE_THE_KILL
+        });
+        one.kill();
+        assert!(
+            enough,
+            "replica one acknowledged fewer than {ACKNOWLEDGED_BEFORE_THE_KILL} uploads in 60 s"
+        );
+        uploaders
+            .into_iter()
+            .flat_map(|uploader| {
+                uploader
+                    .join()
+                    .unwrap_or_else(|_| panic!("an uploading client panicked"))
+            })
+            .collect()
+    });
+    assert!(
+        !matches!(
+            stalled_request.answer_within(Duration::from_secs(10)),
+            Some(Ok(_))
+        ),
+        "the upload stalled halfway got an answer"
+    );
+
+    let (kept, cut_off): (Vec<_>, Vec<_>) = outcomes
+        .into_iter()
+        .partition(|(_, answer)| *answer == Ok(200));
+    for (dist, answer) in &cut_off {
+        assert!(
+            answer.is_err(),
+            "the upload of {} was answered {answer:?} before the kill",
+            dist.filename
+        );
+    }
+    // Every acknowledged upload is on replica two, with its bytes.
+    for (dist, _) in &kept {
+        let listed = wait_until(Duration::from_secs(10), || {
+            listed_sha256(&two, "internal", &dist.normalized, &dist.filename).as_deref()
+                == Some(dist.sha256.as_str())
+        });
+        assert!(
+            listed,
+            "replica two does not list {}, which replica one acknowledged before its kill -9:\n{}",
+            dist.filename,
+            two.output()
+        );
+    }
+    // What the kill cut off, halfway through its body or through its commit, holds no filename:
+    // each can be published again through replica two.
+    for dist in cut_off.iter().map(|(dist, _)| dist).chain([&stalled]) {
+        assert_eq!(
+            publish(&two, dist, publisher),
+            200,
+            "{}, cut off by the kill, cannot be published again through replica two:\n{}",
+            dist.filename,
+            two.output()
+        );
+        assert_eq!(
+            listed_sha256(&two, "internal", &dist.normalized, &dist.filename).as_deref(),
+            Some(dist.sha256.as_str()),
+            "replica two lists other bytes for {}",
+            dist.filename
+        );
+    }
+    // And all of them install through replica two, the acknowledged and the published again.
+    let all: Vec<&Dist> = kept
+        .iter()
+        .chain(&cut_off)
+        .map(|(dist, _)| dist)
+        .chain([&stalled])
+        .collect();
+    let target = target(dir.path(), "burst");
+    let requirements: Vec<&str> = all.iter().map(|dist| dist.name.as_str()).collect();
+    let run = clients::uv_install(&two.url("/internal/simple/"), &target, &requirements);
+    let expected = all
+        .iter()
+        .map(|dist| (dist.normalized.clone(), dist.version.clone()))
+        .collect();
+    assert_installed(&run, &target, expected);
+}
+
+#[test]
 fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_another() {
-    let Fleet {
-        s3,
-        bucket,
-        upstream,
-        dir,
-        publisher,
-    } = Fleet::new("ingested");
-    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
-    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    let fleet = Fleet::new("ingested");
+    let (one, two) = (fleet.replica("one"), fleet.replica("two"));
+    let (dir, publisher) = (&fleet.dir, &fleet.publisher);
     // Installed through replica one's group: its page lists the upstream's files, which makes
     // the name's first-ingestion record there, and shares it.
     let target = target(dir.path(), "epsilon");
@@ -513,12 +658,12 @@ fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_anothe
     // Replica two never served that page; a publish of the name through it is refused by the
     // record replica one made (it reaches the bucket in the background, just after the page).
     assert!(
-        origin_shared(s3, &bucket, "wgfx-epsilon"),
+        origin_shared(fleet.s3, &fleet.bucket, "wgfx-epsilon"),
         "replica one never shared the record:\n{}",
         one.output()
     );
     let dist = plain_wheel("wgfx-epsilon", "5.0");
-    let status = publish(&two, &dist, &publisher);
+    let status = publish(&two, &dist, publisher);
     assert_eq!(
         status,
         403,
@@ -526,7 +671,7 @@ fn a_name_one_replica_ingested_from_the_upstream_is_not_published_through_anothe
         two.output()
     );
     // And replica one refuses it too, as a single node does.
-    assert_eq!(publish(&one, &dist, &publisher), 403);
+    assert_eq!(publish(&one, &dist, publisher), 403);
 }
 
 #[test]
@@ -603,15 +748,9 @@ fn internal_projects_json(replica: &Wheelgate) -> Option<BTreeSet<String>> {
 
 #[test]
 fn a_project_uploaded_through_one_replica_is_on_every_replicas_project_list() {
-    let Fleet {
-        s3,
-        bucket,
-        upstream,
-        dir,
-        publisher,
-    } = Fleet::new("list");
-    let one = replica(dir.path(), "one", &upstream, s3, &bucket, &publisher);
-    let two = replica(dir.path(), "two", &upstream, s3, &bucket, &publisher);
+    let fleet = Fleet::new("list");
+    let (one, two) = (fleet.replica("one"), fleet.replica("two"));
+    let publisher = &fleet.publisher;
     // Replica two builds its project list before the upload: it must not keep it.
     assert_eq!(
         internal_projects_json(&two),
@@ -620,7 +759,7 @@ fn a_project_uploaded_through_one_replica_is_on_every_replicas_project_list() {
         two.output()
     );
     assert_eq!(
-        publish(&one, &plain_wheel("wgfx-listed", "1.0"), &publisher),
+        publish(&one, &plain_wheel("wgfx-listed", "1.0"), publisher),
         200
     );
     // Nobody asks replica two for wgfx-listed's own page: its project list names it all the
