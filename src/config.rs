@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// accept (TLS handshake included) to its first complete request head, and from the end of
     /// one response to the next request head. Not zero.
     pub request_header_timeout: Duration,
+    /// How long an upload's body may go without a byte arriving before the upload is abandoned
+    /// (408) and its temporary file and disk reservation released. Not zero.
+    pub upload_idle_timeout: Duration,
     /// Connections served at once; `None` sizes the cap to the process's file limit at start
     /// (see `front::limit`). At least 1.
     pub max_connections: Option<usize>,
@@ -368,9 +371,11 @@ impl Config {
         )?;
         writeln!(
             out,
-            "limits: shutdown grace {}, max upload size {}, max concurrent upstream fetches {}",
+            "limits: shutdown grace {}, max upload size {}, upload idle timeout {}, max concurrent \
+             upstream fetches {}",
             format_duration(server.shutdown_grace),
             format_size(server.max_upload_size),
+            format_duration(server.upload_idle_timeout),
             server.max_concurrent_fetches
         )?;
         match server.max_connections {

@@ -49,6 +49,7 @@ pub(super) struct RawServer {
     pub max_upload_size: Field,
     pub max_concurrent_fetches: Field,
     pub request_header_timeout: Field,
+    pub upload_idle_timeout: Field,
     pub max_connections: Field,
     pub max_file_size: Field,
 }

@@ -325,9 +325,7 @@ impl Repositories {
             default_metrics: metrics.repository(&config.server.default_repository),
             flights,
             users,
-            upload_limits: crate::upload::Limits::with_max_upload_size(
-                config.server.max_upload_size,
-            ),
+            upload_limits: crate::upload::Limits::of_server(&config.server),
             list,
             default: config.server.default_repository.clone(),
             policy,

@@ -27,6 +27,12 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("the upload body could not be read ({reason}): try the upload again")]
     BodyRead { reason: String },
+    #[error(
+        "no byte of the upload body arrived for {} (upload_idle_timeout): the upload is \
+         abandoned; try it again",
+        crate::config::format_duration(*after)
+    )]
+    BodyIdle { after: std::time::Duration },
     #[error("the upload form has more than {max} parts: send only the file and its metadata")]
     TooManyFields { max: usize },
     #[error("the form field {field} is longer than the {max} bytes allowed for one field")]
@@ -195,11 +201,12 @@ pub enum UploadError {
 }
 
 impl UploadError {
-    /// The HTTP status to answer with: 413 for a body over the size limit, 500 when our own
-    /// temporary file failed, 400 for everything the client sent.
+    /// The HTTP status to answer with: 413 for a body over the size limit, 408 for a body that
+    /// stopped coming, 500 when our own temporary file failed, 400 for everything the client sent.
     pub fn status(&self) -> StatusCode {
         match self {
             UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             UploadError::TempFile { source }
                 if source.kind() == std::io::ErrorKind::StorageFull =>
             {
@@ -242,6 +249,14 @@ mod tests {
         assert_eq!(
             UploadError::TooLarge { limit: 1 }.status(),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let idle = UploadError::BodyIdle {
+            after: std::time::Duration::from_secs(90),
+        };
+        assert_eq!(idle.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            idle.to_string().contains("for 1m30s (upload_idle_timeout)"),
+            "{idle}"
         );
         assert_eq!(
             UploadError::TempFile {

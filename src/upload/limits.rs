@@ -5,12 +5,18 @@
 //! is bounded by one of these numbers so that neither a large body nor a crafted archive can make
 //! the server hold more memory, or scan more bytes, than the operator agreed to.
 
+use std::time::Duration;
+
 /// The bounds applied while receiving and checking an upload. [`Limits::default`] suits real
-/// packages; only `max_upload_size` is usually configured (`max_upload_size` in `proxy.toml`).
+/// packages; `max_upload_size` and `idle_timeout` come from `[server]` in `proxy.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// The whole request body, in bytes. Crossing it while streaming ends the request with 413.
     pub max_upload_size: u64,
+    /// How long the body may go without a byte arriving; past it the request ends with 408 (a
+    /// client gone without closing its connection would otherwise hold the temporary file and
+    /// the disk reservation for ever).
+    pub idle_timeout: Duration,
     /// Parts in the form, the file included. Real uploads send a few dozen.
     pub max_fields: usize,
     /// One text field, in bytes (except `description`, see [`Limits::max_text_total`]).
@@ -37,12 +43,22 @@ impl Limits {
             ..Limits::default()
         }
     }
+
+    /// The defaults, with the operator's `[server]` settings.
+    pub fn of_server(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            max_upload_size: server.max_upload_size,
+            idle_timeout: server.upload_idle_timeout,
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_upload_size: 1 << 30,
+            idle_timeout: Duration::from_secs(60),
             max_fields: 1000,
             max_field_size: 64 << 10,
             max_text_total: 1 << 20,

@@ -16,16 +16,21 @@
 //!   not a form (a header block or a preamble that never ends), and reading stops with an error.
 //!
 //! It is also where the body size is counted, so a body over `max_upload_size` is refused the
-//! moment it crosses the limit.
+//! moment it crosses the limit, and where a body that stops coming is noticed: when the client
+//! has sent nothing for `upload_idle_timeout` while wheelgate waits for it, reading stops with an
+//! error. Only waiting on the client counts; a pause of wheelgate's own (above) does not.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
 
 use super::error::one_line;
 
@@ -66,6 +71,8 @@ pub(crate) enum BodyError {
     Read(String),
     #[error("more than {max} bytes of the body are not form data")]
     Unframed { max: u64 },
+    #[error("no byte of the body arrived for {after:?}")]
+    Idle { after: Duration },
 }
 
 /// The body stream handed to multer.
@@ -79,12 +86,19 @@ pub(crate) struct Paced<S> {
     declined_at: Option<u64>,
     just_yielded: bool,
     done: bool,
+    /// How long the body may go without a chunk while it is waited on.
+    idle: Duration,
+    /// Set when a poll of the body finds nothing; cleared by the next chunk.
+    waiting: bool,
+    /// The deadline of the current wait; made at the first wait (a body that never makes one
+    /// needs no timer, nor a runtime).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Paced<S> {
-    /// Wraps `inner`, to be refused past `limit` bytes; the receiving loop reports to the
-    /// returned [`Progress`].
-    pub(crate) fn new(inner: S, limit: u64) -> (Paced<S>, Arc<Progress>) {
+    /// Wraps `inner`, to be refused past `limit` bytes or after `idle` without a byte; the
+    /// receiving loop reports to the returned [`Progress`].
+    pub(crate) fn new(inner: S, limit: u64, idle: Duration) -> (Paced<S>, Arc<Progress>) {
         let progress = Arc::new(Progress::default());
         let paced = Paced {
             inner,
@@ -94,8 +108,31 @@ impl<S> Paced<S> {
             declined_at: None,
             just_yielded: false,
             done: false,
+            idle,
+            waiting: false,
+            timer: None,
         };
         (paced, progress)
+    }
+
+    /// The body had nothing: starts the wait's clock if this is its first poll, and tells whether
+    /// the wait has lasted `idle`.
+    fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            // A deadline beyond what the clock can hold is no deadline (a year will do).
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(self.idle)
+                .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
     }
 
     /// Returns `Pending` after waking the task: multer goes on with what it holds and asks again.
@@ -138,6 +175,7 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                this.waiting = false;
                 this.seen = this.seen.saturating_add(chunk.len() as u64);
                 if this.seen > this.limit {
                     this.done = true;
@@ -154,6 +192,10 @@ where
             Poll::Ready(None) => {
                 this.done = true;
                 Poll::Ready(None)
+            }
+            Poll::Pending if this.waited_too_long(cx) => {
+                this.done = true;
+                Poll::Ready(Some(Err(BodyError::Idle { after: this.idle })))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -179,7 +221,7 @@ mod tests {
             Ok::<_, Infallible>(Bytes::from_static(b"ab")),
             Ok(Bytes::from_static(b"cd")),
         ];
-        let (mut paced, _) = Paced::new(stream::iter(chunks), 3);
+        let (mut paced, _) = Paced::new(stream::iter(chunks), 3, Duration::MAX);
         assert!(matches!(poll(&mut paced), Poll::Ready(Some(Ok(c))) if c == "ab"));
         assert!(poll(&mut paced).is_pending(), "a pause after every chunk");
         assert!(matches!(
@@ -189,12 +231,51 @@ mod tests {
         assert!(matches!(poll(&mut paced), Poll::Ready(None)));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_coming_ends_after_the_idle_timeout() {
+        use futures_util::StreamExt as _;
+        let idle = Duration::from_secs(60);
+        let chunks =
+            stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"ab"))]).chain(stream::pending());
+        let (mut paced, _) = Paced::new(chunks, u64::MAX, idle);
+        let start = Instant::now();
+        assert!(matches!(paced.next().await, Some(Ok(c)) if c == "ab"));
+        let ended = tokio::time::timeout(2 * idle, paced.next()).await;
+        assert!(
+            matches!(ended, Ok(Some(Err(BodyError::Idle { after }))) if after == idle),
+            "{ended:?}"
+        );
+        assert_eq!(
+            start.elapsed(),
+            idle,
+            "the wait is measured from the last chunk"
+        );
+        assert!(paced.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_body_that_keeps_coming_is_read_whole() {
+        use futures_util::StreamExt as _;
+        // Five chunks 40 s apart: 200 s in all, never 60 s without a byte.
+        let chunks = stream::unfold(0, |sent| async move {
+            if sent == 5 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            Some((Ok::<_, Infallible>(Bytes::from_static(b"x")), sent + 1))
+        });
+        let (paced, _) = Paced::new(Box::pin(chunks), u64::MAX, Duration::from_secs(60));
+        let read: Vec<_> = paced.collect().await;
+        assert_eq!(read.len(), 5);
+        assert!(read.iter().all(Result::is_ok));
+    }
+
     #[test]
     fn reads_on_only_while_multer_moves_on_or_needs_more() {
         const CHUNK: u64 = 64 << 10;
         let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
         let chunks = std::iter::repeat_n(Ok::<_, Infallible>(chunk), 1000);
-        let (mut paced, progress) = Paced::new(stream::iter(chunks), u64::MAX);
+        let (mut paced, progress) = Paced::new(stream::iter(chunks), u64::MAX, Duration::MAX);
         // Nothing handed on: it reads up to the window, then declines once.
         for _ in 0..100 {
             if poll(&mut paced).is_pending() && paced.declined_at.is_some() {

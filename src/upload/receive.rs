@@ -50,7 +50,7 @@ where
     let boundary = multer::parse_boundary(content_type).map_err(|_| UploadError::NotMultipart {
         shown: shown(content_type),
     })?;
-    let (body, progress) = Paced::new(body, limits.max_upload_size);
+    let (body, progress) = Paced::new(body, limits.max_upload_size, limits.idle_timeout);
     let mut multipart = multer::Multipart::new(body, boundary);
     let mut form = FormBuilder::new(limits);
     let mut content: Option<ContentFile> = None;
@@ -119,6 +119,7 @@ fn from_multer(error: multer::Error) -> UploadError {
             Ok(body) => match *body {
                 BodyError::TooLarge { limit } => UploadError::TooLarge { limit },
                 BodyError::Read(reason) => UploadError::BodyRead { reason },
+                BodyError::Idle { after } => UploadError::BodyIdle { after },
                 BodyError::Unframed { max } => UploadError::Malformed {
                     reason: format!(
                         "more than {max} bytes hold no form data (a part's headers never end, or \

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ::http::StatusCode;
 
@@ -973,6 +973,58 @@ fn an_upload_over_max_upload_size_is_413_while_the_body_is_still_coming() {
     let wheel = uploads::app_wheel();
     let response = bed.upload(INTERNAL, &UploadForm::of(wheel), Some(&publisher));
     assert_uploaded(&bed, &response, "a small wheel under max_upload_size");
+}
+
+#[test]
+fn an_upload_whose_body_stops_coming_is_408_after_upload_idle_timeout_and_leaves_nothing() {
+    let (bed, publisher, _) = publishing_bed(|config| {
+        config.server_toml = "upload_idle_timeout = \"1s\"\n".to_owned();
+    });
+    let wheel = uploads::app_wheel();
+    for framing in [http::Framing::Length(0), http::Framing::Chunked] {
+        let (mut request, body, framing) = begin_upload(&bed, &publisher, wheel, framing);
+        request
+            .send(&body[..body.len() / 2])
+            .unwrap_or_else(|e| panic!("{framing:?}: the first half of the body: {e}"));
+        let stalled = Instant::now();
+        let answer = match request.answer_within(Duration::from_secs(30)) {
+            Some(Ok(answer)) => answer,
+            Some(Err(e)) => panic!("{framing:?}: the connection ended without an answer: {e}"),
+            None => panic!(
+                "{framing:?}: no answer within 30 s to an upload stalled halfway, with \
+                 upload_idle_timeout = 1s"
+            ),
+        };
+        assert!(
+            stalled.elapsed() >= Duration::from_millis(900),
+            "{framing:?}: answered {:?} after the body stalled, before upload_idle_timeout",
+            stalled.elapsed()
+        );
+        assert_refusal(
+            &answer,
+            408,
+            &format!("an upload stalled halfway ({framing:?})"),
+            &["upload_idle_timeout"],
+        );
+    }
+    assert_nothing_left(
+        &bed,
+        wheel,
+        "an upload abandoned for its stalled body (the 408s)",
+    );
+
+    // A body that keeps coming, however slowly, is not idle: four pieces 600 ms apart.
+    let (mut request, body, _) = begin_upload(&bed, &publisher, wheel, http::Framing::Length(0));
+    for piece in body.chunks(body.len().div_ceil(4)) {
+        std::thread::sleep(Duration::from_millis(600));
+        request
+            .send(piece)
+            .unwrap_or_else(|e| panic!("a slow upload, after {} bytes: {e}", request.sent));
+    }
+    let answer = request
+        .finish()
+        .unwrap_or_else(|e| panic!("a slow upload: {e}"));
+    assert_uploaded(&bed, &answer, "an upload sent in pieces 600 ms apart");
 }
 
 #[test]

@@ -20,6 +20,8 @@ const DEFAULT_MAX_CONCURRENT_FETCHES: i64 = 64;
 /// An upper bound that keeps a typo (an extra zero or two) from opening thousands of sockets.
 const MAX_CONCURRENT_FETCHES: i64 = 65_536;
 const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an upload body may pause; nginx's `client_body_timeout` is 60 s too.
+const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Far above any file limit a kernel grants by default; a larger number is a typo.
 const MAX_CONNECTIONS: i64 = 1 << 24;
 
@@ -142,7 +144,20 @@ impl Parser<'_> {
             )?,
             // The range check above keeps this conversion lossless.
             max_concurrent_fetches: usize::try_from(max_concurrent_fetches).unwrap_or(1),
-            request_header_timeout: self.request_header_timeout(fields)?,
+            request_header_timeout: self.timeout(
+                fields.request_header_timeout.as_ref(),
+                "request_header_timeout",
+                DEFAULT_REQUEST_HEADER_TIMEOUT,
+                "; every connection would be closed before its request arrived, so give clients \
+                 some seconds, e.g. \"30s\"",
+            )?,
+            upload_idle_timeout: self.timeout(
+                fields.upload_idle_timeout.as_ref(),
+                "upload_idle_timeout",
+                DEFAULT_UPLOAD_IDLE_TIMEOUT,
+                "; every upload would be abandoned at its first pause, so give clients some \
+                 seconds, e.g. \"60s\"",
+            )?,
             max_connections: match &fields.max_connections {
                 None => None,
                 Some(field) => {
@@ -161,22 +176,21 @@ impl Parser<'_> {
         })
     }
 
-    fn request_header_timeout(&self, fields: &RawServer) -> Result<Duration, ConfigError> {
+    /// A `[server]` duration that must not be zero, with `hint` saying why.
+    fn timeout(
+        &self,
+        field: Option<&Spanned<Scalar>>,
+        name: &'static str,
+        default: Duration,
+        hint: &'static str,
+    ) -> Result<Duration, ConfigError> {
         let key = Key {
             section: "[server]",
-            name: "request_header_timeout",
+            name,
         };
-        let field = fields.request_header_timeout.as_ref();
-        let timeout = self.duration(field, key, DEFAULT_REQUEST_HEADER_TIMEOUT, false)?;
+        let timeout = self.duration(field, key, default, false)?;
         match field {
-            Some(field) if timeout.is_zero() => Err(self.at(
-                field,
-                key,
-                Problem::Zero {
-                    hint: "; every connection would be closed before its request arrived, \
-                           so give clients some seconds, e.g. \"30s\"",
-                },
-            )),
+            Some(field) if timeout.is_zero() => Err(self.at(field, key, Problem::Zero { hint })),
             _ => Ok(timeout),
         }
     }
@@ -282,6 +296,28 @@ mod tests {
             error.to_string().contains("[server.tls] key_file: missing"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_upload_idle_timeout_has_a_default_and_is_checked() {
+        let config = parse_text(MINIMAL).unwrap();
+        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(60));
+        let config = parse_text(&format!(
+            "[server]\nupload_idle_timeout = \"2m\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(120));
+        for (value, says) in [("\"0s\"", "must not be zero"), ("60", "with a unit")] {
+            let error = error_of(&format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nupload_idle_timeout = {value}\n{MINIMAL}"
+            ));
+            assert_eq!(error.line(), Some(3), "{value}: {error}");
+            let message = error.to_string();
+            assert!(
+                message.contains("[server] upload_idle_timeout") && message.contains(says),
+                "{value}: {message}"
+            );
+        }
     }
 
     #[test]
