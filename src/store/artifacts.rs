@@ -191,7 +191,9 @@ impl Store {
 
     /// Closes the blob files kept open for `sendfile`; the next warm request opens its own again.
     /// Called once the server has gone quiet (`trim`), so that an idle server holds no more
-    /// descriptors than before its burst.
+    /// descriptors than before its burst. A file is closed when moka frees its entry, which is
+    /// usually before this returns; its map reclaims removed entries by epochs, so now and then
+    /// only at the cache's next use.
     pub fn close_open_blobs(&self) {
         // One by one: moka's `invalidate_all` only hides the entries and drops them (closing the
         // files) at some later housekeeping.

@@ -489,12 +489,20 @@ fn a_hot_body_comes_with_its_kept_open_blob_until_it_is_removed() {
     assert!(Arc::ptr_eq(&first.file, &second.file));
     assert!(store.inner.open_blobs.contains_key(&digest));
     // Closed once the server is quiet: the store holds it no more, and reopens it when asked.
+    // moka's map frees a removed entry through epoch-based reclamation (crossbeam-epoch), which
+    // runs when the cache is next used, not always within the removing call: 1 run in 20 still
+    // held the file right after it. So the cache is used until it lets go, for at most 5 s.
     assert_eq!(Arc::strong_count(&first.file), 3);
     store.close_open_blobs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Arc::strong_count(&first.file) > 2 && std::time::Instant::now() < deadline {
+        store.close_open_blobs();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(
         Arc::strong_count(&first.file),
         2,
-        "the store still holds the file"
+        "the store still holds the file 5 s after closing its open blobs"
     );
     drop((first, second));
     let again = blob_of(store.artifact(&digest).unwrap());
