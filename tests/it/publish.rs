@@ -8,7 +8,8 @@
 //! what it left behind: nothing. Credentials missing or wrong (401), a user without the publish
 //! role or limited to another repository (403), digests that do not match the content, a filename
 //! that disagrees with the form or with the wheel's METADATA, a zip bomb (400), a body over
-//! `max_upload_size` (413, while it streams), and a different file under a filename already
+//! `max_upload_size` (413, while it streams), a body that stops coming for `upload_idle_timeout`
+//! (408; one that keeps coming slowly is a 200), and a different file under a filename already
 //! taken (409; the same bytes again are a harmless 200, so a re-run publish job passes). A kill -9
 //! with an upload half-sent leaves nothing, and one right after the 200 loses nothing. uv's
 //! `--check-url` makes a second `uv publish` skip what is already there without uploading again.
