@@ -299,64 +299,53 @@ mod tests {
     }
 
     #[test]
-    fn the_upload_idle_timeout_has_a_default_and_is_checked() {
-        let config = parse_text(MINIMAL).unwrap();
-        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(60));
-        let config = parse_text(&format!(
-            "[server]\nupload_idle_timeout = \"2m\"\n{MINIMAL}"
-        ))
-        .unwrap();
-        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(120));
-        for (value, says) in [("\"0s\"", "must not be zero"), ("60", "with a unit")] {
-            let error = error_of(&format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nupload_idle_timeout = {value}\n{MINIMAL}"
-            ));
-            assert_eq!(error.line(), Some(3), "{value}: {error}");
-            let message = error.to_string();
-            assert!(
-                message.contains("[server] upload_idle_timeout") && message.contains(says),
-                "{value}: {message}"
-            );
-        }
-    }
-
-    #[test]
-    fn connection_limits_have_defaults_and_are_checked() {
+    fn timeouts_have_defaults_and_are_checked() {
         let config = parse_text(MINIMAL).unwrap();
         assert_eq!(
             config.server.request_header_timeout,
             Duration::from_secs(30)
         );
-        assert_eq!(config.server.max_connections, None);
+        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(60));
         let config = parse_text(&format!(
-            "[server]\nrequest_header_timeout = \"1500ms\"\nmax_connections = 20\n{MINIMAL}"
+            "[server]\nrequest_header_timeout = \"1500ms\"\nupload_idle_timeout = \"2m\"\n{MINIMAL}"
         ))
         .unwrap();
         assert_eq!(
             config.server.request_header_timeout,
             Duration::from_millis(1500)
         );
+        assert_eq!(config.server.upload_idle_timeout, Duration::from_secs(120));
+
+        for key in ["request_header_timeout", "upload_idle_timeout"] {
+            for (value, says) in [
+                ("\"0s\"", "must not be zero"),
+                ("\"-5s\"", ""),
+                ("\"soon\"", ""),
+                ("30", "with a unit"),
+            ] {
+                let error = error_of(&format!(
+                    "[server]\nlisten = \"127.0.0.1:0\"\n{key} = {value}\n{MINIMAL}"
+                ));
+                assert_eq!(error.line(), Some(3), "{key} = {value}: {error}");
+                let message = error.to_string();
+                assert!(
+                    message.contains(&format!("[server] {key}")) && message.contains(says),
+                    "{key} = {value}: {message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_connections_has_a_default_and_is_checked() {
+        let config = parse_text(MINIMAL).unwrap();
+        assert_eq!(config.server.max_connections, None);
+        let config = parse_text(&format!("[server]\nmax_connections = 20\n{MINIMAL}")).unwrap();
         assert_eq!(config.server.max_connections, Some(20));
         let config =
             parse_text(&format!("[server]\nmax_connections = \"300\"\n{MINIMAL}")).unwrap();
         assert_eq!(config.server.max_connections, Some(300));
 
-        for (value, says) in [
-            ("\"0s\"", "must not be zero"),
-            ("\"-5s\"", ""),
-            ("\"soon\"", ""),
-            ("30", "with a unit"),
-        ] {
-            let error = error_of(&format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nrequest_header_timeout = {value}\n{MINIMAL}"
-            ));
-            assert_eq!(error.line(), Some(3), "{value}: {error}");
-            let message = error.to_string();
-            assert!(
-                message.contains("[server] request_header_timeout") && message.contains(says),
-                "{value}: {message}"
-            );
-        }
         for (value, says) in [
             ("0", "from 1 to"),
             ("-3", "from 1 to"),
